@@ -1,0 +1,18 @@
+/**
+ * Where flushed region data lives: SST files and manifests. A directory by
+ * default, shared by every node so a region can open anywhere. Keys are
+ * '/'-separated relative paths.
+ */
+export interface ObjectStore {
+  /** Write durably and atomically (readers see the old object or the whole new one). */
+  put(key: string, data: Uint8Array): Promise<void>;
+  /** Rejects with NOT_FOUND if the object does not exist. */
+  get(key: string): Promise<Uint8Array>;
+  exists(key: string): Promise<boolean>;
+  /** Idempotent. */
+  delete(key: string): Promise<void>;
+  /** Keys under a prefix, sorted. */
+  list(prefix: string): Promise<string[]>;
+  /** Delete every object under a prefix. */
+  deletePrefix(prefix: string): Promise<void>;
+}

@@ -1,0 +1,77 @@
+import type { EntryId } from '../wal/log-store.js';
+import type { ObjectStore } from './object-store.js';
+import type { Row, TableQuery, TableSchema } from './schema.js';
+
+/**
+ * The runtime hands WAL entries to regions through this interface and never
+ * looks inside region state. The table engine (./table) is one
+ * implementation.
+ */
+export interface RegionDescriptor {
+  readonly regionId: number;
+  readonly table: TableSchema;
+  /** Index of this region among its table's partitions. */
+  readonly partition: number;
+  /**
+   * Entry id of the region_create entry in its shard's topic: nothing at or
+   * below it belongs to the region, so a fresh region's flushed entry id.
+   */
+  readonly createdAt: EntryId;
+}
+
+export interface FlushResult {
+  readonly flushedEntryId: EntryId;
+  /** Bytes of SST written (0 if the memtable was empty). */
+  readonly bytes: number;
+  readonly rows: number;
+}
+
+export interface RegionEngine {
+  readonly name: string;
+  /**
+   * Load the region's manifest (creating it at `createdAt` if absent) and
+   * check its SSTs exist. Rejects SST_MISSING / MANIFEST_CORRUPT naming the
+   * region and file.
+   */
+  openRegion(desc: RegionDescriptor, store: ObjectStore): Promise<Region>;
+  /** Delete a dropped region's files. */
+  destroyRegion(regionId: number, store: ObjectStore): Promise<void>;
+}
+
+export interface Region {
+  readonly regionId: number;
+  /** Highest entry id whose effects are in flushed SSTs; replay starts after it. */
+  flushedEntryId(): EntryId;
+  /** Highest entry id applied (>= flushedEntryId). */
+  appliedEntryId(): EntryId;
+  /**
+   * Apply a data entry's body. Called in entry id order, synchronously, only
+   * after the entry is durable in the WAL. Ids <= appliedEntryId() are
+   * ignored (idempotent replay). Throws INVALID_ARGUMENT on an undecodable body.
+   */
+  apply(entryId: EntryId, body: Uint8Array): void;
+  /** Bytes held in memtables (active + frozen), for flush triggers. */
+  memtableBytes(): number;
+  /**
+   * Freeze the active memtable now (synchronously, before the first await)
+   * and write it as an SST. `coveredUpTo` is the shard's last applied entry
+   * id at call time: every entry of this region up to it has been applied,
+   * so the manifest's flushed entry id becomes coveredUpTo even when the
+   * region had nothing to write. Writes keep flowing into a new memtable.
+   * Concurrent calls are serialised.
+   */
+  flush(coveredUpTo: EntryId): Promise<FlushResult>;
+  /** Merge SSTs when there are enough of them; newest wins, tombstones dropped. */
+  compact(): Promise<void>;
+  /** Rows matching the query, merged from memtables and SSTs, ordered by primary key then time. */
+  query(q: TableQuery): Promise<Row[]>;
+  close(): Promise<void>;
+}
+
+/** The table engine's mutation encoding, used by the API to build WAL entry bodies. */
+export interface TableMutationCodec {
+  /** Validated rows -> data entry body. */
+  encodePut(schema: TableSchema, rows: readonly Row[]): Uint8Array;
+  /** Primary keys (tags + time) -> data entry body of tombstones. */
+  encodeDelete(schema: TableSchema, keys: readonly Row[]): Uint8Array;
+}

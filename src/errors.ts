@@ -1,0 +1,59 @@
+/**
+ * One error type for the whole runtime: a stable machine-readable code and a
+ * message that names the thing (table, region, topic, entry id) at fault.
+ * The HTTP API maps codes to status codes; nothing else inspects messages.
+ */
+export type ErrorCode =
+  // client input
+  | 'INVALID_ARGUMENT'
+  | 'INVALID_SCHEMA'
+  | 'INVALID_ROW'
+  | 'INVALID_QUERY'
+  | 'MALFORMED_JSON'
+  | 'REQUEST_TOO_LARGE'
+  | 'TABLE_NOT_FOUND'
+  | 'TABLE_EXISTS'
+  | 'NOT_FOUND'
+  // runtime state
+  | 'NOT_LEADER'
+  | 'REGION_NOT_SERVING'
+  | 'SHARD_NOT_SERVING'
+  | 'REGION_FAILED'
+  | 'CLOSED'
+  // storage faults
+  | 'WAL_CORRUPT'
+  | 'WAL_TRUNCATED'
+  | 'WAL_APPEND_FAILED'
+  | 'ENTRY_TOO_LARGE'
+  | 'SST_MISSING'
+  | 'SST_CORRUPT'
+  | 'MANIFEST_CORRUPT'
+  | 'META_CORRUPT'
+  | 'INTERNAL';
+
+export class RepriseError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'RepriseError';
+    this.code = code;
+    this.details = details;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details?: Record<string, unknown> } {
+    return this.details ? { code: this.code, message: this.message, details: this.details } : { code: this.code, message: this.message };
+  }
+}
+
+export function isRepriseError(err: unknown, code?: ErrorCode): err is RepriseError {
+  return err instanceof RepriseError && (code === undefined || err.code === code);
+}
+
+/** Wrap anything thrown into a RepriseError, keeping the original as cause. */
+export function asRepriseError(err: unknown, fallback: ErrorCode = 'INTERNAL'): RepriseError {
+  if (err instanceof RepriseError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new RepriseError(fallback, message, undefined, { cause: err });
+}
