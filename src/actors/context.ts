@@ -1,0 +1,74 @@
+import type { Logger } from 'pino';
+import type { ObjectStore } from '../engine/object-store.js';
+import type { RegionEngine } from '../engine/region-engine.js';
+import type { MetaService } from '../meta/meta-service.js';
+import type { LogStore } from '../wal/log-store.js';
+
+/** Which actor changed state, for logs, status and (later) metrics and the dashboard. */
+export interface Transition {
+  readonly kind: 'node' | 'shard' | 'region';
+  readonly id: string | number;
+  readonly from: string;
+  readonly to: string;
+  readonly at: number;
+  readonly reason?: string;
+}
+
+export interface ReplayProgress {
+  readonly shardId: number;
+  readonly topic: string;
+  readonly entries: number;
+  readonly bytes: number;
+  readonly lastId: number;
+  readonly targetId: number;
+  readonly elapsedMs: number;
+}
+
+export interface FlushPolicy {
+  /** Flush a shard when one of its regions' memtables holds this many bytes. */
+  readonly memtableBytes: number;
+  /** Flush a shard when this many WAL bytes were appended since its last flush. */
+  readonly walBytes: number;
+}
+
+export const DEFAULT_FLUSH_POLICY: FlushPolicy = { memtableBytes: 64 * 1024 * 1024, walBytes: 256 * 1024 * 1024 };
+
+/** Everything an actor needs from the layers below, injected by whoever assembles the runtime. */
+export interface ActorContext {
+  readonly nodeId: string;
+  readonly meta: MetaService;
+  readonly log: LogStore;
+  readonly engine: RegionEngine;
+  readonly objects: ObjectStore;
+  readonly logger: Logger;
+  readonly maxBatchBytes: number;
+  readonly flushPolicy: FlushPolicy;
+  readonly onTransition?: (t: Transition) => void;
+  readonly onReplayProgress?: (p: ReplayProgress) => void;
+}
+
+/** Subscribe to an actor's state changes and report each transition once. */
+export function reportTransitions(
+  actor: { subscribe(cb: (s: { value: unknown; context: { error?: string | undefined } }) => void): unknown; getSnapshot(): { value: unknown } },
+  kind: Transition['kind'],
+  id: string | number,
+  ctx: ActorContext,
+): void {
+  let current = String(actor.getSnapshot().value);
+  actor.subscribe((snapshot) => {
+    const next = String(snapshot.value);
+    if (next === current) return;
+    const transition: Transition = {
+      kind,
+      id,
+      from: current,
+      to: next,
+      at: Date.now(),
+      ...(snapshot.context.error && (next === 'failed' || next === 'serving') ? { reason: snapshot.context.error } : {}),
+    };
+    current = next;
+    const level = next === 'failed' ? 'error' : kind === 'region' ? 'debug' : 'info';
+    ctx.logger[level]({ [kind]: id, from: transition.from, to: next, reason: transition.reason }, `${kind} ${id}: ${transition.from} -> ${next}`);
+    ctx.onTransition?.(transition);
+  });
+}

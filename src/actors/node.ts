@@ -1,0 +1,98 @@
+import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
+import { RepriseError } from '../errors.js';
+import { reportTransitions, type ActorContext } from './context.js';
+import { nodeMachine, type NodeState } from './node-machine.js';
+import { ShardActor, type ShardStatus } from './shard.js';
+
+export interface NodeStatus {
+  readonly id: string;
+  readonly state: NodeState;
+  readonly shards: ShardStatus[];
+  readonly error?: string;
+}
+
+/**
+ * A node: the node machine and the shards it leads. It registers with meta,
+ * opens (and so replays) its shards in parallel, and routes operations to
+ * them.
+ */
+export class NodeActor {
+  readonly actor: Actor<typeof nodeMachine>;
+  private readonly shards = new Map<number, ShardActor>();
+  private flushOnClose = true;
+
+  constructor(private readonly ctx: ActorContext) {
+    const machine = nodeMachine.provide({
+      actors: {
+        registerNode: fromPromise(async () => ctx.meta.registerNode(ctx.nodeId)),
+        openShards: fromPromise(async () => {
+          const shards = ctx.meta.shardsFor(ctx.nodeId).map((s) => new ShardActor(s.id, ctx));
+          for (const shard of shards) this.shards.set(shard.id, shard);
+          // A shard that fails keeps its reason in status; the node serves the others.
+          await Promise.all(shards.map((s) => s.start()));
+        }),
+        flushNode: fromPromise(async () => {
+          await Promise.all([...this.shards.values()].map((s) => s.flush()));
+        }),
+        drainNode: fromPromise<void, { nodeId: string }>(async () => {
+          throw new RepriseError('INVALID_ARGUMENT', `node '${ctx.nodeId}' cannot drain: no other node in embedded mode`);
+        }),
+        closeNode: fromPromise(async () => {
+          await Promise.all([...this.shards.values()].map((s) => s.close({ flush: this.flushOnClose })));
+        }),
+      },
+    });
+    this.actor = createActor(machine, { input: { nodeId: ctx.nodeId } });
+    reportTransitions(this.actor, 'node', ctx.nodeId, ctx);
+  }
+
+  get id(): string {
+    return this.ctx.nodeId;
+  }
+
+  /** Start and wait until the node serves; rejects if it failed. */
+  async start(): Promise<void> {
+    this.actor.start();
+    const snapshot = await waitFor(this.actor, (s) => s.value === 'serving' || s.status === 'done', { timeout: Infinity });
+    if (snapshot.value !== 'serving') {
+      throw new RepriseError('INTERNAL', `node '${this.id}' failed to start: ${snapshot.context.error ?? snapshot.value}`);
+    }
+  }
+
+  state(): NodeState {
+    return this.actor.getSnapshot().value as NodeState;
+  }
+
+  shard(shardId: number): ShardActor {
+    const shard = this.shards.get(shardId);
+    if (!shard) throw new RepriseError('NOT_LEADER', `shard ${shardId} is not hosted by node '${this.id}'`, { shard: shardId });
+    return shard;
+  }
+
+  /** Flush every shard through the node machine's flushing state. */
+  async flush(): Promise<void> {
+    if (this.state() === 'flushing') await waitFor(this.actor, (s) => s.value !== 'flushing', { timeout: Infinity });
+    if (this.state() !== 'serving') throw new RepriseError('CLOSED', `node '${this.id}' is ${this.state()}`);
+    this.actor.send({ type: 'FLUSH' });
+    const snapshot = await waitFor(this.actor, (s) => s.value !== 'flushing', { timeout: Infinity });
+    if (snapshot.context.error) throw new RepriseError('INTERNAL', `flush failed on node '${this.id}': ${snapshot.context.error}`);
+  }
+
+  async close(options: { flush?: boolean } = {}): Promise<void> {
+    if (this.actor.getSnapshot().status === 'done') return;
+    this.flushOnClose = options.flush ?? true;
+    if (this.state() === 'flushing') await waitFor(this.actor, (s) => s.value !== 'flushing', { timeout: Infinity });
+    this.actor.send({ type: 'CLOSE' });
+    await waitFor(this.actor, (s) => s.status === 'done', { timeout: Infinity });
+  }
+
+  status(): NodeStatus {
+    const snapshot = this.actor.getSnapshot();
+    return {
+      id: this.id,
+      state: snapshot.value as NodeState,
+      shards: [...this.shards.values()].map((s) => s.status()).sort((a, b) => a.id - b.id),
+      ...(snapshot.context.error ? { error: snapshot.context.error } : {}),
+    };
+  }
+}

@@ -1,0 +1,148 @@
+import { assign, fromPromise, setup } from 'xstate';
+import type { EntryId } from '../wal/log-store.js';
+import { effectNotProvided, errorReason } from './effects.js';
+
+/**
+ * The lifecycle of one region (one partition of a table) on the node that
+ * hosts it. The machine is the specification; the effects (opening the
+ * region's manifest, flushing, closing, handing off) are injected with
+ * `regionMachine.provide({ actors })` by the runtime and by model tests.
+ *
+ * Replay is driven by the region's shard (replay by shard: one pass over
+ * the topic for all regions), which sends REPLAYED when it reaches the end.
+ * Writes are accepted in `serving` and `flushing`; reads also in `migrating`.
+ */
+export type RegionEvent =
+  /** The shard's replay reached the end of the topic. */
+  | { type: 'REPLAYED'; appliedEntryId: EntryId }
+  /** Flush the memtable; every entry of this region up to coveredUpTo has been applied. */
+  | { type: 'FLUSH'; coveredUpTo: EntryId }
+  | { type: 'MIGRATE' }
+  | { type: 'CLOSE' }
+  /** A fault outside the machine's own effects (replay error, WAL error, shard failure). */
+  | { type: 'FAIL'; reason: string };
+
+export interface RegionContext {
+  readonly regionId: number;
+  flushedEntryId: EntryId;
+  /** Why the region is `failed`, or the last flush/migration error while it kept serving. */
+  error: string | undefined;
+}
+
+export interface RegionInput {
+  readonly regionId: number;
+}
+
+export const regionMachine = setup({
+  types: {
+    context: {} as RegionContext,
+    events: {} as RegionEvent,
+    input: {} as RegionInput,
+  },
+  actors: {
+    /** Load the manifest and check the SSTs; resolves with the flushed entry id. */
+    openRegion: fromPromise<{ flushedEntryId: EntryId }, { regionId: number }>(effectNotProvided('openRegion')),
+    /** Freeze and write the memtable; resolves with the new flushed entry id. */
+    flushRegion: fromPromise<{ flushedEntryId: EntryId }, { regionId: number; coveredUpTo: EntryId }>(
+      effectNotProvided('flushRegion'),
+    ),
+    /** Planned handoff: make the region's data durable for its next owner. */
+    handOffRegion: fromPromise<void, { regionId: number }>(effectNotProvided('handOffRegion')),
+    /** Wait for a running flush, then release the region's resources. */
+    closeRegion: fromPromise<void, { regionId: number }>(effectNotProvided('closeRegion')),
+  },
+  actions: {
+    recordFailure: assign({ error: (_, params: { reason: string }) => params.reason }),
+  },
+}).createMachine({
+  id: 'region',
+  context: ({ input }) => ({ regionId: input.regionId, flushedEntryId: -1, error: undefined }),
+  initial: 'opening',
+  states: {
+    opening: {
+      invoke: {
+        src: 'openRegion',
+        input: ({ context }) => ({ regionId: context.regionId }),
+        onDone: {
+          target: 'replaying',
+          actions: assign({ flushedEntryId: ({ event }) => event.output.flushedEntryId }),
+        },
+        onError: {
+          target: 'failed',
+          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+        },
+      },
+      on: {
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+        CLOSE: 'closed',
+      },
+    },
+    replaying: {
+      on: {
+        REPLAYED: 'serving',
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+        CLOSE: 'closing',
+      },
+    },
+    serving: {
+      on: {
+        FLUSH: 'flushing',
+        MIGRATE: 'migrating',
+        CLOSE: 'closing',
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+      },
+    },
+    flushing: {
+      invoke: {
+        src: 'flushRegion',
+        input: ({ context, event }) => ({
+          regionId: context.regionId,
+          coveredUpTo: event.type === 'FLUSH' ? event.coveredUpTo : context.flushedEntryId,
+        }),
+        onDone: {
+          target: 'serving',
+          actions: assign({ flushedEntryId: ({ event }) => event.output.flushedEntryId, error: undefined }),
+        },
+        // A failed flush loses nothing (the rows are still in the memtable and
+        // the WAL), so the region keeps serving and reports the error.
+        onError: {
+          target: 'serving',
+          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+        },
+      },
+      on: {
+        CLOSE: 'closing',
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+      },
+    },
+    migrating: {
+      invoke: {
+        src: 'handOffRegion',
+        input: ({ context }) => ({ regionId: context.regionId }),
+        onDone: 'closed',
+        onError: {
+          target: 'serving',
+          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+        },
+      },
+      on: {
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+      },
+    },
+    closing: {
+      invoke: {
+        src: 'closeRegion',
+        input: ({ context }) => ({ regionId: context.regionId }),
+        onDone: 'closed',
+        onError: {
+          target: 'failed',
+          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+        },
+      },
+    },
+    closed: { type: 'final' },
+    failed: { type: 'final' },
+  },
+});
+
+export type RegionState = 'opening' | 'replaying' | 'serving' | 'flushing' | 'migrating' | 'closing' | 'closed' | 'failed';

@@ -1,0 +1,170 @@
+import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
+import { RepriseError } from '../errors.js';
+import type { Region } from '../engine/region-engine.js';
+import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
+import type { RegionInfo } from '../meta/model.js';
+import type { EntryId } from '../wal/log-store.js';
+import { reportTransitions, type ActorContext } from './context.js';
+import { regionMachine, type RegionState } from './region-machine.js';
+
+export interface RegionStatus {
+  readonly id: number;
+  readonly table: string;
+  readonly partition: number;
+  readonly state: RegionState;
+  readonly appliedEntryId: EntryId;
+  readonly flushedEntryId: EntryId;
+  readonly memtableBytes: number;
+  readonly error?: string;
+}
+
+/**
+ * A region hosted by a shard: the region machine plus the engine's Region
+ * it drives. The shard routes WAL entries here (during replay and after each
+ * durable append); the machine decides what the region may do.
+ */
+export class RegionActor {
+  private region: Region | undefined;
+  private flushInFlight: Promise<unknown> = Promise.resolve();
+  readonly actor: Actor<typeof regionMachine>;
+
+  constructor(
+    readonly info: RegionInfo,
+    readonly schema: TableSchema,
+    private readonly ctx: ActorContext,
+    /** The shard's last applied entry id, for flushes the region starts itself (handoff). */
+    private readonly shardAppliedEntryId: () => EntryId,
+  ) {
+    const machine = regionMachine.provide({
+      actors: {
+        openRegion: fromPromise(async () => {
+          this.region = await ctx.engine.openRegion(
+            { regionId: info.id, table: schema, partition: info.partition, createdAt: info.createdAt },
+            ctx.objects,
+          );
+          return { flushedEntryId: this.region.flushedEntryId() };
+        }),
+        flushRegion: fromPromise(async ({ input }) => this.flushNow(input.coveredUpTo)),
+        handOffRegion: fromPromise(async () => {
+          await this.flushNow(this.shardAppliedEntryId());
+          await this.releaseRegion();
+        }),
+        closeRegion: fromPromise(async () => this.releaseRegion()),
+      },
+    });
+    this.actor = createActor(machine, { input: { regionId: info.id } });
+    reportTransitions(this.actor, 'region', info.id, ctx);
+  }
+
+  get id(): number {
+    return this.info.id;
+  }
+
+  start(): this {
+    this.actor.start();
+    return this;
+  }
+
+  state(): RegionState {
+    return this.actor.getSnapshot().value as RegionState;
+  }
+
+  /** Resolves once the region is past opening (replaying, or failed/closed). */
+  async opened(): Promise<RegionState> {
+    const snapshot = await waitFor(this.actor, (s) => s.value !== 'opening', { timeout: Infinity });
+    return snapshot.value as RegionState;
+  }
+
+  flushedEntryId(): EntryId {
+    return this.region?.flushedEntryId() ?? this.actor.getSnapshot().context.flushedEntryId;
+  }
+
+  acceptsWrites(): boolean {
+    const state = this.state();
+    return state === 'serving' || state === 'flushing';
+  }
+
+  /** Apply a durable data entry. A body the engine cannot decode fails this region only. */
+  apply(entryId: EntryId, body: Uint8Array): void {
+    if (!this.region) return;
+    try {
+      this.region.apply(entryId, body);
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      this.actor.send({ type: 'FAIL', reason: `entry ${entryId} cannot be applied: ${reason}` });
+    }
+  }
+
+  memtableBytes(): number {
+    return this.region?.memtableBytes() ?? 0;
+  }
+
+  /** Ask the machine to flush and wait until it is back (no-op unless serving). */
+  async flush(coveredUpTo: EntryId): Promise<void> {
+    if (this.state() !== 'serving') return;
+    this.actor.send({ type: 'FLUSH', coveredUpTo });
+    await waitFor(this.actor, (s) => s.value !== 'flushing', { timeout: Infinity });
+  }
+
+  async compact(): Promise<void> {
+    if (this.region && this.acceptsWrites()) await this.region.compact();
+  }
+
+  async query(q: TableQuery): Promise<Row[]> {
+    const state = this.state();
+    if (state === 'failed') {
+      throw new RepriseError('REGION_FAILED', `region ${this.id} of table '${this.info.table}' failed: ${this.actor.getSnapshot().context.error}`, {
+        region: this.id,
+        table: this.info.table,
+      });
+    }
+    if (!this.region || (state !== 'serving' && state !== 'flushing' && state !== 'migrating')) {
+      throw new RepriseError('REGION_NOT_SERVING', `region ${this.id} of table '${this.info.table}' is ${state}`, {
+        region: this.id,
+        table: this.info.table,
+        state,
+      });
+    }
+    return this.region.query(q);
+  }
+
+  async close(): Promise<void> {
+    const state = this.state();
+    if (state === 'closed' || state === 'failed') {
+      await this.releaseRegion();
+      return;
+    }
+    this.actor.send({ type: 'CLOSE' });
+    await waitFor(this.actor, (s) => s.status === 'done', { timeout: Infinity });
+  }
+
+  status(): RegionStatus {
+    const snapshot = this.actor.getSnapshot();
+    return {
+      id: this.id,
+      table: this.info.table,
+      partition: this.info.partition,
+      state: snapshot.value as RegionState,
+      appliedEntryId: this.region?.appliedEntryId() ?? -1,
+      flushedEntryId: this.flushedEntryId(),
+      memtableBytes: this.memtableBytes(),
+      ...(snapshot.context.error ? { error: snapshot.context.error } : {}),
+    };
+  }
+
+  private async flushNow(coveredUpTo: EntryId): Promise<{ flushedEntryId: EntryId }> {
+    const region = this.region;
+    if (!region) throw new RepriseError('REGION_NOT_SERVING', `region ${this.id} is not open`);
+    const result = region.flush(coveredUpTo);
+    this.flushInFlight = result.catch(() => undefined);
+    return { flushedEntryId: (await result).flushedEntryId };
+  }
+
+  /** Wait for a running flush (its result matters to the next owner), then close the engine region. */
+  private async releaseRegion(): Promise<void> {
+    await this.flushInFlight;
+    const region = this.region;
+    this.region = undefined;
+    await region?.close();
+  }
+}

@@ -1,0 +1,155 @@
+import { assign, fromPromise, setup } from 'xstate';
+import type { EntryId } from '../wal/log-store.js';
+import { effectNotProvided, errorReason } from './effects.js';
+
+/**
+ * The lifecycle of one shard on one node: a group of regions sharing one WAL
+ * topic, the unit of placement, failover and replay. The shard leader:
+ *   opening   - acquire leadership (a new epoch) from meta, open its regions
+ *   replaying - read the topic once from min(flushed entry id) + 1 to the
+ *               end, route entries to regions, then append the epoch marker
+ *               that fences any older leader
+ *   serving   - accept writes (group-committed appends to the topic)
+ *   flushing  - flush every region, prune the topic below the new minimum;
+ *               writes keep flowing
+ *   migrating - hand leadership to another node
+ * Effects are injected with `shardMachine.provide({ actors })`.
+ */
+export type ShardRole = 'leader' | 'follower';
+
+export type ShardEvent =
+  | { type: 'FLUSH' }
+  | { type: 'MIGRATE'; to: string }
+  | { type: 'CLOSE' }
+  /** Meta did not renew (or revoked) the lease: stop writing at once. */
+  | { type: 'LEASE_LOST' }
+  /** A fault outside the machine's effects (e.g. the log store failed). */
+  | { type: 'FAIL'; reason: string };
+
+export interface ShardContext {
+  readonly shardId: number;
+  readonly role: ShardRole;
+  epoch: number;
+  /** Last entry id when replay finished. */
+  replayedTo: EntryId;
+  error: string | undefined;
+}
+
+export interface ShardInput {
+  readonly shardId: number;
+  readonly role: ShardRole;
+}
+
+export const shardMachine = setup({
+  types: {
+    context: {} as ShardContext,
+    events: {} as ShardEvent,
+    input: {} as ShardInput,
+  },
+  actors: {
+    /** Acquire leadership from meta (a new epoch) and start the region actors. */
+    openShard: fromPromise<{ epoch: number }, { shardId: number }>(effectNotProvided('openShard')),
+    /** One pass over the topic; a leader then appends its epoch marker. */
+    replayShard: fromPromise<{ lastEntryId: EntryId }, { shardId: number; epoch: number; role: ShardRole }>(
+      effectNotProvided('replayShard'),
+    ),
+    /** Flush all regions, then prune the topic below the lowest flushed entry id + 1. */
+    flushShard: fromPromise<void, { shardId: number }>(effectNotProvided('flushShard')),
+    /** Hand leadership to another node. */
+    migrateShard: fromPromise<void, { shardId: number; to: string }>(effectNotProvided('migrateShard')),
+    /** Drain in-flight writes, flush, close regions and release the lease. */
+    closeShard: fromPromise<void, { shardId: number }>(effectNotProvided('closeShard')),
+  },
+  actions: {
+    recordFailure: assign({ error: (_, params: { reason: string }) => params.reason }),
+  },
+}).createMachine({
+  id: 'shard',
+  context: ({ input }) => ({ shardId: input.shardId, role: input.role, epoch: 0, replayedTo: -1, error: undefined }),
+  initial: 'opening',
+  states: {
+    opening: {
+      invoke: {
+        src: 'openShard',
+        input: ({ context }) => ({ shardId: context.shardId }),
+        onDone: { target: 'replaying', actions: assign({ epoch: ({ event }) => event.output.epoch }) },
+        onError: {
+          target: 'failed',
+          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+        },
+      },
+      on: { CLOSE: 'closing' },
+    },
+    replaying: {
+      invoke: {
+        src: 'replayShard',
+        input: ({ context }) => ({ shardId: context.shardId, epoch: context.epoch, role: context.role }),
+        onDone: { target: 'serving', actions: assign({ replayedTo: ({ event }) => event.output.lastEntryId }) },
+        onError: {
+          target: 'failed',
+          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+        },
+      },
+      on: {
+        CLOSE: 'closing',
+        LEASE_LOST: { target: 'failed', actions: { type: 'recordFailure', params: { reason: 'lease lost' } } },
+      },
+    },
+    serving: {
+      on: {
+        FLUSH: 'flushing',
+        MIGRATE: 'migrating',
+        CLOSE: 'closing',
+        LEASE_LOST: { target: 'failed', actions: { type: 'recordFailure', params: { reason: 'lease lost' } } },
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+      },
+    },
+    flushing: {
+      invoke: {
+        src: 'flushShard',
+        input: ({ context }) => ({ shardId: context.shardId }),
+        onDone: { target: 'serving', actions: assign({ error: undefined }) },
+        // Nothing is lost when a flush fails: the rows stay in memtables and the WAL.
+        onError: {
+          target: 'serving',
+          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+        },
+      },
+      on: {
+        CLOSE: 'closing',
+        LEASE_LOST: { target: 'failed', actions: { type: 'recordFailure', params: { reason: 'lease lost' } } },
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+      },
+    },
+    migrating: {
+      invoke: {
+        src: 'migrateShard',
+        input: ({ context, event }) => ({ shardId: context.shardId, to: event.type === 'MIGRATE' ? event.to : '' }),
+        onDone: 'closed',
+        onError: {
+          target: 'serving',
+          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+        },
+      },
+      on: {
+        LEASE_LOST: { target: 'failed', actions: { type: 'recordFailure', params: { reason: 'lease lost' } } },
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+      },
+    },
+    closing: {
+      invoke: {
+        src: 'closeShard',
+        input: ({ context }) => ({ shardId: context.shardId }),
+        onDone: 'closed',
+        onError: {
+          target: 'failed',
+          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+        },
+      },
+    },
+    closed: { type: 'final' },
+    failed: { type: 'final' },
+  },
+});
+
+export type ShardState = 'opening' | 'replaying' | 'serving' | 'flushing' | 'migrating' | 'closing' | 'closed' | 'failed';

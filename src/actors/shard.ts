@@ -1,0 +1,294 @@
+import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
+import { RepriseError } from '../errors.js';
+import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
+import type { RegionInfo } from '../meta/model.js';
+import type { Entry, LoggedEntry } from '../wal/entry.js';
+import type { EntryId } from '../wal/log-store.js';
+import { replayShard } from '../wal/shard-reader.js';
+import { TopicWriter } from '../wal/topic-writer.js';
+import { reportTransitions, type ActorContext } from './context.js';
+import { RegionActor, type RegionStatus } from './region.js';
+import { shardMachine, type ShardRole, type ShardState } from './shard-machine.js';
+
+export interface ShardStatus {
+  readonly id: number;
+  readonly topic: string;
+  readonly state: ShardState;
+  readonly role: ShardRole;
+  readonly epoch: number;
+  /** Last entry id applied (replayed or written) by this shard. */
+  readonly lastEntryId: EntryId;
+  /** Lowest flushed entry id among its regions: replay starts after it. */
+  readonly flushedEntryId: EntryId;
+  readonly regions: RegionStatus[];
+  readonly error?: string;
+}
+
+const EMPTY = new Uint8Array();
+
+/**
+ * A shard led by this node: the shard machine, its regions and the
+ * group-committing writer of its topic. Entries are applied to regions in
+ * entry id order, only after they are durable (the writer's onDurable hook
+ * runs in id order before any caller is told of success).
+ */
+export class ShardActor {
+  readonly actor: Actor<typeof shardMachine>;
+  private readonly regions = new Map<number, RegionActor>();
+  private writer: TopicWriter | undefined;
+  private topic: string;
+  private epoch = 0;
+  private appliedEntryId: EntryId = -1;
+  private walBytesSinceFlush = 0;
+  private flushOnClose = true;
+
+  constructor(
+    readonly id: number,
+    private readonly ctx: ActorContext,
+  ) {
+    this.topic = ctx.meta.shard(id).topic;
+    const machine = shardMachine.provide({
+      actors: {
+        openShard: fromPromise(async () => this.open()),
+        replayShard: fromPromise(async ({ input }) => this.replay(input.epoch)),
+        flushShard: fromPromise(async () => this.flushRegionsAndPrune()),
+        migrateShard: fromPromise<void, { shardId: number; to: string }>(async ({ input }) => {
+          throw new RepriseError('INVALID_ARGUMENT', `shard ${id} cannot migrate to '${input.to}': no other node in embedded mode`);
+        }),
+        closeShard: fromPromise(async () => this.release()),
+      },
+    });
+    this.actor = createActor(machine, { input: { shardId: id, role: 'leader' } });
+    reportTransitions(this.actor, 'shard', id, ctx);
+  }
+
+  /** Start the machine; resolves once the shard serves (or failed, with a reason in status). */
+  async start(): Promise<ShardState> {
+    this.actor.start();
+    const snapshot = await waitFor(this.actor, (s) => s.value === 'serving' || s.status === 'done', { timeout: Infinity });
+    return snapshot.value as ShardState;
+  }
+
+  state(): ShardState {
+    return this.actor.getSnapshot().value as ShardState;
+  }
+
+  region(regionId: number): RegionActor | undefined {
+    return this.regions.get(regionId);
+  }
+
+  // ---- effects ----
+
+  private async open(): Promise<{ epoch: number }> {
+    const { epoch, topic } = await this.ctx.meta.grantLeadership(this.id, this.ctx.nodeId);
+    this.epoch = epoch;
+    this.topic = topic;
+    this.writer = new TopicWriter(this.ctx.log, topic, {
+      maxBatchBytes: this.ctx.maxBatchBytes,
+      onDurable: (entry, id) => this.applyDurable(entry, id),
+    });
+    const tables = new Map(this.ctx.meta.tables().map((t) => [t.id, t.schema]));
+    for (const info of this.ctx.meta.regionsOfShard(this.id)) {
+      this.addRegion(info, tables.get(info.tableId)!);
+    }
+    await Promise.all([...this.regions.values()].map((r) => r.opened()));
+    return { epoch };
+  }
+
+  /**
+   * Replay by shard: one pass over the topic from the lowest flushed entry id
+   * + 1 among the regions, each entry routed to its region (entries a region
+   * already flushed are skipped by the region). A region whose entries the log
+   * no longer holds fails loudly; the others go on.
+   */
+  private async replay(epoch: number): Promise<{ lastEntryId: EntryId }> {
+    const log = this.ctx.log;
+    const { earliest, next } = await log.bounds(this.topic);
+    const replaying = [...this.regions.values()].filter((r) => r.state() === 'replaying');
+    for (const region of replaying) {
+      const needed = region.flushedEntryId() + 1;
+      if (needed < earliest && needed < next) {
+        region.actor.send({
+          type: 'FAIL',
+          reason: `WAL_TRUNCATED: region ${region.id} needs entries from ${needed} of topic '${this.topic}' but the log holds only ${earliest}..${next - 1}`,
+        });
+      }
+    }
+    const live = replaying.filter((r) => r.state() === 'replaying');
+    const from = Math.max(earliest, Math.min(next, ...live.map((r) => r.flushedEntryId() + 1)));
+    this.appliedEntryId = Math.max(this.appliedEntryId, from - 1);
+    if (from < next) {
+      const stats = await replayShard(log, this.topic, {
+        from,
+        to: next,
+        onEntry: (entry: LoggedEntry) => {
+          if (entry.kind === 'data') this.regions.get(entry.region)?.apply(entry.id, entry.body);
+          this.appliedEntryId = entry.id;
+        },
+        onProgress: (p) => this.ctx.onReplayProgress?.({ shardId: this.id, topic: this.topic, ...p }),
+      });
+      this.ctx.logger.info(
+        { shard: this.id, topic: this.topic, from, to: next - 1, entries: stats.entries, bytes: stats.bytes, ms: stats.elapsedMs,
+          entriesPerSec: Math.round(stats.entries / Math.max(stats.elapsedMs / 1000, 1e-3)), torn: stats.tornEntries, fenced: stats.fencedEntries },
+        `shard ${this.id} replayed ${stats.entries} entries`,
+      );
+    }
+    this.appliedEntryId = Math.max(this.appliedEntryId, next - 1);
+    // Fence: from here on, entries of older epochs are dropped by every reader.
+    await this.writer!.append({ kind: 'epoch', region: 0, epoch, body: EMPTY });
+    for (const region of this.regions.values()) {
+      if (region.state() === 'replaying') region.actor.send({ type: 'REPLAYED', appliedEntryId: this.appliedEntryId });
+    }
+    return { lastEntryId: this.appliedEntryId };
+  }
+
+  /** Called by the writer, in entry id order, once an entry is durable. */
+  private applyDurable(entry: Entry, id: EntryId): void {
+    this.appliedEntryId = id;
+    if (entry.kind !== 'data') return;
+    this.walBytesSinceFlush += entry.body.byteLength;
+    const region = this.regions.get(entry.region);
+    if (!region) return;
+    region.apply(id, entry.body);
+    const policy = this.ctx.flushPolicy;
+    if ((region.memtableBytes() >= policy.memtableBytes || this.walBytesSinceFlush >= policy.walBytes) && this.state() === 'serving') {
+      this.actor.send({ type: 'FLUSH' });
+    }
+  }
+
+  private async flushRegionsAndPrune(): Promise<void> {
+    const coveredUpTo = this.appliedEntryId;
+    this.walBytesSinceFlush = 0;
+    const regions = [...this.regions.values()];
+    await Promise.all(regions.map((r) => r.flush(coveredUpTo)));
+    for (const region of regions) await region.compact();
+    // A region that failed before its manifest was read pins the whole log.
+    if (regions.some((r) => r.state() === 'failed' && r.flushedEntryId() < 0)) return;
+    const minFlushed = Math.min(coveredUpTo, ...regions.map((r) => r.flushedEntryId()));
+    await this.ctx.log.prune(this.topic, minFlushed + 1);
+  }
+
+  private async release(): Promise<void> {
+    // Let writes already handed to the writer finish; new ones are refused by state.
+    await this.writer?.close();
+    if (this.flushOnClose && this.regions.size > 0 && this.appliedEntryId >= 0) {
+      // A clean close flushes, so the next open has nothing to replay.
+      const coveredUpTo = this.appliedEntryId;
+      await Promise.all([...this.regions.values()].map((r) => r.flush(coveredUpTo)));
+    }
+    await Promise.all([...this.regions.values()].map((r) => r.close()));
+  }
+
+  // ---- operations ----
+
+  private addRegion(info: RegionInfo, schema: TableSchema): RegionActor {
+    const region = new RegionActor(info, schema, this.ctx, () => this.appliedEntryId).start();
+    this.regions.set(info.id, region);
+    return region;
+  }
+
+  private assertWritable(): TopicWriter {
+    const state = this.state();
+    if (state === 'serving' || state === 'flushing') return this.writer!;
+    if (state === 'migrating' || state === 'closing' || state === 'closed') {
+      throw new RepriseError('NOT_LEADER', `shard ${this.id} is ${state} on node '${this.ctx.nodeId}'`, { shard: this.id, state });
+    }
+    throw new RepriseError('SHARD_NOT_SERVING', `shard ${this.id} is ${state}${state === 'failed' ? `: ${this.actor.getSnapshot().context.error}` : ''}`, {
+      shard: this.id,
+      state,
+    });
+  }
+
+  /** Append a data entry for a region; resolves with its id once durable and applied. */
+  async write(regionId: number, body: Uint8Array): Promise<EntryId> {
+    const writer = this.assertWritable();
+    const region = this.regions.get(regionId);
+    if (!region) throw new RepriseError('NOT_FOUND', `region ${regionId} is not hosted by shard ${this.id}`, { region: regionId, shard: this.id });
+    if (!region.acceptsWrites()) {
+      const state = region.state();
+      const code = state === 'failed' ? 'REGION_FAILED' : state === 'migrating' ? 'NOT_LEADER' : 'REGION_NOT_SERVING';
+      const reason = region.status().error;
+      throw new RepriseError(code, `region ${regionId} of table '${region.info.table}' is ${state}${reason ? `: ${reason}` : ''}`, {
+        region: regionId,
+        table: region.info.table,
+        state,
+      });
+    }
+    return writer.append({ kind: 'data', region: regionId, epoch: this.epoch, body });
+  }
+
+  async query(regionId: number, q: TableQuery): Promise<Row[]> {
+    const region = this.regions.get(regionId);
+    if (!region) throw new RepriseError('NOT_FOUND', `region ${regionId} is not hosted by shard ${this.id}`, { region: regionId, shard: this.id });
+    return region.query(q);
+  }
+
+  /**
+   * Create a region in this shard: its region_create entry marks where its
+   * history starts (its initial flushed entry id), then it opens empty.
+   */
+  async createRegion(info: RegionInfo, schema: TableSchema): Promise<EntryId> {
+    const writer = this.assertWritable();
+    const createdAt = await writer.append({ kind: 'region_create', region: info.id, epoch: this.epoch, body: EMPTY });
+    const region = this.addRegion({ ...info, createdAt }, schema);
+    const state = await region.opened();
+    if (state !== 'replaying') {
+      throw new RepriseError('INTERNAL', `region ${info.id} of table '${info.table}' failed to open: ${region.status().error}`);
+    }
+    region.actor.send({ type: 'REPLAYED', appliedEntryId: createdAt });
+    return createdAt;
+  }
+
+  /** Stop hosting a dropped region and delete its files. */
+  async dropRegion(regionId: number): Promise<void> {
+    const region = this.regions.get(regionId);
+    if (!region) return;
+    this.regions.delete(regionId);
+    await region.close();
+    const state = this.state();
+    if (state === 'serving' || state === 'flushing') {
+      await this.writer!.append({ kind: 'region_drop', region: regionId, epoch: this.epoch, body: EMPTY });
+    }
+    await this.ctx.engine.destroyRegion(regionId, this.ctx.objects);
+  }
+
+  /** Flush every region now; resolves when the shard serves again. */
+  async flush(): Promise<void> {
+    if (this.state() === 'flushing') await waitFor(this.actor, (s) => s.value !== 'flushing', { timeout: Infinity });
+    if (this.state() !== 'serving') return;
+    this.actor.send({ type: 'FLUSH' });
+    await waitFor(this.actor, (s) => s.value !== 'flushing', { timeout: Infinity });
+    const error = this.actor.getSnapshot().context.error;
+    if (error && this.state() === 'serving') throw new RepriseError('INTERNAL', `flush of shard ${this.id} failed: ${error}`);
+  }
+
+  /** Close; `flush: false` skips the final flush (the next open replays the WAL instead). */
+  async close(options: { flush?: boolean } = {}): Promise<void> {
+    this.flushOnClose = options.flush ?? true;
+    if (this.actor.getSnapshot().status === 'done') {
+      await Promise.all([...this.regions.values()].map((r) => r.close()));
+      await this.writer?.close();
+      return;
+    }
+    if (this.state() === 'flushing') await waitFor(this.actor, (s) => s.value !== 'flushing', { timeout: Infinity });
+    this.actor.send({ type: 'CLOSE' });
+    await waitFor(this.actor, (s) => s.status === 'done', { timeout: Infinity });
+  }
+
+  status(): ShardStatus {
+    const snapshot = this.actor.getSnapshot();
+    const regions = [...this.regions.values()].map((r) => r.status()).sort((a, b) => a.id - b.id);
+    const flushed = regions.length ? Math.min(...regions.map((r) => r.flushedEntryId)) : this.appliedEntryId;
+    return {
+      id: this.id,
+      topic: this.topic,
+      state: snapshot.value as ShardState,
+      role: snapshot.context.role,
+      epoch: snapshot.context.epoch,
+      lastEntryId: this.appliedEntryId,
+      flushedEntryId: flushed,
+      regions,
+      ...(snapshot.context.error ? { error: snapshot.context.error } : {}),
+    };
+  }
+}

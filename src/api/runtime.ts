@@ -1,0 +1,260 @@
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { DEFAULT_FLUSH_POLICY, type FlushPolicy, type ReplayProgress, type Transition } from '../actors/context.js';
+import { NodeActor, type NodeStatus } from '../actors/node.js';
+import { RepriseError } from '../errors.js';
+import { FsObjectStore } from '../engine/fs-object-store.js';
+import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
+import { tableMutationCodec } from '../engine/table/codec.js';
+import { rowKeyComparator } from '../engine/table/keys.js';
+import { partitionOf, partitionsForQuery } from '../engine/table/partition.js';
+import { TableEngine } from '../engine/table/table-engine.js';
+import { validateKeys, validateQuery, validateRows, validateSchema } from '../engine/table/validate.js';
+import { MetaService } from '../meta/meta-service.js';
+import type { TableInfo } from '../meta/model.js';
+import { DEFAULT_MAX_BATCH_BYTES } from '../wal/entry.js';
+import { LocalLogStore } from '../wal/local-log-store.js';
+import type { LogStore } from '../wal/log-store.js';
+
+export interface OpenOptions {
+  /** Where the local WAL, meta and (by default) the object store live. */
+  readonly dataDir: string;
+  /** Directory for SSTs and manifests; default `<dataDir>/objects`. */
+  readonly objectStoreDir?: string;
+  readonly wal?: {
+    readonly provider?: 'local';
+    /** Largest WAL append (and record); bigger entries are split. Default 1 MiB. */
+    readonly maxBatchBytes?: number;
+    /** Shard s uses topic `<topicPrefix>_<s>`. Default 'reprise_wal'. */
+    readonly topicPrefix?: string;
+  };
+  /** Shards (WAL topics) created on first start. Default 4. */
+  readonly shards?: number;
+  readonly nodeId?: string;
+  readonly flush?: Partial<FlushPolicy>;
+  /** A pino logger, or false for silence. Default: pino at 'info' on stderr. */
+  readonly logger?: Logger | false;
+  readonly onReplayProgress?: (p: ReplayProgress) => void;
+  readonly onTransition?: (t: Transition) => void;
+}
+
+export interface TableDescription {
+  readonly name: string;
+  readonly id: number;
+  readonly schema: TableSchema;
+  readonly regions: { readonly id: number; readonly partition: number; readonly shard: number }[];
+}
+
+export interface RuntimeStatus {
+  readonly wal: { readonly provider: string };
+  readonly nodes: NodeStatus[];
+}
+
+function describe(table: TableInfo): TableDescription {
+  return {
+    name: table.schema.name,
+    id: table.id,
+    schema: table.schema,
+    regions: table.regions.map((r) => ({ id: r.id, partition: r.partition, shard: r.shard })),
+  };
+}
+
+/**
+ * The embedded runtime: meta, one node and the local WAL in this process.
+ * Every write resolves only once its WAL entry is durable.
+ */
+export class Reprise {
+  private closed = false;
+
+  private constructor(
+    private readonly log: LogStore,
+    private readonly meta: MetaService,
+    private readonly node: NodeActor,
+    readonly logger: Logger,
+  ) {}
+
+  static async open(options: OpenOptions): Promise<Reprise> {
+    const dataDir = resolve(options.dataDir);
+    const logger = options.logger === false ? pino({ level: 'silent' }) : (options.logger ?? pino({ level: 'info' }, pino.destination(2)));
+    await mkdir(dataDir, { recursive: true });
+    const log = await LocalLogStore.open(join(dataDir, 'wal'));
+    try {
+      const meta = await MetaService.open(log, {
+        topicPrefix: options.wal?.topicPrefix ?? 'reprise_wal',
+        numShards: options.shards ?? 4,
+      });
+      const objects = new FsObjectStore(options.objectStoreDir ? resolve(options.objectStoreDir) : join(dataDir, 'objects'));
+      const engine = new TableEngine();
+      // A create table cut short by a crash never became visible: roll it back.
+      for (const table of meta.incompleteCreates()) {
+        logger.warn({ table: table.schema.name }, `rolling back the interrupted creation of table '${table.schema.name}'`);
+        await meta.abortCreateTable(table.id);
+      }
+      await collectOrphanRegions(objects, meta.knownRegionIds(), engine, logger);
+      const node = new NodeActor({
+        nodeId: options.nodeId ?? 'node-1',
+        meta,
+        log,
+        engine,
+        objects,
+        logger,
+        maxBatchBytes: options.wal?.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES,
+        flushPolicy: { ...DEFAULT_FLUSH_POLICY, ...options.flush },
+        ...(options.onTransition ? { onTransition: options.onTransition } : {}),
+        ...(options.onReplayProgress ? { onReplayProgress: options.onReplayProgress } : {}),
+      });
+      await node.start();
+      return new Reprise(log, meta, node, logger);
+    } catch (err) {
+      await log.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new RepriseError('CLOSED', 'the runtime is closed');
+  }
+
+  /**
+   * Create a table and its regions (one per range partition), placed on the
+   * least loaded shards. Visible only once every region exists.
+   */
+  async createTable(input: unknown): Promise<TableDescription> {
+    this.assertOpen();
+    const schema = validateSchema(input);
+    const table = await this.meta.beginCreateTable(schema);
+    try {
+      const createdAt: Record<number, number> = {};
+      for (const region of table.regions) {
+        createdAt[region.id] = await this.node.shard(region.shard).createRegion(region, schema);
+      }
+      await this.meta.commitCreateTable(table.id, createdAt);
+    } catch (err) {
+      for (const region of table.regions) await this.node.shard(region.shard).dropRegion(region.id).catch(() => undefined);
+      await this.meta.abortCreateTable(table.id);
+      throw err;
+    }
+    return describe(this.meta.table(schema.name));
+  }
+
+  async dropTable(name: string): Promise<void> {
+    this.assertOpen();
+    const table = await this.meta.dropTable(name);
+    for (const region of table.regions) await this.node.shard(region.shard).dropRegion(region.id);
+  }
+
+  listTables(): TableDescription[] {
+    return this.meta.tables().map(describe);
+  }
+
+  describeTable(name: string): TableDescription {
+    return describe(this.meta.table(name));
+  }
+
+  /**
+   * Insert (upsert by primary key) rows. Resolves once every row is durable
+   * in the WAL. Rows are validated first: one bad row rejects the request and
+   * nothing is written. Rows of different regions are written to their
+   * regions independently.
+   */
+  async insert(tableName: string, rows: unknown): Promise<{ written: number }> {
+    this.assertOpen();
+    const table = this.meta.table(tableName);
+    const valid = validateRows(table.schema, rows);
+    await this.writeByRegion(table, valid, (schema, part) => tableMutationCodec.encodePut(schema, part));
+    return { written: valid.length };
+  }
+
+  /** Delete rows by primary key (tags + time). Durable when it resolves. */
+  async delete(tableName: string, keys: unknown): Promise<{ deleted: number }> {
+    this.assertOpen();
+    const table = this.meta.table(tableName);
+    const valid = validateKeys(table.schema, keys);
+    await this.writeByRegion(table, valid, (schema, part) => tableMutationCodec.encodeDelete(schema, part));
+    return { deleted: valid.length };
+  }
+
+  private async writeByRegion(table: TableInfo, rows: Row[], encode: (schema: TableSchema, rows: Row[]) => Uint8Array): Promise<void> {
+    const byPartition = new Map<number, Row[]>();
+    for (const row of rows) {
+      const partition = partitionOf(table.schema, row);
+      let bucket = byPartition.get(partition);
+      if (!bucket) byPartition.set(partition, (bucket = []));
+      bucket.push(row);
+    }
+    await Promise.all(
+      [...byPartition].map(([partition, part]) => {
+        const region = table.regions[partition]!;
+        return this.node.shard(region.shard).write(region.id, encode(table.schema, part));
+      }),
+    );
+  }
+
+  /** Rows ordered by primary key then time, merged across the table's regions. */
+  async query(tableName: string, input: unknown = {}): Promise<Row[]> {
+    this.assertOpen();
+    const table = this.meta.table(tableName);
+    const q: TableQuery = validateQuery(table.schema, input ?? {});
+    // Regions return whole rows so the merge can order by primary key; project after.
+    const { columns, ...regionQuery } = q;
+    const parts = await Promise.all(
+      partitionsForQuery(table.schema, q).map((p) => {
+        const region = table.regions[p]!;
+        return this.node.shard(region.shard).query(region.id, regionQuery);
+      }),
+    );
+    let rows = parts.length === 1 ? parts[0]! : parts.flat().sort(rowKeyComparator(table.schema));
+    if (q.limit !== undefined) rows = rows.slice(0, q.limit);
+    if (columns) rows = rows.map((row) => Object.fromEntries(columns.map((c) => [c, row[c] ?? null])));
+    return rows;
+  }
+
+  /** Flush every region's memtable to SSTs and prune the WAL below what is flushed. */
+  async flush(): Promise<void> {
+    this.assertOpen();
+    await this.node.flush();
+  }
+
+  status(): RuntimeStatus {
+    return { wal: { provider: this.log.provider }, nodes: [this.node.status()] };
+  }
+
+  /**
+   * Stop accepting work, flush (unless `flush: false`: the next open then
+   * replays the WAL), close every actor and the WAL. Idempotent.
+   */
+  async close(options: { flush?: boolean } = {}): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.node.close(options);
+      await this.meta.close();
+    } finally {
+      await this.log.close();
+    }
+  }
+}
+
+/** Delete region files that meta does not know (dropped tables, rolled-back creates). */
+async function collectOrphanRegions(
+  objects: FsObjectStore,
+  known: Set<number>,
+  engine: TableEngine,
+  logger: Logger,
+): Promise<void> {
+  const orphans = new Set<number>();
+  for (const key of await objects.list('regions/')) {
+    const id = Number(key.split('/')[1]);
+    if (Number.isInteger(id) && !known.has(id)) orphans.add(id);
+  }
+  for (const id of orphans) {
+    logger.info({ region: id }, `deleting files of region ${id}, which no table owns`);
+    await engine.destroyRegion(id, objects);
+  }
+}
+
+/** Open the embedded runtime. */
+export function open(options: OpenOptions): Promise<Reprise> {
+  return Reprise.open(options);
+}

@@ -1,0 +1,30 @@
+import type { RuntimeStatus } from '../api/runtime.js';
+
+/** Plain-text tables for terminals: columns padded to their widest cell. */
+export function renderTable(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n') + '\n';
+}
+
+export function renderRows(rows: Record<string, unknown>[]): string {
+  if (rows.length === 0) return '(no rows)\n';
+  const header = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+  return renderTable(header, rows.map((r) => header.map((h) => (r[h] === null || r[h] === undefined ? '' : String(r[h]))))) + `(${rows.length} rows)\n`;
+}
+
+export function renderStatus(status: RuntimeStatus): string {
+  const out: string[] = [];
+  for (const node of status.nodes) {
+    out.push(`node ${node.id}  ${node.state}  (wal: ${status.wal.provider})${node.error ? `  error: ${node.error}` : ''}\n`);
+    const rows: string[][] = [];
+    for (const shard of node.shards) {
+      rows.push([`shard ${shard.id}`, shard.topic, shard.state, shard.role, String(shard.epoch), String(shard.lastEntryId), String(shard.flushedEntryId), shard.error ?? '']);
+      for (const region of shard.regions) {
+        rows.push([`  region ${region.id}`, `${region.table}[${region.partition}]`, region.state, '', '', String(region.appliedEntryId), String(region.flushedEntryId), region.error ?? '']);
+      }
+    }
+    out.push(renderTable(['actor', 'topic/table', 'state', 'role', 'epoch', 'last id', 'flushed id', 'error'], rows));
+  }
+  return out.join('');
+}

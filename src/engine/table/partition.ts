@@ -1,0 +1,62 @@
+import type { Row, TableQuery, TableSchema, Value } from '../schema.js';
+import { compareValues } from './keys.js';
+
+/**
+ * Range partitioning: with bounds [b0, b1, ...] partition i holds the values
+ * v with b(i-1) <= v < b(i); the last partition holds everything from the
+ * last bound up (MAXVALUE).
+ */
+
+export function partitionCount(schema: TableSchema): number {
+  return schema.partition ? schema.partition.bounds.length + 1 : 1;
+}
+
+/** Index of the first bound `v` is below of, else the last partition. */
+function partitionOfValue(bounds: readonly Value[], v: Value): number {
+  let i = 0;
+  while (i < bounds.length && compareValues(v, bounds[i]) >= 0) i++;
+  return i;
+}
+
+/** The partition (region index within the table) a validated row belongs to. */
+export function partitionOf(schema: TableSchema, row: Row): number {
+  const rule = schema.partition;
+  if (!rule) return 0;
+  return partitionOfValue(rule.bounds, row[rule.column] ?? null);
+}
+
+/**
+ * The partitions a (validated) query can find rows in: pruned by equality
+ * and range conditions on the partition column, otherwise all of them.
+ */
+export function partitionsForQuery(schema: TableSchema, q: TableQuery): number[] {
+  const count = partitionCount(schema);
+  const rule = schema.partition;
+  const cond = rule ? q.where?.[rule.column] : undefined;
+  let lo = 0;
+  let hi = count - 1;
+  if (rule && cond !== undefined && cond !== null) {
+    const { bounds } = rule;
+    // Values < v end in the first partition whose bound is >= v.
+    const lastBelow = (v: Value): number => {
+      let i = 0;
+      while (i < bounds.length && compareValues(bounds[i], v) < 0) i++;
+      return i;
+    };
+    const range = typeof cond === 'object' ? cond : { eq: cond };
+    if (range.eq !== undefined) {
+      const p = partitionOfValue(bounds, range.eq);
+      lo = Math.max(lo, p);
+      hi = Math.min(hi, p);
+    }
+    // Values >= v (or > v) start in the partition that holds v.
+    if (range.gte !== undefined) lo = Math.max(lo, partitionOfValue(bounds, range.gte));
+    if (range.gt !== undefined) lo = Math.max(lo, partitionOfValue(bounds, range.gt));
+    // Values <= v end in the partition that holds v.
+    if (range.lte !== undefined) hi = Math.min(hi, partitionOfValue(bounds, range.lte));
+    if (range.lt !== undefined) hi = Math.min(hi, lastBelow(range.lt));
+  }
+  const out: number[] = [];
+  for (let p = lo; p <= hi; p++) out.push(p);
+  return out;
+}

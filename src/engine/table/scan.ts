@@ -1,0 +1,165 @@
+import type { TableQuery, Value } from '../schema.js';
+import { compareValues, type KeyComparator, type RowValues, type TableLayout } from './keys.js';
+
+/** One version of a row in a sorted source: the row and whether it is a tombstone. */
+export type Entry = readonly [row: RowValues, deleted: boolean];
+
+/** Bounds on one primary key column; `lo`/`hi` undefined means unbounded. */
+interface Interval {
+  readonly column: number;
+  lo: Value | undefined;
+  loInc: boolean;
+  hi: Value | undefined;
+  hiInc: boolean;
+}
+
+/**
+ * A query's where/timeRange compiled against the key order. Every condition
+ * is on a primary key column, so it holds for all versions of a key alike:
+ * sources can be filtered before they are merged.
+ */
+export interface ScanPlan {
+  /** The conditions contradict each other: nothing matches. */
+  readonly empty: boolean;
+  /** No row ordered before this one can match (undefined: start at the beginning). */
+  readonly seek: RowValues | undefined;
+  /** In key order, this row and every later one lie past the queried range. */
+  pastEnd(row: readonly Value[]): boolean;
+  /** Whether the row satisfies every condition. */
+  matches(row: readonly Value[]): boolean;
+  /** Whether any time in [minTime, maxTime] can satisfy the time conditions. */
+  overlapsTime(minTime: number, maxTime: number): boolean;
+}
+
+export function planScan(layout: TableLayout, q: TableQuery): ScanPlan {
+  const intervals = new Map<number, Interval>();
+  const interval = (column: number): Interval => {
+    let iv = intervals.get(column);
+    if (iv === undefined) {
+      iv = { column, lo: undefined, loInc: true, hi: undefined, hiInc: true };
+      intervals.set(column, iv);
+    }
+    return iv;
+  };
+  const raiseLo = (iv: Interval, v: Value, inc: boolean): void => {
+    const c = iv.lo === undefined ? 1 : compareValues(v, iv.lo);
+    if (c > 0 || (c === 0 && !inc)) {
+      iv.lo = v;
+      iv.loInc = inc;
+    }
+  };
+  const lowerHi = (iv: Interval, v: Value, inc: boolean): void => {
+    const c = iv.hi === undefined ? -1 : compareValues(v, iv.hi);
+    if (c < 0 || (c === 0 && !inc)) {
+      iv.hi = v;
+      iv.hiInc = inc;
+    }
+  };
+
+  for (const [name, cond] of Object.entries(q.where ?? {})) {
+    const iv = interval(layout.index.get(name) as number);
+    const range = cond !== null && typeof cond === 'object' ? cond : { eq: cond };
+    if (range.eq !== undefined) {
+      raiseLo(iv, range.eq, true);
+      lowerHi(iv, range.eq, true);
+    }
+    if (range.gt !== undefined) raiseLo(iv, range.gt, false);
+    if (range.gte !== undefined) raiseLo(iv, range.gte, true);
+    if (range.lt !== undefined) lowerHi(iv, range.lt, false);
+    if (range.lte !== undefined) lowerHi(iv, range.lte, true);
+  }
+  if (q.timeRange?.from !== undefined) raiseLo(interval(layout.timeIdx), q.timeRange.from, true);
+  if (q.timeRange?.to !== undefined) lowerHi(interval(layout.timeIdx), q.timeRange.to, false);
+
+  const checks = [...intervals.values()];
+  const empty = checks.some((iv) => {
+    if (iv.lo === undefined || iv.hi === undefined) return false;
+    const c = compareValues(iv.lo, iv.hi);
+    return c > 0 || (c === 0 && !(iv.loInc && iv.hiInc));
+  });
+
+  // Walk the key columns in order: a run of point conditions fixes a key
+  // prefix; the first range condition after it bounds the next column.
+  const seekRow: RowValues = new Array(layout.names.length).fill(null);
+  const upper: Value[] = [];
+  let upperStrict = false;
+  let seeking = false;
+  for (const column of layout.keyIdx) {
+    const iv = intervals.get(column);
+    if (iv === undefined) break;
+    if (iv.lo !== undefined) {
+      seekRow[column] = iv.lo;
+      seeking = true;
+    }
+    const point = iv.lo !== undefined && iv.hi !== undefined && compareValues(iv.lo, iv.hi) === 0;
+    if (iv.hi !== undefined) {
+      upper.push(iv.hi);
+      upperStrict = !iv.hiInc;
+    }
+    if (!point) break;
+  }
+  const upperIdx = layout.keyIdx.slice(0, upper.length);
+  const time = intervals.get(layout.timeIdx);
+
+  return {
+    empty,
+    seek: seeking ? seekRow : undefined,
+    pastEnd(row) {
+      for (let k = 0; k < upperIdx.length; k++) {
+        const c = compareValues(row[upperIdx[k]], upper[k]);
+        if (c !== 0) return c > 0;
+      }
+      return upperStrict;
+    },
+    matches(row) {
+      for (const iv of checks) {
+        const v = row[iv.column];
+        if (iv.lo !== undefined) {
+          const c = compareValues(v, iv.lo);
+          if (c < 0 || (c === 0 && !iv.loInc)) return false;
+        }
+        if (iv.hi !== undefined) {
+          const c = compareValues(v, iv.hi);
+          if (c > 0 || (c === 0 && !iv.hiInc)) return false;
+        }
+      }
+      return true;
+    },
+    overlapsTime(minTime, maxTime) {
+      if (time === undefined) return true;
+      if (time.lo !== undefined && (maxTime < (time.lo as number) || (maxTime === time.lo && !time.loInc))) return false;
+      if (time.hi !== undefined && (minTime > (time.hi as number) || (minTime === time.hi && !time.hiInc))) return false;
+      return true;
+    },
+  };
+}
+
+/**
+ * Merge sorted sources given newest first into one sorted stream holding,
+ * for each key, only its newest version (tombstones included: the caller
+ * decides whether they hide or are dropped). Sources are few (memtables and
+ * at most `compactAt` SSTs), so a linear pick beats a heap's bookkeeping.
+ */
+export function* mergeNewestFirst(sources: readonly Iterator<Entry>[], compare: KeyComparator): Generator<Entry> {
+  const heads: (Entry | undefined)[] = sources.map((s) => nextOf(s));
+  for (;;) {
+    let min = -1;
+    for (let i = 0; i < heads.length; i++) {
+      const h = heads[i];
+      // Strictly less: on a tie the earlier (newer) source keeps the win.
+      if (h !== undefined && (min < 0 || compare(h[0], (heads[min] as Entry)[0]) < 0)) min = i;
+    }
+    if (min < 0) return;
+    const winner = heads[min] as Entry;
+    for (let i = min; i < heads.length; i++) {
+      const h = heads[i];
+      if (h !== undefined && (i === min || compare(h[0], winner[0]) === 0)) heads[i] = nextOf(sources[i]);
+    }
+    yield winner;
+  }
+}
+
+function nextOf(source: Iterator<Entry>): Entry | undefined {
+  const r = source.next();
+  return r.done ? undefined : r.value;
+}

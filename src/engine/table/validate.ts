@@ -1,0 +1,299 @@
+import { RepriseError } from '../../errors.js';
+import {
+  COLUMN_ROLES,
+  COLUMN_TYPES,
+  type ColumnDef,
+  type ColumnType,
+  type PartitionRule,
+  type RangeCondition,
+  type Row,
+  type TableQuery,
+  type TableSchema,
+  type Value,
+} from '../schema.js';
+import { compareValues } from './keys.js';
+
+/**
+ * Validation of everything a client hands the table engine: schemas, rows,
+ * delete keys and queries. Each function returns a fresh, normalised copy
+ * and throws a RepriseError whose message names the table, column and row.
+ */
+
+const NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+const SCHEMA_KEYS = new Set(['name', 'columns', 'partition']);
+const COLUMN_KEYS = new Set(['name', 'type', 'role']);
+const PARTITION_KEYS = new Set(['column', 'bounds']);
+const QUERY_KEYS = new Set(['where', 'timeRange', 'columns', 'limit']);
+const RANGE_KEYS = new Set(['eq', 'gt', 'gte', 'lt', 'lte']);
+const TIME_RANGE_KEYS = new Set(['from', 'to']);
+
+export function isPlainObject(x: unknown): x is Record<string, unknown> {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) return false;
+  const proto = Object.getPrototypeOf(x);
+  return proto === Object.prototype || proto === null;
+}
+
+/** Whether a non-null value has the column type's representation. */
+export function isValueOfType(type: ColumnType, v: unknown): boolean {
+  switch (type) {
+    case 'string':
+      return typeof v === 'string';
+    case 'float64':
+      return typeof v === 'number' && Number.isFinite(v);
+    case 'int64':
+      return Number.isSafeInteger(v);
+    case 'bool':
+      return typeof v === 'boolean';
+    case 'timestamp':
+      return Number.isSafeInteger(v) && (v as number) >= 0;
+  }
+}
+
+const TYPE_DESCRIPTIONS: Record<ColumnType, string> = {
+  string: 'a string',
+  float64: 'a finite number',
+  int64: 'a safe integer',
+  bool: 'a boolean',
+  timestamp: 'a non-negative integer (epoch ms)',
+};
+
+/** A short rendering of an offending value for error messages. */
+function show(v: unknown): string {
+  if (v === undefined) return 'undefined';
+  if (typeof v === 'number' || typeof v === 'boolean' || v === null) return String(v);
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
+  if (Array.isArray(v)) return 'an array';
+  return typeof v === 'object' ? 'an object' : typeof v;
+}
+
+function unknownKey(obj: Record<string, unknown>, allowed: Set<string>): string | undefined {
+  return Object.keys(obj).find((k) => !allowed.has(k));
+}
+
+// ---------------------------------------------------------------- schema
+
+export function validateSchema(input: unknown): TableSchema {
+  const fail = (table: string, message: string, details?: Record<string, unknown>): never => {
+    throw new RepriseError('INVALID_SCHEMA', `invalid schema for table ${table}: ${message}`, { table, ...details });
+  };
+  if (!isPlainObject(input)) fail('(unnamed)', `expected an object, got ${show(input)}`);
+  const obj = input as Record<string, unknown>;
+  const name = obj.name;
+  if (typeof name !== 'string' || !NAME_RE.test(name)) {
+    fail(show(name), `table name ${show(name)} must match ${NAME_RE}`);
+  }
+  const table = JSON.stringify(name);
+  const extra = unknownKey(obj, SCHEMA_KEYS);
+  if (extra !== undefined) fail(table, `unknown key "${extra}" (expected name, columns, partition)`, { key: extra });
+  if (!Array.isArray(obj.columns) || obj.columns.length === 0) fail(table, 'columns must be a non-empty array');
+
+  const columns: ColumnDef[] = [];
+  const seen = new Set<string>();
+  (obj.columns as unknown[]).forEach((c, i) => {
+    const where = `column ${i}`;
+    if (!isPlainObject(c)) return fail(table, `${where}: expected an object, got ${show(c)}`, { column: i });
+    const colName = c.name;
+    if (typeof colName !== 'string' || !NAME_RE.test(colName)) {
+      return fail(table, `${where}: column name ${show(colName)} must match ${NAME_RE}`, { column: i });
+    }
+    const col = `column "${colName}"`;
+    const bad = unknownKey(c, COLUMN_KEYS);
+    if (bad !== undefined) fail(table, `${col}: unknown key "${bad}" (expected name, type, role)`, { column: colName, key: bad });
+    if (seen.has(colName)) fail(table, `${col} is defined more than once`, { column: colName });
+    seen.add(colName);
+    if (!COLUMN_TYPES.includes(c.type as ColumnType)) {
+      fail(table, `${col}: type ${show(c.type)} is not one of ${COLUMN_TYPES.join(', ')}`, { column: colName });
+    }
+    if (!COLUMN_ROLES.includes(c.role as ColumnDef['role'])) {
+      fail(table, `${col}: role ${show(c.role)} is not one of ${COLUMN_ROLES.join(', ')}`, { column: colName });
+    }
+    const def: ColumnDef = { name: colName, type: c.type as ColumnType, role: c.role as ColumnDef['role'] };
+    if (def.role === 'time' && def.type !== 'timestamp') {
+      fail(table, `${col}: the time column must have type timestamp, not ${def.type}`, { column: colName });
+    }
+    if (def.role === 'tag' && def.type === 'float64') {
+      fail(table, `${col}: tag (primary key) columns cannot be float64`, { column: colName });
+    }
+    columns.push(def);
+  });
+
+  const times = columns.filter((c) => c.role === 'time');
+  if (times.length !== 1) {
+    fail(table, `exactly one column must have role time, found ${times.length}${times.length ? ` (${times.map((c) => `"${c.name}"`).join(', ')})` : ''}`);
+  }
+  if (!columns.some((c) => c.role === 'tag')) fail(table, 'at least one column must have role tag (the primary key)');
+
+  const schema: { name: string; columns: ColumnDef[]; partition?: PartitionRule } = { name: name as string, columns };
+  if (obj.partition !== undefined) schema.partition = validatePartition(table, columns, obj.partition, fail);
+  return schema;
+}
+
+function validatePartition(
+  table: string,
+  columns: readonly ColumnDef[],
+  input: unknown,
+  fail: (table: string, message: string, details?: Record<string, unknown>) => never,
+): PartitionRule {
+  if (!isPlainObject(input)) return fail(table, `partition: expected an object, got ${show(input)}`);
+  const bad = unknownKey(input, PARTITION_KEYS);
+  if (bad !== undefined) fail(table, `partition: unknown key "${bad}" (expected column, bounds)`, { key: bad });
+  const column = columns.find((c) => c.name === input.column);
+  if (column === undefined) return fail(table, `partition column ${show(input.column)} is not a column of the table`);
+  const col = `partition column "${column.name}"`;
+  if (column.role !== 'tag') fail(table, `${col} must be a tag column, not ${column.role}`, { column: column.name });
+  if (!Array.isArray(input.bounds)) return fail(table, `${col}: bounds must be an array`, { column: column.name });
+  const bounds = input.bounds as unknown[];
+  bounds.forEach((b, i) => {
+    if (!isValueOfType(column.type, b)) {
+      fail(table, `${col}: bound ${i} (${show(b)}) must be ${TYPE_DESCRIPTIONS[column.type]}`, { column: column.name, bound: i });
+    }
+    if (i > 0 && compareValues(bounds[i - 1] as Value, b as Value) >= 0) {
+      fail(table, `${col}: bounds must be strictly increasing, but bound ${i} (${show(b)}) follows ${show(bounds[i - 1])}`, {
+        column: column.name,
+        bound: i,
+      });
+    }
+  });
+  return { column: column.name, bounds: bounds as (string | number)[] };
+}
+
+// ---------------------------------------------------------------- rows
+
+export interface ValidateRowsOptions {
+  /** Every column, fields included, must be present in each row (a field may still be null). */
+  readonly requireAll?: boolean;
+}
+
+/** Rows to insert: every column of the schema present in the result, missing fields as null. */
+export function validateRows(schema: TableSchema, input: unknown, opts: ValidateRowsOptions = {}): Row[] {
+  const table = JSON.stringify(schema.name);
+  const rowsFail = (message: string, details?: Record<string, unknown>): never => {
+    throw new RepriseError('INVALID_ROW', `table ${table}: ${message}`, { table: schema.name, ...details });
+  };
+  if (!Array.isArray(input)) return rowsFail(`rows must be an array, got ${show(input)}`);
+  const known = new Map(schema.columns.map((c) => [c.name, c]));
+  return input.map((raw, i) => {
+    if (!isPlainObject(raw)) return rowsFail(`row ${i}: expected an object, got ${show(raw)}`, { row: i });
+    for (const key of Object.keys(raw)) {
+      if (!known.has(key)) rowsFail(`row ${i}: unknown column "${key}"`, { row: i, column: key });
+    }
+    const row: Row = {};
+    for (const c of schema.columns) {
+      const present = Object.prototype.hasOwnProperty.call(raw, c.name);
+      const v = raw[c.name];
+      if (v === null || v === undefined) {
+        if (c.role !== 'field') rowsFail(`row ${i}: ${c.role} column "${c.name}" is required`, { row: i, column: c.name });
+        if (!present && opts.requireAll) rowsFail(`row ${i}: column "${c.name}" is missing`, { row: i, column: c.name });
+        row[c.name] = null;
+      } else if (!isValueOfType(c.type, v)) {
+        rowsFail(`row ${i}: column "${c.name}" must be ${TYPE_DESCRIPTIONS[c.type]}, got ${show(v)}`, { row: i, column: c.name });
+      } else {
+        row[c.name] = v as Value;
+      }
+    }
+    return row;
+  });
+}
+
+/** Primary keys to delete: exactly the tag and time columns of each row, all non-null. */
+export function validateKeys(schema: TableSchema, input: unknown): Row[] {
+  const table = JSON.stringify(schema.name);
+  const keysFail = (message: string, details?: Record<string, unknown>): never => {
+    throw new RepriseError('INVALID_ROW', `table ${table}: ${message}`, { table: schema.name, ...details });
+  };
+  if (!Array.isArray(input)) return keysFail(`keys must be an array, got ${show(input)}`);
+  const keyColumns = schema.columns.filter((c) => c.role !== 'field');
+  const byName = new Map(schema.columns.map((c) => [c.name, c]));
+  return input.map((raw, i) => {
+    if (!isPlainObject(raw)) return keysFail(`key ${i}: expected an object, got ${show(raw)}`, { row: i });
+    for (const k of Object.keys(raw)) {
+      const c = byName.get(k);
+      if (c === undefined) keysFail(`key ${i}: unknown column "${k}"`, { row: i, column: k });
+      else if (c.role === 'field') keysFail(`key ${i}: field column "${k}" is not part of the primary key`, { row: i, column: k });
+    }
+    const key: Row = {};
+    for (const c of keyColumns) {
+      const v = raw[c.name];
+      if (v === null || v === undefined) keysFail(`key ${i}: ${c.role} column "${c.name}" is required`, { row: i, column: c.name });
+      if (!isValueOfType(c.type, v)) {
+        keysFail(`key ${i}: column "${c.name}" must be ${TYPE_DESCRIPTIONS[c.type]}, got ${show(v)}`, { row: i, column: c.name });
+      }
+      key[c.name] = v as Value;
+    }
+    return key;
+  });
+}
+
+// ---------------------------------------------------------------- queries
+
+export function validateQuery(schema: TableSchema, input: unknown): TableQuery {
+  const table = JSON.stringify(schema.name);
+  const queryFail = (message: string, details?: Record<string, unknown>): never => {
+    throw new RepriseError('INVALID_QUERY', `query on table ${table}: ${message}`, { table: schema.name, ...details });
+  };
+  if (input === undefined) return {};
+  if (!isPlainObject(input)) return queryFail(`expected an object, got ${show(input)}`);
+  const bad = unknownKey(input, QUERY_KEYS);
+  if (bad !== undefined) queryFail(`unknown key "${bad}" (expected where, timeRange, columns, limit)`, { key: bad });
+  const byName = new Map(schema.columns.map((c) => [c.name, c]));
+  const query: { -readonly [K in keyof TableQuery]: TableQuery[K] } = {};
+
+  if (input.where !== undefined) {
+    if (!isPlainObject(input.where)) queryFail(`where must be an object, got ${show(input.where)}`);
+    const where: Record<string, Value | RangeCondition> = {};
+    for (const [name, cond] of Object.entries(input.where as Record<string, unknown>)) {
+      const c = byName.get(name);
+      if (c === undefined) queryFail(`where: unknown column "${name}"`, { column: name });
+      else if (c.role === 'field') queryFail(`where: column "${name}" is a field; only tag and time columns can be filtered`, { column: name });
+      const col = c as ColumnDef;
+      const checkOperand = (op: string, v: unknown): Value => {
+        if (!isValueOfType(col.type, v)) {
+          queryFail(`where: column "${name}"${op ? ` ${op}` : ''} must be ${TYPE_DESCRIPTIONS[col.type]}, got ${show(v)}`, { column: name });
+        }
+        return v as Value;
+      };
+      if (isPlainObject(cond)) {
+        const ops = Object.keys(cond);
+        const badOp = ops.find((op) => !RANGE_KEYS.has(op));
+        if (badOp !== undefined) queryFail(`where: column "${name}": unknown operator "${badOp}" (expected eq, gt, gte, lt, lte)`, { column: name });
+        if (ops.length === 0) queryFail(`where: column "${name}": empty condition`, { column: name });
+        const range: { -readonly [K in keyof RangeCondition]: RangeCondition[K] } = {};
+        for (const op of ops as (keyof RangeCondition)[]) range[op] = checkOperand(op, cond[op]);
+        where[name] = range;
+      } else {
+        where[name] = checkOperand('', cond);
+      }
+    }
+    query.where = where;
+  }
+
+  if (input.timeRange !== undefined) {
+    const tr = input.timeRange;
+    if (!isPlainObject(tr)) return queryFail(`timeRange must be an object, got ${show(tr)}`);
+    const badKey = unknownKey(tr, TIME_RANGE_KEYS);
+    if (badKey !== undefined) queryFail(`timeRange: unknown key "${badKey}" (expected from, to)`, { key: badKey });
+    const range: { from?: number; to?: number } = {};
+    for (const k of ['from', 'to'] as const) {
+      if (tr[k] === undefined) continue;
+      if (typeof tr[k] !== 'number' || !Number.isFinite(tr[k])) queryFail(`timeRange.${k} must be a finite number, got ${show(tr[k])}`);
+      range[k] = tr[k] as number;
+    }
+    query.timeRange = range;
+  }
+
+  if (input.columns !== undefined) {
+    if (!Array.isArray(input.columns) || input.columns.length === 0) queryFail('columns must be a non-empty array of column names');
+    const cols = input.columns as unknown[];
+    cols.forEach((name, i) => {
+      if (typeof name !== 'string' || !byName.has(name)) queryFail(`columns: unknown column ${show(name)}`, { column: name });
+      if (cols.indexOf(name) !== i) queryFail(`columns: column "${name as string}" is listed twice`, { column: name });
+    });
+    query.columns = cols as string[];
+  }
+
+  if (input.limit !== undefined) {
+    if (!Number.isSafeInteger(input.limit) || (input.limit as number) <= 0) queryFail(`limit must be a positive integer, got ${show(input.limit)}`);
+    query.limit = input.limit as number;
+  }
+  return query;
+}

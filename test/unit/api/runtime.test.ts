@@ -1,0 +1,173 @@
+import { mkdtemp, rm, readdir, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { open, type Reprise } from '../../../src/api/runtime.js';
+import { isRepriseError } from '../../../src/errors.js';
+
+const schema = {
+  name: 'system_metrics',
+  columns: [
+    { name: 'host', type: 'string', role: 'tag' },
+    { name: 'idc', type: 'string', role: 'tag' },
+    { name: 'cpu_util', type: 'float64', role: 'field' },
+    { name: 'ts', type: 'timestamp', role: 'time' },
+  ],
+  partition: { column: 'host', bounds: ['f', 'z'] },
+};
+
+function rows(n: number, start = 0) {
+  return Array.from({ length: n }, (_, i) => ({
+    host: ['alpha', 'golf', 'zulu'][(start + i) % 3]!,
+    idc: `idc${(start + i) % 2}`,
+    cpu_util: start + i,
+    ts: 1_000 + start + i,
+  }));
+}
+
+async function expectCode(promise: Promise<unknown>, code: string): Promise<void> {
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(isRepriseError(err) ? err.code : err).toBe(code);
+}
+
+describe('embedded runtime', () => {
+  let dir: string;
+  let db: Reprise | undefined;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'reprise-runtime-'));
+  });
+  afterEach(async () => {
+    await db?.close();
+    db = undefined;
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const reopen = async (opts: Partial<Parameters<typeof open>[0]> = {}) => {
+    await db?.close();
+    db = await open({ dataDir: dir, logger: false, ...opts });
+    return db;
+  };
+
+  it('creates a partitioned table, inserts, queries in key order across regions', async () => {
+    const rt = await reopen();
+    const table = await rt.createTable(schema);
+    expect(table.regions).toHaveLength(3);
+    expect(new Set(table.regions.map((r) => r.shard)).size).toBe(3);
+    expect(await rt.insert('system_metrics', rows(30))).toEqual({ written: 30 });
+    const all = await rt.query('system_metrics');
+    expect(all).toHaveLength(30);
+    const keys = all.map((r) => `${r.host}|${r.idc}|${String(r.ts).padStart(8, '0')}`);
+    expect(keys).toEqual([...keys].sort());
+    const golf = await rt.query('system_metrics', { where: { host: 'golf' }, columns: ['host', 'cpu_util'], limit: 3 });
+    expect(golf).toHaveLength(3);
+    expect(Object.keys(golf[0]!)).toEqual(['host', 'cpu_util']);
+    const range = await rt.query('system_metrics', { where: { host: { gte: 'a', lt: 'h' } }, timeRange: { from: 1_005, to: 1_020 } });
+    expect(range.every((r) => (r.host === 'alpha' || r.host === 'golf') && (r.ts as number) >= 1_005 && (r.ts as number) < 1_020)).toBe(true);
+  });
+
+  it('status shows every node, shard and region serving with epochs and entry ids', async () => {
+    const rt = await reopen({ shards: 2 });
+    await rt.createTable(schema);
+    await rt.insert('system_metrics', rows(3));
+    const status = rt.status();
+    expect(status.wal.provider).toBe('local');
+    expect(status.nodes).toHaveLength(1);
+    const node = status.nodes[0]!;
+    expect(node.state).toBe('serving');
+    expect(node.shards).toHaveLength(2);
+    for (const shard of node.shards) {
+      expect(shard.state).toBe('serving');
+      expect(shard.role).toBe('leader');
+      expect(shard.epoch).toBe(1);
+      expect(shard.lastEntryId).toBeGreaterThan(0);
+    }
+    expect(node.shards.flatMap((s) => s.regions).map((r) => r.state)).toEqual(['serving', 'serving', 'serving']);
+  });
+
+  it('survives reopen without flush: rows come back from WAL replay, epochs grow', async () => {
+    let rt = await reopen();
+    await rt.createTable(schema);
+    await rt.insert('system_metrics', rows(50));
+    await rt.delete('system_metrics', [{ host: 'alpha', idc: 'idc0', ts: 1_000 }]);
+    await rt.close({ flush: false });
+    rt = await reopen();
+    expect(await rt.query('system_metrics')).toHaveLength(49);
+    const shards = rt.status().nodes[0]!.shards;
+    // Nothing was flushed: every region replayed its rows from the WAL.
+    expect(shards.flatMap((s) => s.regions).every((r) => r.appliedEntryId > r.flushedEntryId)).toBe(true);
+    expect(rt.status().nodes[0]!.shards.every((s) => s.epoch === 2)).toBe(true);
+  });
+
+  it('flush writes SSTs, prunes the WAL, and reopen replays only what is newer', async () => {
+    let rt = await reopen();
+    await rt.createTable(schema);
+    await rt.insert('system_metrics', rows(30));
+    await rt.flush();
+    const shards = rt.status().nodes[0]!.shards;
+    for (const shard of shards) {
+      for (const region of shard.regions) expect(region.flushedEntryId).toBeGreaterThanOrEqual(region.appliedEntryId);
+    }
+    await rt.insert('system_metrics', rows(30, 30));
+    rt = await reopen();
+    expect(await rt.query('system_metrics')).toHaveLength(60);
+  });
+
+  it('rejects bad input with codes and keeps serving', async () => {
+    const rt = await reopen();
+    await rt.createTable(schema);
+    await expectCode(rt.createTable(schema), 'TABLE_EXISTS');
+    await expectCode(rt.createTable({ name: 'bad', columns: [] }), 'INVALID_SCHEMA');
+    await expectCode(rt.insert('nope', rows(1)), 'TABLE_NOT_FOUND');
+    await expectCode(rt.insert('system_metrics', [{ host: 'a', idc: 'b', ts: 'yesterday' }]), 'INVALID_ROW');
+    await expectCode(rt.insert('system_metrics', [{ idc: 'b', ts: 1 }]), 'INVALID_ROW');
+    await expectCode(rt.query('system_metrics', { where: { nope: 1 } }), 'INVALID_QUERY');
+    // A bad row anywhere rejects the whole request: nothing written.
+    await expectCode(rt.insert('system_metrics', [...rows(5), { host: 'x', idc: 'y', ts: -1 }]), 'INVALID_ROW');
+    expect(await rt.query('system_metrics')).toHaveLength(0);
+    expect(await rt.insert('system_metrics', rows(2))).toEqual({ written: 2 });
+  });
+
+  it('drops a table and its files; the name can be reused', async () => {
+    let rt = await reopen();
+    await rt.createTable(schema);
+    await rt.insert('system_metrics', rows(10));
+    await rt.flush();
+    await rt.dropTable('system_metrics');
+    await expectCode(rt.query('system_metrics'), 'TABLE_NOT_FOUND');
+    const left = await readdir(join(dir, 'objects', 'regions'), { recursive: true, withFileTypes: true }).catch(() => []);
+    expect(left.filter((e) => e.isFile()).map((e) => e.name)).toEqual([]);
+    await rt.createTable(schema);
+    expect(await rt.query('system_metrics')).toHaveLength(0);
+    rt = await reopen();
+    expect(rt.listTables().map((t) => t.name)).toEqual(['system_metrics']);
+  });
+
+  it('a region whose SST is missing fails with a reason; other regions keep serving', async () => {
+    let rt = await reopen();
+    const table = await rt.createTable(schema);
+    await rt.insert('system_metrics', rows(30));
+    await rt.flush();
+    await rt.close();
+    db = undefined;
+    const victim = table.regions[0]!.id;
+    const sstDir = join(dir, 'objects', 'regions', String(victim), 'sst');
+    for (const file of await readdir(sstDir)) await unlink(join(sstDir, file));
+    rt = await reopen();
+    const regions = rt.status().nodes[0]!.shards.flatMap((s) => s.regions);
+    const failed = regions.find((r) => r.id === victim)!;
+    expect(failed.state).toBe('failed');
+    expect(failed.error).toMatch(/SST_MISSING/);
+    await expectCode(rt.query('system_metrics', { where: { host: 'alpha' } }), 'REGION_FAILED');
+    expect(await rt.query('system_metrics', { where: { host: 'golf' } })).toHaveLength(10);
+    expect(await rt.insert('system_metrics', [{ host: 'golf', idc: 'x', ts: 5 }])).toEqual({ written: 1 });
+  });
+
+  it('a second process cannot open the same data dir', async () => {
+    await reopen();
+    await expect(open({ dataDir: dir, logger: false })).rejects.toThrow(/in use|lock/i);
+  });
+});

@@ -1,0 +1,168 @@
+import { describe, expect, it } from 'vitest';
+import { validateKeys, validateQuery, validateRows, validateSchema } from '../../../src/engine/table/validate.js';
+import { expectError, metrics } from './helpers.js';
+
+const col = (name: string, type: string, role: string) => ({ name, type, role });
+const base = () => ({
+  name: 't',
+  columns: [col('host', 'string', 'tag'), col('v', 'float64', 'field'), col('ts', 'timestamp', 'time')],
+});
+
+describe('validateSchema', () => {
+  it('accepts and copies a valid schema', () => {
+    const input = JSON.parse(JSON.stringify(metrics));
+    const schema = validateSchema(input);
+    expect(schema).toEqual(metrics);
+    expect(schema).not.toBe(input);
+    expect(validateSchema(base())).toEqual(base());
+  });
+
+  it('accepts tags of every non-float type and empty bounds', () => {
+    const input = {
+      name: '_T1',
+      columns: [col('a', 'int64', 'tag'), col('b', 'bool', 'tag'), col('c', 'timestamp', 'tag'), col('ts', 'timestamp', 'time')],
+      partition: { column: 'a', bounds: [] },
+    };
+    expect(validateSchema(input).partition).toEqual({ column: 'a', bounds: [] });
+  });
+
+  const cases: [string, unknown, (string | RegExp)[]][] = [
+    ['not an object', 'metrics', [/expected an object/]],
+    ['bad table name', { ...base(), name: '1abc' }, ['1abc']],
+    ['too long table name', { ...base(), name: 'a'.repeat(129) }, [/must match/]],
+    ['unknown top-level key', { ...base(), partiton: {} }, ['"partiton"']],
+    ['no columns', { ...base(), columns: [] }, [/columns must be a non-empty array/]],
+    ['column not an object', { ...base(), columns: [...base().columns, 'x'] }, ['column 3']],
+    ['bad column name', { ...base(), columns: [...base().columns, col('a-b', 'string', 'field')] }, ['column 3', '"a-b"']],
+    ['duplicate column', { ...base(), columns: [...base().columns, col('host', 'string', 'field')] }, ['column "host"', /more than once/]],
+    ['unknown type', { ...base(), columns: [...base().columns, col('x', 'float', 'field')] }, ['column "x"', '"float"']],
+    ['unknown role', { ...base(), columns: [...base().columns, col('x', 'string', 'key')] }, ['column "x"', '"key"']],
+    ['unknown column key', { ...base(), columns: [...base().columns, { ...col('x', 'string', 'field'), nullable: true }] }, ['column "x"', '"nullable"']],
+    ['no time column', { ...base(), columns: [col('host', 'string', 'tag')] }, [/exactly one column must have role time, found 0/]],
+    [
+      'two time columns',
+      { ...base(), columns: [...base().columns, col('ts2', 'timestamp', 'time')] },
+      [/found 2/, '"ts", "ts2"'],
+    ],
+    ['time column not timestamp', { ...base(), columns: [col('host', 'string', 'tag'), col('ts', 'int64', 'time')] }, ['column "ts"', /timestamp/]],
+    ['no tag column', { ...base(), columns: [col('v', 'float64', 'field'), col('ts', 'timestamp', 'time')] }, [/role tag/]],
+    ['float tag', { ...base(), columns: [...base().columns, col('f', 'float64', 'tag')] }, ['column "f"', /float64/]],
+    ['partition on unknown column', { ...base(), partition: { column: 'nope', bounds: [] } }, ['"nope"']],
+    ['partition on a field', { ...base(), partition: { column: 'v', bounds: [] } }, ['partition column "v"', /tag/]],
+    ['partition on time', { ...base(), partition: { column: 'ts', bounds: [1] } }, ['partition column "ts"', /tag/]],
+    ['bounds not an array', { ...base(), partition: { column: 'host', bounds: 'f' } }, ['partition column "host"', /array/]],
+    ['bound of the wrong type', { ...base(), partition: { column: 'host', bounds: ['f', 3] } }, ['partition column "host"', 'bound 1']],
+    ['bounds not increasing', { ...base(), partition: { column: 'host', bounds: ['f', 'f'] } }, ['partition column "host"', /strictly increasing/, 'bound 1']],
+    ['bounds decreasing', { ...base(), partition: { column: 'host', bounds: ['z', 'f'] } }, [/strictly increasing/]],
+    ['unknown partition key', { ...base(), partition: { column: 'host', bounds: [], kind: 'hash' } }, ['"kind"']],
+  ];
+  for (const [what, input, patterns] of cases) {
+    it(`rejects ${what} with INVALID_SCHEMA`, async () => {
+      await expectError(() => validateSchema(input), 'INVALID_SCHEMA', ...patterns);
+    });
+  }
+
+  it('names the table in its messages', async () => {
+    await expectError(() => validateSchema({ ...base(), name: 'cpu', columns: [col('v', 'float64', 'field')] }), 'INVALID_SCHEMA', 'table "cpu"');
+  });
+});
+
+describe('validateRows', () => {
+  const row = { host: 'a', idc: 'x', cpu: 0.5, mem: 10, up: true, ts: 1000 };
+
+  it('normalises rows: every column present, missing fields null', () => {
+    expect(validateRows(metrics, [row, { host: 'b', idc: 'y', ts: 0, cpu: null }])).toEqual([
+      row,
+      { host: 'b', idc: 'y', cpu: null, mem: null, up: null, ts: 0 },
+    ]);
+    expect(validateRows(metrics, [])).toEqual([]);
+  });
+
+  const cases: [string, unknown, (string | RegExp)[]][] = [
+    ['a non-array', row, [/rows must be an array/]],
+    ['a non-object row', [row, [1, 2]], ['row 1', /expected an object/]],
+    ['an unknown column', [row, { ...row, disk: 1 }], ['row 1', 'column "disk"']],
+    ['a missing tag', [{ ...row, idc: undefined }], ['row 0', 'column "idc"', /required/]],
+    ['a null tag', [{ ...row, host: null }], ['row 0', 'column "host"']],
+    ['a missing time', [row, row, { host: 'a', idc: 'x' }], ['row 2', 'column "ts"']],
+    ['a non-string string', [{ ...row, host: 5 }], ['row 0', 'column "host"', /string/]],
+    ['a non-finite float', [{ ...row, cpu: Infinity }], ['column "cpu"', /finite/]],
+    ['NaN', [{ ...row, cpu: NaN }], ['column "cpu"']],
+    ['a string float', [{ ...row, cpu: '0.5' }], ['column "cpu"', '"0.5"']],
+    ['a fractional int', [{ ...row, mem: 1.5 }], ['column "mem"', /integer/]],
+    ['an unsafe int', [{ ...row, mem: 2 ** 53 }], ['column "mem"']],
+    ['a non-boolean bool', [{ ...row, up: 1 }], ['column "up"', /boolean/]],
+    ['a negative timestamp', [{ ...row, ts: -1 }], ['column "ts"', /non-negative/]],
+    ['a date string timestamp', [{ ...row, ts: '2024-01-01' }], ['column "ts"']],
+    ['a class instance', [new Date()], ['row 0']],
+  ];
+  for (const [what, input, patterns] of cases) {
+    it(`rejects ${what} with INVALID_ROW`, async () => {
+      await expectError(() => validateRows(metrics, input), 'INVALID_ROW', 'table "system_metrics"', ...patterns);
+    });
+  }
+
+  it('with requireAll, rejects a missing field but accepts an explicit null', async () => {
+    await expectError(() => validateRows(metrics, [{ host: 'a', idc: 'x', cpu: 1, mem: 1, ts: 1 }], { requireAll: true }), 'INVALID_ROW', 'row 0', 'column "up"');
+    expect(validateRows(metrics, [{ ...row, up: null }], { requireAll: true })[0].up).toBeNull();
+  });
+});
+
+describe('validateKeys', () => {
+  it('keeps exactly the primary key columns', () => {
+    expect(validateKeys(metrics, [{ host: 'a', idc: 'x', ts: 5 }])).toEqual([{ host: 'a', idc: 'x', ts: 5 }]);
+  });
+
+  const cases: [string, unknown, (string | RegExp)[]][] = [
+    ['a non-array', {}, [/keys must be an array/]],
+    ['a field column', [{ host: 'a', idc: 'x', ts: 5, cpu: 1 }], ['key 0', 'field column "cpu"']],
+    ['an unknown column', [{ host: 'a', idc: 'x', ts: 5, zone: 1 }], ['key 0', 'column "zone"']],
+    ['a missing tag', [{ host: 'a', idc: 'x', ts: 5 }, { host: 'a', ts: 5 }], ['key 1', 'column "idc"']],
+    ['a missing time', [{ host: 'a', idc: 'x' }], ['key 0', 'column "ts"']],
+    ['a mistyped value', [{ host: 'a', idc: 'x', ts: 'now' }], ['key 0', 'column "ts"']],
+  ];
+  for (const [what, input, patterns] of cases) {
+    it(`rejects ${what} with INVALID_ROW`, async () => {
+      await expectError(() => validateKeys(metrics, input), 'INVALID_ROW', ...patterns);
+    });
+  }
+});
+
+describe('validateQuery', () => {
+  it('accepts equality, range conditions, timeRange, columns and limit', () => {
+    const q = {
+      where: { host: 'a', idc: { gte: 'b', lt: 'c' }, ts: { gt: 5 } },
+      timeRange: { from: 0, to: 100 },
+      columns: ['ts', 'cpu'],
+      limit: 3,
+    };
+    expect(validateQuery(metrics, q)).toEqual(q);
+    expect(validateQuery(metrics, {})).toEqual({});
+    expect(validateQuery(metrics, undefined)).toEqual({});
+  });
+
+  const cases: [string, unknown, (string | RegExp)[]][] = [
+    ['a non-object', [], [/expected an object/]],
+    ['an unknown key', { orderBy: 'ts' }, ['"orderBy"']],
+    ['where on an unknown column', { where: { zone: 'a' } }, ['column "zone"']],
+    ['where on a field', { where: { cpu: 1 } }, ['column "cpu"', /field/]],
+    ['a mistyped equality', { where: { host: 1 } }, ['column "host"', /string/]],
+    ['a null equality', { where: { host: null } }, ['column "host"']],
+    ['a mistyped range bound', { where: { ts: { gt: 'yesterday' } } }, ['column "ts"', 'gt']],
+    ['an unknown operator', { where: { host: { like: 'a%' } } }, ['column "host"', '"like"']],
+    ['an empty condition', { where: { host: {} } }, ['column "host"', /empty/]],
+    ['a non-object where', { where: 'host = a' }, [/where must be an object/]],
+    ['a non-numeric timeRange', { timeRange: { from: '0' } }, ['timeRange.from']],
+    ['an unknown timeRange key', { timeRange: { until: 5 } }, ['"until"']],
+    ['an unknown projected column', { columns: ['host', 'disk'] }, ['"disk"']],
+    ['a duplicated projected column', { columns: ['host', 'host'] }, ['"host"', /twice/]],
+    ['empty columns', { columns: [] }, [/non-empty/]],
+    ['a zero limit', { limit: 0 }, ['limit', '0']],
+    ['a fractional limit', { limit: 1.5 }, ['limit']],
+  ];
+  for (const [what, input, patterns] of cases) {
+    it(`rejects ${what} with INVALID_QUERY`, async () => {
+      await expectError(() => validateQuery(metrics, input), 'INVALID_QUERY', 'table "system_metrics"', ...patterns);
+    });
+  }
+});
