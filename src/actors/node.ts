@@ -69,12 +69,18 @@ export class NodeActor {
     return shard;
   }
 
-  /** Flush every shard through the node machine's flushing state. */
+  /**
+   * Flush every shard through the node machine's flushing state. A call
+   * made while a flush runs waits for it and then for a flush that started
+   * after the call (its own, or one another caller started meanwhile).
+   */
   async flush(): Promise<void> {
-    if (this.state() === 'flushing') await waitFor(this.actor, (s) => s.value !== 'flushing', { timeout: Infinity });
-    if (this.state() !== 'serving') throw new RepriseError('CLOSED', `node '${this.id}' is ${this.state()}`);
-    this.actor.send({ type: 'FLUSH' });
-    const snapshot = await waitFor(this.actor, (s) => s.value !== 'flushing', { timeout: Infinity });
+    const notFlushing = (s: { value: unknown }) => s.value !== 'flushing';
+    if (this.state() === 'flushing') await waitFor(this.actor, notFlushing, { timeout: Infinity });
+    const state = this.state();
+    if (state === 'serving') this.actor.send({ type: 'FLUSH' });
+    else if (state !== 'flushing') throw new RepriseError('CLOSED', `node '${this.id}' is ${state}`);
+    const snapshot = await waitFor(this.actor, notFlushing, { timeout: Infinity });
     if (snapshot.context.error) throw new RepriseError('INTERNAL', `flush failed on node '${this.id}': ${snapshot.context.error}`);
   }
 

@@ -252,12 +252,13 @@ export class ShardActor {
     await this.ctx.engine.destroyRegion(regionId, this.ctx.objects);
   }
 
-  /** Flush every region now; resolves when the shard serves again. */
+  /** Flush every region now (or join a flush that started after this call); resolves when the shard serves again. */
   async flush(): Promise<void> {
-    if (this.state() === 'flushing') await waitFor(this.actor, (s) => s.value !== 'flushing', { timeout: Infinity });
-    if (this.state() !== 'serving') return;
-    this.actor.send({ type: 'FLUSH' });
-    await waitFor(this.actor, (s) => s.value !== 'flushing', { timeout: Infinity });
+    const notFlushing = (s: { value: unknown }) => s.value !== 'flushing';
+    if (this.state() === 'flushing') await waitFor(this.actor, notFlushing, { timeout: Infinity });
+    if (this.state() === 'serving') this.actor.send({ type: 'FLUSH' });
+    else if (this.state() !== 'flushing') return;
+    await waitFor(this.actor, notFlushing, { timeout: Infinity });
     const error = this.actor.getSnapshot().context.error;
     if (error && this.state() === 'serving') throw new RepriseError('INTERNAL', `flush of shard ${this.id} failed: ${error}`);
   }

@@ -52,13 +52,14 @@ async function standalone(flags: { config?: string; dataDir?: string; httpAddr?:
     onReplayProgress: progressBar(),
   });
   const app = createHttpServer(runtime, { logger, bodyLimit: config.bodyLimitBytes });
+  let url: string;
   try {
-    await app.listen({ host, port });
+    url = await app.listen({ host, port });
   } catch (err) {
     await runtime.close();
     throw err;
   }
-  logger.info({ httpAddr: `${host}:${port}`, dataDir: config.dataDir }, `reprise standalone serving on http://${host}:${port}`);
+  logger.info({ url, dataDir: config.dataDir }, `reprise standalone serving on ${url}`);
 
   let stopping = false;
   const stop = (signal: string) => {

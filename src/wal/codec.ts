@@ -118,8 +118,8 @@ interface PendingSplit {
   next: number;
   bytes: number;
   bodyBytes: number;
-  /** Bodies of the parts received so far; null for a dropped (torn) split. */
-  readonly chunks: Uint8Array[] | null;
+  /** Bodies of the parts received so far (none kept for a torn split). */
+  readonly chunks: Uint8Array[];
 }
 
 /**
@@ -134,18 +134,22 @@ interface PendingSplit {
  * WAL_CORRUPT. An incomplete split at the end of the input yields nothing.
  */
 export class EntryAssembler {
-  /** Split entries dropped because they were never completed. */
-  tornEntries = 0;
+  private tornCount = 0;
 
   private readonly topic: string;
   private readonly frame = new FrameFields();
   private pending: PendingSplit | undefined;
   /** The last torn split, so that its late parts can be recognised. */
-  private torn: PendingSplit | undefined;
+  private lastTorn: PendingSplit | undefined;
   private started = false;
 
   constructor(topic: string) {
     this.topic = topic;
+  }
+
+  /** Split entries dropped because they were never completed. */
+  get tornEntries(): number {
+    return this.tornCount;
   }
 
   /** The whole entry `record` completes, or undefined while a split entry is incomplete. */
@@ -180,21 +184,21 @@ export class EntryAssembler {
       pending.next++;
       pending.bytes += record.data.length;
       pending.bodyBytes += f.body.length;
-      pending.chunks!.push(f.body);
+      pending.chunks.push(f.body);
       if (pending.next < pending.parts) return undefined;
       this.pending = undefined;
       return {
         kind: pending.kind,
         region: pending.region,
         epoch: pending.epoch,
-        body: concat(pending.chunks!, pending.bodyBytes),
+        body: concat(pending.chunks, pending.bodyBytes),
         id: record.id,
         firstId: pending.firstId,
         bytes: pending.bytes,
       };
     }
-    if (this.torn && continues(this.torn, f)) {
-      this.torn.next++;
+    if (this.lastTorn && continues(this.lastTorn, f)) {
+      this.lastTorn.next++;
       return undefined;
     }
     const where = first
@@ -212,8 +216,8 @@ export class EntryAssembler {
 
   private dropPending(): void {
     const p = this.pending!;
-    this.tornEntries++;
-    this.torn = { ...p, chunks: null };
+    this.tornCount++;
+    this.lastTorn = { ...p, chunks: [] };
     this.pending = undefined;
   }
 }

@@ -73,9 +73,13 @@ export class LocalLogStore implements LogStore {
     try {
       await db.open();
     } catch (err) {
-      throw new RepriseError('INTERNAL', `cannot open the local WAL at ${dir}: ${(err as Error).message}`, { dir }, {
-        cause: err,
-      });
+      // abstract-level wraps the LevelDB error ("lock ... already held") as the cause.
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      const reason =
+        cause?.code === 'LEVEL_LOCKED'
+          ? `it is in use by another process (${cause.message})`
+          : (cause?.message ?? (err as Error).message);
+      throw new RepriseError('INTERNAL', `cannot open the local WAL at ${dir}: ${reason}`, { dir }, { cause: err });
     }
     try {
       const topics = new Map<string, TopicState>();
@@ -148,7 +152,7 @@ export class LocalLogStore implements LogStore {
   ): Promise<TailSubscription> {
     const t = this.topic(topic);
     checkId(from, 'from', topic);
-    const tail = new LocalTail(this, t, from, onRecord, onError);
+    const tail = new LocalTail((pos, to) => this.scan(topic, pos, to), t, from, onRecord, onError);
     t.tails.add(tail);
     return tail;
   }
@@ -195,10 +199,10 @@ export class LocalLogStore implements LogStore {
   }
 
   // -------------------------------------------------------------------------
-  // Internals, also used by LocalTail
+  // Internals
 
   /** The topic's state; throws CLOSED or NOT_FOUND. */
-  topic(topic: string): TopicState {
+  private topic(topic: string): TopicState {
     this.checkOpen();
     const t = this.topics.get(topic);
     if (!t) throw new RepriseError('NOT_FOUND', `WAL topic "${topic}" does not exist`, { topic });
@@ -210,7 +214,7 @@ export class LocalLogStore implements LogStore {
    * a record is never seen before its append has been acknowledged (the
    * batch may be in LevelDB a moment before its promise resolves).
    */
-  async *scan(topic: string, from: EntryId, to: EntryId): AsyncGenerator<LogRecord> {
+  private async *scan(topic: string, from: EntryId, to: EntryId): AsyncGenerator<LogRecord> {
     const t = this.topic(topic);
     checkId(from, 'from', topic);
     if (from < t.earliest) {
@@ -257,11 +261,14 @@ export class LocalLogStore implements LogStore {
     const first = t.next;
     const n = records.length;
     if (n === 0) return [];
-    const ops = new Array<{ type: 'put'; key: Uint8Array; value: Uint8Array }>(n);
-    for (let i = 0; i < n; i++) ops[i] = { type: 'put', key: recordKey(t.no, first + i), value: records[i]! };
+    // A chained batch hands each put to LevelDB as it goes; several times
+    // faster than db.batch(array) for thousands of records.
+    const batch = this.db.batch();
     try {
-      await this.db.batch(ops, { sync: true });
+      for (let i = 0; i < n; i++) batch.put(recordKey(t.no, first + i), records[i]!);
+      await batch.write({ sync: true });
     } catch (err) {
+      await batch.close();
       throw new RepriseError(
         'WAL_APPEND_FAILED',
         `append of ${n} records to WAL topic "${t.name}" (ids ${first}..${first + n - 1}) failed: ${(err as Error).message}`,
@@ -316,7 +323,8 @@ export class LocalLogStore implements LogStore {
  * scan. Either way every id is delivered once, in order.
  */
 class LocalTail implements TailSubscription {
-  private readonly store: LocalLogStore;
+  /** Reads [from, to) of the topic from the store. */
+  private readonly scan: (from: EntryId, to: EntryId) => AsyncGenerator<LogRecord>;
   private readonly t: TopicState;
   private readonly onRecord: (record: LogRecord) => void | Promise<void>;
   private readonly onError: ((err: Error) => void) | undefined;
@@ -330,13 +338,13 @@ class LocalTail implements TailSubscription {
   private readonly done: Promise<void>;
 
   constructor(
-    store: LocalLogStore,
+    scan: (from: EntryId, to: EntryId) => AsyncGenerator<LogRecord>,
     t: TopicState,
     from: EntryId,
     onRecord: (record: LogRecord) => void | Promise<void>,
     onError: ((err: Error) => void) | undefined,
   ) {
-    this.store = store;
+    this.scan = scan;
     this.t = t;
     this.pos = from;
     this.onRecord = onRecord;
@@ -391,7 +399,7 @@ class LocalTail implements TailSubscription {
           if (this.head === this.buffer.length) this.clearBuffer();
           await this.deliver(r);
         } else if (this.pos < this.t.next) {
-          for await (const r of this.store.scan(this.t.name, this.pos, this.t.next)) {
+          for await (const r of this.scan(this.pos, this.t.next)) {
             if (this.closed) break;
             await this.deliver(r);
           }

@@ -155,8 +155,12 @@ describe('LocalLogStore', () => {
   it('fails an append with WAL_APPEND_FAILED without using up ids', async () => {
     await store.createTopic('t');
     await store.append('t', records(2));
-    const db = (store as unknown as { db: { batch: (...args: unknown[]) => Promise<void> } }).db;
-    const spy = vi.spyOn(db, 'batch').mockRejectedValueOnce(new Error('disk full'));
+    const db = (store as unknown as { db: { batch: () => unknown } }).db;
+    const spy = vi.spyOn(db, 'batch').mockReturnValueOnce({
+      put: () => undefined,
+      write: () => Promise.reject(new Error('disk full')),
+      close: () => Promise.resolve(),
+    });
     const err = await expectCode(store.append('t', records(3)), 'WAL_APPEND_FAILED');
     expect(err.message).toContain('"t"');
     expect(err.message).toContain('2..4');
@@ -223,5 +227,20 @@ describe('LocalLogStore', () => {
     expect(await store.append('z', records(1))).toEqual([0]);
     expect(await store.bounds('y')).toEqual({ earliest: 0, next: 4 });
     expect(await collect(store.read('x', 0))).toEqual([]);
+  });
+});
+
+describe('LocalLogStore.open', () => {
+  it('refuses a directory another store holds open, saying so', async () => {
+    const { dir, remove } = await tempDir();
+    const first = await LocalLogStore.open(dir);
+    try {
+      const err = await expectCode(LocalLogStore.open(dir), 'INTERNAL');
+      expect(err.message).toContain(dir);
+      expect(err.message).toMatch(/in use by another process/);
+    } finally {
+      await first.close();
+      await remove();
+    }
   });
 });

@@ -1,0 +1,33 @@
+import type { Metric } from './report.js';
+
+export interface BenchOptions {
+  readonly quick: boolean;
+  /** Repetitions of each measurement (the median is reported). */
+  readonly runs: number;
+  /** Duration of one timed insert-throughput run, ms. */
+  readonly insertMs: number;
+  /** Sequential single-row inserts per latency run. */
+  readonly latencyOps: number;
+  /** Data entries in the replay log with 100-row entries. */
+  readonly replayEntries: number;
+  /** Data entries in the replay log with 1-row entries. */
+  readonly replaySmallEntries: number;
+}
+
+export interface SuiteContext {
+  readonly options: BenchOptions;
+  /** Progress lines to stderr (the table goes to stdout). */
+  log(message: string): void;
+}
+
+export interface SuiteResult {
+  readonly metrics: Metric[];
+  /** Anything else worth keeping in the JSON (per-run details, sizes). */
+  readonly details: Record<string, unknown>;
+}
+
+export interface Suite {
+  readonly name: string;
+  readonly description: string;
+  run(ctx: SuiteContext): Promise<SuiteResult>;
+}

@@ -1,0 +1,129 @@
+/**
+ * reprise benchmarks: `npm run bench [-- options]`.
+ *
+ *   --quick              short smoke run (small logs, short runs)
+ *   --only a,b           suites to run: insert, latency, replay (default all)
+ *   --runs N             repetitions per measurement, median reported (default 3)
+ *   --insert-ms MS       duration of one insert-throughput run (default 1500)
+ *   --latency-ops N      single-row inserts per latency run (default 1000)
+ *   --replay-entries N   100-row entries in the replay log (default 12000)
+ *   --replay-small N     1-row entries in the second replay log (default 200000; 0 skips it)
+ *   --out DIR            where JSON results go (default bench/results)
+ *   --strict             exit 1 when a target is missed
+ *
+ * Prints a table to stdout (progress to stderr) and writes
+ * <out>/<timestamp>.json and <out>/latest.json.
+ */
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { insertSuite } from './insert.js';
+import { latencySuite } from './latency.js';
+import { replaySuite } from './replay.js';
+import { machineInfo, passOf, renderTable, writeResults, type Metric } from './lib/report.js';
+import type { BenchOptions, Suite } from './lib/suite.js';
+
+const SUITES: readonly Suite[] = [insertSuite, latencySuite, replaySuite];
+
+function usage(): string {
+  return [
+    'usage: npm run bench -- [--quick] [--only insert,latency,replay] [--runs N] [--insert-ms MS]',
+    '                        [--latency-ops N] [--replay-entries N] [--replay-small N] [--out DIR] [--strict]',
+    '',
+    ...SUITES.map((s) => `  ${s.name.padEnd(8)} ${s.description}`),
+  ].join('\n');
+}
+
+function positiveInt(name: string, raw: string | undefined, fallback: number, allowZero = false): number {
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < (allowZero ? 0 : 1)) throw new Error(`--${name} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got '${raw}'`);
+  return n;
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      runs: { type: 'string' },
+      'insert-ms': { type: 'string' },
+      'latency-ops': { type: 'string' },
+      'replay-entries': { type: 'string' },
+      'replay-small': { type: 'string' },
+      out: { type: 'string' },
+      strict: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(usage());
+    return 0;
+  }
+  const quick = values.quick ?? false;
+  const options: BenchOptions = {
+    quick,
+    runs: positiveInt('runs', values.runs, quick ? 1 : 3),
+    insertMs: positiveInt('insert-ms', values['insert-ms'], quick ? 300 : 1500),
+    latencyOps: positiveInt('latency-ops', values['latency-ops'], quick ? 200 : 1000),
+    replayEntries: positiveInt('replay-entries', values['replay-entries'], quick ? 1000 : 12000, true),
+    replaySmallEntries: positiveInt('replay-small', values['replay-small'], quick ? 10000 : 200000, true),
+  };
+  let suites = SUITES;
+  if (values.only !== undefined) {
+    const wanted = values.only.split(',').map((s) => s.trim()).filter(Boolean);
+    const unknown = wanted.filter((w) => !SUITES.some((s) => s.name === w));
+    if (unknown.length > 0) throw new Error(`unknown suite(s) ${unknown.join(', ')}; known: ${SUITES.map((s) => s.name).join(', ')}`);
+    suites = SUITES.filter((s) => wanted.includes(s.name));
+  }
+
+  const startedAt = new Date();
+  const machine = machineInfo();
+  const log = (message: string) => process.stderr.write(`[bench ${((performance.now() - t0) / 1000).toFixed(1)}s] ${message}\n`);
+  const t0 = performance.now();
+  log(`${machine.cpuCount} x ${machine.cpuModel}, node ${machine.node}; suites ${suites.map((s) => s.name).join(', ')}; ${JSON.stringify(options)}`);
+
+  const metrics: Metric[] = [];
+  const details: Record<string, unknown> = {};
+  const durations: Record<string, number> = {};
+  for (const suite of suites) {
+    const s0 = performance.now();
+    const result = await suite.run({ options, log });
+    durations[suite.name] = Math.round(performance.now() - s0);
+    metrics.push(...result.metrics);
+    details[suite.name] = result.details;
+  }
+
+  console.log(renderTable(metrics));
+  const targets = metrics.filter((m) => passOf(m) !== undefined);
+  const failed = targets.filter((m) => passOf(m) === false);
+  console.log(`\ntargets: ${targets.length - failed.length}/${targets.length} met (ratios are medians of per-run ratios measured in this run)`);
+
+  const files = await writeResults(
+    resolve(values.out ?? 'bench/results'),
+    {
+      startedAt: startedAt.toISOString(),
+      totalMs: Math.round(performance.now() - t0),
+      machine,
+      options,
+      suites: suites.map((s) => s.name),
+      durationsMs: durations,
+      metrics: metrics.map((m) => ({ ...m, pass: passOf(m) ?? null })),
+      details,
+    },
+    startedAt,
+  );
+  log(`results: ${files.join(', ')}`);
+  return values.strict && failed.length > 0 ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error(err instanceof Error ? (err.stack ?? err.message) : err);
+    console.error(usage());
+    process.exitCode = 2;
+  },
+);

@@ -1,0 +1,450 @@
+import { join } from 'node:path';
+import { Level } from 'level';
+import type { ReplayProgress, Transition } from '../src/actors/context.js';
+import { open, type Reprise } from '../src/api/runtime.js';
+import type { TableSchema } from '../src/engine/schema.js';
+import { decodeMutation, tableMutationCodec } from '../src/engine/table/codec.js';
+import { EntryAssembler } from '../src/wal/codec.js';
+import { DEFAULT_MAX_BATCH_BYTES, type Entry } from '../src/wal/entry.js';
+import { LocalLogStore } from '../src/wal/local-log-store.js';
+import { replayShard } from '../src/wal/shard-reader.js';
+import { TopicWriter } from '../src/wal/topic-writer.js';
+import { collectGarbage, metricsRows, metricsSchema, removeDir, tempDir } from './lib/fixtures.js';
+import { metric } from './lib/metric.js';
+import type { Metric } from './lib/report.js';
+import { median } from './lib/stats.js';
+import type { Suite, SuiteContext, SuiteResult } from './lib/suite.js';
+
+/**
+ * Replay by shard. One shard (one WAL topic) holding 64 regions - one table
+ * with 63 partition bounds - and a log of data entries written round-robin
+ * over the regions and never flushed, the state a crash leaves behind.
+ *
+ * Measured, interleaved in every run on the same log and the same range
+ * [from, next) that the runtime replays:
+ *  - runtime:  open() of the embedded runtime, which replays the shard
+ *              (one pass, entries routed to the 64 regions, applied to their
+ *              memtables). Timed by the runtime's own replay clock (the last
+ *              onReplayProgress report, which covers replayShard) - open()
+ *              and the shard's replaying -> serving time are notes.
+ *  - ceiling:  LocalLogStore.read + EntryAssembler (frame check, CRC32C,
+ *              decode, reassembly): scan + decode, no apply. The target is
+ *              runtime >= 80% of this.
+ *  - context:  replayShard with a no-op onEntry (the shard reader alone),
+ *              replayShard + decodeMutation (the engine's body decoding
+ *              without the memtable insert), LocalLogStore.read without
+ *              decoding, and a bare LevelDB iterator (nextv) over the
+ *              topic's keys.
+ *
+ * The log is built once per scenario by appending encoded entries straight
+ * to the topic (group-committed 1 MiB appends): the same frames and bodies
+ * (tableMutationCodec.encodePut) the runtime writes, much faster than
+ * inserting them.
+ */
+
+const TOPIC = 'reprise_wal_0';
+const TABLE = 'system_metrics';
+const REGIONS = 64;
+
+interface Scenario {
+  readonly key: string;
+  readonly label: string;
+  readonly entries: number;
+  readonly rowsPerEntry: number;
+}
+
+interface BuiltLog {
+  readonly dir: string;
+  readonly walDir: string;
+  readonly schema: TableSchema;
+  readonly regionIds: number[];
+  /** First id the runtime replays (lowest flushed entry id + 1). */
+  readonly from: number;
+  readonly dataEntries: number;
+  readonly dataBytes: number;
+  readonly rows: number;
+  readonly buildMs: number;
+}
+
+interface Rate {
+  readonly entries: number;
+  readonly bytes: number;
+  readonly ms: number;
+}
+
+interface RuntimeRun extends Rate {
+  readonly openMs: number;
+  readonly replayingMs: number;
+}
+
+async function buildLog(s: Scenario): Promise<BuiltLog> {
+  const started = performance.now();
+  const dir = await tempDir(`replay-${s.key}`);
+  const walDir = join(dir, 'wal');
+  const schema = metricsSchema(REGIONS, TABLE);
+  const db = await open({ dataDir: dir, shards: 1, logger: false });
+  let regionIds: number[];
+  let from: number;
+  let epoch: number;
+  try {
+    const table = await db.createTable(schema);
+    regionIds = table.regions.map((r) => r.id);
+    if (regionIds.length !== REGIONS || table.regions.some((r) => r.shard !== 0)) {
+      throw new Error(`expected ${REGIONS} regions on shard 0, got ${JSON.stringify(table.regions)}`);
+    }
+    const shard = db.status().nodes[0]!.shards[0]!;
+    from = shard.flushedEntryId + 1;
+    epoch = shard.epoch;
+  } finally {
+    await db.close({ flush: false });
+  }
+
+  const store = await LocalLogStore.open(walDir);
+  let dataBytes = 0;
+  try {
+    const writer = new TopicWriter(store, TOPIC, { maxBatchBytes: DEFAULT_MAX_BATCH_BYTES });
+    const CHUNK = 2048;
+    for (let first = 0; first < s.entries; first += CHUNK) {
+      const batch: Entry[] = [];
+      for (let i = first; i < Math.min(s.entries, first + CHUNK); i++) {
+        const r = i % REGIONS;
+        const body = tableMutationCodec.encodePut(schema, metricsRows(r, 0, Math.floor(i / REGIONS), s.rowsPerEntry));
+        dataBytes += body.length;
+        batch.push({ kind: 'data', region: regionIds[r]!, epoch, body });
+      }
+      await writer.appendMany(batch);
+    }
+    await writer.close();
+  } finally {
+    await store.close();
+  }
+  return {
+    dir,
+    walDir,
+    schema,
+    regionIds,
+    from,
+    dataEntries: s.entries,
+    dataBytes,
+    rows: s.entries * s.rowsPerEntry,
+    buildMs: performance.now() - started,
+  };
+}
+
+/** The ceiling: scan + decode (frame, CRC32C, reassembly), no apply. */
+async function scanDecode(log: BuiltLog): Promise<Rate> {
+  const store = await LocalLogStore.open(log.walDir);
+  try {
+    const { next } = await store.bounds(TOPIC);
+    const t0 = performance.now();
+    const assembler = new EntryAssembler(TOPIC);
+    let entries = 0;
+    let bytes = 0;
+    for await (const record of store.read(TOPIC, log.from, { to: next })) {
+      bytes += record.data.length;
+      if (assembler.push(record)) entries++;
+    }
+    return { entries, bytes, ms: performance.now() - t0 };
+  } finally {
+    await store.close();
+  }
+}
+
+/** LocalLogStore.read alone: records are not even looked at. */
+async function scanOnly(log: BuiltLog): Promise<Rate> {
+  const store = await LocalLogStore.open(log.walDir);
+  try {
+    const { next } = await store.bounds(TOPIC);
+    const t0 = performance.now();
+    let entries = 0;
+    let bytes = 0;
+    for await (const record of store.read(TOPIC, log.from, { to: next })) {
+      bytes += record.data.length;
+      entries++;
+    }
+    return { entries, bytes, ms: performance.now() - t0 };
+  } finally {
+    await store.close();
+  }
+}
+
+/** replayShard (the runtime's shard reader: decode, reassembly, fencing) with `onEntry` and no region. */
+async function shardReader(log: BuiltLog, decodeBodies: boolean): Promise<Rate> {
+  const store = await LocalLogStore.open(log.walDir);
+  try {
+    const { next } = await store.bounds(TOPIC);
+    let rows = 0;
+    const stats = await replayShard(store, TOPIC, {
+      from: log.from,
+      to: next,
+      onEntry: decodeBodies
+        ? (entry) => {
+            if (entry.kind === 'data') {
+              const m = decodeMutation(log.schema, entry.body);
+              rows += m.op === 'put' ? m.rows.length : m.keys.length;
+            }
+          }
+        : () => undefined,
+    });
+    if (decodeBodies && rows !== log.rows) throw new Error(`decoded ${rows} rows, expected ${log.rows}`);
+    return { entries: stats.entries, bytes: stats.bytes, ms: stats.elapsedMs };
+  } finally {
+    await store.close();
+  }
+}
+
+/**
+ * A bare LevelDB iterator over the topic's record keys, batches of 1000
+ * with the next batch requested before the current one is counted (as
+ * LocalLogStore.scan does). Key layout per src/wal/local-log-store.ts:
+ * META(0x01)|utf8(topic) -> FORMAT|u32 topic no|u64 earliest, and
+ * RECORD(0x02)|u32 topic no|u64 id -> record.
+ */
+async function bareLevel(log: BuiltLog): Promise<Rate> {
+  const db = new Level<Uint8Array, Uint8Array>(log.walDir, { keyEncoding: 'view', valueEncoding: 'view' });
+  await db.open();
+  try {
+    const meta = await db.get(Uint8Array.from([0x01, ...new TextEncoder().encode(TOPIC)]));
+    if (!meta) throw new Error(`no metadata for topic ${TOPIC}`);
+    const topicNo = new DataView(meta.buffer, meta.byteOffset, meta.byteLength).getUint32(1);
+    const key = (id: number) => {
+      const k = new Uint8Array(13);
+      const v = new DataView(k.buffer);
+      k[0] = 0x02;
+      v.setUint32(1, topicNo);
+      v.setUint32(5, Math.floor(id / 2 ** 32));
+      v.setUint32(9, id >>> 0);
+      return k;
+    };
+    const t0 = performance.now();
+    const it = db.iterator({ gte: key(log.from), lt: key(Number.MAX_SAFE_INTEGER) });
+    let entries = 0;
+    let bytes = 0;
+    try {
+      let fetching = it.nextv(1000);
+      for (;;) {
+        const batch = await fetching;
+        if (batch.length === 0) break;
+        fetching = it.nextv(1000);
+        for (const [, value] of batch) {
+          bytes += value.length;
+          entries++;
+        }
+      }
+    } finally {
+      await it.close();
+    }
+    return { entries, bytes, ms: performance.now() - t0 };
+  } finally {
+    await db.close();
+  }
+}
+
+/** The full runtime open, replaying the shard into its 64 regions. */
+async function runtimeOpen(log: BuiltLog): Promise<RuntimeRun> {
+  let last: ReplayProgress | undefined;
+  let replayingAt = 0;
+  let servingAt = 0;
+  const onTransition = (t: Transition) => {
+    if (t.kind !== 'shard' || t.id !== 0) return;
+    if (t.to === 'replaying') replayingAt = performance.now();
+    if (t.to === 'serving' && servingAt === 0) servingAt = performance.now();
+  };
+  const t0 = performance.now();
+  let db: Reprise | undefined;
+  try {
+    db = await open({
+      dataDir: log.dir,
+      shards: 1,
+      logger: false,
+      onTransition,
+      onReplayProgress: (p) => {
+        if (p.shardId === 0) last = p;
+      },
+    });
+    const openMs = performance.now() - t0;
+    const shard = db.status().nodes[0]!.shards[0]!;
+    const regions = shard.regions;
+    if (shard.state !== 'serving' || regions.length !== REGIONS || regions.some((r) => r.state !== 'serving' || r.memtableBytes === 0)) {
+      throw new Error(`after replay: shard ${shard.state}, regions ${regions.map((r) => `${r.id}:${r.state}:${r.memtableBytes}`).join(' ')}`);
+    }
+    if (!last) throw new Error('no replay progress was reported');
+    return { entries: last.entries, bytes: last.bytes, ms: last.elapsedMs, openMs, replayingMs: servingAt - replayingAt };
+  } finally {
+    // Keep the WAL as it is: the next run replays the same entries.
+    await db?.close({ flush: false });
+  }
+}
+
+type Kind = 'runtime' | 'ceiling' | 'reader' | 'reader_decode' | 'scan' | 'bare';
+const KINDS: readonly Kind[] = ['runtime', 'ceiling', 'reader', 'reader_decode', 'scan', 'bare'];
+
+async function measure(kind: Kind, log: BuiltLog): Promise<Rate | RuntimeRun> {
+  switch (kind) {
+    case 'runtime':
+      return runtimeOpen(log);
+    case 'ceiling':
+      return scanDecode(log);
+    case 'reader':
+      return shardReader(log, false);
+    case 'reader_decode':
+      return shardReader(log, true);
+    case 'scan':
+      return scanOnly(log);
+    case 'bare':
+      return bareLevel(log);
+  }
+}
+
+const perSec = (r: Rate) => r.entries / (r.ms / 1000);
+const mbPerSec = (r: Rate) => r.bytes / 1e6 / (r.ms / 1000);
+
+async function runScenario(ctx: SuiteContext, s: Scenario): Promise<{ metrics: Metric[]; details: Record<string, unknown> }> {
+  ctx.log(`replay ${s.key}: building a log of ${s.entries.toLocaleString('en-US')} entries x ${s.rowsPerEntry} rows over ${REGIONS} regions`);
+  const log = await buildLog(s);
+  try {
+    ctx.log(
+      `replay ${s.key}: built ${(log.dataBytes / 1e6).toFixed(1)} MB of bodies in ${(log.buildMs / 1000).toFixed(1)} s; replaying from id ${log.from}`,
+    );
+    // One untimed pass of everything: JIT warm-up and the log in the page cache.
+    for (const kind of KINDS) {
+      collectGarbage();
+      await measure(kind, log);
+    }
+    const results = new Map<Kind, (Rate | RuntimeRun)[]>(KINDS.map((k) => [k, []]));
+    const { runs } = ctx.options;
+    for (let run = 0; run < runs; run++) {
+      const order = KINDS.map((_, i) => KINDS[(i + run) % KINDS.length]!);
+      for (const kind of order) {
+        collectGarbage();
+        results.get(kind)!.push(await measure(kind, log));
+      }
+      const rt = results.get('runtime')!.at(-1)!;
+      const ceil = results.get('ceiling')!.at(-1)!;
+      ctx.log(
+        `replay ${s.key} run ${run + 1}/${runs}: runtime ${fmt(perSec(rt))} entries/s ${mbPerSec(rt).toFixed(1)} MB/s, ` +
+          `ceiling ${fmt(perSec(ceil))} entries/s ${mbPerSec(ceil).toFixed(1)} MB/s`,
+      );
+    }
+
+    const rt = results.get('runtime')! as RuntimeRun[];
+    const ceil = results.get('ceiling')!;
+    const expected = ceil[0]!.entries;
+    for (const [kind, list] of results) {
+      for (const r of list) {
+        // Each runtime open appends one epoch marker, so later runs see a few more entries.
+        if (Math.abs(r.entries - expected) > runs * KINDS.length + 2) {
+          throw new Error(`replay ${s.key}: ${kind} read ${r.entries} entries, the ceiling ${expected}`);
+        }
+      }
+    }
+    const suite = 'replay';
+    const id = `replay.${s.key}`;
+    const ceilEps = ceil.map(perSec);
+    const ceilMb = ceil.map(mbPerSec);
+    const rowsPerSec = rt.map((r) => (log.rows * (r.entries / expected)) / (r.ms / 1000));
+    const metrics: Metric[] = [
+      metric({
+        id: `${id}.runtime.entries_per_s`,
+        suite,
+        name: `${s.label}: runtime replay`,
+        unit: 'entries/s',
+        samples: rt.map(perSec),
+        versus: { of: 'ceiling', samples: ceilEps, target: 0.8 },
+        note: `${fmt(median(rowsPerSec))} rows/s applied; ${fmt(expected)} entries`,
+      }),
+      metric({
+        id: `${id}.runtime.mb_per_s`,
+        suite,
+        name: `${s.label}: runtime replay`,
+        unit: 'MB/s',
+        samples: rt.map(mbPerSec),
+        versus: { of: 'ceiling', samples: ceilMb, target: 0.8 },
+        note: `${(median(rt.map((r) => r.bytes)) / 1e6).toFixed(1)} MB of records`,
+      }),
+      metric({
+        id: `${id}.runtime.replay_ms`,
+        suite,
+        name: `${s.label}: runtime replay time`,
+        unit: 'ms',
+        samples: rt.map((r) => r.ms),
+        note: `shard replaying->serving ${median(rt.map((r) => r.replayingMs)).toFixed(0)} ms, open() ${median(rt.map((r) => r.openMs)).toFixed(0)} ms`,
+      }),
+      metric({ id: `${id}.ceiling.entries_per_s`, suite, name: `${s.label}: ceiling scan+decode`, unit: 'entries/s', samples: ceilEps }),
+      metric({ id: `${id}.ceiling.mb_per_s`, suite, name: `${s.label}: ceiling scan+decode`, unit: 'MB/s', samples: ceilMb }),
+      metric({
+        id: `${id}.reader.entries_per_s`,
+        suite,
+        name: `${s.label}: replayShard, no-op onEntry`,
+        unit: 'entries/s',
+        samples: results.get('reader')!.map(perSec),
+        versus: { of: 'ceiling', samples: ceilEps },
+        note: 'context: shard reader without regions',
+      }),
+      metric({
+        id: `${id}.reader_decode.entries_per_s`,
+        suite,
+        name: `${s.label}: replayShard + decodeMutation`,
+        unit: 'entries/s',
+        samples: results.get('reader_decode')!.map(perSec),
+        versus: { of: 'ceiling', samples: ceilEps },
+        note: 'context: bodies decoded, no memtable insert',
+      }),
+      metric({
+        id: `${id}.scan.mb_per_s`,
+        suite,
+        name: `${s.label}: LocalLogStore.read, no decode`,
+        unit: 'MB/s',
+        samples: results.get('scan')!.map(mbPerSec),
+        versus: { of: 'ceiling', samples: ceilMb },
+        note: `context: ${fmt(median(results.get('scan')!.map(perSec)))} entries/s`,
+      }),
+      metric({
+        id: `${id}.bare.mb_per_s`,
+        suite,
+        name: `${s.label}: bare LevelDB iterator`,
+        unit: 'MB/s',
+        samples: results.get('bare')!.map(mbPerSec),
+        versus: { of: 'ceiling', samples: ceilMb },
+        note: `context: ${fmt(median(results.get('bare')!.map(perSec)))} records/s`,
+      }),
+    ];
+    const details = {
+      regions: REGIONS,
+      entries: s.entries,
+      rowsPerEntry: s.rowsPerEntry,
+      rows: log.rows,
+      bodyBytes: log.dataBytes,
+      from: log.from,
+      buildMs: Math.round(log.buildMs),
+      runs: Object.fromEntries(results),
+    };
+    return { metrics, details };
+  } finally {
+    await removeDir(log.dir);
+  }
+}
+
+export const replaySuite: Suite = {
+  name: 'replay',
+  description: 'replay by shard (64 regions, unflushed log) vs the scan+decode ceiling of the same log',
+  async run(ctx: SuiteContext): Promise<SuiteResult> {
+    const scenarios: Scenario[] = [
+      { key: 'batch100', label: `replay ${REGIONS} regions, 100-row entries`, entries: ctx.options.replayEntries, rowsPerEntry: 100 },
+      { key: 'single', label: `replay ${REGIONS} regions, 1-row entries`, entries: ctx.options.replaySmallEntries, rowsPerEntry: 1 },
+    ];
+    const metrics: Metric[] = [];
+    const details: Record<string, unknown> = {};
+    for (const s of scenarios) {
+      if (s.entries <= 0) continue;
+      const r = await runScenario(ctx, s);
+      metrics.push(...r.metrics);
+      details[s.key] = r.details;
+    }
+    return { metrics, details };
+  },
+};
+
+function fmt(x: number): string {
+  return Math.round(x).toLocaleString('en-US');
+}
