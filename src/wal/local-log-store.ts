@@ -83,7 +83,7 @@ export class LocalLogStore implements LogStore {
     }
     try {
       const topics = new Map<string, TopicState>();
-      const decoder = new TextDecoder('utf-8', { fatal: true });
+      const decoder = new TextDecoder();
       for await (const [key, value] of db.iterator({ gt: Uint8Array.of(META), lt: Uint8Array.of(META + 1) })) {
         const name = decoder.decode(key.subarray(1));
         if (value.length !== META_VALUE_BYTES || value[0] !== META_FORMAT) {
@@ -94,7 +94,9 @@ export class LocalLogStore implements LogStore {
         }
         const no = readU32(value, 1);
         const earliest = readU64(value, 5);
-        const last = await db.keys({ gte: recordKey(no, 0), lte: recordKey(no, Number.MAX_SAFE_INTEGER), reverse: true, limit: 1 }).all();
+        const last = await db
+          .keys({ gte: recordKey(no, 0), lte: recordKey(no, Number.MAX_SAFE_INTEGER), reverse: true, limit: 1 })
+          .all();
         const next = last.length > 0 ? Math.max(earliest, readU64(last[0]!, 5) + 1) : earliest;
         topics.set(name, { name, no, earliest, next, appending: Promise.resolve(), tails: new Set() });
       }
