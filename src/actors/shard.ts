@@ -60,6 +60,15 @@ export class ShardActor {
     });
     this.actor = createActor(machine, { input: { shardId: id, role: 'leader' } });
     reportTransitions(this.actor, 'shard', id, ctx);
+    // Regions cannot outlive a failed shard: they fail with the shard's reason.
+    this.actor.subscribe((snapshot) => {
+      if (snapshot.value !== 'failed') return;
+      for (const region of this.regions.values()) {
+        if (region.actor.getSnapshot().status !== 'done') {
+          region.actor.send({ type: 'FAIL', reason: `shard ${id} failed: ${snapshot.context.error}` });
+        }
+      }
+    });
   }
 
   /** Start the machine; resolves once the shard serves (or failed, with a reason in status). */
@@ -110,7 +119,7 @@ export class ShardActor {
       if (needed < earliest && needed < next) {
         region.actor.send({
           type: 'FAIL',
-          reason: `WAL_TRUNCATED: region ${region.id} needs entries from ${needed} of topic '${this.topic}' but the log holds only ${earliest}..${next - 1}`,
+          reason: `WAL_TRUNCATED: region ${region.id} needs entries from ${needed} of topic '${this.topic}' but the earliest entry the log holds is ${earliest} (next ${next})`,
         });
       }
     }

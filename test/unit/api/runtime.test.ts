@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { open, type Reprise } from '../../../src/api/runtime.js';
 import { isRepriseError } from '../../../src/errors.js';
+import { encodeEntry } from '../../../src/wal/codec.js';
+import { LocalLogStore } from '../../../src/wal/local-log-store.js';
 
 const schema = {
   name: 'system_metrics',
@@ -169,5 +171,73 @@ describe('embedded runtime', () => {
   it('a second process cannot open the same data dir', async () => {
     await reopen();
     await expect(open({ dataDir: dir, logger: false })).rejects.toThrow(/in use|lock/i);
+  });
+});
+
+describe('embedded runtime over a damaged WAL', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'reprise-damaged-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Two tables on two shards, rows written and not flushed. */
+  async function seed(): Promise<{ victimShard: number }> {
+    const db = await open({ dataDir: dir, shards: 2, logger: false });
+    const a = await db.createTable({ ...schema, name: 'a', partition: undefined });
+    await db.createTable({ ...schema, name: 'b', partition: undefined });
+    await db.insert('a', rows(20));
+    await db.insert('b', rows(20));
+    await db.close({ flush: false });
+    return { victimShard: a.regions[0]!.shard };
+  }
+
+  it('a record failing its checksum fails its shard with WAL_CORRUPT naming topic and id; the other shard serves', async () => {
+    const { victimShard } = await seed();
+    const log = await LocalLogStore.open(join(dir, 'wal'));
+    const topic = `reprise_wal_${victimShard}`;
+    const [record] = encodeEntry({ kind: 'data', region: 1, epoch: 1, body: new Uint8Array([1, 2, 3]) });
+    record![record!.length - 1]! ^= 0xff;
+    const [badId] = await log.append(topic, [record!]);
+    await log.close();
+
+    const db = await open({ dataDir: dir, shards: 2, logger: false });
+    try {
+      const shards = db.status().nodes[0]!.shards;
+      const victim = shards.find((s) => s.id === victimShard)!;
+      expect(victim.state).toBe('failed');
+      expect(victim.error).toMatch(/WAL_CORRUPT/);
+      expect(victim.error).toContain(topic);
+      expect(victim.error).toContain(String(badId));
+      expect(victim.regions.every((r) => r.state === 'failed')).toBe(true);
+      await expectCode(db.query('a'), 'REGION_FAILED');
+      await expectCode(db.insert('a', rows(1)), 'SHARD_NOT_SERVING');
+      expect(await db.query('b')).toHaveLength(20);
+      expect(await db.insert('b', rows(1, 100))).toEqual({ written: 1 });
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('entries a region needs but the log no longer holds fail that region with WAL_TRUNCATED', async () => {
+    const { victimShard } = await seed();
+    const log = await LocalLogStore.open(join(dir, 'wal'));
+    const topic = `reprise_wal_${victimShard}`;
+    const { next } = await log.bounds(topic);
+    await log.prune(topic, next); // as retention would
+    await log.close();
+
+    const db = await open({ dataDir: dir, shards: 2, logger: false });
+    try {
+      const region = db.status().nodes[0]!.shards.find((s) => s.id === victimShard)!.regions[0]!;
+      expect(region.state).toBe('failed');
+      expect(region.error).toMatch(new RegExp(`WAL_TRUNCATED: region ${region.id} needs entries from \\d+ of topic '${topic}' but the earliest entry the log holds is ${next} \\(next ${next}\\)`));
+      await expectCode(db.query('a'), 'REGION_FAILED');
+      expect(await db.query('b')).toHaveLength(20);
+    } finally {
+      await db.close();
+    }
   });
 });

@@ -1,0 +1,73 @@
+import type { AnyStateMachine } from 'xstate';
+import { nodeMachine } from './node-machine.js';
+import { regionMachine } from './region-machine.js';
+import { shardMachine } from './shard-machine.js';
+
+/**
+ * Read a machine's states and transitions from its definition, so the
+ * documentation (ARCHITECTURE.md), the dashboard and the model tests'
+ * coverage all come from the one specification and cannot drift from it.
+ */
+export interface MachineTransition {
+  readonly from: string;
+  /** The event, or `<effect> done` / `<effect> error` for an invoked effect settling. */
+  readonly event: string;
+  readonly to: string;
+}
+
+export interface MachineDescription {
+  readonly id: string;
+  readonly initial: string;
+  readonly states: { readonly name: string; readonly effect?: string; readonly final: boolean }[];
+  readonly transitions: MachineTransition[];
+}
+
+export function describeMachine(machine: AnyStateMachine): MachineDescription {
+  const states: MachineDescription['states'][number][] = [];
+  const transitions: MachineTransition[] = [];
+  for (const [name, node] of Object.entries(machine.root.states)) {
+    const effect = node.invoke[0]?.src;
+    states.push({ name, final: node.type === 'final', ...(typeof effect === 'string' ? { effect } : {}) });
+    for (const [eventType, definitions] of node.transitions) {
+      const event = eventType.startsWith('xstate.done.actor.')
+        ? `${String(effect)} done`
+        : eventType.startsWith('xstate.error.actor.')
+          ? `${String(effect)} error`
+          : eventType;
+      for (const definition of definitions) {
+        for (const target of definition.target ?? []) transitions.push({ from: name, event, to: target.key });
+      }
+    }
+  }
+  return { id: machine.id, initial: String(machine.root.initial?.target[0]?.key), states, transitions };
+}
+
+export const MACHINES: Record<string, AnyStateMachine> = {
+  node: nodeMachine,
+  shard: shardMachine,
+  region: regionMachine,
+};
+
+/** A Mermaid state diagram of the machine. */
+export function mermaidDiagram(machine: AnyStateMachine): string {
+  const d = describeMachine(machine);
+  const lines = ['stateDiagram-v2', `  [*] --> ${d.initial}`];
+  for (const t of d.transitions) lines.push(`  ${t.from} --> ${t.to}: ${t.event}`);
+  for (const s of d.states) if (s.final) lines.push(`  ${s.name} --> [*]`);
+  return lines.join('\n');
+}
+
+/** The generated part of ARCHITECTURE.md: one diagram and table per machine. */
+export function machinesMarkdown(): string {
+  const out: string[] = [];
+  for (const [name, machine] of Object.entries(MACHINES)) {
+    const d = describeMachine(machine);
+    out.push(`### ${name} machine\n`);
+    out.push('```mermaid\n' + mermaidDiagram(machine) + '\n```\n');
+    out.push('| state | effect invoked on entry |\n| --- | --- |');
+    for (const s of d.states) out.push(`| \`${s.name}\`${s.final ? ' (final)' : ''} | ${s.effect ? `\`${s.effect}\`` : ''} |`);
+    const events = [...new Set(d.transitions.map((t) => t.event).filter((e) => !e.endsWith(' done') && !e.endsWith(' error')))];
+    out.push(`\nEvents: ${events.map((e) => `\`${e}\``).join(', ')}.\n`);
+  }
+  return out.join('\n');
+}
