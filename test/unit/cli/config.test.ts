@@ -1,0 +1,45 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseAddr } from '../../../src/api/http.js';
+import { DEFAULT_CONFIG, resolveConfig } from '../../../src/cli/config.js';
+
+describe('standalone configuration', () => {
+  it('defaults', () => {
+    expect(resolveConfig({ env: {}, flags: {} })).toEqual(DEFAULT_CONFIG);
+  });
+
+  it('precedence: flags > env > file > defaults', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'reprise-config-'));
+    const file = join(dir, 'reprise.json');
+    await writeFile(file, JSON.stringify({ dataDir: '/file', httpAddr: '0.0.0.0:1', shards: 2, wal: { maxBatchBytes: 65536 } }));
+    const config = resolveConfig({
+      configFile: file,
+      env: { REPRISE_HTTP_ADDR: '127.0.0.1:2', REPRISE_SHARDS: '8' },
+      flags: { shards: 16, dataDir: undefined },
+    });
+    expect(config).toMatchObject({ dataDir: '/file', httpAddr: '127.0.0.1:2', shards: 16, wal: { maxBatchBytes: 65536, provider: 'local' } });
+    await rm(dir, { recursive: true });
+  });
+
+  it('errors name the key', async () => {
+    expect(() => resolveConfig({ env: { REPRISE_SHARDS: 'many' }, flags: {} })).toThrow(/shards/);
+    expect(() => resolveConfig({ env: { REPRISE_WAL_MAX_BATCH_BYTES: '10' }, flags: {} })).toThrow(/wal\.maxBatchBytes/);
+    const dir = await mkdtemp(join(tmpdir(), 'reprise-config-'));
+    const file = join(dir, 'bad.json');
+    await writeFile(file, JSON.stringify({ dataDri: '/typo' }));
+    expect(() => resolveConfig({ configFile: file, env: {}, flags: {} })).toThrow(/dataDri/);
+    await writeFile(file, '{ nope');
+    expect(() => resolveConfig({ configFile: file, env: {}, flags: {} })).toThrow(/not a JSON object/);
+    expect(() => resolveConfig({ configFile: join(dir, 'missing.json'), env: {}, flags: {} })).toThrow(/cannot be read/);
+    await rm(dir, { recursive: true });
+  });
+
+  it('parses host:port', () => {
+    expect(parseAddr('127.0.0.1:4000')).toEqual({ host: '127.0.0.1', port: 4000 });
+    expect(parseAddr('[::1]:80')).toEqual({ host: '::1', port: 80 });
+    expect(() => parseAddr('4000')).toThrow(/host:port/);
+    expect(() => parseAddr('h:99999')).toThrow(/host:port/);
+  });
+});

@@ -1,0 +1,103 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { TableSchema } from '../../../src/engine/schema.js';
+import { MetaService } from '../../../src/meta/meta-service.js';
+import { applyMetaEvent, emptyMetaState } from '../../../src/meta/model.js';
+import { LocalLogStore } from '../../../src/wal/local-log-store.js';
+
+const schema: TableSchema = {
+  name: 't',
+  columns: [
+    { name: 'host', type: 'string', role: 'tag' },
+    { name: 'ts', type: 'timestamp', role: 'time' },
+  ],
+  partition: { column: 'host', bounds: ['f', 'm', 's'] },
+};
+
+describe('MetaService (event-sourced in the __meta topic)', () => {
+  let dir: string;
+  let log: LocalLogStore;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'reprise-meta-'));
+    log = await LocalLogStore.open(dir);
+  });
+  afterEach(async () => {
+    await log.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const reopen = () => MetaService.open(log, { topicPrefix: 'wal', numShards: 3 });
+
+  it('creates shard topics with a marker first, once', async () => {
+    const meta = await reopen();
+    expect(meta.shards().map((s) => s.topic)).toEqual(['wal_0', 'wal_1', 'wal_2']);
+    for (const s of meta.shards()) expect(await log.bounds(s.topic)).toEqual({ earliest: 0, next: 1 });
+    await meta.close();
+    const again = await reopen();
+    expect(again.shards()).toHaveLength(3);
+    for (const s of again.shards()) expect((await log.bounds(s.topic)).next).toBe(1);
+    await again.close();
+  });
+
+  it('spreads regions over the least loaded shards and survives restart', async () => {
+    const meta = await reopen();
+    const table = await meta.beginCreateTable(schema);
+    expect(table.regions.map((r) => r.shard)).toEqual([0, 1, 2, 0]);
+    expect(() => meta.table('t')).toThrow(/does not exist/);
+    await meta.commitCreateTable(table.id, Object.fromEntries(table.regions.map((r, i) => [r.id, 10 + i])));
+    expect(meta.table('t').regions.map((r) => r.createdAt)).toEqual([10, 11, 12, 13]);
+    const next = await meta.beginCreateTable({ ...schema, name: 'u', partition: undefined });
+    expect(next.regions[0]!.shard).toBe(1);
+    await meta.close();
+    const again = await reopen();
+    expect(again.tables().map((t) => t.schema.name)).toEqual(['t']);
+    expect(again.incompleteCreates().map((t) => t.schema.name)).toEqual(['u']);
+    expect(again.regionsOfShard(0).map((r) => r.partition)).toEqual([0, 3]);
+    await again.close();
+  });
+
+  it('grants leadership with increasing epochs, persisted; refuses a second leader', async () => {
+    const meta = await reopen();
+    expect((await meta.grantLeadership(0, 'n1')).epoch).toBe(1);
+    expect((await meta.grantLeadership(0, 'n1')).epoch).toBe(2);
+    await expect(meta.grantLeadership(0, 'n2')).rejects.toMatchObject({ code: 'NOT_LEADER' });
+    await meta.close();
+    const again = await reopen();
+    expect(again.shard(0)).toMatchObject({ leader: 'n1', epoch: 2 });
+    expect((await again.grantLeadership(0, 'n1')).epoch).toBe(3);
+    await again.close();
+  });
+
+  it('rejects duplicate names; drop frees the name; ids are never reused', async () => {
+    const meta = await reopen();
+    const t = await meta.beginCreateTable(schema);
+    await meta.commitCreateTable(t.id, {});
+    await expect(meta.beginCreateTable(schema)).rejects.toMatchObject({ code: 'TABLE_EXISTS' });
+    await meta.dropTable('t');
+    await expect(meta.dropTable('t')).rejects.toMatchObject({ code: 'TABLE_NOT_FOUND' });
+    const t2 = await meta.beginCreateTable(schema);
+    expect(t2.id).toBeGreaterThan(t.id);
+    expect(Math.min(...t2.regions.map((r) => r.id))).toBeGreaterThan(Math.max(...t.regions.map((r) => r.id)));
+    await meta.close();
+  });
+
+  it('concurrent creates of one name: exactly one wins', async () => {
+    const meta = await reopen();
+    const results = await Promise.allSettled([meta.beginCreateTable(schema), meta.beginCreateTable(schema)]);
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    await meta.close();
+  });
+
+  it('the state is the fold of its events (applyMetaEvent is pure over plain data)', () => {
+    const state = emptyMetaState();
+    applyMetaEvent(state, { type: 'shard_created', shard: 0, topic: 'x_0' });
+    applyMetaEvent(state, { type: 'table_creating', tableId: 7, schema, regions: [{ id: 9, partition: 0, shard: 0 }] });
+    expect(state.nextTableId).toBe(8);
+    expect(state.nextRegionId).toBe(10);
+    applyMetaEvent(state, { type: 'table_created', tableId: 7, createdAt: { 9: 4 } });
+    expect(state.tables.get('t')).toMatchObject({ status: 'active', regions: [{ id: 9, createdAt: 4 }] });
+    applyMetaEvent(state, { type: 'table_dropped', tableId: 7 });
+    expect(state.tables.size).toBe(0);
+  });
+});
