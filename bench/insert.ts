@@ -67,7 +67,7 @@ async function drive(writers: number, ms: number, step: (writer: number, seq: nu
   return { batches, seconds: (performance.now() - started) / 1000 };
 }
 
-async function runRaw(writers: number, ms: number): Promise<RunResult> {
+export async function runRaw(writers: number, ms: number): Promise<RunResult> {
   const dir = await tempDir('insert-raw');
   const store = await LocalLogStore.open(join(dir, 'wal'));
   try {
@@ -93,7 +93,7 @@ async function runRaw(writers: number, ms: number): Promise<RunResult> {
   }
 }
 
-async function runRuntime(shards: number, writers: number, ms: number): Promise<RunResult> {
+export async function runRuntime(shards: number, writers: number, ms: number): Promise<RunResult> {
   const dir = await tempDir(`insert-rt${shards}`);
   let db: Reprise | undefined;
   try {

@@ -78,7 +78,7 @@ interface RuntimeRun extends Rate {
   readonly replayingMs: number;
 }
 
-async function buildLog(s: Scenario): Promise<BuiltLog> {
+export async function buildLog(s: Scenario): Promise<BuiltLog> {
   const started = performance.now();
   const dir = await tempDir(`replay-${s.key}`);
   const walDir = join(dir, 'wal');
@@ -156,7 +156,7 @@ async function dirBytes(dir: string): Promise<number> {
 }
 
 /** The ceiling: scan + decode (frame, CRC32C, reassembly), no apply. */
-async function scanDecode(log: BuiltLog): Promise<Rate> {
+export async function scanDecode(log: BuiltLog): Promise<Rate> {
   const store = await LocalLogStore.open(log.walDir);
   try {
     const { next } = await store.bounds(TOPIC);
@@ -265,7 +265,7 @@ async function bareLevel(log: BuiltLog): Promise<Rate> {
 }
 
 /** The full runtime open, replaying the shard into its 64 regions. */
-async function runtimeOpen(log: BuiltLog): Promise<RuntimeRun> {
+export async function runtimeOpen(log: BuiltLog): Promise<RuntimeRun> {
   let last: ReplayProgress | undefined;
   let replayingAt = 0;
   let servingAt = 0;

@@ -50,12 +50,14 @@ export interface HttpOptions {
  * Errors are always `{"error":{"code","message"}}` with a non-2xx status.
  */
 export function createHttpServer(runtime: Reprise, options: HttpOptions) {
-  const app = Fastify({ bodyLimit: options.bodyLimit ?? DEFAULT_BODY_LIMIT, loggerInstance: options.logger.child({ component: 'http' }), disableRequestLogging: true });
+  // Requests are not logged one by one; server-side failures are, below.
+  const app = Fastify({ bodyLimit: options.bodyLimit ?? DEFAULT_BODY_LIMIT, logger: false });
+  const log = options.logger.child({ component: 'http' });
 
   app.setErrorHandler((err, request, reply) => {
     const error = toRepriseError(err as Error);
     const status = statusOf(error);
-    if (status >= 500) request.log.error({ err, code: error.code }, error.message);
+    if (status >= 500) log.error({ err, code: error.code, method: request.method, url: request.url }, error.message);
     void reply.status(status).send({ error: { code: error.code, message: error.message } });
   });
   app.setNotFoundHandler((request, reply) => {

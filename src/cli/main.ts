@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
 import type { ReplayProgress } from '../actors/context.js';
@@ -97,9 +98,16 @@ async function request(server: string, method: string, path: string, body?: unkn
   return payload;
 }
 
+/** The CLI runs compiled, from dist/src/cli: the package root is three levels up. */
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
 export function buildProgram(): Command {
   const program = new Command('reprise')
     .description('Event-sourced actor runtime: regions, shards and nodes as explicit state machines over a WAL')
+    .version(packageVersion())
     .showHelpAfterError();
 
   program
