@@ -134,7 +134,14 @@ export class ShardActor {
           if (entry.kind === 'data') this.regions.get(entry.region)?.apply(entry.id, entry.body);
           this.appliedEntryId = entry.id;
         },
-        onProgress: (p) => this.ctx.onReplayProgress?.({ shardId: this.id, topic: this.topic, ...p }),
+        onProgress: (p) => {
+          const rate = Math.round(p.entries / Math.max(p.elapsedMs / 1000, 1e-3));
+          this.ctx.logger.info(
+            { shard: this.id, topic: this.topic, lastId: p.lastId, targetId: p.targetId, entries: p.entries, entriesPerSec: rate },
+            `shard ${this.id} replaying: entry ${p.lastId} of ${p.targetId - 1}, ${rate} entries/s`,
+          );
+          this.ctx.onReplayProgress?.({ shardId: this.id, topic: this.topic, ...p });
+        },
       });
       this.ctx.logger.info(
         { shard: this.id, topic: this.topic, from, to: next - 1, entries: stats.entries, bytes: stats.bytes, ms: stats.elapsedMs,

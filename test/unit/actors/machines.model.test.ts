@@ -107,7 +107,7 @@ describe.each(Object.entries(MACHINES))('%s machine', (name, machine) => {
     const reached = new Set<string>();
     const adjacency = getAdjacencyMap(machine, { events, input, serializeState: byValue });
     for (const { state, transitions } of Object.values(adjacency)) {
-      for (const { event, state: next } of Object.values(transitions)) {
+      for (const { event, state: next } of Object.values(transitions) as { event: EventObject; state: { value: unknown } }[]) {
         if (String(next.value) === String(state.value) && !defined.has(`${state.value} --${label(event, machine)}--> ${next.value}`)) continue; // ignored event
         reached.add(`${state.value} --${label(event, machine)}--> ${next.value}`);
       }
