@@ -1,5 +1,6 @@
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { RepriseError } from '../errors.js';
+import type { PreparedMutation } from '../engine/region-engine.js';
 import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
 import type { RegionInfo } from '../meta/model.js';
 import type { Entry, LoggedEntry } from '../wal/entry.js';
@@ -25,6 +26,11 @@ export interface ShardStatus {
 }
 
 const EMPTY = new Uint8Array();
+
+/** A data entry from the write path, carrying the engine's decoded form of its body. */
+interface WriteEntry extends Entry {
+  readonly decoded?: unknown;
+}
 
 /**
  * A shard led by this node: the shard machine, its regions and the
@@ -165,7 +171,7 @@ export class ShardActor {
     this.walBytesSinceFlush += entry.body.byteLength;
     const region = this.regions.get(entry.region);
     if (!region) return;
-    region.apply(id, entry.body);
+    region.apply(id, entry.body, (entry as WriteEntry).decoded);
     const policy = this.ctx.flushPolicy;
     if ((region.memtableBytes() >= policy.memtableBytes || this.walBytesSinceFlush >= policy.walBytes) && this.state() === 'serving') {
       this.actor.send({ type: 'FLUSH' });
@@ -215,8 +221,11 @@ export class ShardActor {
     });
   }
 
-  /** Append a data entry for a region; resolves with its id once durable and applied. */
-  async write(regionId: number, body: Uint8Array): Promise<EntryId> {
+  /**
+   * Append a data entry for a region; resolves with its id once durable and
+   * applied. `mutation` is the engine's prepared form of the body.
+   */
+  async write(regionId: number, mutation: PreparedMutation): Promise<EntryId> {
     const writer = this.assertWritable();
     const region = this.regions.get(regionId);
     if (!region) throw new RepriseError('NOT_FOUND', `region ${regionId} is not hosted by shard ${this.id}`, { region: regionId, shard: this.id });
@@ -230,7 +239,8 @@ export class ShardActor {
         state,
       });
     }
-    return writer.append({ kind: 'data', region: regionId, epoch: this.epoch, body });
+    const entry: WriteEntry = { kind: 'data', region: regionId, epoch: this.epoch, body: mutation.body, decoded: mutation.decoded };
+    return writer.append(entry);
   }
 
   async query(regionId: number, q: TableQuery): Promise<Row[]> {

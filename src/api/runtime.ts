@@ -5,6 +5,7 @@ import { DEFAULT_FLUSH_POLICY, type FlushPolicy, type ReplayProgress, type Trans
 import { NodeActor, type NodeStatus } from '../actors/node.js';
 import { RepriseError } from '../errors.js';
 import { FsObjectStore } from '../engine/fs-object-store.js';
+import type { PreparedMutation } from '../engine/region-engine.js';
 import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
 import { tableMutationCodec } from '../engine/table/codec.js';
 import { rowKeyComparator } from '../engine/table/keys.js';
@@ -162,7 +163,7 @@ export class Reprise {
     this.assertOpen();
     const table = this.meta.table(tableName);
     const valid = validateRows(table.schema, rows);
-    await this.writeByRegion(table, valid, (schema, part) => tableMutationCodec.encodePut(schema, part));
+    await this.writeByRegion(table, valid, (schema, part) => tableMutationCodec.preparePut(schema, part));
     return { written: valid.length };
   }
 
@@ -171,11 +172,11 @@ export class Reprise {
     this.assertOpen();
     const table = this.meta.table(tableName);
     const valid = validateKeys(table.schema, keys);
-    await this.writeByRegion(table, valid, (schema, part) => tableMutationCodec.encodeDelete(schema, part));
+    await this.writeByRegion(table, valid, (schema, part) => tableMutationCodec.prepareDelete(schema, part));
     return { deleted: valid.length };
   }
 
-  private async writeByRegion(table: TableInfo, rows: Row[], encode: (schema: TableSchema, rows: Row[]) => Uint8Array): Promise<void> {
+  private async writeByRegion(table: TableInfo, rows: Row[], encode: (schema: TableSchema, rows: Row[]) => PreparedMutation): Promise<void> {
     const byPartition = new Map<number, Row[]>();
     for (const row of rows) {
       const partition = partitionOf(table.schema, row);

@@ -48,8 +48,10 @@ export interface Region {
    * Apply a data entry's body. Called in entry id order, synchronously, only
    * after the entry is durable in the WAL. Ids <= appliedEntryId() are
    * ignored (idempotent replay). Throws INVALID_ARGUMENT on an undecodable body.
+   * `decoded`, when given, is this engine's PreparedMutation.decoded for
+   * exactly this body (the write path), and is applied instead of decoding.
    */
-  apply(entryId: EntryId, body: Uint8Array): void;
+  apply(entryId: EntryId, body: Uint8Array, decoded?: unknown): void;
   /** Bytes held in memtables (active + frozen), for flush triggers. */
   memtableBytes(): number;
   /**
@@ -68,10 +70,17 @@ export interface Region {
   close(): Promise<void>;
 }
 
+/** A WAL entry body together with the engine's decoded form of it. */
+export interface PreparedMutation {
+  readonly body: Uint8Array;
+  /** Passed back to Region.apply on the write path so the region need not decode the body it was built from. */
+  readonly decoded: unknown;
+}
+
 /** The table engine's mutation encoding, used by the API to build WAL entry bodies. */
 export interface TableMutationCodec {
   /** Validated rows -> data entry body. */
-  encodePut(schema: TableSchema, rows: readonly Row[]): Uint8Array;
+  preparePut(schema: TableSchema, rows: readonly Row[]): PreparedMutation;
   /** Primary keys (tags + time) -> data entry body of tombstones. */
-  encodeDelete(schema: TableSchema, keys: readonly Row[]): Uint8Array;
+  prepareDelete(schema: TableSchema, keys: readonly Row[]): PreparedMutation;
 }

@@ -1,6 +1,6 @@
 import { Decoder, Encoder } from '@msgpack/msgpack';
 import { RepriseError } from '../../errors.js';
-import type { TableMutationCodec } from '../region-engine.js';
+import type { PreparedMutation, TableMutationCodec } from '../region-engine.js';
 import type { Row, TableSchema } from '../schema.js';
 import { keyOf, layoutOf, rowFromKey, toValues, type RowValues, type TableLayout } from './keys.js';
 import { isValueOfType } from './validate.js';
@@ -20,13 +20,17 @@ const encoder = new Encoder();
 const decoder = new Decoder();
 
 export const tableMutationCodec: TableMutationCodec = {
-  encodePut(schema: TableSchema, rows: readonly Row[]): Uint8Array {
+  preparePut(schema: TableSchema, rows: readonly Row[]): PreparedMutation {
     const layout = layoutOf(schema);
-    return encoder.encode({ op: 'put', rows: rows.map((r) => toValues(layout, r)) });
+    const decoded: Mutation = { op: 'put', rows: rows.map((r) => toValues(layout, r)) };
+    return { body: encoder.encode(decoded), decoded };
   },
-  encodeDelete(schema: TableSchema, keys: readonly Row[]): Uint8Array {
+  prepareDelete(schema: TableSchema, keys: readonly Row[]): PreparedMutation {
     const layout = layoutOf(schema);
-    return encoder.encode({ op: 'delete', keys: keys.map((k) => keyOf(layout, toValues(layout, k))) });
+    const wire = keys.map((k) => keyOf(layout, toValues(layout, k)));
+    const body = encoder.encode({ op: 'delete', keys: wire });
+    // The applied form of a delete is its tombstone rows, as decodeMutation returns.
+    return { body, decoded: { op: 'delete', keys: wire.map((k) => rowFromKey(layout, k)) } satisfies Mutation };
   },
 };
 

@@ -49,18 +49,18 @@ describe('table mutation codec', () => {
   ];
 
   it('round-trips puts as column-ordered arrays', () => {
-    const body = tableMutationCodec.encodePut(metrics, rows);
+    const body = tableMutationCodec.preparePut(metrics, rows).body;
     const m = decodeMutation(metrics, body);
     expect(m).toEqual({ op: 'put', rows: rows.map((r) => toValues(layoutOf(metrics), r)) });
   });
 
   it('round-trips deletes as tombstone rows', () => {
-    const body = tableMutationCodec.encodeDelete(metrics, [{ host: 'a', idc: 'x', ts: 5 }]);
+    const body = tableMutationCodec.prepareDelete(metrics, [{ host: 'a', idc: 'x', ts: 5 }]).body;
     expect(decodeMutation(metrics, body)).toEqual({ op: 'delete', keys: [['a', 'x', null, null, null, 5]] });
   });
 
   it('is compact: no column names in the body', () => {
-    const body = tableMutationCodec.encodePut(metrics, rows);
+    const body = tableMutationCodec.preparePut(metrics, rows).body;
     expect(Buffer.from(body).includes('host')).toBe(false);
   });
 
@@ -73,7 +73,7 @@ describe('table mutation codec', () => {
     ['a mistyped value', encode({ op: 'put', rows: [['a', 'x', 'hot', 1, true, 5]] })],
     ['a null tag', encode({ op: 'put', rows: [[null, 'x', 1, 1, true, 5]] })],
     ['a key of the wrong width', encode({ op: 'delete', keys: [['a', 5]] })],
-    ['a truncated body', tableMutationCodec.encodePut(metrics, rows).subarray(0, 10)],
+    ['a truncated body', tableMutationCodec.preparePut(metrics, rows).body.subarray(0, 10)],
   ];
   for (const [what, body] of bad) {
     it(`rejects ${what} with INVALID_ARGUMENT`, async () => {

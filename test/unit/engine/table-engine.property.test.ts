@@ -93,7 +93,7 @@ describe('TableEngine against a model', () => {
           region.apply(id, body);
         };
         const putRows = (rs: Row[]) => {
-          append(tableMutationCodec.encodePut(metrics, rs));
+          append(tableMutationCodec.preparePut(metrics, rs).body);
           for (const r of rs) model.set(keyOf(r), r);
         };
         const check = async (q: TableQuery) => expect(await region.query(q)).toEqual(expected(model, q));
@@ -104,7 +104,7 @@ describe('TableEngine against a model', () => {
               putRows(c.rows);
               break;
             case 'delete':
-              append(tableMutationCodec.encodeDelete(metrics, c.keys));
+              append(tableMutationCodec.prepareDelete(metrics, c.keys).body);
               for (const k of c.keys) model.delete(keyOf(k));
               break;
             case 'flush':

@@ -52,8 +52,8 @@ function gate(): { wait: Promise<void>; open: () => void } {
 }
 
 const desc: RegionDescriptor = { regionId: 1, table: metrics, partition: 0, createdAt: 5 };
-const put = (rows: Record<string, unknown>[]) => tableMutationCodec.encodePut(metrics, validateRows(metrics, rows));
-const del = (keys: Row[]) => tableMutationCodec.encodeDelete(metrics, keys);
+const put = (rows: Record<string, unknown>[]) => tableMutationCodec.preparePut(metrics, validateRows(metrics, rows)).body;
+const del = (keys: Row[]) => tableMutationCodec.prepareDelete(metrics, keys).body;
 const m = (host: string, ts: number, cpu: number | null = null, idc = 'dc1'): Row => ({ host, idc, cpu, mem: null, up: null, ts });
 const brief = (rows: Row[]) => rows.map((r) => `${r.host}/${r.idc}/${r.ts}=${r.cpu}`);
 
