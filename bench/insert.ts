@@ -1,10 +1,10 @@
 import { join } from 'node:path';
 import { open, type Reprise } from '../src/api/runtime.js';
-import { tableMutationCodec } from '../src/engine/table/codec.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../src/wal/entry.js';
 import { LocalLogStore } from '../src/wal/local-log-store.js';
 import { TopicWriter } from '../src/wal/topic-writer.js';
-import { collectGarbage, metricsRows, metricsSchema, removeDir, tempDir } from './lib/fixtures.js';
+import { encodePutBody } from './lib/compat.js';
+import { metricsRows, metricsSchema, removeDir, settle, tempDir } from './lib/fixtures.js';
 import { metric } from './lib/metric.js';
 import type { Metric } from './lib/report.js';
 import { median } from './lib/stats.js';
@@ -75,7 +75,7 @@ export async function runRaw(writers: number, ms: number): Promise<RunResult> {
     await store.createTopic(topic);
     const schema = metricsSchema(REGIONS);
     const bodies = Array.from({ length: writers }, (_, w) =>
-      tableMutationCodec.encodePut(schema, metricsRows(w % REGIONS, w, 0, ROWS_PER_BATCH)),
+      encodePutBody(schema, metricsRows(w % REGIONS, w, 0, ROWS_PER_BATCH)),
     );
     const writer = new TopicWriter(store, topic, { maxBatchBytes: DEFAULT_MAX_BATCH_BYTES });
     // The runtime's first entries: topic marker, epoch, region_create.
@@ -137,8 +137,9 @@ export const insertSuite: Suite = {
       for (const writers of WRITERS) {
         // Rotate the order so no mode always runs first (or last) in a round.
         const order = MODES.map((_, i) => MODES[(i + run) % MODES.length]!);
+        if (run % 2 === 1) order.reverse();
         for (const mode of order) {
-          collectGarbage();
+          await settle();
           const r = await runMode(mode, writers, insertMs);
           const list = results.get(key(mode, writers)) ?? [];
           list.push(r);

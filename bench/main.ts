@@ -2,12 +2,12 @@
  * reprise benchmarks: `npm run bench [-- options]`.
  *
  *   --quick              short smoke run (small logs, short runs)
- *   --only a,b           suites to run: insert, latency, replay (default all)
+ *   --only a,b           suites to run: insert, latency, replay, cost (default all)
  *   --runs N             repetitions per measurement, median reported (default 3)
  *   --insert-ms MS       duration of one insert-throughput run (default 1500)
  *   --latency-ops N      single-row inserts per latency run (default 1000)
- *   --replay-entries N   100-row entries in the replay log (default 12000)
- *   --replay-small N     1-row entries in the second replay log (default 200000; 0 skips it)
+ *   --replay-entries N   100-row entries in the replay log (default 8000)
+ *   --replay-small N     1-row entries in the second replay log (default 100000; 0 skips it)
  *   --out DIR            where JSON results go (default bench/results)
  *   --strict             exit 1 when a target is missed
  *
@@ -16,17 +16,18 @@
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { costSuite } from './cost.js';
 import { insertSuite } from './insert.js';
 import { latencySuite } from './latency.js';
 import { replaySuite } from './replay.js';
 import { machineInfo, passOf, renderTable, writeResults, type Metric } from './lib/report.js';
 import type { BenchOptions, Suite } from './lib/suite.js';
 
-const SUITES: readonly Suite[] = [insertSuite, latencySuite, replaySuite];
+const SUITES: readonly Suite[] = [insertSuite, latencySuite, replaySuite, costSuite];
 
 function usage(): string {
   return [
-    'usage: npm run bench -- [--quick] [--only insert,latency,replay] [--runs N] [--insert-ms MS]',
+    'usage: npm run bench -- [--quick] [--only insert,latency,replay,cost] [--runs N] [--insert-ms MS]',
     '                        [--latency-ops N] [--replay-entries N] [--replay-small N] [--out DIR] [--strict]',
     '',
     ...SUITES.map((s) => `  ${s.name.padEnd(8)} ${s.description}`),
@@ -66,8 +67,8 @@ async function main(): Promise<number> {
     runs: positiveInt('runs', values.runs, quick ? 1 : 3),
     insertMs: positiveInt('insert-ms', values['insert-ms'], quick ? 300 : 1500),
     latencyOps: positiveInt('latency-ops', values['latency-ops'], quick ? 200 : 1000),
-    replayEntries: positiveInt('replay-entries', values['replay-entries'], quick ? 1000 : 12000, true),
-    replaySmallEntries: positiveInt('replay-small', values['replay-small'], quick ? 10000 : 200000, true),
+    replayEntries: positiveInt('replay-entries', values['replay-entries'], quick ? 1000 : 8000, true),
+    replaySmallEntries: positiveInt('replay-small', values['replay-small'], quick ? 10000 : 100000, true),
   };
   let suites = SUITES;
   if (values.only !== undefined) {

@@ -59,7 +59,7 @@ export function machineInfo(): MachineInfo {
 export function formatValue(value: number, unit: string): string {
   if (!Number.isFinite(value)) return String(value);
   if (unit === 'ms') return value < 10 ? value.toFixed(3) : value.toFixed(1);
-  if (unit === 'MB/s') return value.toFixed(1);
+  if (unit === 'MB/s' || unit === 'µs/batch') return value.toFixed(1);
   if (Math.abs(value) >= 100) return Math.round(value).toLocaleString('en-US');
   return value.toFixed(2);
 }
