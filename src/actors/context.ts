@@ -31,7 +31,8 @@ export interface FlushPolicy {
   readonly walBytes: number;
 }
 
-export const DEFAULT_FLUSH_POLICY: FlushPolicy = { memtableBytes: 64 * 1024 * 1024, walBytes: 256 * 1024 * 1024 };
+/** Defaults bound memtables per shard to about 128 MiB of WAL (a few hundred MiB of heap). */
+export const DEFAULT_FLUSH_POLICY: FlushPolicy = { memtableBytes: 64 * 1024 * 1024, walBytes: 128 * 1024 * 1024 };
 
 /** Everything an actor needs from the layers below, injected by whoever assembles the runtime. */
 export interface ActorContext {

@@ -106,6 +106,15 @@ export class RegionActor {
     await waitFor(this.actor, (s) => s.value !== 'flushing', { timeout: Infinity });
   }
 
+  /**
+   * Flush while the shard replays (the region is in `replaying`, so this is
+   * part of the shard's replay effect, not a FLUSH transition): bounds the
+   * memory a long log can take.
+   */
+  async flushWhileReplaying(coveredUpTo: EntryId): Promise<void> {
+    if (this.state() === 'replaying') await this.flushNow(coveredUpTo);
+  }
+
   async compact(): Promise<void> {
     if (this.region && this.acceptsWrites()) await this.region.compact();
   }

@@ -137,8 +137,15 @@ export class ShardActor {
         from,
         to: next,
         onEntry: (entry: LoggedEntry) => {
-          if (entry.kind === 'data') this.regions.get(entry.region)?.apply(entry.id, entry.body);
           this.appliedEntryId = entry.id;
+          if (entry.kind !== 'data') return;
+          const region = this.regions.get(entry.region);
+          if (!region) return;
+          region.apply(entry.id, entry.body);
+          this.walBytesSinceFlush += entry.body.byteLength;
+          // A long log must not replay into unbounded memtables: flush as the
+          // write path would. Every entry up to this one has been applied.
+          if (this.overFlushPolicy(region)) return this.flushDuringReplay(entry.id);
         },
         onProgress: (p) => {
           const rate = Math.round(p.entries / Math.max(p.elapsedMs / 1000, 1e-3));
@@ -172,10 +179,20 @@ export class ShardActor {
     const region = this.regions.get(entry.region);
     if (!region) return;
     region.apply(id, entry.body, (entry as WriteEntry).decoded);
+    if (this.overFlushPolicy(region) && this.state() === 'serving') this.actor.send({ type: 'FLUSH' });
+  }
+
+  private overFlushPolicy(region: RegionActor): boolean {
     const policy = this.ctx.flushPolicy;
-    if ((region.memtableBytes() >= policy.memtableBytes || this.walBytesSinceFlush >= policy.walBytes) && this.state() === 'serving') {
-      this.actor.send({ type: 'FLUSH' });
-    }
+    return region.memtableBytes() >= policy.memtableBytes || this.walBytesSinceFlush >= policy.walBytes;
+  }
+
+  /** Part of the replaying effect: flush the regions being replayed, up to the entry reached. */
+  private async flushDuringReplay(coveredUpTo: EntryId): Promise<void> {
+    this.walBytesSinceFlush = 0;
+    const replaying = [...this.regions.values()].filter((r) => r.state() === 'replaying');
+    await Promise.all(replaying.map((r) => r.flushWhileReplaying(coveredUpTo)));
+    this.ctx.logger.info({ shard: this.id, coveredUpTo }, `shard ${this.id} flushed its regions during replay at entry ${coveredUpTo}`);
   }
 
   private async flushRegionsAndPrune(): Promise<void> {

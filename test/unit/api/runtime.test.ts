@@ -1,6 +1,7 @@
 import { mkdtemp, rm, readdir, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { open, type Reprise } from '../../../src/api/runtime.js';
 import { isRepriseError } from '../../../src/errors.js';
@@ -238,6 +239,35 @@ describe('embedded runtime over a damaged WAL', () => {
       expect(await db.query('b')).toHaveLength(20);
     } finally {
       await db.close();
+    }
+  });
+});
+
+describe('replay under the flush policy', () => {
+  it('a long unflushed log is flushed during replay, not held whole in memtables', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'reprise-replay-flush-'));
+    try {
+      let db = await open({ dataDir: dir, shards: 1, logger: false });
+      await db.createTable(schema);
+      for (let i = 0; i < 40; i++) await db.insert('system_metrics', rows(50, i * 50));
+      await db.close({ flush: false });
+      const flushedDuringReplay: number[] = [];
+      db = await open({
+        dataDir: dir,
+        shards: 1,
+        flush: { walBytes: 16 * 1024 },
+        logger: pino({ level: 'info' }, { write: (line: string) => /during replay/.test(line) && flushedDuringReplay.push(1) }),
+      });
+      try {
+        expect(flushedDuringReplay.length).toBeGreaterThan(1);
+        const regions = db.status().nodes[0]!.shards[0]!.regions;
+        expect(regions.every((r) => r.flushedEntryId > 3)).toBe(true);
+        expect(await db.query('system_metrics')).toHaveLength(2000);
+      } finally {
+        await db.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
