@@ -7,11 +7,11 @@ import { RepriseError } from '../errors.js';
 import { FsObjectStore } from '../engine/fs-object-store.js';
 import type { PreparedMutation } from '../engine/region-engine.js';
 import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
-import { tableMutationCodec } from '../engine/table/codec.js';
-import { rowKeyComparator } from '../engine/table/keys.js';
-import { partitionOf, partitionsForQuery } from '../engine/table/partition.js';
+import { preparePutValues, tableMutationCodec } from '../engine/table/codec.js';
+import { rowKeyComparator, type RowValues } from '../engine/table/keys.js';
+import { partitionerOf, partitionOf, partitionsForQuery } from '../engine/table/partition.js';
 import { TableEngine } from '../engine/table/table-engine.js';
-import { validateKeys, validateQuery, validateRows, validateSchema } from '../engine/table/validate.js';
+import { validateKeys, validateQuery, validateRowValues, validateSchema } from '../engine/table/validate.js';
 import { MetaService } from '../meta/meta-service.js';
 import type { TableInfo } from '../meta/model.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../wal/entry.js';
@@ -162,8 +162,8 @@ export class Reprise {
   async insert(tableName: string, rows: unknown): Promise<{ written: number }> {
     this.assertOpen();
     const table = this.meta.table(tableName);
-    const valid = validateRows(table.schema, rows);
-    await this.writeByRegion(table, valid, (schema, part) => tableMutationCodec.preparePut(schema, part));
+    const valid = validateRowValues(table.schema, rows);
+    await this.writeByRegion(table, valid, (_, part) => preparePutValues(part), partitionerOf(table.schema));
     return { written: valid.length };
   }
 
@@ -176,20 +176,34 @@ export class Reprise {
     return { deleted: valid.length };
   }
 
-  private async writeByRegion(table: TableInfo, rows: Row[], encode: (schema: TableSchema, rows: Row[]) => PreparedMutation): Promise<void> {
-    const byPartition = new Map<number, Row[]>();
-    for (const row of rows) {
-      const partition = partitionOf(table.schema, row);
+  private async writeByRegion<R extends Row | RowValues>(
+    table: TableInfo,
+    rows: R[],
+    encode: (schema: TableSchema, rows: R[]) => PreparedMutation,
+    partitionOfRow: (row: R) => number = (row) => partitionOf(table.schema, row as Row),
+  ): Promise<void> {
+    if (rows.length === 0) return;
+    const write = (partition: number, part: R[]): Promise<unknown> => {
+      const region = table.regions[partition]!;
+      return this.node.shard(region.shard).write(region.id, encode(table.schema, part));
+    };
+    // The common case, a batch for one region, needs no bucketing.
+    const first = partitionOfRow(rows[0]!);
+    let i = 1;
+    while (i < rows.length && partitionOfRow(rows[i]!) === first) i++;
+    if (i === rows.length) {
+      await write(first, rows);
+      return;
+    }
+    const byPartition = new Map<number, R[]>([[first, rows.slice(0, i)]]);
+    for (; i < rows.length; i++) {
+      const row = rows[i]!;
+      const partition = partitionOfRow(row);
       let bucket = byPartition.get(partition);
       if (!bucket) byPartition.set(partition, (bucket = []));
       bucket.push(row);
     }
-    await Promise.all(
-      [...byPartition].map(([partition, part]) => {
-        const region = table.regions[partition]!;
-        return this.node.shard(region.shard).write(region.id, encode(table.schema, part));
-      }),
-    );
+    await Promise.all([...byPartition].map(([partition, part]) => write(partition, part)));
   }
 
   /** Rows ordered by primary key then time, merged across the table's regions. */

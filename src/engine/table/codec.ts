@@ -1,8 +1,9 @@
-import { Decoder, Encoder } from '@msgpack/msgpack';
+import { Decoder } from '@msgpack/msgpack';
 import { RepriseError } from '../../errors.js';
 import type { PreparedMutation, TableMutationCodec } from '../region-engine.js';
-import type { Row, TableSchema } from '../schema.js';
+import type { Row, TableSchema, Value } from '../schema.js';
 import { keyOf, layoutOf, rowFromKey, toValues, type RowValues, type TableLayout } from './keys.js';
+import { MsgpackWriter } from './msgpack-rows.js';
 import { isValueOfType } from './validate.js';
 
 /**
@@ -16,23 +17,36 @@ import { isValueOfType } from './validate.js';
 export type Mutation = { readonly op: 'put'; readonly rows: RowValues[] } | { readonly op: 'delete'; readonly keys: RowValues[] };
 
 // Encoding and decoding are synchronous, so one instance of each is safe to share.
-const encoder = new Encoder();
+const writer = new MsgpackWriter();
 const decoder = new Decoder();
+
+/** `{ op, [field]: rows }` with the rows in the msgpack the put and delete bodies share. */
+function encodeBody(op: 'put' | 'delete', field: 'rows' | 'keys', rows: readonly (readonly Value[])[]): Uint8Array {
+  return writer.reset().mapHeader(2).string('op').string(op).string(field).rows(rows).finish();
+}
 
 export const tableMutationCodec: TableMutationCodec = {
   preparePut(schema: TableSchema, rows: readonly Row[]): PreparedMutation {
     const layout = layoutOf(schema);
-    const decoded: Mutation = { op: 'put', rows: rows.map((r) => toValues(layout, r)) };
-    return { body: encoder.encode(decoded), decoded };
+    return preparePutValues(rows.map((r) => toValues(layout, r)));
   },
   prepareDelete(schema: TableSchema, keys: readonly Row[]): PreparedMutation {
     const layout = layoutOf(schema);
     const wire = keys.map((k) => keyOf(layout, toValues(layout, k)));
-    const body = encoder.encode({ op: 'delete', keys: wire });
+    const body = encodeBody('delete', 'keys', wire);
     // The applied form of a delete is its tombstone rows, as decodeMutation returns.
     return { body, decoded: { op: 'delete', keys: wire.map((k) => rowFromKey(layout, k)) } satisfies Mutation };
   },
 };
+
+/**
+ * Validated rows as RowValues (see validateRowValues) -> put body. The rows
+ * themselves are the decoded form, applied to the memtable as they are.
+ */
+export function preparePutValues(rows: RowValues[]): PreparedMutation {
+  const decoded: Mutation = { op: 'put', rows };
+  return { body: encodeBody('put', 'rows', rows), decoded };
+}
 
 /**
  * Decode and check a body against the schema (shape and value types), so a

@@ -1,5 +1,5 @@
 import type { Row, TableQuery, TableSchema, Value } from '../schema.js';
-import { compareValues } from './keys.js';
+import { compareValues, layoutOf } from './keys.js';
 
 /**
  * Range partitioning: with bounds [b0, b1, ...] partition i holds the values
@@ -23,6 +23,15 @@ export function partitionOf(schema: TableSchema, row: Row): number {
   const rule = schema.partition;
   if (!rule) return 0;
   return partitionOfValue(rule.bounds, row[rule.column] ?? null);
+}
+
+/** partitionOf for validated RowValues (schema column order), as a function of the row. */
+export function partitionerOf(schema: TableSchema): (row: readonly Value[]) => number {
+  const rule = schema.partition;
+  if (!rule) return () => 0;
+  const { bounds } = rule;
+  const column = layoutOf(schema).index.get(rule.column) as number;
+  return (row) => partitionOfValue(bounds, row[column]);
 }
 
 /**

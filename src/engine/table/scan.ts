@@ -23,7 +23,10 @@ export interface ScanPlan {
   readonly empty: boolean;
   /** No row ordered before this one can match (undefined: start at the beginning). */
   readonly seek: RowValues | undefined;
-  /** In key order, this row and every later one lie past the queried range. */
+  /**
+   * In key order, this row and every later one lie past the queried range.
+   * Like `matches`, it reads only the row's primary key columns.
+   */
   pastEnd(row: readonly Value[]): boolean;
   /** Whether the row satisfies every condition. */
   matches(row: readonly Value[]): boolean;

@@ -4,6 +4,7 @@ import type { ObjectStore } from '../object-store.js';
 import type { Value } from '../schema.js';
 import { crc32 } from './checksum.js';
 import { keyOf, type RowValues, type TableLayout } from './keys.js';
+import { MsgpackWriter } from './msgpack-rows.js';
 import type { Entry, ScanPlan } from './scan.js';
 
 /**
@@ -35,7 +36,11 @@ export interface SstMeta {
   readonly maxKey: Value[];
 }
 
-/** A decoded SST: its rows in key order and a tombstone flag per row. */
+/**
+ * A decoded SST: its rows in key order and a tombstone flag per row. The
+ * SST just written by a flush decodes its rows from its bytes when first
+ * read (a write-heavy region may never read it before it is evicted).
+ */
 export interface SstData {
   readonly meta: SstMeta;
   readonly rows: readonly RowValues[];
@@ -53,62 +58,127 @@ interface Footer {
   blocks: [number, number, number][];
 }
 
+// Both synchronous, so one instance of each is safe to share.
 const encoder = new Encoder();
 const decoder = new Decoder();
 
-/** Encode sorted entries; undefined when there are none. */
+/**
+ * Encode sorted entries; undefined when there are none. The entries are
+ * encoded as they come, a block at a time, and not kept: the returned data
+ * decodes them from the bytes if it is read.
+ */
 export function encodeSst(layout: TableLayout, entries: Iterable<Entry>): { bytes: Uint8Array; data: SstData } | undefined {
-  const rows: RowValues[] = [];
-  const flags: number[] = [];
+  // A writer of its own: its buffer grows to the SST's size and goes with it.
+  const out = new MsgpackWriter().raw(MAGIC).raw(Uint8Array.of(FORMAT));
+  const blocks: Footer['blocks'] = [];
+  const block: RowValues[] = [];
+  const tombstones: number[] = [];
+  const writeBlock = (): void => {
+    const offset = out.length;
+    out.arrayHeader(2).rows(block).array(tombstones);
+    blocks.push([offset, out.length - offset, block.length]);
+    block.length = 0;
+    tombstones.length = 0;
+  };
+  let rows = 0;
   let minTime = Infinity;
   let maxTime = -Infinity;
+  let first: RowValues | undefined;
+  let last: RowValues | undefined;
   for (const [row, deleted] of entries) {
-    rows.push(row);
-    flags.push(deleted ? 1 : 0);
+    if (deleted) tombstones.push(block.length);
+    block.push(row);
+    rows++;
     const t = row[layout.timeIdx] as number;
     if (t < minTime) minTime = t;
     if (t > maxTime) maxTime = t;
+    first ??= row;
+    last = row;
+    if (block.length === BLOCK_ROWS) writeBlock();
   }
-  if (rows.length === 0) return undefined;
+  if (first === undefined || last === undefined) return undefined;
+  if (block.length > 0) writeBlock();
 
-  const chunks: Uint8Array[] = [MAGIC, Uint8Array.of(FORMAT)];
-  let offset = HEADER_BYTES;
-  const blocks: Footer['blocks'] = [];
-  for (let start = 0; start < rows.length; start += BLOCK_ROWS) {
-    const blockRows = rows.slice(start, start + BLOCK_ROWS);
-    const tombstones: number[] = [];
-    for (let i = 0; i < blockRows.length; i++) if (flags[start + i]) tombstones.push(i);
-    const block = encoder.encode([blockRows, tombstones]);
-    chunks.push(block);
-    blocks.push([offset, block.length, blockRows.length]);
-    offset += block.length;
-  }
   const footer: Footer = {
-    rows: rows.length,
+    rows,
     minTime,
     maxTime,
-    minKey: keyOf(layout, rows[0]),
-    maxKey: keyOf(layout, rows[rows.length - 1]),
+    minKey: keyOf(layout, first),
+    maxKey: keyOf(layout, last),
     columns: layout.schema.columns.map((c) => [c.name, c.type]),
     blocks,
   };
   const footerBytes = encoder.encode(footer);
-  chunks.push(footerBytes);
-  offset += footerBytes.length;
+  out.raw(footerBytes);
+  const trailer = new Uint8Array(TRAILER_BYTES);
+  const view = new DataView(trailer.buffer);
+  view.setUint32(0, footerBytes.length, true);
+  out.raw(trailer.subarray(0, 4));
+  view.setUint32(4, crc32(out.written()), true);
+  trailer.set(MAGIC, 8);
+  const bytes = out.raw(trailer.subarray(4)).finish();
 
-  const bytes = new Uint8Array(offset + TRAILER_BYTES);
-  let at = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, at);
-    at += chunk.length;
+  const meta: SstMeta = { rows, bytes: bytes.length, minTime, maxTime, minKey: footer.minKey, maxKey: footer.maxKey };
+  return { bytes, data: new EncodedSst(meta, bytes, blocks) };
+}
+
+/** SstData of bytes just encoded: the rows are decoded on first read. */
+class EncodedSst implements SstData {
+  private bytes: Uint8Array | undefined;
+  private decoded: { rows: RowValues[]; deleted: Uint8Array } | undefined;
+
+  constructor(
+    readonly meta: SstMeta,
+    bytes: Uint8Array,
+    private readonly blocks: Footer['blocks'],
+  ) {
+    this.bytes = bytes;
   }
-  const view = new DataView(bytes.buffer);
-  view.setUint32(at, footerBytes.length, true);
-  view.setUint32(at + 4, crc32(bytes.subarray(0, at + 4)), true);
-  bytes.set(MAGIC, at + 8);
 
-  const meta: SstMeta = { rows: rows.length, bytes: bytes.length, minTime, maxTime, minKey: footer.minKey, maxKey: footer.maxKey };
-  return { bytes, data: { meta, rows, deleted: Uint8Array.from(flags) } };
+  get rows(): readonly RowValues[] {
+    return this.decode().rows;
+  }
+
+  get deleted(): Uint8Array {
+    return this.decode().deleted;
+  }
+
+  private decode(): { rows: RowValues[]; deleted: Uint8Array } {
+    if (this.decoded === undefined) {
+      const fail = (why: string): never => {
+        throw new RepriseError('INTERNAL', `SST just encoded does not decode: ${why}`);
+      };
+      this.decoded = decodeBlocks(this.bytes as Uint8Array, this.blocks, this.meta.rows, fail);
+      this.bytes = undefined;
+    }
+    return this.decoded;
+  }
+}
+
+/** The rows and tombstone flags of an SST's blocks. */
+function decodeBlocks(
+  bytes: Uint8Array,
+  blocks: Footer['blocks'],
+  count: number,
+  corrupt: (why: string, cause?: unknown) => never,
+): { rows: RowValues[]; deleted: Uint8Array } {
+  const rows: RowValues[] = [];
+  const deleted = new Uint8Array(count);
+  for (const [offset, length, n] of blocks) {
+    let block: [RowValues[], number[]];
+    try {
+      block = decoder.decode(bytes.subarray(offset, offset + length)) as [RowValues[], number[]];
+    } catch (err) {
+      return corrupt(`undecodable block at ${offset}: ${(err as Error).message}`, err);
+    }
+    if (!Array.isArray(block) || !Array.isArray(block[0]) || block[0].length !== n || !Array.isArray(block[1])) {
+      corrupt(`block at ${offset} does not hold ${n} rows`);
+    }
+    for (const i of block[1]) deleted[rows.length + i] = 1;
+    for (const row of block[0]) rows.push(row);
+  }
+  if (rows.length !== count) corrupt(`holds ${rows.length} rows, footer says ${count}`);
+  return { rows, deleted };
 }
 
 /** Decode and verify an SST; any damage is SST_CORRUPT naming the region and file. */
@@ -141,22 +211,7 @@ export function decodeSst(layout: TableLayout, bytes: Uint8Array, regionId: numb
   const actual = Array.isArray(footer.columns) ? footer.columns.map((c) => `${c[0]}:${c[1]}`).join(',') : '';
   if (actual !== expected) corrupt(`columns [${actual}] do not match table "${layout.schema.name}" [${expected}]`);
 
-  const rows: RowValues[] = [];
-  const deleted = new Uint8Array(footer.rows);
-  for (const [offset, length, count] of footer.blocks) {
-    let block: [RowValues[], number[]];
-    try {
-      block = decoder.decode(bytes.subarray(offset, offset + length)) as [RowValues[], number[]];
-    } catch (err) {
-      return corrupt(`undecodable block at ${offset}: ${(err as Error).message}`, err);
-    }
-    if (!Array.isArray(block) || !Array.isArray(block[0]) || block[0].length !== count || !Array.isArray(block[1])) {
-      corrupt(`block at ${offset} does not hold ${count} rows`);
-    }
-    for (const i of block[1]) deleted[rows.length + i] = 1;
-    for (const row of block[0]) rows.push(row);
-  }
-  if (rows.length !== footer.rows) corrupt(`holds ${rows.length} rows, footer says ${footer.rows}`);
+  const { rows, deleted } = decodeBlocks(bytes, footer.blocks, footer.rows, corrupt);
   const meta: SstMeta = {
     rows: footer.rows,
     bytes: bytes.length,

@@ -134,7 +134,7 @@ export class TableRegion implements Region {
     this.cacheTag = cacheTag;
     this.compactAt = compactAt;
     this.applied = manifest.flushedEntryId;
-    this.active = new Memtable(this.layout.compare);
+    this.active = new Memtable(this.layout);
   }
 
   flushedEntryId(): number {
@@ -145,12 +145,12 @@ export class TableRegion implements Region {
     return this.applied;
   }
 
-  apply(entryId: number, body: Uint8Array): void {
+  apply(entryId: number, body: Uint8Array, decoded?: unknown): void {
     this.assertOpen();
     if (entryId <= this.applied) return;
     let mutation: Mutation;
     try {
-      mutation = decodeMutation(this.layout.schema, body);
+      mutation = (decoded as Mutation | undefined) ?? decodeMutation(this.layout.schema, body);
     } catch (err) {
       const message = `region ${this.regionId}: entry ${entryId}: ${(err as Error).message}`;
       throw new RepriseError('INVALID_ARGUMENT', message, { regionId: this.regionId, entryId }, { cause: err });
@@ -170,7 +170,7 @@ export class TableRegion implements Region {
     if (this.active.size > 0) {
       this.active.freeze();
       this.frozen.push({ mem: this.active, coveredUpTo });
-      this.active = new Memtable(this.layout.compare);
+      this.active = new Memtable(this.layout);
     }
     const last = this.frozen[this.frozen.length - 1];
     return this.serialised(async () => {

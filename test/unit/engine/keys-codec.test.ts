@@ -1,7 +1,7 @@
 import { encode } from '@msgpack/msgpack';
 import { describe, expect, it } from 'vitest';
 import type { TableSchema } from '../../../src/engine/schema.js';
-import { decodeMutation, tableMutationCodec } from '../../../src/engine/table/codec.js';
+import { decodeMutation, preparePutValues, tableMutationCodec } from '../../../src/engine/table/codec.js';
 import { compareValues, layoutOf, rowKeyComparator, toValues } from '../../../src/engine/table/keys.js';
 import { expectError, metrics } from './helpers.js';
 
@@ -52,6 +52,17 @@ describe('table mutation codec', () => {
     const body = tableMutationCodec.preparePut(metrics, rows).body;
     const m = decodeMutation(metrics, body);
     expect(m).toEqual({ op: 'put', rows: rows.map((r) => toValues(layoutOf(metrics), r)) });
+  });
+
+  it('prepares a put from RowValues: its body is the msgpack of { op, rows }, its decoded form the rows themselves', () => {
+    const values = rows.map((r) => toValues(layoutOf(metrics), r));
+    const prepared = preparePutValues(values);
+    expect(prepared.decoded).toEqual({ op: 'put', rows: values });
+    expect((prepared.decoded as { rows: unknown }).rows).toBe(values);
+    expect(prepared.body).toEqual(encode({ op: 'put', rows: values }));
+    expect(decodeMutation(metrics, prepared.body)).toEqual({ op: 'put', rows: values });
+    expect(tableMutationCodec.preparePut(metrics, rows).body).toEqual(prepared.body);
+    expect(tableMutationCodec.prepareDelete(metrics, [{ host: 'a', idc: 'x', ts: 5 }]).body).toEqual(encode({ op: 'delete', keys: [['a', 'x', 5]] }));
   });
 
   it('round-trips deletes as tombstone rows', () => {

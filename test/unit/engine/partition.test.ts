@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { TableQuery, TableSchema } from '../../../src/engine/schema.js';
-import { partitionCount, partitionOf, partitionsForQuery } from '../../../src/engine/table/partition.js';
+import { layoutOf, toValues } from '../../../src/engine/table/keys.js';
+import { partitionCount, partitionerOf, partitionOf, partitionsForQuery } from '../../../src/engine/table/partition.js';
 import { metrics } from './helpers.js';
 
 const byInt: TableSchema = {
@@ -29,6 +30,14 @@ describe('partitioning', () => {
     expect(['z', 'zz', '~'].map(host)).toEqual([2, 2, 2]);
     expect([-5, 9, 10, 19, 20, 29, 30, 1e9].map((k) => partitionOf(byInt, { k, ts: 0 }))).toEqual([0, 0, 1, 1, 2, 2, 3, 3]);
     expect(partitionOf(unpartitioned, { k: 99, ts: 0 })).toBe(0);
+  });
+
+  it('routes RowValues like the rows they come from', () => {
+    for (const schema of [metrics, byInt, unpartitioned]) {
+      const partition = partitionerOf(schema);
+      const rows = schema === metrics ? ['', 'a', 'f', 'g', 'z', '~'].map((host) => ({ host, idc: 'x', ts: 0 })) : [-5, 9, 10, 29, 30, 1e9].map((k) => ({ k, ts: 0 }));
+      for (const row of rows) expect(partition(toValues(layoutOf(schema), row))).toBe(partitionOf(schema, row));
+    }
   });
 
   it('prunes partitions by equality and ranges on the partition column', () => {

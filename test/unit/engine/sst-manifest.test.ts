@@ -2,7 +2,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FsObjectStore } from '../../../src/engine/fs-object-store.js';
-import { crc32 } from '../../../src/engine/table/checksum.js';
+import { crc32, crc32Js } from '../../../src/engine/table/checksum.js';
 import { layoutOf, rowFromKey, toValues } from '../../../src/engine/table/keys.js';
 import { decodeManifest, encodeManifest, manifestKey, readManifest, sstKey, writeManifest, type Manifest } from '../../../src/engine/table/manifest.js';
 import { planScan, type Entry } from '../../../src/engine/table/scan.js';
@@ -32,6 +32,12 @@ describe('crc32', () => {
   it('matches the standard check value', () => {
     expect(crc32(new TextEncoder().encode('123456789'))).toBe(0xcbf43926);
     expect(crc32(new Uint8Array())).toBe(0);
+    expect(crc32Js(new TextEncoder().encode('123456789'))).toBe(0xcbf43926);
+  });
+
+  it('is the same natively and in JavaScript', () => {
+    const data = Uint8Array.from({ length: 100_003 }, (_, i) => (i * 2654435761) >>> 24);
+    for (const n of [0, 1, 7, 64, 4096, data.length]) expect(crc32(data.subarray(0, n))).toBe(crc32Js(data.subarray(0, n)));
   });
 });
 
@@ -51,7 +57,21 @@ describe('SST', () => {
       maxKey: ['host-29', 'dc1', 1099],
     });
     expect(encoded.data.meta).toEqual(decoded.meta);
+    // The data of an SST just encoded decodes its rows from its bytes when read.
+    expect([...sstEntries(encoded.data)]).toEqual(entries);
+    expect(encoded.data.rows).toBe(encoded.data.rows);
     expect(encodeSst(layout, [])).toBeUndefined();
+  });
+
+  it('encodes a one-shot stream of entries, as a flush hands it over', () => {
+    function* entries(): Generator<Entry> {
+      yield* sampleEntries();
+    }
+    const encoded = encodeSst(layout, entries());
+    if (encoded === undefined) throw new Error('expected an SST');
+    expect([...sstEntries(decodeSst(layout, encoded.bytes, 1, 'f'))]).toEqual(sampleEntries());
+    expect([...sstEntries(encoded.data)]).toEqual(sampleEntries());
+    expect(encoded.data.meta.rows).toBe(3000);
   });
 
   it('scans a key range with seek and stop', () => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { validateKeys, validateQuery, validateRows, validateSchema } from '../../../src/engine/table/validate.js';
+import { layoutOf, toValues } from '../../../src/engine/table/keys.js';
+import { validateKeys, validateQuery, validateRows, validateRowValues, validateSchema, type ValidateRowsOptions } from '../../../src/engine/table/validate.js';
 import { expectError, metrics } from './helpers.js';
 
 const col = (name: string, type: string, role: string) => ({ name, type, role });
@@ -64,6 +65,77 @@ describe('validateSchema', () => {
 
   it('names the table in its messages', async () => {
     await expectError(() => validateSchema({ ...base(), name: 'cpu', columns: [col('v', 'float64', 'field')] }), 'INVALID_SCHEMA', 'table "cpu"');
+  });
+});
+
+describe('validateRowValues', () => {
+  const row = { host: 'a', idc: 'x', cpu: 0.5, mem: 10, up: true, ts: 1000 };
+  const layout = layoutOf(metrics);
+  /** The outcome of a call: its result, or the error's code, message and details. */
+  const outcome = (fn: () => unknown): unknown => {
+    try {
+      return { ok: fn() };
+    } catch (err) {
+      const e = err as { code: string; message: string; details: unknown };
+      return { code: e.code, message: e.message, details: e.details };
+    }
+  };
+  const same = (input: unknown, opts?: ValidateRowsOptions) => {
+    const rows = outcome(() => validateRows(metrics, input, opts)) as { ok?: Record<string, null>[] };
+    const expected = rows.ok ? { ok: rows.ok.map((r) => toValues(layout, r)) } : rows;
+    expect(outcome(() => validateRowValues(metrics, input, opts))).toEqual(expected);
+  };
+
+  it('returns rows as values in schema column order, missing fields null', () => {
+    expect(validateRowValues(metrics, [{ ts: 5, up: false, idc: 'y', host: 'b' }, row])).toEqual([
+      ['b', 'y', null, null, false, 5],
+      ['a', 'x', 0.5, 10, true, 1000],
+    ]);
+    expect(validateRowValues(metrics, [])).toEqual([]);
+  });
+
+  it('checks and fails exactly like validateRows', () => {
+    const inputs: unknown[] = [
+      row,
+      [row, [1, 2]],
+      [row, { ...row, disk: 1 }],
+      [{ ...row, cpu: 'bad', disk: 1 }], // an unknown column is reported before a bad value
+      [{ disk: 1, ...row, more: 2 }],
+      [{ ...row, idc: undefined }],
+      [{ ...row, host: null }],
+      [row, row, { host: 'a', idc: 'x' }],
+      [{ ...row, host: 5 }],
+      [{ ...row, cpu: Infinity }],
+      [{ ...row, mem: 1.5 }],
+      [{ ...row, up: 1 }],
+      [{ ...row, ts: -1 }],
+      [new Date()],
+      [Object.assign(Object.create(null), row)],
+      [Object.assign(Object.create(null), row, { x: 1 })],
+      [Object.create(row)],
+      [{ ...row, cpu: undefined, mem: null }],
+      // eslint-disable-next-line no-sparse-arrays
+      [row, , row],
+      [{ ...row, constructor: 1 }],
+    ];
+    for (const input of inputs) same(input);
+    same([{ host: 'a', idc: 'x', cpu: 1, mem: 1, ts: 1 }], { requireAll: true });
+    same([{ ...row, up: undefined }], { requireAll: true });
+    same([{ ...row, up: null }], { requireAll: true });
+  });
+
+  it('ignores inherited enumerable keys as Object.keys does, and reads inherited values as before', () => {
+    const proto = Object.prototype as Record<string, unknown>;
+    try {
+      proto.extra = 1;
+      same([row]);
+      proto.cpu = 0.75;
+      same([{ host: 'a', idc: 'x', ts: 1 }]);
+      expect(validateRowValues(metrics, [{ host: 'a', idc: 'x', ts: 1 }])).toEqual([['a', 'x', 0.75, null, null, 1]]);
+    } finally {
+      delete proto.extra;
+      delete proto.cpu;
+    }
   });
 });
 
