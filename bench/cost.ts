@@ -3,7 +3,8 @@ import { decodeMutation } from '../src/engine/table/codec.js';
 import { layoutOf, type RowValues } from '../src/engine/table/keys.js';
 import { validateRows } from '../src/engine/table/validate.js';
 import { encodeEntry, EntryAssembler } from '../src/wal/codec.js';
-import { encodePutBody, newMemtable, writePathDecodes } from './lib/compat.js';
+import { tableMutationCodec } from '../src/engine/table/codec.js';
+import { Memtable } from '../src/engine/table/memtable.js';
 import { collectGarbage, metricsRows, metricsSchema } from './lib/fixtures.js';
 import { metric } from './lib/metric.js';
 import type { Metric } from './lib/report.js';
@@ -31,7 +32,7 @@ const STEPS: readonly { step: Step; name: string; note: string }[] = [
   {
     step: 'decode_body',
     name: 'decodeMutation',
-    note: writePathDecodes ? 'replay, and runtime insert again on apply' : 'replay only (the write path applies its prepared rows)',
+    note: 'replay only (the write path applies its prepared rows)',
   },
   { step: 'memtable_insert', name: 'memtable insert', note: 'runtime insert and replay' },
 ];
@@ -64,7 +65,7 @@ export const costSuite: Suite = {
           valid = input.map((rows) => validateRows(schema, rows));
         }),
         encode_body: timeIt(() => {
-          bodies = valid.map((rows) => encodePutBody(schema, rows));
+          bodies = valid.map((rows) => tableMutationCodec.preparePut(schema, rows).body);
         }),
         frame_encode: timeIt(() => {
           frames = bodies.map((body, b) => encodeEntry({ kind: 'data', region: (b % REGIONS) + 1, epoch: 1, body }));
@@ -83,7 +84,7 @@ export const costSuite: Suite = {
           });
         }),
         memtable_insert: timeIt(() => {
-          const mems = Array.from({ length: REGIONS }, () => newMemtable(layout));
+          const mems = Array.from({ length: REGIONS }, () => new Memtable(layout));
           decoded.forEach((rows, b) => {
             const mem = mems[b % REGIONS]!;
             for (const row of rows) mem.put(row);
@@ -103,11 +104,11 @@ export const costSuite: Suite = {
       }),
     );
     const sum = (steps: Step[]) => steps.map((k) => metrics.find((m) => m.id === `cost.${k}.us_per_batch`)!.value).reduce((a, b) => a + b, 0);
-    const insertSteps: Step[] = ['validate', 'encode_body', 'frame_encode', ...(writePathDecodes ? (['decode_body'] as Step[]) : []), 'memtable_insert'];
+    const insertSteps: Step[] = ['validate', 'encode_body', 'frame_encode', 'memtable_insert'];
     ctx.log(
       `cost: runtime insert CPU ~${sum(insertSteps).toFixed(0)} µs/batch ` +
         `(raw append ${sum(['frame_encode']).toFixed(0)}), replay ~${sum(['frame_decode', 'decode_body', 'memtable_insert']).toFixed(0)} µs/entry (ceiling ${sum(['frame_decode']).toFixed(0)})`,
     );
-    return { metrics, details: { batches, rowsPerBatch: ROWS, regions: REGIONS, rowsPerMemtable: (batches * ROWS) / REGIONS, writePathDecodes } };
+    return { metrics, details: { batches, rowsPerBatch: ROWS, regions: REGIONS, rowsPerMemtable: (batches * ROWS) / REGIONS } };
   },
 };

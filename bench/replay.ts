@@ -13,7 +13,7 @@ import { DEFAULT_MAX_BATCH_BYTES, type Entry } from '../src/wal/entry.js';
 import { LocalLogStore } from '../src/wal/local-log-store.js';
 import { replayShard } from '../src/wal/shard-reader.js';
 import { TopicWriter } from '../src/wal/topic-writer.js';
-import { encodePutBody } from './lib/compat.js';
+import { tableMutationCodec } from '../src/engine/table/codec.js';
 import { metricsRows, metricsSchema, removeDir, settle, tempDir } from './lib/fixtures.js';
 import { metric } from './lib/metric.js';
 import type { Metric } from './lib/report.js';
@@ -115,7 +115,7 @@ export async function buildLog(s: Scenario): Promise<BuiltLog> {
       const batch: Entry[] = [];
       for (let i = first; i < Math.min(s.entries, first + CHUNK); i++) {
         const r = i % REGIONS;
-        const body = encodePutBody(schema, metricsRows(r, 0, Math.floor(i / REGIONS), s.rowsPerEntry));
+        const body = tableMutationCodec.preparePut(schema, metricsRows(r, 0, Math.floor(i / REGIONS), s.rowsPerEntry)).body;
         dataBytes += body.length;
         batch.push({ kind: 'data', region: regionIds[r]!, epoch, body });
       }
