@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { waitFor, type AnyActorRef, type SnapshotFrom } from 'xstate';
 import type { ObjectStore } from '../engine/object-store.js';
 import type { RegionEngine } from '../engine/region-engine.js';
 import type { MetaService } from '../meta/meta-service.js';
@@ -72,4 +73,25 @@ export function reportTransitions(
     ctx.logger[level]({ [kind]: id, from: transition.from, to: next, reason: transition.reason }, `${kind} ${id}: ${transition.from} -> ${next}`);
     ctx.onTransition?.(transition);
   });
+}
+
+/**
+ * Run an actor through its `busy` state: send `event` when it is `idle`, and
+ * resolve with the snapshot once it has left `busy`. A call made while it is
+ * already busy waits for that run to end and then for one started after the
+ * call (its own, or one another caller started meanwhile). Resolves
+ * undefined, sending nothing, when the actor is in neither state.
+ */
+export async function runThrough<A extends AnyActorRef>(
+  actor: A,
+  idle: string,
+  busy: string,
+  event: Parameters<A['send']>[0],
+): Promise<SnapshotFrom<A> | undefined> {
+  const notBusy = (s: { value?: unknown }) => s.value !== busy;
+  const state = () => (actor.getSnapshot() as { value: unknown }).value;
+  if (state() === busy) await waitFor(actor, notBusy, { timeout: Infinity });
+  if (state() === idle) actor.send(event);
+  else if (state() !== busy) return undefined;
+  return waitFor(actor, notBusy, { timeout: Infinity });
 }

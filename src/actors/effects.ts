@@ -17,3 +17,9 @@ export function errorReason(err: unknown): string {
   }
   return String(err);
 }
+
+/** `recordFailure` params from an invoked effect's error event. */
+export const reasonOfError = ({ event }: { event: { error: unknown } }) => ({ reason: errorReason(event.error) });
+
+/** `recordFailure` params from a FAIL event. */
+export const reasonOfEvent = ({ event }: { event: { reason: string } }) => ({ reason: event.reason });

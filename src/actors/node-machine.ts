@@ -1,5 +1,5 @@
 import { assign, fromPromise, setup } from 'xstate';
-import { effectNotProvided, errorReason } from './effects.js';
+import { effectNotProvided, reasonOfError, reasonOfEvent } from './effects.js';
 
 /**
  * The lifecycle of a node: the process that hosts shard leaders (and, in a
@@ -51,7 +51,7 @@ export const nodeMachine = setup({
         onDone: 'replaying',
         onError: {
           target: 'failed',
-          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+          actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
     },
@@ -62,7 +62,7 @@ export const nodeMachine = setup({
         onDone: 'serving',
         onError: {
           target: 'failed',
-          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+          actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
       on: { CLOSE: 'closing' },
@@ -72,7 +72,7 @@ export const nodeMachine = setup({
         FLUSH: 'flushing',
         DRAIN: 'migrating',
         CLOSE: 'closing',
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
       },
     },
     flushing: {
@@ -82,7 +82,7 @@ export const nodeMachine = setup({
         onDone: { target: 'serving', actions: assign({ error: undefined }) },
         onError: {
           target: 'serving',
-          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+          actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
       on: { CLOSE: 'closing' },
@@ -94,7 +94,7 @@ export const nodeMachine = setup({
         onDone: 'closing',
         onError: {
           target: 'serving',
-          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+          actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
     },
@@ -105,7 +105,7 @@ export const nodeMachine = setup({
         onDone: 'closed',
         onError: {
           target: 'failed',
-          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+          actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
     },

@@ -1,6 +1,6 @@
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { RepriseError } from '../errors.js';
-import { reportTransitions, type ActorContext } from './context.js';
+import { reportTransitions, runThrough, type ActorContext } from './context.js';
 import { nodeMachine, type NodeState } from './node-machine.js';
 import { ShardActor, type ShardStatus } from './shard.js';
 
@@ -75,12 +75,8 @@ export class NodeActor {
    * after the call (its own, or one another caller started meanwhile).
    */
   async flush(): Promise<void> {
-    const notFlushing = (s: { value: unknown }) => s.value !== 'flushing';
-    if (this.state() === 'flushing') await waitFor(this.actor, notFlushing, { timeout: Infinity });
-    const state = this.state();
-    if (state === 'serving') this.actor.send({ type: 'FLUSH' });
-    else if (state !== 'flushing') throw new RepriseError('CLOSED', `node '${this.id}' is ${state}`);
-    const snapshot = await waitFor(this.actor, notFlushing, { timeout: Infinity });
+    const snapshot = await runThrough(this.actor, 'serving', 'flushing', { type: 'FLUSH' });
+    if (!snapshot) throw new RepriseError('CLOSED', `node '${this.id}' is ${this.state()}`);
     if (snapshot.context.error) throw new RepriseError('INTERNAL', `flush failed on node '${this.id}': ${snapshot.context.error}`);
   }
 

@@ -1,6 +1,6 @@
 import { assign, fromPromise, setup } from 'xstate';
 import type { EntryId } from '../wal/log-store.js';
-import { effectNotProvided, errorReason } from './effects.js';
+import { effectNotProvided, reasonOfError, reasonOfEvent } from './effects.js';
 
 /**
  * The lifecycle of one region (one partition of a table) on the node that
@@ -69,18 +69,18 @@ export const regionMachine = setup({
         },
         onError: {
           target: 'failed',
-          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+          actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
       on: {
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
         CLOSE: 'closed',
       },
     },
     replaying: {
       on: {
         REPLAYED: 'serving',
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
         CLOSE: 'closing',
       },
     },
@@ -89,7 +89,7 @@ export const regionMachine = setup({
         FLUSH: 'flushing',
         MIGRATE: 'migrating',
         CLOSE: 'closing',
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
       },
     },
     flushing: {
@@ -107,12 +107,12 @@ export const regionMachine = setup({
         // the WAL), so the region keeps serving and reports the error.
         onError: {
           target: 'serving',
-          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+          actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
       on: {
         CLOSE: 'closing',
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
       },
     },
     migrating: {
@@ -122,11 +122,11 @@ export const regionMachine = setup({
         onDone: 'closed',
         onError: {
           target: 'serving',
-          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+          actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
       on: {
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
       },
     },
     closing: {
@@ -136,7 +136,7 @@ export const regionMachine = setup({
         onDone: 'closed',
         onError: {
           target: 'failed',
-          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+          actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
     },

@@ -4,7 +4,7 @@ import type { Region } from '../engine/region-engine.js';
 import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
 import type { RegionInfo } from '../meta/model.js';
 import type { EntryId } from '../wal/log-store.js';
-import { reportTransitions, type ActorContext } from './context.js';
+import { reportTransitions, runThrough, type ActorContext } from './context.js';
 import { regionMachine, type RegionState } from './region-machine.js';
 
 export interface RegionStatus {
@@ -31,7 +31,7 @@ export class RegionActor {
   constructor(
     readonly info: RegionInfo,
     readonly schema: TableSchema,
-    private readonly ctx: ActorContext,
+    ctx: ActorContext,
     /** The shard's last applied entry id, for flushes the region starts itself (handoff). */
     private readonly shardAppliedEntryId: () => EntryId,
   ) {
@@ -101,9 +101,7 @@ export class RegionActor {
 
   /** Ask the machine to flush and wait until it is back (no-op unless serving). */
   async flush(coveredUpTo: EntryId): Promise<void> {
-    if (this.state() !== 'serving') return;
-    this.actor.send({ type: 'FLUSH', coveredUpTo });
-    await waitFor(this.actor, (s) => s.value !== 'flushing', { timeout: Infinity });
+    await runThrough(this.actor, 'serving', 'flushing', { type: 'FLUSH', coveredUpTo });
   }
 
   /**

@@ -1,6 +1,6 @@
 import { assign, fromPromise, setup } from 'xstate';
 import type { EntryId } from '../wal/log-store.js';
-import { effectNotProvided, errorReason } from './effects.js';
+import { effectNotProvided, reasonOfError, reasonOfEvent } from './effects.js';
 
 /**
  * The lifecycle of one shard on one node: a group of regions sharing one WAL
@@ -75,7 +75,7 @@ export const shardMachine = setup({
         onDone: { target: 'replaying', actions: assign({ epoch: ({ event }) => event.output.epoch }) },
         onError: {
           target: 'failed',
-          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+          actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
       on: { CLOSE: 'closing' },
@@ -87,7 +87,7 @@ export const shardMachine = setup({
         onDone: { target: 'serving', actions: assign({ replayedTo: ({ event }) => event.output.lastEntryId }) },
         onError: {
           target: 'failed',
-          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+          actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
       on: {
@@ -101,7 +101,7 @@ export const shardMachine = setup({
         MIGRATE: 'migrating',
         CLOSE: 'closing',
         LEASE_LOST: { target: 'failed', actions: { type: 'recordFailure', params: { reason: 'lease lost' } } },
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
       },
     },
     flushing: {
@@ -112,13 +112,13 @@ export const shardMachine = setup({
         // Nothing is lost when a flush fails: the rows stay in memtables and the WAL.
         onError: {
           target: 'serving',
-          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+          actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
       on: {
         CLOSE: 'closing',
         LEASE_LOST: { target: 'failed', actions: { type: 'recordFailure', params: { reason: 'lease lost' } } },
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
       },
     },
     migrating: {
@@ -128,12 +128,12 @@ export const shardMachine = setup({
         onDone: 'closed',
         onError: {
           target: 'serving',
-          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+          actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
       on: {
         LEASE_LOST: { target: 'failed', actions: { type: 'recordFailure', params: { reason: 'lease lost' } } },
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: ({ event }) => event } },
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
       },
     },
     closing: {
@@ -143,7 +143,7 @@ export const shardMachine = setup({
         onDone: 'closed',
         onError: {
           target: 'failed',
-          actions: { type: 'recordFailure', params: ({ event }) => ({ reason: errorReason(event.error) }) },
+          actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
     },

@@ -7,7 +7,7 @@ import type { Entry, LoggedEntry } from '../wal/entry.js';
 import type { EntryId } from '../wal/log-store.js';
 import { replayShard } from '../wal/shard-reader.js';
 import { TopicWriter } from '../wal/topic-writer.js';
-import { reportTransitions, type ActorContext } from './context.js';
+import { reportTransitions, runThrough, type ActorContext } from './context.js';
 import { RegionActor, type RegionStatus } from './region.js';
 import { shardMachine, type ShardRole, type ShardState } from './shard-machine.js';
 
@@ -210,11 +210,8 @@ export class ShardActor {
   private async release(): Promise<void> {
     // Let writes already handed to the writer finish; new ones are refused by state.
     await this.writer?.close();
-    if (this.flushOnClose && this.regions.size > 0 && this.appliedEntryId >= 0) {
-      // A clean close flushes, so the next open has nothing to replay.
-      const coveredUpTo = this.appliedEntryId;
-      await Promise.all([...this.regions.values()].map((r) => r.flush(coveredUpTo)));
-    }
+    // A clean close flushes, so the next open has nothing to replay.
+    if (this.flushOnClose && this.appliedEntryId >= 0) await this.flushRegionsAndPrune();
     await Promise.all([...this.regions.values()].map((r) => r.close()));
   }
 
@@ -297,13 +294,9 @@ export class ShardActor {
 
   /** Flush every region now (or join a flush that started after this call); resolves when the shard serves again. */
   async flush(): Promise<void> {
-    const notFlushing = (s: { value: unknown }) => s.value !== 'flushing';
-    if (this.state() === 'flushing') await waitFor(this.actor, notFlushing, { timeout: Infinity });
-    if (this.state() === 'serving') this.actor.send({ type: 'FLUSH' });
-    else if (this.state() !== 'flushing') return;
-    await waitFor(this.actor, notFlushing, { timeout: Infinity });
-    const error = this.actor.getSnapshot().context.error;
-    if (error && this.state() === 'serving') throw new RepriseError('INTERNAL', `flush of shard ${this.id} failed: ${error}`);
+    const snapshot = await runThrough(this.actor, 'serving', 'flushing', { type: 'FLUSH' });
+    const error = snapshot?.context.error;
+    if (error && snapshot.value === 'serving') throw new RepriseError('INTERNAL', `flush of shard ${this.id} failed: ${error}`);
   }
 
   /** Close; `flush: false` skips the final flush (the next open replays the WAL instead). */

@@ -5,10 +5,11 @@ import { DEFAULT_FLUSH_POLICY, type FlushPolicy, type ReplayProgress, type Trans
 import { NodeActor, type NodeStatus } from '../actors/node.js';
 import { RepriseError } from '../errors.js';
 import { FsObjectStore } from '../engine/fs-object-store.js';
-import type { PreparedMutation } from '../engine/region-engine.js';
+import type { ObjectStore } from '../engine/object-store.js';
+import type { PreparedMutation, RegionEngine } from '../engine/region-engine.js';
 import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
 import { preparePutValues, tableMutationCodec } from '../engine/table/codec.js';
-import { rowKeyComparator, type RowValues } from '../engine/table/keys.js';
+import { rowKeyComparator } from '../engine/table/keys.js';
 import { partitionerOf, partitionOf, partitionsForQuery } from '../engine/table/partition.js';
 import { TableEngine } from '../engine/table/table-engine.js';
 import { validateKeys, validateQuery, validateRowValues, validateSchema } from '../engine/table/validate.js';
@@ -163,7 +164,7 @@ export class Reprise {
     this.assertOpen();
     const table = this.meta.table(tableName);
     const valid = validateRowValues(table.schema, rows);
-    await this.writeByRegion(table, valid, (_, part) => preparePutValues(part), partitionerOf(table.schema));
+    await this.writeByRegion(table, valid, partitionerOf(table.schema), preparePutValues);
     return { written: valid.length };
   }
 
@@ -172,38 +173,35 @@ export class Reprise {
     this.assertOpen();
     const table = this.meta.table(tableName);
     const valid = validateKeys(table.schema, keys);
-    await this.writeByRegion(table, valid, (schema, part) => tableMutationCodec.prepareDelete(schema, part));
+    await this.writeByRegion(
+      table,
+      valid,
+      (key) => partitionOf(table.schema, key),
+      (part) => tableMutationCodec.prepareDelete(table.schema, part),
+    );
     return { deleted: valid.length };
   }
 
-  private async writeByRegion<R extends Row | RowValues>(
+  /** Group rows by range partition and write each group to its region, in parallel. */
+  private async writeByRegion<R>(
     table: TableInfo,
     rows: R[],
-    encode: (schema: TableSchema, rows: R[]) => PreparedMutation,
-    partitionOfRow: (row: R) => number = (row) => partitionOf(table.schema, row as Row),
+    partitionOfRow: (row: R) => number,
+    prepare: (rows: R[]) => PreparedMutation,
   ): Promise<void> {
-    if (rows.length === 0) return;
-    const write = (partition: number, part: R[]): Promise<unknown> => {
-      const region = table.regions[partition]!;
-      return this.node.shard(region.shard).write(region.id, encode(table.schema, part));
-    };
-    // The common case, a batch for one region, needs no bucketing.
-    const first = partitionOfRow(rows[0]!);
-    let i = 1;
-    while (i < rows.length && partitionOfRow(rows[i]!) === first) i++;
-    if (i === rows.length) {
-      await write(first, rows);
-      return;
-    }
-    const byPartition = new Map<number, R[]>([[first, rows.slice(0, i)]]);
-    for (; i < rows.length; i++) {
-      const row = rows[i]!;
+    const byPartition = new Map<number, R[]>();
+    for (const row of rows) {
       const partition = partitionOfRow(row);
       let bucket = byPartition.get(partition);
       if (!bucket) byPartition.set(partition, (bucket = []));
       bucket.push(row);
     }
-    await Promise.all([...byPartition].map(([partition, part]) => write(partition, part)));
+    await Promise.all(
+      [...byPartition].map(([partition, part]) => {
+        const region = table.regions[partition]!;
+        return this.node.shard(region.shard).write(region.id, prepare(part));
+      }),
+    );
   }
 
   /** Rows ordered by primary key then time, merged across the table's regions. */
@@ -252,18 +250,9 @@ export class Reprise {
 }
 
 /** Delete region files that meta does not know (dropped tables, rolled-back creates). */
-async function collectOrphanRegions(
-  objects: FsObjectStore,
-  known: Set<number>,
-  engine: TableEngine,
-  logger: Logger,
-): Promise<void> {
-  const orphans = new Set<number>();
-  for (const key of await objects.list('regions/')) {
-    const id = Number(key.split('/')[1]);
-    if (Number.isInteger(id) && !known.has(id)) orphans.add(id);
-  }
-  for (const id of orphans) {
+async function collectOrphanRegions(objects: ObjectStore, known: Set<number>, engine: RegionEngine, logger: Logger): Promise<void> {
+  for (const id of await engine.listRegions(objects)) {
+    if (known.has(id)) continue;
     logger.info({ region: id }, `deleting files of region ${id}, which no table owns`);
     await engine.destroyRegion(id, objects);
   }

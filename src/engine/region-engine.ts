@@ -36,6 +36,8 @@ export interface RegionEngine {
   openRegion(desc: RegionDescriptor, store: ObjectStore): Promise<Region>;
   /** Delete a dropped region's files. */
   destroyRegion(regionId: number, store: ObjectStore): Promise<void>;
+  /** Ids of the regions that have files in the store (to find ones no table owns). */
+  listRegions(store: ObjectStore): Promise<number[]>;
 }
 
 export interface Region {

@@ -42,8 +42,11 @@ export interface Manifest {
 
 const HEADER_RE = /^reprise-manifest 1 ([0-9a-f]{8})$/;
 
+/** Every region's objects live under `regions/<id>/`. */
+export const REGIONS_PREFIX = 'regions/';
+
 export function regionPrefix(regionId: number): string {
-  return `regions/${regionId}/`;
+  return `${REGIONS_PREFIX}${regionId}/`;
 }
 
 export function manifestKey(regionId: number): string {

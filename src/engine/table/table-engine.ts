@@ -4,7 +4,7 @@ import type { FlushResult, Region, RegionDescriptor, RegionEngine } from '../reg
 import type { Row, TableQuery } from '../schema.js';
 import { decodeMutation, type Mutation } from './codec.js';
 import { layoutOf, rowFromKey, type RowValues, type TableLayout } from './keys.js';
-import { readManifest, regionPrefix, sstKey, writeManifest, type Manifest, type SstRef } from './manifest.js';
+import { readManifest, REGIONS_PREFIX, regionPrefix, sstKey, writeManifest, type Manifest, type SstRef } from './manifest.js';
 import { Memtable } from './memtable.js';
 import { mergeNewestFirst, planScan, type Entry, type ScanPlan } from './scan.js';
 import { readSst, scanSst, sstEntries, writeSst, type SstData } from './sst.js';
@@ -78,6 +78,15 @@ export class TableEngine implements RegionEngine {
 
   async destroyRegion(regionId: number, store: ObjectStore): Promise<void> {
     await store.deletePrefix(regionPrefix(regionId));
+  }
+
+  async listRegions(store: ObjectStore): Promise<number[]> {
+    const ids = new Set<number>();
+    for (const key of await store.list(REGIONS_PREFIX)) {
+      const id = Number(key.slice(REGIONS_PREFIX.length).split('/')[0]);
+      if (Number.isSafeInteger(id)) ids.add(id);
+    }
+    return [...ids].sort((a, b) => a - b);
   }
 }
 
