@@ -11,5 +11,6 @@ export {
   type DecodedRecord,
 } from './codec.js';
 export { LocalLogStore } from './local-log-store.js';
+export { KafkaLogStore, type KafkaLogStoreOptions } from './kafka-log-store.js';
 export { TopicWriter, type TopicWriterOptions, type TopicWriterStats } from './topic-writer.js';
 export { readEntries, replayShard, type ReplayOptions, type ReplayProgress, type ReplayStats } from './shard-reader.js';
