@@ -1,7 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
-// Two projects: fast unit/contract/model tests, and end-to-end suites that
-// start real processes (slower, serialised). `npm test` runs both.
+// Three projects: fast unit/contract/model tests, the Kafka provider against
+// a Kafka-protocol cluster, and end-to-end suites that start real processes
+// (slower, serialised). `npm test` runs them all.
 export default defineConfig({
   test: {
     projects: [
@@ -11,6 +12,19 @@ export default defineConfig({
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
           testTimeout: 30_000,
+        },
+      },
+      {
+        // The Kafka WAL provider against a real Kafka-protocol cluster:
+        // librdkafka's mock cluster (test/harness/kafka-mock.ts), or the
+        // cluster in KAFKA_BROKERS. One cluster per file, files one at a time.
+        extends: true,
+        test: {
+          name: 'kafka',
+          include: ['test/kafka/**/*.test.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
+          fileParallelism: false,
         },
       },
       {
