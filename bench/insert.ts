@@ -45,7 +45,7 @@ interface RunResult {
 }
 
 /** Drive `writers` loops of `step` for `ms`, then wait for the batches in flight. */
-async function drive(writers: number, ms: number, step: (writer: number, seq: number) => Promise<void>): Promise<{ batches: number; seconds: number }> {
+export async function drive(writers: number, ms: number, step: (writer: number, seq: number) => Promise<void>): Promise<{ batches: number; seconds: number }> {
   let stop = false;
   let batches = 0;
   const started = performance.now();

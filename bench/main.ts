@@ -2,7 +2,7 @@
  * reprise benchmarks: `npm run bench [-- options]`.
  *
  *   --quick              short smoke run (small logs, short runs)
- *   --only a,b           suites to run: insert, latency, replay, cost (default all)
+ *   --only a,b           suites to run: insert, latency, replay, cost, kafka (default all)
  *   --runs N             repetitions per measurement, median reported (default 3)
  *   --insert-ms MS       duration of one insert-throughput run (default 1500)
  *   --latency-ops N      single-row inserts per latency run (default 1000)
@@ -18,16 +18,17 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { costSuite } from './cost.js';
 import { insertSuite } from './insert.js';
+import { kafkaSuite } from './kafka.js';
 import { latencySuite } from './latency.js';
 import { replaySuite } from './replay.js';
 import { machineInfo, passOf, renderTable, writeResults, type Metric } from './lib/report.js';
 import type { BenchOptions, Suite } from './lib/suite.js';
 
-const SUITES: readonly Suite[] = [insertSuite, latencySuite, replaySuite, costSuite];
+const SUITES: readonly Suite[] = [insertSuite, latencySuite, replaySuite, costSuite, kafkaSuite];
 
 function usage(): string {
   return [
-    'usage: npm run bench -- [--quick] [--only insert,latency,replay,cost] [--runs N] [--insert-ms MS]',
+    'usage: npm run bench -- [--quick] [--only insert,latency,replay,cost,kafka] [--runs N] [--insert-ms MS]',
     '                        [--latency-ops N] [--replay-entries N] [--replay-small N] [--out DIR] [--strict]',
     '',
     ...SUITES.map((s) => `  ${s.name.padEnd(8)} ${s.description}`),

@@ -69,6 +69,11 @@ function pad(s: string, n: number, right = false): string {
 }
 
 /** The table printed to stdout. */
+/** Ratios near 1 as a percentage; large ones (speedups) as a multiple. */
+function formatRatio(value: number, of: string): string {
+  return value >= 2 ? `${value.toFixed(1)}x vs ${of}` : `${(value * 100).toFixed(1)}% of ${of}`;
+}
+
 export function renderTable(metrics: readonly Metric[]): string {
   const header = ['benchmark', 'value', 'unit', 'ratio', 'target', 'result', 'spread', 'notes'];
   const rows = metrics.map((m) => {
@@ -78,7 +83,7 @@ export function renderTable(metrics: readonly Metric[]): string {
       m.name,
       formatValue(m.value, m.unit),
       m.unit,
-      m.ratio ? `${(m.ratio.value * 100).toFixed(1)}% of ${m.ratio.of}` : '',
+      m.ratio ? formatRatio(m.ratio.value, m.ratio.of) : '',
       m.ratio?.target !== undefined ? `>= ${(m.ratio.target * 100).toFixed(0)}%` : '',
       pass === undefined ? '' : pass ? 'PASS' : 'FAIL',
       m.samples.length > 1 ? `±${((s / 2) * 100).toFixed(0)}%` : '',

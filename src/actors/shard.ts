@@ -165,6 +165,7 @@ export class ShardActor {
     this.appliedEntryId = Math.max(this.appliedEntryId, next - 1);
     // Fence: from here on, entries of older epochs are dropped by every reader.
     await this.writer!.append({ kind: 'epoch', region: 0, epoch, body: EMPTY });
+    await this.pruneBelowFlushed(this.appliedEntryId);
     for (const region of this.regions.values()) {
       if (region.state() === 'replaying') region.actor.send({ type: 'REPLAYED', appliedEntryId: this.appliedEntryId });
     }
@@ -201,6 +202,18 @@ export class ShardActor {
     const regions = [...this.regions.values()];
     await Promise.all(regions.map((r) => r.flush(coveredUpTo)));
     for (const region of regions) await region.compact();
+    await this.pruneBelowFlushed(coveredUpTo);
+  }
+
+  /**
+   * Prune the topic below the lowest flushed entry id + 1 of the regions.
+   * The flushed ids live in the regions' manifests, so this is also how the
+   * low-water mark of a provider that prunes only logically (Kafka without
+   * DeleteRecords) is restored after a restart: no separate record to keep
+   * in step with them.
+   */
+  private async pruneBelowFlushed(coveredUpTo: EntryId): Promise<void> {
+    const regions = [...this.regions.values()];
     // A region that failed before its manifest was read pins the whole log.
     if (regions.some((r) => r.state() === 'failed' && r.flushedEntryId() < 0)) return;
     const minFlushed = Math.min(coveredUpTo, ...regions.map((r) => r.flushedEntryId()));

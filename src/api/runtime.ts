@@ -16,21 +16,16 @@ import { validateKeys, validateQuery, validateRowValues, validateSchema } from '
 import { MetaService } from '../meta/meta-service.js';
 import type { TableInfo } from '../meta/model.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../wal/entry.js';
-import { LocalLogStore } from '../wal/local-log-store.js';
 import type { LogStore } from '../wal/log-store.js';
+import { openLogStore, type WalOptions } from '../wal/open-log-store.js';
 
 export interface OpenOptions {
   /** Where the local WAL, meta and (by default) the object store live. */
   readonly dataDir: string;
   /** Directory for SSTs and manifests; default `<dataDir>/objects`. */
   readonly objectStoreDir?: string;
-  readonly wal?: {
-    readonly provider?: 'local';
-    /** Largest WAL append (and record); bigger entries are split. Default 1 MiB. */
-    readonly maxBatchBytes?: number;
-    /** Shard s uses topic `<topicPrefix>_<s>`. Default 'reprise_wal'. */
-    readonly topicPrefix?: string;
-  };
+  /** The WAL: the local LevelDB log under `<dataDir>/wal` (default), or Kafka. */
+  readonly wal?: WalOptions;
   /** Shards (WAL topics) created on first start. Default 4. */
   readonly shards?: number;
   readonly nodeId?: string;
@@ -80,7 +75,7 @@ export class Reprise {
     const dataDir = resolve(options.dataDir);
     const logger = options.logger === false ? pino({ level: 'silent' }) : (options.logger ?? pino({ level: 'info' }, pino.destination(2)));
     await mkdir(dataDir, { recursive: true });
-    const log = await LocalLogStore.open(join(dataDir, 'wal'));
+    const log = await openLogStore(options.wal ?? { provider: 'local' }, join(dataDir, 'wal'));
     try {
       const meta = await MetaService.open(log, {
         topicPrefix: options.wal?.topicPrefix ?? 'reprise_wal',

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { RepriseError } from '../errors.js';
+import type { KafkaWalOptions, WalOptions } from '../wal/open-log-store.js';
 
 /**
  * Standalone configuration. Precedence, highest first (as GreptimeDB):
@@ -13,11 +14,28 @@ export const standaloneConfigSchema = z.strictObject({
   shards: z.number().int().min(1).max(4096),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   bodyLimitBytes: z.number().int().min(1024),
-  wal: z.strictObject({
-    provider: z.literal('local'),
-    maxBatchBytes: z.number().int().min(4096),
-    topicPrefix: z.string().regex(/^[A-Za-z0-9._-]+$/),
-  }),
+  wal: z
+    .strictObject({
+      provider: z.enum(['local', 'kafka']),
+      maxBatchBytes: z.number().int().min(4096),
+      topicPrefix: z.string().regex(/^[A-Za-z0-9._-]+$/),
+      // Kafka only (the names of GreptimeDB's [wal] keys, camelCased).
+      brokerEndpoints: z.array(z.string().regex(/^[^\s:]+:\d+$/, 'expected host:port')).optional(),
+      replicationFactor: z.number().int().min(1).max(32).optional(),
+      clientId: z.string().min(1).optional(),
+      connectionTimeoutMs: z.number().int().min(1).optional(),
+      requestTimeoutMs: z.number().int().min(1).optional(),
+      consumerWaitTimeoutMs: z.number().int().min(1).optional(),
+      // false for clusters that cannot grant producer ids (librdkafka's mock cluster).
+      idempotent: z.boolean().optional(),
+      // Passed through to kafkajs as they are.
+      ssl: z.union([z.boolean(), z.record(z.string(), z.unknown())]).optional(),
+      sasl: z.record(z.string(), z.unknown()).optional(),
+    })
+    .refine((wal) => wal.provider !== 'kafka' || (wal.brokerEndpoints?.length ?? 0) > 0, {
+      path: ['brokerEndpoints'],
+      message: 'the kafka provider needs at least one broker (--brokers host:port,... or REPRISE_WAL_BROKER_ENDPOINTS)',
+    }),
 });
 
 export type StandaloneConfig = z.infer<typeof standaloneConfigSchema>;
@@ -41,9 +59,20 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_WAL_PROVIDER: { path: ['wal', 'provider'], parse: String },
   REPRISE_WAL_MAX_BATCH_BYTES: { path: ['wal', 'maxBatchBytes'], parse: Number },
   REPRISE_WAL_TOPIC_PREFIX: { path: ['wal', 'topicPrefix'], parse: String },
+  REPRISE_WAL_BROKER_ENDPOINTS: { path: ['wal', 'brokerEndpoints'], parse: brokerList },
+  REPRISE_WAL_REPLICATION_FACTOR: { path: ['wal', 'replicationFactor'], parse: Number },
+  REPRISE_WAL_IDEMPOTENT: { path: ['wal', 'idempotent'], parse: (v) => (v === 'true' ? true : v === 'false' ? false : v) },
 };
 
 type Layer = Record<string, unknown>;
+
+/** `host:port,host:port` -> a list (blanks dropped). */
+export function brokerList(value: string): string[] {
+  return value
+    .split(',')
+    .map((b) => b.trim())
+    .filter((b) => b !== '');
+}
 
 function setPath(target: Layer, path: string[], value: unknown): void {
   let node = target;
@@ -87,6 +116,20 @@ export function envLayer(env: NodeJS.ProcessEnv): Layer {
     if (raw !== undefined && raw !== '') setPath(layer, path, parse(raw));
   }
   return layer;
+}
+
+/** The runtime's WAL options from a resolved config (the schema guarantees brokers for kafka). */
+export function walOptionsOf(wal: StandaloneConfig['wal']): WalOptions {
+  if (wal.provider === 'local') return { provider: 'local', maxBatchBytes: wal.maxBatchBytes, topicPrefix: wal.topicPrefix };
+  const { provider: _provider, brokerEndpoints, ssl, sasl, ...rest } = wal;
+  return {
+    ...rest,
+    provider: 'kafka',
+    brokerEndpoints: brokerEndpoints ?? [],
+    // Passed through unchecked: kafkajs validates its own TLS and SASL settings.
+    ...(ssl === undefined ? {} : { ssl: ssl as KafkaWalOptions['ssl'] }),
+    ...(sasl === undefined ? {} : { sasl: sasl as unknown as KafkaWalOptions['sasl'] }),
+  };
 }
 
 /** Resolve the effective config; errors name the offending key and where it came from. */

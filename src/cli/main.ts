@@ -5,7 +5,7 @@ import type { ReplayProgress } from '../actors/context.js';
 import { createHttpServer, parseAddr } from '../api/http.js';
 import { Reprise } from '../api/runtime.js';
 import { isRepriseError } from '../errors.js';
-import { resolveConfig } from './config.js';
+import { brokerList, resolveConfig, walOptionsOf } from './config.js';
 import { renderStatus, renderRows } from './render.js';
 
 const DEFAULT_SERVER = 'http://127.0.0.1:4000';
@@ -37,18 +37,34 @@ function progressBar(): (p: ReplayProgress) => void {
   };
 }
 
-async function standalone(flags: { config?: string; dataDir?: string; httpAddr?: string; shards?: number; logLevel?: string }): Promise<void> {
+interface StandaloneFlags {
+  config?: string;
+  dataDir?: string;
+  httpAddr?: string;
+  shards?: number;
+  logLevel?: string;
+  wal?: string;
+  brokers?: string[];
+}
+
+async function standalone(flags: StandaloneFlags): Promise<void> {
   const config = resolveConfig({
     ...(flags.config ? { configFile: flags.config } : {}),
     env: process.env,
-    flags: { dataDir: flags.dataDir, httpAddr: flags.httpAddr, shards: flags.shards, logLevel: flags.logLevel },
+    flags: {
+      dataDir: flags.dataDir,
+      httpAddr: flags.httpAddr,
+      shards: flags.shards,
+      logLevel: flags.logLevel,
+      wal: { provider: flags.wal, brokerEndpoints: flags.brokers },
+    },
   });
   const { host, port } = parseAddr(config.httpAddr);
   const logger = pino({ level: config.logLevel });
   const runtime = await Reprise.open({
     dataDir: config.dataDir,
     shards: config.shards,
-    wal: { provider: config.wal.provider, maxBatchBytes: config.wal.maxBatchBytes, topicPrefix: config.wal.topicPrefix },
+    wal: walOptionsOf(config.wal),
     logger,
     onReplayProgress: progressBar(),
   });
@@ -112,12 +128,14 @@ export function buildProgram(): Command {
 
   program
     .command('standalone')
-    .description('run meta, one node and the local WAL in this process, with the HTTP API')
+    .description('run meta and one node in this process, with the HTTP API (WAL: local LevelDB by default, or Kafka)')
     .option('-c, --config <file>', 'JSON config file')
     .option('--data-dir <dir>', `where the WAL, meta and SSTs live (default ./reprise_data; env REPRISE_DATA_DIR)`)
     .option('--http-addr <host:port>', 'HTTP API address (default 127.0.0.1:4000; env REPRISE_HTTP_ADDR)')
     .option('--shards <n>', 'WAL topics created on first start (default 4; env REPRISE_SHARDS)', integer)
     .addOption(new Option('--log-level <level>', 'log level (env REPRISE_LOG_LEVEL)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .addOption(new Option('--wal <provider>', 'WAL provider (default local; env REPRISE_WAL_PROVIDER)').choices(['local', 'kafka']))
+    .option('--brokers <list>', 'Kafka bootstrap brokers, host:port,... (env REPRISE_WAL_BROKER_ENDPOINTS)', brokerList)
     .action(standalone);
 
   program

@@ -16,10 +16,17 @@ import {
   type TableInfo,
 } from './model.js';
 
-export const META_TOPIC = '__meta';
+/**
+ * The meta log's topic: beside the shards' topics, under the same prefix, so
+ * that several reprise clusters can share one Kafka cluster (and Kafka's own
+ * `__` prefix stays Kafka's).
+ */
+export function metaTopicOf(topicPrefix: string): string {
+  return `${topicPrefix}_meta`;
+}
 
 export interface MetaOptions {
-  /** Topic name prefix: shard s lives in `<prefix>_<s>`. */
+  /** Topic name prefix: shard s lives in `<prefix>_<s>`, meta in `<prefix>_meta`. */
   readonly topicPrefix: string;
   /** Shards to create on first start (existing shards are kept). */
   readonly numShards: number;
@@ -27,7 +34,7 @@ export interface MetaOptions {
 
 /**
  * The metadata service, in-process. Its state is event-sourced in the
- * `__meta` topic of a LogStore: every change is appended (durably) before it
+ * `<prefix>_meta` topic of a LogStore: every change is appended (durably) before it
  * is applied, and `open` rebuilds the state by folding the log. Operations
  * are serialised so check-then-append decisions cannot interleave.
  */
@@ -42,16 +49,18 @@ export class MetaService {
   ) {}
 
   static async open(log: LogStore, options: MetaOptions): Promise<MetaService> {
-    await log.createTopic(META_TOPIC);
-    const meta = new MetaService(log, new TopicWriter(log, META_TOPIC), options);
-    const { earliest } = await log.bounds(META_TOPIC);
-    for await (const entry of readEntries(log, META_TOPIC, earliest)) {
+    const topic = metaTopicOf(options.topicPrefix);
+    await log.createTopic(topic);
+    const meta = new MetaService(log, new TopicWriter(log, topic), options);
+    // The meta log is never pruned: reading it from 0 makes a log that lost
+    // its head (retention) a loud WAL_TRUNCATED instead of a partial state.
+    for await (const entry of readEntries(log, topic, 0)) {
       if (entry.kind !== 'data') continue;
       let event: MetaEvent;
       try {
         event = decode(entry.body) as MetaEvent;
       } catch (err) {
-        throw new RepriseError('META_CORRUPT', `meta log entry ${entry.id} in topic '${META_TOPIC}' cannot be decoded`, {
+        throw new RepriseError('META_CORRUPT', `meta log entry ${entry.id} in topic '${topic}' cannot be decoded`, {
           entryId: entry.id,
         }, { cause: err });
       }

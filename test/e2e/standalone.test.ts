@@ -1,74 +1,10 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-
-const BIN = fileURLToPath(new URL('../../bin/reprise.js', import.meta.url));
-
-const SYSTEM_METRICS = {
-  name: 'system_metrics',
-  columns: [
-    { name: 'host', type: 'string', role: 'tag' },
-    { name: 'idc', type: 'string', role: 'tag' },
-    { name: 'cpu_util', type: 'float64', role: 'field' },
-    { name: 'memory_util', type: 'float64', role: 'field' },
-    { name: 'disk_util', type: 'float64', role: 'field' },
-    { name: 'ts', type: 'timestamp', role: 'time' },
-  ],
-  partition: { column: 'host', bounds: ['f', 'z'] },
-};
-
-const ROWS = [
-  { host: 'host1', idc: 'idc_a', cpu_util: 11.8, memory_util: 10.3, disk_util: 10.3, ts: 1667446797450 },
-  { host: 'host2', idc: 'idc_a', cpu_util: 80.1, memory_util: 70.3, disk_util: 90.0, ts: 1667446797450 },
-  { host: 'host1', idc: 'idc_b', cpu_util: 50.0, memory_util: 66.7, disk_util: 40.6, ts: 1667446797450 },
-  { host: 'apollo', idc: 'idc_c', cpu_util: 1.5, memory_util: 2.5, disk_util: 3.5, ts: 1667446797451 },
-  { host: 'zeus', idc: 'idc_c', cpu_util: 9.5, memory_util: 8.5, disk_util: 7.5, ts: 1667446797452 },
-];
-
-interface Server {
-  url: string;
-  child: ChildProcess;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-/** `reprise standalone` as a user runs it, on a free port; resolves once it serves. */
-function startServer(dataDir: string, env: Record<string, string> = {}): Promise<Server> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, 'standalone', '--data-dir', dataDir, '--http-addr', '127.0.0.1:0'], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) =>
-      child.on('exit', (code, signal) => done({ code, signal })),
-    );
-    let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    void exited.then(({ code }) => reject(new Error(`server exited (${code}) before serving: ${stderr}`)));
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      try {
-        const log = JSON.parse(line) as { url?: string };
-        if (log.url) resolve({ url: log.url, child, exited });
-      } catch {
-        // not a log line
-      }
-    });
-  });
-}
-
-async function call(server: Server, method: string, path: string, body?: unknown, raw?: string) {
-  const response = await fetch(new URL(path, server.url), {
-    method,
-    ...(body !== undefined || raw !== undefined
-      ? { headers: { 'content-type': 'application/json' }, body: raw ?? JSON.stringify(body) }
-      : {}),
-  });
-  return { status: response.status, body: (await response.json()) as any };
-}
+import { BIN, call, ROWS, startServer, SYSTEM_METRICS, type Server } from '../harness/standalone.js';
 
 const cli = promisify(execFile);
 

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAddr } from '../../../src/api/http.js';
-import { DEFAULT_CONFIG, resolveConfig } from '../../../src/cli/config.js';
+import { DEFAULT_CONFIG, resolveConfig, walOptionsOf } from '../../../src/cli/config.js';
 
 describe('standalone configuration', () => {
   it('defaults', () => {
@@ -34,6 +34,24 @@ describe('standalone configuration', () => {
     expect(() => resolveConfig({ configFile: file, env: {}, flags: {} })).toThrow(/not a JSON object/);
     expect(() => resolveConfig({ configFile: join(dir, 'missing.json'), env: {}, flags: {} })).toThrow(/cannot be read/);
     await rm(dir, { recursive: true });
+  });
+
+  it('kafka WAL: brokers from flags or env, required, and mapped to the runtime options', () => {
+    const fromEnv = resolveConfig({ env: { REPRISE_WAL_PROVIDER: 'kafka', REPRISE_WAL_BROKER_ENDPOINTS: 'a:9092, b:9093', REPRISE_WAL_IDEMPOTENT: 'false' }, flags: {} });
+    expect(fromEnv.wal).toMatchObject({ provider: 'kafka', brokerEndpoints: ['a:9092', 'b:9093'], idempotent: false });
+    expect(walOptionsOf(fromEnv.wal)).toEqual({
+      provider: 'kafka',
+      brokerEndpoints: ['a:9092', 'b:9093'],
+      idempotent: false,
+      maxBatchBytes: 1024 * 1024,
+      topicPrefix: 'reprise_wal',
+    });
+    const fromFlags = resolveConfig({ env: { REPRISE_WAL_BROKER_ENDPOINTS: 'a:1' }, flags: { wal: { provider: 'kafka', brokerEndpoints: ['c:2'] } } });
+    expect(fromFlags.wal.brokerEndpoints).toEqual(['c:2']);
+    expect(() => resolveConfig({ env: { REPRISE_WAL_PROVIDER: 'kafka' }, flags: {} })).toThrow(/wal\.brokerEndpoints: the kafka provider needs at least one broker/);
+    expect(() => resolveConfig({ env: { REPRISE_WAL_PROVIDER: 'kafka', REPRISE_WAL_BROKER_ENDPOINTS: 'nohost' }, flags: {} })).toThrow(/wal\.brokerEndpoints\.0: expected host:port/);
+    expect(() => resolveConfig({ env: { REPRISE_WAL_PROVIDER: 'rocks' }, flags: {} })).toThrow(/wal\.provider/);
+    expect(walOptionsOf(DEFAULT_CONFIG.wal)).toEqual({ provider: 'local', maxBatchBytes: 1024 * 1024, topicPrefix: 'reprise_wal' });
   });
 
   it('parses host:port', () => {

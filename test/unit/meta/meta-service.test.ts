@@ -16,7 +16,7 @@ const schema: TableSchema = {
   partition: { column: 'host', bounds: ['f', 'm', 's'] },
 };
 
-describe('MetaService (event-sourced in the __meta topic)', () => {
+describe('MetaService (event-sourced in the <prefix>_meta topic)', () => {
   let dir: string;
   let log: LocalLogStore;
   beforeEach(async () => {

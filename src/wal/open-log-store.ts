@@ -1,0 +1,31 @@
+import { KafkaLogStore, type KafkaLogStoreOptions } from './kafka-log-store.js';
+import { LocalLogStore } from './local-log-store.js';
+import type { LogStore } from './log-store.js';
+
+/** Settings every provider shares: how the runtime frames and names its topics. */
+interface CommonWalOptions {
+  /** Largest WAL append (and record); bigger entries are split. Default 1 MiB. */
+  readonly maxBatchBytes?: number;
+  /** Shard s uses topic `<topicPrefix>_<s>`. Default 'reprise_wal'. */
+  readonly topicPrefix?: string;
+}
+
+export interface LocalWalOptions extends CommonWalOptions {
+  readonly provider: 'local';
+}
+
+/** The Kafka keys follow GreptimeDB's `[wal]` section, camelCased. */
+export interface KafkaWalOptions extends CommonWalOptions, Omit<KafkaLogStoreOptions, 'brokers'> {
+  readonly provider: 'kafka';
+  /** Bootstrap brokers, `host:port`. */
+  readonly brokerEndpoints: readonly string[];
+}
+
+export type WalOptions = LocalWalOptions | KafkaWalOptions;
+
+/** Open the configured provider; the local log lives in `localDir`. */
+export async function openLogStore(wal: WalOptions, localDir: string): Promise<LogStore> {
+  if (wal.provider === 'local') return LocalLogStore.open(localDir);
+  const { provider: _provider, maxBatchBytes: _maxBatchBytes, topicPrefix: _topicPrefix, brokerEndpoints, ...kafka } = wal;
+  return KafkaLogStore.open({ ...kafka, brokers: [...brokerEndpoints] });
+}
