@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { Row, TableSchema } from '../../src/engine/schema.js';
+import { tableMutationCodec } from '../../src/engine/table/codec.js';
 import { validateSchema } from '../../src/engine/table/validate.js';
 
 /**
@@ -77,6 +78,14 @@ export function metricsRows(region: number, writer: number, seq: number, n: numb
     };
   }
   return rows;
+}
+
+/**
+ * The WAL entry body the runtime writes for rows of one partition (as
+ * metricsRows makes them), built by the runtime's own codec so the bytes match.
+ */
+export function putBody(schema: TableSchema, rows: readonly Row[]): Uint8Array {
+  return tableMutationCodec.preparePut(schema, rows).body;
 }
 
 export async function tempDir(tag: string): Promise<string> {
