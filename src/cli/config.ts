@@ -26,6 +26,9 @@ export const standaloneConfigSchema = z.strictObject({
       connectionTimeoutMs: z.number().int().min(1).optional(),
       requestTimeoutMs: z.number().int().min(1).optional(),
       consumerWaitTimeoutMs: z.number().int().min(1).optional(),
+      backoffInitMs: z.number().int().min(1).optional(),
+      backoffMaxMs: z.number().int().min(1).optional(),
+      backoffDeadlineMs: z.number().int().min(1).optional(),
       // false for clusters that cannot grant producer ids (librdkafka's mock cluster).
       idempotent: z.boolean().optional(),
       // Passed through to kafkajs as they are.
