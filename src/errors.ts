@@ -20,6 +20,9 @@ export type ErrorCode =
   | 'SHARD_NOT_SERVING'
   | 'REGION_FAILED'
   | 'CLOSED'
+  // transport: nobody serves the subject / no reply in time
+  | 'UNAVAILABLE'
+  | 'TIMEOUT'
   // storage faults
   | 'WAL_CORRUPT'
   | 'WAL_TRUNCATED'
