@@ -28,6 +28,9 @@
  * - REQUEST_TOO_LARGE: an encoded request or reply over `maxPayloadBytes`.
  * - CLOSED: the transport (or its connection) is closed.
  *
+ * A subject that only event subscribers match (no `serve`) gets no reply:
+ * TIMEOUT, not UNAVAILABLE, as on NATS.
+ *
  * Retries happen only when the caller asks (`retries`), and only after
  * UNAVAILABLE or TIMEOUT: requests need not be idempotent, and a caller that
  * retries after TIMEOUT accepts that the handler may run more than once.
