@@ -1,0 +1,213 @@
+/**
+ * A real nats-server for tests (Debian's `nats-server` package), on a free
+ * loopback port, that a test can crash (SIGKILL) and start again on the same
+ * port. nats-server cannot report a port it picked itself, so the port is
+ * found by binding a socket to port 0 and closing it, then handed to
+ * nats-server; a lost race (someone took the port meanwhile) is retried.
+ *
+ * The binary is looked up as $NATS_SERVER_BIN, then on PATH, then in the
+ * sbin directories (Debian installs it as /usr/sbin/nats-server, and /usr/sbin
+ * is not on every user's PATH).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import { delimiter, join } from 'node:path';
+
+export interface TestNatsServer {
+  /** `nats://127.0.0.1:<port>` */
+  readonly url: string;
+  readonly port: number;
+  /** Whether the process is running. */
+  readonly running: boolean;
+  /** Crash it: SIGKILL, and wait for the process to be gone. */
+  kill(): Promise<void>;
+  /** Start it again on the same port (after `kill`); resolves once it accepts clients. */
+  start(): Promise<void>;
+  /** `kill()`, then `start()`. */
+  restart(): Promise<void>;
+  /** Shut it down for good (SIGTERM, SIGKILL after 5 s). Idempotent. */
+  stop(): Promise<void>;
+}
+
+export interface StartNatsServerOptions {
+  /** Extra nats-server arguments, e.g. `['-js']` or `['--user', 'u', '--pass', 'p']`. */
+  readonly args?: readonly string[];
+  /** How long to wait for the server to accept clients (default 10 s). */
+  readonly startTimeoutMs?: number;
+}
+
+const INSTALL_HINT = 'install it with: apt-get install -y nats-server (or set NATS_SERVER_BIN)';
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The nats-server binary, or a clear error saying how to install it. */
+export function findNatsServer(): string {
+  const explicit = process.env['NATS_SERVER_BIN'];
+  if (explicit) {
+    if (isExecutable(explicit)) return explicit;
+    throw new Error(`NATS_SERVER_BIN=${explicit} is not an executable file; ${INSTALL_HINT}`);
+  }
+  const dirs = [...(process.env['PATH'] ?? '').split(delimiter).filter(Boolean), '/usr/sbin', '/usr/local/sbin', '/sbin', '/usr/local/bin'];
+  for (const dir of dirs) {
+    const candidate = join(dir, 'nats-server');
+    if (isExecutable(candidate)) return candidate;
+  }
+  throw new Error(`nats-server not found on PATH nor in /usr/sbin; ${INSTALL_HINT}`);
+}
+
+/** A loopback port that was free a moment ago. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => (port ? resolve(port) : reject(new Error('could not get a free port'))));
+    });
+  });
+}
+
+/** Whether a NATS server answers on the port: it greets every client with an INFO line. */
+function greets(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: '127.0.0.1', port });
+    let buffered = '';
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.once('error', () => done(false));
+    socket.on('data', (chunk) => {
+      buffered += chunk.toString('latin1');
+      if (buffered.startsWith('INFO ')) done(true);
+    });
+  });
+}
+
+const live = new Set<ChildProcess>();
+let exitHookInstalled = false;
+function killAllOnExit(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', () => {
+    for (const child of live) child.kill('SIGKILL');
+  });
+}
+
+/** Start a nats-server on a free loopback port. */
+export async function startNatsServer(options: StartNatsServerOptions = {}): Promise<TestNatsServer> {
+  const bin = findNatsServer();
+  const startTimeoutMs = options.startTimeoutMs ?? 10_000;
+  killAllOnExit();
+
+  let child: ChildProcess | undefined;
+  let exited: Promise<void> = Promise.resolve();
+  let port = 0;
+  let stopped = false;
+
+  async function launch(): Promise<void> {
+    const args = ['-a', '127.0.0.1', '-p', String(port), ...(options.args ?? [])];
+    const proc = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    proc.stderr?.on('data', (chunk: Buffer) => {
+      log = (log + chunk.toString()).slice(-4000);
+    });
+    let hasExited = false;
+    let exitInfo = '';
+    exited = new Promise((resolve) => {
+      proc.once('exit', (code, signal) => {
+        hasExited = true;
+        exitInfo = signal ? `signal ${signal}` : `code ${code}`;
+        live.delete(proc);
+        resolve();
+      });
+      proc.once('error', (err) => {
+        hasExited = true;
+        exitInfo = err.message;
+        live.delete(proc);
+        resolve();
+      });
+    });
+    live.add(proc);
+    child = proc;
+    const deadline = Date.now() + startTimeoutMs;
+    for (;;) {
+      if (hasExited) {
+        throw new Error(`nats-server (${bin} ${args.join(' ')}) exited at start (${exitInfo}):\n${log.trim()}`);
+      }
+      if (await greets(port)) return;
+      if (Date.now() > deadline) {
+        proc.kill('SIGKILL');
+        await exited;
+        throw new Error(`nats-server did not accept clients on port ${port} within ${startTimeoutMs} ms:\n${log.trim()}`);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  async function kill(): Promise<void> {
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await exited;
+    child = undefined;
+  }
+
+  // The port is only "probably free": retry a few times on a lost race.
+  for (let attempt = 1; ; attempt++) {
+    port = await freePort();
+    try {
+      await launch();
+      break;
+    } catch (err) {
+      if (attempt >= 3 || !/address already in use|bind/i.test((err as Error).message)) throw err;
+    }
+  }
+
+  const handle: TestNatsServer = {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    get running() {
+      return child !== undefined && child.exitCode === null && child.signalCode === null;
+    },
+    kill,
+    async start() {
+      if (stopped) throw new Error('this nats-server was stopped for good');
+      if (child && child.exitCode === null && child.signalCode === null) throw new Error(`nats-server on port ${port} is already running`);
+      // The port was ours a moment ago; after a crash it can take a moment to be free again.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await launch();
+          return;
+        } catch (err) {
+          if (attempt >= 50 || !/address already in use|bind/i.test((err as Error).message)) throw err;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    },
+    async restart() {
+      await kill();
+      await handle.start();
+    },
+    async stop() {
+      stopped = true;
+      const proc = child;
+      if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+      child = undefined;
+    },
+  };
+  return handle;
+}
