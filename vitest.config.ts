@@ -1,8 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
-// Three projects: fast unit/contract/model tests, the Kafka provider against
-// a Kafka-protocol cluster, and end-to-end suites that start real processes
-// (slower, serialised). `npm test` runs them all.
+// Four projects: fast unit/contract/model tests, the Kafka provider against
+// a Kafka-protocol cluster, the transport against a real nats-server, and
+// end-to-end suites that start real processes (slower, serialised).
+// `npm test` runs them all.
 export default defineConfig({
   test: {
     projects: [
@@ -24,6 +25,17 @@ export default defineConfig({
           include: ['test/kafka/**/*.test.ts'],
           testTimeout: 60_000,
           hookTimeout: 60_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        // The transport contract against the in-process transport and a real
+        // nats-server (test/harness/nats-server.ts), plus crash/restart faults.
+        extends: true,
+        test: {
+          name: 'transport',
+          include: ['test/transport/**/*.test.ts'],
+          testTimeout: 30_000,
           fileParallelism: false,
         },
       },
