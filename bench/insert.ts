@@ -3,8 +3,7 @@ import { open, type Reprise } from '../src/api/runtime.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../src/wal/entry.js';
 import { LocalLogStore } from '../src/wal/local-log-store.js';
 import { TopicWriter } from '../src/wal/topic-writer.js';
-import { tableMutationCodec } from '../src/engine/table/codec.js';
-import { metricsRows, metricsSchema, removeDir, settle, tempDir } from './lib/fixtures.js';
+import { metricsRows, metricsSchema, putBody, removeDir, settle, tempDir } from './lib/fixtures.js';
 import { metric } from './lib/metric.js';
 import type { Metric } from './lib/report.js';
 import { median } from './lib/stats.js';
@@ -75,7 +74,7 @@ export async function runRaw(writers: number, ms: number): Promise<RunResult> {
     await store.createTopic(topic);
     const schema = metricsSchema(REGIONS);
     const bodies = Array.from({ length: writers }, (_, w) =>
-      tableMutationCodec.preparePut(schema, metricsRows(w % REGIONS, w, 0, ROWS_PER_BATCH)).body,
+      putBody(schema, metricsRows(w % REGIONS, w, 0, ROWS_PER_BATCH)),
     );
     const writer = new TopicWriter(store, topic, { maxBatchBytes: DEFAULT_MAX_BATCH_BYTES });
     // The runtime's first entries: topic marker, epoch, region_create.

@@ -2,8 +2,7 @@ import { join } from 'node:path';
 import { open, type Reprise } from '../src/api/runtime.js';
 import { LocalLogStore } from '../src/wal/local-log-store.js';
 import { TopicWriter } from '../src/wal/topic-writer.js';
-import { tableMutationCodec } from '../src/engine/table/codec.js';
-import { metricsRows, metricsSchema, removeDir, settle, tempDir } from './lib/fixtures.js';
+import { metricsRows, metricsSchema, putBody, removeDir, settle, tempDir } from './lib/fixtures.js';
 import { metric } from './lib/metric.js';
 import { max, median, quantile } from './lib/stats.js';
 import type { Suite, SuiteContext, SuiteResult } from './lib/suite.js';
@@ -62,7 +61,7 @@ async function rawLatency(ops: number): Promise<Percentiles> {
     await store.createTopic('reprise_wal_0');
     const writer = new TopicWriter(store, 'reprise_wal_0');
     const schema = metricsSchema(4, TABLE);
-    const body = tableMutationCodec.preparePut(schema, metricsRows(0, 0, 0, 1)).body;
+    const body = putBody(schema, metricsRows(0, 0, 0, 1));
     for (let i = 0; i < WARMUP; i++) await writer.append({ kind: 'data', region: 1, epoch: 1, body });
     const samples = new Array<number>(ops);
     for (let i = 0; i < ops; i++) {

@@ -7,14 +7,15 @@ import { FsObjectStore } from '../src/engine/fs-object-store.js';
 import type { Region } from '../src/engine/region-engine.js';
 import type { TableSchema } from '../src/engine/schema.js';
 import { TableEngine } from '../src/engine/table/table-engine.js';
-import { decodeMutation } from '../src/engine/table/codec.js';
+import { decodeBody } from '../src/engine/table/codec.js';
+import { layoutOf } from '../src/engine/table/keys.js';
+import { RowBatch } from '../src/engine/table/memtable.js';
 import { EntryAssembler } from '../src/wal/codec.js';
 import { DEFAULT_MAX_BATCH_BYTES, type Entry } from '../src/wal/entry.js';
 import { LocalLogStore } from '../src/wal/local-log-store.js';
 import { replayShard } from '../src/wal/shard-reader.js';
 import { TopicWriter } from '../src/wal/topic-writer.js';
-import { tableMutationCodec } from '../src/engine/table/codec.js';
-import { metricsRows, metricsSchema, removeDir, settle, tempDir } from './lib/fixtures.js';
+import { metricsRows, metricsSchema, putBody, removeDir, settle, tempDir } from './lib/fixtures.js';
 import { metric } from './lib/metric.js';
 import type { Metric } from './lib/report.js';
 import { median } from './lib/stats.js';
@@ -38,14 +39,14 @@ import type { Suite, SuiteContext, SuiteResult } from './lib/suite.js';
  *  - context:  replayShard applying to 64 table-engine regions opened
  *              directly (the apply cost without actors, meta, machines),
  *              replayShard with a no-op onEntry (the shard reader alone),
- *              replayShard + decodeMutation (the engine's body decoding
+ *              replayShard + decodeBody (the engine's body decoding
  *              without the memtable insert), LocalLogStore.read without
  *              decoding, and a bare LevelDB iterator (nextv) over the
  *              topic's keys.
  *
  * The log is built once per scenario by appending encoded entries straight
  * to the topic (group-committed 1 MiB appends): the same frames and bodies
- * (tableMutationCodec.encodePut) the runtime writes, much faster than
+ * (tableMutationCodec.preparePuts) the runtime writes, much faster than
  * inserting them.
  */
 
@@ -115,7 +116,7 @@ export async function buildLog(s: Scenario): Promise<BuiltLog> {
       const batch: Entry[] = [];
       for (let i = first; i < Math.min(s.entries, first + CHUNK); i++) {
         const r = i % REGIONS;
-        const body = tableMutationCodec.preparePut(schema, metricsRows(r, 0, Math.floor(i / REGIONS), s.rowsPerEntry)).body;
+        const body = putBody(schema, metricsRows(r, 0, Math.floor(i / REGIONS), s.rowsPerEntry));
         dataBytes += body.length;
         batch.push({ kind: 'data', region: regionIds[r]!, epoch, body });
       }
@@ -204,14 +205,15 @@ async function shardReader(log: BuiltLog, decodeBodies: boolean): Promise<Rate> 
   try {
     const { next } = await store.bounds(TOPIC);
     let rows = 0;
+    const layout = layoutOf(log.schema);
+    const values = new RowBatch();
     const stats = await replayShard(store, TOPIC, {
       from: log.from,
       to: next,
       onEntry: decodeBodies
         ? (entry) => {
             if (entry.kind === 'data') {
-              const m = decodeMutation(log.schema, entry.body);
-              rows += m.op === 'put' ? m.rows.length : m.keys.length;
+              rows += decodeBody(layout, entry.body, values).rows;
             }
           }
         : () => undefined,
@@ -477,7 +479,7 @@ async function runScenario(ctx: SuiteContext, s: Scenario): Promise<{ metrics: M
       metric({
         id: `${id}.reader_decode.entries_per_s`,
         suite,
-        name: `${s.label}: replayShard + decodeMutation`,
+        name: `${s.label}: replayShard + decodeBody`,
         unit: 'entries/s',
         samples: results.get('reader_decode')!.map(perSec),
         versus: { of: 'ceiling', samples: ceilEps },

@@ -82,10 +82,13 @@ export function metricsRows(region: number, writer: number, seq: number, n: numb
 
 /**
  * The WAL entry body the runtime writes for rows of one partition (as
- * metricsRows makes them), built by the runtime's own codec so the bytes match.
+ * metricsRows makes them): validated and encoded by the runtime's own codec,
+ * so the bytes match.
  */
 export function putBody(schema: TableSchema, rows: readonly Row[]): Uint8Array {
-  return tableMutationCodec.preparePut(schema, rows).body;
+  const { parts } = tableMutationCodec.preparePuts(schema, rows);
+  if (parts.length !== 1) throw new Error(`expected rows of one partition, got ${parts.length} partitions`);
+  return parts[0]!.mutation.body;
 }
 
 export async function tempDir(tag: string): Promise<string> {

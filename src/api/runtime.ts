@@ -6,13 +6,13 @@ import { NodeActor, type NodeStatus } from '../actors/node.js';
 import { RepriseError } from '../errors.js';
 import { FsObjectStore } from '../engine/fs-object-store.js';
 import type { ObjectStore } from '../engine/object-store.js';
-import type { PreparedMutation, RegionEngine } from '../engine/region-engine.js';
+import type { PreparedWrite, RegionEngine } from '../engine/region-engine.js';
 import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
-import { preparePutValues, tableMutationCodec } from '../engine/table/codec.js';
+import { tableMutationCodec } from '../engine/table/codec.js';
 import { rowKeyComparator } from '../engine/table/keys.js';
-import { partitionerOf, partitionOf, partitionsForQuery } from '../engine/table/partition.js';
+import { partitionsForQuery } from '../engine/table/partition.js';
 import { TableEngine } from '../engine/table/table-engine.js';
-import { validateKeys, validateQuery, validateRowValues, validateSchema } from '../engine/table/validate.js';
+import { validateKeys, validateQuery, validateSchema } from '../engine/table/validate.js';
 import { MetaService } from '../meta/meta-service.js';
 import type { TableInfo } from '../meta/model.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../wal/entry.js';
@@ -158,9 +158,10 @@ export class Reprise {
   async insert(tableName: string, rows: unknown): Promise<{ written: number }> {
     this.assertOpen();
     const table = this.meta.table(tableName);
-    const valid = validateRowValues(table.schema, rows);
-    await this.writeByRegion(table, valid, partitionerOf(table.schema), preparePutValues);
-    return { written: valid.length };
+    // Validated and encoded in one pass, one body per partition.
+    const prepared = tableMutationCodec.preparePuts(table.schema, rows);
+    await this.writeByRegion(table, prepared);
+    return { written: prepared.count };
   }
 
   /** Delete rows by primary key (tags + time). Durable when it resolves. */
@@ -168,33 +169,17 @@ export class Reprise {
     this.assertOpen();
     const table = this.meta.table(tableName);
     const valid = validateKeys(table.schema, keys);
-    await this.writeByRegion(
-      table,
-      valid,
-      (key) => partitionOf(table.schema, key),
-      (part) => tableMutationCodec.prepareDelete(table.schema, part),
-    );
-    return { deleted: valid.length };
+    const prepared = tableMutationCodec.prepareDeletes(table.schema, valid);
+    await this.writeByRegion(table, prepared);
+    return { deleted: prepared.count };
   }
 
-  /** Group rows by range partition and write each group to its region, in parallel. */
-  private async writeByRegion<R>(
-    table: TableInfo,
-    rows: R[],
-    partitionOfRow: (row: R) => number,
-    prepare: (rows: R[]) => PreparedMutation,
-  ): Promise<void> {
-    const byPartition = new Map<number, R[]>();
-    for (const row of rows) {
-      const partition = partitionOfRow(row);
-      let bucket = byPartition.get(partition);
-      if (!bucket) byPartition.set(partition, (bucket = []));
-      bucket.push(row);
-    }
+  /** Write each partition's part of a prepared write to its region, in parallel. */
+  private async writeByRegion(table: TableInfo, prepared: PreparedWrite): Promise<void> {
     await Promise.all(
-      [...byPartition].map(([partition, part]) => {
+      prepared.parts.map(({ partition, mutation }) => {
         const region = table.regions[partition]!;
-        return this.node.shard(region.shard).write(region.id, prepare(part));
+        return this.node.shard(region.shard).write(region.id, mutation);
       }),
     );
   }

@@ -51,7 +51,7 @@ export interface Region {
    * after the entry is durable in the WAL. Ids <= appliedEntryId() are
    * ignored (idempotent replay). Throws INVALID_ARGUMENT on an undecodable body.
    * `decoded`, when given, is this engine's PreparedMutation.decoded for
-   * exactly this body (the write path), and is applied instead of decoding.
+   * exactly this body (the write path); the table engine makes none.
    */
   apply(entryId: EntryId, body: Uint8Array, decoded?: unknown): void;
   /** Bytes held in memtables (active + frozen), for flush triggers. */
@@ -72,17 +72,29 @@ export interface Region {
   close(): Promise<void>;
 }
 
-/** A WAL entry body together with the engine's decoded form of it. */
+/** A WAL entry body together with the engine's decoded form of it, if the engine keeps one. */
 export interface PreparedMutation {
   readonly body: Uint8Array;
   /** Passed back to Region.apply on the write path so the region need not decode the body it was built from. */
-  readonly decoded: unknown;
+  readonly decoded?: unknown;
+}
+
+/** A write split by range partition: one prepared body per partition it touches. */
+export interface PreparedWrite {
+  /** Rows (or keys) written in all. */
+  readonly count: number;
+  /** In the order of each partition's first row. */
+  readonly parts: readonly { readonly partition: number; readonly mutation: PreparedMutation }[];
 }
 
 /** The table engine's mutation encoding, used by the API to build WAL entry bodies. */
 export interface TableMutationCodec {
-  /** Validated rows -> data entry body. */
-  preparePut(schema: TableSchema, rows: readonly Row[]): PreparedMutation;
-  /** Primary keys (tags + time) -> data entry body of tombstones. */
-  prepareDelete(schema: TableSchema, keys: readonly Row[]): PreparedMutation;
+  /**
+   * Validate rows to insert (INVALID_ROW naming the table, the first bad row
+   * and column: then nothing is written) and encode them, one put body per
+   * partition. `requireAll`: every column must be present in each row.
+   */
+  preparePuts(schema: TableSchema, rows: unknown, options?: { readonly requireAll?: boolean }): PreparedWrite;
+  /** Validated primary keys (tags + time, see validateKeys) -> one delete body of tombstones per partition. */
+  prepareDeletes(schema: TableSchema, keys: readonly Row[]): PreparedWrite;
 }

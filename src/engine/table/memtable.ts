@@ -16,10 +16,38 @@ function valueBytes(v: Value): number {
   return 8;
 }
 
-function rowBytes(row: readonly Value[]): number {
+/** Bytes of the row of `width` values at `off` in `values`: what Memtable.bytes counts for it. */
+export function rowBytes(values: readonly Value[], off: number, width: number): number {
   let n = ENTRY_OVERHEAD;
-  for (let i = 0; i < row.length; i++) n += valueBytes(row[i]);
+  for (let i = off; i < off + width; i++) n += valueBytes(values[i]);
   return n;
+}
+
+/**
+ * Rows as the memtable takes them in bulk, the way a decoded body holds
+ * them: row r's column c at r * width + c, in `numbers` for the columns the
+ * memtable keeps as numbers (float64, int64, timestamp; bool fields as 1/0;
+ * null as NaN: validated numbers are never NaN) and in `values` for the
+ * others (strings, bool tags: as they are, null as null). Doubles stay
+ * unboxed from the body to the memtable's columns, and no array is built
+ * per row. Grown as needed; reused.
+ */
+export class RowBatch {
+  numbers = new Float64Array(1024);
+  values: Value[] = [];
+
+  /** Room for `rows` rows of `width` columns. */
+  reserve(rows: number, width: number): this {
+    const n = rows * width;
+    if (this.numbers.length < n) this.numbers = new Float64Array(Math.max(n, 2 * this.numbers.length));
+    return this;
+  }
+}
+
+/** Whether the memtable keeps a column of this layout in RowBatch.numbers (else in values). */
+export function isNumberColumn(layout: Pick<TableLayout, 'types' | 'isKey'>, c: number): boolean {
+  const type = layout.types[c];
+  return type === 'float64' || type === 'int64' || type === 'timestamp' || (type === 'bool' && !layout.isKey[c]);
 }
 
 /**
@@ -78,6 +106,11 @@ export class Memtable {
   private readonly timeIdx: number;
   private readonly fieldIdx: Int32Array;
   private readonly kinds: Uint8Array;
+  /** Per column: 1 if held in RowBatch.numbers, 0 if in RowBatch.values. */
+  private readonly numeric: Uint8Array;
+  /** The columns held in RowBatch.values, and the bytes rowBytes counts for the others. */
+  private readonly valueIdx: Int32Array;
+  private readonly numberBytes: number;
   private readonly index: SeriesIndex = new Map();
   /** Series in tag order, as of the last read. */
   private ordered: Series[] = [];
@@ -86,6 +119,8 @@ export class Memtable {
   private count = 0;
   private byteSize = 0;
   private isFrozen = false;
+  /** For put and delete of a single row. */
+  private single: RowBatch | undefined;
 
   constructor(layout: Pick<TableLayout, 'types' | 'tagIdx' | 'timeIdx' | 'isKey'>) {
     this.width = layout.types.length;
@@ -97,6 +132,9 @@ export class Memtable {
       const type = layout.types[c];
       return type === 'bool' ? BOOL : type === 'string' ? ANY : NUMBER;
     });
+    this.numeric = Uint8Array.from(layout.types, (_, c) => (isNumberColumn(layout, c) ? 1 : 0));
+    this.valueIdx = Int32Array.from(layout.types.map((_, c) => c).filter((c) => this.numeric[c] === 0));
+    this.numberBytes = 8 * (this.width - this.valueIdx.length);
   }
 
   /** Entries held, tombstones included. */
@@ -104,7 +142,7 @@ export class Memtable {
     return this.count;
   }
 
-  /** Approximate memory of the rows held (see ENTRY_OVERHEAD), for flush triggers. */
+  /** Approximate memory of the rows held (see ENTRY_OVERHEAD and rowBytes), for flush triggers. */
   get bytes(): number {
     return this.byteSize;
   }
@@ -115,12 +153,30 @@ export class Memtable {
 
   /** Insert or replace the row with this primary key. */
   put(row: readonly Value[]): void {
-    this.set(row, false);
+    this.setRows(this.batchOf(row), 1, false);
   }
 
   /** Record a tombstone: a row whose primary key is set and fields are null. */
   delete(tombstone: readonly Value[]): void {
-    this.set(tombstone, true);
+    this.setRows(this.batchOf(tombstone), 1, true);
+  }
+
+  /** put (or, `deleted`, delete) the first `count` rows of a batch, in order. */
+  setRows(batch: RowBatch, count: number, deleted: boolean): void {
+    if (this.isFrozen) throw new RepriseError('INTERNAL', 'write to a frozen memtable');
+    const { width } = this;
+    for (let r = 0, off = 0; r < count; r++, off += width) this.set(batch, off, deleted);
+  }
+
+  /** A row array as a one-row batch. */
+  private batchOf(row: readonly Value[]): RowBatch {
+    const batch = (this.single ??= new RowBatch().reserve(1, this.width));
+    for (let c = 0; c < this.width; c++) {
+      const v = row[c];
+      if (this.numeric[c] === 0) batch.values[c] = v;
+      else batch.numbers[c] = v === null ? NaN : typeof v === 'boolean' ? (v ? 1 : 0) : (v as number);
+    }
+    return batch;
   }
 
   freeze(): void {
@@ -178,41 +234,69 @@ export class Memtable {
     }
   }
 
-  private set(row: readonly Value[], deleted: boolean): void {
-    if (this.isFrozen) throw new RepriseError('INTERNAL', 'write to a frozen memtable');
-    const series = this.seriesOf(row);
+  /** The row at `off` in the batch. */
+  private set(batch: RowBatch, off: number, deleted: boolean): void {
+    const { numbers, values } = batch;
+    const series = this.seriesOf(batch, off);
     const { times, fields } = series;
     const { fieldIdx, kinds } = this;
-    const t = row[this.timeIdx] as number;
+    const t = numbers[off + this.timeIdx];
     if (t > series.last) {
       // The common case: the series' newest time.
       times.push(t);
-      for (let f = 0; f < fields.length; f++) (fields[f] as Value[]).push(encode(kinds[f] as Kind, row[fieldIdx[f]]));
+      for (let f = 0; f < fields.length; f++) {
+        const at = off + fieldIdx[f];
+        if (kinds[f] === ANY) (fields[f] as Value[]).push(values[at]);
+        else (fields[f] as number[]).push(numbers[at]);
+      }
       series.last = t;
       this.count++;
     } else {
       const i = t === series.last ? times.length - 1 : lowerBound(times, t);
       if (i < times.length && times[i] === t) {
-        this.byteSize -= rowBytes(this.rowAt(series, i));
-        for (let f = 0; f < fields.length; f++) fields[f][i] = encode(kinds[f] as Kind, row[fieldIdx[f]]);
+        this.byteSize -= this.bytesAt(series, i);
+        for (let f = 0; f < fields.length; f++) {
+          const at = off + fieldIdx[f];
+          fields[f][i] = kinds[f] === ANY ? values[at] : numbers[at];
+        }
       } else {
         times.splice(i, 0, t);
-        for (let f = 0; f < fields.length; f++) (fields[f] as Value[]).splice(i, 0, encode(kinds[f] as Kind, row[fieldIdx[f]]));
+        for (let f = 0; f < fields.length; f++) {
+          const at = off + fieldIdx[f];
+          (fields[f] as Value[]).splice(i, 0, kinds[f] === ANY ? values[at] : numbers[at]);
+        }
         this.count++;
       }
     }
     if (deleted) (series.dead ??= new Set()).add(t);
     else if (series.dead !== undefined) series.dead.delete(t);
-    this.byteSize += rowBytes(row);
+    let bytes = ENTRY_OVERHEAD + this.numberBytes;
+    const { valueIdx } = this;
+    for (let k = 0; k < valueIdx.length; k++) bytes += valueBytes(values[off + valueIdx[k]]);
+    this.byteSize += bytes;
   }
 
-  /** The series of the row's tag values, created if new. */
-  private seriesOf(row: readonly Value[]): Series {
+  /** rowBytes of the row at position i of a series, without building it. */
+  private bytesAt(series: Series, i: number): number {
+    let bytes = ENTRY_OVERHEAD + this.numberBytes;
+    const { tagIdx, fieldIdx, numeric } = this;
+    for (let k = 0; k < tagIdx.length; k++) if (numeric[tagIdx[k]] === 0) bytes += valueBytes(series.key[tagIdx[k]]);
+    for (let f = 0; f < fieldIdx.length; f++) if (numeric[fieldIdx[f]] === 0) bytes += valueBytes(series.fields[f][i] as Value);
+    return bytes;
+  }
+
+  /** A tag value of the row at `off` in the batch. */
+  private tagOf(batch: RowBatch, off: number, c: number): Value {
+    return this.numeric[c] === 1 ? batch.numbers[off + c] : batch.values[off + c];
+  }
+
+  /** The series of the tag values of the row at `off`, created if new. */
+  private seriesOf(batch: RowBatch, off: number): Series {
     const { tagIdx } = this;
     const last = tagIdx.length - 1;
     let map = this.index;
     for (let k = 0; k < last; k++) {
-      const v = row[tagIdx[k]];
+      const v = this.tagOf(batch, off, tagIdx[k]);
       let next = map.get(v) as SeriesIndex | undefined;
       if (next === undefined) {
         next = new Map();
@@ -220,11 +304,11 @@ export class Memtable {
       }
       map = next;
     }
-    const v = row[tagIdx[last]];
+    const v = this.tagOf(batch, off, tagIdx[last]);
     let series = map.get(v) as Series | undefined;
     if (series === undefined) {
       const key: RowValues = new Array(this.width).fill(null);
-      for (let k = 0; k < tagIdx.length; k++) key[tagIdx[k]] = row[tagIdx[k]];
+      for (let k = 0; k < tagIdx.length; k++) key[tagIdx[k]] = this.tagOf(batch, off, tagIdx[k]);
       series = { key, times: numberColumn(), fields: Array.from(this.kinds, (kind) => (kind === ANY ? valueColumn() : numberColumn())), dead: undefined, last: -Infinity };
       map.set(v, series);
       this.added.push(series);
@@ -276,12 +360,6 @@ export class Memtable {
     this.added = [];
     return merged;
   }
-}
-
-function encode(kind: Kind, v: Value): Value {
-  if (kind === ANY) return v;
-  if (v === null) return NaN;
-  return kind === BOOL ? (v ? 1 : 0) : v;
 }
 
 function decode(kind: Kind, v: Value): Value {

@@ -1,5 +1,5 @@
 import type { Row, TableQuery, TableSchema, Value } from '../schema.js';
-import { compareValues, layoutOf } from './keys.js';
+import { compareValues } from './keys.js';
 
 /**
  * Range partitioning: with bounds [b0, b1, ...] partition i holds the values
@@ -11,11 +11,16 @@ export function partitionCount(schema: TableSchema): number {
   return schema.partition ? schema.partition.bounds.length + 1 : 1;
 }
 
-/** Index of the first bound `v` is below of, else the last partition. */
-function partitionOfValue(bounds: readonly Value[], v: Value): number {
-  let i = 0;
-  while (i < bounds.length && compareValues(v, bounds[i]) >= 0) i++;
-  return i;
+/** The partition of a value: index of the first bound above it, else the last partition. */
+export function partitionOfValue(bounds: readonly Value[], v: Value): number {
+  let lo = 0;
+  let hi = bounds.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareValues(v, bounds[mid]) >= 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /** The partition (region index within the table) a validated row belongs to. */
@@ -23,15 +28,6 @@ export function partitionOf(schema: TableSchema, row: Row): number {
   const rule = schema.partition;
   if (!rule) return 0;
   return partitionOfValue(rule.bounds, row[rule.column] ?? null);
-}
-
-/** partitionOf for validated RowValues (schema column order), as a function of the row. */
-export function partitionerOf(schema: TableSchema): (row: readonly Value[]) => number {
-  const rule = schema.partition;
-  if (!rule) return () => 0;
-  const { bounds } = rule;
-  const column = layoutOf(schema).index.get(rule.column) as number;
-  return (row) => partitionOfValue(bounds, row[column]);
 }
 
 /**

@@ -2,10 +2,10 @@ import { RepriseError } from '../../errors.js';
 import type { ObjectStore } from '../object-store.js';
 import type { FlushResult, Region, RegionDescriptor, RegionEngine } from '../region-engine.js';
 import type { Row, TableQuery } from '../schema.js';
-import { decodeMutation, type Mutation } from './codec.js';
+import { decodeBody } from './codec.js';
 import { layoutOf, rowFromKey, type RowValues, type TableLayout } from './keys.js';
 import { readManifest, REGIONS_PREFIX, regionPrefix, sstKey, writeManifest, type Manifest, type SstRef } from './manifest.js';
-import { Memtable } from './memtable.js';
+import { Memtable, RowBatch } from './memtable.js';
 import { mergeNewestFirst, planScan, type Entry, type ScanPlan } from './scan.js';
 import { readSst, scanSst, sstEntries, writeSst, type SstData } from './sst.js';
 import { SstCache } from './sst-cache.js';
@@ -31,6 +31,9 @@ export interface TableRegionStats {
 }
 
 const SST_NAME_RE = /\/sst\/(\d+)\.sst$/;
+
+/** Rows of the body being applied (apply is synchronous, so one batch serves every region). */
+const decoded = new RowBatch();
 
 /**
  * The table engine: each region is a memtable in front of SSTs in the
@@ -154,18 +157,18 @@ export class TableRegion implements Region {
     return this.applied;
   }
 
-  apply(entryId: number, body: Uint8Array, decoded?: unknown): void {
+  /** `decoded` is not used: the table engine's prepared mutations carry none. */
+  apply(entryId: number, body: Uint8Array, _decoded?: unknown): void {
     this.assertOpen();
     if (entryId <= this.applied) return;
-    let mutation: Mutation;
+    let shape;
     try {
-      mutation = (decoded as Mutation | undefined) ?? decodeMutation(this.layout.schema, body);
+      shape = decodeBody(this.layout, body, decoded);
     } catch (err) {
       const message = `region ${this.regionId}: entry ${entryId}: ${(err as Error).message}`;
       throw new RepriseError('INVALID_ARGUMENT', message, { regionId: this.regionId, entryId }, { cause: err });
     }
-    if (mutation.op === 'put') for (const row of mutation.rows) this.active.put(row);
-    else for (const key of mutation.keys) this.active.delete(key);
+    this.active.setRows(decoded, shape.rows, shape.op === 'delete');
     this.applied = entryId;
   }
 

@@ -11,7 +11,7 @@ import {
   type TableSchema,
   type Value,
 } from '../schema.js';
-import { compareValues, layoutOf, type RowValues } from './keys.js';
+import { compareValues } from './keys.js';
 
 /**
  * Validation of everything a client hands the table engine: schemas, rows,
@@ -49,7 +49,7 @@ export function isValueOfType(type: ColumnType, v: unknown): boolean {
   }
 }
 
-const TYPE_DESCRIPTIONS: Record<ColumnType, string> = {
+export const TYPE_DESCRIPTIONS: Record<ColumnType, string> = {
   string: 'a string',
   float64: 'a finite number',
   int64: 'a safe integer',
@@ -58,7 +58,7 @@ const TYPE_DESCRIPTIONS: Record<ColumnType, string> = {
 };
 
 /** A short rendering of an offending value for error messages. */
-function show(v: unknown): string {
+export function show(v: unknown): string {
   if (v === undefined) return 'undefined';
   if (typeof v === 'number' || typeof v === 'boolean' || v === null) return String(v);
   if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
@@ -159,68 +159,22 @@ function validatePartition(
 
 // ---------------------------------------------------------------- rows
 
+// Rows to insert are validated as they are encoded, in one pass: see
+// tableMutationCodec.preparePuts in ./codec.ts, which uses these.
+
 export interface ValidateRowsOptions {
   /** Every column, fields included, must be present in each row (a field may still be null). */
   readonly requireAll?: boolean;
 }
 
-/** Rows to insert: every column of the schema present in the result, missing fields as null. */
-export function validateRows(schema: TableSchema, input: unknown, opts: ValidateRowsOptions = {}): Row[] {
-  const { names } = layoutOf(schema);
-  return validateRowValues(schema, input, opts).map((values) => {
-    const row: Row = {};
-    for (let c = 0; c < names.length; c++) row[names[c]] = values[c];
-    return row;
-  });
-}
-
-/**
- * validateRows for the write path: the same checks and errors, but each row
- * comes out as RowValues in schema column order (missing fields null), the
- * form the engine encodes and stores, without an intermediate Row object.
- */
-export function validateRowValues(schema: TableSchema, input: unknown, opts: ValidateRowsOptions = {}): RowValues[] {
-  const rowsFail = (message: string, details?: Record<string, unknown>): never => {
+/** The INVALID_ROW error of a table's rows, naming the table: `fail(message, details)` throws it. */
+export function rowsError(schema: TableSchema): (message: string, details?: Record<string, unknown>) => never {
+  return (message, details) => {
     throw new RepriseError('INVALID_ROW', `table ${JSON.stringify(schema.name)}: ${message}`, { table: schema.name, ...details });
   };
-  if (!Array.isArray(input)) return rowsFail(`rows must be an array, got ${show(input)}`);
-  const { names, types, isKey, index } = layoutOf(schema);
-  const n = names.length;
-  const requireAll = opts.requireAll === true;
-  const out: RowValues[] = new Array(input.length);
-  for (let i = 0; i < input.length; i++) {
-    const raw: unknown = input[i];
-    if (!isPlainObject(raw)) return rowsFail(`row ${i}: expected an object, got ${show(raw)}`, { row: i });
-    // One pass over the row's keys (for-in allocates no key array and reads
-    // each value by its slot): unknown keys fail first, as in Object.keys
-    // order; for-in also visits inherited enumerable keys, which own-ness
-    // tells apart. Columns not seen are read by name below, as before.
-    const values: RowValues = new Array(n);
-    for (const key in raw) {
-      const c = index.get(key);
-      if (c !== undefined) values[c] = raw[key] as Value;
-      else if (hasOwn(raw, key)) rowsFail(`row ${i}: unknown column "${key}"`, { row: i, column: key });
-    }
-    for (let c = 0; c < n; c++) {
-      const name = names[c];
-      const seen = values[c];
-      const v = seen !== undefined ? seen : raw[name];
-      if (v === null || v === undefined) {
-        if (isKey[c]) rowsFail(`row ${i}: ${schema.columns[c].role} column "${name}" is required`, { row: i, column: name });
-        if (requireAll && !hasOwn(raw, name)) rowsFail(`row ${i}: column "${name}" is missing`, { row: i, column: name });
-        values[c] = null;
-      } else if (!isValueOfType(types[c], v)) {
-        rowsFail(`row ${i}: column "${name}" must be ${TYPE_DESCRIPTIONS[types[c]]}, got ${show(v)}`, { row: i, column: name });
-      } else {
-        values[c] = v as Value;
-      }
-    }
-    out[i] = values;
-  }
-  return out;
 }
 
-const hasOwn = (obj: object, key: string): boolean => Object.prototype.hasOwnProperty.call(obj, key);
+export const hasOwn = (obj: object, key: string): boolean => Object.prototype.hasOwnProperty.call(obj, key);
 
 /** Primary keys to delete: exactly the tag and time columns of each row, all non-null. */
 export function validateKeys(schema: TableSchema, input: unknown): Row[] {

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect } from 'vitest';
 import { isRepriseError, type ErrorCode } from '../../../src/errors.js';
-import type { TableSchema } from '../../../src/engine/schema.js';
+import type { Row, TableSchema } from '../../../src/engine/schema.js';
+import { tableMutationCodec } from '../../../src/engine/table/codec.js';
 
 /** system_metrics(host, idc, cpu, mem, up, ts), partitioned on host at "f" and "z". */
 export const metrics: TableSchema = {
@@ -43,4 +44,28 @@ export async function expectError(fn: () => unknown, code: ErrorCode, ...pattern
   expect(caught, `expected ${code}`).toBeDefined();
   if (!isRepriseError(caught, code)) throw new Error(`expected RepriseError ${code}, got ${String(caught)}`);
   for (const p of patterns) expect(caught.message).toMatch(p);
+}
+
+const unpartitioned = new WeakMap<TableSchema, TableSchema>();
+
+/** The schema without its partition rule (the same columns): to encode rows of any partition into one body. */
+function onePartition(schema: TableSchema): TableSchema {
+  let plain = unpartitioned.get(schema);
+  if (plain === undefined) {
+    plain = { name: schema.name, columns: schema.columns };
+    unpartitioned.set(schema, plain);
+  }
+  return plain;
+}
+
+/** One put body holding every row, whatever their partitions (rows are validated as the runtime does). */
+export function putBody(schema: TableSchema, rows: readonly Record<string, unknown>[]): Uint8Array {
+  const { parts } = tableMutationCodec.preparePuts(onePartition(schema), rows);
+  if (parts.length !== 1) throw new Error('putBody needs at least one row');
+  return parts[0]!.mutation.body;
+}
+
+/** One delete body holding every key, whatever their partitions. */
+export function deleteBody(schema: TableSchema, keys: readonly Row[]): Uint8Array {
+  return tableMutationCodec.prepareDeletes(onePartition(schema), keys).parts[0]!.mutation.body;
 }

@@ -1,8 +1,17 @@
-import { Encoder } from '@msgpack/msgpack';
+import { Decoder, Encoder } from '@msgpack/msgpack';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Value } from '../../../src/engine/schema.js';
-import { MsgpackWriter } from '../../../src/engine/table/msgpack-rows.js';
+import {
+  FALSE_READ,
+  MsgpackFormatError,
+  MsgpackReader,
+  MsgpackWriter,
+  NIL_READ,
+  NUMBER_READ,
+  OTHER_READ,
+  TRUE_READ,
+} from '../../../src/engine/table/msgpack-rows.js';
 
 const encoder = new Encoder();
 
@@ -69,5 +78,64 @@ describe('MsgpackWriter', () => {
 
   it('rejects what is not a row value', () => {
     expect(() => new MsgpackWriter().value({} as unknown as Value)).toThrow(TypeError);
+  });
+});
+
+describe('MsgpackReader', () => {
+  const decoder = new Decoder();
+
+  it('reads every value @msgpack/msgpack writes as @msgpack/msgpack reads it, and steps over anything', () => {
+    const reader = new MsgpackReader();
+    const finite = edges.filter((v) => typeof v !== 'number' || Number.isFinite(v) || Number.isNaN(v));
+    const bytes = encoder.encode(finite);
+    reader.reset(bytes);
+    expect(reader.arrayHeader()).toBe(finite.length);
+    const expected = decoder.decode(bytes) as Value[];
+    for (let i = 0; i < finite.length; i++) expect(reader.value(), String(i)).toEqual(expected[i]);
+    expect(reader.done).toBe(true);
+    // skip: nested maps and arrays, bin and ext, then a value after them.
+    const nested = encoder.encode([{ a: [1, { b: 'x' }], c: new Uint8Array(300) }, new Date(5), 'after']);
+    reader.reset(nested);
+    expect(reader.arrayHeader()).toBe(3);
+    reader.skip();
+    reader.skip();
+    expect(reader.value()).toBe('after');
+    expect(reader.done).toBe(true);
+  });
+
+  it('reads numbers, nil and booleans into a Float64Array, leaving anything else unread', () => {
+    const reader = new MsgpackReader().reset(encoder.encode([0.5, -3, 2 ** 40, -(2 ** 40), 255, null, true, false, 'x']));
+    const out = new Float64Array(9);
+    reader.arrayHeader();
+    const reads = Array.from({ length: 8 }, (_, i) => reader.numberInto(out, i));
+    expect(reads).toEqual([NUMBER_READ, NUMBER_READ, NUMBER_READ, NUMBER_READ, NUMBER_READ, NIL_READ, TRUE_READ, FALSE_READ]);
+    expect([...out.subarray(0, 5)]).toEqual([0.5, -3, 2 ** 40, -(2 ** 40), 255]);
+    expect(reader.numberInto(out, 8)).toBe(OTHER_READ);
+    expect(reader.value()).toBe('x');
+  });
+
+  it('reads a message inside a larger buffer, and fails on truncated or unexpected bytes', () => {
+    const inner = encoder.encode(['ab', 1]);
+    const buf = Uint8Array.from([9, 9, ...inner, 9]);
+    const reader = new MsgpackReader().reset(buf, 2, 2 + inner.length);
+    expect(reader.arrayHeader()).toBe(2);
+    expect([reader.value(), reader.value()]).toEqual(['ab', 1]);
+    expect(reader.done).toBe(true);
+    const cut = new MsgpackReader().reset(inner.subarray(0, 2));
+    expect(cut.arrayHeader()).toBe(2);
+    expect(() => cut.value()).toThrow(MsgpackFormatError);
+    expect(() => new MsgpackReader().reset(Uint8Array.of(0x92)).mapHeader()).toThrow(/expected a map/);
+    expect(() => new MsgpackReader().reset(Uint8Array.of(0xc4, 1, 0)).value()).toThrow(/expected a value/);
+    expect(() => new MsgpackReader().reset(Uint8Array.of(0xa3, 0x61)).value()).toThrow(/truncated/);
+  });
+
+  it('returns the same string object for the same short bytes (interned), equal strings for long ones', () => {
+    const reader = new MsgpackReader();
+    const bytes = encoder.encode(['host_001', 'host_001', 'y'.repeat(40), 'y'.repeat(40)]);
+    reader.reset(bytes).arrayHeader();
+    const [a, b, c, d] = [reader.value(), reader.value(), reader.value(), reader.value()];
+    expect(a).toBe('host_001');
+    expect(Object.is(a, b)).toBe(true);
+    expect(c).toBe(d);
   });
 });

@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { TableQuery, TableSchema } from '../../../src/engine/schema.js';
-import { layoutOf, toValues } from '../../../src/engine/table/keys.js';
-import { partitionCount, partitionerOf, partitionOf, partitionsForQuery } from '../../../src/engine/table/partition.js';
+import { tableMutationCodec } from '../../../src/engine/table/codec.js';
+import { partitionCount, partitionOf, partitionOfValue, partitionsForQuery } from '../../../src/engine/table/partition.js';
 import { metrics } from './helpers.js';
 
 const byInt: TableSchema = {
@@ -32,12 +32,22 @@ describe('partitioning', () => {
     expect(partitionOf(unpartitioned, { k: 99, ts: 0 })).toBe(0);
   });
 
-  it('routes RowValues like the rows they come from', () => {
+  it('routes rows on the write path (preparePuts) like partitionOf', () => {
     for (const schema of [metrics, byInt, unpartitioned]) {
-      const partition = partitionerOf(schema);
       const rows = schema === metrics ? ['', 'a', 'f', 'g', 'z', '~'].map((host) => ({ host, idc: 'x', ts: 0 })) : [-5, 9, 10, 29, 30, 1e9].map((k) => ({ k, ts: 0 }));
-      for (const row of rows) expect(partition(toValues(layoutOf(schema), row))).toBe(partitionOf(schema, row));
+      for (const row of rows) expect(tableMutationCodec.preparePuts(schema, [row]).parts.map((p) => p.partition)).toEqual([partitionOf(schema, row)]);
     }
+  });
+
+  it('finds a value\'s partition by binary search as a scan of the bounds would (property)', () => {
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.integer({ min: -50, max: 50 }), { maxLength: 12 }), fc.integer({ min: -60, max: 60 }), (raw, v) => {
+        const bounds = [...raw].sort((a, b) => a - b);
+        let linear = 0;
+        while (linear < bounds.length && v >= bounds[linear]) linear++;
+        expect(partitionOfValue(bounds, v)).toBe(linear);
+      }),
+    );
   });
 
   it('prunes partitions by equality and ranges on the partition column', () => {

@@ -3,10 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { FsObjectStore } from '../../../src/engine/fs-object-store.js';
 import type { RegionDescriptor } from '../../../src/engine/region-engine.js';
 import type { Row, TableQuery } from '../../../src/engine/schema.js';
-import { tableMutationCodec } from '../../../src/engine/table/codec.js';
 import { rowKeyComparator } from '../../../src/engine/table/keys.js';
 import { TableEngine, type TableRegion } from '../../../src/engine/table/table-engine.js';
-import { metrics, tempDir } from './helpers.js';
+import { deleteBody, metrics, putBody, tempDir } from './helpers.js';
 
 /**
  * Random puts, deletes, flushes (awaited or overlapping with writes),
@@ -93,7 +92,7 @@ describe('TableEngine against a model', () => {
           region.apply(id, body);
         };
         const putRows = (rs: Row[]) => {
-          append(tableMutationCodec.preparePut(metrics, rs).body);
+          append(putBody(metrics, rs));
           for (const r of rs) model.set(keyOf(r), r);
         };
         const check = async (q: TableQuery) => expect(await region.query(q)).toEqual(expected(model, q));
@@ -104,7 +103,7 @@ describe('TableEngine against a model', () => {
               putRows(c.rows);
               break;
             case 'delete':
-              append(tableMutationCodec.prepareDelete(metrics, c.keys).body);
+              append(deleteBody(metrics, c.keys));
               for (const k of c.keys) model.delete(keyOf(k));
               break;
             case 'flush':

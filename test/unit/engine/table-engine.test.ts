@@ -5,11 +5,9 @@ import { FsObjectStore } from '../../../src/engine/fs-object-store.js';
 import type { ObjectStore } from '../../../src/engine/object-store.js';
 import type { RegionDescriptor } from '../../../src/engine/region-engine.js';
 import type { Row } from '../../../src/engine/schema.js';
-import { tableMutationCodec } from '../../../src/engine/table/codec.js';
 import { manifestKey, readManifest, sstKey } from '../../../src/engine/table/manifest.js';
 import { TableEngine, type TableEngineOptions } from '../../../src/engine/table/table-engine.js';
-import { validateRows } from '../../../src/engine/table/validate.js';
-import { expectError, metrics, tempDir } from './helpers.js';
+import { deleteBody, expectError, metrics, putBody, tempDir } from './helpers.js';
 
 /** An FsObjectStore whose calls can be observed, delayed and failed. */
 class TestStore implements ObjectStore {
@@ -52,8 +50,8 @@ function gate(): { wait: Promise<void>; open: () => void } {
 }
 
 const desc: RegionDescriptor = { regionId: 1, table: metrics, partition: 0, createdAt: 5 };
-const put = (rows: Record<string, unknown>[]) => tableMutationCodec.preparePut(metrics, validateRows(metrics, rows)).body;
-const del = (keys: Row[]) => tableMutationCodec.prepareDelete(metrics, keys).body;
+const put = (rows: Record<string, unknown>[]) => putBody(metrics, rows);
+const del = (keys: Row[]) => deleteBody(metrics, keys);
 const m = (host: string, ts: number, cpu: number | null = null, idc = 'dc1'): Row => ({ host, idc, cpu, mem: null, up: null, ts });
 const brief = (rows: Row[]) => rows.map((r) => `${r.host}/${r.idc}/${r.ts}=${r.cpu}`);
 

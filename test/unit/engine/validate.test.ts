@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { layoutOf, toValues } from '../../../src/engine/table/keys.js';
-import { validateKeys, validateQuery, validateRows, validateRowValues, validateSchema, type ValidateRowsOptions } from '../../../src/engine/table/validate.js';
+import { decodeMutation, tableMutationCodec } from '../../../src/engine/table/codec.js';
+import { validateKeys, validateQuery, validateSchema, type ValidateRowsOptions } from '../../../src/engine/table/validate.js';
 import { expectError, metrics } from './helpers.js';
 
 const col = (name: string, type: string, role: string) => ({ name, type, role });
@@ -68,39 +68,43 @@ describe('validateSchema', () => {
   });
 });
 
-describe('validateRowValues', () => {
+describe('row validation (tableMutationCodec.preparePuts validates as it encodes)', () => {
   const row = { host: 'a', idc: 'x', cpu: 0.5, mem: 10, up: true, ts: 1000 };
-  const layout = layoutOf(metrics);
-  /** The outcome of a call: its result, or the error's code, message and details. */
-  const outcome = (fn: () => unknown): unknown => {
+  const prepare = (input: unknown, opts?: ValidateRowsOptions) => tableMutationCodec.preparePuts(metrics, input, opts);
+  /** The rows a valid input becomes (every body decoded, in partition order), or the error's code, message and details. */
+  const outcome = (input: unknown, opts?: ValidateRowsOptions): unknown => {
     try {
-      return { ok: fn() };
+      const { count, parts } = prepare(input, opts);
+      return { count, parts: parts.map((p) => ({ partition: p.partition, rows: (decodeMutation(metrics, p.mutation.body) as { rows: unknown }).rows })) };
     } catch (err) {
       const e = err as { code: string; message: string; details: unknown };
       return { code: e.code, message: e.message, details: e.details };
     }
   };
-  const same = (input: unknown, opts?: ValidateRowsOptions) => {
-    const rows = outcome(() => validateRows(metrics, input, opts)) as { ok?: Record<string, null>[] };
-    const expected = rows.ok ? { ok: rows.ok.map((r) => toValues(layout, r)) } : rows;
-    expect(outcome(() => validateRowValues(metrics, input, opts))).toEqual(expected);
-  };
+  /** Each row object with its keys in reverse order: rows the in-order path passes on to the general one. */
+  const reversed = (input: unknown): unknown =>
+    Array.isArray(input)
+      ? input.map((r) => (r !== null && typeof r === 'object' && Object.getPrototypeOf(r) === Object.prototype ? Object.fromEntries(Object.entries(r).reverse()) : r))
+      : input;
 
-  it('returns rows as values in schema column order, missing fields null', () => {
-    expect(validateRowValues(metrics, [{ ts: 5, up: false, idc: 'y', host: 'b' }, row])).toEqual([
-      ['b', 'y', null, null, false, 5],
-      ['a', 'x', 0.5, 10, true, 1000],
-    ]);
-    expect(validateRowValues(metrics, [])).toEqual([]);
+  it('encodes rows as values in schema column order, missing fields null, one body per partition', () => {
+    expect(outcome([{ ts: 5, up: false, idc: 'y', host: 'b' }, row, { ...row, host: 'g' }])).toEqual({
+      count: 3,
+      parts: [
+        { partition: 0, rows: [['b', 'y', null, null, false, 5], ['a', 'x', 0.5, 10, true, 1000]] },
+        { partition: 1, rows: [['g', 'x', 0.5, 10, true, 1000]] },
+      ],
+    });
+    expect(outcome([])).toEqual({ count: 0, parts: [] });
   });
 
-  it('checks and fails exactly like validateRows', () => {
+  it('accepts, rejects and encodes a row alike whatever the order of its keys', () => {
     const inputs: unknown[] = [
-      row,
+      [row],
       [row, [1, 2]],
       [row, { ...row, disk: 1 }],
       [{ ...row, cpu: 'bad', disk: 1 }], // an unknown column is reported before a bad value
-      [{ disk: 1, ...row, more: 2 }],
+      [{ disk: 1, ...row }],
       [{ ...row, idc: undefined }],
       [{ ...row, host: null }],
       [row, row, { host: 'a', idc: 'x' }],
@@ -117,37 +121,33 @@ describe('validateRowValues', () => {
       // eslint-disable-next-line no-sparse-arrays
       [row, , row],
       [{ ...row, constructor: 1 }],
+      [{ ...row, host: 'é😀\ud800' }],
+      [{ ...row, host: 'x'.repeat(300) }],
     ];
-    for (const input of inputs) same(input);
-    same([{ host: 'a', idc: 'x', cpu: 1, mem: 1, ts: 1 }], { requireAll: true });
-    same([{ ...row, up: undefined }], { requireAll: true });
-    same([{ ...row, up: null }], { requireAll: true });
+    for (const input of inputs) expect(outcome(reversed(input)), JSON.stringify(input)).toEqual(outcome(input));
+    for (const input of inputs.filter((i) => !('code' in (outcome(i) as object)))) {
+      const bodies = (i: unknown) => prepare(i).parts.map((p) => Buffer.from(p.mutation.body).toString('hex'));
+      expect(bodies(reversed(input))).toEqual(bodies(input));
+    }
+    for (const opts of [{ requireAll: true }]) {
+      for (const input of [[{ host: 'a', idc: 'x', cpu: 1, mem: 1, ts: 1 }], [{ ...row, up: undefined }], [{ ...row, up: null }]]) {
+        expect(outcome(reversed(input), opts)).toEqual(outcome(input, opts));
+      }
+    }
   });
 
   it('ignores inherited enumerable keys as Object.keys does, and reads inherited values as before', () => {
     const proto = Object.prototype as Record<string, unknown>;
     try {
       proto.extra = 1;
-      same([row]);
+      expect(outcome([row])).toEqual(outcome([{ ...row }]));
+      expect((outcome([row]) as { count: number }).count).toBe(1);
       proto.cpu = 0.75;
-      same([{ host: 'a', idc: 'x', ts: 1 }]);
-      expect(validateRowValues(metrics, [{ host: 'a', idc: 'x', ts: 1 }])).toEqual([['a', 'x', 0.75, null, null, 1]]);
+      expect(outcome([{ host: 'a', idc: 'x', ts: 1 }])).toEqual({ count: 1, parts: [{ partition: 0, rows: [['a', 'x', 0.75, null, null, 1]] }] });
     } finally {
       delete proto.extra;
       delete proto.cpu;
     }
-  });
-});
-
-describe('validateRows', () => {
-  const row = { host: 'a', idc: 'x', cpu: 0.5, mem: 10, up: true, ts: 1000 };
-
-  it('normalises rows: every column present, missing fields null', () => {
-    expect(validateRows(metrics, [row, { host: 'b', idc: 'y', ts: 0, cpu: null }])).toEqual([
-      row,
-      { host: 'b', idc: 'y', cpu: null, mem: null, up: null, ts: 0 },
-    ]);
-    expect(validateRows(metrics, [])).toEqual([]);
   });
 
   const cases: [string, unknown, (string | RegExp)[]][] = [
@@ -170,13 +170,13 @@ describe('validateRows', () => {
   ];
   for (const [what, input, patterns] of cases) {
     it(`rejects ${what} with INVALID_ROW`, async () => {
-      await expectError(() => validateRows(metrics, input), 'INVALID_ROW', 'table "system_metrics"', ...patterns);
+      await expectError(() => prepare(input), 'INVALID_ROW', 'table "system_metrics"', ...patterns);
     });
   }
 
   it('with requireAll, rejects a missing field but accepts an explicit null', async () => {
-    await expectError(() => validateRows(metrics, [{ host: 'a', idc: 'x', cpu: 1, mem: 1, ts: 1 }], { requireAll: true }), 'INVALID_ROW', 'row 0', 'column "up"');
-    expect(validateRows(metrics, [{ ...row, up: null }], { requireAll: true })[0].up).toBeNull();
+    await expectError(() => prepare([{ host: 'a', idc: 'x', cpu: 1, mem: 1, ts: 1 }], { requireAll: true }), 'INVALID_ROW', 'row 0', 'column "up"');
+    expect(outcome([{ ...row, up: null }], { requireAll: true })).toEqual({ count: 1, parts: [{ partition: 0, rows: [['a', 'x', 0.5, 10, null, 1000]] }] });
   });
 });
 
