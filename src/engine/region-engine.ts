@@ -49,7 +49,21 @@ export interface Region {
   /**
    * Apply a data entry's body. Called in entry id order, synchronously, only
    * after the entry is durable in the WAL. Ids <= appliedEntryId() are
-   * ignored (idempotent replay). Throws INVALID_ARGUMENT on an undecodable body.
+   * ignored (idempotent replay).
+   *
+   * Applying only records the entry: an engine may keep the body as it is
+   * and decode it later, as long as every entry is in effect, in id order,
+   * before anything reads the region (query, flush, close). The table engine
+   * queues the body and decodes it when it indexes its memtable (see
+   * table/queued-memtable.ts); apply then costs no decoding, so a replay or
+   * a follower tailing the log serves writes sooner. An undecodable body
+   * (past the WAL's CRC only through a bug or a foreign writer) is therefore
+   * found when indexed, not here: the region then becomes unusable, and the
+   * next apply, query or flush (or close, if nothing else reported it)
+   * throws a RepriseError REGION_FAILED naming the table, region and entry
+   * id; every later apply, query and flush throws it again. Nothing of that
+   * body is applied and no later entry takes effect.
+   *
    * `decoded`, when given, is this engine's PreparedMutation.decoded for
    * exactly this body (the write path); the table engine makes none.
    */

@@ -2,10 +2,9 @@ import { RepriseError } from '../../errors.js';
 import type { ObjectStore } from '../object-store.js';
 import type { FlushResult, Region, RegionDescriptor, RegionEngine } from '../region-engine.js';
 import type { Row, TableQuery } from '../schema.js';
-import { decodeBody } from './codec.js';
 import { layoutOf, rowFromKey, type RowValues, type TableLayout } from './keys.js';
 import { readManifest, REGIONS_PREFIX, regionPrefix, sstKey, writeManifest, type Manifest, type SstRef } from './manifest.js';
-import { Memtable, RowBatch } from './memtable.js';
+import { QueuedMemtable, UnindexableEntry } from './queued-memtable.js';
 import { mergeNewestFirst, planScan, type Entry, type ScanPlan } from './scan.js';
 import { readSst, scanSst, sstEntries, writeSst, type SstData } from './sst.js';
 import { SstCache } from './sst-cache.js';
@@ -22,7 +21,10 @@ export interface TableRegionStats {
   readonly ssts: number;
   readonly sstRows: number;
   readonly sstBytes: number;
+  /** Entries indexed in memtables (rows and tombstones). */
   readonly memtableRows: number;
+  /** Bodies applied but not indexed yet (see QueuedMemtable). */
+  readonly queuedMutations: number;
   readonly memtableBytes: number;
   /** Frozen memtables not yet written. */
   readonly frozenMemtables: number;
@@ -32,8 +34,80 @@ export interface TableRegionStats {
 
 const SST_NAME_RE = /\/sst\/(\d+)\.sst$/;
 
-/** Rows of the body being applied (apply is synchronous, so one batch serves every region). */
-const decoded = new RowBatch();
+/**
+ * Indexing queued bodies in the background starts once no region of the
+ * engine has had an apply for IDLE_MS (longer than a replay waits for its
+ * next batch of records, so a replay is not slowed by it; busy writers keep
+ * it waiting too), and goes on in slices of INDEX_SLICE_MS, one per turn of
+ * the event loop, for as long as no apply comes in. Flushes and close index
+ * in such slices too (short, so that writes waiting on the WAL get their
+ * turn in between); a query indexes what is left in one go.
+ */
+const IDLE_MS = 50;
+const INDEX_SLICE_MS = 1;
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * Indexes the queues of an engine's regions while the engine is idle: one
+ * slice per turn of the event loop for all regions together (round-robin),
+ * so that background work never holds the event loop for more than a slice,
+ * however many regions have queues. Indexing a region's queue from its head
+ * is all it does, so it never changes the order in which entries take effect.
+ */
+class IdleIndexer {
+  /** Regions with bodies queued since they were last indexed, in turn order. */
+  private readonly regions = new Set<TableRegion>();
+  private applies = 0;
+  private appliesSeen = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private immediate: NodeJS.Immediate | undefined;
+
+  /** A region queued a body. */
+  applied(region: TableRegion): void {
+    this.applies++;
+    if (!region.awaitingIndexer) {
+      region.awaitingIndexer = true;
+      this.regions.add(region);
+    }
+    if (this.timer === undefined && this.immediate === undefined) this.watch();
+  }
+
+  /** A region that closed or failed: nothing more to do for it. */
+  forget(region: TableRegion): void {
+    region.awaitingIndexer = false;
+    this.regions.delete(region);
+  }
+
+  private watch(): void {
+    this.appliesSeen = this.applies;
+    this.timer = setTimeout(this.tick, IDLE_MS);
+    this.timer.unref();
+  }
+
+  private readonly tick = (): void => {
+    this.timer = undefined;
+    this.immediate = undefined;
+    if (this.regions.size === 0) return;
+    // Applies came in since the last look: not idle, look again later.
+    if (this.applies !== this.appliesSeen) return this.watch();
+    const deadline = performance.now() + INDEX_SLICE_MS;
+    for (const region of this.regions) {
+      this.regions.delete(region);
+      if (!region.indexWhileIdle(deadline)) {
+        // More to do: its turn comes again after the others'.
+        this.regions.add(region);
+        break;
+      }
+      region.awaitingIndexer = false;
+      if (performance.now() >= deadline) break;
+    }
+    if (this.regions.size > 0) {
+      this.immediate = setImmediate(this.tick);
+      this.immediate.unref();
+    }
+  };
+}
 
 /**
  * The table engine: each region is a memtable in front of SSTs in the
@@ -45,6 +119,7 @@ export class TableEngine implements RegionEngine {
   private readonly cache: SstCache;
   /** Distinguishes region instances in the shared cache (a region may be destroyed and recreated). */
   private nextInstance = 0;
+  private readonly indexer = new IdleIndexer();
 
   constructor(options: TableEngineOptions = {}) {
     const compactAt = options.compactAt ?? 8;
@@ -76,7 +151,7 @@ export class TableEngine implements RegionEngine {
       }),
     );
     await removeLeftovers(store, current);
-    return new TableRegion(desc, store, current, this.cache, `${this.nextInstance++}:`, this.compactAt);
+    return new TableRegion(desc, store, current, this.cache, `${this.nextInstance++}:`, this.compactAt, this.indexer);
   }
 
   async destroyRegion(regionId: number, store: ObjectStore): Promise<void> {
@@ -111,7 +186,7 @@ async function removeLeftovers(store: ObjectStore, manifest: Manifest): Promise<
 
 /** A frozen memtable waiting to be written, and the entry id its flush covers. */
 interface Frozen {
-  readonly mem: Memtable;
+  readonly mem: QueuedMemtable;
   readonly coveredUpTo: number;
 }
 
@@ -125,7 +200,8 @@ export class TableRegion implements Region {
   private readonly compactAt: number;
   private manifest: Manifest;
   private applied: number;
-  private active: Memtable;
+  /** Takes applied bodies in a queue, indexed on demand (see QueuedMemtable). */
+  private active: QueuedMemtable;
   /** Oldest first. A failed flush leaves its memtable here for the next flush. */
   private readonly frozen: Frozen[] = [];
   /** Flushes and compactions run one at a time, in call order. */
@@ -136,8 +212,23 @@ export class TableRegion implements Region {
   private readonly doomed = new Set<string>();
   private readonly deleting = new Set<Promise<void>>();
   private closed = false;
+  /** Set once a queued body fails to index: every later apply, query and flush throws it. */
+  private failure: RepriseError | undefined;
+  /** Whether `failure` has been thrown to a caller (close reports it otherwise). */
+  private failureReported = false;
+  private readonly indexer: IdleIndexer;
+  /** Whether the engine's IdleIndexer holds this region (its flag, kept here to save a lookup per apply). */
+  awaitingIndexer = false;
 
-  constructor(desc: RegionDescriptor, store: ObjectStore, manifest: Manifest, cache: SstCache, cacheTag: string, compactAt: number) {
+  constructor(
+    desc: RegionDescriptor,
+    store: ObjectStore,
+    manifest: Manifest,
+    cache: SstCache,
+    cacheTag: string,
+    compactAt: number,
+    indexer: IdleIndexer,
+  ) {
     this.regionId = desc.regionId;
     this.layout = layoutOf(desc.table);
     this.store = store;
@@ -145,8 +236,9 @@ export class TableRegion implements Region {
     this.cache = cache;
     this.cacheTag = cacheTag;
     this.compactAt = compactAt;
+    this.indexer = indexer;
     this.applied = manifest.flushedEntryId;
-    this.active = new Memtable(this.layout);
+    this.active = new QueuedMemtable(this.layout);
   }
 
   flushedEntryId(): number {
@@ -157,19 +249,16 @@ export class TableRegion implements Region {
     return this.applied;
   }
 
-  /** `decoded` is not used: the table engine's prepared mutations carry none. */
+  /**
+   * Queue the body (see QueuedMemtable): nothing is decoded here. `decoded`
+   * is not used: the table engine's prepared mutations carry none.
+   */
   apply(entryId: number, body: Uint8Array, _decoded?: unknown): void {
-    this.assertOpen();
+    this.assertUsable();
     if (entryId <= this.applied) return;
-    let shape;
-    try {
-      shape = decodeBody(this.layout, body, decoded);
-    } catch (err) {
-      const message = `region ${this.regionId}: entry ${entryId}: ${(err as Error).message}`;
-      throw new RepriseError('INVALID_ARGUMENT', message, { regionId: this.regionId, entryId }, { cause: err });
-    }
-    this.active.setRows(decoded, shape.rows, shape.op === 'delete');
+    this.active.enqueue(entryId, body);
     this.applied = entryId;
+    this.indexer.applied(this);
   }
 
   memtableBytes(): number {
@@ -177,12 +266,13 @@ export class TableRegion implements Region {
   }
 
   flush(coveredUpTo: number): Promise<FlushResult> {
-    this.assertOpen();
-    // Freeze now: what this call covers is exactly what has been applied so far.
-    if (this.active.size > 0) {
+    this.assertUsable();
+    // Freeze now: what this call covers is exactly what has been applied so
+    // far (queued or indexed; the queue is indexed below, before the write).
+    if (!this.active.empty) {
       this.active.freeze();
       this.frozen.push({ mem: this.active, coveredUpTo });
-      this.active = new Memtable(this.layout);
+      this.active = new QueuedMemtable(this.layout);
     }
     const last = this.frozen[this.frozen.length - 1];
     return this.serialised(async () => {
@@ -192,20 +282,26 @@ export class TableRegion implements Region {
       // any a failed flush left behind first, each with its flushed entry id.
       while (last !== undefined && this.frozen.includes(last)) {
         const { mem, coveredUpTo: upTo } = this.frozen[0];
+        // Index its queue a slice at a time: writes and reads go on meanwhile.
+        await this.indexInSlices(mem);
         const m = this.manifest;
         const key = sstKey(this.regionId, m.nextSeq);
-        // Only non-empty memtables are frozen, so there is always an SST.
-        const data = (await writeSst(this.store, key, this.layout, mem.scan())) as SstData;
-        await this.commit({
-          ...m,
-          flushedEntryId: Math.max(m.flushedEntryId, upTo),
-          ssts: [...m.ssts, refOf(key, m.nextSeq, data)],
-          nextSeq: m.nextSeq + 1,
-        });
-        this.cache.set(this.cacheTag + key, data);
+        // Undefined when the queue held no rows (empty bodies): no SST then.
+        const data = await writeSst(this.store, key, this.layout, mem.scan());
+        if (data === undefined) {
+          if (upTo > m.flushedEntryId) await this.commit({ ...m, flushedEntryId: upTo });
+        } else {
+          await this.commit({
+            ...m,
+            flushedEntryId: Math.max(m.flushedEntryId, upTo),
+            ssts: [...m.ssts, refOf(key, m.nextSeq, data)],
+            nextSeq: m.nextSeq + 1,
+          });
+          this.cache.set(this.cacheTag + key, data);
+          bytes += data.meta.bytes;
+          rows += data.meta.rows;
+        }
         this.frozen.shift();
-        bytes += data.meta.bytes;
-        rows += data.meta.rows;
       }
       // Every entry up to coveredUpTo is now in SSTs, even if this call had nothing to write.
       if (coveredUpTo > this.manifest.flushedEntryId) await this.commit({ ...this.manifest, flushedEntryId: coveredUpTo });
@@ -237,8 +333,10 @@ export class TableRegion implements Region {
   }
 
   async query(input: TableQuery): Promise<Row[]> {
-    this.assertOpen();
+    this.assertUsable();
     const q = validateQuery(this.layout.schema, input);
+    // Everything applied so far is indexed before it is read.
+    this.indexAll();
     const plan = planScan(this.layout, q);
     if (plan.empty) return [];
     // Snapshot the sources synchronously, newest first. A flush finishing
@@ -265,15 +363,28 @@ export class TableRegion implements Region {
     }
   }
 
+  /**
+   * Index what is still queued (a bad body is reported, not dropped unseen:
+   * close rejects with the region's failure if no earlier call reported it),
+   * then release the region.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.indexer.forget(this);
     // Let a flush or compaction in progress finish; their callers see the outcome.
     await this.tail;
+    try {
+      for (const mem of [...this.frozen.map((f) => f.mem), this.active]) await this.indexInSlices(mem, false);
+    } catch {
+      // Recorded in this.failure, reported below.
+    }
     await Promise.all(this.deleting);
     this.cache.evictPrefix(this.cacheTag);
+    if (this.failure !== undefined && !this.failureReported) throw this.reportFailure();
   }
 
+  /** Counts of the region's parts, as they are (indexes nothing). */
   stats(): TableRegionStats {
     const { ssts } = this.manifest;
     return {
@@ -281,6 +392,7 @@ export class TableRegion implements Region {
       sstRows: ssts.reduce((n, s) => n + s.rows, 0),
       sstBytes: ssts.reduce((n, s) => n + s.bytes, 0),
       memtableRows: this.frozen.reduce((n, f) => n + f.mem.size, this.active.size),
+      queuedMutations: this.frozen.reduce((n, f) => n + f.mem.queued, this.active.queued),
       memtableBytes: this.memtableBytes(),
       frozenMemtables: this.frozen.length,
       flushedEntryId: this.manifest.flushedEntryId,
@@ -290,6 +402,80 @@ export class TableRegion implements Region {
 
   private assertOpen(): void {
     if (this.closed) throw new RepriseError('CLOSED', `region ${this.regionId} is closed`, { regionId: this.regionId });
+  }
+
+  /** Open and not failed. */
+  private assertUsable(): void {
+    this.assertOpen();
+    if (this.failure !== undefined) throw this.reportFailure();
+  }
+
+  private reportFailure(): RepriseError {
+    this.failureReported = true;
+    return this.failure as RepriseError;
+  }
+
+  /**
+   * Index a memtable's queue, or part of it until `deadline`: whether it is
+   * now empty. A body that does not decode makes the region unusable: the
+   * failure is recorded and thrown.
+   */
+  private index(mem: QueuedMemtable, deadline = Infinity): boolean {
+    if (this.failure !== undefined) throw this.failure;
+    try {
+      return mem.index(deadline);
+    } catch (err) {
+      if (!(err instanceof UnindexableEntry)) throw err;
+      const { entryId, reason } = err;
+      const table = this.layout.schema.name;
+      this.failure = new RepriseError(
+        'REGION_FAILED',
+        `region ${this.regionId} of table "${table}" failed: entry ${entryId} cannot be applied: ${reason instanceof Error ? reason.message : String(reason)}`,
+        { table, regionId: this.regionId, entryId },
+        { cause: reason },
+      );
+      this.indexer.forget(this);
+      throw this.failure;
+    }
+  }
+
+  /** Index every queue now, oldest memtable first (throws the region's failure, reported). */
+  private indexAll(): void {
+    try {
+      for (const f of this.frozen) this.index(f.mem);
+      this.index(this.active);
+    } catch (err) {
+      if (err === this.failure) throw this.reportFailure();
+      throw err;
+    }
+  }
+
+  /**
+   * Index a memtable's queue a slice at a time, letting the event loop run
+   * in between. Throws the region's failure (reported, unless `report` is false).
+   */
+  private async indexInSlices(mem: QueuedMemtable, report = true): Promise<void> {
+    try {
+      while (!this.index(mem, performance.now() + INDEX_SLICE_MS)) await nextTurn();
+    } catch (err) {
+      if (err === this.failure && report) throw this.reportFailure();
+      throw err;
+    }
+  }
+
+  /**
+   * A slice of background indexing (see IdleIndexer): the active queue until
+   * `deadline`. Whether there is nothing more to do for now (all indexed,
+   * closed, or failed: a failure is recorded for the next apply, query,
+   * flush or close to report).
+   */
+  indexWhileIdle(deadline: number): boolean {
+    if (this.closed || this.failure !== undefined) return true;
+    try {
+      return this.index(this.active, deadline);
+    } catch {
+      return true;
+    }
   }
 
   private serialised<T>(job: () => Promise<T>): Promise<T> {

@@ -84,12 +84,20 @@ describe('TableEngine', () => {
     expect(region.memtableBytes()).toBeGreaterThan(0);
   });
 
-  it('rejects an undecodable body with INVALID_ARGUMENT naming region and entry, applying nothing', async () => {
+  it('queues an undecodable body; indexing it fails the region with REGION_FAILED naming table, region and entry, applying nothing of it', async () => {
     const { region } = await setup();
-    await expectError(() => region.apply(6, new Uint8Array([1, 2, 3])), 'INVALID_ARGUMENT', 'region 1', 'entry 6');
-    expect(region.appliedEntryId()).toBe(5);
-    region.apply(6, put([m('a', 1)]));
-    expect(await region.query({})).toHaveLength(1);
+    region.apply(6, put([m('a', 1, 1)]));
+    region.apply(7, new Uint8Array([1, 2, 3])); // passes apply: bodies are decoded when indexed
+    region.apply(8, put([m('b', 1, 1)]));
+    expect(region.appliedEntryId()).toBe(8);
+    const failed = ['REGION_FAILED', 'table "system_metrics"', 'region 1', 'entry 7'] as const;
+    await expectError(() => region.query({}), ...failed);
+    // Unusable from then on: every later call reports the same failure.
+    await expectError(() => region.query({}), ...failed);
+    await expectError(() => region.apply(9, put([m('c', 1)])), ...failed);
+    await expectError(() => region.flush(8), ...failed);
+    expect(region.flushedEntryId()).toBe(5);
+    await region.close();
   });
 
   it('flushes to an SST and the manifest, and keeps rows and flushedEntryId across reopen', async () => {
@@ -134,9 +142,10 @@ describe('TableEngine', () => {
     // The freeze happened synchronously: these go to the new memtable.
     region.apply(7, put([m('a', 1, 2), m('c', 1, 1)]));
     region.apply(8, del([{ host: 'b', idc: 'dc1', ts: 1 }]));
-    expect(region.stats()).toMatchObject({ frozenMemtables: 1, memtableRows: 5 });
-    // Reads during the flush see frozen and new rows, newest first.
+    expect(region.stats()).toMatchObject({ frozenMemtables: 1, memtableRows: 0, queuedMutations: 3 });
+    // Reads during the flush see frozen and new rows, newest first (indexing what is queued first).
     expect(brief(await region.query({}))).toEqual(['a/dc1/1=2', 'c/dc1/1=1']);
+    expect(region.stats()).toMatchObject({ frozenMemtables: 1, memtableRows: 5, queuedMutations: 0 });
     putGate.open();
     expect(await flushing).toMatchObject({ flushedEntryId: 6, rows: 2 });
     expect(region.stats()).toMatchObject({ frozenMemtables: 0, memtableRows: 3, ssts: 1 });
