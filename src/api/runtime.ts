@@ -18,6 +18,7 @@ import type { TableInfo } from '../meta/model.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../wal/entry.js';
 import type { LogStore } from '../wal/log-store.js';
 import { openLogStore, type WalOptions } from '../wal/open-log-store.js';
+import { RuntimeObserver } from './observe.js';
 
 export interface OpenOptions {
   /** Where the local WAL, meta and (by default) the object store live. */
@@ -69,13 +70,16 @@ export class Reprise {
     private readonly meta: MetaService,
     private readonly node: NodeActor,
     readonly logger: Logger,
+    /** This runtime's Prometheus registry and live events (transitions, replay progress). */
+    readonly observer: RuntimeObserver,
   ) {}
 
   static async open(options: OpenOptions): Promise<Reprise> {
     const dataDir = resolve(options.dataDir);
     const logger = options.logger === false ? pino({ level: 'silent' }) : (options.logger ?? pino({ level: 'info' }, pino.destination(2)));
     await mkdir(dataDir, { recursive: true });
-    const log = await openLogStore(options.wal ?? { provider: 'local' }, join(dataDir, 'wal'));
+    const observer = new RuntimeObserver(options);
+    const log = observer.instrumentLog(await openLogStore(options.wal ?? { provider: 'local' }, join(dataDir, 'wal')));
     try {
       const meta = await MetaService.open(log, {
         topicPrefix: options.wal?.topicPrefix ?? 'reprise_wal',
@@ -98,11 +102,12 @@ export class Reprise {
         logger,
         maxBatchBytes: options.wal?.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES,
         flushPolicy: { ...DEFAULT_FLUSH_POLICY, ...options.flush },
-        ...(options.onTransition ? { onTransition: options.onTransition } : {}),
-        ...(options.onReplayProgress ? { onReplayProgress: options.onReplayProgress } : {}),
+        onTransition: observer.onTransition,
+        onReplayProgress: observer.onReplayProgress,
       });
+      observer.bindStatus(() => ({ wal: { provider: log.provider }, nodes: [node.status()] }));
       await node.start();
-      return new Reprise(log, meta, node, logger);
+      return new Reprise(log, meta, node, logger, observer);
     } catch (err) {
       await log.close().catch(() => undefined);
       throw err;
