@@ -1,6 +1,13 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyError } from 'fastify';
 import type { Logger } from 'pino';
+import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { describeMachine, MACHINES } from '../actors/diagram.js';
 import { RepriseError, type ErrorCode } from '../errors.js';
+import { EventStreams, type EventStreamOptions } from './event-stream.js';
+import { registerInfluxRoutes } from './influxdb.js';
+import { machineSvg } from './machine-svg.js';
 import type { Reprise } from './runtime.js';
 
 export const DEFAULT_BODY_LIMIT = 64 * 1024 * 1024;
@@ -43,6 +50,36 @@ function statusOf(err: RepriseError): number {
 export interface HttpOptions {
   readonly bodyLimit?: number;
   readonly logger: Logger;
+  /** Create a table on the first line-protocol write to a measurement that has none. Default true. */
+  readonly autoCreateTables?: boolean;
+  /** Add the process's own metrics (CPU, memory, event loop: `process_*`, `nodejs_*`) to /metrics. Default false. */
+  readonly processMetrics?: boolean;
+  readonly events?: EventStreamOptions;
+}
+
+/** The dashboard's files: beside this module in src/, or in src/ from the compiled dist/src/api/. */
+function dashboardDir(): string {
+  for (const rel of ['./dashboard/', '../../../src/api/dashboard/']) {
+    const dir = fileURLToPath(new URL(rel, import.meta.url));
+    if (existsSync(`${dir}index.html`)) return dir;
+  }
+  throw new Error('the dashboard files (src/api/dashboard) are missing from this installation');
+}
+
+const DASHBOARD_FILES: Record<string, string> = {
+  'index.html': 'text/html; charset=utf-8',
+  'app.js': 'text/javascript; charset=utf-8',
+  'style.css': 'text/css; charset=utf-8',
+};
+
+/** Each machine's states, transitions and an SVG drawing (static: computed once). */
+function machinesView() {
+  return {
+    machines: Object.entries(MACHINES).map(([kind, machine]) => {
+      const d = describeMachine(machine);
+      return { kind, ...d, svg: machineSvg(d) };
+    }),
+  };
 }
 
 /**
@@ -53,6 +90,35 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
   // Requests are not logged one by one; server-side failures are, below.
   const app = Fastify({ bodyLimit: options.bodyLimit ?? DEFAULT_BODY_LIMIT, logger: false });
   const log = options.logger.child({ component: 'http' });
+  const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
+
+  // Metrics of this server (HTTP, and the process if asked), served with the runtime's.
+  const registry = new Registry();
+  if (options.processMetrics) {
+    collectDefaultMetrics({ register: registry });
+    // Gauges whose names end in _total break the Prometheus naming rules (promtool rejects them).
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
+  }
+  const requestSeconds = new Histogram({
+    name: 'reprise_http_request_duration_seconds',
+    help: 'HTTP requests by method, route (the pattern, not the URL) and status code',
+    labelNames: ['method', 'route', 'status_code'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  app.addHook('onResponse', (request, reply, done) => {
+    requestSeconds.observe(
+      { method: request.method, route: request.routeOptions.url ?? 'unmatched', status_code: String(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
+    done();
+  });
+
+  const streams = new EventStreams(runtime, options.events);
+  app.addHook('preClose', (done) => {
+    streams.closeAll();
+    done();
+  });
 
   app.setErrorHandler((err, request, reply) => {
     const error = toRepriseError(err as Error);
@@ -95,6 +161,31 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     await runtime.flush();
     return { flushed: true };
   });
+
+  app.get('/metrics', async (_request, reply) => {
+    const merged = Registry.merge([runtime.observer.registry, registry]);
+    return reply.header('content-type', merged.contentType).send(await merged.metrics());
+  });
+
+  app.get('/v1/events', (request, reply) => streams.handle(request, reply));
+
+  const machines = machinesView();
+  app.get('/v1/machines', async () => machines);
+
+  // The dashboard: static files, no build step.
+  const dashboard = dashboardDir();
+  const sendFile = (name: string, reply: import('fastify').FastifyReply) =>
+    reply.header('content-type', DASHBOARD_FILES[name]!).header('cache-control', 'no-cache').send(readFileSync(`${dashboard}${name}`));
+  app.get('/', async (_request, reply) => sendFile('index.html', reply));
+  app.get<{ Params: { file: string } }>('/dashboard/:file', async (request, reply) => {
+    const name = request.params.file;
+    if (!Object.hasOwn(DASHBOARD_FILES, name) || name === 'index.html') {
+      return reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no dashboard file '${name}'` } });
+    }
+    return sendFile(name, reply);
+  });
+
+  registerInfluxRoutes(app, runtime, { autoCreateTables: options.autoCreateTables ?? true, bodyLimit });
 
   return app;
 }

@@ -1,0 +1,197 @@
+import { gzipSync } from 'node:zlib';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createHttpServer } from '../../../src/api/http.js';
+import { parsePrecision, toEpochMs } from '../../../src/api/influxdb.js';
+import { open, type Reprise } from '../../../src/api/runtime.js';
+
+const logger = pino({ level: 'silent' });
+
+describe('InfluxDB line protocol writes (in process)', () => {
+  let dir: string;
+  let db: Reprise;
+  let app: ReturnType<typeof createHttpServer>;
+  const write = (body: string | Buffer, query = '', headers: Record<string, string> = {}) =>
+    app.inject({ method: 'POST', url: `/v1/influxdb/write?db=public${query}`, payload: body, headers: { 'content-type': 'text/plain', ...headers } });
+  const rowsOf = async (table: string) => db.query(table, {});
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'reprise-influx-'));
+    db = await open({ dataDir: dir, shards: 2, logger: false });
+    app = createHttpServer(db, { logger });
+  });
+  afterEach(async () => {
+    await app.close();
+    await db.close().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('creates the table on first write: tags, fields (typed), ts; 204 like InfluxDB', async () => {
+    const reply = await write(
+      [
+        'cpu,host=h1,region=eu usage=1.5,cores=8i,up=true,model="x \\"86\\"" 1667446797450000000',
+        'cpu,host=h2 usage=2,cores=4i 1667446797451000000',
+        'mem,host=h1 used=12i 1667446797452000000',
+      ].join('\n'),
+    );
+    expect(reply.statusCode).toBe(204);
+    expect(reply.body).toBe('');
+    expect(db.describeTable('cpu').schema).toEqual({
+      name: 'cpu',
+      columns: [
+        { name: 'host', type: 'string', role: 'tag' },
+        { name: 'region', type: 'string', role: 'tag' },
+        { name: 'usage', type: 'float64', role: 'field' },
+        { name: 'cores', type: 'int64', role: 'field' },
+        { name: 'up', type: 'bool', role: 'field' },
+        { name: 'model', type: 'string', role: 'field' },
+        { name: 'ts', type: 'timestamp', role: 'time' },
+      ],
+    });
+    expect(db.describeTable('cpu').regions).toHaveLength(1);
+    expect(await rowsOf('cpu')).toEqual([
+      { host: 'h1', region: 'eu', usage: 1.5, cores: 8, up: true, model: 'x "86"', ts: 1667446797450 },
+      // A tag a line leaves out is the empty string (tags are the primary key); a missing field is null.
+      { host: 'h2', region: '', usage: 2, cores: 4, up: null, model: null, ts: 1667446797451 },
+    ]);
+    expect(await rowsOf('mem')).toEqual([{ host: 'h1', used: 12, ts: 1667446797452 }]);
+    // Later writes to the existing table.
+    expect((await write('cpu,host=h3 usage=3 1667446797453000000')).statusCode).toBe(204);
+    expect((await rowsOf('cpu')).map((r) => r.host)).toEqual(['h1', 'h2', 'h3']);
+  });
+
+  it('precision: ns (default), us, ms, s (and the v1 aliases); no timestamp means now', async () => {
+    await write('t,k=ns v=1 1700000000123456789');
+    await write('t,k=us v=1 1700000000123456', '&precision=us');
+    await write('t,k=u v=1 1700000000123456', '&precision=u');
+    await write('t,k=ms v=1 1700000000123', '&precision=ms');
+    await write('t,k=s v=1 1700000000', '&precision=s');
+    const before = Date.now();
+    await write('t,k=now v=1');
+    const rows = Object.fromEntries((await rowsOf('t')).map((r) => [r.k, r.ts]));
+    expect(rows).toMatchObject({ ns: 1700000000123, us: 1700000000123, u: 1700000000123, ms: 1700000000123, s: 1700000000000 });
+    expect(rows.now).toBeGreaterThanOrEqual(before);
+    const bad = await write('t,k=x v=1', '&precision=fortnight');
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error).toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/precision 'fortnight'/) });
+    expect(parsePrecision(undefined)).toBe('ns');
+    expect(toEpochMs(-1n, 'ns')).toBe(-1n);
+    expect(toEpochMs(-1_000_000n, 'ns')).toBe(-1n);
+    expect(toEpochMs(2n, 'h')).toBe(7_200_000n);
+  });
+
+  it('all or nothing by default: any bad line is a 400 naming each bad line, nothing written, no table created', async () => {
+    const reply = await write(['ok,host=a v=1 1000000', 'ok,host=b v=oops 1000000', 'ok,host=c v=1 1000000', 'ok v=1 1000000'].join('\n'));
+    expect(reply.statusCode).toBe(400);
+    const { error } = reply.json() as { error: { code: string; message: string; lines: { line: number; message: string }[] } };
+    expect(error.code).toBe('INVALID_ROW');
+    expect(error.message).toMatch(/^nothing written: 2 bad lines: line 2: field 'v' has an invalid value 'oops'/);
+    expect(error.lines.map((l) => l.line)).toEqual([2, 4]);
+    expect(error.lines[1]!.message).toBe("line 4: measurement 'ok' has no tags: a table needs at least one tag (its primary key)");
+    expect(db.listTables()).toEqual([]);
+  });
+
+  it('?partial=true writes the good lines and reports the bad ones', async () => {
+    const reply = await write(['p,host=a v=1 1000000', 'p,host=b v=1i 2000000', 'p,host=c v=3 3000000', 'garbage'].join('\n'), '&partial=true');
+    expect(reply.statusCode).toBe(200);
+    expect(reply.json()).toEqual({
+      written: 2,
+      rejected: [
+        { line: 2, message: "line 2: field 'v' is an integer (1i) here but float64 in earlier lines of measurement 'p'" },
+        { line: 4, message: 'line 4: missing fields (expected a space and then field=value after the measurement)' },
+      ],
+    });
+    expect((await rowsOf('p')).map((r) => r.host)).toEqual(['a', 'c']);
+    const none = await write('p,host=z v="str" 1', '&partial=true');
+    expect(none.statusCode).toBe(400);
+    expect(none.json().error.lines).toEqual([{ line: 1, message: "line 1: field 'v' is float64 in table 'p', but this line has a string" }]);
+  });
+
+  it('existing tables: columns must exist (no schema evolution) and match in role and type', async () => {
+    await db.createTable({
+      name: 'sys',
+      columns: [
+        { name: 'host', type: 'string', role: 'tag' },
+        { name: 'n', type: 'int64', role: 'tag' },
+        { name: 'cpu', type: 'float64', role: 'field' },
+        { name: 'time', type: 'timestamp', role: 'time' },
+      ],
+      partition: { column: 'host', bounds: ['m'] },
+    });
+    const cases: [string, RegExp][] = [
+      ['sys,host=a cpu=1,disk=2 1', /table 'sys' has no column 'disk' \(a field of line protocol\): adding columns to an existing table \(schema evolution\) is not supported/],
+      ['sys,host=a,dc=x cpu=1 1', /table 'sys' has no column 'dc' \(a tag/],
+      ['sys,host=a,cpu=x time=1 1', /'cpu' is a field column of table 'sys', not a tag/],
+      ['sys,n=1 cpu=1 1', /tag column 'n' of table 'sys' has type int64; line protocol tags are strings/],
+      ['sys,host=a host=1 1', /'host' is a tag column of table 'sys', not a field/],
+      ['sys,host=a cpu=1i 1', /field 'cpu' is float64 in table 'sys', but this line has an integer \(1i\)/],
+    ];
+    for (const [line, message] of cases) {
+      const reply = await write(line);
+      expect(reply.statusCode).toBe(400);
+      expect(reply.json().error.lines[0].message).toMatch(message);
+    }
+    expect((await write('sys,host=a cpu=1 1')).json().error.lines[0].message).toMatch(/table 'sys' needs tag 'n' \(a tag column of type int64/);
+    // The table's own time column, whatever its name; rows of several regions.
+    await db.createTable({
+      name: 'sys2',
+      columns: [
+        { name: 'host', type: 'string', role: 'tag' },
+        { name: 'cpu', type: 'float64', role: 'field' },
+        { name: 'time', type: 'timestamp', role: 'time' },
+      ],
+      partition: { column: 'host', bounds: ['m'] },
+    });
+    expect((await write('sys2,host=a cpu=1 5000000\nsys2,host=z cpu=2 6000000')).statusCode).toBe(204);
+    expect(await rowsOf('sys2')).toEqual([
+      { host: 'a', cpu: 1, time: 5 },
+      { host: 'z', cpu: 2, time: 6 },
+    ]);
+  });
+
+  it('autoCreateTables off: a missing table is a bad line', async () => {
+    const strict = createHttpServer(db, { logger, autoCreateTables: false });
+    const reply = await strict.inject({ method: 'POST', url: '/v1/influxdb/write', payload: 'nope,host=a v=1', headers: { 'content-type': 'text/plain' } });
+    expect(reply.statusCode).toBe(400);
+    expect(reply.json().error.lines[0].message).toBe("line 1: table 'nope' does not exist (autoCreateTables is off)");
+    await strict.close();
+  });
+
+  it('bad names, reserved ts, int64 outside the exact range, gzip bodies, the v2 path, ping', async () => {
+    const bad = await write(['bad-name,host=a v=1', 'n,host=a ts=1', 'n,ho.st=a v=1', 'n,host=a v=9007199254740993i', 'n,host=a w=1 -1000000000'].join('\n'));
+    expect(bad.json().error.lines.map((l: { message: string }) => l.message)).toEqual([
+      "line 1: measurement 'bad-name' is not a valid table name (letters, digits and _, not starting with a digit)",
+      "line 2: field 'ts' uses the name of the time column 'ts'",
+      "line 3: tag 'ho.st' is not a valid column name (letters, digits and _, not starting with a digit)",
+      "line 4: field 'v': 9007199254740993 is outside the integers int64 columns hold exactly (±2^53-1)",
+      'line 5: timestamp -1000000000 (ns) is not a time from 1970 on',
+    ]);
+    const gz = await write(gzipSync('z,host=a v=1 1000000'), '', { 'content-encoding': 'gzip' });
+    expect(gz.statusCode).toBe(204);
+    const notGz = await write('z,host=a v=1', '', { 'content-encoding': 'gzip' });
+    expect(notGz.json().error.code).toBe('INVALID_ARGUMENT');
+    const v2 = await app.inject({
+      method: 'POST',
+      url: '/v1/influxdb/api/v2/write?org=o&bucket=b&precision=ms',
+      payload: 'z,host=b v=2 2',
+      headers: { 'content-type': 'text/plain; charset=utf-8' },
+    });
+    expect(v2.statusCode).toBe(204);
+    // curl -d sends a form content type; any type is line protocol here.
+    const form = await app.inject({ method: 'POST', url: '/v1/influxdb/write?precision=ms', payload: 'z,host=c v=3 3', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    expect(form.statusCode).toBe(204);
+    expect(await rowsOf('z')).toEqual([
+      { host: 'a', v: 1, ts: 1 },
+      { host: 'b', v: 2, ts: 2 },
+      { host: 'c', v: 3, ts: 3 },
+    ]);
+    expect((await app.inject({ method: 'GET', url: '/v1/influxdb/ping' })).statusCode).toBe(204);
+    // The JSON API still parses JSON (the line protocol parser is scoped to its routes).
+    expect((await app.inject({ method: 'POST', url: '/v1/tables/z/query', payload: '{"limit":1}', headers: { 'content-type': 'application/json' } })).json()).toEqual({
+      rows: [{ host: 'a', v: 1, ts: 1 }],
+    });
+  });
+});
