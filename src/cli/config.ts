@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { extname } from 'node:path';
+import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { RepriseError } from '../errors.js';
 import type { KafkaWalOptions, WalOptions } from '../wal/open-log-store.js';
@@ -6,7 +8,8 @@ import type { KafkaWalOptions, WalOptions } from '../wal/open-log-store.js';
 /**
  * Standalone configuration. Precedence, highest first (as GreptimeDB):
  * command-line flags, REPRISE_* environment variables, the config file
- * (JSON, `--config`), defaults.
+ * (`--config`: TOML if it ends in .toml, JSON otherwise; the same keys),
+ * defaults.
  */
 export const standaloneConfigSchema = z.strictObject({
   dataDir: z.string().min(1),
@@ -14,6 +17,8 @@ export const standaloneConfigSchema = z.strictObject({
   shards: z.number().int().min(1).max(4096),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   bodyLimitBytes: z.number().int().min(1024),
+  /** Line protocol writes create a missing table (tags, fields, time column `ts`, no partition rule). */
+  autoCreateTables: z.boolean(),
   wal: z
     .strictObject({
       provider: z.enum(['local', 'kafka']),
@@ -49,6 +54,7 @@ export const DEFAULT_CONFIG: StandaloneConfig = {
   shards: 4,
   logLevel: 'info',
   bodyLimitBytes: 64 * 1024 * 1024,
+  autoCreateTables: true,
   wal: { provider: 'local', maxBatchBytes: 1024 * 1024, topicPrefix: 'reprise_wal' },
 };
 
@@ -59,15 +65,21 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_SHARDS: { path: ['shards'], parse: Number },
   REPRISE_LOG_LEVEL: { path: ['logLevel'], parse: String },
   REPRISE_BODY_LIMIT_BYTES: { path: ['bodyLimitBytes'], parse: Number },
+  REPRISE_AUTO_CREATE_TABLES: { path: ['autoCreateTables'], parse: boolean },
   REPRISE_WAL_PROVIDER: { path: ['wal', 'provider'], parse: String },
   REPRISE_WAL_MAX_BATCH_BYTES: { path: ['wal', 'maxBatchBytes'], parse: Number },
   REPRISE_WAL_TOPIC_PREFIX: { path: ['wal', 'topicPrefix'], parse: String },
   REPRISE_WAL_BROKER_ENDPOINTS: { path: ['wal', 'brokerEndpoints'], parse: brokerList },
   REPRISE_WAL_REPLICATION_FACTOR: { path: ['wal', 'replicationFactor'], parse: Number },
-  REPRISE_WAL_IDEMPOTENT: { path: ['wal', 'idempotent'], parse: (v) => (v === 'true' ? true : v === 'false' ? false : v) },
+  REPRISE_WAL_IDEMPOTENT: { path: ['wal', 'idempotent'], parse: boolean },
 };
 
 type Layer = Record<string, unknown>;
+
+/** `true`/`false` as booleans; anything else is left for validation to name. */
+function boolean(value: string): unknown {
+  return value === 'true' ? true : value === 'false' ? false : value;
+}
 
 /** `host:port,host:port` -> a list (blanks dropped). */
 export function brokerList(value: string): string[] {
@@ -102,6 +114,13 @@ function readConfigFile(file: string): Layer {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     throw new RepriseError('INVALID_ARGUMENT', `config file '${file}' cannot be read: ${(err as Error).message}`);
+  }
+  if (extname(file).toLowerCase() === '.toml') {
+    try {
+      return parseToml(text) as Layer;
+    } catch (err) {
+      throw new RepriseError('INVALID_ARGUMENT', `config file '${file}' is not valid TOML: ${(err as Error).message}`);
+    }
   }
   try {
     const parsed: unknown = JSON.parse(text);
@@ -148,4 +167,20 @@ export function resolveConfig(opts: { configFile?: string; env: NodeJS.ProcessEn
     throw new RepriseError('INVALID_ARGUMENT', `invalid configuration: ${problems.join('; ')} (sources: flags > REPRISE_* env > ${opts.configFile ?? 'no config file'} > defaults)`);
   }
   return result.data;
+}
+
+const SECRET_KEY = /pass(word|phrase)?|secret|token|^key$|credential/i;
+
+/**
+ * The configuration as `reprise config print` shows it: every key with its
+ * effective value; secrets (passwords, tokens, TLS keys) replaced by "***".
+ */
+export function redactConfig(config: StandaloneConfig): unknown {
+  const redact = (value: unknown, key: string): unknown => {
+    if (SECRET_KEY.test(key) && value !== undefined && value !== null && value !== '') return '***';
+    if (Array.isArray(value)) return value.map((v) => redact(v, ''));
+    if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redact(v, k)]));
+    return value;
+  };
+  return redact(config, '');
 }

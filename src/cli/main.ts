@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
 import type { ReplayProgress } from '../actors/context.js';
 import { createHttpServer, parseAddr } from '../api/http.js';
 import { Reprise } from '../api/runtime.js';
 import { isRepriseError } from '../errors.js';
-import { brokerList, resolveConfig, walOptionsOf } from './config.js';
+import { brokerList, redactConfig, resolveConfig, walOptionsOf, type StandaloneConfig } from './config.js';
 import { renderStatus, renderRows } from './render.js';
 
 const DEFAULT_SERVER = 'http://127.0.0.1:4000';
@@ -47,8 +47,9 @@ interface StandaloneFlags {
   brokers?: string[];
 }
 
-async function standalone(flags: StandaloneFlags): Promise<void> {
-  const config = resolveConfig({
+/** The effective configuration: flags > REPRISE_* env > config file > defaults. */
+function configOf(flags: StandaloneFlags): StandaloneConfig {
+  return resolveConfig({
     ...(flags.config ? { configFile: flags.config } : {}),
     env: process.env,
     flags: {
@@ -59,8 +60,38 @@ async function standalone(flags: StandaloneFlags): Promise<void> {
       wal: { provider: flags.wal, brokerEndpoints: flags.brokers },
     },
   });
+}
+
+/**
+ * Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT: HTTP closed, regions
+ * flushed, WAL closed); 1 if startup or shutdown failed, or a second signal
+ * forced the exit; 2 for a usage error (see main).
+ */
+async function standalone(flags: StandaloneFlags): Promise<void> {
+  const config = configOf(flags);
   const { host, port } = parseAddr(config.httpAddr);
   const logger = pino({ level: config.logLevel });
+
+  // Signals are handled from the start: one during startup (a long replay)
+  // shuts down as soon as the runtime is open.
+  let stopping = false;
+  let shutdown: ((signal: string) => void) | undefined;
+  let early: string | undefined;
+  const onSignal = (signal: string) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting now without finishing the shutdown (the next start replays the WAL)');
+      process.exit(1);
+    }
+    stopping = true;
+    if (shutdown) shutdown(signal);
+    else {
+      early = signal;
+      logger.info({ signal }, 'signal during startup: shutting down once the runtime is open');
+    }
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+
   const runtime = await Reprise.open({
     dataDir: config.dataDir,
     shards: config.shards,
@@ -68,20 +99,14 @@ async function standalone(flags: StandaloneFlags): Promise<void> {
     logger,
     onReplayProgress: progressBar(),
   });
-  const app = createHttpServer(runtime, { logger, bodyLimit: config.bodyLimitBytes });
-  let url: string;
-  try {
-    url = await app.listen({ host, port });
-  } catch (err) {
-    await runtime.close();
-    throw err;
-  }
-  logger.info({ url, dataDir: config.dataDir }, `reprise standalone serving on ${url}`);
+  const app = createHttpServer(runtime, {
+    logger,
+    bodyLimit: config.bodyLimitBytes,
+    autoCreateTables: config.autoCreateTables,
+    processMetrics: true,
+  });
 
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
+  shutdown = (signal: string) => {
     logger.info({ signal }, 'shutting down: closing HTTP, flushing regions, closing the WAL');
     void (async () => {
       try {
@@ -94,8 +119,16 @@ async function standalone(flags: StandaloneFlags): Promise<void> {
       }
     })();
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  if (early) return shutdown(early);
+
+  let url: string;
+  try {
+    url = await app.listen({ host, port });
+  } catch (err) {
+    await runtime.close();
+    throw err;
+  }
+  logger.info({ url, dataDir: config.dataDir }, `reprise standalone serving on ${url}`);
 }
 
 async function request(server: string, method: string, path: string, body?: unknown): Promise<unknown> {
@@ -124,19 +157,33 @@ export function buildProgram(): Command {
   const program = new Command('reprise')
     .description('Event-sourced actor runtime: regions, shards and nodes as explicit state machines over a WAL')
     .version(packageVersion())
-    .showHelpAfterError();
+    .showHelpAfterError()
+    // Usage errors become CommanderErrors, so main can exit 2 for them (1 stays for failures).
+    .exitOverride();
 
-  program
-    .command('standalone')
-    .description('run meta and one node in this process, with the HTTP API (WAL: local LevelDB by default, or Kafka)')
-    .option('-c, --config <file>', 'JSON config file')
-    .option('--data-dir <dir>', `where the WAL, meta and SSTs live (default ./reprise_data; env REPRISE_DATA_DIR)`)
-    .option('--http-addr <host:port>', 'HTTP API address (default 127.0.0.1:4000; env REPRISE_HTTP_ADDR)')
-    .option('--shards <n>', 'WAL topics created on first start (default 4; env REPRISE_SHARDS)', integer)
-    .addOption(new Option('--log-level <level>', 'log level (env REPRISE_LOG_LEVEL)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
-    .addOption(new Option('--wal <provider>', 'WAL provider (default local; env REPRISE_WAL_PROVIDER)').choices(['local', 'kafka']))
-    .option('--brokers <list>', 'Kafka bootstrap brokers, host:port,... (env REPRISE_WAL_BROKER_ENDPOINTS)', brokerList)
-    .action(standalone);
+  /** The options that make up the standalone configuration (shared by `standalone` and `config print`). */
+  const configOptions = (command: Command) =>
+    command
+      .option('-c, --config <file>', 'config file: TOML (*.toml) or JSON (the same keys)')
+      .option('--data-dir <dir>', `where the WAL, meta and SSTs live (default ./reprise_data; env REPRISE_DATA_DIR)`)
+      .option('--http-addr <host:port>', 'HTTP API address (default 127.0.0.1:4000; env REPRISE_HTTP_ADDR)')
+      .option('--shards <n>', 'WAL topics created on first start (default 4; env REPRISE_SHARDS)', integer)
+      .addOption(new Option('--log-level <level>', 'log level (env REPRISE_LOG_LEVEL)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+      .addOption(new Option('--wal <provider>', 'WAL provider (default local; env REPRISE_WAL_PROVIDER)').choices(['local', 'kafka']))
+      .option('--brokers <list>', 'Kafka bootstrap brokers, host:port,... (env REPRISE_WAL_BROKER_ENDPOINTS)', brokerList);
+
+  configOptions(
+    program.command('standalone').description('run meta and one node in this process, with the HTTP API and dashboard (WAL: local LevelDB by default, or Kafka)'),
+  ).action(standalone);
+
+  const config = program.command('config').description('the standalone configuration');
+  configOptions(
+    config
+      .command('print')
+      .description('print the effective configuration as JSON (flags > REPRISE_* env > config file > defaults; secrets shown as ***)'),
+  ).action((flags: StandaloneFlags) => {
+    process.stdout.write(`${JSON.stringify(redactConfig(configOf(flags)), null, 2)}\n`);
+  });
 
   program
     .command('status')
@@ -172,10 +219,17 @@ export function buildProgram(): Command {
   return program;
 }
 
+/**
+ * Run the CLI. Exit codes: 0 success; 1 a failure (startup, a request, a
+ * failed shutdown); 2 a usage error (unknown command or option, bad option
+ * value), reported by commander with the help.
+ */
 export async function main(argv: string[]): Promise<void> {
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {
+    // Commander already printed its message (and help, for usage errors).
+    if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
     const message = isRepriseError(err) ? `${err.code}: ${err.message}` : (err as Error).message;
     process.stderr.write(`reprise: ${message}\n`);
     process.exit(1);
