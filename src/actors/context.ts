@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { waitFor, type AnyActorRef, type SnapshotFrom } from 'xstate';
 import type { ObjectStore } from '../engine/object-store.js';
 import type { RegionEngine } from '../engine/region-engine.js';
-import type { MetaService } from '../meta/meta-service.js';
+import type { RegionInfo, ShardInfo, TableInfo } from '../meta/model.js';
 import type { LogStore } from '../wal/log-store.js';
 
 /** Which actor changed state, for logs, status and (later) metrics and the dashboard. */
@@ -35,10 +35,31 @@ export interface FlushPolicy {
 /** Defaults bound memtables per shard to about 128 MiB of WAL (a few hundred MiB of heap). */
 export const DEFAULT_FLUSH_POLICY: FlushPolicy = { memtableBytes: 64 * 1024 * 1024, walBytes: 128 * 1024 * 1024 };
 
+/**
+ * What actors need from meta: the MetaService itself when embedded, a
+ * RemoteMeta (changes over the transport, reads from a replica of the meta
+ * log) in a cluster.
+ */
+export interface ActorMeta {
+  registerNode(nodeId: string): Promise<void>;
+  /** Shards this node should lead. */
+  shardsFor(nodeId: string): ShardInfo[];
+  shard(shardId: number): ShardInfo;
+  grantLeadership(shardId: number, nodeId: string): Promise<{ epoch: number; topic: string }>;
+  tables(): TableInfo[];
+  regionsOfShard(shardId: number): RegionInfo[];
+}
+
 /** Everything an actor needs from the layers below, injected by whoever assembles the runtime. */
 export interface ActorContext {
   readonly nodeId: string;
-  readonly meta: MetaService;
+  readonly meta: ActorMeta;
+  /**
+   * Whether this node's lease from meta is still valid (cluster mode). A
+   * shard neither starts nor acknowledges an append without it. Embedded:
+   * absent, always held.
+   */
+  readonly leaseHeld?: () => boolean;
   readonly log: LogStore;
   readonly engine: RegionEngine;
   readonly objects: ObjectStore;

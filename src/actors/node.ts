@@ -20,6 +20,7 @@ export class NodeActor {
   readonly actor: Actor<typeof nodeMachine>;
   private readonly shards = new Map<number, ShardActor>();
   private flushOnClose = true;
+  private reconciling: Promise<void> = Promise.resolve();
 
   constructor(private readonly ctx: ActorContext) {
     const machine = nodeMachine.provide({
@@ -78,6 +79,40 @@ export class NodeActor {
     const snapshot = await runThrough(this.actor, 'serving', 'flushing', { type: 'FLUSH' });
     if (!snapshot) throw new RepriseError('CLOSED', `node '${this.id}' is ${this.state()}`);
     if (snapshot.context.error) throw new RepriseError('INTERNAL', `flush failed on node '${this.id}': ${snapshot.context.error}`);
+  }
+
+  /**
+   * Cluster mode: lead exactly the shards meta assigns to this node. Opens
+   * the assigned shards it does not hold (and reopens failed ones, e.g.
+   * after a lost lease), closes without flushing the ones it no longer
+   * holds: their new leader owns their manifests now. Calls are serialised.
+   */
+  reconcile(assigned: readonly number[]): Promise<void> {
+    this.reconciling = this.reconciling.then(async () => {
+      if (this.state() !== 'serving') return;
+      const wanted = new Set(assigned);
+      for (const [id, shard] of [...this.shards]) {
+        const state = shard.state();
+        if (wanted.has(id) && state !== 'failed' && state !== 'closed') continue;
+        this.shards.delete(id);
+        await shard.close({ flush: false });
+      }
+      for (const id of wanted) {
+        if (this.shards.has(id)) continue;
+        const shard = new ShardActor(id, this.ctx);
+        this.shards.set(id, shard);
+        // Not awaited: one slow replay must not hold up the others.
+        void shard.start();
+      }
+    });
+    return this.reconciling;
+  }
+
+  /** The lease from meta ran out: every shard stops writing at once (its machine goes to failed). */
+  leaseLost(): void {
+    for (const shard of this.shards.values()) {
+      if (shard.actor.getSnapshot().status === 'active') shard.actor.send({ type: 'LEASE_LOST' });
+    }
   }
 
   async close(options: { flush?: boolean } = {}): Promise<void> {

@@ -132,44 +132,53 @@ export class ShardActor {
     const live = replaying.filter((r) => r.state() === 'replaying');
     const from = Math.max(earliest, Math.min(next, ...live.map((r) => r.flushedEntryId() + 1)));
     this.appliedEntryId = Math.max(this.appliedEntryId, from - 1);
-    if (from < next) {
-      const stats = await replayShard(log, this.topic, {
-        from,
-        to: next,
-        onEntry: (entry: LoggedEntry) => {
-          this.appliedEntryId = entry.id;
-          if (entry.kind !== 'data') return;
-          const region = this.regions.get(entry.region);
-          if (!region) return;
-          region.apply(entry.id, entry.body);
-          this.walBytesSinceFlush += entry.body.byteLength;
-          // A long log must not replay into unbounded memtables: flush as the
-          // write path would. Every entry up to this one has been applied.
-          if (this.overFlushPolicy(region)) return this.flushDuringReplay(entry.id);
-        },
-        onProgress: (p) => {
-          const rate = Math.round(p.entries / Math.max(p.elapsedMs / 1000, 1e-3));
-          this.ctx.logger.info(
-            { shard: this.id, topic: this.topic, lastId: p.lastId, targetId: p.targetId, entries: p.entries, entriesPerSec: rate },
-            `shard ${this.id} replaying: entry ${p.lastId} of ${p.targetId - 1}, ${rate} entries/s`,
-          );
-          this.ctx.onReplayProgress?.({ shardId: this.id, topic: this.topic, ...p });
-        },
-      });
-      this.ctx.logger.info(
-        { shard: this.id, topic: this.topic, from, to: next - 1, entries: stats.entries, bytes: stats.bytes, ms: stats.elapsedMs,
-          entriesPerSec: Math.round(stats.entries / Math.max(stats.elapsedMs / 1000, 1e-3)), torn: stats.tornEntries, fenced: stats.fencedEntries },
-        `shard ${this.id} replayed ${stats.entries} entries`,
-      );
-    }
+    if (from < next) await this.replayRange(from, next);
     this.appliedEntryId = Math.max(this.appliedEntryId, next - 1);
     // Fence: from here on, entries of older epochs are dropped by every reader.
-    await this.writer!.append({ kind: 'epoch', region: 0, epoch, body: EMPTY });
+    const marker = await this.writer!.append({ kind: 'epoch', region: 0, epoch, body: EMPTY });
+    // Entries a previous leader got in after `next` was read but before the
+    // marker belong to the log (it may have acknowledged them while its
+    // lease held): replay them too, so nothing before the marker is missed.
+    if (marker > next) await this.replayRange(next, marker);
+    this.appliedEntryId = Math.max(this.appliedEntryId, marker);
     await this.pruneBelowFlushed(this.appliedEntryId);
     for (const region of this.regions.values()) {
       if (region.state() === 'replaying') region.actor.send({ type: 'REPLAYED', appliedEntryId: this.appliedEntryId });
     }
     return { lastEntryId: this.appliedEntryId };
+  }
+
+  /** Replay entries [from, to) of the topic into the regions (the replaying effect's one pass). */
+  private async replayRange(from: EntryId, to: EntryId): Promise<void> {
+    const log = this.ctx.log;
+    const stats = await replayShard(log, this.topic, {
+      from,
+      to,
+      onEntry: (entry: LoggedEntry) => {
+        this.appliedEntryId = entry.id;
+        if (entry.kind !== 'data') return;
+        const region = this.regions.get(entry.region);
+        if (!region) return;
+        region.apply(entry.id, entry.body);
+        this.walBytesSinceFlush += entry.body.byteLength;
+        // A long log must not replay into unbounded memtables: flush as the
+        // write path would. Every entry up to this one has been applied.
+        if (this.overFlushPolicy(region)) return this.flushDuringReplay(entry.id);
+      },
+      onProgress: (p) => {
+        const rate = Math.round(p.entries / Math.max(p.elapsedMs / 1000, 1e-3));
+        this.ctx.logger.info(
+          { shard: this.id, topic: this.topic, lastId: p.lastId, targetId: p.targetId, entries: p.entries, entriesPerSec: rate },
+          `shard ${this.id} replaying: entry ${p.lastId} of ${p.targetId - 1}, ${rate} entries/s`,
+        );
+        this.ctx.onReplayProgress?.({ shardId: this.id, topic: this.topic, ...p });
+      },
+    });
+    this.ctx.logger.info(
+      { shard: this.id, topic: this.topic, from, to: to - 1, entries: stats.entries, bytes: stats.bytes, ms: stats.elapsedMs,
+        entriesPerSec: Math.round(stats.entries / Math.max(stats.elapsedMs / 1000, 1e-3)), torn: stats.tornEntries, fenced: stats.fencedEntries },
+      `shard ${this.id} replayed ${stats.entries} entries`,
+    );
   }
 
   /** Called by the writer, in entry id order, once an entry is durable. */
@@ -267,7 +276,19 @@ export class ShardActor {
       });
     }
     const entry: WriteEntry = { kind: 'data', region: regionId, epoch: this.epoch, body: mutation.body, decoded: mutation.decoded };
-    return writer.append(entry);
+    this.assertLease('refused');
+    const id = await writer.append(entry);
+    // Acknowledge only under a valid lease: meta gives the shard to another
+    // node only after this lease has run out, and that node replays every
+    // entry before its epoch marker, so what is acknowledged is never lost.
+    this.assertLease(`not acknowledged (entry ${id} is in the log and may become visible)`);
+    return id;
+  }
+
+  private assertLease(what: string): void {
+    if (this.ctx.leaseHeld?.() === false) {
+      throw new RepriseError('NOT_LEADER', `shard ${this.id}: node '${this.ctx.nodeId}' lost its lease from meta; write ${what}`, { shard: this.id });
+    }
   }
 
   async query(regionId: number, q: TableQuery): Promise<Row[]> {

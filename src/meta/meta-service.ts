@@ -1,4 +1,4 @@
-import { decode, encode } from '@msgpack/msgpack';
+import { encode } from '@msgpack/msgpack';
 import { RepriseError } from '../errors.js';
 import { partitionCount } from '../engine/table/partition.js';
 import type { TableSchema } from '../engine/schema.js';
@@ -6,15 +6,8 @@ import type { EntryId, LogStore } from '../wal/log-store.js';
 import { encodeEntry } from '../wal/codec.js';
 import { readEntries } from '../wal/shard-reader.js';
 import { TopicWriter } from '../wal/topic-writer.js';
-import {
-  applyMetaEvent,
-  emptyMetaState,
-  type MetaEvent,
-  type MetaState,
-  type RegionInfo,
-  type ShardInfo,
-  type TableInfo,
-} from './model.js';
+import { MetaView } from './meta-view.js';
+import { applyMetaEvent, type MetaEvent, type ShardInfo, type TableInfo } from './model.js';
 
 /**
  * The meta log's topic: beside the shards' topics, under the same prefix, so
@@ -38,15 +31,16 @@ export interface MetaOptions {
  * is applied, and `open` rebuilds the state by folding the log. Operations
  * are serialised so check-then-append decisions cannot interleave.
  */
-export class MetaService {
-  private readonly state: MetaState = emptyMetaState();
+export class MetaService extends MetaView {
   private queue: Promise<unknown> = Promise.resolve();
 
   private constructor(
     private readonly log: LogStore,
     private readonly writer: TopicWriter,
     private readonly options: MetaOptions,
-  ) {}
+  ) {
+    super();
+  }
 
   static async open(log: LogStore, options: MetaOptions): Promise<MetaService> {
     const topic = metaTopicOf(options.topicPrefix);
@@ -54,18 +48,7 @@ export class MetaService {
     const meta = new MetaService(log, new TopicWriter(log, topic), options);
     // The meta log is never pruned: reading it from 0 makes a log that lost
     // its head (retention) a loud WAL_TRUNCATED instead of a partial state.
-    for await (const entry of readEntries(log, topic, 0)) {
-      if (entry.kind !== 'data') continue;
-      let event: MetaEvent;
-      try {
-        event = decode(entry.body) as MetaEvent;
-      } catch (err) {
-        throw new RepriseError('META_CORRUPT', `meta log entry ${entry.id} in topic '${topic}' cannot be decoded`, {
-          entryId: entry.id,
-        }, { cause: err });
-      }
-      applyMetaEvent(meta.state, event);
-    }
+    for await (const entry of readEntries(log, topic, 0)) meta.applyEntry(topic, entry);
     await meta.ensureShards();
     return meta;
   }
@@ -85,8 +68,9 @@ export class MetaService {
 
   /** Append the event durably, then apply it. */
   private async persist(event: MetaEvent): Promise<void> {
-    await this.writer.append({ kind: 'data', region: 0, epoch: 0, body: encode(event) });
+    const id = await this.writer.append({ kind: 'data', region: 0, epoch: 0, body: encode(event) });
     applyMetaEvent(this.state, event);
+    this.applied = id;
   }
 
   private serialised<T>(op: () => Promise<T>): Promise<T> {
@@ -99,15 +83,6 @@ export class MetaService {
 
   registerNode(nodeId: string): Promise<void> {
     return this.serialised(() => this.persist({ type: 'node_registered', node: nodeId, at: Date.now() }));
-  }
-
-  /**
-   * Shards this node should lead: those it led before and those nobody
-   * leads (static topology, one node embedded; the distributed scheduler
-   * replaces this choice).
-   */
-  shardsFor(nodeId: string): ShardInfo[] {
-    return [...this.state.shards.values()].filter((s) => s.leader === null || s.leader === nodeId);
   }
 
   /** Grant leadership of a shard to a node with a new epoch (persisted before it is returned). */
@@ -123,14 +98,16 @@ export class MetaService {
     });
   }
 
-  shard(shardId: number): ShardInfo {
-    const shard = this.state.shards.get(shardId);
-    if (!shard) throw new RepriseError('NOT_FOUND', `shard ${shardId} does not exist`);
-    return shard;
-  }
-
-  shards(): ShardInfo[] {
-    return [...this.state.shards.values()].sort((a, b) => a.id - b.id);
+  /**
+   * Make `nodeId` the shard's leader-to-be without a new epoch: the node
+   * takes the epoch with grantLeadership when it opens the shard. Meta's
+   * scheduler uses this to place shards and to fail them over.
+   */
+  assignShard(shardId: number, nodeId: string): Promise<void> {
+    return this.serialised(async () => {
+      this.shard(shardId);
+      await this.persist({ type: 'shard_assigned', shard: shardId, node: nodeId });
+    });
   }
 
   // ---- tables ----
@@ -177,38 +154,6 @@ export class MetaService {
       await this.persist({ type: 'table_dropped', tableId: table.id });
       return table;
     });
-  }
-
-  /** An active (visible) table; TABLE_NOT_FOUND otherwise. */
-  table(name: string): TableInfo {
-    const table = this.state.tables.get(name);
-    if (!table || table.status !== 'active') {
-      throw new RepriseError('TABLE_NOT_FOUND', `table '${name}' does not exist`, { table: name });
-    }
-    return table;
-  }
-
-  tables(): TableInfo[] {
-    return [...this.state.tables.values()].filter((t) => t.status === 'active').sort((a, b) => a.id - b.id);
-  }
-
-  /** Tables whose creation began but never committed (a crash in between). */
-  incompleteCreates(): TableInfo[] {
-    return [...this.state.tables.values()].filter((t) => t.status === 'creating');
-  }
-
-  /** Live regions of a shard, i.e. of active tables. */
-  regionsOfShard(shardId: number): RegionInfo[] {
-    const regions: RegionInfo[] = [];
-    for (const table of this.tables()) for (const r of table.regions) if (r.shard === shardId) regions.push(r);
-    return regions.sort((a, b) => a.id - b.id);
-  }
-
-  /** Every region id meta knows about (active or being created). */
-  knownRegionIds(): Set<number> {
-    const ids = new Set<number>();
-    for (const table of this.state.tables.values()) for (const r of table.regions) ids.add(r.id);
-    return ids;
   }
 
   async close(): Promise<void> {

@@ -53,6 +53,8 @@ export type MetaEvent =
   | { type: 'shard_created'; shard: number; topic: string }
   | { type: 'node_registered'; node: string; at: number }
   | { type: 'leader_granted'; shard: number; node: string; epoch: number }
+  /** Meta placed the shard on a node (first placement, failover, migration); the node takes a new epoch when it opens it. */
+  | { type: 'shard_assigned'; shard: number; node: string }
   /** First step of create table: ids and placement are fixed before any region exists. */
   | {
       type: 'table_creating';
@@ -89,6 +91,11 @@ export function applyMetaEvent(state: MetaState, event: MetaEvent): MetaState {
         shard.leader = event.node;
         shard.epoch = event.epoch;
       }
+      break;
+    }
+    case 'shard_assigned': {
+      const shard = state.shards.get(event.shard);
+      if (shard) shard.leader = event.node;
       break;
     }
     case 'table_creating': {

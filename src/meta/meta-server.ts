@@ -1,0 +1,217 @@
+import type { Logger } from 'pino';
+import type { TableSchema } from '../engine/schema.js';
+import { RepriseError } from '../errors.js';
+import type { Subscription, Transport } from '../transport/transport.js';
+import type { EntryId } from '../wal/log-store.js';
+import type { MetaService } from './meta-service.js';
+import type { ShardInfo, TableInfo } from './model.js';
+
+/**
+ * Meta as a service of the cluster: the MetaService's operations as
+ * request/reply subjects (`reprise.<cluster>.meta.<op>`), node heartbeats
+ * with leases, failure detection and shard placement.
+ *
+ * Leases: a node's lease runs `leaseMs` from the moment it *sent* a
+ * heartbeat that meta answered; meta declares a node dead `failureTimeoutMs`
+ * after it *received* its last heartbeat. Receive is after send, and
+ * failureTimeoutMs > leaseMs, so a node stops writing (its lease is gone)
+ * before meta can give its shards to anyone else. Epoch markers in the log
+ * fence whatever slips through (e.g. a paused process).
+ *
+ * Placement: shards nobody holds go to the live node with the fewest shards.
+ * Topology `dynamic` also moves the shards of a dead node to live nodes
+ * (failover); `static` leaves them until their node is back (HoraeDB's
+ * TOPOLOGY_TYPE). Nodes learn their assignment from heartbeat replies and
+ * open or close shards to match.
+ */
+
+export type Topology = 'static' | 'dynamic';
+
+export interface MetaServerOptions {
+  readonly heartbeatMs: number;
+  readonly leaseMs: number;
+  readonly failureTimeoutMs: number;
+  readonly topology: Topology;
+}
+
+/** Defaults for about one second of failure detection on a LAN. */
+export const DEFAULT_META_SERVER_OPTIONS: MetaServerOptions = {
+  heartbeatMs: 200,
+  leaseMs: 800,
+  failureTimeoutMs: 1000,
+  topology: 'dynamic',
+};
+
+/** What a node reports with each heartbeat. */
+export interface HeartbeatRequest {
+  readonly node: string;
+  /** Shards the node serves as leader, with their epochs. */
+  readonly shards: { readonly id: number; readonly epoch: number; readonly state: string }[];
+}
+
+export interface HeartbeatReply {
+  readonly leaseMs: number;
+  /** Shards meta assigns to this node: it should lead exactly these. */
+  readonly assigned: number[];
+  /** Meta log entry the assignment reflects (for the node's replica). */
+  readonly entryId: EntryId;
+}
+
+export interface NodeLiveness {
+  readonly id: string;
+  readonly alive: boolean;
+  readonly lastHeartbeatMsAgo: number | null;
+  readonly shards: HeartbeatRequest['shards'];
+}
+
+export interface ClusterMetaStatus {
+  readonly topology: Topology;
+  readonly nodes: NodeLiveness[];
+  readonly shards: ShardInfo[];
+  readonly entryId: EntryId;
+}
+
+/** Every meta subject, in one place, for the server and its clients. */
+export const META_OPS = ['register', 'heartbeat', 'grant', 'begin_create', 'commit_create', 'abort_create', 'drop_table', 'status'] as const;
+export type MetaOp = (typeof META_OPS)[number];
+
+interface NodeRecord {
+  lastHeartbeat: number;
+  shards: HeartbeatRequest['shards'];
+}
+
+export class MetaServer {
+  private readonly live = new Map<string, NodeRecord>();
+  private readonly subscriptions: Subscription[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private placing: Promise<void> = Promise.resolve();
+  private readonly startedAt = Date.now();
+
+  private constructor(
+    private readonly meta: MetaService,
+    private readonly transport: Transport,
+    private readonly options: MetaServerOptions,
+    private readonly logger: Logger,
+  ) {
+    if (options.failureTimeoutMs <= options.leaseMs) {
+      throw new RepriseError('INVALID_ARGUMENT', `failureTimeoutMs (${options.failureTimeoutMs}) must exceed leaseMs (${options.leaseMs}): a node must lose its lease before meta moves its shards`);
+    }
+  }
+
+  static async start(meta: MetaService, transport: Transport, logger: Logger, options: Partial<MetaServerOptions> = {}): Promise<MetaServer> {
+    const server = new MetaServer(meta, transport, { ...DEFAULT_META_SERVER_OPTIONS, ...options }, logger);
+    // After a meta restart every known node gets a full timeout to check in.
+    for (const node of meta.nodes()) server.live.set(node.id, { lastHeartbeat: Date.now(), shards: [] });
+    const handlers: Record<MetaOp, (req: never) => unknown> = {
+      register: (req: { node: string }) => server.register(req.node),
+      heartbeat: (req: HeartbeatRequest) => server.heartbeat(req),
+      grant: async (req: { shard: number; node: string }) => {
+        const granted = await meta.grantLeadership(req.shard, req.node);
+        return { ...granted, entryId: meta.appliedEntryId };
+      },
+      begin_create: async (req: { schema: TableSchema }) => {
+        const table: TableInfo = await meta.beginCreateTable(req.schema);
+        return { table, entryId: meta.appliedEntryId };
+      },
+      commit_create: async (req: { tableId: number; createdAt: Record<number, EntryId> }) => {
+        await meta.commitCreateTable(req.tableId, req.createdAt);
+        return { entryId: meta.appliedEntryId };
+      },
+      abort_create: async (req: { tableId: number }) => {
+        await meta.abortCreateTable(req.tableId);
+        return { entryId: meta.appliedEntryId };
+      },
+      drop_table: async (req: { name: string }) => {
+        const table = await meta.dropTable(req.name);
+        return { table, entryId: meta.appliedEntryId };
+      },
+      status: () => server.status(),
+    };
+    for (const op of META_OPS) {
+      // A queue group: a standby meta process could share the subjects (only one writes the log).
+      server.subscriptions.push(await transport.serve(transport.subject('meta', op), handlers[op] as (req: unknown) => unknown, { queue: 'meta' }));
+    }
+    server.timer = setInterval(() => server.schedule(), Math.max(50, Math.floor(server.options.heartbeatMs / 2)));
+    logger.info({ ...server.options }, `meta serving cluster '${transport.cluster}'`);
+    return server;
+  }
+
+  private async register(node: string): Promise<{ entryId: EntryId }> {
+    await this.meta.registerNode(node);
+    this.live.set(node, { lastHeartbeat: Date.now(), shards: [] });
+    this.logger.info({ node }, `node '${node}' registered`);
+    this.schedule();
+    await this.placing;
+    return { entryId: this.meta.appliedEntryId };
+  }
+
+  private async heartbeat(req: HeartbeatRequest): Promise<HeartbeatReply> {
+    const known = this.meta.nodes().some((n) => n.id === req.node);
+    if (!known) throw new RepriseError('NOT_FOUND', `node '${req.node}' is not registered with meta`);
+    const record = this.live.get(req.node);
+    if (record && !this.isAlive(record)) this.logger.info({ node: req.node }, `node '${req.node}' is back`);
+    this.live.set(req.node, { lastHeartbeat: Date.now(), shards: req.shards });
+    return {
+      leaseMs: this.options.leaseMs,
+      assigned: this.meta.shardsFor(req.node, false).map((s) => s.id),
+      entryId: this.meta.appliedEntryId,
+    };
+  }
+
+  private isAlive(record: NodeRecord, now = Date.now()): boolean {
+    return now - record.lastHeartbeat < this.options.failureTimeoutMs;
+  }
+
+  /** Place unowned shards, and (dynamic topology) the shards of dead nodes, on live nodes. One run at a time. */
+  private schedule(): void {
+    this.placing = this.placing.then(() => this.place()).catch((err: unknown) => {
+      this.logger.error({ err }, 'shard placement failed; retrying on the next tick');
+    });
+  }
+
+  private async place(): Promise<void> {
+    const now = Date.now();
+    const alive = [...this.live].filter(([, r]) => this.isAlive(r, now)).map(([id]) => id).sort();
+    if (alive.length === 0) return;
+    const load = new Map(alive.map((id) => [id, 0]));
+    for (const shard of this.meta.shards()) if (shard.leader !== null && load.has(shard.leader)) load.set(shard.leader, load.get(shard.leader)! + 1);
+    for (const shard of this.meta.shards()) {
+      const holderAlive = shard.leader !== null && load.has(shard.leader);
+      if (holderAlive) continue;
+      if (shard.leader !== null && this.options.topology === 'static') continue;
+      const [target] = [...load.entries()].sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1))[0]!;
+      const from = shard.leader;
+      await this.meta.assignShard(shard.id, target);
+      load.set(target, load.get(target)! + 1);
+      if (from === null) this.logger.info({ shard: shard.id, node: target }, `shard ${shard.id} placed on node '${target}'`);
+      else {
+        const since = now - (this.live.get(from)?.lastHeartbeat ?? this.startedAt);
+        this.logger.warn({ shard: shard.id, from, to: target, silentMs: since }, `failover: shard ${shard.id} moves from dead node '${from}' (silent ${since} ms) to '${target}'`);
+      }
+    }
+  }
+
+  status(): ClusterMetaStatus {
+    const now = Date.now();
+    return {
+      topology: this.options.topology,
+      nodes: this.meta.nodes().map((n) => {
+        const record = this.live.get(n.id);
+        return {
+          id: n.id,
+          alive: record !== undefined && this.isAlive(record, now),
+          lastHeartbeatMsAgo: record ? now - record.lastHeartbeat : null,
+          shards: record?.shards ?? [],
+        };
+      }),
+      shards: this.meta.shards(),
+      entryId: this.meta.appliedEntryId,
+    };
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    for (const s of this.subscriptions.splice(0)) await s.close();
+    await this.placing;
+  }
+}

@@ -1,0 +1,91 @@
+import { decode } from '@msgpack/msgpack';
+import { RepriseError } from '../errors.js';
+import type { LoggedEntry } from '../wal/entry.js';
+import type { EntryId } from '../wal/log-store.js';
+import { applyMetaEvent, emptyMetaState, type MetaEvent, type MetaState, type NodeInfo, type RegionInfo, type ShardInfo, type TableInfo } from './model.js';
+
+/**
+ * Reads of meta's state, shared by the service that writes the meta log
+ * (MetaService) and by the replicas that tail it (MetaReplica, on nodes and
+ * frontends). Both fold the same events with `applyMetaEvent`, so a replica
+ * that has applied entry N sees exactly what the service saw after N.
+ */
+export class MetaView {
+  protected readonly state: MetaState = emptyMetaState();
+  /** Id of the last meta log entry folded into the state (-1: none). */
+  protected applied: EntryId = -1;
+
+  /** The meta log entry id the state reflects. */
+  get appliedEntryId(): EntryId {
+    return this.applied;
+  }
+
+  /** Fold one meta log entry (non-data entries only advance the id). */
+  protected applyEntry(topic: string, entry: LoggedEntry): void {
+    if (entry.kind === 'data') applyMetaEvent(this.state, decodeMetaEvent(topic, entry));
+    this.applied = entry.id;
+  }
+
+  /**
+   * Shards this node should lead. Embedded (`claimUnowned`): those it led
+   * before and those nobody leads. In a cluster meta assigns every shard, so
+   * a node opens only the shards assigned to it.
+   */
+  shardsFor(nodeId: string, claimUnowned = true): ShardInfo[] {
+    return [...this.state.shards.values()].filter((s) => s.leader === nodeId || (claimUnowned && s.leader === null));
+  }
+
+  shard(shardId: number): ShardInfo {
+    const shard = this.state.shards.get(shardId);
+    if (!shard) throw new RepriseError('NOT_FOUND', `shard ${shardId} does not exist`);
+    return shard;
+  }
+
+  shards(): ShardInfo[] {
+    return [...this.state.shards.values()].sort((a, b) => a.id - b.id);
+  }
+
+  nodes(): NodeInfo[] {
+    return [...this.state.nodes.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  /** An active (visible) table; TABLE_NOT_FOUND otherwise. */
+  table(name: string): TableInfo {
+    const table = this.state.tables.get(name);
+    if (!table || table.status !== 'active') {
+      throw new RepriseError('TABLE_NOT_FOUND', `table '${name}' does not exist`, { table: name });
+    }
+    return table;
+  }
+
+  tables(): TableInfo[] {
+    return [...this.state.tables.values()].filter((t) => t.status === 'active').sort((a, b) => a.id - b.id);
+  }
+
+  /** Tables whose creation began but never committed (a crash in between). */
+  incompleteCreates(): TableInfo[] {
+    return [...this.state.tables.values()].filter((t) => t.status === 'creating');
+  }
+
+  /** Live regions of a shard, i.e. of active tables. */
+  regionsOfShard(shardId: number): RegionInfo[] {
+    const regions: RegionInfo[] = [];
+    for (const table of this.tables()) for (const r of table.regions) if (r.shard === shardId) regions.push(r);
+    return regions.sort((a, b) => a.id - b.id);
+  }
+
+  /** Every region id meta knows about (active or being created). */
+  knownRegionIds(): Set<number> {
+    const ids = new Set<number>();
+    for (const table of this.state.tables.values()) for (const r of table.regions) ids.add(r.id);
+    return ids;
+  }
+}
+
+function decodeMetaEvent(topic: string, entry: LoggedEntry): MetaEvent {
+  try {
+    return decode(entry.body) as MetaEvent;
+  } catch (err) {
+    throw new RepriseError('META_CORRUPT', `meta log entry ${entry.id} in topic '${topic}' cannot be decoded`, { entryId: entry.id }, { cause: err });
+  }
+}

@@ -1,0 +1,88 @@
+import type { TableSchema } from '../engine/schema.js';
+import type { Transport } from '../transport/transport.js';
+import type { EntryId } from '../wal/log-store.js';
+import type { MetaReplica } from './meta-replica.js';
+import type { ClusterMetaStatus, HeartbeatReply, HeartbeatRequest, MetaOp } from './meta-server.js';
+import type { RegionInfo, ShardInfo, TableInfo } from './model.js';
+
+/** How long a meta request may take before it fails with TIMEOUT (per attempt). */
+const META_TIMEOUT_MS = 5_000;
+
+/**
+ * Meta as seen from a node or a frontend in a cluster: changes go to the
+ * meta process over the transport; reads come from a local replica of the
+ * meta log, which is first brought up to the entry each change returned, so
+ * a caller always reads its own writes.
+ */
+export class RemoteMeta {
+  constructor(
+    private readonly transport: Transport,
+    readonly replica: MetaReplica,
+  ) {}
+
+  private async call<T extends { entryId: EntryId }>(op: MetaOp, payload: unknown, retries = 2): Promise<T> {
+    const reply = await this.transport.request<unknown, T>(this.transport.subject('meta', op), payload, { timeoutMs: META_TIMEOUT_MS, retries });
+    await this.replica.waitFor(reply.entryId);
+    return reply;
+  }
+
+  async registerNode(nodeId: string): Promise<void> {
+    await this.call('register', { node: nodeId });
+  }
+
+  /** One heartbeat; the caller times the lease from before it sent this. */
+  heartbeat(req: HeartbeatRequest, timeoutMs: number): Promise<HeartbeatReply> {
+    return this.transport.request<HeartbeatRequest, HeartbeatReply>(this.transport.subject('meta', 'heartbeat'), req, { timeoutMs });
+  }
+
+  /** In a cluster a node leads only what meta assigned to it. */
+  shardsFor(nodeId: string): ShardInfo[] {
+    return this.replica.shardsFor(nodeId, false);
+  }
+
+  shard(shardId: number): ShardInfo {
+    return this.replica.shard(shardId);
+  }
+
+  shards(): ShardInfo[] {
+    return this.replica.shards();
+  }
+
+  async grantLeadership(shardId: number, nodeId: string): Promise<{ epoch: number; topic: string }> {
+    // Not retried: a grant that timed out may have happened (the next open asks again).
+    const { epoch, topic } = await this.call<{ epoch: number; topic: string; entryId: EntryId }>('grant', { shard: shardId, node: nodeId }, 0);
+    return { epoch, topic };
+  }
+
+  table(name: string): TableInfo {
+    return this.replica.table(name);
+  }
+
+  tables(): TableInfo[] {
+    return this.replica.tables();
+  }
+
+  regionsOfShard(shardId: number): RegionInfo[] {
+    return this.replica.regionsOfShard(shardId);
+  }
+
+  async beginCreateTable(schema: TableSchema): Promise<TableInfo> {
+    return (await this.call<{ table: TableInfo; entryId: EntryId }>('begin_create', { schema }, 0)).table;
+  }
+
+  async commitCreateTable(tableId: number, createdAt: Record<number, EntryId>): Promise<void> {
+    await this.call('commit_create', { tableId, createdAt }, 0);
+  }
+
+  async abortCreateTable(tableId: number): Promise<void> {
+    await this.call('abort_create', { tableId }, 0);
+  }
+
+  async dropTable(name: string): Promise<TableInfo> {
+    return (await this.call<{ table: TableInfo; entryId: EntryId }>('drop_table', { name }, 0)).table;
+  }
+
+  status(): Promise<ClusterMetaStatus> {
+    return this.transport.request<unknown, ClusterMetaStatus>(this.transport.subject('meta', 'status'), {}, { timeoutMs: META_TIMEOUT_MS, retries: 2 });
+  }
+}
