@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { DEFAULT_FLUSH_POLICY, type FlushPolicy, type ReplayProgress, type Transition } from '../actors/context.js';
 import { NodeActor, type NodeStatus } from '../actors/node.js';
-import { RepriseError } from '../errors.js';
+import { isRepriseError, RepriseError } from '../errors.js';
 import { FsObjectStore } from '../engine/fs-object-store.js';
 import type { ObjectStore } from '../engine/object-store.js';
 import type { PreparedWrite, RegionEngine } from '../engine/region-engine.js';
@@ -17,8 +17,25 @@ import { MetaService } from '../meta/meta-service.js';
 import type { TableInfo } from '../meta/model.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../wal/entry.js';
 import type { LogStore } from '../wal/log-store.js';
-import { openLogStore, type WalOptions } from '../wal/open-log-store.js';
+import { openLogStore, type KafkaWalOptions, type WalOptions } from '../wal/open-log-store.js';
+import { MetaReplica } from '../meta/meta-replica.js';
+import { RemoteMeta } from '../meta/remote-meta.js';
+import type { Transport } from '../transport/transport.js';
 import { RuntimeObserver } from './observe.js';
+import { LeaseKeeper } from './lease.js';
+import { ClusterShardRouter, LocalShardRouter, serveNode, type ShardRouter } from './routing.js';
+
+/** What the API needs from meta: the MetaService embedded, RemoteMeta in a cluster. */
+export interface RuntimeMeta {
+  beginCreateTable(schema: TableSchema): Promise<TableInfo>;
+  commitCreateTable(tableId: number, createdAt: Record<number, number>): Promise<void>;
+  abortCreateTable(tableId: number): Promise<void>;
+  dropTable(name: string): Promise<TableInfo>;
+  table(name: string): TableInfo;
+  tables(): TableInfo[];
+  /** Cluster: catch up with meta's log (another frontend may have just created the table). */
+  sync?(): Promise<void>;
+}
 
 export interface OpenOptions {
   /** Where the local WAL, meta and (by default) the object store live. */
@@ -32,6 +49,23 @@ export interface OpenOptions {
   readonly nodeId?: string;
   readonly flush?: Partial<FlushPolicy>;
   /** A pino logger, or false for silence. Default: pino at 'info' on stderr. */
+  readonly logger?: Logger | false;
+  readonly onReplayProgress?: (p: ReplayProgress) => void;
+  readonly onTransition?: (t: Transition) => void;
+}
+
+/** A node of a cluster: meta runs elsewhere (`reprise meta`), the WAL is Kafka, SSTs live in a shared directory. */
+export interface JoinOptions {
+  /** This node's id: letters, digits, '-' and '_' (it names NATS subjects). */
+  readonly nodeId: string;
+  /** Subjects are `reprise.<cluster>.*`. */
+  readonly transport: Transport;
+  readonly wal: KafkaWalOptions;
+  /** The object store every node shares. */
+  readonly objectStoreDir: string;
+  /** Heartbeat interval; meta's reply sets the lease. Default 200 ms. */
+  readonly heartbeatMs?: number;
+  readonly flush?: Partial<FlushPolicy>;
   readonly logger?: Logger | false;
   readonly onReplayProgress?: (p: ReplayProgress) => void;
   readonly onTransition?: (t: Transition) => void;
@@ -67,11 +101,14 @@ export class Reprise {
 
   private constructor(
     private readonly log: LogStore,
-    private readonly meta: MetaService,
+    private readonly meta: RuntimeMeta,
+    private readonly router: ShardRouter,
     private readonly node: NodeActor,
     readonly logger: Logger,
     /** This runtime's Prometheus registry and live events (transitions, replay progress). */
     readonly observer: RuntimeObserver,
+    /** Closes what this assembly opened besides the node and the log (meta, transport, heartbeats). */
+    private readonly release: () => Promise<void>,
   ) {}
 
   static async open(options: OpenOptions): Promise<Reprise> {
@@ -107,8 +144,64 @@ export class Reprise {
       });
       observer.bindStatus(() => ({ wal: { provider: log.provider }, nodes: [node.status()] }));
       await node.start();
-      return new Reprise(log, meta, node, logger, observer);
+      return new Reprise(log, meta, new LocalShardRouter(node), node, logger, observer, () => meta.close());
     } catch (err) {
+      await log.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * Join a cluster as node `nodeId`: follow meta's log, register, lead the
+   * shards meta assigns (reopening them elsewhere is meta's failover), serve
+   * them to the other nodes, and route this API's operations to whichever
+   * node leads each shard. Transport and the returned runtime are the
+   * caller's to close (the runtime first).
+   */
+  static async join(options: JoinOptions): Promise<Reprise> {
+    if (!/^[A-Za-z0-9_-]+$/.test(options.nodeId)) {
+      throw new RepriseError('INVALID_ARGUMENT', `node id '${options.nodeId}' may hold only letters, digits, '-' and '_'`);
+    }
+    const logger = options.logger === false ? pino({ level: 'silent' }) : (options.logger ?? pino({ level: 'info' }, pino.destination(2)));
+    const observer = new RuntimeObserver(options);
+    const log = observer.instrumentLog(await openLogStore(options.wal, ''));
+    const cleanup: (() => Promise<unknown>)[] = [];
+    try {
+      const replica = await MetaReplica.open(log, options.wal.topicPrefix ?? 'reprise_wal');
+      cleanup.unshift(() => replica.close());
+      const meta = new RemoteMeta(options.transport, replica);
+      let keeper: LeaseKeeper | undefined;
+      const node = new NodeActor({
+        nodeId: options.nodeId,
+        meta,
+        leaseHeld: () => keeper?.leaseHeld() ?? false,
+        log,
+        engine: new TableEngine(),
+        objects: new FsObjectStore(resolve(options.objectStoreDir)),
+        logger,
+        maxBatchBytes: options.wal.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES,
+        flushPolicy: { ...DEFAULT_FLUSH_POLICY, ...options.flush },
+        onTransition: observer.onTransition,
+        onReplayProgress: observer.onReplayProgress,
+      });
+      observer.bindStatus(() => ({ wal: { provider: log.provider }, nodes: [node.status()] }));
+      const subscriptions = await serveNode(options.transport, options.nodeId, node);
+      cleanup.unshift(async () => {
+        for (const s of subscriptions) await s.close();
+      });
+      await node.start();
+      keeper = new LeaseKeeper(options.nodeId, node, meta, logger, options.heartbeatMs ?? 200);
+      keeper.start();
+      const stopKeeper = keeper;
+      // Stop heartbeats first: closing shards must not race a reconcile reopening them.
+      cleanup.unshift(() => stopKeeper.stop());
+      const router = new ClusterShardRouter(options.transport, replica, logger);
+      const release = async () => {
+        for (const step of cleanup) await step();
+      };
+      return new Reprise(log, meta, router, node, logger, observer, release);
+    } catch (err) {
+      for (const step of cleanup) await step().catch(() => undefined);
       await log.close().catch(() => undefined);
       throw err;
     }
@@ -116,6 +209,17 @@ export class Reprise {
 
   private assertOpen(): void {
     if (this.closed) throw new RepriseError('CLOSED', 'the runtime is closed');
+  }
+
+  /** The table, looked up again after catching up with meta when this node has not seen it yet. */
+  private async tableInfo(name: string): Promise<TableInfo> {
+    try {
+      return this.meta.table(name);
+    } catch (err) {
+      if (!this.meta.sync || !isRepriseError(err, 'TABLE_NOT_FOUND')) throw err;
+      await this.meta.sync();
+      return this.meta.table(name);
+    }
   }
 
   /**
@@ -129,11 +233,11 @@ export class Reprise {
     try {
       const createdAt: Record<number, number> = {};
       for (const region of table.regions) {
-        createdAt[region.id] = await this.node.shard(region.shard).createRegion(region, schema);
+        createdAt[region.id] = await this.router.createRegion(region.shard, region, schema);
       }
       await this.meta.commitCreateTable(table.id, createdAt);
     } catch (err) {
-      for (const region of table.regions) await this.node.shard(region.shard).dropRegion(region.id).catch(() => undefined);
+      for (const region of table.regions) await this.router.dropRegion(region.shard, region.id).catch(() => undefined);
       await this.meta.abortCreateTable(table.id);
       throw err;
     }
@@ -143,7 +247,7 @@ export class Reprise {
   async dropTable(name: string): Promise<void> {
     this.assertOpen();
     const table = await this.meta.dropTable(name);
-    for (const region of table.regions) await this.node.shard(region.shard).dropRegion(region.id);
+    for (const region of table.regions) await this.router.dropRegion(region.shard, region.id);
   }
 
   listTables(): TableDescription[] {
@@ -162,7 +266,7 @@ export class Reprise {
    */
   async insert(tableName: string, rows: unknown): Promise<{ written: number }> {
     this.assertOpen();
-    const table = this.meta.table(tableName);
+    const table = await this.tableInfo(tableName);
     // Validated and encoded in one pass, one body per partition.
     const prepared = tableMutationCodec.preparePuts(table.schema, rows);
     await this.writeByRegion(table, prepared);
@@ -172,7 +276,7 @@ export class Reprise {
   /** Delete rows by primary key (tags + time). Durable when it resolves. */
   async delete(tableName: string, keys: unknown): Promise<{ deleted: number }> {
     this.assertOpen();
-    const table = this.meta.table(tableName);
+    const table = await this.tableInfo(tableName);
     const valid = validateKeys(table.schema, keys);
     const prepared = tableMutationCodec.prepareDeletes(table.schema, valid);
     await this.writeByRegion(table, prepared);
@@ -184,7 +288,7 @@ export class Reprise {
     await Promise.all(
       prepared.parts.map(({ partition, mutation }) => {
         const region = table.regions[partition]!;
-        return this.node.shard(region.shard).write(region.id, mutation);
+        return this.router.write(region.shard, region.id, mutation);
       }),
     );
   }
@@ -192,14 +296,14 @@ export class Reprise {
   /** Rows ordered by primary key then time, merged across the table's regions. */
   async query(tableName: string, input: unknown = {}): Promise<Row[]> {
     this.assertOpen();
-    const table = this.meta.table(tableName);
+    const table = await this.tableInfo(tableName);
     const q: TableQuery = validateQuery(table.schema, input ?? {});
     // Regions return whole rows so the merge can order by primary key; project after.
     const { columns, ...regionQuery } = q;
     const parts = await Promise.all(
       partitionsForQuery(table.schema, q).map((p) => {
         const region = table.regions[p]!;
-        return this.node.shard(region.shard).query(region.id, regionQuery);
+        return this.router.query(region.shard, region.id, regionQuery);
       }),
     );
     let rows = parts.length === 1 ? parts[0]! : parts.flat().sort(rowKeyComparator(table.schema));
@@ -208,14 +312,20 @@ export class Reprise {
     return rows;
   }
 
-  /** Flush every region's memtable to SSTs and prune the WAL below what is flushed. */
+  /** Flush every region's memtable to SSTs and prune the WAL below what is flushed (every node's, in a cluster). */
   async flush(): Promise<void> {
     this.assertOpen();
-    await this.node.flush();
+    await this.router.flush();
   }
 
+  /** This process's node: its shards and regions with their machine states. */
   status(): RuntimeStatus {
     return { wal: { provider: this.log.provider }, nodes: [this.node.status()] };
+  }
+
+  /** Every node's actor tree (in a cluster each node is asked over the transport). */
+  async clusterStatus(): Promise<RuntimeStatus> {
+    return { wal: { provider: this.log.provider }, nodes: await this.router.nodes() };
   }
 
   /**
@@ -227,7 +337,7 @@ export class Reprise {
     this.closed = true;
     try {
       await this.node.close(options);
-      await this.meta.close();
+      await this.release();
     } finally {
       await this.log.close();
     }

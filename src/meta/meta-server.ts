@@ -32,6 +32,11 @@ export interface MetaServerOptions {
   readonly leaseMs: number;
   readonly failureTimeoutMs: number;
   readonly topology: Topology;
+  /**
+   * Place shards nobody holds only once this many nodes are alive, so that
+   * nodes starting together share the shards (there is no rebalancing yet).
+   */
+  readonly minNodes: number;
 }
 
 /** Defaults for about one second of failure detection on a LAN. */
@@ -40,6 +45,7 @@ export const DEFAULT_META_SERVER_OPTIONS: MetaServerOptions = {
   leaseMs: 800,
   failureTimeoutMs: 1000,
   topology: 'dynamic',
+  minNodes: 1,
 };
 
 /** What a node reports with each heartbeat. */
@@ -72,7 +78,7 @@ export interface ClusterMetaStatus {
 }
 
 /** Every meta subject, in one place, for the server and its clients. */
-export const META_OPS = ['register', 'heartbeat', 'grant', 'begin_create', 'commit_create', 'abort_create', 'drop_table', 'status'] as const;
+export const META_OPS = ['register', 'heartbeat', 'grant', 'begin_create', 'commit_create', 'abort_create', 'drop_table', 'status', 'sync'] as const;
 export type MetaOp = (typeof META_OPS)[number];
 
 interface NodeRecord {
@@ -126,6 +132,7 @@ export class MetaServer {
         return { table, entryId: meta.appliedEntryId };
       },
       status: () => server.status(),
+      sync: () => ({ entryId: meta.appliedEntryId }),
     };
     for (const op of META_OPS) {
       // A queue group: a standby meta process could share the subjects (only one writes the log).
@@ -173,12 +180,14 @@ export class MetaServer {
     const now = Date.now();
     const alive = [...this.live].filter(([, r]) => this.isAlive(r, now)).map(([id]) => id).sort();
     if (alive.length === 0) return;
+    const placingNew = alive.length >= this.options.minNodes;
     const load = new Map(alive.map((id) => [id, 0]));
     for (const shard of this.meta.shards()) if (shard.leader !== null && load.has(shard.leader)) load.set(shard.leader, load.get(shard.leader)! + 1);
     for (const shard of this.meta.shards()) {
       const holderAlive = shard.leader !== null && load.has(shard.leader);
       if (holderAlive) continue;
       if (shard.leader !== null && this.options.topology === 'static') continue;
+      if (shard.leader === null && !placingNew) continue;
       const [target] = [...load.entries()].sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1))[0]!;
       const from = shard.leader;
       await this.meta.assignShard(shard.id, target);
@@ -204,7 +213,8 @@ export class MetaServer {
           shards: record?.shards ?? [],
         };
       }),
-      shards: this.meta.shards(),
+      // Copies: the caller keeps a snapshot, not meta's live state.
+      shards: this.meta.shards().map((s) => ({ ...s })),
       entryId: this.meta.appliedEntryId,
     };
   }

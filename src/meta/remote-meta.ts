@@ -26,6 +26,11 @@ export class RemoteMeta {
     return reply;
   }
 
+  /** Bring the replica up to everything meta has written so far (read-your-writes across frontends). */
+  async sync(): Promise<void> {
+    await this.call('sync', {});
+  }
+
   async registerNode(nodeId: string): Promise<void> {
     await this.call('register', { node: nodeId });
   }

@@ -1,0 +1,163 @@
+import type { Logger } from 'pino';
+import type { NodeActor, NodeStatus } from '../actors/node.js';
+import type { PreparedMutation } from '../engine/region-engine.js';
+import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
+import { isRepriseError, RepriseError, type ErrorCode } from '../errors.js';
+import type { MetaReplica } from '../meta/meta-replica.js';
+import type { RegionInfo } from '../meta/model.js';
+import type { Subscription, Transport } from '../transport/transport.js';
+import type { EntryId } from '../wal/log-store.js';
+
+/**
+ * Where the API's operations on a shard go. Embedded: the shard actor in
+ * this process. In a cluster: the node meta says leads the shard, over the
+ * transport, retried while leadership moves. The API (runtime.ts) is the
+ * same above both.
+ */
+export interface ShardRouter {
+  write(shard: number, regionId: number, mutation: PreparedMutation): Promise<EntryId>;
+  query(shard: number, regionId: number, q: TableQuery): Promise<Row[]>;
+  createRegion(shard: number, info: RegionInfo, schema: TableSchema): Promise<EntryId>;
+  dropRegion(shard: number, regionId: number): Promise<void>;
+  /** Flush every shard (every node's, in a cluster). */
+  flush(): Promise<void>;
+  /** Every node's actor tree (this node's only, embedded). */
+  nodes(): Promise<NodeStatus[]>;
+}
+
+export class LocalShardRouter implements ShardRouter {
+  constructor(private readonly node: NodeActor) {}
+  write(shard: number, regionId: number, mutation: PreparedMutation): Promise<EntryId> {
+    return this.node.shard(shard).write(regionId, mutation);
+  }
+  query(shard: number, regionId: number, q: TableQuery): Promise<Row[]> {
+    return this.node.shard(shard).query(regionId, q);
+  }
+  createRegion(shard: number, info: RegionInfo, schema: TableSchema): Promise<EntryId> {
+    return this.node.shard(shard).createRegion(info, schema);
+  }
+  dropRegion(shard: number, regionId: number): Promise<void> {
+    return this.node.shard(shard).dropRegion(regionId);
+  }
+  flush(): Promise<void> {
+    return this.node.flush();
+  }
+  async nodes(): Promise<NodeStatus[]> {
+    return [this.node.status()];
+  }
+}
+
+/** The node subjects: `reprise.<cluster>.node.<nodeId>.<op>`. */
+const NODE_OPS = ['write', 'query', 'create_region', 'drop_region', 'flush', 'status'] as const;
+type NodeOp = (typeof NODE_OPS)[number];
+
+/** Errors that mean "leadership is moving or the leader is not ready yet": ask meta's replica again and retry. */
+const RETRYABLE: ReadonlySet<ErrorCode> = new Set(['NOT_LEADER', 'UNAVAILABLE', 'SHARD_NOT_SERVING', 'REGION_NOT_SERVING', 'TIMEOUT']);
+
+export interface ClusterRoutingOptions {
+  /** Give up on a shard operation after this long (failover takes about a second). Default 15000. */
+  readonly deadlineMs?: number;
+  /** Per attempt. Default 3000 (a write waits for the WAL; a cut-off leader costs one attempt). */
+  readonly requestTimeoutMs?: number;
+}
+
+/**
+ * Serve this node's shards to the cluster: the node subjects, answered by
+ * the local NodeActor. A shard this node does not lead answers NOT_LEADER,
+ * which sends the caller back to meta's replica for the new leader.
+ */
+export async function serveNode(transport: Transport, nodeId: string, node: NodeActor): Promise<Subscription[]> {
+  const handlers: Record<NodeOp, (req: never) => unknown> = {
+    write: (req: { shard: number; region: number; body: Uint8Array }) => node.shard(req.shard).write(req.region, { body: req.body }),
+    query: (req: { shard: number; region: number; q: TableQuery }) => node.shard(req.shard).query(req.region, req.q),
+    create_region: (req: { shard: number; info: RegionInfo; schema: TableSchema }) => node.shard(req.shard).createRegion(req.info, req.schema),
+    drop_region: async (req: { shard: number; region: number }) => {
+      await node.shard(req.shard).dropRegion(req.region);
+      return {};
+    },
+    flush: async () => {
+      await node.flush();
+      return {};
+    },
+    status: () => node.status(),
+  };
+  const subs: Subscription[] = [];
+  for (const op of NODE_OPS) subs.push(await transport.serve(transport.subject('node', nodeId, op), handlers[op] as (req: unknown) => unknown));
+  return subs;
+}
+
+export class ClusterShardRouter implements ShardRouter {
+  private readonly deadlineMs: number;
+  private readonly requestTimeoutMs: number;
+
+  constructor(
+    private readonly transport: Transport,
+    private readonly replica: MetaReplica,
+    private readonly logger: Logger,
+    options: ClusterRoutingOptions = {},
+  ) {
+    this.deadlineMs = options.deadlineMs ?? 15_000;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 3_000;
+  }
+
+  /**
+   * Send an operation to the shard's leader, as meta's replica knows it;
+   * while leadership moves (not leader, nobody serving, shard still
+   * replaying, a leader that does not answer) wait a little, look again and
+   * retry, until the deadline. Table writes are upserts and deletes by
+   * primary key, so a retried write that had in fact landed changes
+   * nothing; creating a region is not retried after a TIMEOUT.
+   */
+  private async toLeader<T>(shard: number, op: NodeOp, payload: unknown, idempotent: boolean): Promise<T> {
+    const deadline = Date.now() + this.deadlineMs;
+    for (let attempt = 0; ; attempt++) {
+      const leader = this.replica.shard(shard).leader;
+      try {
+        if (leader === null) throw new RepriseError('UNAVAILABLE', `shard ${shard} has no leader yet`);
+        return await this.transport.request<unknown, T>(this.transport.subject('node', leader, op), payload, { timeoutMs: this.requestTimeoutMs });
+      } catch (err) {
+        const retry = isRepriseError(err) && RETRYABLE.has(err.code) && (idempotent || err.code !== 'TIMEOUT');
+        if (!retry || Date.now() >= deadline) throw err;
+        if (attempt === 0) this.logger.debug({ shard, leader, op, code: (err as RepriseError).code }, `shard ${shard}: ${op} on '${leader}' refused, waiting for its leader`);
+        await new Promise((r) => setTimeout(r, Math.min(50 * 2 ** attempt, 500)));
+      }
+    }
+  }
+
+  write(shard: number, regionId: number, mutation: PreparedMutation): Promise<EntryId> {
+    return this.toLeader(shard, 'write', { shard, region: regionId, body: mutation.body }, true);
+  }
+
+  query(shard: number, regionId: number, q: TableQuery): Promise<Row[]> {
+    return this.toLeader(shard, 'query', { shard, region: regionId, q }, true);
+  }
+
+  createRegion(shard: number, info: RegionInfo, schema: TableSchema): Promise<EntryId> {
+    return this.toLeader(shard, 'create_region', { shard, info, schema }, false);
+  }
+
+  async dropRegion(shard: number, regionId: number): Promise<void> {
+    await this.toLeader(shard, 'drop_region', { shard, region: regionId }, true);
+  }
+
+  /** The nodes that lead shards, each asked once. */
+  private leaders(): string[] {
+    return [...new Set(this.replica.shards().map((s) => s.leader).filter((l): l is string => l !== null))].sort();
+  }
+
+  async flush(): Promise<void> {
+    await Promise.all(this.leaders().map((n) => this.transport.request(this.transport.subject('node', n, 'flush'), {}, { timeoutMs: 60_000 })));
+  }
+
+  async nodes(): Promise<NodeStatus[]> {
+    const ids = this.replica.nodes().map((n) => n.id);
+    const statuses = await Promise.all(
+      ids.map((id) =>
+        this.transport.request<unknown, NodeStatus>(this.transport.subject('node', id, 'status'), {}, { timeoutMs: 2_000 }).catch(
+          (err: unknown): NodeStatus => ({ id, state: 'failed', shards: [], error: `unreachable: ${(err as Error).message}` }) as NodeStatus,
+        ),
+      ),
+    );
+    return statuses;
+  }
+}
