@@ -6,3 +6,6 @@ export type { Row, TableQuery, TableSchema, ColumnDef, PartitionRule } from '../
 export type { NodeStatus } from '../actors/node.js';
 export type { ShardStatus } from '../actors/shard.js';
 export type { RegionStatus } from '../actors/region.js';
+export type { RuntimeObserver, RuntimeEvent } from './observe.js';
+export { writeLineProtocol, type LineProtocolOptions, type LineProtocolResult } from './influxdb.js';
+export { parseLineProtocol, type Point, type FieldValue, type LineError } from './line-protocol.js';

@@ -69,7 +69,7 @@ describe('InfluxDB line protocol: the official client writing to reprise standal
     expect(err).toBeInstanceOf(HttpError);
     const http = err as HttpError;
     expect(http.statusCode).toBe(400);
-    const body = JSON.parse(http.body) as { error: { code: string; message: string; lines: { line: number; message: string }[] } };
+    const body = JSON.parse(http.body ?? '') as { error: { code: string; message: string; lines: { line: number; message: string }[] } };
     expect(body.error.code).toBe('INVALID_ROW');
     expect(body.error.lines.map((l) => l.line)).toEqual([2, 3]);
     expect(body.error.lines[1]!.message).toMatch(/no column 'wind'.*schema evolution\) is not supported/);
