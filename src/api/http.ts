@@ -27,6 +27,8 @@ const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   REGION_NOT_SERVING: 503,
   SHARD_NOT_SERVING: 503,
   CLOSED: 503,
+  UNAVAILABLE: 503,
+  TIMEOUT: 504,
 };
 
 /** Fastify's own errors (parsing, limits, routing) in the API's error vocabulary. */
@@ -137,6 +139,8 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
   });
 
   app.get('/v1/status', async () => runtime.status());
+
+  app.get('/v1/cluster/status', async () => runtime.clusterStatus());
 
   app.get('/v1/tables', async () => ({ tables: runtime.listTables() }));
 

@@ -20,6 +20,7 @@ import type { LogStore } from '../wal/log-store.js';
 import { openLogStore, type KafkaWalOptions, type WalOptions } from '../wal/open-log-store.js';
 import { MetaReplica } from '../meta/meta-replica.js';
 import { RemoteMeta } from '../meta/remote-meta.js';
+import type { ClusterMetaStatus } from '../meta/meta-server.js';
 import type { Transport } from '../transport/transport.js';
 import { RuntimeObserver } from './observe.js';
 import { LeaseKeeper } from './lease.js';
@@ -35,6 +36,8 @@ export interface RuntimeMeta {
   tables(): TableInfo[];
   /** Cluster: catch up with meta's log (another frontend may have just created the table). */
   sync?(): Promise<void>;
+  /** Cluster: meta's view of nodes and shards. */
+  status?(): Promise<ClusterMetaStatus>;
 }
 
 export interface OpenOptions {
@@ -81,6 +84,11 @@ export interface TableDescription {
 export interface RuntimeStatus {
   readonly wal: { readonly provider: string };
   readonly nodes: NodeStatus[];
+}
+
+/** Every node's actor tree and, in a cluster, meta's view: node liveness, shard leaders and epochs. */
+export interface ClusterStatus extends RuntimeStatus {
+  readonly meta?: ClusterMetaStatus;
 }
 
 function describe(table: TableInfo): TableDescription {
@@ -323,9 +331,10 @@ export class Reprise {
     return { wal: { provider: this.log.provider }, nodes: [this.node.status()] };
   }
 
-  /** Every node's actor tree (in a cluster each node is asked over the transport). */
-  async clusterStatus(): Promise<RuntimeStatus> {
-    return { wal: { provider: this.log.provider }, nodes: await this.router.nodes() };
+  /** Every node's actor tree (in a cluster each node is asked over the transport) and meta's view. */
+  async clusterStatus(): Promise<ClusterStatus> {
+    const [nodes, meta] = await Promise.all([this.router.nodes(), this.meta.status?.()]);
+    return { wal: { provider: this.log.provider }, nodes, ...(meta ? { meta } : {}) };
   }
 
   /**

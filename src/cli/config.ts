@@ -44,6 +44,17 @@ export const standaloneConfigSchema = z.strictObject({
       path: ['brokerEndpoints'],
       message: 'the kafka provider needs at least one broker (--brokers host:port,... or REPRISE_WAL_BROKER_ENDPOINTS)',
     }),
+  /** Distributed mode (`reprise meta`, `reprise node`): NATS, this node's id, heartbeats and leases. */
+  cluster: z.strictObject({
+    name: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, - and _'),
+    natsServers: z.array(z.string().min(1)).min(1),
+    nodeId: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, - and _').optional(),
+    heartbeatMs: z.number().int().min(10),
+    leaseMs: z.number().int().min(50),
+    failureTimeoutMs: z.number().int().min(60),
+    topology: z.enum(['static', 'dynamic']),
+    minNodes: z.number().int().min(1),
+  }),
 });
 
 export type StandaloneConfig = z.infer<typeof standaloneConfigSchema>;
@@ -56,6 +67,7 @@ export const DEFAULT_CONFIG: StandaloneConfig = {
   bodyLimitBytes: 64 * 1024 * 1024,
   autoCreateTables: true,
   wal: { provider: 'local', maxBatchBytes: 1024 * 1024, topicPrefix: 'reprise_wal' },
+  cluster: { name: 'reprise', natsServers: ['127.0.0.1:4222'], heartbeatMs: 200, leaseMs: 800, failureTimeoutMs: 1000, topology: 'dynamic', minNodes: 1 },
 };
 
 /** REPRISE_* variable -> config key path and how to parse it. */
@@ -72,6 +84,14 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_WAL_BROKER_ENDPOINTS: { path: ['wal', 'brokerEndpoints'], parse: brokerList },
   REPRISE_WAL_REPLICATION_FACTOR: { path: ['wal', 'replicationFactor'], parse: Number },
   REPRISE_WAL_IDEMPOTENT: { path: ['wal', 'idempotent'], parse: boolean },
+  REPRISE_CLUSTER_NAME: { path: ['cluster', 'name'], parse: String },
+  REPRISE_NATS_SERVERS: { path: ['cluster', 'natsServers'], parse: brokerList },
+  REPRISE_NODE_ID: { path: ['cluster', 'nodeId'], parse: String },
+  REPRISE_CLUSTER_TOPOLOGY: { path: ['cluster', 'topology'], parse: String },
+  REPRISE_CLUSTER_MIN_NODES: { path: ['cluster', 'minNodes'], parse: Number },
+  REPRISE_CLUSTER_HEARTBEAT_MS: { path: ['cluster', 'heartbeatMs'], parse: Number },
+  REPRISE_CLUSTER_LEASE_MS: { path: ['cluster', 'leaseMs'], parse: Number },
+  REPRISE_CLUSTER_FAILURE_TIMEOUT_MS: { path: ['cluster', 'failureTimeoutMs'], parse: Number },
 };
 
 type Layer = Record<string, unknown>;

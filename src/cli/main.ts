@@ -4,9 +4,12 @@ import pino from 'pino';
 import type { ReplayProgress } from '../actors/context.js';
 import { createHttpServer, parseAddr } from '../api/http.js';
 import { Reprise } from '../api/runtime.js';
-import { isRepriseError } from '../errors.js';
+import { isRepriseError, RepriseError } from '../errors.js';
+import { startMeta } from '../api/meta-process.js';
+import { NatsTransport } from '../transport/nats.js';
+import type { KafkaWalOptions } from '../wal/open-log-store.js';
 import { brokerList, redactConfig, resolveConfig, walOptionsOf, type StandaloneConfig } from './config.js';
-import { renderStatus, renderRows } from './render.js';
+import { renderClusterStatus, renderStatus, renderRows } from './render.js';
 
 const DEFAULT_SERVER = 'http://127.0.0.1:4000';
 
@@ -37,6 +40,14 @@ function progressBar(): (p: ReplayProgress) => void {
   };
 }
 
+interface ClusterFlags extends StandaloneFlags {
+  nats?: string[];
+  cluster?: string;
+  id?: string;
+  topology?: string;
+  minNodes?: number;
+}
+
 interface StandaloneFlags {
   config?: string;
   dataDir?: string;
@@ -48,7 +59,7 @@ interface StandaloneFlags {
 }
 
 /** The effective configuration: flags > REPRISE_* env > config file > defaults. */
-function configOf(flags: StandaloneFlags): StandaloneConfig {
+function configOf(flags: StandaloneFlags & Partial<ClusterFlags>): StandaloneConfig {
   return resolveConfig({
     ...(flags.config ? { configFile: flags.config } : {}),
     env: process.env,
@@ -58,22 +69,19 @@ function configOf(flags: StandaloneFlags): StandaloneConfig {
       shards: flags.shards,
       logLevel: flags.logLevel,
       wal: { provider: flags.wal, brokerEndpoints: flags.brokers },
+      cluster: { natsServers: flags.nats, name: flags.cluster, nodeId: flags.id, topology: flags.topology, minNodes: flags.minNodes },
     },
   });
 }
 
 /**
- * Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT: HTTP closed, regions
- * flushed, WAL closed); 1 if startup or shutdown failed, or a second signal
- * forced the exit; 2 for a usage error (see main).
+ * Run a long-lived service (standalone, meta, node) until SIGTERM/SIGINT.
+ * `start` opens it and returns how to close it. Exit codes: 0 after a clean
+ * shutdown; 1 if startup or shutdown failed, or a second signal forced the
+ * exit; 2 for a usage error (see main). A signal during startup (e.g. a
+ * long replay) shuts down as soon as the service is up.
  */
-async function standalone(flags: StandaloneFlags): Promise<void> {
-  const config = configOf(flags);
-  const { host, port } = parseAddr(config.httpAddr);
-  const logger = pino({ level: config.logLevel });
-
-  // Signals are handled from the start: one during startup (a long replay)
-  // shuts down as soon as the runtime is open.
+async function runService(logger: pino.Logger, what: string, start: () => Promise<() => Promise<void>>): Promise<void> {
   let stopping = false;
   let shutdown: ((signal: string) => void) | undefined;
   let early: string | undefined;
@@ -86,41 +94,29 @@ async function standalone(flags: StandaloneFlags): Promise<void> {
     if (shutdown) shutdown(signal);
     else {
       early = signal;
-      logger.info({ signal }, 'signal during startup: shutting down once the runtime is open');
+      logger.info({ signal }, `signal during startup: shutting down once ${what} is up`);
     }
   };
   process.on('SIGTERM', () => onSignal('SIGTERM'));
   process.on('SIGINT', () => onSignal('SIGINT'));
-
-  const runtime = await Reprise.open({
-    dataDir: config.dataDir,
-    shards: config.shards,
-    wal: walOptionsOf(config.wal),
-    logger,
-    onReplayProgress: progressBar(),
-  });
-  const app = createHttpServer(runtime, {
-    logger,
-    bodyLimit: config.bodyLimitBytes,
-    autoCreateTables: config.autoCreateTables,
-    processMetrics: true,
-  });
-
+  const close = await start();
   shutdown = (signal: string) => {
-    logger.info({ signal }, 'shutting down: closing HTTP, flushing regions, closing the WAL');
-    void (async () => {
-      try {
-        await app.close();
-        await runtime.close();
-        process.exit(0);
-      } catch (err) {
+    logger.info({ signal }, `shutting down ${what}`);
+    void close().then(
+      () => process.exit(0),
+      (err: unknown) => {
         logger.error({ err }, 'shutdown failed');
         process.exit(1);
-      }
-    })();
+      },
+    );
   };
-  if (early) return shutdown(early);
+  if (early) shutdown(early);
+}
 
+/** Serve a runtime's HTTP API; resolves with a close that stops HTTP, then the runtime. */
+async function serveHttp(runtime: Reprise, config: StandaloneConfig, logger: pino.Logger, what: string): Promise<() => Promise<void>> {
+  const { host, port } = parseAddr(config.httpAddr);
+  const app = createHttpServer(runtime, { logger, bodyLimit: config.bodyLimitBytes, autoCreateTables: config.autoCreateTables, processMetrics: true });
   let url: string;
   try {
     url = await app.listen({ host, port });
@@ -128,7 +124,82 @@ async function standalone(flags: StandaloneFlags): Promise<void> {
     await runtime.close();
     throw err;
   }
-  logger.info({ url, dataDir: config.dataDir }, `reprise standalone serving on ${url}`);
+  logger.info({ url, dataDir: config.dataDir }, `reprise ${what} serving on ${url}`);
+  return async () => {
+    await app.close();
+    await runtime.close();
+  };
+}
+
+async function standalone(flags: StandaloneFlags): Promise<void> {
+  const config = configOf(flags);
+  const logger = pino({ level: config.logLevel });
+  await runService(logger, 'standalone (closing HTTP, flushing regions, closing the WAL)', async () => {
+    const runtime = await Reprise.open({
+      dataDir: config.dataDir,
+      shards: config.shards,
+      wal: walOptionsOf(config.wal),
+      logger,
+      onReplayProgress: progressBar(),
+    });
+    return serveHttp(runtime, config, logger, 'standalone');
+  });
+}
+
+/** The Kafka WAL a cluster needs (meta's log and every shard's topic are shared by all processes). */
+function clusterWal(config: StandaloneConfig): KafkaWalOptions {
+  const wal = walOptionsOf(config.wal);
+  if (wal.provider !== 'kafka') {
+    throw new RepriseError('INVALID_ARGUMENT', 'a cluster needs the kafka WAL, which every process shares: --wal kafka --brokers host:port,...');
+  }
+  return wal;
+}
+
+async function connect(config: StandaloneConfig, name: string): Promise<NatsTransport> {
+  return NatsTransport.connect({ servers: config.cluster.natsServers, cluster: config.cluster.name, name });
+}
+
+async function metaCommand(flags: ClusterFlags): Promise<void> {
+  const config = configOf(flags);
+  const logger = pino({ level: config.logLevel });
+  await runService(logger, 'meta', async () => {
+    const transport = await connect(config, 'reprise-meta');
+    const { heartbeatMs, leaseMs, failureTimeoutMs, topology, minNodes } = config.cluster;
+    const meta = await startMeta({ transport, wal: clusterWal(config), shards: config.shards, logger, heartbeatMs, leaseMs, failureTimeoutMs, topology, minNodes });
+    return async () => {
+      await meta.close();
+      await transport.close();
+    };
+  });
+}
+
+async function nodeCommand(flags: ClusterFlags): Promise<void> {
+  const config = configOf(flags);
+  const logger = pino({ level: config.logLevel });
+  const nodeId = config.cluster.nodeId;
+  if (!nodeId) throw new RepriseError('INVALID_ARGUMENT', 'a node needs an id: --id <node> (or REPRISE_NODE_ID)');
+  await runService(logger, `node '${nodeId}' (closing HTTP, flushing its shards)`, async () => {
+    const transport = await connect(config, `reprise-node-${nodeId}`);
+    try {
+      const runtime = await Reprise.join({
+        nodeId,
+        transport,
+        wal: clusterWal(config),
+        objectStoreDir: config.dataDir,
+        heartbeatMs: config.cluster.heartbeatMs,
+        logger,
+        onReplayProgress: progressBar(),
+      });
+      const close = await serveHttp(runtime, config, logger, `node '${nodeId}'`);
+      return async () => {
+        await close();
+        await transport.close();
+      };
+    } catch (err) {
+      await transport.close();
+      throw err;
+    }
+  });
 }
 
 async function request(server: string, method: string, path: string, body?: unknown): Promise<unknown> {
@@ -175,6 +246,33 @@ export function buildProgram(): Command {
   configOptions(
     program.command('standalone').description('run meta and one node in this process, with the HTTP API and dashboard (WAL: local LevelDB by default, or Kafka)'),
   ).action(standalone);
+
+  /** The distributed mode's options, on top of the configuration's. */
+  const clusterOptions = (command: Command) =>
+    configOptions(command)
+      .option('--nats <list>', 'NATS servers, host:port,... (default 127.0.0.1:4222; env REPRISE_NATS_SERVERS)', brokerList)
+      .option('--cluster <name>', 'cluster name: subjects are reprise.<name>.* (default reprise; env REPRISE_CLUSTER_NAME)');
+
+  clusterOptions(program.command('meta').description("run the cluster's meta: tables, shards, leases, failure detection and failover (needs --wal kafka)"))
+    .addOption(new Option('--topology <kind>', "dynamic: a dead node's shards move to live nodes; static: they wait for it (env REPRISE_CLUSTER_TOPOLOGY)").choices(['static', 'dynamic']))
+    .option('--min-nodes <n>', 'place shards once this many nodes are up (default 1; env REPRISE_CLUSTER_MIN_NODES)', integer)
+    .action(metaCommand);
+
+  clusterOptions(program.command('node').description('run a cluster node: leads the shards meta assigns, serves the HTTP API for the whole cluster (--data-dir: the shared SST directory)'))
+    .option('--id <node>', 'this node\'s id (env REPRISE_NODE_ID)')
+    .action(nodeCommand);
+
+  program
+    .command('cluster')
+    .description('the cluster as a running node sees it')
+    .command('status')
+    .description('nodes (alive, last heartbeat), shards (leader, epoch) and every node\'s regions with their states')
+    .option('-s, --server <url>', 'a node\'s URL', DEFAULT_SERVER)
+    .option('--json', 'print the raw JSON')
+    .action(async (opts: { server: string; json?: boolean }) => {
+      const status = await request(opts.server, 'GET', '/v1/cluster/status');
+      process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : renderClusterStatus(status as Parameters<typeof renderClusterStatus>[0]));
+    });
 
   const config = program.command('config').description('the standalone configuration');
   configOptions(

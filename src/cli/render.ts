@@ -1,4 +1,4 @@
-import type { RuntimeStatus } from '../api/runtime.js';
+import type { ClusterStatus, RuntimeStatus } from '../api/runtime.js';
 
 /** Plain-text tables for terminals: columns padded to their widest cell. */
 export function renderTable(header: string[], rows: string[][]): string {
@@ -26,5 +26,28 @@ export function renderStatus(status: RuntimeStatus): string {
     }
     out.push(renderTable(['actor', 'topic/table', 'state', 'role', 'epoch', 'last id', 'flushed id', 'error'], rows));
   }
+  return out.join('');
+}
+
+/** `reprise cluster status`: meta's view (nodes, shards) then every node's actor tree. */
+export function renderClusterStatus(status: ClusterStatus): string {
+  const out: string[] = [];
+  if (status.meta) {
+    out.push(`cluster (topology: ${status.meta.topology}, meta log entry ${status.meta.entryId})\n`);
+    out.push(
+      renderTable(
+        ['node', 'alive', 'last heartbeat', 'leads'],
+        status.meta.nodes.map((n) => [
+          n.id,
+          n.alive ? 'yes' : 'NO',
+          n.lastHeartbeatMsAgo === null ? '-' : `${n.lastHeartbeatMsAgo} ms ago`,
+          n.shards.map((s) => `${s.id}(${s.state}, epoch ${s.epoch})`).join(' '),
+        ]),
+      ),
+    );
+    out.push(renderTable(['shard', 'topic', 'leader', 'epoch'], status.meta.shards.map((s) => [String(s.id), s.topic, s.leader ?? '-', String(s.epoch)])));
+    out.push('\n');
+  }
+  out.push(renderStatus(status));
   return out.join('');
 }

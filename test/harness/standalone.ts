@@ -34,8 +34,16 @@ export interface Server {
 
 /** `reprise standalone` as a user runs it, on a free port; resolves once it serves. */
 export function startServer(dataDir: string, env: Record<string, string> = {}, args: string[] = []): Promise<Server> {
+  return startReprise(['standalone', '--data-dir', dataDir, '--http-addr', '127.0.0.1:0', ...args], env, (log) => log.url as string | undefined);
+}
+
+/**
+ * Any long-running `reprise` command as a real process; resolves once a
+ * JSON log line makes `ready` return a URL (or any string: meta has no HTTP).
+ */
+export function startReprise(args: string[], env: Record<string, string>, ready: (log: Record<string, unknown>) => string | undefined): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, 'standalone', '--data-dir', dataDir, '--http-addr', '127.0.0.1:0', ...args], {
+    const child = spawn(process.execPath, [BIN, ...args], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -44,14 +52,16 @@ export function startServer(dataDir: string, env: Record<string, string> = {}, a
     );
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    void exited.then(({ code }) => reject(new Error(`server exited (${code}) before serving: ${stderr}`)));
+    void exited.then(({ code }) => reject(new Error(`reprise ${args[0]} exited (${code}) before it was ready: ${stderr}`)));
     createInterface({ input: child.stdout! }).on('line', (line) => {
+      let log: Record<string, unknown>;
       try {
-        const log = JSON.parse(line) as { url?: string };
-        if (log.url) resolve({ url: log.url, child, exited });
+        log = JSON.parse(line) as Record<string, unknown>;
       } catch {
-        // not a log line
+        return; // not a log line
       }
+      const url = ready(log);
+      if (url !== undefined) resolve({ url, child, exited });
     });
   });
 }
