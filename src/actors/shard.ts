@@ -264,7 +264,7 @@ export class ShardActor {
   async write(regionId: number, mutation: PreparedMutation): Promise<EntryId> {
     const writer = this.assertWritable();
     const region = this.regions.get(regionId);
-    if (!region) throw new RepriseError('NOT_FOUND', `region ${regionId} is not hosted by shard ${this.id}`, { region: regionId, shard: this.id });
+    if (!region) throw this.regionNotHosted(regionId);
     if (!region.acceptsWrites()) {
       const state = region.state();
       const code = state === 'failed' ? 'REGION_FAILED' : state === 'migrating' ? 'NOT_LEADER' : 'REGION_NOT_SERVING';
@@ -285,6 +285,15 @@ export class ShardActor {
     return id;
   }
 
+  /** A region this shard does not hold: not yet (still opening: retry) or not at all. */
+  private regionNotHosted(regionId: number): RepriseError {
+    const state = this.state();
+    if (state === 'opening' || state === 'replaying') {
+      return new RepriseError('SHARD_NOT_SERVING', `shard ${this.id} is ${state}; region ${regionId} is not open yet`, { region: regionId, shard: this.id, state });
+    }
+    return new RepriseError('NOT_FOUND', `region ${regionId} is not hosted by shard ${this.id}`, { region: regionId, shard: this.id });
+  }
+
   private assertLease(what: string): void {
     if (this.ctx.leaseHeld?.() === false) {
       throw new RepriseError('NOT_LEADER', `shard ${this.id}: node '${this.ctx.nodeId}' lost its lease from meta; write ${what}`, { shard: this.id });
@@ -293,7 +302,7 @@ export class ShardActor {
 
   async query(regionId: number, q: TableQuery): Promise<Row[]> {
     const region = this.regions.get(regionId);
-    if (!region) throw new RepriseError('NOT_FOUND', `region ${regionId} is not hosted by shard ${this.id}`, { region: regionId, shard: this.id });
+    if (!region) throw this.regionNotHosted(regionId);
     return region.query(q);
   }
 

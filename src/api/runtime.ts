@@ -201,8 +201,12 @@ export class Reprise {
       keeper = new LeaseKeeper(options.nodeId, node, meta, logger, options.heartbeatMs ?? 200);
       keeper.start();
       const stopKeeper = keeper;
-      // Stop heartbeats first: closing shards must not race a reconcile reopening them.
-      cleanup.unshift(() => stopKeeper.stop());
+      // After the node closed (shards flushed): stop heartbeats, then hand the
+      // shards off to meta at once instead of after the failure timeout.
+      cleanup.unshift(async () => {
+        await stopKeeper.stop();
+        await meta.leave(options.nodeId).catch((err: unknown) => logger.warn({ err }, 'could not tell meta this node is leaving; its shards move after the failure timeout'));
+      });
       const router = new ClusterShardRouter(options.transport, replica, logger);
       const release = async () => {
         for (const step of cleanup) await step();

@@ -78,7 +78,7 @@ export interface ClusterMetaStatus {
 }
 
 /** Every meta subject, in one place, for the server and its clients. */
-export const META_OPS = ['register', 'heartbeat', 'grant', 'begin_create', 'commit_create', 'abort_create', 'drop_table', 'status', 'sync'] as const;
+export const META_OPS = ['register', 'heartbeat', 'grant', 'begin_create', 'commit_create', 'abort_create', 'drop_table', 'status', 'sync', 'leave'] as const;
 export type MetaOp = (typeof META_OPS)[number];
 
 interface NodeRecord {
@@ -133,6 +133,7 @@ export class MetaServer {
       },
       status: () => server.status(),
       sync: () => ({ entryId: meta.appliedEntryId }),
+      leave: (req: { node: string }) => server.leave(req.node),
     };
     for (const op of META_OPS) {
       // A queue group: a standby meta process could share the subjects (only one writes the log).
@@ -147,6 +148,20 @@ export class MetaServer {
     await this.meta.registerNode(node);
     this.live.set(node, { lastHeartbeat: Date.now(), shards: [] });
     this.logger.info({ node }, `node '${node}' registered`);
+    this.schedule();
+    await this.placing;
+    return { entryId: this.meta.appliedEntryId };
+  }
+
+  /**
+   * A node shutting down cleanly, its shards flushed and closed: it counts
+   * as gone at once, so (dynamic topology) its shards move now rather than
+   * after the failure timeout, with nothing to replay.
+   */
+  private async leave(node: string): Promise<{ entryId: EntryId }> {
+    const record = this.live.get(node);
+    if (record) record.lastHeartbeat = -Infinity;
+    this.logger.info({ node }, `node '${node}' left the cluster`);
     this.schedule();
     await this.placing;
     return { entryId: this.meta.appliedEntryId };

@@ -35,6 +35,11 @@ export class RemoteMeta {
     await this.call('register', { node: nodeId });
   }
 
+  /** Tell meta this node is leaving (its shards are flushed and closed): they move now. */
+  async leave(nodeId: string): Promise<void> {
+    await this.call('leave', { node: nodeId }, 0);
+  }
+
   /** One heartbeat; the caller times the lease from before it sent this. */
   heartbeat(req: HeartbeatRequest, timeoutMs: number): Promise<HeartbeatReply> {
     return this.transport.request<HeartbeatRequest, HeartbeatReply>(this.transport.subject('meta', 'heartbeat'), req, { timeoutMs });

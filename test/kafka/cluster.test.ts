@@ -111,6 +111,28 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     if (victimRegion) expect(await front.query('metrics', { where: { host: HOSTS[victimRegion.partition]! } })).toHaveLength(40);
     expect(failoverMs).toBeLessThan(10_000);
   });
+
+  it('a node shut down cleanly hands its shards off at once, flushed, and nothing is lost', async () => {
+    const { meta, members } = await cluster(['n1', 'n2', 'n3']);
+    const front = members.get('n1')!.runtime;
+    await waitUntil(() => meta.server.status().shards.every((s) => s.leader !== null), 'every shard placed');
+    await front.createTable(SCHEMA);
+    const rows = HOSTS.flatMap((host) => Array.from({ length: 10 }, (_, i) => ({ host, v: i, ts: 2_000 + i })));
+    await front.insert('metrics', rows);
+    const leaving = meta.server.status().shards.filter((s) => s.leader === 'n3').map((s) => s.id);
+    expect(leaving.length).toBeGreaterThan(0);
+
+    const t0 = Date.now();
+    await members.get('n3')!.runtime.close();
+    const handedOff = meta.server.status().shards.filter((s) => leaving.includes(s.id));
+    // Moved when close returned, well inside the 600 ms failure timeout it would otherwise take.
+    expect(handedOff.every((s) => s.leader !== 'n3' && s.leader !== null)).toBe(true);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(meta.server.status().nodes.find((n) => n.id === 'n3')!.alive).toBe(false);
+    expect(await front.query('metrics')).toHaveLength(rows.length);
+    await front.insert('metrics', [{ host: 'tango', v: 99, ts: 3_000 }]);
+    expect(await front.query('metrics')).toHaveLength(rows.length + 1);
+  });
 });
 
 async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
