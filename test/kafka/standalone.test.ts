@@ -48,7 +48,8 @@ describe('reprise standalone --wal kafka (real process, Kafka-protocol cluster)'
     server.child.kill('SIGKILL');
     await server.exited;
     server = await start();
-    expect((await call(server, 'POST', '/v1/tables/system_metrics/query', {})).body.rows).toEqual(before);
+    const again = await call(server, 'POST', '/v1/tables/system_metrics/query', {});
+    expect(again.body.rows, JSON.stringify(again.body)).toEqual(before);
     server.child.kill('SIGTERM');
     expect(await server.exited).toEqual({ code: 0, signal: null });
   });
