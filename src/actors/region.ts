@@ -1,5 +1,5 @@
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
-import { RepriseError } from '../errors.js';
+import { isRepriseError, RepriseError } from '../errors.js';
 import type { Region } from '../engine/region-engine.js';
 import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
 import type { RegionInfo } from '../meta/model.js';
@@ -132,7 +132,24 @@ export class RegionActor {
         state,
       });
     }
-    return this.region.query(q);
+    return this.failOnBadEntry(this.region.query(q));
+  }
+
+  /**
+   * The engine decodes queued entries when a query or flush reads them; an
+   * entry it cannot decode (only a bug or a foreign writer gets one past
+   * the WAL's checksums) makes it refuse everything with REGION_FAILED.
+   * The machine must say so too: fail the region with that reason.
+   */
+  private async failOnBadEntry<T>(work: Promise<T>): Promise<T> {
+    try {
+      return await work;
+    } catch (err) {
+      if (isRepriseError(err, 'REGION_FAILED') && this.actor.getSnapshot().status === 'active') {
+        this.actor.send({ type: 'FAIL', reason: err.message });
+      }
+      throw err;
+    }
   }
 
   async close(): Promise<void> {
@@ -162,7 +179,7 @@ export class RegionActor {
   private async flushNow(coveredUpTo: EntryId): Promise<{ flushedEntryId: EntryId }> {
     const region = this.region;
     if (!region) throw new RepriseError('REGION_NOT_SERVING', `region ${this.id} is not open`);
-    const result = region.flush(coveredUpTo);
+    const result = this.failOnBadEntry(region.flush(coveredUpTo));
     this.flushInFlight = result.catch(() => undefined);
     return { flushedEntryId: (await result).flushedEntryId };
   }

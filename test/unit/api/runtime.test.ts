@@ -222,6 +222,28 @@ describe('embedded runtime over a damaged WAL', () => {
     }
   });
 
+  it('an entry whose body the engine cannot decode fails its region (machine included) when read; the other table serves', async () => {
+    const { victimShard } = await seed();
+    const log = await LocalLogStore.open(join(dir, 'wal'));
+    const topic = `reprise_wal_${victimShard}`;
+    const db0Regions = 1; // table 'a' has one region, id 1
+    // A valid frame (checksum fine) around a body that is not a mutation.
+    const [badId] = await log.append(topic, encodeEntry({ kind: 'data', region: db0Regions, epoch: 1, body: new Uint8Array([0xc1, 0xc1]) }));
+    await log.close();
+
+    const db = await open({ dataDir: dir, shards: 2, logger: false });
+    try {
+      await expectCode(db.query('a'), 'REGION_FAILED');
+      const region = db.status().nodes[0]!.shards.find((s) => s.id === victimShard)!.regions.find((r) => r.id === db0Regions)!;
+      expect(region.state).toBe('failed');
+      expect(region.error).toContain(String(badId));
+      await expectCode(db.insert('a', rows(1)), 'REGION_FAILED');
+      expect(await db.query('b')).toHaveLength(20);
+    } finally {
+      await db.close().catch(() => undefined);
+    }
+  });
+
   it('entries a region needs but the log no longer holds fail that region with WAL_TRUNCATED', async () => {
     const { victimShard } = await seed();
     const log = await LocalLogStore.open(join(dir, 'wal'));
