@@ -42,7 +42,7 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     for (const close of closers.splice(0).reverse()) await close().catch(() => undefined);
   });
 
-  async function cluster(nodes: string[]) {
+  async function cluster(nodes: string[], topology: 'static' | 'dynamic' = 'dynamic') {
     const network = new InProcessNetwork();
     const objectStoreDir = await mkdtemp(join(tmpdir(), 'reprise-cluster-'));
     closers.push(() => rm(objectStoreDir, { recursive: true, force: true }));
@@ -53,7 +53,7 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
       topicPrefix: `cl_${process.pid}_${Date.now().toString(36)}_${seq++}`,
     };
     const metaTransport = network.transport({ cluster: 'test', name: 'meta' });
-    const meta: MetaProcess = await startMeta({ transport: metaTransport, wal, shards: 3, logger: false, heartbeatMs: 100, leaseMs: 400, failureTimeoutMs: 600, minNodes: nodes.length });
+    const meta: MetaProcess = await startMeta({ transport: metaTransport, wal, shards: 3, logger: false, heartbeatMs: 100, leaseMs: 400, failureTimeoutMs: 600, minNodes: nodes.length, topology });
     closers.push(() => metaTransport.close(), () => meta.close());
     const members = new Map<string, { runtime: Reprise; transport: InProcessTransport }>();
     await Promise.all(
@@ -132,6 +132,32 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     expect(await front.query('metrics')).toHaveLength(rows.length);
     await front.insert('metrics', [{ host: 'tango', v: 99, ts: 3_000 }]);
     expect(await front.query('metrics')).toHaveLength(rows.length + 1);
+  });
+
+  it('static topology: a cut-off node keeps its shard; once it is back it reopens it with a new epoch and nothing is lost', async () => {
+    const { network, meta, members } = await cluster(['n1', 'n2'], 'static');
+    const front = members.get('n1')!.runtime;
+    await waitUntil(() => meta.server.status().shards.every((s) => s.leader !== null), 'every shard placed');
+    await waitUntil(() => meta.server.status().shards.every((s) => s.epoch > 0), 'every shard opened');
+    await front.createTable(SCHEMA);
+    const rows = HOSTS.map((host) => ({ host, v: 1, ts: 5_000 }));
+    await front.insert('metrics', rows);
+    const held = meta.server.status().shards.filter((s) => s.leader === 'n2');
+    expect(held.length).toBeGreaterThan(0);
+
+    const cut = network.faults.drop((m) => m.from === 'n2' || m.to === 'n2');
+    await waitUntil(() => meta.server.status().nodes.find((n) => n.id === 'n2')!.alive === false, 'n2 declared dead');
+    await waitUntil(() => members.get('n2')!.runtime.status().nodes[0]!.shards.every((s) => s.state === 'failed'), 'n2 fenced itself');
+    // Static: the shards wait for their node.
+    expect(meta.server.status().shards.filter((s) => s.leader === 'n2').map((s) => s.id)).toEqual(held.map((s) => s.id));
+
+    cut.remove();
+    await waitUntil(() => members.get('n2')!.runtime.status().nodes[0]!.shards.filter((s) => s.state === 'serving').length === held.length, 'n2 reopened its shards');
+    const reopened = meta.server.status().shards.filter((s) => s.leader === 'n2');
+    for (const shard of reopened) expect(shard.epoch).toBeGreaterThan(held.find((h) => h.id === shard.id)!.epoch);
+    expect(await front.query('metrics')).toHaveLength(rows.length);
+    await front.insert('metrics', HOSTS.map((host) => ({ host, v: 2, ts: 6_000 })));
+    expect(await members.get('n2')!.runtime.query('metrics')).toHaveLength(rows.length * 2);
   });
 });
 
