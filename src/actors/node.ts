@@ -21,6 +21,8 @@ export class NodeActor {
   private readonly shards = new Map<number, ShardActor>();
   private flushOnClose = true;
   private reconciling: Promise<void> = Promise.resolve();
+  /** Shards handed off: not reopened while meta still lists them here (until it moves them). */
+  private readonly handedOff = new Set<number>();
 
   constructor(private readonly ctx: ActorContext) {
     const machine = nodeMachine.provide({
@@ -91,6 +93,8 @@ export class NodeActor {
     this.reconciling = this.reconciling.then(async () => {
       if (this.state() !== 'serving') return;
       const wanted = new Set(assigned);
+      for (const id of [...this.handedOff]) if (!wanted.has(id)) this.handedOff.delete(id);
+      for (const id of this.handedOff) wanted.delete(id);
       for (const [id, shard] of [...this.shards]) {
         const state = shard.state();
         if (wanted.has(id) && state !== 'failed' && state !== 'closed') continue;
@@ -106,6 +110,23 @@ export class NodeActor {
       }
     });
     return this.reconciling;
+  }
+
+  /**
+   * Planned migration, this node's part: the shard stops writing, flushes
+   * and closes (its machine: serving -> migrating -> closed), and stays
+   * closed here until meta has moved it.
+   */
+  async handOff(shardId: number, to: string): Promise<void> {
+    const shard = this.shard(shardId);
+    this.handedOff.add(shardId);
+    try {
+      await shard.handOff(to);
+    } catch (err) {
+      this.handedOff.delete(shardId);
+      throw err;
+    }
+    this.shards.delete(shardId);
   }
 
   /** The lease from meta ran out: every shard stops writing at once (its machine goes to failed). */

@@ -7,6 +7,7 @@ import type { Entry, LoggedEntry } from '../wal/entry.js';
 import type { EntryId } from '../wal/log-store.js';
 import { replayShard } from '../wal/shard-reader.js';
 import { TopicWriter } from '../wal/topic-writer.js';
+import { TEST_FAULTS, TEST_OBSERVER } from '../testing/faults.js';
 import { reportTransitions, runThrough, type ActorContext } from './context.js';
 import { RegionActor, type RegionStatus } from './region.js';
 import { shardMachine, type ShardRole, type ShardState } from './shard-machine.js';
@@ -58,8 +59,14 @@ export class ShardActor {
         openShard: fromPromise(async () => this.open()),
         replayShard: fromPromise(async ({ input }) => this.replay(input.epoch)),
         flushShard: fromPromise(async () => this.flushRegionsAndPrune()),
+        // Hand-off: writes are already refused (migrating); drain the
+        // writer, flush every region and close, so the next leader has
+        // nothing to replay. Only a cluster node (one with a lease) has
+        // anyone to hand to.
         migrateShard: fromPromise<void, { shardId: number; to: string }>(async ({ input }) => {
-          throw new RepriseError('INVALID_ARGUMENT', `shard ${id} cannot migrate to '${input.to}': no other node in embedded mode`);
+          if (ctx.leaseHeld === undefined) throw new RepriseError('INVALID_ARGUMENT', `shard ${id} cannot migrate to '${input.to}': no other node in embedded mode`);
+          this.flushOnClose = true;
+          await this.release();
         }),
         closeShard: fromPromise(async () => this.release()),
       },
@@ -130,7 +137,9 @@ export class ShardActor {
       }
     }
     const live = replaying.filter((r) => r.state() === 'replaying');
-    const from = Math.max(earliest, Math.min(next, ...live.map((r) => r.flushedEntryId() + 1)));
+    // TEST_FAULTS.replayFromWrongId: a deliberate off-by-one, for tests only.
+    const skip = TEST_FAULTS.replayFromWrongId ? 2 : 1;
+    const from = Math.max(earliest, Math.min(next, ...live.map((r) => r.flushedEntryId() + skip)));
     this.appliedEntryId = Math.max(this.appliedEntryId, from - 1);
     if (from < next) await this.replayRange(from, next);
     this.appliedEntryId = Math.max(this.appliedEntryId, next - 1);
@@ -277,11 +286,18 @@ export class ShardActor {
     }
     const entry: WriteEntry = { kind: 'data', region: regionId, epoch: this.epoch, body: mutation.body, decoded: mutation.decoded };
     this.assertLease('refused');
+    if (TEST_FAULTS.ackBeforeDurable) {
+      // Deliberate bug, for tests only: acknowledge before the append is durable.
+      writer.append(entry).catch(() => undefined);
+      TEST_OBSERVER.onAck?.({ node: this.ctx.nodeId, shard: this.id, epoch: this.epoch, region: regionId, entryId: -1 });
+      return -1;
+    }
     const id = await writer.append(entry);
     // Acknowledge only under a valid lease: meta gives the shard to another
     // node only after this lease has run out, and that node replays every
     // entry before its epoch marker, so what is acknowledged is never lost.
     this.assertLease(`not acknowledged (entry ${id} is in the log and may become visible)`);
+    TEST_OBSERVER.onAck?.({ node: this.ctx.nodeId, shard: this.id, epoch: this.epoch, region: regionId, entryId: id });
     return id;
   }
 
@@ -295,7 +311,7 @@ export class ShardActor {
   }
 
   private assertLease(what: string): void {
-    if (this.ctx.leaseHeld?.() === false) {
+    if (this.ctx.leaseHeld?.() === false && !TEST_FAULTS.skipLeaseFencing) {
       throw new RepriseError('NOT_LEADER', `shard ${this.id}: node '${this.ctx.nodeId}' lost its lease from meta; write ${what}`, { shard: this.id });
     }
   }
@@ -340,6 +356,17 @@ export class ShardActor {
     const snapshot = await runThrough(this.actor, 'serving', 'flushing', { type: 'FLUSH' });
     const error = snapshot?.context.error;
     if (error && snapshot.value === 'serving') throw new RepriseError('INTERNAL', `flush of shard ${this.id} failed: ${error}`);
+  }
+
+  /** Hand this shard off (cluster): stop writes, flush, close. Resolves once closed; rejects if it stayed here. */
+  async handOff(to: string): Promise<void> {
+    if (this.state() === 'flushing') await waitFor(this.actor, (s) => s.value !== 'flushing', { timeout: Infinity });
+    if (this.state() !== 'serving') throw new RepriseError('SHARD_NOT_SERVING', `shard ${this.id} is ${this.state()}: it cannot be handed off`, { shard: this.id });
+    this.actor.send({ type: 'MIGRATE', to });
+    const snapshot = await waitFor(this.actor, (s) => s.value !== 'migrating', { timeout: Infinity });
+    if (snapshot.value !== 'closed') {
+      throw new RepriseError('INTERNAL', `shard ${this.id} could not be handed off to '${to}': ${snapshot.context.error ?? snapshot.value}`, { shard: this.id });
+    }
   }
 
   /** Close; `flush: false` skips the final flush (the next open replays the WAL instead). */

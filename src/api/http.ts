@@ -142,6 +142,14 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
 
   app.get('/v1/cluster/status', async () => runtime.clusterStatus());
 
+  app.post<{ Params: { id: string }; Body: { to?: unknown } }>('/v1/shards/:id/migrate', async (request) => {
+    const shard = Number(request.params.id);
+    const to = request.body?.to;
+    if (!Number.isInteger(shard) || shard < 0) throw new RepriseError('INVALID_ARGUMENT', `shard id '${request.params.id}' is not a non-negative integer`);
+    if (typeof to !== 'string' || to === '') throw new RepriseError('INVALID_ARGUMENT', 'body must be {"to": "<node id>"}');
+    return runtime.migrateShard(shard, to);
+  });
+
   app.get('/v1/tables', async () => ({ tables: runtime.listTables() }));
 
   app.get<{ Params: { name: string } }>('/v1/tables/:name', async (request) => runtime.describeTable(request.params.name));

@@ -48,7 +48,7 @@ export class LocalShardRouter implements ShardRouter {
 }
 
 /** The node subjects: `reprise.<cluster>.node.<nodeId>.<op>`. */
-const NODE_OPS = ['write', 'query', 'create_region', 'drop_region', 'flush', 'status'] as const;
+const NODE_OPS = ['write', 'query', 'create_region', 'drop_region', 'flush', 'status', 'hand_off'] as const;
 type NodeOp = (typeof NODE_OPS)[number];
 
 /** Errors that mean "leadership is moving or the leader is not ready yet": ask meta's replica again and retry. */
@@ -80,6 +80,10 @@ export async function serveNode(transport: Transport, nodeId: string, node: Node
       return {};
     },
     status: () => node.status(),
+    hand_off: async (req: { shard: number; to: string }) => {
+      await node.handOff(req.shard, req.to);
+      return {};
+    },
   };
   const subs: Subscription[] = [];
   for (const op of NODE_OPS) subs.push(await transport.serve(transport.subject('node', nodeId, op), handlers[op] as (req: unknown) => unknown));

@@ -17,14 +17,14 @@ import { MetaService } from '../meta/meta-service.js';
 import type { TableInfo } from '../meta/model.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../wal/entry.js';
 import type { LogStore } from '../wal/log-store.js';
-import { openLogStore, type KafkaWalOptions, type WalOptions } from '../wal/open-log-store.js';
+import { openLogStore, type WalOptions } from '../wal/open-log-store.js';
 import { MetaReplica } from '../meta/meta-replica.js';
 import { RemoteMeta } from '../meta/remote-meta.js';
 import type { ClusterMetaStatus } from '../meta/meta-server.js';
 import type { Transport } from '../transport/transport.js';
 import { RuntimeObserver } from './observe.js';
 import { LeaseKeeper } from './lease.js';
-import { ClusterShardRouter, LocalShardRouter, serveNode, type ShardRouter } from './routing.js';
+import { ClusterShardRouter, LocalShardRouter, serveNode, type ClusterRoutingOptions, type ShardRouter } from './routing.js';
 
 /** What the API needs from meta: the MetaService embedded, RemoteMeta in a cluster. */
 export interface RuntimeMeta {
@@ -38,6 +38,8 @@ export interface RuntimeMeta {
   sync?(): Promise<void>;
   /** Cluster: meta's view of nodes and shards. */
   status?(): Promise<ClusterMetaStatus>;
+  /** Cluster: planned move of a shard's leadership. */
+  migrate?(shardId: number, to: string): Promise<{ shard: number; from: string; to: string; ms: number }>;
 }
 
 export interface OpenOptions {
@@ -63,11 +65,24 @@ export interface JoinOptions {
   readonly nodeId: string;
   /** Subjects are `reprise.<cluster>.*`. */
   readonly transport: Transport;
-  readonly wal: KafkaWalOptions;
+  /**
+   * The cluster's WAL (Kafka). With `log` given, only its `topicPrefix` and
+   * `maxBatchBytes` are read, and it may be `{ provider: 'local' }`.
+   */
+  readonly wal: WalOptions;
+  /**
+   * For tests and simulation: an already open LogStore to use instead of
+   * opening one from `wal` (e.g. one LocalLogStore shared by meta and every
+   * node of a cluster run in one process). The caller owns it: closing the
+   * runtime does not close it.
+   */
+  readonly log?: LogStore;
   /** The object store every node shares. */
   readonly objectStoreDir: string;
   /** Heartbeat interval; meta's reply sets the lease. Default 200 ms. */
   readonly heartbeatMs?: number;
+  /** Deadlines of operations routed to shard leaders (tests shorten them). */
+  readonly routing?: ClusterRoutingOptions;
   readonly flush?: Partial<FlushPolicy>;
   readonly logger?: Logger | false;
   readonly onReplayProgress?: (p: ReplayProgress) => void;
@@ -172,7 +187,10 @@ export class Reprise {
     }
     const logger = options.logger === false ? pino({ level: 'silent' }) : (options.logger ?? pino({ level: 'info' }, pino.destination(2)));
     const observer = new RuntimeObserver(options);
-    const log = observer.instrumentLog(await openLogStore(options.wal, ''));
+    if (!options.log && options.wal.provider !== 'kafka') {
+      throw new RepriseError('INVALID_ARGUMENT', `a cluster node needs the Kafka WAL (wal.provider 'kafka'), got '${options.wal.provider}'`);
+    }
+    const log = observer.instrumentLog(options.log ? borrowedLog(options.log) : await openLogStore(options.wal, ''));
     const cleanup: (() => Promise<unknown>)[] = [];
     try {
       const replica = await MetaReplica.open(log, options.wal.topicPrefix ?? 'reprise_wal');
@@ -207,7 +225,7 @@ export class Reprise {
         await stopKeeper.stop();
         await meta.leave(options.nodeId).catch((err: unknown) => logger.warn({ err }, 'could not tell meta this node is leaving; its shards move after the failure timeout'));
       });
-      const router = new ClusterShardRouter(options.transport, replica, logger);
+      const router = new ClusterShardRouter(options.transport, replica, logger, options.routing);
       const release = async () => {
         for (const step of cleanup) await step();
       };
@@ -335,6 +353,18 @@ export class Reprise {
     return { wal: { provider: this.log.provider }, nodes: [this.node.status()] };
   }
 
+  /**
+   * Move a shard's leadership to node `to` (cluster only): the leader stops
+   * writing, flushes and closes, then `to` opens it with a new epoch.
+   * Writes to the shard pause meanwhile (routers retry); nothing
+   * acknowledged is lost. Resolves once meta has assigned it to `to`.
+   */
+  async migrateShard(shardId: number, to: string): Promise<{ shard: number; from: string; to: string; ms: number }> {
+    this.assertOpen();
+    if (!this.meta.migrate) throw new RepriseError('INVALID_ARGUMENT', `shard ${shardId} cannot migrate to '${to}': no other node in embedded mode`);
+    return this.meta.migrate(shardId, to);
+  }
+
   /** Every node's actor tree (in a cluster each node is asked over the transport) and meta's view. */
   async clusterStatus(): Promise<ClusterStatus> {
     const [nodes, meta] = await Promise.all([this.router.nodes(), this.meta.status?.()]);
@@ -364,6 +394,17 @@ async function collectOrphanRegions(objects: ObjectStore, known: Set<number>, en
     logger.info({ region: id }, `deleting files of region ${id}, which no table owns`);
     await engine.destroyRegion(id, objects);
   }
+}
+
+/** A log the caller owns: everything delegates to it except close(), which does nothing. */
+export function borrowedLog(log: LogStore): LogStore {
+  return new Proxy(log, {
+    get(target, prop) {
+      if (prop === 'close') return async () => undefined;
+      const value: unknown = Reflect.get(target, prop, target);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
 }
 
 /** Open the embedded runtime. */

@@ -263,6 +263,17 @@ export function buildProgram(): Command {
     .action(nodeCommand);
 
   program
+    .command('migrate')
+    .description('move a shard\'s leadership to another node: the leader flushes and hands off, then the target opens it')
+    .requiredOption('--shard <id>', 'shard id', integer)
+    .requiredOption('--to <node>', 'target node id')
+    .option('-s, --server <url>', 'any node\'s URL', DEFAULT_SERVER)
+    .action(async (opts: { shard: number; to: string; server: string }) => {
+      const result = (await request(opts.server, 'POST', `/v1/shards/${opts.shard}/migrate`, { to: opts.to })) as { from: string; to: string; ms: number };
+      process.stdout.write(`shard ${opts.shard}: ${result.from} -> ${result.to} in ${result.ms} ms\n`);
+    });
+
+  program
     .command('cluster')
     .description('the cluster as a running node sees it')
     .command('status')

@@ -78,7 +78,7 @@ export interface ClusterMetaStatus {
 }
 
 /** Every meta subject, in one place, for the server and its clients. */
-export const META_OPS = ['register', 'heartbeat', 'grant', 'begin_create', 'commit_create', 'abort_create', 'drop_table', 'status', 'sync', 'leave'] as const;
+export const META_OPS = ['register', 'heartbeat', 'grant', 'begin_create', 'commit_create', 'abort_create', 'drop_table', 'status', 'sync', 'leave', 'migrate'] as const;
 export type MetaOp = (typeof META_OPS)[number];
 
 interface NodeRecord {
@@ -92,6 +92,8 @@ export class MetaServer {
   private timer: NodeJS.Timeout | undefined;
   private placing: Promise<void> = Promise.resolve();
   private readonly startedAt = Date.now();
+  /** Shards with a migration in progress: one procedure per shard at a time. */
+  private readonly migrating = new Set<number>();
 
   private constructor(
     private readonly meta: MetaService,
@@ -134,6 +136,7 @@ export class MetaServer {
       status: () => server.status(),
       sync: () => ({ entryId: meta.appliedEntryId }),
       leave: (req: { node: string }) => server.leave(req.node),
+      migrate: (req: { shard: number; to: string }) => server.migrate(req.shard, req.to),
     };
     for (const op of META_OPS) {
       // A queue group: a standby meta process could share the subjects (only one writes the log).
@@ -165,6 +168,34 @@ export class MetaServer {
     this.schedule();
     await this.placing;
     return { entryId: this.meta.appliedEntryId };
+  }
+
+  /**
+   * Planned migration: the current leader hands the shard off (stops
+   * writing, flushes, closes), and only then does meta assign it to `to`,
+   * which opens it with a new epoch and nothing to replay. Two leaders never
+   * serve the shard at once; writes pause for the flush and the open.
+   */
+  async migrate(shardId: number, to: string): Promise<{ shard: number; from: string; to: string; entryId: EntryId; ms: number }> {
+    const shard = this.meta.shard(shardId);
+    const target = this.live.get(to);
+    if (!target || !this.isAlive(target)) throw new RepriseError('INVALID_ARGUMENT', `cannot migrate shard ${shardId} to '${to}': no live node of that id`);
+    const from = shard.leader;
+    if (from === null) throw new RepriseError('SHARD_NOT_SERVING', `shard ${shardId} has no leader yet`);
+    if (from === to) throw new RepriseError('INVALID_ARGUMENT', `shard ${shardId} is already led by '${to}'`);
+    if (this.migrating.has(shardId)) throw new RepriseError('INVALID_ARGUMENT', `shard ${shardId} is already migrating`);
+    this.migrating.add(shardId);
+    const started = Date.now();
+    try {
+      this.logger.info({ shard: shardId, from, to }, `migrating shard ${shardId} from '${from}' to '${to}'`);
+      await this.transport.request(this.transport.subject('node', from, 'hand_off'), { shard: shardId, to }, { timeoutMs: 60_000 });
+      await this.meta.assignShard(shardId, to);
+      const ms = Date.now() - started;
+      this.logger.info({ shard: shardId, from, to, ms }, `shard ${shardId} handed off from '${from}' to '${to}' in ${ms} ms`);
+      return { shard: shardId, from, to, entryId: this.meta.appliedEntryId, ms };
+    } finally {
+      this.migrating.delete(shardId);
+    }
   }
 
   private async heartbeat(req: HeartbeatRequest): Promise<HeartbeatReply> {

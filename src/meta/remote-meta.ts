@@ -35,6 +35,12 @@ export class RemoteMeta {
     await this.call('register', { node: nodeId });
   }
 
+  /** Move a shard's leadership to another node (planned: hand-off, then open there). */
+  async migrate(shardId: number, to: string): Promise<{ shard: number; from: string; to: string; ms: number }> {
+    const { shard, from, to: target, ms } = await this.call<{ shard: number; from: string; to: string; ms: number; entryId: EntryId }>('migrate', { shard: shardId, to }, 0);
+    return { shard, from, to: target, ms };
+  }
+
   /** Tell meta this node is leaving (its shards are flushed and closed): they move now. */
   async leave(nodeId: string): Promise<void> {
     await this.call('leave', { node: nodeId }, 0);

@@ -121,5 +121,13 @@ describe('cluster of real processes: meta + 3 nodes over NATS, Kafka WAL', () =>
     expect(stdout).toContain(`${victimShard.leader}`);
     expect(stdout).toMatch(/NO/);
     console.log(`failover: first write acknowledged ${firstOkAfterKill} ms after SIGKILL`);
+
+    // Planned migration from the command line: the failed-over shard moves to the other survivor.
+    const target = [...nodes.keys()].find((id) => id !== victimShard.leader && id !== moved.leader)!;
+    const migrated = await promisify(execFile)(process.execPath, [BIN, 'migrate', '--shard', String(victimShard.id), '--to', target, '--server', front.url]);
+    expect(migrated.stdout).toMatch(new RegExp(`shard ${victimShard.id}: ${moved.leader} -> ${target} in \\d+ ms`));
+    for (let i = 40; i < 45; i++) expect((await insert(front, i)).status).toBe(200);
+    const final = (await call(nodes.get(target)!, 'POST', '/v1/tables/system_metrics/query', {})).body.rows as { host: string; ts: number }[];
+    expect(final.map((r) => `${r.host}@${r.ts}`).sort()).toEqual([...acked].sort());
   });
 });

@@ -76,6 +76,8 @@ describe('embedded runtime', () => {
     const rt = await reopen({ shards: 2 });
     await rt.createTable(schema);
     await rt.insert('system_metrics', rows(3));
+    // Embedded: one node, nobody to migrate to; the shard keeps serving.
+    await expectCode(rt.migrateShard(0, 'node-2'), 'INVALID_ARGUMENT');
     const status = rt.status();
     expect(status.wal.provider).toBe('local');
     expect(status.nodes).toHaveLength(1);
