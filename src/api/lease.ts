@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { NodeActor } from '../actors/node.js';
 import { isRepriseError } from '../errors.js';
+import { TEST_FAULTS } from '../testing/faults.js';
 import type { RemoteMeta } from '../meta/remote-meta.js';
 
 /**
@@ -57,7 +58,7 @@ export class LeaseKeeper {
   }
 
   private check(): void {
-    if (this.held && !this.leaseHeld()) {
+    if (this.held && !this.leaseHeld() && !TEST_FAULTS.skipLeaseFencing) {
       this.held = false;
       this.logger.warn({ node: this.nodeId }, `node '${this.nodeId}' lost its lease: its shards stop writing`);
       this.node.leaseLost();
