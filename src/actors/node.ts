@@ -4,6 +4,9 @@ import { reportTransitions, runThrough, type ActorContext } from './context.js';
 import { nodeMachine, type NodeState } from './node-machine.js';
 import { ShardActor, type ShardStatus } from './shard.js';
 
+/** How long a handed-off shard waits for meta to move it before it may reopen here. */
+const HAND_OFF_GRACE_MS = 5_000;
+
 export interface NodeStatus {
   readonly id: string;
   readonly state: NodeState;
@@ -21,8 +24,12 @@ export class NodeActor {
   private readonly shards = new Map<number, ShardActor>();
   private flushOnClose = true;
   private reconciling: Promise<void> = Promise.resolve();
-  /** Shards handed off: not reopened while meta still lists them here (until it moves them). */
-  private readonly handedOff = new Set<number>();
+  /**
+   * Shards handed off, and when: not reopened while meta still lists them
+   * here (it moves them right after the hand-off), unless that takes longer
+   * than HAND_OFF_GRACE_MS (meta crashed mid-migration): then they reopen here.
+   */
+  private readonly handedOff = new Map<number, number>();
 
   constructor(private readonly ctx: ActorContext) {
     const machine = nodeMachine.provide({
@@ -93,8 +100,11 @@ export class NodeActor {
     this.reconciling = this.reconciling.then(async () => {
       if (this.state() !== 'serving') return;
       const wanted = new Set(assigned);
-      for (const id of [...this.handedOff]) if (!wanted.has(id)) this.handedOff.delete(id);
-      for (const id of this.handedOff) wanted.delete(id);
+      const now = Date.now();
+      for (const [id, at] of [...this.handedOff]) {
+        if (!wanted.has(id) || now - at > HAND_OFF_GRACE_MS) this.handedOff.delete(id);
+        else wanted.delete(id);
+      }
       for (const [id, shard] of [...this.shards]) {
         const state = shard.state();
         if (wanted.has(id) && state !== 'failed' && state !== 'closed') continue;
@@ -119,7 +129,7 @@ export class NodeActor {
    */
   async handOff(shardId: number, to: string): Promise<void> {
     const shard = this.shard(shardId);
-    this.handedOff.add(shardId);
+    this.handedOff.set(shardId, Date.now());
     try {
       await shard.handOff(to);
     } catch (err) {
