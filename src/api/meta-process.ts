@@ -1,4 +1,7 @@
+import Fastify, { type FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { parseAddr } from './http.js';
 import { MetaServer, type MetaServerOptions } from '../meta/meta-server.js';
 import { MetaService } from '../meta/meta-service.js';
 import type { Transport } from '../transport/transport.js';
@@ -20,11 +23,56 @@ export interface MetaProcessOptions extends Partial<MetaServerOptions> {
   /** Shards (WAL topics) created on first start. Default 4. */
   readonly shards?: number;
   readonly logger?: Logger | false;
+  /** Serve `/health`, `/metrics` and `/v1/cluster/status` (meta's view) here, e.g. 127.0.0.1:4100 (port 0: any). */
+  readonly httpAddr?: string;
 }
 
 export interface MetaProcess {
   readonly server: MetaServer;
+  /** Where the HTTP endpoint listens, when `httpAddr` was given. */
+  readonly url?: string;
   close(): Promise<void>;
+}
+
+/** Meta's Prometheus metrics, read from the server at scrape time. */
+function metaRegistry(server: MetaServer): Registry {
+  const registry = new Registry();
+  const counter = (name: string, help: string, read: () => number) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  counter('reprise_meta_shard_placements_total', 'Shards placed on a node for the first time', () => server.counters.placements);
+  counter('reprise_meta_failovers_total', 'Shards moved off a node declared dead', () => server.counters.failovers);
+  counter('reprise_meta_migrations_total', 'Planned shard migrations completed', () => server.counters.migrations);
+  counter('reprise_meta_migration_seconds_total', 'Time spent in completed migrations', () => server.counters.migrationMs / 1000);
+  counter('reprise_meta_node_leaves_total', 'Nodes that left cleanly, handing their shards off', () => server.counters.leaves);
+  new Gauge({
+    name: 'reprise_meta_nodes',
+    help: 'Registered nodes by liveness',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      const nodes = server.status().nodes;
+      this.set({ state: 'alive' }, nodes.filter((n) => n.alive).length);
+      this.set({ state: 'dead' }, nodes.filter((n) => !n.alive).length);
+    },
+  });
+  new Gauge({
+    name: 'reprise_meta_shard_epoch',
+    help: 'Leadership epoch of each shard',
+    labelNames: ['shard'],
+    registers: [registry],
+    collect() {
+      for (const shard of server.status().shards) this.set({ shard: String(shard.id) }, shard.epoch);
+    },
+  });
+  return registry;
 }
 
 /**
@@ -45,10 +93,24 @@ export async function startMeta(options: MetaProcessOptions): Promise<MetaProces
       await meta.abortCreateTable(table.id);
     }
     const { transport: _t, wal: _w, log: _g, shards: _s, logger: _l, ...serverOptions } = options;
-    const server = await MetaServer.start(meta, options.transport, logger, serverOptions);
+    const { httpAddr: _h, ...schedulerOptions } = serverOptions;
+    const server = await MetaServer.start(meta, options.transport, logger, schedulerOptions);
+    let app: FastifyInstance | undefined;
+    let url: string | undefined;
+    if (options.httpAddr) {
+      const registry = metaRegistry(server);
+      app = Fastify({ logger: false });
+      app.get('/health', async () => ({ status: 'ok', role: 'meta' }));
+      app.get('/metrics', async (_request, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+      app.get('/v1/cluster/status', async () => ({ meta: server.status() }));
+      url = await app.listen(parseAddr(options.httpAddr));
+      logger.info({ url }, `meta HTTP on ${url}`);
+    }
     return {
       server,
+      ...(url ? { url } : {}),
       close: async () => {
+        await app?.close();
         await server.close();
         await meta.close();
         await log.close();

@@ -54,6 +54,8 @@ export const standaloneConfigSchema = z.strictObject({
     failureTimeoutMs: z.number().int().min(60),
     topology: z.enum(['static', 'dynamic']),
     minNodes: z.number().int().min(1),
+    /** `reprise meta` serves /health, /metrics and /v1/cluster/status here when set. */
+    metaHttpAddr: z.string().min(1).optional(),
   }),
 });
 
@@ -89,6 +91,7 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_NODE_ID: { path: ['cluster', 'nodeId'], parse: String },
   REPRISE_CLUSTER_TOPOLOGY: { path: ['cluster', 'topology'], parse: String },
   REPRISE_CLUSTER_MIN_NODES: { path: ['cluster', 'minNodes'], parse: Number },
+  REPRISE_META_HTTP_ADDR: { path: ['cluster', 'metaHttpAddr'], parse: String },
   REPRISE_CLUSTER_HEARTBEAT_MS: { path: ['cluster', 'heartbeatMs'], parse: Number },
   REPRISE_CLUSTER_LEASE_MS: { path: ['cluster', 'leaseMs'], parse: Number },
   REPRISE_CLUSTER_FAILURE_TIMEOUT_MS: { path: ['cluster', 'failureTimeoutMs'], parse: Number },

@@ -165,7 +165,20 @@ async function metaCommand(flags: ClusterFlags): Promise<void> {
   await runService(logger, 'meta', async () => {
     const transport = await connect(config, 'reprise-meta');
     const { heartbeatMs, leaseMs, failureTimeoutMs, topology, minNodes } = config.cluster;
-    const meta = await startMeta({ transport, wal: clusterWal(config), shards: config.shards, logger, heartbeatMs, leaseMs, failureTimeoutMs, topology, minNodes });
+    // Meta has HTTP only when asked: --http-addr here, or cluster.metaHttpAddr.
+    const httpAddr = flags.httpAddr ?? config.cluster.metaHttpAddr;
+    const meta = await startMeta({
+      transport,
+      wal: clusterWal(config),
+      shards: config.shards,
+      logger,
+      heartbeatMs,
+      leaseMs,
+      failureTimeoutMs,
+      topology,
+      minNodes,
+      ...(httpAddr ? { httpAddr } : {}),
+    });
     return async () => {
       await meta.close();
       await transport.close();

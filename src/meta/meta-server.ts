@@ -70,8 +70,22 @@ export interface NodeLiveness {
   readonly shards: HeartbeatRequest['shards'];
 }
 
+/** What meta's scheduler has done since this meta process started. */
+export interface MetaCounters {
+  /** Shards placed on a node for the first time. */
+  placements: number;
+  /** Shards moved off a node declared dead. */
+  failovers: number;
+  /** Planned migrations that completed, and their total duration. */
+  migrations: number;
+  migrationMs: number;
+  /** Nodes that left cleanly (their shards handed off at once). */
+  leaves: number;
+}
+
 export interface ClusterMetaStatus {
   readonly topology: Topology;
+  readonly counters: MetaCounters;
   readonly nodes: NodeLiveness[];
   readonly shards: ShardInfo[];
   readonly entryId: EntryId;
@@ -92,6 +106,7 @@ export class MetaServer {
   private timer: NodeJS.Timeout | undefined;
   private placing: Promise<void> = Promise.resolve();
   private readonly startedAt = Date.now();
+  readonly counters: MetaCounters = { placements: 0, failovers: 0, migrations: 0, migrationMs: 0, leaves: 0 };
   /** Shards with a migration in progress: one procedure per shard at a time. */
   private readonly migrating = new Set<number>();
 
@@ -164,6 +179,7 @@ export class MetaServer {
   private async leave(node: string): Promise<{ entryId: EntryId }> {
     const record = this.live.get(node);
     if (record) record.lastHeartbeat = -Infinity;
+    this.counters.leaves++;
     this.logger.info({ node }, `node '${node}' left the cluster`);
     this.schedule();
     await this.placing;
@@ -191,6 +207,8 @@ export class MetaServer {
       await this.transport.request(this.transport.subject('node', from, 'hand_off'), { shard: shardId, to }, { timeoutMs: 60_000 });
       await this.meta.assignShard(shardId, to);
       const ms = Date.now() - started;
+      this.counters.migrations++;
+      this.counters.migrationMs += ms;
       this.logger.info({ shard: shardId, from, to, ms }, `shard ${shardId} handed off from '${from}' to '${to}' in ${ms} ms`);
       return { shard: shardId, from, to, entryId: this.meta.appliedEntryId, ms };
     } finally {
@@ -238,8 +256,11 @@ export class MetaServer {
       const from = shard.leader;
       await this.meta.assignShard(shard.id, target);
       load.set(target, load.get(target)! + 1);
-      if (from === null) this.logger.info({ shard: shard.id, node: target }, `shard ${shard.id} placed on node '${target}'`);
-      else {
+      if (from === null) {
+        this.counters.placements++;
+        this.logger.info({ shard: shard.id, node: target }, `shard ${shard.id} placed on node '${target}'`);
+      } else {
+        this.counters.failovers++;
         const since = now - (this.live.get(from)?.lastHeartbeat ?? this.startedAt);
         this.logger.warn({ shard: shard.id, from, to: target, silentMs: since }, `failover: shard ${shard.id} moves from dead node '${from}' (silent ${since} ms) to '${target}'`);
       }
@@ -250,6 +271,7 @@ export class MetaServer {
     const now = Date.now();
     return {
       topology: this.options.topology,
+      counters: { ...this.counters },
       nodes: this.meta.nodes().map((n) => {
         const record = this.live.get(n.id);
         return {

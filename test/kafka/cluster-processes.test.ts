@@ -64,7 +64,7 @@ describe('cluster of real processes: meta + 3 nodes over NATS, Kafka WAL', () =>
   };
 
   it('fails over a SIGKILLed node: writes and queries succeed again, every acknowledged row is there', async () => {
-    const meta = await startReprise(['meta', '--min-nodes', '3'], env, (log) => (String(log.msg).startsWith('meta serving') ? 'meta' : undefined));
+    const meta = await startReprise(['meta', '--min-nodes', '3', '--http-addr', '127.0.0.1:0'], env, (log) => log.url as string | undefined);
     processes.push(meta);
     const nodes = new Map<string, Server>();
     for (const [id, node] of await Promise.all(['n1', 'n2', 'n3'].map(async (id) => [id, await startNode(id)] as const))) nodes.set(id, node);
@@ -129,5 +129,20 @@ describe('cluster of real processes: meta + 3 nodes over NATS, Kafka WAL', () =>
     for (let i = 40; i < 45; i++) expect((await insert(front, i)).status).toBe(200);
     const final = (await call(nodes.get(target)!, 'POST', '/v1/tables/system_metrics/query', {})).body.rows as { host: string; ts: number }[];
     expect(final.map((r) => `${r.host}@${r.ts}`).sort()).toEqual([...acked].sort());
+
+    // Meta's own metrics count what its scheduler did.
+    const metrics = await (await fetch(new URL('/metrics', meta.url))).text();
+    expect(metrics).toMatch(/^reprise_meta_failovers_total [1-9]/m);
+    expect(metrics).toMatch(/^reprise_meta_migrations_total 1$/m);
+    expect(metrics).toMatch(/^reprise_meta_nodes\{state="dead"\} 1$/m);
+    const promtool = await promisify(execFile)('promtool', ['--version']).then(() => true, () => false);
+    if (promtool) {
+      const checked = await new Promise<{ code: number | null; out: string }>((resolve) => {
+        const child = execFile('promtool', ['check', 'metrics'], (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr }));
+        child.stdin!.end(metrics);
+      });
+      expect(checked.out).toBe('');
+      expect(checked.code).toBe(0);
+    }
   });
 });
