@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-// Four projects: fast unit/contract/model tests, the Kafka provider against
+// Five projects: fast unit/contract/model tests, the seeded cluster simulation, the Kafka provider against
 // a Kafka-protocol cluster, the transport against a real nats-server, and
 // end-to-end suites that start real processes (slower, serialised).
 // `npm test` runs them all.
@@ -36,6 +36,18 @@ export default defineConfig({
           name: 'transport',
           include: ['test/transport/**/*.test.ts'],
           testTimeout: 30_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        // The seeded cluster simulation (test/sim/cluster-sim.ts): fixed
+        // seeds and the deliberate-bug checks; `npm run sim` runs more seeds.
+        extends: true,
+        test: {
+          name: 'sim',
+          include: ['test/sim/**/*.test.ts'],
+          testTimeout: 120_000,
+          hookTimeout: 60_000,
           fileParallelism: false,
         },
       },

@@ -1,0 +1,597 @@
+/**
+ * Seeded simulation of a whole cluster in one process: meta and N nodes on
+ * one InProcessNetwork, all sharing one LocalLogStore as the WAL (each node
+ * through a "plug" that a crash pulls) and one object-store directory.
+ *
+ * A schedule (a list of steps) is generated from a seed; `runSchedule` plays
+ * it against a fresh cluster with real time and short timings, lets the
+ * cluster settle and runs the checker. `shrink` looks for the shortest
+ * failing schedule (prefixes, then removing single steps).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { decode } from '@msgpack/msgpack';
+import { startMeta, type MetaProcess } from '../../src/api/meta-process.js';
+import { Reprise } from '../../src/api/runtime.js';
+import { RepriseError } from '../../src/errors.js';
+import { metaTopicOf } from '../../src/meta/meta-service.js';
+import type { MetaEvent } from '../../src/meta/model.js';
+import { TEST_OBSERVER, type AckObservation } from '../../src/testing/faults.js';
+import { InProcessNetwork, type FaultRule, type InProcessTransport } from '../../src/transport/in-process.js';
+import { LocalLogStore } from '../../src/wal/local-log-store.js';
+import type { LogStore } from '../../src/wal/log-store.js';
+import { readEntries } from '../../src/wal/shard-reader.js';
+
+// ------------------------------------------------------------------ PRNG
+
+/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+// ------------------------------------------------------------------ schedule
+
+/**
+ * One step. `pick` (in [0, 1)) chooses among the nodes eligible when the step
+ * runs (live ones for most kinds, down ones for restart), so a step keeps a
+ * meaning when shrinking removes others.
+ */
+export type Step =
+  | { readonly kind: 'write'; readonly pick: number }
+  | { readonly kind: 'read'; readonly pick: number }
+  | { readonly kind: 'crash'; readonly pick: number }
+  | { readonly kind: 'restart'; readonly pick: number }
+  | { readonly kind: 'pause'; readonly pick: number; readonly ms: number }
+  | { readonly kind: 'lose'; readonly pick: number }
+  | { readonly kind: 'partition'; readonly pick: number; readonly ms: number }
+  | { readonly kind: 'meta_restart' }
+  | { readonly kind: 'shutdown'; readonly pick: number }
+  | { readonly kind: 'sleep'; readonly ms: number };
+
+export type StepKind = Step['kind'];
+
+const WEIGHTS: [StepKind, number][] = [
+  ['write', 30],
+  ['read', 8],
+  ['crash', 5],
+  ['restart', 6],
+  ['pause', 5],
+  ['lose', 6],
+  ['partition', 3],
+  ['meta_restart', 3],
+  ['shutdown', 3],
+  ['sleep', 8],
+];
+
+export function generateSchedule(seed: number, length = 24): Step[] {
+  const random = prng(seed);
+  const total = WEIGHTS.reduce((n, [, w]) => n + w, 0);
+  const steps: Step[] = [];
+  for (let i = 0; i < length; i++) {
+    let r = random() * total;
+    let kind: StepKind = 'write';
+    for (const [k, w] of WEIGHTS) {
+      if ((r -= w) < 0) {
+        kind = k;
+        break;
+      }
+    }
+    const pick = random();
+    switch (kind) {
+      case 'pause':
+        steps.push({ kind, pick, ms: 100 + Math.floor(random() * 500) });
+        break;
+      case 'partition':
+        steps.push({ kind, pick, ms: 400 + Math.floor(random() * 600) });
+        break;
+      case 'meta_restart':
+        steps.push({ kind });
+        break;
+      case 'sleep':
+        steps.push({ kind, ms: 20 + Math.floor(random() * 400) });
+        break;
+      default:
+        steps.push({ kind, pick });
+    }
+  }
+  return steps;
+}
+
+export function formatStep(step: Step): string {
+  const { kind, ...rest } = step;
+  const args = Object.entries(rest).map(([k, v]) => `${k}=${typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(3) : v}`);
+  return `${kind}(${args.join(', ')})`;
+}
+
+// ------------------------------------------------------------------ cluster
+
+export interface SimOptions {
+  readonly nodes?: number;
+  readonly shards?: number;
+  readonly heartbeatMs?: number;
+  readonly leaseMs?: number;
+  readonly failureTimeoutMs?: number;
+  /** Print each step as it runs. */
+  readonly verbose?: boolean;
+}
+
+export interface SimResult {
+  readonly seed: number;
+  readonly steps: readonly Step[];
+  /** Invariant violations; empty when the run passed. */
+  readonly violations: string[];
+  /** Regions not serving at the end, each with its recorded reason (not a violation). */
+  readonly reasons: string[];
+  readonly acked: number;
+  readonly ms: number;
+}
+
+const SCHEMA = {
+  name: 'sim',
+  columns: [
+    { name: 'host', type: 'string', role: 'tag' },
+    { name: 'v', type: 'float64', role: 'field' },
+    { name: 'ts', type: 'timestamp', role: 'time' },
+  ],
+  partition: { column: 'host', bounds: ['h', 'p'] },
+};
+/** One host per partition: every write touches every region. */
+const HOSTS = ['alpha', 'kilo', 'tango'];
+const CLUSTER = 'sim';
+const TOPIC_PREFIX = 'sim';
+
+/**
+ * A node's handle on the shared log. A crash pulls the plug: appends then
+ * fail, as a killed process's unsynced appends never land. Appends take a
+ * millisecond or two, like a disk sync, and the plug is checked after that.
+ */
+class LogPlug {
+  dead = false;
+  readonly log: LogStore;
+  constructor(store: LogStore) {
+    const append = async (topic: string, records: readonly Uint8Array[]): Promise<number[]> => {
+      await new Promise((r) => setTimeout(r, 1));
+      if (this.dead) throw new RepriseError('WAL_APPEND_FAILED', `simulated crash: append to '${topic}' lost`);
+      return store.append(topic, records);
+    };
+    this.log = new Proxy(store, {
+      get(target, prop) {
+        if (prop === 'append') return append;
+        if (prop === 'close') return async () => undefined;
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+  }
+}
+
+interface Incarnation {
+  readonly name: string;
+  readonly transport: InProcessTransport;
+  readonly runtime: Reprise;
+  readonly plug: LogPlug;
+  /** 'live', 'crashed' (cut off, abandoned, not yet closed) or 'closed'. */
+  state: 'live' | 'crashed' | 'closed';
+}
+
+class Cluster {
+  readonly network: InProcessNetwork;
+  private meta: MetaProcess | undefined;
+  private metaTransport: InProcessTransport | undefined;
+  private metaIncarnation = 0;
+  readonly nodes = new Map<string, Incarnation>();
+  private readonly incarnations = new Map<string, number>();
+  private readonly timers = new Set<Promise<void>>();
+  private readonly rules = new Set<FaultRule>();
+  log: string[] = [];
+
+  constructor(
+    private readonly store: LocalLogStore,
+    private readonly objectStoreDir: string,
+    private readonly options: Required<Omit<SimOptions, 'verbose'>>,
+    random: () => number,
+  ) {
+    this.network = new InProcessNetwork({ random });
+  }
+
+  async startMeta(): Promise<void> {
+    const name = `meta#${++this.metaIncarnation}`;
+    this.metaTransport = this.network.transport({ cluster: CLUSTER, name });
+    const o = this.options;
+    this.meta = await startMeta({
+      transport: this.metaTransport,
+      wal: { provider: 'local', topicPrefix: TOPIC_PREFIX },
+      log: this.store,
+      shards: o.shards,
+      logger: false,
+      heartbeatMs: o.heartbeatMs,
+      leaseMs: o.leaseMs,
+      failureTimeoutMs: o.failureTimeoutMs,
+      minNodes: o.nodes,
+    });
+  }
+
+  async stopMeta(): Promise<void> {
+    await this.meta?.close();
+    await this.metaTransport?.close();
+    this.meta = undefined;
+  }
+
+  metaStatus() {
+    return this.meta!.server.status();
+  }
+
+  async join(nodeId: string): Promise<Incarnation> {
+    const n = (this.incarnations.get(nodeId) ?? 0) + 1;
+    this.incarnations.set(nodeId, n);
+    const name = `${nodeId}#${n}`;
+    const transport = this.network.transport({ cluster: CLUSTER, name });
+    const plug = new LogPlug(this.store);
+    const runtime = await Reprise.join({
+      nodeId,
+      transport,
+      wal: { provider: 'local', topicPrefix: TOPIC_PREFIX },
+      log: plug.log,
+      objectStoreDir: this.objectStoreDir,
+      heartbeatMs: this.options.heartbeatMs,
+      routing: { requestTimeoutMs: 1_500, deadlineMs: 10_000 },
+      logger: false,
+    });
+    const inc: Incarnation = { name, transport, runtime, plug, state: 'live' };
+    this.nodes.set(nodeId, inc);
+    return inc;
+  }
+
+  live(): [string, Incarnation][] {
+    return [...this.nodes].filter(([, n]) => n.state === 'live').sort((a, b) => (a[0] < b[0] ? -1 : 1));
+  }
+
+  down(): string[] {
+    return [...this.nodes].filter(([, n]) => n.state !== 'live').map(([id]) => id).sort();
+  }
+
+  /** A rule that lasts `ms` (in the background), or until the run ends. */
+  temporary(rule: FaultRule, ms: number): void {
+    this.rules.add(rule);
+    const done = new Promise<void>((resolve) =>
+      setTimeout(() => {
+        rule.remove();
+        this.rules.delete(rule);
+        resolve();
+      }, ms),
+    );
+    this.timers.add(done);
+    void done.then(() => this.timers.delete(done));
+  }
+
+  /** Wait for every temporary fault to end. */
+  async quiesce(): Promise<void> {
+    await Promise.all([...this.timers]);
+  }
+
+  /** Cut the node off, pull its log plug, and abandon it (closed later, without flush). */
+  crash(nodeId: string): void {
+    const inc = this.nodes.get(nodeId)!;
+    inc.plug.dead = true;
+    inc.state = 'crashed';
+    const name = inc.name;
+    this.network.faults.drop((m) => m.from === name || m.to === name);
+  }
+
+  /** Close a crashed incarnation: its connection is gone first, then the process, without flush. */
+  async bury(nodeId: string): Promise<void> {
+    const inc = this.nodes.get(nodeId);
+    if (!inc || inc.state !== 'crashed') return;
+    inc.state = 'closed';
+    await inc.transport.close();
+    await inc.runtime.close({ flush: false });
+  }
+
+  async shutdown(nodeId: string): Promise<void> {
+    const inc = this.nodes.get(nodeId)!;
+    inc.state = 'closed';
+    await inc.runtime.close();
+    await inc.transport.close();
+  }
+
+  async close(): Promise<void> {
+    for (const rule of this.rules) rule.remove();
+    for (const [id, inc] of this.nodes) {
+      if (inc.state === 'crashed') await this.bury(id).catch(() => undefined);
+      else if (inc.state === 'live') {
+        inc.state = 'closed';
+        await inc.runtime.close({ flush: false }).catch(() => undefined);
+        await inc.transport.close().catch(() => undefined);
+      }
+    }
+    await this.stopMeta().catch(() => undefined);
+  }
+}
+
+// ------------------------------------------------------------------ run
+
+const DEFAULTS: Required<Omit<SimOptions, 'verbose'>> = { nodes: 3, shards: 3, heartbeatMs: 50, leaseMs: 200, failureTimeoutMs: 300 };
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitUntil(condition: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (await condition()) return true;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) return false;
+    await sleep(20);
+  }
+}
+
+function choose<T>(items: readonly T[], pick: number): T | undefined {
+  return items.length === 0 ? undefined : items[Math.min(items.length - 1, Math.floor(pick * items.length))];
+}
+
+const keyOf = (host: string, ts: number) => `${host}@${ts}`;
+
+/** Play `steps` from `seed` against a fresh cluster, settle, check. Never throws for a violation: it is in the result. */
+export async function runSchedule(seed: number, steps: readonly Step[], simOptions: SimOptions = {}): Promise<SimResult> {
+  const started = Date.now();
+  const options = { ...DEFAULTS, ...simOptions };
+  const verbose = simOptions.verbose ?? false;
+  const dir = await mkdtemp(join(tmpdir(), 'reprise-sim-'));
+  const store = await LocalLogStore.open(join(dir, 'wal'));
+  const cluster = new Cluster(store, join(dir, 'objects'), options, prng(seed ^ 0x5eed));
+  const violations: string[] = [];
+  const reasons: string[] = [];
+  /** Every acknowledged write's rows, by key. */
+  const acked = new Set<string>();
+  /** Every row ever attempted (acknowledged or not). */
+  const attempted = new Set<string>();
+  const acks: AckObservation[] = [];
+  TEST_OBSERVER.onAck = (ack) => acks.push(ack);
+  let ts = 1_000;
+  const say = (line: string) => {
+    if (verbose) console.log(`[seed ${seed}] ${line}`);
+  };
+  try {
+    await cluster.startMeta();
+    const ids = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}`);
+    await Promise.all(ids.map((id) => cluster.join(id)));
+    const placed = await waitUntil(() => cluster.metaStatus().shards.every((s) => s.leader !== null), 10_000);
+    if (!placed) throw new Error('setup: shards were never placed');
+    await cluster.live()[0]![1].runtime.createTable(SCHEMA);
+
+    for (const [i, step] of steps.entries()) {
+      say(`step ${i}: ${formatStep(step)}`);
+      const live = cluster.live();
+      switch (step.kind) {
+        case 'write': {
+          const front = choose(live, step.pick);
+          if (!front) break;
+          const rows = HOSTS.map((host) => ({ host, v: ts, ts: ts++ }));
+          for (const r of rows) attempted.add(keyOf(r.host, r.ts));
+          try {
+            await front[1].runtime.insert('sim', rows);
+            for (const r of rows) acked.add(keyOf(r.host, r.ts));
+          } catch (err) {
+            say(`  write through ${front[0]} not acknowledged: ${(err as Error).message}`);
+          }
+          break;
+        }
+        case 'read': {
+          const front = choose(live, step.pick);
+          if (!front) break;
+          const before = new Set(acked);
+          try {
+            const rows = await front[1].runtime.query('sim');
+            const seen = new Set(rows.map((r) => keyOf(String(r.host), Number(r.ts))));
+            const missing = [...before].filter((k) => !seen.has(k));
+            if (missing.length > 0) violations.push(`step ${i} read through ${front[0]}: ${missing.length} acknowledged row(s) missing, e.g. ${missing.slice(0, 3).join(', ')}`);
+          } catch (err) {
+            say(`  read through ${front[0]} failed: ${(err as Error).message}`);
+          }
+          break;
+        }
+        case 'crash': {
+          // Keep one live node: someone must be able to lead the shards.
+          if (live.length <= 1) break;
+          const victim = choose(live, step.pick)!;
+          cluster.crash(victim[0]);
+          break;
+        }
+        case 'restart': {
+          const id = choose(cluster.down(), step.pick);
+          if (!id) break;
+          await cluster.bury(id);
+          await cluster.join(id);
+          break;
+        }
+        case 'pause': {
+          const node = choose(live, step.pick);
+          if (!node) break;
+          const name = node[1].name;
+          cluster.temporary(cluster.network.faults.drop((m) => m.from === name || m.to === name), step.ms);
+          break;
+        }
+        case 'lose': {
+          const node = choose(live, step.pick);
+          if (!node) break;
+          const name = node[1].name;
+          cluster.network.faults.drop((m) => m.from === name || m.to === name, { times: 1 });
+          break;
+        }
+        case 'partition': {
+          // Cut the node off from meta (its lease runs out and its shards
+          // move) while the link to it stays up but slow: writes reach it
+          // late, after the failover.
+          const node = choose(live, step.pick);
+          if (!node) break;
+          const name = node[1].name;
+          const isMeta = (n: string) => n.startsWith('meta#');
+          cluster.temporary(cluster.network.faults.drop((m) => (m.from === name && isMeta(m.to)) || (isMeta(m.from) && m.to === name)), step.ms);
+          cluster.temporary(cluster.network.faults.delay((m) => m.to === name && m.kind === 'request' && m.subject.endsWith('.write'), Math.floor(step.ms * 0.8)), step.ms);
+          break;
+        }
+        case 'meta_restart': {
+          await cluster.stopMeta();
+          await cluster.startMeta();
+          break;
+        }
+        case 'shutdown': {
+          if (live.length <= 1) break;
+          const node = choose(live, step.pick)!;
+          await cluster.shutdown(node[0]);
+          break;
+        }
+        case 'sleep':
+          await sleep(step.ms);
+          break;
+      }
+    }
+
+    // ---- settle: faults end, every shard led by a live node that serves it.
+    await cluster.quiesce();
+    cluster.network.faults.clear();
+    for (const id of cluster.down()) {
+      // Crashed incarnations are dropped by rule; re-cut them (clear() removed the rule).
+      const inc = cluster.nodes.get(id)!;
+      if (inc.state === 'crashed') cluster.network.faults.drop((m) => m.from === inc.name || m.to === inc.name);
+    }
+    const settled = await waitUntil(() => {
+      const liveIds = new Set(cluster.live().map(([id]) => id));
+      return cluster.metaStatus().shards.every((s) => {
+        if (s.leader === null || !liveIds.has(s.leader)) return false;
+        const shard = cluster.nodes.get(s.leader)!.runtime.status().nodes[0]!.shards.find((x) => x.id === s.id);
+        return shard !== undefined && shard.state === 'serving' && shard.regions.every((r) => r.state === 'serving');
+      });
+    }, 10_000);
+    say(`settled: ${settled}`);
+    if (process.env.SIM_DEBUG) { console.log(JSON.stringify(cluster.metaStatus(), null, 1)); for (const [id, n] of cluster.live()) console.log(id, JSON.stringify(n.runtime.status().nodes[0]!.shards.map((s) => [s.id, s.state, s.epoch, s.error]))); }
+
+    // ---- check 3: every region serving, or a recorded reason.
+    const liveIds = new Set(cluster.live().map(([id]) => id));
+    for (const s of cluster.metaStatus().shards) {
+      if (s.leader === null || !liveIds.has(s.leader)) {
+        violations.push(`shard ${s.id}: meta's leader is ${s.leader === null ? 'nobody' : `'${s.leader}', which is not live`} after settling`);
+        continue;
+      }
+      const shard = cluster.nodes.get(s.leader)!.runtime.status().nodes[0]!.shards.find((x) => x.id === s.id);
+      if (!shard) {
+        violations.push(`shard ${s.id}: its leader '${s.leader}' does not hold it after settling`);
+        continue;
+      }
+      for (const region of shard.regions) {
+        if (region.state === 'serving') continue;
+        const reason = region.error ?? shard.error;
+        if (reason) reasons.push(`region ${region.id} (shard ${s.id} on ${s.leader}) is ${region.state}: ${reason}`);
+        else violations.push(`region ${region.id} (shard ${s.id} on ${s.leader}) is ${region.state} with no recorded reason`);
+      }
+      if (shard.state !== 'serving' && shard.regions.length === 0) {
+        if (shard.error) reasons.push(`shard ${s.id} on ${s.leader} is ${shard.state}: ${shard.error}`);
+        else violations.push(`shard ${s.id} on ${s.leader} is ${shard.state} with no recorded reason`);
+      }
+    }
+
+    // ---- check 1: every acknowledged write readable exactly once (and nothing never written).
+    const front = cluster.live()[0]![1].runtime;
+    let rows: Record<string, unknown>[] | undefined;
+    try {
+      rows = await front.query('sim');
+    } catch (err) {
+      violations.push(`final query failed: ${(err as Error).message}`);
+    }
+    if (rows) {
+      const counts = new Map<string, number>();
+      for (const r of rows) {
+        const k = keyOf(String(r.host), Number(r.ts));
+        counts.set(k, (counts.get(k) ?? 0) + 1);
+      }
+      const missing = [...acked].filter((k) => !counts.has(k));
+      const doubled = [...acked].filter((k) => (counts.get(k) ?? 0) > 1);
+      const invented = [...counts.keys()].filter((k) => !attempted.has(k));
+      if (missing.length) violations.push(`${missing.length} acknowledged row(s) not readable, e.g. ${missing.slice(0, 5).join(', ')}`);
+      if (doubled.length) violations.push(`${doubled.length} acknowledged row(s) read more than once, e.g. ${doubled.slice(0, 5).join(', ')}`);
+      if (invented.length) violations.push(`${invented.length} row(s) read that were never written, e.g. ${invented.slice(0, 5).join(', ')}`);
+    }
+
+    // ---- check 2: one node per (shard, epoch), and it is the node meta granted that epoch to.
+    const granted = new Map<string, string>();
+    for await (const entry of readEntries(store, metaTopicOf(TOPIC_PREFIX), 0)) {
+      if (entry.kind !== 'data') continue;
+      const event = decode(entry.body) as MetaEvent;
+      if (event.type === 'leader_granted') granted.set(`${event.shard}/${event.epoch}`, event.node);
+    }
+    const ackers = new Map<string, Set<string>>();
+    for (const a of acks) {
+      const k = `${a.shard}/${a.epoch}`;
+      if (!ackers.has(k)) ackers.set(k, new Set());
+      ackers.get(k)!.add(a.node);
+    }
+    for (const [k, nodes] of ackers) {
+      const [shard, epoch] = k.split('/');
+      if (nodes.size > 1) violations.push(`shard ${shard} epoch ${epoch}: writes acknowledged by ${nodes.size} nodes (${[...nodes].join(', ')})`);
+      const owner = granted.get(k);
+      for (const n of nodes) {
+        if (owner !== n) violations.push(`shard ${shard} epoch ${epoch}: '${n}' acknowledged writes but meta granted that epoch to ${owner ? `'${owner}'` : 'nobody'}`);
+      }
+    }
+  } catch (err) {
+    violations.push(`run aborted: ${(err as Error).stack ?? String(err)}`);
+  } finally {
+    TEST_OBSERVER.onAck = undefined;
+    await cluster.close().catch(() => undefined);
+    await store.close().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+  return { seed, steps, violations, reasons, acked: acked.size, ms: Date.now() - started };
+}
+
+export async function runSeed(seed: number, length = 24, options: SimOptions = {}): Promise<SimResult> {
+  return runSchedule(seed, generateSchedule(seed, length), options);
+}
+
+/**
+ * The shortest failing schedule found within `budgetMs`: the shortest failing
+ * prefix, then single steps removed while it still fails. A schedule counts
+ * as failing if a run of it reports any violation.
+ */
+export async function shrink(result: SimResult, budgetMs = 120_000, options: SimOptions = {}): Promise<SimResult> {
+  const deadline = Date.now() + budgetMs;
+  let best = result;
+  const fails = async (steps: readonly Step[]) => {
+    const r = await runSchedule(result.seed, steps, options);
+    return r.violations.length > 0 ? r : undefined;
+  };
+  // Prefixes, shortest first (binary search would assume monotony; real time is noisy).
+  for (let n = 0; n < best.steps.length && Date.now() < deadline; n++) {
+    const r = await fails(best.steps.slice(0, n));
+    if (r) {
+      best = r;
+      break;
+    }
+  }
+  // Remove single steps, from the end.
+  for (let i = best.steps.length - 1; i >= 0 && Date.now() < deadline; i--) {
+    const candidate = best.steps.filter((_, j) => j !== i);
+    const r = await fails(candidate);
+    if (r) best = r;
+  }
+  return best;
+}
+
+export function report(result: SimResult): string {
+  return [
+    `seed ${result.seed}: ${result.violations.length} violation(s), ${result.acked} acknowledged rows, ${result.ms} ms`,
+    ...result.violations.map((v) => `  ! ${v}`),
+    `  schedule (${result.steps.length} steps):`,
+    ...result.steps.map((s, i) => `    ${i}: ${formatStep(s)}`),
+  ].join('\n');
+}
