@@ -1,0 +1,114 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { resetTestFaults, TEST_FAULTS } from '../../src/testing/faults.js';
+import { LocalLogStore } from '../../src/wal/local-log-store.js';
+import { encodeEntry } from '../../src/wal/codec.js';
+import { replayShard } from '../../src/wal/shard-reader.js';
+import { report, runSchedule, type SimResult, type Step } from './cluster-sim.js';
+
+/**
+ * Prove the simulation (and, where it cannot, a direct test) fails when the
+ * runtime has a known bug: each test switches one TEST_FAULTS flag on, runs a
+ * short schedule that exposes it, and asserts the checker reports it. The
+ * same schedule passes with the flag off.
+ */
+
+afterEach(() => resetTestFaults());
+
+async function caught(steps: Step[], expected: RegExp, tries = 3): Promise<SimResult> {
+  let last: SimResult | undefined;
+  // Real time: give a timing-dependent exposure a few chances.
+  for (let i = 0; i < tries; i++) {
+    last = await runSchedule(100 + i, steps);
+    if (last.violations.some((v) => expected.test(v))) return last;
+  }
+  throw new Error(`the checker did not catch the deliberate bug (expected ${expected}):\n${report(last!)}`);
+}
+
+async function clean(steps: Step[]): Promise<void> {
+  resetTestFaults();
+  const result = await runSchedule(100, steps);
+  expect(result.violations, report(result)).toEqual([]);
+}
+
+describe('deliberate bugs are caught', () => {
+  it('(a) acknowledging a write before its WAL append is durable: a crash loses acknowledged rows', async () => {
+    // Every write touches every shard; the crash right after the
+    // acknowledgement beats the (simulated) sync of the crashed node's append.
+    const steps: Step[] = [
+      { kind: 'write', pick: 0 },
+      { kind: 'write', pick: 0.5 },
+      { kind: 'crash', pick: 0.9 },
+      { kind: 'sleep', ms: 600 },
+      { kind: 'write', pick: 0 },
+    ];
+    TEST_FAULTS.ackBeforeDurable = true;
+    const result = await caught(steps, /acknowledged row\(s\) (not readable|missing)/);
+    console.log(`(a) caught: ${result.violations.join(' | ')}`);
+    await clean(steps);
+  });
+
+  it('(c) replaying from the wrong entry id (flushed + 2): the first entry after the flush is lost on failover', async () => {
+    const steps: Step[] = [
+      { kind: 'write', pick: 0 },
+      { kind: 'write', pick: 0.5 },
+      { kind: 'crash', pick: 0.9 },
+      { kind: 'sleep', ms: 600 },
+      { kind: 'write', pick: 0 },
+    ];
+    TEST_FAULTS.replayFromWrongId = true;
+    const result = await caught(steps, /acknowledged row\(s\) (not readable|missing)/);
+    console.log(`(c) caught: ${result.violations.join(' | ')}`);
+    await clean(steps);
+  });
+
+  it('(d) not fencing on lease loss: a node cut off from meta acknowledges a late write after its shard moved', async () => {
+    // The partitioned node's inbound writes arrive 800 ms late, after meta
+    // moved its shard (failure timeout 300 ms) and the new leader's marker.
+    const steps: Step[] = [
+      { kind: 'write', pick: 0 },
+      { kind: 'partition', pick: 0.9, ms: 1_000 },
+      { kind: 'write', pick: 0 },
+      { kind: 'write', pick: 0 },
+      { kind: 'sleep', ms: 300 },
+    ];
+    TEST_FAULTS.skipLeaseFencing = true;
+    const result = await caught(steps, /acknowledged row\(s\) (not readable|missing)|acknowledged writes but meta granted/);
+    console.log(`(d) caught: ${result.violations.join(' | ')}`);
+    await clean(steps);
+  });
+
+  it('(b) skipping the epoch check: a deposed leader\'s entry after the new marker is replayed (direct test)', async () => {
+    // The simulation cannot produce a lower-epoch entry after a higher marker
+    // unless another bug lets a deposed leader write on (the lease keeps it
+    // from acknowledging, and a refused write may legitimately appear); so
+    // the fence is checked directly on the reader, with the log a deposed
+    // leader leaves: its entry lands after the new leader's marker.
+    const dir = await mkdtemp(join(tmpdir(), 'reprise-fence-'));
+    const store = await LocalLogStore.open(dir);
+    try {
+      await store.createTopic('t');
+      const body = new Uint8Array([1]);
+      const put = (kind: 'epoch' | 'data', epoch: number) => store.append('t', encodeEntry({ kind, region: kind === 'data' ? 7 : 0, epoch, body }, 1 << 20));
+      await put('epoch', 1);
+      await put('data', 1); // acknowledged by the leader of epoch 1
+      await put('epoch', 2); // the new leader's marker
+      const [zombie] = await put('data', 1); // the deposed leader's late append (never acknowledged)
+      await put('data', 2);
+      const replayedIds = async () => {
+        const ids: number[] = [];
+        await replayShard(store, 't', { from: 0, onEntry: (e) => void (e.kind === 'data' && ids.push(e.id)) });
+        return ids;
+      };
+      // The check: no entry of a lower epoch after a higher marker is delivered.
+      expect(await replayedIds()).not.toContain(zombie);
+      TEST_FAULTS.skipEpochCheck = true;
+      expect(await replayedIds()).toContain(zombie);
+    } finally {
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
