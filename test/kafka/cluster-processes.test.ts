@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestKafka, usingRealKafka, type TestKafka } from '../harness/kafka-mock.js';
 import { startNatsServer, type TestNatsServer } from '../harness/nats-server.js';
+import { launchChromium } from '../e2e/browser.js';
 import { BIN, call, startReprise, type Server } from '../harness/standalone.js';
 
 /**
@@ -129,6 +130,18 @@ describe('cluster of real processes: meta + 3 nodes over NATS, Kafka WAL', () =>
     for (let i = 40; i < 45; i++) expect((await insert(front, i)).status).toBe(200);
     const final = (await call(nodes.get(target)!, 'POST', '/v1/tables/system_metrics/query', {})).body.rows as { host: string; ts: number }[];
     expect(final.map((r) => `${r.host}@${r.ts}`).sort()).toEqual([...acked].sort());
+
+    // The dashboard of a surviving node shows meta's view: the dead node, and the shard's new leader.
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage();
+      await page.goto(front.url);
+      await page.locator(`#cluster-nodes tr[data-node="${victimShard.leader}"][data-alive="false"]`).waitFor({ timeout: 10_000 });
+      await page.locator(`#cluster-shards tr[data-shard="${victimShard.id}"][data-leader="${target}"]`).waitFor({ timeout: 10_000 });
+      expect(await page.locator('#cluster-summary').textContent()).toMatch(/[1-9]\d* failovers · 1 migrations/);
+    } finally {
+      await browser.close();
+    }
 
     // Meta's own metrics count what its scheduler did.
     const metrics = await (await fetch(new URL('/metrics', meta.url))).text();

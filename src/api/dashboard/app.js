@@ -236,6 +236,40 @@ function connect() {
   events.onerror = () => setConnection('down', 'reconnecting…');
 }
 
+// ------------------------------------------------------------------ cluster
+
+/**
+ * In a cluster (a `reprise node`), meta's view: every node's liveness and
+ * the shards it leads, each shard's leader and epoch. Polled, since it
+ * comes from meta over the transport; the panel stays hidden embedded.
+ */
+async function pollCluster() {
+  try {
+    const response = await fetch('/v1/cluster/status');
+    const status = await response.json();
+    if (status.meta) drawCluster(status.meta);
+  } catch {
+    // not reachable right now: keep the last view
+  }
+  setTimeout(pollCluster, 1000);
+}
+
+function drawCluster(meta) {
+  $('cluster').hidden = false;
+  const c = meta.counters ?? {};
+  $('cluster-summary').textContent = `topology ${meta.topology} · ${c.failovers ?? 0} failovers · ${c.migrations ?? 0} migrations · meta log entry ${meta.entryId}`;
+  $('cluster-nodes').tBodies[0].innerHTML = meta.nodes
+    .map(
+      (n) => `<tr data-node="${esc(n.id)}" data-alive="${n.alive}"><td>${esc(n.id)}</td><td><span class="pill s-${n.alive ? 'serving' : 'failed'}">${n.alive ? 'alive' : 'dead'}</span></td>
+        <td class="num">${n.lastHeartbeatMsAgo === null ? '-' : `${n.lastHeartbeatMsAgo} ms ago`}</td>
+        <td>${n.shards.map((s) => `${s.id} ${esc(s.state)} e${s.epoch}`).join(', ')}</td></tr>`,
+    )
+    .join('');
+  $('cluster-shards').tBodies[0].innerHTML = meta.shards
+    .map((s) => `<tr data-shard="${s.id}" data-leader="${esc(s.leader ?? '')}"><td>shard ${s.id}</td><td>${esc(s.leader ?? '-')}</td><td class="num">${s.epoch}</td></tr>`)
+    .join('');
+}
+
 fetch('/v1/machines')
   .then((r) => r.json())
   .then((data) => {
@@ -245,3 +279,4 @@ fetch('/v1/machines')
   })
   .catch(() => undefined);
 connect();
+pollCluster();
