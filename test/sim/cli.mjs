@@ -1,14 +1,20 @@
 #!/usr/bin/env node
-// `npm run sim -- --seeds N [--from S] [--length L]`: run the cluster
+// `npm run sim -- --seeds N [--from S] [--length L] [--migrations]`: run the cluster
 // simulation over N more seeds (default 20, from 1000, 24 steps each) through
 // vitest (test/sim/many-seeds.test.ts), so the TypeScript runs as in `npm test`.
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 
 const { values } = parseArgs({
-  options: { seeds: { type: 'string', default: '20' }, from: { type: 'string', default: '1000' }, length: { type: 'string', default: '24' } },
+  options: {
+    seeds: { type: 'string', default: '20' },
+    from: { type: 'string', default: '1000' },
+    length: { type: 'string', default: '24' },
+    migrations: { type: 'boolean', default: false },
+  },
 });
-for (const [k, v] of Object.entries(values)) {
+const { migrations, ...numbers } = values;
+for (const [k, v] of Object.entries(numbers)) {
   if (!/^\d+$/.test(v)) {
     console.error(`--${k} must be a non-negative integer, got '${v}'`);
     process.exit(2);
@@ -16,6 +22,6 @@ for (const [k, v] of Object.entries(values)) {
 }
 const result = spawnSync('npx', ['vitest', 'run', '--project', 'sim', 'test/sim/many-seeds.test.ts'], {
   stdio: 'inherit',
-  env: { ...process.env, SIM_SEEDS: values.seeds, SIM_FROM: values.from, SIM_LENGTH: values.length },
+  env: { ...process.env, SIM_SEEDS: values.seeds, SIM_FROM: values.from, SIM_LENGTH: values.length, ...(migrations ? { SIM_MIGRATIONS: '1' } : {}) },
 });
 process.exit(result.status ?? 1);

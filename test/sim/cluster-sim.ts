@@ -54,6 +54,7 @@ export type Step =
   | { readonly kind: 'partition'; readonly pick: number; readonly ms: number }
   | { readonly kind: 'meta_restart' }
   | { readonly kind: 'shutdown'; readonly pick: number }
+  | { readonly kind: 'migrate'; readonly pick: number; readonly shard: number; readonly to: number }
   | { readonly kind: 'sleep'; readonly ms: number };
 
 export type StepKind = Step['kind'];
@@ -68,6 +69,10 @@ const WEIGHTS: [StepKind, number][] = [
   ['partition', 3],
   ['meta_restart', 3],
   ['shutdown', 3],
+  // Off unless SIM_MIGRATIONS=1 (`npm run sim -- --migrations`): a
+  // migration whose leader is then cut off holds meta for 60 s (see
+  // MetaServer.migrate), which makes runs minutes long.
+  ['migrate', process.env.SIM_MIGRATIONS === '1' ? 4 : 0],
   ['sleep', 8],
 ];
 
@@ -79,7 +84,7 @@ export function generateSchedule(seed: number, length = 24): Step[] {
     let r = random() * total;
     let kind: StepKind = 'write';
     for (const [k, w] of WEIGHTS) {
-      if ((r -= w) < 0) {
+      if (w > 0 && (r -= w) < 0) {
         kind = k;
         break;
       }
@@ -94,6 +99,9 @@ export function generateSchedule(seed: number, length = 24): Step[] {
         break;
       case 'meta_restart':
         steps.push({ kind });
+        break;
+      case 'migrate':
+        steps.push({ kind, pick, shard: random(), to: random() });
         break;
       case 'sleep':
         steps.push({ kind, ms: 20 + Math.floor(random() * 400) });
@@ -258,13 +266,22 @@ class Cluster {
     return [...this.nodes].filter(([, n]) => n.state !== 'live').map(([id]) => id).sort();
   }
 
-  /** A rule that lasts `ms` (in the background), or until the run ends. */
-  temporary(rule: FaultRule, ms: number): void {
+  /** Nodes some fault currently cuts off from meta (pause, partition, lost message), with a count. */
+  readonly impaired = new Map<string, number>();
+
+  /** A rule that lasts `ms` (in the background), or until the run ends; `node` counts as impaired meanwhile. */
+  temporary(rule: FaultRule, ms: number, node?: string): void {
     this.rules.add(rule);
+    if (node) this.impaired.set(node, (this.impaired.get(node) ?? 0) + 1);
     const done = new Promise<void>((resolve) =>
       setTimeout(() => {
         rule.remove();
         this.rules.delete(rule);
+        if (node) {
+          const n = (this.impaired.get(node) ?? 1) - 1;
+          if (n > 0) this.impaired.set(node, n);
+          else this.impaired.delete(node);
+        }
         resolve();
       }, ms),
     );
@@ -272,7 +289,13 @@ class Cluster {
     void done.then(() => this.timers.delete(done));
   }
 
-  /** Wait for every temporary fault to end. */
+  /** Work that runs on while the schedule goes on (migrations); awaited before settling. */
+  background(work: Promise<void>): void {
+    this.timers.add(work);
+    void work.then(() => this.timers.delete(work));
+  }
+
+  /** Wait for every temporary fault to end and every background operation to finish. */
   async quiesce(): Promise<void> {
     await Promise.all([...this.timers]);
   }
@@ -418,14 +441,15 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
           const node = choose(live, step.pick);
           if (!node) break;
           const name = node[1].name;
-          cluster.temporary(cluster.network.faults.drop((m) => m.from === name || m.to === name), step.ms);
+          cluster.temporary(cluster.network.faults.drop((m) => m.from === name || m.to === name), step.ms, node[0]);
           break;
         }
         case 'lose': {
           const node = choose(live, step.pick);
           if (!node) break;
           const name = node[1].name;
-          cluster.network.faults.drop((m) => m.from === name || m.to === name, { times: 1 });
+          // The next message to or from the node within 300 ms is lost.
+          cluster.temporary(cluster.network.faults.drop((m) => m.from === name || m.to === name, { times: 1 }), 300, node[0]);
           break;
         }
         case 'partition': {
@@ -436,13 +460,33 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
           if (!node) break;
           const name = node[1].name;
           const isMeta = (n: string) => n.startsWith('meta#');
-          cluster.temporary(cluster.network.faults.drop((m) => (m.from === name && isMeta(m.to)) || (isMeta(m.from) && m.to === name)), step.ms);
+          cluster.temporary(cluster.network.faults.drop((m) => (m.from === name && isMeta(m.to)) || (isMeta(m.from) && m.to === name)), step.ms, node[0]);
           cluster.temporary(cluster.network.faults.delay((m) => m.to === name && m.kind === 'request' && m.subject.endsWith('.write'), Math.floor(step.ms * 0.8)), step.ms);
           break;
         }
         case 'meta_restart': {
           await cluster.stopMeta();
           await cluster.startMeta();
+          break;
+        }
+        case 'migrate': {
+          // A planned migration asked through a live node, to another live
+          // node; it runs in the background. Only while the leader is
+          // reachable: meta's hand-off request to an unreachable leader waits
+          // 60 s, and meta's shutdown waits for it (see the report).
+          const front = choose(live, step.pick);
+          if (!front) break;
+          const shard = Math.min(options.shards - 1, Math.floor(step.shard * options.shards));
+          const leader = cluster.metaStatus().shards.find((s) => s.id === shard)?.leader;
+          if (!leader || cluster.nodes.get(leader)?.state !== 'live' || cluster.impaired.has(leader)) break;
+          const to = choose(live.filter(([id]) => id !== leader), step.to);
+          if (!to) break;
+          cluster.background(
+            front[1].runtime.migrateShard(shard, to[0]).then(
+              (r) => say(`  shard ${shard} migrated ${r.from} -> ${r.to} in ${r.ms} ms`),
+              (err: unknown) => say(`  migration of shard ${shard} to ${to[0]} failed: ${(err as Error).message}`),
+            ),
+          );
           break;
         }
         case 'shutdown': {
