@@ -204,7 +204,16 @@ export class MetaServer {
     const started = Date.now();
     try {
       this.logger.info({ shard: shardId, from, to }, `migrating shard ${shardId} from '${from}' to '${to}'`);
-      await this.transport.request(this.transport.subject('node', from, 'hand_off'), { shard: shardId, to }, { timeoutMs: 60_000 });
+      // The hand-off includes a flush, so it may take a while; but if the
+      // source dies meanwhile, stop waiting: failover takes the shard over.
+      const handOff = this.transport.request(this.transport.subject('node', from, 'hand_off'), { shard: shardId, to }, { timeoutMs: 60_000 });
+      handOff.catch(() => undefined);
+      const watch = this.watchForDeath(from, `shard ${shardId} was being migrated to '${to}'; failover takes it over`);
+      try {
+        await Promise.race([handOff, watch.dead]);
+      } finally {
+        watch.cancel();
+      }
       await this.meta.assignShard(shardId, to);
       const ms = Date.now() - started;
       this.counters.migrations++;
@@ -214,6 +223,21 @@ export class MetaServer {
     } finally {
       this.migrating.delete(shardId);
     }
+  }
+
+  /** `dead` rejects UNAVAILABLE once `node` is declared dead (checked every heartbeat interval), until cancelled. */
+  private watchForDeath(node: string, what: string): { dead: Promise<never>; cancel: () => void } {
+    let timer: NodeJS.Timeout | undefined;
+    const dead = new Promise<never>((_, reject) => {
+      timer = setInterval(() => {
+        const record = this.live.get(node);
+        if (record && this.isAlive(record)) return;
+        clearInterval(timer);
+        reject(new RepriseError('UNAVAILABLE', `node '${node}' died: ${what}`));
+      }, this.options.heartbeatMs);
+    });
+    dead.catch(() => undefined);
+    return { dead, cancel: () => clearInterval(timer) };
   }
 
   private async heartbeat(req: HeartbeatRequest): Promise<HeartbeatReply> {

@@ -69,10 +69,9 @@ const WEIGHTS: [StepKind, number][] = [
   ['partition', 3],
   ['meta_restart', 3],
   ['shutdown', 3],
-  // Off unless SIM_MIGRATIONS=1 (`npm run sim -- --migrations`): a
-  // migration whose leader is then cut off holds meta for 60 s (see
-  // MetaServer.migrate), which makes runs minutes long.
-  ['migrate', process.env.SIM_MIGRATIONS === '1' ? 4 : 0],
+  // A migration whose source is then cut off ends when meta declares the
+  // source dead (MetaServer.migrate), and failover takes the shard over.
+  ['migrate', 4],
   ['sleep', 8],
 ];
 
