@@ -47,8 +47,15 @@ export function startReprise(args: string[], env: Record<string, string>, ready:
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    // A test that times out before `ready` never gets the child to kill: do
+    // it when this test process exits, so no server outlives its run.
+    const reap = () => child.kill('SIGKILL');
+    process.once('exit', reap);
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) =>
-      child.on('exit', (code, signal) => done({ code, signal })),
+      child.on('exit', (code, signal) => {
+        process.off('exit', reap);
+        done({ code, signal });
+      }),
     );
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
