@@ -1,5 +1,5 @@
 import Fastify, { type FastifyInstance } from 'fastify';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { parseAddr } from './http.js';
 import { MetaServer, type MetaServerOptions } from '../meta/meta-server.js';
@@ -8,7 +8,7 @@ import type { Transport } from '../transport/transport.js';
 import { RepriseError } from '../errors.js';
 import type { LogStore } from '../wal/log-store.js';
 import { openLogStore, type KafkaWalOptions, type LocalWalOptions } from '../wal/open-log-store.js';
-import { borrowedLog } from './runtime.js';
+import { borrowedLog, loggerOf } from './runtime.js';
 
 export interface MetaProcessOptions extends Partial<MetaServerOptions> {
   readonly transport: Transport;
@@ -80,7 +80,7 @@ function metaRegistry(server: MetaServer): Registry {
  * transport with heartbeats, leases, failure detection and placement.
  */
 export async function startMeta(options: MetaProcessOptions): Promise<MetaProcess> {
-  const logger = options.logger === false ? pino({ level: 'silent' }) : (options.logger ?? pino({ level: 'info' }, pino.destination(2)));
+  const logger = loggerOf(options.logger);
   if (!options.log && options.wal.provider !== 'kafka') {
     throw new RepriseError('INVALID_ARGUMENT', `meta needs the Kafka WAL (wal.provider 'kafka'), got '${options.wal.provider}'`);
   }
@@ -88,12 +88,8 @@ export async function startMeta(options: MetaProcessOptions): Promise<MetaProces
   try {
     const meta = await MetaService.open(log, { topicPrefix: options.wal.topicPrefix ?? 'reprise_wal', numShards: options.shards ?? 4 });
     // A create table cut short by a crash never became visible: roll it back.
-    for (const table of meta.incompleteCreates()) {
-      logger.warn({ table: table.schema.name }, `rolling back the interrupted creation of table '${table.schema.name}'`);
-      await meta.abortCreateTable(table.id);
-    }
-    const { transport: _t, wal: _w, log: _g, shards: _s, logger: _l, ...serverOptions } = options;
-    const { httpAddr: _h, ...schedulerOptions } = serverOptions;
+    await meta.rollBackIncompleteCreates(logger);
+    const { transport: _t, wal: _w, log: _g, shards: _s, logger: _l, httpAddr: _h, ...schedulerOptions } = options;
     const server = await MetaServer.start(meta, options.transport, logger, schedulerOptions);
     let app: FastifyInstance | undefined;
     let url: string | undefined;

@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { DEFAULT_FLUSH_POLICY, type FlushPolicy, type ReplayProgress, type Transition } from '../actors/context.js';
+import { DEFAULT_FLUSH_POLICY, type ActorContext, type FlushPolicy, type ReplayProgress, type Transition } from '../actors/context.js';
 import { NodeActor, type NodeStatus } from '../actors/node.js';
 import { isRepriseError, RepriseError } from '../errors.js';
 import { FsObjectStore } from '../engine/fs-object-store.js';
@@ -136,7 +136,7 @@ export class Reprise {
 
   static async open(options: OpenOptions): Promise<Reprise> {
     const dataDir = resolve(options.dataDir);
-    const logger = options.logger === false ? pino({ level: 'silent' }) : (options.logger ?? pino({ level: 'info' }, pino.destination(2)));
+    const logger = loggerOf(options.logger);
     await mkdir(dataDir, { recursive: true });
     const observer = new RuntimeObserver(options);
     const log = observer.instrumentLog(await openLogStore(options.wal ?? { provider: 'local' }, join(dataDir, 'wal')));
@@ -147,25 +147,9 @@ export class Reprise {
       });
       const objects = new FsObjectStore(options.objectStoreDir ? resolve(options.objectStoreDir) : join(dataDir, 'objects'));
       const engine = new TableEngine();
-      // A create table cut short by a crash never became visible: roll it back.
-      for (const table of meta.incompleteCreates()) {
-        logger.warn({ table: table.schema.name }, `rolling back the interrupted creation of table '${table.schema.name}'`);
-        await meta.abortCreateTable(table.id);
-      }
+      await meta.rollBackIncompleteCreates(logger);
       await collectOrphanRegions(objects, meta.knownRegionIds(), engine, logger);
-      const node = new NodeActor({
-        nodeId: options.nodeId ?? 'node-1',
-        meta,
-        log,
-        engine,
-        objects,
-        logger,
-        maxBatchBytes: options.wal?.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES,
-        flushPolicy: { ...DEFAULT_FLUSH_POLICY, ...options.flush },
-        onTransition: observer.onTransition,
-        onReplayProgress: observer.onReplayProgress,
-      });
-      observer.bindStatus(() => ({ wal: { provider: log.provider }, nodes: [node.status()] }));
+      const node = observedNode(observer, log, { nodeId: options.nodeId ?? 'node-1', meta, engine, objects, logger }, options);
       await node.start();
       return new Reprise(log, meta, new LocalShardRouter(node), node, logger, observer, () => meta.close());
     } catch (err) {
@@ -185,7 +169,7 @@ export class Reprise {
     if (!/^[A-Za-z0-9_-]+$/.test(options.nodeId)) {
       throw new RepriseError('INVALID_ARGUMENT', `node id '${options.nodeId}' may hold only letters, digits, '-' and '_'`);
     }
-    const logger = options.logger === false ? pino({ level: 'silent' }) : (options.logger ?? pino({ level: 'info' }, pino.destination(2)));
+    const logger = loggerOf(options.logger);
     const observer = new RuntimeObserver(options);
     if (!options.log && options.wal.provider !== 'kafka') {
       throw new RepriseError('INVALID_ARGUMENT', `a cluster node needs the Kafka WAL (wal.provider 'kafka'), got '${options.wal.provider}'`);
@@ -197,20 +181,19 @@ export class Reprise {
       cleanup.unshift(() => replica.close());
       const meta = new RemoteMeta(options.transport, replica);
       let keeper: LeaseKeeper | undefined;
-      const node = new NodeActor({
-        nodeId: options.nodeId,
-        meta,
-        leaseHeld: () => keeper?.leaseHeld() ?? false,
+      const node = observedNode(
+        observer,
         log,
-        engine: new TableEngine(),
-        objects: new FsObjectStore(resolve(options.objectStoreDir)),
-        logger,
-        maxBatchBytes: options.wal.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES,
-        flushPolicy: { ...DEFAULT_FLUSH_POLICY, ...options.flush },
-        onTransition: observer.onTransition,
-        onReplayProgress: observer.onReplayProgress,
-      });
-      observer.bindStatus(() => ({ wal: { provider: log.provider }, nodes: [node.status()] }));
+        {
+          nodeId: options.nodeId,
+          meta,
+          leaseHeld: () => keeper?.leaseHeld() ?? false,
+          engine: new TableEngine(),
+          objects: new FsObjectStore(resolve(options.objectStoreDir)),
+          logger,
+        },
+        options,
+      );
       const subscriptions = await serveNode(options.transport, options.nodeId, node);
       cleanup.unshift(async () => {
         for (const s of subscriptions) await s.close();
@@ -385,6 +368,34 @@ export class Reprise {
       await this.log.close();
     }
   }
+}
+
+/** The logger option of open/join/startMeta: a pino logger, false for silence, or pino at 'info' on stderr. */
+export function loggerOf(option: Logger | false | undefined): Logger {
+  return option === false ? pino({ level: 'silent' }) : (option ?? pino({ level: 'info' }, pino.destination(2)));
+}
+
+/**
+ * The node actor of a runtime (embedded or cluster): the parts that differ
+ * come in `parts`; WAL limits, flush policy and the observer's hooks are
+ * wired the same way for both.
+ */
+function observedNode(
+  observer: RuntimeObserver,
+  log: LogStore,
+  parts: Pick<ActorContext, 'nodeId' | 'meta' | 'leaseHeld' | 'engine' | 'objects' | 'logger'>,
+  options: { readonly wal?: { readonly maxBatchBytes?: number }; readonly flush?: Partial<FlushPolicy> },
+): NodeActor {
+  const node = new NodeActor({
+    ...parts,
+    log,
+    maxBatchBytes: options.wal?.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES,
+    flushPolicy: { ...DEFAULT_FLUSH_POLICY, ...options.flush },
+    onTransition: observer.onTransition,
+    onReplayProgress: observer.onReplayProgress,
+  });
+  observer.bindStatus(() => ({ wal: { provider: log.provider }, nodes: [node.status()] }));
+  return node;
 }
 
 /** Delete region files that meta does not know (dropped tables, rolled-back creates). */

@@ -83,11 +83,11 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_WAL_PROVIDER: { path: ['wal', 'provider'], parse: String },
   REPRISE_WAL_MAX_BATCH_BYTES: { path: ['wal', 'maxBatchBytes'], parse: Number },
   REPRISE_WAL_TOPIC_PREFIX: { path: ['wal', 'topicPrefix'], parse: String },
-  REPRISE_WAL_BROKER_ENDPOINTS: { path: ['wal', 'brokerEndpoints'], parse: brokerList },
+  REPRISE_WAL_BROKER_ENDPOINTS: { path: ['wal', 'brokerEndpoints'], parse: commaList },
   REPRISE_WAL_REPLICATION_FACTOR: { path: ['wal', 'replicationFactor'], parse: Number },
   REPRISE_WAL_IDEMPOTENT: { path: ['wal', 'idempotent'], parse: boolean },
   REPRISE_CLUSTER_NAME: { path: ['cluster', 'name'], parse: String },
-  REPRISE_NATS_SERVERS: { path: ['cluster', 'natsServers'], parse: brokerList },
+  REPRISE_NATS_SERVERS: { path: ['cluster', 'natsServers'], parse: commaList },
   REPRISE_NODE_ID: { path: ['cluster', 'nodeId'], parse: String },
   REPRISE_CLUSTER_TOPOLOGY: { path: ['cluster', 'topology'], parse: String },
   REPRISE_CLUSTER_MIN_NODES: { path: ['cluster', 'minNodes'], parse: Number },
@@ -104,8 +104,8 @@ function boolean(value: string): unknown {
   return value === 'true' ? true : value === 'false' ? false : value;
 }
 
-/** `host:port,host:port` -> a list (blanks dropped). */
-export function brokerList(value: string): string[] {
+/** `a,b,c` -> a list, blanks dropped (brokers, NATS servers). */
+export function commaList(value: string): string[] {
   return value
     .split(',')
     .map((b) => b.trim())

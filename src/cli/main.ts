@@ -8,7 +8,7 @@ import { isRepriseError, RepriseError } from '../errors.js';
 import { startMeta } from '../api/meta-process.js';
 import { NatsTransport } from '../transport/nats.js';
 import type { KafkaWalOptions } from '../wal/open-log-store.js';
-import { brokerList, redactConfig, resolveConfig, walOptionsOf, type StandaloneConfig } from './config.js';
+import { commaList, redactConfig, resolveConfig, walOptionsOf, type StandaloneConfig } from './config.js';
 import { renderClusterStatus, renderStatus, renderRows } from './render.js';
 
 const DEFAULT_SERVER = 'http://127.0.0.1:4000';
@@ -254,7 +254,7 @@ export function buildProgram(): Command {
       .option('--shards <n>', 'WAL topics created on first start (default 4; env REPRISE_SHARDS)', integer)
       .addOption(new Option('--log-level <level>', 'log level (env REPRISE_LOG_LEVEL)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
       .addOption(new Option('--wal <provider>', 'WAL provider (default local; env REPRISE_WAL_PROVIDER)').choices(['local', 'kafka']))
-      .option('--brokers <list>', 'Kafka bootstrap brokers, host:port,... (env REPRISE_WAL_BROKER_ENDPOINTS)', brokerList);
+      .option('--brokers <list>', 'Kafka bootstrap brokers, host:port,... (env REPRISE_WAL_BROKER_ENDPOINTS)', commaList);
 
   configOptions(
     program.command('standalone').description('run meta and one node in this process, with the HTTP API and dashboard (WAL: local LevelDB by default, or Kafka)'),
@@ -263,7 +263,7 @@ export function buildProgram(): Command {
   /** The distributed mode's options, on top of the configuration's. */
   const clusterOptions = (command: Command) =>
     configOptions(command)
-      .option('--nats <list>', 'NATS servers, host:port,... (default 127.0.0.1:4222; env REPRISE_NATS_SERVERS)', brokerList)
+      .option('--nats <list>', 'NATS servers, host:port,... (default 127.0.0.1:4222; env REPRISE_NATS_SERVERS)', commaList)
       .option('--cluster <name>', 'cluster name: subjects are reprise.<name>.* (default reprise; env REPRISE_CLUSTER_NAME)');
 
   clusterOptions(program.command('meta').description("run the cluster's meta: tables, shards, leases, failure detection and failover (needs --wal kafka)"))

@@ -1,4 +1,5 @@
 import { encode } from '@msgpack/msgpack';
+import type { Logger } from 'pino';
 import { RepriseError } from '../errors.js';
 import { partitionCount } from '../engine/table/partition.js';
 import type { TableSchema } from '../engine/schema.js';
@@ -7,7 +8,7 @@ import { encodeEntry } from '../wal/codec.js';
 import { readEntries } from '../wal/shard-reader.js';
 import { TopicWriter } from '../wal/topic-writer.js';
 import { MetaView } from './meta-view.js';
-import { applyMetaEvent, type MetaEvent, type ShardInfo, type TableInfo } from './model.js';
+import { applyMetaEvent, type MetaEvent, type TableInfo } from './model.js';
 
 /**
  * The meta log's topic: beside the shards' topics, under the same prefix, so
@@ -142,6 +143,14 @@ export class MetaService extends MetaView {
   /** Step two: every region has its region_create entry; the table becomes visible. */
   commitCreateTable(tableId: number, createdAt: Record<number, EntryId>): Promise<void> {
     return this.serialised(() => this.persist({ type: 'table_created', tableId, createdAt }));
+  }
+
+  /** A create table cut short by a crash never became visible: roll each one back (at start). */
+  async rollBackIncompleteCreates(logger: Logger): Promise<void> {
+    for (const table of this.incompleteCreates()) {
+      logger.warn({ table: table.schema.name }, `rolling back the interrupted creation of table '${table.schema.name}'`);
+      await this.abortCreateTable(table.id);
+    }
   }
 
   abortCreateTable(tableId: number): Promise<void> {
