@@ -241,8 +241,7 @@ export class MetaServer {
   }
 
   private async heartbeat(req: HeartbeatRequest): Promise<HeartbeatReply> {
-    const known = this.meta.nodes().some((n) => n.id === req.node);
-    if (!known) throw new RepriseError('NOT_FOUND', `node '${req.node}' is not registered with meta`);
+    if (!this.meta.hasNode(req.node)) throw new RepriseError('NOT_FOUND', `node '${req.node}' is not registered with meta`);
     const record = this.live.get(req.node);
     if (record && !this.isAlive(record)) this.logger.info({ node: req.node }, `node '${req.node}' is back`);
     this.live.set(req.node, { lastHeartbeat: Date.now(), shards: req.shards });

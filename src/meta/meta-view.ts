@@ -45,6 +45,10 @@ export class MetaView {
     return [...this.state.shards.values()].sort((a, b) => a.id - b.id);
   }
 
+  hasNode(nodeId: string): boolean {
+    return this.state.nodes.has(nodeId);
+  }
+
   nodes(): NodeInfo[] {
     return [...this.state.nodes.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }

@@ -33,17 +33,22 @@ async function clean(steps: Step[]): Promise<void> {
   expect(result.violations, report(result)).toEqual([]);
 }
 
+/**
+ * Writes, then a node crashes and its shard fails over. Every write touches
+ * every shard; the crash right after an acknowledgement beats the
+ * (simulated) sync of the crashed node's append.
+ */
+const CRASH_AFTER_WRITES: Step[] = [
+  { kind: 'write', pick: 0 },
+  { kind: 'write', pick: 0.5 },
+  { kind: 'crash', pick: 0.9 },
+  { kind: 'sleep', ms: 600 },
+  { kind: 'write', pick: 0 },
+];
+
 describe('deliberate bugs are caught', () => {
   it('(a) acknowledging a write before its WAL append is durable: a crash loses acknowledged rows', async () => {
-    // Every write touches every shard; the crash right after the
-    // acknowledgement beats the (simulated) sync of the crashed node's append.
-    const steps: Step[] = [
-      { kind: 'write', pick: 0 },
-      { kind: 'write', pick: 0.5 },
-      { kind: 'crash', pick: 0.9 },
-      { kind: 'sleep', ms: 600 },
-      { kind: 'write', pick: 0 },
-    ];
+    const steps = CRASH_AFTER_WRITES;
     TEST_FAULTS.ackBeforeDurable = true;
     const result = await caught(steps, /acknowledged row\(s\) (not readable|missing)/);
     console.log(`(a) caught: ${result.violations.join(' | ')}`);
@@ -51,13 +56,7 @@ describe('deliberate bugs are caught', () => {
   });
 
   it('(c) replaying from the wrong entry id (flushed + 2): the first entry after the flush is lost on failover', async () => {
-    const steps: Step[] = [
-      { kind: 'write', pick: 0 },
-      { kind: 'write', pick: 0.5 },
-      { kind: 'crash', pick: 0.9 },
-      { kind: 'sleep', ms: 600 },
-      { kind: 'write', pick: 0 },
-    ];
+    const steps = CRASH_AFTER_WRITES;
     TEST_FAULTS.replayFromWrongId = true;
     const result = await caught(steps, /acknowledged row\(s\) (not readable|missing)/);
     console.log(`(c) caught: ${result.violations.join(' | ')}`);
