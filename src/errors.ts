@@ -20,6 +20,8 @@ export type ErrorCode =
   | 'SHARD_NOT_SERVING'
   | 'REGION_FAILED'
   | 'CLOSED'
+  /** Meta already runs a procedure on that shard (one at a time), or a rebalance is already running. */
+  | 'PROCEDURE_RUNNING'
   // transport: nobody serves the subject / no reply in time
   | 'UNAVAILABLE'
   | 'TIMEOUT'

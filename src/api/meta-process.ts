@@ -52,6 +52,17 @@ function metaRegistry(server: MetaServer): Registry {
   counter('reprise_meta_migrations_total', 'Planned shard migrations completed', () => server.counters.migrations);
   counter('reprise_meta_migration_seconds_total', 'Time spent in completed migrations', () => server.counters.migrationMs / 1000);
   counter('reprise_meta_node_leaves_total', 'Nodes that left cleanly, handing their shards off', () => server.counters.leaves);
+  counter('reprise_meta_rebalance_moves_total', 'Shard migrations made by rebalancing (also counted in reprise_meta_migrations_total)', () => server.counters.rebalanceMoves);
+  new Gauge({
+    name: 'reprise_meta_procedures',
+    help: 'Procedures running (recorded in the meta log, resumed after a meta restart) by kind',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      const running = server.status().procedures;
+      for (const kind of ['migrate', 'rebalance']) this.set({ kind }, running.filter((p) => p.kind === kind).length);
+    },
+  });
   new Gauge({
     name: 'reprise_meta_nodes',
     help: 'Registered nodes by liveness',

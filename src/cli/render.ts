@@ -19,14 +19,19 @@ export function renderStatus(status: RuntimeStatus): string {
     out.push(`node ${node.id}  ${node.state}  (wal: ${status.wal.provider})${node.error ? `  error: ${node.error}` : ''}\n`);
     const rows: string[][] = [];
     for (const shard of node.shards) {
-      rows.push([`shard ${shard.id}`, shard.topic, shard.state, shard.role, String(shard.epoch), String(shard.lastEntryId), String(shard.flushedEntryId), shard.error ?? '']);
+      rows.push([`shard ${shard.id}`, shard.topic, shard.state, shard.role, String(shard.epoch), String(shard.lastEntryId), String(shard.flushedEntryId), lagOf(shard.lag), shard.error ?? '']);
       for (const region of shard.regions) {
-        rows.push([`  region ${region.id}`, `${region.table}[${region.partition}]`, region.state, '', '', String(region.appliedEntryId), String(region.flushedEntryId), region.error ?? '']);
+        rows.push([`  region ${region.id}`, `${region.table}[${region.partition}]`, region.state, '', '', String(region.appliedEntryId), String(region.flushedEntryId), '', region.error ?? '']);
       }
     }
-    out.push(renderTable(['actor', 'topic/table', 'state', 'role', 'epoch', 'last id', 'flushed id', 'error'], rows));
+    out.push(renderTable(['actor', 'topic/table', 'state', 'role', 'epoch', 'last id', 'flushed id', 'lag', 'error'], rows));
   }
   return out.join('');
+}
+
+/** A follower's lag as `N entries, M ms`; empty for a leader. */
+function lagOf(lag: { readonly entries: number; readonly ms: number } | undefined): string {
+  return lag ? `${lag.entries} entries, ${lag.ms} ms` : '';
 }
 
 /** `reprise cluster status`: meta's view (nodes, shards) then every node's actor tree. */
@@ -36,16 +41,38 @@ export function renderClusterStatus(status: ClusterStatus): string {
     out.push(`cluster (topology: ${status.meta.topology}, meta log entry ${status.meta.entryId})\n`);
     out.push(
       renderTable(
-        ['node', 'alive', 'last heartbeat', 'leads'],
+        ['node', 'alive', 'last heartbeat', 'holds'],
         status.meta.nodes.map((n) => [
           n.id,
           n.alive ? 'yes' : 'NO',
           n.lastHeartbeatMsAgo === null ? '-' : `${n.lastHeartbeatMsAgo} ms ago`,
-          n.shards.map((s) => `${s.id}(${s.state}, epoch ${s.epoch})`).join(' '),
+          n.shards.map((s) => `${s.id}(${s.role === 'follower' ? 'follower, ' : ''}${s.state}, epoch ${s.epoch})`).join(' '),
         ]),
       ),
     );
-    out.push(renderTable(['shard', 'topic', 'leader', 'epoch'], status.meta.shards.map((s) => [String(s.id), s.topic, s.leader ?? '-', String(s.epoch)])));
+    // A follower's lag as its node last reported it to meta.
+    const reported = (node: string, shard: number) => status.meta!.nodes.find((n) => n.id === node)?.shards.find((s) => s.id === shard);
+    out.push(
+      renderTable(
+        ['shard', 'topic', 'leader', 'epoch', 'followers (lag)'],
+        status.meta.shards.map((s) => [
+          String(s.id),
+          s.topic,
+          s.leader ?? '-',
+          String(s.epoch),
+          (s.followers ?? []).map((f) => `${f} (${lagOf(reported(f, s.id)?.lag) || '?'})`).join(' ') || '-',
+        ]),
+      ),
+    );
+    const procedures = status.meta.procedures ?? [];
+    if (procedures.length > 0) {
+      out.push(
+        renderTable(
+          ['procedure', 'kind', 'shard', 'from -> to', 'step', 'running for'],
+          procedures.map((p) => [`#${p.id}${p.parent !== null ? ` (of #${p.parent})` : ''}`, p.kind, p.shard === null ? '-' : String(p.shard), p.from === null ? '-' : `${p.from} -> ${p.to}`, p.state, `${Date.now() - p.startedAt} ms`]),
+        ),
+      );
+    }
     out.push('\n');
   }
   out.push(renderStatus(status));

@@ -4,7 +4,8 @@ import { RepriseError } from '../errors.js';
 import type { Subscription, Transport } from '../transport/transport.js';
 import type { EntryId } from '../wal/log-store.js';
 import type { MetaService } from './meta-service.js';
-import type { ShardInfo, TableInfo } from './model.js';
+import type { ProcedureInfo, ShardInfo, TableInfo } from './model.js';
+import { ProcedureRunner, type ProcedureHost } from './procedures.js';
 
 /**
  * Meta as a service of the cluster: the MetaService's operations as
@@ -22,7 +23,9 @@ import type { ShardInfo, TableInfo } from './model.js';
  * Topology `dynamic` also moves the shards of a dead node to live nodes
  * (failover); `static` leaves them until their node is back (HoraeDB's
  * TOPOLOGY_TYPE). Nodes learn their assignment from heartbeat replies and
- * open or close shards to match.
+ * open or close shards to match. Migrations and (dynamic) rebalancing are
+ * procedures recorded step by step in the meta log and resumed by the next
+ * meta if this one dies mid-way (procedures.ts).
  */
 
 export type Topology = 'static' | 'dynamic';
@@ -34,9 +37,15 @@ export interface MetaServerOptions {
   readonly topology: Topology;
   /**
    * Place shards nobody holds only once this many nodes are alive, so that
-   * nodes starting together share the shards (there is no rebalancing yet).
+   * nodes starting together share the shards at once (rather than by rebalancing moves later).
    */
   readonly minNodes: number;
+  /**
+   * Hot standbys per shard: nodes other than the leader that tail its topic
+   * and take over first on failover (fewer while there are not enough live
+   * nodes).
+   */
+  readonly followers: number;
 }
 
 /** Defaults for about one second of failure detection on a LAN. */
@@ -46,19 +55,29 @@ export const DEFAULT_META_SERVER_OPTIONS: MetaServerOptions = {
   failureTimeoutMs: 1000,
   topology: 'dynamic',
   minNodes: 1,
+  followers: 1,
 };
 
 /** What a node reports with each heartbeat. */
 export interface HeartbeatRequest {
   readonly node: string;
-  /** Shards the node serves as leader, with their epochs. */
-  readonly shards: { readonly id: number; readonly epoch: number; readonly state: string }[];
+  /** Shards the node holds (leads, or follows as a hot standby), with their epochs, and a follower's lag. */
+  readonly shards: {
+    readonly id: number;
+    readonly epoch: number;
+    readonly state: string;
+    readonly role?: 'leader' | 'follower';
+    readonly lastEntryId?: EntryId;
+    readonly lag?: { readonly entries: number; readonly ms: number };
+  }[];
 }
 
 export interface HeartbeatReply {
   readonly leaseMs: number;
   /** Shards meta assigns to this node: it should lead exactly these. */
   readonly assigned: number[];
+  /** Shards this node should hold hot standbys of. */
+  readonly following: number[];
   /** Meta log entry the assignment reflects (for the node's replica). */
   readonly entryId: EntryId;
 }
@@ -81,15 +100,26 @@ export interface MetaCounters {
   migrationMs: number;
   /** Nodes that left cleanly (their shards handed off at once). */
   leaves: number;
+  /** Migrations made by rebalancing (counted in `migrations` too). */
+  rebalanceMoves: number;
 }
 
 export interface ClusterMetaStatus {
   readonly topology: Topology;
   readonly counters: MetaCounters;
+  /** Procedures running now (migrations, rebalancing), oldest first; they resume if meta restarts. */
+  readonly procedures: ProcedureInfo[];
   readonly nodes: NodeLiveness[];
   readonly shards: ShardInfo[];
   readonly entryId: EntryId;
 }
+
+/**
+ * The node subject (`reprise.<cluster>.node.<id>.<this>`) meta requests after
+ * it changed what the node leads or follows: the node heartbeats at once and
+ * so learns it without waiting for its next heartbeat.
+ */
+export const ASSIGNMENT_CHANGED = 'assignment_changed';
 
 /** Every meta subject, in one place, for the server and its clients. */
 export const META_OPS = ['register', 'heartbeat', 'grant', 'begin_create', 'commit_create', 'abort_create', 'drop_table', 'status', 'sync', 'leave', 'migrate'] as const;
@@ -106,9 +136,9 @@ export class MetaServer {
   private timer: NodeJS.Timeout | undefined;
   private placing: Promise<void> = Promise.resolve();
   private readonly startedAt = Date.now();
-  readonly counters: MetaCounters = { placements: 0, failovers: 0, migrations: 0, migrationMs: 0, leaves: 0 };
-  /** Shards with a migration in progress: one procedure per shard at a time. */
-  private readonly migrating = new Set<number>();
+  readonly counters: MetaCounters = { placements: 0, failovers: 0, migrations: 0, migrationMs: 0, leaves: 0, rebalanceMoves: 0 };
+  /** Migrations and rebalancing, persisted step by step in the meta log (procedures.ts). */
+  private readonly procedures: ProcedureRunner;
 
   private constructor(
     private readonly meta: MetaService,
@@ -119,6 +149,7 @@ export class MetaServer {
     if (options.failureTimeoutMs <= options.leaseMs) {
       throw new RepriseError('INVALID_ARGUMENT', `failureTimeoutMs (${options.failureTimeoutMs}) must exceed leaseMs (${options.leaseMs}): a node must lose its lease before meta moves its shards`);
     }
+    this.procedures = new ProcedureRunner(this.procedureHost());
   }
 
   static async start(meta: MetaService, transport: Transport, logger: Logger, options: Partial<MetaServerOptions> = {}): Promise<MetaServer> {
@@ -158,6 +189,8 @@ export class MetaServer {
       server.subscriptions.push(await transport.serve(transport.subject('meta', op), handlers[op] as (req: unknown) => unknown, { queue: 'meta' }));
     }
     server.timer = setInterval(() => server.schedule(), Math.max(50, Math.floor(server.options.heartbeatMs / 2)));
+    // Procedures a previous meta left unfinished go on from their last recorded step.
+    server.procedures.resume();
     logger.info({ ...server.options }, `meta serving cluster '${transport.cluster}'`);
     return server;
   }
@@ -199,29 +232,45 @@ export class MetaServer {
     const from = shard.leader;
     if (from === null) throw new RepriseError('SHARD_NOT_SERVING', `shard ${shardId} has no leader yet`);
     if (from === to) throw new RepriseError('INVALID_ARGUMENT', `shard ${shardId} is already led by '${to}'`);
-    if (this.migrating.has(shardId)) throw new RepriseError('INVALID_ARGUMENT', `shard ${shardId} is already migrating`);
-    this.migrating.add(shardId);
-    const started = Date.now();
+    const running = this.meta.procedureOfShard(shardId);
+    if (running) throw new RepriseError('PROCEDURE_RUNNING', `shard ${shardId} already has a procedure running: ${running.kind} #${running.id} (${running.state}); one procedure per shard at a time`, { shard: shardId, procedure: running.id });
+    this.logger.info({ shard: shardId, from, to }, `migrating shard ${shardId} from '${from}' to '${to}'`);
+    // A procedure: each step is in the meta log before it runs, so a meta
+    // restarted mid-way finishes it (procedures.ts).
+    const { ms } = await this.procedures.migrate({ shard: shardId, from, to });
+    return { shard: shardId, from, to, entryId: this.meta.appliedEntryId, ms };
+  }
+
+  /** What the procedures need from this server: the log, liveness, heartbeat reports and the hand-off request. */
+  private procedureHost(): ProcedureHost {
+    return {
+      meta: this.meta,
+      logger: this.logger,
+      topology: this.options.topology,
+      counters: this.counters,
+      pollMs: this.options.heartbeatMs,
+      settleTimeoutMs: Math.max(5_000, 10 * this.options.failureTimeoutMs),
+      rebalanceBackoffMs: Math.max(2_000, 2 * this.options.failureTimeoutMs),
+      handOff: (shard, from, to) => this.requestHandOff(shard, from, to),
+      nudge: (node) => this.nudge(node),
+      liveNodes: () => [...this.live].filter(([, r]) => this.isAlive(r)).map(([id]) => id).sort(),
+      serves: (node, shard, epoch) => this.live.get(node)?.shards.some((s) => s.id === shard && s.epoch === epoch && s.state === 'serving' && s.role !== 'follower') ?? false,
+    };
+  }
+
+  /**
+   * Ask `from` to hand the shard off. The hand-off includes a flush, so it
+   * may take a while; but if the source dies meanwhile, stop waiting
+   * (UNAVAILABLE): failover takes the shard over.
+   */
+  private async requestHandOff(shardId: number, from: string, to: string): Promise<void> {
+    const handOff = this.transport.request(this.transport.subject('node', from, 'hand_off'), { shard: shardId, to }, { timeoutMs: 60_000 });
+    handOff.catch(() => undefined);
+    const watch = this.watchForDeath(from, `shard ${shardId} was being migrated to '${to}'; failover takes it over`);
     try {
-      this.logger.info({ shard: shardId, from, to }, `migrating shard ${shardId} from '${from}' to '${to}'`);
-      // The hand-off includes a flush, so it may take a while; but if the
-      // source dies meanwhile, stop waiting: failover takes the shard over.
-      const handOff = this.transport.request(this.transport.subject('node', from, 'hand_off'), { shard: shardId, to }, { timeoutMs: 60_000 });
-      handOff.catch(() => undefined);
-      const watch = this.watchForDeath(from, `shard ${shardId} was being migrated to '${to}'; failover takes it over`);
-      try {
-        await Promise.race([handOff, watch.dead]);
-      } finally {
-        watch.cancel();
-      }
-      await this.meta.assignShard(shardId, to);
-      const ms = Date.now() - started;
-      this.counters.migrations++;
-      this.counters.migrationMs += ms;
-      this.logger.info({ shard: shardId, from, to, ms }, `shard ${shardId} handed off from '${from}' to '${to}' in ${ms} ms`);
-      return { shard: shardId, from, to, entryId: this.meta.appliedEntryId, ms };
+      await Promise.race([handOff, watch.dead]);
     } finally {
-      this.migrating.delete(shardId);
+      watch.cancel();
     }
   }
 
@@ -248,17 +297,28 @@ export class MetaServer {
     return {
       leaseMs: this.options.leaseMs,
       assigned: this.meta.shardsFor(req.node, false).map((s) => s.id),
+      following: this.meta.shardsFollowedBy(req.node).map((s) => s.id),
       entryId: this.meta.appliedEntryId,
     };
+  }
+
+  /** Tell a node its assignment changed (best effort: its next heartbeat tells it anyway). */
+  private nudge(node: string): void {
+    this.transport.request(this.transport.subject('node', node, ASSIGNMENT_CHANGED), {}, { timeoutMs: 1_000 }).catch(() => undefined);
   }
 
   private isAlive(record: NodeRecord, now = Date.now()): boolean {
     return now - record.lastHeartbeat < this.options.failureTimeoutMs;
   }
 
-  /** Place unowned shards, and (dynamic topology) the shards of dead nodes, on live nodes. One run at a time. */
+  /**
+   * Place unowned shards, and (dynamic topology) the shards of dead nodes, on
+   * live nodes; then, dynamic and settled, start a rebalance if leader
+   * counts differ by more than one. One run at a time.
+   */
   private schedule(): void {
-    this.placing = this.placing.then(() => this.place()).catch((err: unknown) => {
+    // Rebalancing only starts a procedure here (it runs in the background): placement never waits for a migration.
+    this.placing = this.placing.then(() => this.place()).then(() => this.procedures.rebalanceIfNeeded()).catch((err: unknown) => {
       this.logger.error({ err }, 'shard placement failed; retrying on the next tick');
     });
   }
@@ -275,9 +335,12 @@ export class MetaServer {
       if (holderAlive) continue;
       if (shard.leader !== null && this.options.topology === 'static') continue;
       if (shard.leader === null && !placingNew) continue;
-      const [target] = [...load.entries()].sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1))[0]!;
+      // A live hot standby first: it has the shard in memory and needs only the last few entries.
+      const standby = leastLoaded(load, shard.followers);
+      const target = standby ?? leastLoaded(load)!;
       const from = shard.leader;
       await this.meta.assignShard(shard.id, target);
+      this.nudge(target);
       load.set(target, load.get(target)! + 1);
       if (from === null) {
         this.counters.placements++;
@@ -285,8 +348,52 @@ export class MetaServer {
       } else {
         this.counters.failovers++;
         const since = now - (this.live.get(from)?.lastHeartbeat ?? this.startedAt);
-        this.logger.warn({ shard: shard.id, from, to: target, silentMs: since }, `failover: shard ${shard.id} moves from dead node '${from}' (silent ${since} ms) to '${target}'`);
+        const how = standby ? 'promotes its follower on' : 'moves to';
+        this.logger.warn({ shard: shard.id, from, to: target, silentMs: since, promoted: standby !== undefined }, `failover: shard ${shard.id} of dead node '${from}' (silent ${since} ms) ${how} '${target}'`);
       }
+    }
+    await this.placeFollowers(alive);
+  }
+
+  /**
+   * Keep `followers` hot standbys per led shard on live nodes other than
+   * its leader: dead ones are replaced, missing ones added on the least
+   * loaded nodes (leaders and followers both count), and a follower moves
+   * to a node carrying two or more fewer shards (e.g. one that rejoined).
+   */
+  private async placeFollowers(alive: readonly string[]): Promise<void> {
+    const live = new Set(alive);
+    const want = Math.max(0, Math.min(this.options.followers, alive.length - 1));
+    const load = new Map(alive.map((id) => [id, 0]));
+    const count = (id: string, by: number) => load.has(id) && load.set(id, load.get(id)! + by);
+    for (const shard of this.meta.shards()) {
+      if (shard.leader !== null) count(shard.leader, 1);
+      for (const f of shard.followers) count(f, 1);
+    }
+    for (const shard of this.meta.shards()) {
+      if (shard.leader === null || !live.has(shard.leader)) continue;
+      const leader = shard.leader;
+      const keep = shard.followers.filter((n) => live.has(n) && n !== leader);
+      for (const n of keep.splice(want)) count(n, -1);
+      const candidates = () => alive.filter((n) => n !== leader && !keep.includes(n));
+      while (keep.length < want) {
+        const next = leastLoaded(load, candidates());
+        if (next === undefined) break;
+        keep.push(next);
+        count(next, 1);
+      }
+      const idle = leastLoaded(load, candidates());
+      const busiest = keep.slice().sort((a, b) => load.get(b)! - load.get(a)!)[0];
+      if (idle !== undefined && busiest !== undefined && load.get(busiest)! - load.get(idle)! >= 2) {
+        keep[keep.indexOf(busiest)] = idle;
+        count(busiest, -1);
+        count(idle, 1);
+      }
+      const was = [...shard.followers];
+      if (keep.join(',') === was.join(',')) continue;
+      await this.meta.assignFollowers(shard.id, keep);
+      for (const n of new Set([...keep, ...was])) this.nudge(n);
+      this.logger.info({ shard: shard.id, leader, followers: keep, was }, `shard ${shard.id} followers: [${keep.join(', ')}]`);
     }
   }
 
@@ -306,6 +413,7 @@ export class MetaServer {
       }),
       // Copies: the caller keeps a snapshot, not meta's live state.
       shards: this.meta.shards().map((s) => ({ ...s })),
+      procedures: this.meta.procedures().map((p) => ({ ...p })),
       entryId: this.meta.appliedEntryId,
     };
   }
@@ -313,6 +421,19 @@ export class MetaServer {
   async close(): Promise<void> {
     clearInterval(this.timer);
     for (const s of this.subscriptions.splice(0)) await s.close();
+    // Running procedures stop where they are (nothing more is recorded); the next meta resumes them.
+    this.procedures.close();
     await this.placing;
   }
+}
+
+/** The node with the fewest shards among `among` (all of `load` by default) that `load` knows (live), ties by id. */
+function leastLoaded(load: ReadonlyMap<string, number>, among: readonly string[] = [...load.keys()]): string | undefined {
+  let best: string | undefined;
+  for (const id of among) {
+    const n = load.get(id);
+    if (n === undefined) continue;
+    if (best === undefined || n < load.get(best)! || (n === load.get(best)! && id < best)) best = id;
+  }
+  return best;
 }

@@ -8,7 +8,7 @@ import { encodeEntry } from '../wal/codec.js';
 import { readEntries } from '../wal/shard-reader.js';
 import { TopicWriter } from '../wal/topic-writer.js';
 import { MetaView } from './meta-view.js';
-import { applyMetaEvent, type MetaEvent, type TableInfo } from './model.js';
+import { applyMetaEvent, type MetaEvent, type ProcedureInfo, type ProcedureKind, type ProcedureOutcome, type TableInfo } from './model.js';
 
 /**
  * The meta log's topic: beside the shards' topics, under the same prefix, so
@@ -111,6 +111,17 @@ export class MetaService extends MetaView {
     });
   }
 
+  /** Set the shard's hot-standby followers (the leader is never one). */
+  assignFollowers(shardId: number, nodes: readonly string[]): Promise<void> {
+    return this.serialised(async () => {
+      this.shard(shardId);
+      await this.persist({ type: 'followers_assigned', shard: shardId, nodes: [...nodes] });
+    });
+  }
+
+  /** Embedded, the service is meta itself: always up to date. */
+  async sync(): Promise<void> {}
+
   // ---- tables ----
 
   /**
@@ -163,6 +174,43 @@ export class MetaService extends MetaView {
       await this.persist({ type: 'table_dropped', tableId: table.id });
       return table;
     });
+  }
+
+  // ---- procedures (their machines: procedures.ts) ----
+
+  /**
+   * Record that a procedure begins at its first step. One procedure per
+   * shard and one rebalance at a time: a second is refused with
+   * PROCEDURE_RUNNING (the check and the append are one serialised step).
+   */
+  startProcedure(p: { kind: ProcedureKind; shard: number | null; from: string | null; to: string | null; parent: number | null; state: string }): Promise<ProcedureInfo> {
+    return this.serialised(async () => {
+      if (p.shard !== null) {
+        this.shard(p.shard);
+        const running = this.procedureOfShard(p.shard);
+        if (running) {
+          throw new RepriseError('PROCEDURE_RUNNING', `shard ${p.shard} already has a procedure running: ${running.kind} #${running.id} (${running.state}); one procedure per shard at a time`, { shard: p.shard, procedure: running.id });
+        }
+      } else {
+        const running = this.procedures().find((q) => q.kind === p.kind && q.shard === null);
+        if (running) throw new RepriseError('PROCEDURE_RUNNING', `a ${p.kind} is already running: #${running.id} (${running.state})`, { procedure: running.id });
+      }
+      const id = this.state.nextProcedureId;
+      await this.persist({ type: 'procedure_started', id, ...p, at: Date.now() });
+      return { ...this.state.procedures.get(id)! };
+    });
+  }
+
+  /** A procedure enters a step: recorded before the step's effect runs, so a restarted meta resumes there. */
+  recordProcedureStep(id: number, state: string): Promise<void> {
+    return this.serialised(async () => {
+      if (!this.state.procedures.has(id)) throw new RepriseError('NOT_FOUND', `procedure #${id} is not running`);
+      await this.persist({ type: 'procedure_step', id, state, at: Date.now() });
+    });
+  }
+
+  finishProcedure(id: number, outcome: ProcedureOutcome, reason?: string): Promise<void> {
+    return this.serialised(() => this.persist({ type: 'procedure_finished', id, outcome, ...(reason !== undefined ? { reason } : {}), at: Date.now() }));
   }
 
   async close(): Promise<void> {

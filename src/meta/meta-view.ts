@@ -1,8 +1,9 @@
 import { decode } from '@msgpack/msgpack';
+import type { TableSchema } from '../engine/schema.js';
 import { RepriseError } from '../errors.js';
 import type { LoggedEntry } from '../wal/entry.js';
 import type { EntryId } from '../wal/log-store.js';
-import { applyMetaEvent, emptyMetaState, type MetaEvent, type MetaState, type NodeInfo, type RegionInfo, type ShardInfo, type TableInfo } from './model.js';
+import { applyMetaEvent, emptyMetaState, type MetaEvent, type MetaState, type NodeInfo, type ProcedureInfo, type RegionInfo, type ShardInfo, type TableInfo } from './model.js';
 
 /**
  * Reads of meta's state, shared by the service that writes the meta log
@@ -33,6 +34,11 @@ export class MetaView {
    */
   shardsFor(nodeId: string, claimUnowned = true): ShardInfo[] {
     return [...this.state.shards.values()].filter((s) => s.leader === nodeId || (claimUnowned && s.leader === null));
+  }
+
+  /** Shards this node should follow (hold a hot standby of). */
+  shardsFollowedBy(nodeId: string): ShardInfo[] {
+    return [...this.state.shards.values()].filter((s) => s.followers.includes(nodeId));
   }
 
   shard(shardId: number): ShardInfo {
@@ -76,6 +82,26 @@ export class MetaView {
     const regions: RegionInfo[] = [];
     for (const table of this.tables()) for (const r of table.regions) if (r.shard === shardId) regions.push(r);
     return regions.sort((a, b) => a.id - b.id);
+  }
+
+  /** A region of an active table or of one being created, with its table's schema. */
+  regionById(regionId: number): { region: RegionInfo; schema: TableSchema } | undefined {
+    for (const table of this.state.tables.values()) {
+      const region = table.regions.find((r) => r.id === regionId);
+      if (region) return { region, schema: table.schema };
+    }
+    return undefined;
+  }
+
+  /** Procedures started and not finished, oldest first. */
+  procedures(): ProcedureInfo[] {
+    return [...this.state.procedures.values()].sort((a, b) => a.id - b.id);
+  }
+
+  /** The running procedure working on a shard, if any (there is at most one). */
+  procedureOfShard(shardId: number): ProcedureInfo | undefined {
+    for (const p of this.state.procedures.values()) if (p.shard === shardId) return p;
+    return undefined;
   }
 
   /** Every region id meta knows about (active or being created). */

@@ -13,6 +13,8 @@ export interface ShardInfo {
   leader: string | null;
   /** Leadership generation; each grant increments it. */
   epoch: number;
+  /** Nodes holding hot standbys of the shard (tailing its topic), never the leader. */
+  followers: string[];
 }
 
 export interface RegionInfo {
@@ -40,6 +42,27 @@ export interface NodeInfo {
   registeredAt: number;
 }
 
+/** Meta's procedures whose progress is in the meta log (src/meta/procedures.ts). */
+export type ProcedureKind = 'migrate' | 'rebalance';
+/** done: it did what it was for; stopped: conditions changed and it gave up (e.g. a node died); failed: a step failed. */
+export type ProcedureOutcome = 'done' | 'stopped' | 'failed';
+
+/** A procedure that started and has not finished: it resumes from `state` when meta starts. */
+export interface ProcedureInfo {
+  readonly id: number;
+  readonly kind: ProcedureKind;
+  /** The shard it works on (one procedure per shard at a time); null for cluster-wide ones (rebalance). */
+  readonly shard: number | null;
+  readonly from: string | null;
+  readonly to: string | null;
+  /** The procedure that started this one (a rebalance's moves), or null. */
+  readonly parent: number | null;
+  /** The last step recorded: its machine state, entered before the step's effect ran. */
+  state: string;
+  readonly startedAt: number;
+  stepAt: number;
+}
+
 export interface MetaState {
   nextTableId: number;
   nextRegionId: number;
@@ -47,6 +70,9 @@ export interface MetaState {
   /** By table name. */
   readonly tables: Map<string, TableInfo>;
   readonly nodes: Map<string, NodeInfo>;
+  nextProcedureId: number;
+  /** Running procedures by id (finished ones are dropped). */
+  readonly procedures: Map<number, ProcedureInfo>;
 }
 
 export type MetaEvent =
@@ -55,6 +81,8 @@ export type MetaEvent =
   | { type: 'leader_granted'; shard: number; node: string; epoch: number }
   /** Meta placed the shard on a node (first placement, failover, migration); the node takes a new epoch when it opens it. */
   | { type: 'shard_assigned'; shard: number; node: string }
+  /** Meta chose the shard's hot-standby followers (the whole list). */
+  | { type: 'followers_assigned'; shard: number; nodes: string[] }
   /** First step of create table: ids and placement are fixed before any region exists. */
   | {
       type: 'table_creating';
@@ -65,10 +93,25 @@ export type MetaEvent =
   /** Every region has its region_create entry; the table becomes visible. */
   | { type: 'table_created'; tableId: number; createdAt: Record<number, EntryId> }
   | { type: 'table_create_aborted'; tableId: number }
-  | { type: 'table_dropped'; tableId: number };
+  | { type: 'table_dropped'; tableId: number }
+  /** A procedure began; `state` is its first step, recorded before that step's effect runs. */
+  | {
+      type: 'procedure_started';
+      id: number;
+      kind: ProcedureKind;
+      shard: number | null;
+      from: string | null;
+      to: string | null;
+      parent: number | null;
+      state: string;
+      at: number;
+    }
+  /** A procedure entered a step (appended before the step's effect runs). */
+  | { type: 'procedure_step'; id: number; state: string; at: number }
+  | { type: 'procedure_finished'; id: number; outcome: ProcedureOutcome; reason?: string; at: number };
 
 export function emptyMetaState(): MetaState {
-  return { nextTableId: 1, nextRegionId: 1, shards: new Map(), tables: new Map(), nodes: new Map() };
+  return { nextTableId: 1, nextRegionId: 1, shards: new Map(), tables: new Map(), nodes: new Map(), nextProcedureId: 1, procedures: new Map() };
 }
 
 function tableById(state: MetaState, tableId: number): TableInfo | undefined {
@@ -80,7 +123,7 @@ function tableById(state: MetaState, tableId: number): TableInfo | undefined {
 export function applyMetaEvent(state: MetaState, event: MetaEvent): MetaState {
   switch (event.type) {
     case 'shard_created':
-      state.shards.set(event.shard, { id: event.shard, topic: event.topic, leader: null, epoch: 0 });
+      state.shards.set(event.shard, { id: event.shard, topic: event.topic, leader: null, epoch: 0, followers: [] });
       break;
     case 'node_registered':
       state.nodes.set(event.node, { id: event.node, registeredAt: event.at });
@@ -95,7 +138,16 @@ export function applyMetaEvent(state: MetaState, event: MetaEvent): MetaState {
     }
     case 'shard_assigned': {
       const shard = state.shards.get(event.shard);
-      if (shard) shard.leader = event.node;
+      if (shard) {
+        shard.leader = event.node;
+        // A follower promoted (or a node made leader) no longer follows.
+        shard.followers = shard.followers.filter((n) => n !== event.node);
+      }
+      break;
+    }
+    case 'followers_assigned': {
+      const shard = state.shards.get(event.shard);
+      if (shard) shard.followers = event.nodes.filter((n) => n !== shard.leader);
       break;
     }
     case 'table_creating': {
@@ -126,6 +178,23 @@ export function applyMetaEvent(state: MetaState, event: MetaEvent): MetaState {
       if (table) state.tables.delete(table.schema.name);
       break;
     }
+    case 'procedure_started': {
+      const { id, kind, shard, from, to, parent, state: step, at } = event;
+      state.procedures.set(id, { id, kind, shard, from, to, parent, state: step, startedAt: at, stepAt: at });
+      state.nextProcedureId = Math.max(state.nextProcedureId, id + 1);
+      break;
+    }
+    case 'procedure_step': {
+      const procedure = state.procedures.get(event.id);
+      if (procedure) {
+        procedure.state = event.state;
+        procedure.stepAt = event.at;
+      }
+      break;
+    }
+    case 'procedure_finished':
+      state.procedures.delete(event.id);
+      break;
   }
   return state;
 }

@@ -40,3 +40,20 @@ export function resetTestFaults(): void {
   for (const key of Object.keys(TEST_FAULTS) as TestFault[]) TEST_FAULTS[key] = false;
   TEST_OBSERVER.onAck = undefined;
 }
+
+/**
+ * Test-only pause in meta's procedures, from the environment of a meta
+ * process: REPRISE_TEST_PROCEDURE_PAUSE=<kind>.<step>:<ms> (e.g.
+ * `migrate.handing_off:60000`) makes the procedure wait `ms` after that
+ * step's effect succeeded and before its next step is recorded: a window in
+ * which a test kills meta mid-procedure, knowing what is in the meta log
+ * (the step) and what is done (its effect). Unset (always, outside tests):
+ * 0, no pause.
+ */
+export function testProcedurePauseMs(kind: string, step: string): number {
+  const spec = process.env.REPRISE_TEST_PROCEDURE_PAUSE;
+  if (!spec) return 0;
+  const match = /^([a-z_]+)\.([a-z_]+):(\d+)$/.exec(spec);
+  if (!match) throw new Error(`REPRISE_TEST_PROCEDURE_PAUSE must be <kind>.<step>:<ms>, got '${spec}'`);
+  return match[1] === kind && match[2] === step ? Number(match[3]) : 0;
+}

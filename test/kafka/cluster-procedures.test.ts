@@ -1,0 +1,307 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startTestKafka, usingRealKafka, type TestKafka } from '../harness/kafka-mock.js';
+import { startNatsServer, type TestNatsServer } from '../harness/nats-server.js';
+import { BIN, call, startReprise, type Server } from '../harness/standalone.js';
+
+/**
+ * Meta's procedures with real processes (a real nats-server, the
+ * Kafka-protocol cluster, `reprise meta` and `reprise node` processes
+ * sharing one SST directory):
+ * - meta SIGKILLed in the middle of a migration, after the source handed
+ *   the shard off and before meta assigned it to the target (a window held
+ *   open by REPRISE_TEST_PROCEDURE_PAUSE, see src/testing/faults.ts): the
+ *   restarted meta resumes the procedure from the meta log and finishes it;
+ * - a node joining a running cluster gets a shard by rebalancing while a
+ *   writer keeps writing.
+ * Each test runs its own cluster (own NATS subjects, Kafka topics and SST
+ * directory) on the same nats-server and Kafka.
+ */
+
+const SCHEMA = {
+  name: 'system_metrics',
+  columns: [
+    { name: 'host', type: 'string', role: 'tag' },
+    { name: 'cpu_util', type: 'float64', role: 'field' },
+    { name: 'ts', type: 'timestamp', role: 'time' },
+  ],
+  partition: { column: 'host', bounds: ['h', 'p'] },
+};
+/** One host per region: partitions [..h), [h..p), [p..). */
+const HOSTS = ['alpha', 'kilo', 'tango'];
+const TS0 = 1_700_000_000_000;
+
+interface ShardView {
+  id: number;
+  leader: string | null;
+  epoch: number;
+}
+interface ProcedureView {
+  id: number;
+  kind: string;
+  shard: number | null;
+  from: string | null;
+  to: string | null;
+  parent: number | null;
+  state: string;
+  startedAt: number;
+}
+interface MetaStatus {
+  meta: {
+    shards: ShardView[];
+    procedures: ProcedureView[];
+    nodes: { id: string; alive: boolean; shards: { id: number; epoch: number; state: string; role?: string }[] }[];
+    counters: Record<string, number>;
+  };
+}
+interface NodeStatusBody {
+  nodes: { id: string; shards: { id: number; state: string; role: string; epoch: number }[] }[];
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+    await sleep(50);
+  }
+}
+
+describe('procedures of a cluster of real processes: meta + nodes over NATS, Kafka WAL', () => {
+  let kafka: TestKafka;
+  let nats: TestNatsServer;
+  let seq = 0;
+  const processes: Server[] = [];
+  const dirs: string[] = [];
+  const logs = new Map<string, string[]>();
+
+  beforeAll(async () => {
+    kafka = await startTestKafka({ brokers: 3 });
+    nats = await startNatsServer();
+  });
+  afterEach(async () => {
+    const running = processes.splice(0);
+    for (const p of running) p.child.kill('SIGKILL');
+    await Promise.all(running.map((p) => p.exited));
+    for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
+    logs.clear();
+  });
+  afterAll(async () => {
+    await nats?.stop();
+    await kafka?.stop();
+  });
+
+  /** The last log lines of a process, for failure messages. */
+  const tail = (name: string, n = 30) => (logs.get(name) ?? []).slice(-n).join('\n');
+
+  async function launch(name: string, args: string[], env: Record<string, string>): Promise<Server> {
+    const server = await startReprise(args, env, (log) => log.url as string | undefined);
+    processes.push(server);
+    const lines: string[] = [];
+    logs.set(name, lines);
+    let partial = '';
+    server.child.stdout!.on('data', (chunk: Buffer) => {
+      const parts = (partial + chunk.toString()).split('\n');
+      partial = parts.pop()!;
+      lines.push(...parts);
+      if (lines.length > 2000) lines.splice(0, lines.length - 2000);
+    });
+    return server;
+  }
+
+  async function clusterEnv(): Promise<Record<string, string>> {
+    const objects = await mkdtemp(join(tmpdir(), 'reprise-procedures-objects-'));
+    dirs.push(objects);
+    const n = seq++;
+    return {
+      REPRISE_WAL_PROVIDER: 'kafka',
+      REPRISE_WAL_BROKER_ENDPOINTS: kafka.brokers.join(','),
+      REPRISE_WAL_IDEMPOTENT: String(usingRealKafka()),
+      REPRISE_WAL_TOPIC_PREFIX: `procs_${process.pid}_${Date.now().toString(36)}_${n}`,
+      REPRISE_NATS_SERVERS: nats.url,
+      REPRISE_CLUSTER_NAME: `p${process.pid}x${n}`,
+      REPRISE_SHARDS: '3',
+      REPRISE_DATA_DIR: objects,
+    };
+  }
+
+  const startMeta = (env: Record<string, string>, minNodes: number, name = 'meta') => launch(name, ['meta', '--min-nodes', String(minNodes), '--http-addr', '127.0.0.1:0'], env);
+  const startNode = (env: Record<string, string>, id: string) => launch(id, ['node', '--id', id, '--http-addr', '127.0.0.1:0'], env);
+  /** Meta's own view, from meta's HTTP endpoint. */
+  const metaStatus = async (meta: Server) => (await call(meta, 'GET', '/v1/cluster/status')).body as MetaStatus;
+  const nodeShards = async (node: Server) => ((await call(node, 'GET', '/v1/status')).body as NodeStatusBody).nodes[0]!.shards;
+
+  /** Writes one row per host (so one per region) with index i; records what was acknowledged. */
+  function writer() {
+    const acked = new Set<string>();
+    const insertAll = async (via: Server, i: number) => {
+      const rows = HOSTS.map((host) => ({ host, cpu_util: i, ts: TS0 + i }));
+      const response = await call(via, 'POST', '/v1/tables/system_metrics/rows', rows);
+      if (response.status === 200) for (const r of rows) acked.add(`${r.host}@${r.ts}`);
+      return response;
+    };
+    return { acked, insertAll };
+  }
+
+  async function queryKeys(via: Server): Promise<string[]> {
+    const response = await call(via, 'POST', '/v1/tables/system_metrics/query', {});
+    expect(response.status, JSON.stringify(response.body)).toBe(200);
+    return (response.body.rows as { host: string; ts: number }[]).map((r) => `${r.host}@${r.ts}`).sort();
+  }
+
+  it('meta SIGKILLed mid-migration (shard handed off, not yet assigned): the restarted meta resumes the procedure and the target serves it', async () => {
+    const env = await clusterEnv();
+    // The first meta holds the procedure open after the hand-off: the window to kill it in.
+    const meta = await startMeta({ ...env, REPRISE_TEST_PROCEDURE_PAUSE: 'migrate.handing_off:120000' }, 3);
+    const nodes = new Map<string, Server>();
+    await Promise.all(['n1', 'n2', 'n3'].map(async (id) => nodes.set(id, await startNode(env, id))));
+    const front = nodes.get('n1')!;
+    const placed = await until(async () => {
+      const s = await metaStatus(meta);
+      return s.meta.shards.every((x) => x.leader !== null && x.epoch > 0) ? s.meta.shards : undefined;
+    }, 'every shard led and opened');
+    expect(new Set(placed.map((s) => s.leader))).toEqual(new Set(['n1', 'n2', 'n3']));
+    const created = await call(front, 'POST', '/v1/tables', SCHEMA);
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const { acked, insertAll } = writer();
+    for (let i = 0; i < 20; i++) expect((await insertAll(front, i)).status).toBe(200);
+
+    // Migrate a shard holding a region from a node other than the front to the third node.
+    const regionShards = new Set((created.body.regions as { shard: number }[]).map((r) => r.shard));
+    const before = placed.find((s) => s.leader !== 'n1' && regionShards.has(s.id))!;
+    const source = before.leader!;
+    const target = ['n2', 'n3'].find((id) => id !== source)!;
+    const cli = promisify(execFile)(process.execPath, [BIN, 'migrate', '--shard', String(before.id), '--to', target, '--server', front.url]).then(
+      (r) => ({ ok: true as const, out: r.stdout }),
+      (err: { code?: number; stderr?: string }) => ({ ok: false as const, code: err.code, out: err.stderr ?? '' }),
+    );
+
+    // In the log: the procedure at handing_off. Done: the source no longer holds the shard.
+    const running = await until(async () => {
+      const p = (await metaStatus(meta)).meta.procedures.find((q) => q.shard === before.id);
+      if (p?.state !== 'handing_off') return undefined;
+      const held = (await nodeShards(nodes.get(source)!)).some((s) => s.id === before.id && s.role !== 'follower');
+      return held ? undefined : p;
+    }, `shard ${before.id} handed off by '${source}' with the procedure at handing_off`);
+    expect(running).toMatchObject({ kind: 'migrate', from: source, to: target, parent: null });
+    expect(running.startedAt).toBeLessThanOrEqual(Date.now());
+    meta.child.kill('SIGKILL');
+    await meta.exited;
+    // The shard is still meta's (the log's) for the source: assigned nowhere else yet.
+    const killedAt = Date.now();
+
+    const restarted = await startMeta(env, 3, 'meta#2');
+    const after = await until(
+      async () => {
+        const s = await metaStatus(restarted);
+        const shard = s.meta.shards.find((x) => x.id === before.id)!;
+        return s.meta.procedures.length === 0 && shard.leader === target && shard.epoch > before.epoch ? s : undefined;
+      },
+      `the resumed migration of shard ${before.id} to '${target}' finished (meta log: ${tail('meta#2', 10)})`,
+    );
+    const resumedMs = Date.now() - killedAt;
+    expect(after.meta.counters.migrations).toBeGreaterThanOrEqual(1);
+
+    // The target serves the shard; writes through the front succeed again, every region included.
+    await until(async () => ((await nodeShards(nodes.get(target)!)).some((s) => s.id === before.id && s.state === 'serving') ? true : undefined), `'${target}' serves shard ${before.id}`);
+    for (let i = 20; i < 40; i++) {
+      const response = await insertAll(front, i);
+      expect(response.status, JSON.stringify(response.body)).toBe(200);
+    }
+    // Every acknowledged row, exactly once, through the new leader and through the front.
+    for (const via of [nodes.get(target)!, front]) expect(await queryKeys(via)).toEqual([...acked].sort());
+    expect(acked.size).toBe(40 * HOSTS.length);
+
+    // The client that asked lost its meta mid-way: it got an error, not a success.
+    const asked = await cli;
+    expect(asked.ok, asked.out).toBe(false);
+
+    // The move left the source with no shard and the target with two: the
+    // restarted meta rebalances, moving one of the target's other shards
+    // (the operator's shard stays where it was sent, across the restart too).
+    const balanced = await until(async () => {
+      const s = await metaStatus(restarted);
+      const counts = ['n1', 'n2', 'n3'].map((id) => s.meta.shards.filter((x) => x.leader === id).length).join();
+      return counts === '1,1,1' && s.meta.procedures.length === 0 ? s : undefined;
+    }, 'one shard per node again');
+    expect(balanced.meta.shards.find((x) => x.id === before.id)!.leader).toBe(target);
+    expect(balanced.meta.counters).toMatchObject({ migrations: 2, rebalanceMoves: 1 });
+    const metrics = await (await fetch(new URL('/metrics', restarted.url))).text();
+    expect(metrics).toMatch(/^reprise_meta_migrations_total 2$/m);
+    expect(metrics).toMatch(/^reprise_meta_rebalance_moves_total 1$/m);
+    expect(metrics).toMatch(/^reprise_meta_procedures\{kind="migrate"\} 0$/m);
+    for (let i = 40; i < 45; i++) expect((await insertAll(front, i)).status).toBe(200);
+    expect(await queryKeys(front)).toEqual([...acked].sort());
+    console.log(`meta SIGKILLed mid-migration: the restarted meta finished it ${resumedMs} ms after the kill; shard ${before.id} ${source} -> ${target}, epoch ${before.epoch} -> ${after.meta.shards.find((x) => x.id === before.id)!.epoch}`);
+  });
+
+  it('rebalance: a node joining a cluster of two gets a shard, moved while a writer keeps writing; nothing acknowledged is lost', async () => {
+    const env = await clusterEnv();
+    const meta = await startMeta(env, 2);
+    const nodes = new Map<string, Server>();
+    await Promise.all(['n1', 'n2'].map(async (id) => nodes.set(id, await startNode(env, id))));
+    const front = nodes.get('n1')!;
+    const placed = await until(async () => {
+      const s = await metaStatus(meta);
+      return s.meta.shards.every((x) => x.leader !== null && x.epoch > 0) ? s.meta.shards : undefined;
+    }, 'every shard led and opened');
+    const counts = (shards: ShardView[]) => ['n1', 'n2', 'n3'].map((id) => shards.filter((s) => s.leader === id).length);
+    expect(counts(placed).slice(0, 2).sort()).toEqual([1, 2]);
+    const created = await call(front, 'POST', '/v1/tables', SCHEMA);
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+
+    const { acked, insertAll } = writer();
+    const failures: string[] = [];
+    const latencies: { at: number; ms: number }[] = [];
+    let writing = true;
+    const loop = (async () => {
+      for (let i = 0; writing; i++) {
+        const t0 = Date.now();
+        const response = await insertAll(front, i);
+        latencies.push({ at: t0, ms: Date.now() - t0 });
+        if (response.status !== 200) failures.push(JSON.stringify(response.body));
+      }
+    })();
+    await sleep(500);
+
+    const joinedAt = Date.now();
+    nodes.set('n3', await startNode(env, 'n3'));
+    const balanced = await until(
+      async () => {
+        const s = await metaStatus(meta);
+        const n3 = s.meta.nodes.find((n) => n.id === 'n3');
+        const served = s.meta.shards.every((x) => s.meta.nodes.find((n) => n.id === x.leader)?.shards.some((r) => r.id === x.id && r.epoch === x.epoch && r.state === 'serving'));
+        return counts(s.meta.shards).join() === '1,1,1' && s.meta.procedures.length === 0 && n3?.alive && served ? s : undefined;
+      },
+      `one shard per node (meta log: ${tail('meta', 10)})`,
+    );
+    const rebalancedMs = Date.now() - joinedAt;
+    await sleep(500);
+    writing = false;
+    await loop;
+
+    expect(failures).toEqual([]);
+    expect(latencies.filter((l) => l.at < joinedAt).length).toBeGreaterThan(0);
+    expect(latencies.filter((l) => l.at > joinedAt + rebalancedMs).length).toBeGreaterThan(0);
+    const moved = balanced.meta.shards.find((s) => s.leader === 'n3')!;
+    expect(moved.epoch).toBeGreaterThan(placed.find((s) => s.id === moved.id)!.epoch);
+    expect(balanced.meta.counters).toMatchObject({ rebalanceMoves: 1, migrations: 1 });
+    for (const via of [nodes.get('n3')!, front]) expect(await queryKeys(via)).toEqual([...acked].sort());
+
+    const metrics = await (await fetch(new URL('/metrics', meta.url))).text();
+    expect(metrics).toMatch(/^reprise_meta_rebalance_moves_total 1$/m);
+    expect(metrics).toMatch(/^reprise_meta_procedures\{kind="rebalance"\} 0$/m);
+    const during = latencies.filter((l) => l.at + l.ms >= joinedAt && l.at <= joinedAt + rebalancedMs);
+    console.log(
+      `rebalance: shard ${moved.id} moved to n3 ${rebalancedMs} ms after n3 started; ${latencies.length} writes, ` +
+        `${during.length} during it, slowest ${Math.max(...during.map((l) => l.ms))} ms`,
+    );
+  });
+});

@@ -1,0 +1,632 @@
+import { decode } from '@msgpack/msgpack';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createActor, fromPromise, type AnyStateMachine } from 'xstate';
+import { describeMachine } from '../../../src/actors/diagram.js';
+import { MetaServer, type MetaServerOptions } from '../../../src/meta/meta-server.js';
+import { MetaService, metaTopicOf } from '../../../src/meta/meta-service.js';
+import { applyMetaEvent, emptyMetaState, type MetaEvent } from '../../../src/meta/model.js';
+import { migrateProcedure, planRebalanceMove, PROCEDURE_MACHINES, ProcedureRunner, rebalanceProcedure, type Move, type ProcedureHost, type RebalancePlan } from '../../../src/meta/procedures.js';
+import { InProcessNetwork, type InProcessTransport } from '../../../src/transport/in-process.js';
+import { LocalLogStore } from '../../../src/wal/local-log-store.js';
+import { readEntries } from '../../../src/wal/shard-reader.js';
+
+/**
+ * Meta's procedures (src/meta/procedures.ts): the machines on their own,
+ * the rebalancing plan, the events in the meta log, and resuming after a
+ * meta restart, with the real MetaService over a LevelDB log, the real
+ * MetaServer on the in-process transport, and scripted nodes that answer
+ * hand-offs and heartbeat like NodeActor does.
+ */
+
+const silent = pino({ level: 'silent' });
+const PREFIX = 'wal';
+
+// ---------------------------------------------------------------- the machines
+
+/** Run a machine with effects to its final state; returns the states it went through. */
+async function runMachine(machine: AnyStateMachine, input: unknown): Promise<{ states: string[]; context: Record<string, unknown> }> {
+  const actor = createActor(machine, { input });
+  const states: string[] = [];
+  actor.subscribe((s) => {
+    if (states.at(-1) !== String(s.value)) states.push(String(s.value));
+  });
+  actor.start();
+  const done = await new Promise<{ context: Record<string, unknown> }>((resolve) => {
+    actor.subscribe((s) => s.status === 'done' && resolve(s as never));
+    if (actor.getSnapshot().status === 'done') resolve(actor.getSnapshot() as never);
+  });
+  return { states, context: done.context };
+}
+
+describe('procedure machines (specifications, effects injected)', () => {
+  const move = { id: 1, shard: 2, from: 'n1', to: 'n2' };
+
+  it('migrate: hands off, then assigns; resumed at assigning it does not hand off again', async () => {
+    const calls: string[] = [];
+    const machine = migrateProcedure.provide({
+      actors: {
+        handOff: fromPromise(async ({ input }) => void calls.push(`handOff ${input.shard} ${input.from}->${input.to}`)),
+        assignTarget: fromPromise(async ({ input }) => void calls.push(`assign ${input.shard} ${input.to}`)),
+      },
+    });
+    const fresh = await runMachine(machine, { ...move, resumeAt: 'handing_off' });
+    expect(fresh.states).toEqual(['handing_off', 'assigning', 'done']);
+    expect(calls).toEqual(['handOff 2 n1->n2', 'assign 2 n2']);
+    calls.length = 0;
+    const resumed = await runMachine(machine, { ...move, resumeAt: 'assigning' });
+    expect(resumed.states).toEqual(['assigning', 'done']);
+    expect(calls).toEqual(['assign 2 n2']);
+  });
+
+  it('migrate: a failed hand-off (e.g. the source died) ends it, with the reason, and assigns nothing', async () => {
+    let assigned = false;
+    const machine = migrateProcedure.provide({
+      actors: {
+        handOff: fromPromise<void, Move & { id: number }>(async () => {
+          throw Object.assign(new Error("node 'n1' died"), { code: 'UNAVAILABLE' });
+        }),
+        assignTarget: fromPromise<void, Move & { id: number }>(async () => {
+          assigned = true;
+        }),
+      },
+    });
+    const run = await runMachine(machine, { ...move, resumeAt: 'handing_off' });
+    expect(run.states).toEqual(['handing_off', 'failed']);
+    expect(run.context.error).toBe("UNAVAILABLE: node 'n1' died");
+    expect(assigned).toBe(false);
+  });
+
+  it('a machine run without its effects fails loudly', async () => {
+    const run = await runMachine(migrateProcedure, { ...move, resumeAt: 'handing_off' });
+    expect(run.states.at(-1)).toBe('failed');
+    expect(run.context.error).toMatch(/effect 'handOff' was not provided/);
+    const rebalance = await runMachine(rebalanceProcedure, { id: 1 });
+    expect(rebalance.context.error).toMatch(/effect 'planMove' was not provided/);
+  });
+
+  it('rebalance: plans and moves one shard at a time until balanced; stops when told; fails when a move fails', async () => {
+    const plans: RebalancePlan[] = [{ move: { shard: 0, from: 'n1', to: 'n3' } }, { move: { shard: 1, from: 'n1', to: 'n2' } }, { balanced: true }];
+    const moved: Move[] = [];
+    const machine = (plan: () => RebalancePlan, moveShard: (m: Move) => Promise<void>) =>
+      rebalanceProcedure.provide({
+        actors: {
+          planMove: fromPromise(async () => plan()),
+          moveShard: fromPromise(async ({ input }) => moveShard(input.move)),
+        },
+      });
+    const balanced = await runMachine(
+      machine(
+        () => plans.shift()!,
+        async (m) => void moved.push(m),
+      ),
+      { id: 7 },
+    );
+    expect(balanced.states).toEqual(['planning', 'moving', 'planning', 'moving', 'planning', 'balanced']);
+    expect(balanced.context.moves).toBe(2);
+    expect(moved.map((m) => m.shard)).toEqual([0, 1]);
+
+    const stopped = await runMachine(machine(() => ({ stop: 'shard 1 is led by a dead node' }), async () => undefined), { id: 8 });
+    expect(stopped.states).toEqual(['planning', 'stopped']);
+    expect(stopped.context.error).toBe('shard 1 is led by a dead node');
+
+    const failed = await runMachine(
+      machine(
+        () => ({ move: { shard: 0, from: 'n1', to: 'n2' } }),
+        async () => {
+          throw new Error('hand-off refused');
+        },
+      ),
+      { id: 9 },
+    );
+    expect(failed.states).toEqual(['planning', 'moving', 'failed']);
+    expect(failed.context.error).toBe('hand-off refused');
+  });
+
+  it('planRebalanceMove: most to least loaded live node, only when counts differ by more than one', () => {
+    const shards = (leaders: (string | null)[]) => leaders.map((leader, id) => ({ id, leader }));
+    // A node rejoined with nothing: the lowest shard of the busiest node goes to it.
+    expect(planRebalanceMove(shards(['n1', 'n1', 'n2']), ['n1', 'n2', 'n3'])).toEqual({ shard: 0, from: 'n1', to: 'n3' });
+    expect(planRebalanceMove(shards(['n1', 'n2', 'n3']), ['n1', 'n2', 'n3'])).toBeNull();
+    expect(planRebalanceMove(shards(['n1', 'n1', 'n2']), ['n1', 'n2'])).toBeNull();
+    expect(planRebalanceMove(shards(['n1', 'n1', 'n1', 'n2']), ['n1', 'n2'])).toEqual({ shard: 0, from: 'n1', to: 'n2' });
+    // Ties: the lowest node id gives and receives.
+    expect(planRebalanceMove(shards(['n2', 'n2', 'n1', 'n1']), ['n1', 'n2', 'n3', 'n4'])).toEqual({ shard: 2, from: 'n1', to: 'n3' });
+    // Shards of dead nodes and unplaced ones do not count (failover and placement handle them).
+    expect(planRebalanceMove(shards(['dead', 'dead', null, 'n1']), ['n1', 'n2'])).toBeNull();
+    expect(planRebalanceMove(shards(['n1', 'n1']), ['n1'])).toBeNull();
+    // A shard an operator placed moves last.
+    expect(planRebalanceMove(shards(['n1', 'n1', 'n2']), ['n1', 'n2', 'n3'], new Set([0]))).toEqual({ shard: 1, from: 'n1', to: 'n3' });
+    // A shard the target already follows goes first: it is promoted, not opened.
+    const followed = shards(['n1', 'n1', 'n2']).map((s) => ({ ...s, followers: s.id === 1 ? ['n3'] : ['n2'] }));
+    expect(planRebalanceMove(followed, ['n1', 'n2', 'n3'])).toEqual({ shard: 1, from: 'n1', to: 'n3' });
+  });
+
+  it('the procedure events fold into the running procedures', () => {
+    const state = emptyMetaState();
+    applyMetaEvent(state, { type: 'procedure_started', id: 4, kind: 'migrate', shard: 1, from: 'n1', to: 'n2', parent: null, state: 'handing_off', at: 100 });
+    expect(state.nextProcedureId).toBe(5);
+    expect(state.procedures.get(4)).toMatchObject({ kind: 'migrate', shard: 1, state: 'handing_off', startedAt: 100 });
+    applyMetaEvent(state, { type: 'procedure_step', id: 4, state: 'assigning', at: 150 });
+    expect(state.procedures.get(4)).toMatchObject({ state: 'assigning', startedAt: 100, stepAt: 150 });
+    applyMetaEvent(state, { type: 'procedure_finished', id: 4, outcome: 'done', at: 200 });
+    expect(state.procedures.size).toBe(0);
+    expect(state.nextProcedureId).toBe(5);
+  });
+});
+
+// ---------------------------------------------------------------- ARCHITECTURE.md
+
+const ARCH = new URL('../../../ARCHITECTURE.md', import.meta.url);
+const BEGIN = '<!-- procedures:begin (generated by `npm run docs:machines` from src/meta/procedures.ts) -->';
+const END = '<!-- procedures:end -->';
+
+function proceduresMarkdown(): string {
+  const parts: string[] = [];
+  for (const [kind, machine] of Object.entries(PROCEDURE_MACHINES)) {
+    const d = describeMachine(machine);
+    const lines = ['stateDiagram-v2', `  [*] --> ${d.initial}`];
+    for (const [name, node] of Object.entries(machine.root.states)) {
+      for (const t of node.always ?? []) for (const target of t.target ?? []) lines.push(`  ${name} --> ${target.key}: step in the log`);
+    }
+    for (const t of d.transitions) lines.push(`  ${t.from} --> ${t.to}: ${t.event}`);
+    for (const s of d.states) if (s.final) lines.push(`  ${s.name} --> [*]`);
+    parts.push(`#### ${kind} procedure\n\n\`\`\`mermaid\n${lines.join('\n')}\n\`\`\`\n`);
+  }
+  return parts.join('\n');
+}
+
+describe('ARCHITECTURE.md', () => {
+  it('shows the procedure machines exactly as they are defined', async () => {
+    const text = await readFile(ARCH, 'utf8');
+    const start = text.indexOf(BEGIN);
+    const end = text.indexOf(END);
+    expect(start, `ARCHITECTURE.md lacks the line ${BEGIN}`).toBeGreaterThanOrEqual(0);
+    expect(end).toBeGreaterThan(start);
+    const generated = `${BEGIN}\n${proceduresMarkdown()}${END}`;
+    const current = text.slice(start, end + END.length);
+    if (process.env.UPDATE_ARCHITECTURE === '1' && current !== generated) {
+      await writeFile(ARCH, text.slice(0, start) + generated + text.slice(end + END.length));
+      return;
+    }
+    expect(current, 'ARCHITECTURE.md is stale: run `npm run docs:machines`').toBe(generated);
+  });
+});
+
+// ---------------------------------------------------------------- persisted and resumed
+
+async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function metaEvents(log: LocalLogStore): Promise<MetaEvent[]> {
+  const events: MetaEvent[] = [];
+  for await (const entry of readEntries(log, metaTopicOf(PREFIX), 0)) if (entry.kind === 'data') events.push(decode(entry.body) as MetaEvent);
+  return events;
+}
+
+const procedureEvents = async (log: LocalLogStore) =>
+  (await metaEvents(log)).filter((e) => e.type.startsWith('procedure_')).map((e) => {
+    const { at: _at, ...rest } = e as MetaEvent & { at: number };
+    return rest;
+  });
+
+describe('procedures in the meta log (MetaService)', () => {
+  let dir: string;
+  let log: LocalLogStore;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'reprise-procedures-'));
+    log = await LocalLogStore.open(dir);
+  });
+  afterEach(async () => {
+    await log.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('one procedure per shard and one rebalance at a time (PROCEDURE_RUNNING); running ones survive a restart', async () => {
+    const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 2 });
+    const started = await meta.startProcedure({ kind: 'migrate', shard: 0, from: 'n1', to: 'n2', parent: null, state: 'handing_off' });
+    await expect(meta.startProcedure({ kind: 'migrate', shard: 0, from: 'n1', to: 'n3', parent: null, state: 'handing_off' })).rejects.toMatchObject({
+      code: 'PROCEDURE_RUNNING',
+      message: expect.stringMatching(/shard 0 already has a procedure running: migrate #1 \(handing_off\)/),
+    });
+    await meta.startProcedure({ kind: 'migrate', shard: 1, from: 'n2', to: 'n1', parent: null, state: 'handing_off' });
+    await meta.startProcedure({ kind: 'rebalance', shard: null, from: null, to: null, parent: null, state: 'planning' });
+    await expect(meta.startProcedure({ kind: 'rebalance', shard: null, from: null, to: null, parent: null, state: 'planning' })).rejects.toMatchObject({ code: 'PROCEDURE_RUNNING' });
+    await expect(meta.startProcedure({ kind: 'migrate', shard: 9, from: 'n1', to: 'n2', parent: null, state: 'handing_off' })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await meta.recordProcedureStep(started.id, 'assigning');
+    await meta.finishProcedure(2, 'failed', 'source died');
+    await meta.close();
+
+    const again = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 2 });
+    expect(again.procedures().map((p) => [p.id, p.kind, p.shard, p.state])).toEqual([
+      [1, 'migrate', 0, 'assigning'],
+      [3, 'rebalance', null, 'planning'],
+    ]);
+    // Shard 1's procedure finished: a new one may start, with a new id.
+    expect((await again.startProcedure({ kind: 'migrate', shard: 1, from: 'n2', to: 'n1', parent: null, state: 'handing_off' })).id).toBe(4);
+    await again.close();
+  });
+});
+
+/**
+ * A node as meta sees it, over the in-process transport: registers,
+ * heartbeats every 30 ms reporting the shards it serves (taking each
+ * assigned shard's epoch with a grant, as a shard's open does), and answers
+ * hand-offs like NodeActor.handOff: a shard it does not hold counts as
+ * handed off; one handed off stays closed while it is still assigned here.
+ */
+class ScriptedNode {
+  readonly held = new Map<number, number>();
+  readonly handedOff = new Set<number>();
+  /** Every hand-off asked of this node, by shard. */
+  readonly handOffs: number[] = [];
+  /** Shards whose hand-off hangs: the shard is handed off, the reply never comes. */
+  readonly replyNever = new Set<number>();
+  alive = true;
+  private readonly hanging: (() => void)[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private beating = false;
+
+  constructor(
+    readonly id: string,
+    readonly transport: InProcessTransport,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.transport.serve(this.transport.subject('node', this.id, 'hand_off'), async (req: { shard: number }) => {
+      this.handOffs.push(req.shard);
+      if (!this.held.has(req.shard)) return {};
+      this.held.delete(req.shard);
+      this.handedOff.add(req.shard);
+      // The reply would come after meta gave up: it never reaches a meta that matters.
+      if (this.replyNever.has(req.shard)) await new Promise<void>((resolve) => this.hanging.push(resolve));
+      return {};
+    });
+    await this.transport.request(this.transport.subject('meta', 'register'), { node: this.id }, { timeoutMs: 5_000 });
+    this.timer = setInterval(() => void this.beat(), 30);
+  }
+
+  private async beat(): Promise<void> {
+    if (!this.alive || this.beating) return;
+    this.beating = true;
+    try {
+      const shards = [...this.held].map(([id, epoch]) => ({ id, epoch, state: 'serving' }));
+      const reply = await this.transport.request<unknown, { assigned: number[] }>(this.transport.subject('meta', 'heartbeat'), { node: this.id, shards }, { timeoutMs: 1_000 });
+      const assigned = new Set(reply.assigned);
+      for (const id of [...this.held.keys()]) if (!assigned.has(id)) this.held.delete(id);
+      for (const id of [...this.handedOff]) if (!assigned.has(id)) this.handedOff.delete(id);
+      for (const id of assigned) {
+        if (this.held.has(id) || this.handedOff.has(id)) continue;
+        const { epoch } = await this.transport.request<unknown, { epoch: number }>(this.transport.subject('meta', 'grant'), { shard: id, node: this.id }, { timeoutMs: 1_000 });
+        this.held.set(id, epoch);
+      }
+    } catch {
+      // meta is restarting: beat again later
+    } finally {
+      this.beating = false;
+    }
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    for (const release of this.hanging.splice(0)) release();
+    await this.transport.close();
+  }
+}
+
+describe('procedures run by MetaServer, resumed after a meta restart (in-process transport, LevelDB meta log)', () => {
+  let dir: string;
+  let log: LocalLogStore;
+  let network: InProcessNetwork;
+  const closers: (() => Promise<unknown>)[] = [];
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'reprise-procedures-'));
+    log = await LocalLogStore.open(dir);
+    network = new InProcessNetwork();
+  });
+  afterEach(async () => {
+    delete process.env.REPRISE_TEST_PROCEDURE_PAUSE;
+    for (const close of closers.splice(0).reverse()) await close().catch(() => undefined);
+    await log.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  let incarnation = 0;
+  /** One meta process: MetaService over the shared log, MetaServer on its own transport. `stop` is a crash as far as the log is concerned: nothing more is recorded. */
+  async function startMeta(options: Partial<MetaServerOptions> = {}, numShards = 3) {
+    const transport = network.transport({ cluster: 'test', name: `meta#${++incarnation}` });
+    const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards });
+    const server = await MetaServer.start(meta, transport, silent, { heartbeatMs: 30, leaseMs: 150, failureTimeoutMs: 250, minNodes: 2, followers: 0, ...options } as Partial<MetaServerOptions>);
+    let stopped = false;
+    const stop = async () => {
+      if (stopped) return;
+      stopped = true;
+      await server.close();
+      await meta.close();
+      await transport.close();
+    };
+    closers.push(stop);
+    return { meta, server, stop };
+  }
+
+  async function startNodes(ids: string[]): Promise<Map<string, ScriptedNode>> {
+    const nodes = new Map<string, ScriptedNode>();
+    for (const id of ids) {
+      const node = new ScriptedNode(id, network.transport({ cluster: 'test', name: id }));
+      closers.push(() => node.stop());
+      await node.start();
+      nodes.set(id, node);
+    }
+    return nodes;
+  }
+
+  const leaders = (server: MetaServer) => server.status().shards.map((s) => s.leader);
+  const servingEverywhere = (server: MetaServer, nodes: Map<string, ScriptedNode>) =>
+    server.status().shards.every((s) => s.leader !== null && nodes.get(s.leader)?.held.get(s.id) === s.epoch);
+
+  it('a migration whose hand-off was done when meta died: the next meta asks again (the source says yes), assigns the target, and finishes it', async () => {
+    const first = await startMeta();
+    const nodes = await startNodes(['n1', 'n2']);
+    await waitUntil(() => servingEverywhere(first.server, nodes), 'every shard served');
+    const shard = first.server.status().shards.find((s) => s.leader === 'n1')!;
+    const before = shard.epoch;
+
+    // The source hands off, but meta never hears back: it dies mid-procedure.
+    nodes.get('n1')!.replyNever.add(shard.id);
+    const asked = first.server.migrate(shard.id, 'n2');
+    asked.catch(() => undefined);
+    await waitUntil(() => nodes.get('n1')!.handedOff.has(shard.id), 'the source handed off');
+    expect(first.server.status().procedures).toMatchObject([{ kind: 'migrate', shard: shard.id, from: 'n1', to: 'n2', state: 'handing_off', parent: null }]);
+    expect(first.server.status().procedures[0]!.startedAt).toBeGreaterThan(0);
+    await first.stop();
+    await expect(asked).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringMatching(/meta is shutting down: procedure #1 resumes/) });
+    expect(await procedureEvents(log)).toEqual([{ type: 'procedure_started', id: 1, kind: 'migrate', shard: shard.id, from: 'n1', to: 'n2', parent: null, state: 'handing_off' }]);
+
+    nodes.get('n1')!.replyNever.clear();
+    const second = await startMeta();
+    await waitUntil(() => second.server.status().procedures.length === 0, 'the resumed migration finished');
+    expect(second.server.status().shards.find((s) => s.id === shard.id)!.leader).toBe('n2');
+    await waitUntil(() => nodes.get('n2')!.held.has(shard.id), 'the target opened the shard');
+    expect(nodes.get('n2')!.held.get(shard.id)).toBeGreaterThan(before);
+    // Asked twice: once by each meta; the second time it no longer held the shard.
+    expect(nodes.get('n1')!.handOffs).toEqual([shard.id, shard.id]);
+    expect(second.server.counters.migrations).toBe(1);
+    const events = await metaEvents(log);
+    const tail = events.slice(events.findIndex((e) => e.type === 'procedure_started'));
+    expect(tail.filter((e) => e.type.startsWith('procedure_') || e.type === 'shard_assigned').map((e) => ('state' in e ? `${e.type}:${e.state}` : 'outcome' in e ? `${e.type}:${e.outcome}` : `${e.type}:${(e as { node: string }).node}`))).toEqual([
+      'procedure_started:handing_off',
+      'procedure_step:assigning',
+      'shard_assigned:n2',
+      'procedure_finished:done',
+    ]);
+  });
+
+  it('a migration recorded at assigning (assigned, not finished) resumes without a second hand-off (REPRISE_TEST_PROCEDURE_PAUSE)', async () => {
+    const first = await startMeta();
+    const nodes = await startNodes(['n1', 'n2']);
+    await waitUntil(() => servingEverywhere(first.server, nodes), 'every shard served');
+    const shard = first.server.status().shards.find((s) => s.leader === 'n1')!;
+    process.env.REPRISE_TEST_PROCEDURE_PAUSE = 'migrate.assigning:60000';
+    first.server.migrate(shard.id, 'n2').catch(() => undefined);
+    await waitUntil(() => first.server.status().shards.find((s) => s.id === shard.id)!.leader === 'n2', 'assigned to the target');
+    expect(first.server.status().procedures.map((p) => p.state)).toEqual(['assigning']);
+    await first.stop();
+    delete process.env.REPRISE_TEST_PROCEDURE_PAUSE;
+
+    const second = await startMeta();
+    await waitUntil(() => second.server.status().procedures.length === 0, 'the resumed migration finished');
+    expect(nodes.get('n1')!.handOffs).toEqual([shard.id]);
+    expect((await procedureEvents(log)).map((e) => e.type)).toEqual(['procedure_started', 'procedure_step', 'procedure_finished']);
+    expect(second.server.status().shards.find((s) => s.id === shard.id)!.leader).toBe('n2');
+  });
+
+  it('one procedure per shard: a second migration of a shard being migrated is refused; another shard may migrate meanwhile', async () => {
+    const { server } = await startMeta();
+    const nodes = await startNodes(['n1', 'n2']);
+    await waitUntil(() => servingEverywhere(server, nodes), 'every shard served');
+    // Placement of 3 shards on 2 nodes: n1 leads two.
+    const [a, b] = server.status().shards.filter((s) => s.leader === 'n1');
+    nodes.get('n1')!.replyNever.add(a!.id);
+    server.migrate(a!.id, 'n2').catch(() => undefined);
+    await waitUntil(() => server.status().procedures.length === 1, 'the first migration recorded');
+    await expect(server.migrate(a!.id, 'n2')).rejects.toMatchObject({
+      code: 'PROCEDURE_RUNNING',
+      message: expect.stringMatching(new RegExp(`shard ${a!.id} already has a procedure running: migrate #1 \\(handing_off\\)`)),
+    });
+    expect(await server.migrate(b!.id, 'n2')).toMatchObject({ shard: b!.id, from: 'n1', to: 'n2' });
+    expect(server.status().procedures.map((p) => p.shard)).toEqual([a!.id]);
+  });
+
+  it('the source dies mid hand-off: the migration fails (UNAVAILABLE), is recorded failed, and failover moves the shard', async () => {
+    const { server } = await startMeta();
+    const nodes = await startNodes(['n1', 'n2', 'n3']);
+    await waitUntil(() => servingEverywhere(server, nodes), 'every shard served');
+    const shard = server.status().shards.find((s) => s.leader === 'n1')!;
+    const n1 = nodes.get('n1')!;
+    n1.replyNever.add(shard.id);
+    const asked = server.migrate(shard.id, 'n2');
+    asked.catch(() => undefined);
+    await waitUntil(() => n1.handedOff.has(shard.id), 'n1 handed off');
+    n1.alive = false;
+    await expect(asked).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringMatching(/node 'n1' died/) });
+    expect((await procedureEvents(log)).at(-1)).toMatchObject({ type: 'procedure_finished', outcome: 'failed' });
+    await waitUntil(() => !['n1', null].includes(server.status().shards.find((s) => s.id === shard.id)!.leader), 'failover');
+    expect(server.status().procedures).toEqual([]);
+  });
+
+  it('rebalance: a node that joins late gets a shard, one move at a time, recorded as a rebalance with its migration', async () => {
+    const { server } = await startMeta({ minNodes: 2 });
+    const nodes = await startNodes(['n1', 'n2']);
+    await waitUntil(() => servingEverywhere(server, nodes), 'every shard served');
+    expect(leaders(server).sort()).toEqual(['n1', 'n1', 'n2']);
+    for (const [id, node] of await startNodes(['n3'])) nodes.set(id, node);
+    await waitUntil(() => new Set(leaders(server)).size === 3 && servingEverywhere(server, nodes) && server.status().procedures.length === 0, 'one shard per node');
+    expect(server.counters).toMatchObject({ rebalanceMoves: 1, migrations: 1 });
+    const events = await procedureEvents(log);
+    expect(events.map((e) => `${e.type}:${(e as { id: number }).id}:${'state' in e ? e.state : 'outcome' in e ? e.outcome : ''}`)).toEqual([
+      'procedure_started:1:planning',
+      'procedure_step:1:moving',
+      'procedure_started:2:handing_off',
+      'procedure_step:2:assigning',
+      'procedure_finished:2:done',
+      'procedure_step:1:planning',
+      'procedure_finished:1:done',
+    ]);
+    expect(events[0]).toMatchObject({ kind: 'rebalance', shard: null });
+    expect(events[2]).toMatchObject({ kind: 'migrate', from: 'n1', to: 'n3', parent: 1 });
+    // Balanced: nothing more happens.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await procedureEvents(log)).toHaveLength(events.length);
+  });
+
+  it('static topology: no rebalancing', async () => {
+    const { server } = await startMeta({ minNodes: 2, topology: 'static' });
+    const nodes = await startNodes(['n1', 'n2']);
+    await waitUntil(() => servingEverywhere(server, nodes), 'every shard served');
+    await startNodes(['n3']);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(leaders(server).sort()).toEqual(['n1', 'n1', 'n2']);
+    expect(await procedureEvents(log)).toEqual([]);
+    expect(server.counters.rebalanceMoves).toBe(0);
+  });
+});
+
+describe('ProcedureRunner with a scripted host (liveness and hand-offs under the test\'s control)', () => {
+  let dir: string;
+  let log: LocalLogStore;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'reprise-procedures-'));
+    log = await LocalLogStore.open(dir);
+  });
+  afterEach(async () => {
+    await log.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  function host(meta: MetaService, overrides: Partial<ProcedureHost> = {}): ProcedureHost & { live: string[]; handOffs: Move[] } {
+    const h: ProcedureHost & { live: string[]; handOffs: Move[] } = {
+      meta,
+      logger: silent,
+      topology: 'dynamic',
+      counters: { migrations: 0, migrationMs: 0, rebalanceMoves: 0 },
+      pollMs: 10,
+      settleTimeoutMs: 2_000,
+      rebalanceBackoffMs: 60_000,
+      live: ['n1', 'n2', 'n3'],
+      handOffs: [],
+      async handOff(shard: number, from: string, to: string) {
+        h.handOffs.push({ shard, from, to });
+      },
+      liveNodes: () => h.live,
+      serves: () => true,
+      nudge: () => undefined,
+      ...overrides,
+    };
+    return h;
+  }
+
+  it('rebalancing waits for failover: not while a shard is unplaced or led by a dead node, nor in static topology', async () => {
+    const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3 });
+    await meta.assignShard(0, 'n1');
+    await meta.assignShard(1, 'n1');
+    const h = host(meta);
+    const runner = new ProcedureRunner(h);
+    runner.rebalanceIfNeeded();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(meta.procedures()).toEqual([]); // shard 2 unplaced
+    await meta.assignShard(2, 'n2');
+    h.live = ['n1', 'n3'];
+    runner.rebalanceIfNeeded();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(meta.procedures()).toEqual([]); // shard 2's leader is dead
+    const staticRunner = new ProcedureRunner(host(meta, { topology: 'static' }));
+    staticRunner.rebalanceIfNeeded();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(meta.procedures()).toEqual([]);
+    h.live = ['n1', 'n2', 'n3'];
+    runner.rebalanceIfNeeded();
+    await waitUntil(() => h.counters.rebalanceMoves === 1 && meta.procedures().length === 0, 'one move');
+    expect(h.handOffs).toEqual([{ shard: 0, from: 'n1', to: 'n3' }]);
+    expect(meta.shards().map((s) => s.leader)).toEqual(['n3', 'n1', 'n2']);
+    runner.close();
+    staticRunner.close();
+    await meta.close();
+  });
+
+  it('a rebalance whose move keeps failing is recorded failed, and retried only after a doubling back-off', async () => {
+    const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3 });
+    for (const shard of [0, 1, 2]) await meta.assignShard(shard, 'n1');
+    const h = host(meta, {
+      rebalanceBackoffMs: 200,
+      handOff: async () => {
+        throw Object.assign(new Error('flush failed'), { code: 'INTERNAL' });
+      },
+    });
+    const runner = new ProcedureRunner(h);
+    const until = Date.now() + 700;
+    while (Date.now() < until) {
+      runner.rebalanceIfNeeded();
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await waitUntil(() => meta.procedures().length === 0, 'the last rebalance ended');
+    const events = await procedureEvents(log);
+    const rebalances = events.filter((e) => e.type === 'procedure_started' && e.kind === 'rebalance').length;
+    // Started at 0, ~200 and ~600 ms; without the back-off, one every tick.
+    expect(rebalances).toBeGreaterThanOrEqual(2);
+    expect(rebalances).toBeLessThanOrEqual(3);
+    const outcomes = events.filter((e) => e.type === 'procedure_finished').map((e) => (e as { outcome: string }).outcome);
+    expect(new Set(outcomes)).toEqual(new Set(['failed']));
+    expect(meta.shards().map((s) => s.leader)).toEqual(['n1', 'n1', 'n1']);
+    runner.close();
+    await meta.close();
+  });
+
+  it('a rebalance cut short mid-move resumes: the move finishes, it plans again, moves the next shard and ends balanced', async () => {
+    const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3 });
+    for (const shard of [0, 1, 2]) await meta.assignShard(shard, 'n1');
+    let release: (() => void) | undefined;
+    const hanging = host(meta, { handOff: () => new Promise<void>((resolve) => (release = resolve)) });
+    const first = new ProcedureRunner(hanging);
+    first.rebalanceIfNeeded();
+    await waitUntil(() => meta.procedures().length === 2, 'the rebalance and its first move recorded');
+    expect(meta.procedures().map((p) => [p.kind, p.state, p.shard, p.parent])).toEqual([
+      ['rebalance', 'moving', null, null],
+      ['migrate', 'handing_off', 0, 1],
+    ]);
+    // Meta dies: nothing more is recorded, even when the hand-off then answers.
+    first.close();
+    const recorded = (await metaEvents(log)).length;
+    release!();
+    await new Promise((r) => setTimeout(r, 50));
+    expect((await metaEvents(log)).length).toBe(recorded);
+    await meta.close();
+
+    const again = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3 });
+    const h = host(again);
+    const second = new ProcedureRunner(h);
+    second.resume();
+    await waitUntil(() => again.procedures().length === 0, 'the resumed rebalance finished');
+    expect(h.handOffs).toEqual([
+      { shard: 0, from: 'n1', to: 'n2' },
+      { shard: 1, from: 'n1', to: 'n3' },
+    ]);
+    expect(again.shards().map((s) => s.leader)).toEqual(['n2', 'n3', 'n1']);
+    expect(h.counters).toMatchObject({ migrations: 2, rebalanceMoves: 2 });
+    const finished = (await procedureEvents(log)).filter((e) => e.type === 'procedure_finished');
+    expect(finished).toEqual([
+      { type: 'procedure_finished', id: 2, outcome: 'done' },
+      { type: 'procedure_finished', id: 3, outcome: 'done' },
+      { type: 'procedure_finished', id: 1, outcome: 'done' },
+    ]);
+    second.close();
+    await again.close();
+  });
+});
