@@ -2,7 +2,7 @@
  * reprise benchmarks: `npm run bench [-- options]`.
  *
  *   --quick              short smoke run (small logs, short runs)
- *   --only a,b           suites to run: insert, latency, replay, cost, kafka (default all)
+ *   --only a,b           suites to run: insert, latency, replay, cost, kafka, cluster (default all)
  *   --runs N             repetitions per measurement, median reported (default 3)
  *   --insert-ms MS       duration of one insert-throughput run (default 1500)
  *   --latency-ops N      single-row inserts per latency run (default 1000)
@@ -16,6 +16,7 @@
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { clusterSuite } from './cluster.js';
 import { costSuite } from './cost.js';
 import { insertSuite } from './insert.js';
 import { kafkaSuite } from './kafka.js';
@@ -24,11 +25,11 @@ import { replaySuite } from './replay.js';
 import { machineInfo, passOf, renderTable, writeResults, type Metric } from './lib/report.js';
 import type { BenchOptions, Suite } from './lib/suite.js';
 
-const SUITES: readonly Suite[] = [insertSuite, latencySuite, replaySuite, costSuite, kafkaSuite];
+const SUITES: readonly Suite[] = [insertSuite, latencySuite, replaySuite, costSuite, kafkaSuite, clusterSuite];
 
 function usage(): string {
   return [
-    'usage: npm run bench -- [--quick] [--only insert,latency,replay,cost,kafka] [--runs N] [--insert-ms MS]',
+    'usage: npm run bench -- [--quick] [--only insert,latency,replay,cost,kafka,cluster] [--runs N] [--insert-ms MS]',
     '                        [--latency-ops N] [--replay-entries N] [--replay-small N] [--out DIR] [--strict]',
     '',
     ...SUITES.map((s) => `  ${s.name.padEnd(8)} ${s.description}`),

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { waitFor, type AnyActorRef, type SnapshotFrom } from 'xstate';
 import type { ObjectStore } from '../engine/object-store.js';
 import type { RegionEngine } from '../engine/region-engine.js';
+import type { TableSchema } from '../engine/schema.js';
 import type { RegionInfo, ShardInfo, TableInfo } from '../meta/model.js';
 import type { LogStore } from '../wal/log-store.js';
 
@@ -23,6 +24,12 @@ export interface ReplayProgress {
   readonly lastId: number;
   readonly targetId: number;
   readonly elapsedMs: number;
+}
+
+export interface FollowerApply {
+  readonly shardId: number;
+  readonly entryId: number;
+  readonly lagMs: number;
 }
 
 export interface FlushPolicy {
@@ -48,6 +55,10 @@ export interface ActorMeta {
   grantLeadership(shardId: number, nodeId: string): Promise<{ epoch: number; topic: string }>;
   tables(): TableInfo[];
   regionsOfShard(shardId: number): RegionInfo[];
+  /** A region of an active table or of one being created (a follower meets its region_create entry). */
+  regionById(regionId: number): { region: RegionInfo; schema: TableSchema } | undefined;
+  /** Bring reads up to everything meta has written (a replica may lag a little). */
+  sync(): Promise<void>;
 }
 
 /** Everything an actor needs from the layers below, injected by whoever assembles the runtime. */
@@ -68,6 +79,8 @@ export interface ActorContext {
   readonly flushPolicy: FlushPolicy;
   readonly onTransition?: (t: Transition) => void;
   readonly onReplayProgress?: (p: ReplayProgress) => void;
+  /** A follower applied a data entry `lagMs` after its append (where the log knows when). */
+  readonly onFollowerApply?: (a: FollowerApply) => void;
 }
 
 /** Subscribe to an actor's state changes and report each transition once. */

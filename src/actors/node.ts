@@ -91,32 +91,47 @@ export class NodeActor {
   }
 
   /**
-   * Cluster mode: lead exactly the shards meta assigns to this node. Opens
-   * the assigned shards it does not hold (and reopens failed ones, e.g.
-   * after a lost lease), closes without flushing the ones it no longer
-   * holds: their new leader owns their manifests now. Calls are serialised.
+   * Cluster mode: lead exactly the shards meta assigns to this node and
+   * hold hot standbys of the ones it says to follow. Opens what it does not
+   * hold (and reopens failed shards, e.g. after a lost lease); promotes a
+   * follower that caught up when meta makes it leader (one still catching
+   * up is promoted on a later call, once it follows); closes without
+   * flushing what it should no longer hold: the leader owns the manifests.
+   * Calls are serialised.
    */
-  reconcile(assigned: readonly number[]): Promise<void> {
+  reconcile(assigned: readonly number[], following: readonly number[] = []): Promise<void> {
     this.reconciling = this.reconciling.then(async () => {
       if (this.state() !== 'serving') return;
-      const wanted = new Set(assigned);
+      const lead = new Set(assigned);
       const now = Date.now();
       for (const [id, at] of [...this.handedOff]) {
-        if (!wanted.has(id) || now - at > HAND_OFF_GRACE_MS) this.handedOff.delete(id);
-        else wanted.delete(id);
+        if (!lead.has(id) || now - at > HAND_OFF_GRACE_MS) this.handedOff.delete(id);
+        else lead.delete(id);
       }
+      const follow = new Set(following.filter((id) => !lead.has(id)));
       for (const [id, shard] of [...this.shards]) {
         const state = shard.state();
-        if (wanted.has(id) && state !== 'failed' && state !== 'closed') continue;
+        if (state !== 'failed' && state !== 'closed') {
+          if (lead.has(id) && shard.shardRole === 'leader') continue;
+          if (lead.has(id) && state === 'following') {
+            // Not awaited, like an open: a failed promotion is reopened as a leader next time.
+            void shard.promoteToLeader().catch(() => undefined);
+            continue;
+          }
+          if (lead.has(id) && (state === 'opening' || state === 'replaying' || state === 'promoting')) continue;
+          if (follow.has(id) && shard.shardRole === 'follower') continue;
+        }
         this.shards.delete(id);
         await shard.close({ flush: false });
       }
-      for (const id of wanted) {
-        if (this.shards.has(id)) continue;
-        const shard = new ShardActor(id, this.ctx);
-        this.shards.set(id, shard);
-        // Not awaited: one slow replay must not hold up the others.
-        void shard.start();
+      for (const [ids, role] of [[lead, 'leader'], [follow, 'follower']] as const) {
+        for (const id of ids) {
+          if (this.shards.has(id)) continue;
+          const shard = new ShardActor(id, this.ctx, role);
+          this.shards.set(id, shard);
+          // Not awaited: one slow replay must not hold up the others.
+          void shard.start();
+        }
       }
     });
     return this.reconciling;
@@ -125,10 +140,18 @@ export class NodeActor {
   /**
    * Planned migration, this node's part: the shard stops writing, flushes
    * and closes (its machine: serving -> migrating -> closed), and stays
-   * closed here until meta has moved it.
+   * closed here until meta has moved it. Idempotent: a shard this node does
+   * not hold (any more) counts as handed off.
    */
   async handOff(shardId: number, to: string): Promise<void> {
-    const shard = this.shard(shardId);
+    const shard = this.shards.get(shardId);
+    if (!shard || shard.shardRole === 'follower') {
+      // Asked again (meta resumed the migration after a restart), never
+      // opened here, or only followed: nothing of this node writes the
+      // shard, so the hand-off stands. One already handed off stays closed for a new grace period.
+      if (this.handedOff.has(shardId)) this.handedOff.set(shardId, Date.now());
+      return;
+    }
     this.handedOff.set(shardId, Date.now());
     try {
       await shard.handOff(to);

@@ -10,11 +10,16 @@ import { effectNotProvided, reasonOfError, reasonOfEvent } from './effects.js';
  *
  * Replay is driven by the region's shard (replay by shard: one pass over
  * the topic for all regions), which sends REPLAYED when it reaches the end.
- * Writes are accepted in `serving` and `flushing`; reads also in `migrating`.
+ * On a follower shard the region goes on to `following`: read-only, fed by
+ * the shard's tail of the topic, until the shard is promoted (REPLAYED).
+ * Writes are accepted in `serving` and `flushing`; reads also in `migrating`
+ * and `following`.
  */
 export type RegionEvent =
-  /** The shard's replay reached the end of the topic. */
+  /** The shard's replay (or a follower's promotion) reached the end of the topic: serve. */
   | { type: 'REPLAYED'; appliedEntryId: EntryId }
+  /** The follower shard caught up: keep applying what the leader writes, read-only. */
+  | { type: 'FOLLOW' }
   /** Flush the memtable; every entry of this region up to coveredUpTo has been applied. */
   | { type: 'FLUSH'; coveredUpTo: EntryId }
   | { type: 'MIGRATE' }
@@ -78,6 +83,14 @@ export const regionMachine = setup({
       },
     },
     replaying: {
+      on: {
+        REPLAYED: 'serving',
+        FOLLOW: 'following',
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
+        CLOSE: 'closing',
+      },
+    },
+    following: {
       on: {
         REPLAYED: 'serving',
         FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
@@ -145,4 +158,4 @@ export const regionMachine = setup({
   },
 });
 
-export type RegionState = 'opening' | 'replaying' | 'serving' | 'flushing' | 'migrating' | 'closing' | 'closed' | 'failed';
+export type RegionState = 'opening' | 'replaying' | 'following' | 'serving' | 'flushing' | 'migrating' | 'closing' | 'closed' | 'failed';

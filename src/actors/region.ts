@@ -26,6 +26,7 @@ export interface RegionStatus {
 export class RegionActor {
   private region: Region | undefined;
   private flushInFlight: Promise<unknown> = Promise.resolve();
+  private readonly ctx: ActorContext;
   readonly actor: Actor<typeof regionMachine>;
 
   constructor(
@@ -34,14 +35,14 @@ export class RegionActor {
     ctx: ActorContext,
     /** The shard's last applied entry id, for flushes the region starts itself (handoff). */
     private readonly shardAppliedEntryId: () => EntryId,
+    /** On a follower: the leader owns the region's files; open it without writing to them. */
+    private readonly readOnly = false,
   ) {
+    this.ctx = ctx;
     const machine = regionMachine.provide({
       actors: {
         openRegion: fromPromise(async () => {
-          this.region = await ctx.engine.openRegion(
-            { regionId: info.id, table: schema, partition: info.partition, createdAt: info.createdAt },
-            ctx.objects,
-          );
+          this.region = await this.openEngineRegion();
           return { flushedEntryId: this.region.flushedEntryId() };
         }),
         flushRegion: fromPromise(async ({ input }) => this.flushNow(input.coveredUpTo)),
@@ -82,6 +83,34 @@ export class RegionActor {
   acceptsWrites(): boolean {
     const state = this.state();
     return state === 'serving' || state === 'flushing';
+  }
+
+  private openEngineRegion(): Promise<Region> {
+    const { info, schema } = this;
+    return this.ctx.engine.openRegion(
+      { regionId: info.id, table: schema, partition: info.partition, createdAt: info.createdAt },
+      this.ctx.objects,
+      { readOnly: this.readOnly },
+    );
+  }
+
+  /**
+   * Follower: the leader flushed. Load the region's newest manifest; if it
+   * covers more than this region's, switch to it (its memtable starts empty)
+   * and return the new flushed entry id: the caller re-applies the entries
+   * after it that the old memtable held. Undefined when nothing changed.
+   */
+  async reload(): Promise<EntryId | undefined> {
+    const current = this.region;
+    if (!current) return undefined;
+    const fresh = await this.openEngineRegion();
+    if (fresh.flushedEntryId() <= current.flushedEntryId()) {
+      await fresh.close();
+      return undefined;
+    }
+    this.region = fresh;
+    await current.close().catch(() => undefined);
+    return fresh.flushedEntryId();
   }
 
   /** Apply a durable data entry. A body the engine cannot decode fails this region only. */
@@ -125,7 +154,7 @@ export class RegionActor {
         table: this.info.table,
       });
     }
-    if (!this.region || (state !== 'serving' && state !== 'flushing' && state !== 'migrating')) {
+    if (!this.region || (state !== 'serving' && state !== 'flushing' && state !== 'migrating' && state !== 'following')) {
       throw new RepriseError('REGION_NOT_SERVING', `region ${this.id} of table '${this.info.table}' is ${state}`, {
         region: this.id,
         table: this.info.table,

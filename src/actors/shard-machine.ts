@@ -13,12 +13,19 @@ import { effectNotProvided, reasonOfError, reasonOfEvent } from './effects.js';
  *   flushing  - flush every region, prune the topic below the new minimum;
  *               writes keep flowing
  *   migrating - hand leadership to another node
+ * A hot-standby follower opens without leadership, replays the same way
+ * (no marker), then stays in
+ *   following - tail the topic into read-only regions
+ *   promoting - meta made it leader: take a new epoch, apply the last few
+ *               entries, append the marker, then serve
  * Effects are injected with `shardMachine.provide({ actors })`.
  */
 export type ShardRole = 'leader' | 'follower';
 
 export type ShardEvent =
   | { type: 'FLUSH' }
+  /** A follower becomes the leader (meta assigned it the shard). */
+  | { type: 'PROMOTE' }
   | { type: 'MIGRATE'; to: string }
   | { type: 'CLOSE' }
   /** Meta did not renew (or revoked) the lease: stop writing at once. */
@@ -28,7 +35,7 @@ export type ShardEvent =
 
 export interface ShardContext {
   readonly shardId: number;
-  readonly role: ShardRole;
+  role: ShardRole;
   epoch: number;
   /** Last entry id when replay finished. */
   replayedTo: EntryId;
@@ -47,12 +54,14 @@ export const shardMachine = setup({
     input: {} as ShardInput,
   },
   actors: {
-    /** Acquire leadership from meta (a new epoch) and start the region actors. */
-    openShard: fromPromise<{ epoch: number }, { shardId: number }>(effectNotProvided('openShard')),
-    /** One pass over the topic; a leader then appends its epoch marker. */
+    /** Acquire leadership from meta (a new epoch; a follower only reads the current one) and start the region actors. */
+    openShard: fromPromise<{ epoch: number }, { shardId: number; role: ShardRole }>(effectNotProvided('openShard')),
+    /** One pass over the topic; a leader then appends its epoch marker, a follower starts tailing. */
     replayShard: fromPromise<{ lastEntryId: EntryId }, { shardId: number; epoch: number; role: ShardRole }>(
       effectNotProvided('replayShard'),
     ),
+    /** Follower to leader: a new epoch, stop tailing, apply the rest of the topic, append the marker. */
+    promoteShard: fromPromise<{ epoch: number; lastEntryId: EntryId }, { shardId: number }>(effectNotProvided('promoteShard')),
     /** Flush all regions, then prune the topic below the lowest flushed entry id + 1. */
     flushShard: fromPromise<void, { shardId: number }>(effectNotProvided('flushShard')),
     /** Hand leadership to another node. */
@@ -63,6 +72,9 @@ export const shardMachine = setup({
   actions: {
     recordFailure: assign({ error: (_, params: { reason: string }) => params.reason }),
   },
+  guards: {
+    isFollower: ({ context }) => context.role === 'follower',
+  },
 }).createMachine({
   id: 'shard',
   context: ({ input }) => ({ shardId: input.shardId, role: input.role, epoch: 0, replayedTo: -1, error: undefined }),
@@ -71,7 +83,7 @@ export const shardMachine = setup({
     opening: {
       invoke: {
         src: 'openShard',
-        input: ({ context }) => ({ shardId: context.shardId }),
+        input: ({ context }) => ({ shardId: context.shardId, role: context.role }),
         onDone: { target: 'replaying', actions: assign({ epoch: ({ event }) => event.output.epoch }) },
         onError: {
           target: 'failed',
@@ -84,7 +96,10 @@ export const shardMachine = setup({
       invoke: {
         src: 'replayShard',
         input: ({ context }) => ({ shardId: context.shardId, epoch: context.epoch, role: context.role }),
-        onDone: { target: 'serving', actions: assign({ replayedTo: ({ event }) => event.output.lastEntryId }) },
+        onDone: [
+          { guard: 'isFollower', target: 'following', actions: assign({ replayedTo: ({ event }) => event.output.lastEntryId }) },
+          { target: 'serving', actions: assign({ replayedTo: ({ event }) => event.output.lastEntryId }) },
+        ],
         onError: {
           target: 'failed',
           actions: { type: 'recordFailure', params: reasonOfError },
@@ -93,6 +108,37 @@ export const shardMachine = setup({
       on: {
         CLOSE: 'closing',
         LEASE_LOST: { target: 'failed', actions: { type: 'recordFailure', params: { reason: 'lease lost' } } },
+      },
+    },
+    // A follower holds no lease, so losing one changes nothing here.
+    following: {
+      on: {
+        PROMOTE: 'promoting',
+        CLOSE: 'closing',
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
+      },
+    },
+    promoting: {
+      invoke: {
+        src: 'promoteShard',
+        input: ({ context }) => ({ shardId: context.shardId }),
+        onDone: {
+          target: 'serving',
+          actions: assign({
+            role: 'leader',
+            epoch: ({ event }) => event.output.epoch,
+            replayedTo: ({ event }) => event.output.lastEntryId,
+          }),
+        },
+        onError: {
+          target: 'failed',
+          actions: { type: 'recordFailure', params: reasonOfError },
+        },
+      },
+      on: {
+        CLOSE: 'closing',
+        LEASE_LOST: { target: 'failed', actions: { type: 'recordFailure', params: { reason: 'lease lost' } } },
+        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
       },
     },
     serving: {
@@ -152,4 +198,4 @@ export const shardMachine = setup({
   },
 });
 
-export type ShardState = 'opening' | 'replaying' | 'serving' | 'flushing' | 'migrating' | 'closing' | 'closed' | 'failed';
+export type ShardState = 'opening' | 'replaying' | 'following' | 'promoting' | 'serving' | 'flushing' | 'migrating' | 'closing' | 'closed' | 'failed';

@@ -4,8 +4,8 @@ import type { PreparedMutation } from '../engine/region-engine.js';
 import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
 import type { RegionInfo } from '../meta/model.js';
 import type { Entry, LoggedEntry } from '../wal/entry.js';
-import type { EntryId } from '../wal/log-store.js';
-import { replayShard } from '../wal/shard-reader.js';
+import type { EntryId, TailSubscription } from '../wal/log-store.js';
+import { EpochFence, replayShard, tailEntries } from '../wal/shard-reader.js';
 import { TopicWriter } from '../wal/topic-writer.js';
 import { TEST_FAULTS, TEST_OBSERVER } from '../testing/faults.js';
 import { reportTransitions, runThrough, type ActorContext } from './context.js';
@@ -23,8 +23,20 @@ export interface ShardStatus {
   /** Lowest flushed entry id among its regions: replay starts after it. */
   readonly flushedEntryId: EntryId;
   readonly regions: RegionStatus[];
+  /** A follower's distance behind the log: entries it has not applied, and how old its last applied entry was when applied. */
+  readonly lag?: FollowerLag;
   readonly error?: string;
 }
+
+export interface FollowerLag {
+  /** Entries in the topic the follower has not applied yet (sampled every LAG_SAMPLE_MS). */
+  readonly entries: number;
+  /** Time from the append of the last entry the follower applied to its apply (0 before any). */
+  readonly ms: number;
+}
+
+/** How often a follower compares its position with the end of the topic. */
+const LAG_SAMPLE_MS = 250;
 
 const EMPTY = new Uint8Array();
 
@@ -34,10 +46,18 @@ interface WriteEntry extends Entry {
 }
 
 /**
- * A shard led by this node: the shard machine, its regions and the
- * group-committing writer of its topic. Entries are applied to regions in
- * entry id order, only after they are durable (the writer's onDurable hook
- * runs in id order before any caller is told of success).
+ * A shard on this node: the shard machine, its regions and, on the leader,
+ * the group-committing writer of its topic. Entries are applied to regions
+ * in entry id order, only after they are durable (the writer's onDurable
+ * hook runs in id order before any caller is told of success).
+ *
+ * A follower (hot standby) holds no lease and writes nothing, not even a
+ * manifest: it tails the topic into read-only regions. When the leader
+ * flushes it appends a 'flushed' entry; the follower then reloads the
+ * regions' manifests and drops from memory what the SSTs now hold.
+ * Promotion takes a new epoch and applies only the entries the tail had not
+ * delivered yet, so a standby serves after the last few entries, not after
+ * a replay.
  */
 export class ShardActor {
   readonly actor: Actor<typeof shardMachine>;
@@ -48,30 +68,46 @@ export class ShardActor {
   private appliedEntryId: EntryId = -1;
   private walBytesSinceFlush = 0;
   private flushOnClose = true;
+  /** Epoch markers seen by every read of this shard's topic. */
+  private readonly fence = new EpochFence();
+  private role: ShardRole;
+  private tail: TailSubscription | undefined;
+  private tailFailure: string | undefined;
+  private lagTimer: NodeJS.Timeout | undefined;
+  private lag: FollowerLag = { entries: 0, ms: 0 };
 
   constructor(
     readonly id: number,
     private readonly ctx: ActorContext,
+    role: ShardRole = 'leader',
   ) {
+    this.role = role;
     this.topic = ctx.meta.shard(id).topic;
     const machine = shardMachine.provide({
       actors: {
         openShard: fromPromise(async () => this.open()),
-        replayShard: fromPromise(async ({ input }) => this.replay(input.epoch)),
-        flushShard: fromPromise(async () => this.flushRegionsAndPrune()),
+        replayShard: fromPromise(async ({ input }) => (this.role === 'follower' ? this.replayAndFollow() : this.replay(input.epoch))),
+        promoteShard: fromPromise(async () => this.promote()),
+        // Followers learn of the flush from the 'flushed' entry, in log order.
+        flushShard: fromPromise(async () => {
+          await this.flushRegionsAndPrune();
+          await this.writer!.append({ kind: 'flushed', region: 0, epoch: this.epoch, body: EMPTY });
+        }),
         // Hand-off: writes are already refused (migrating); drain the
-        // writer, flush every region and close, so the next leader has
+        // writer and close. A target that follows the shard has it in
+        // memory and is promoted, applying the last few entries; any other
+        // target opens it from the manifests, so flush first and it has
         // nothing to replay. Only a cluster node (one with a lease) has
         // anyone to hand to.
         migrateShard: fromPromise<void, { shardId: number; to: string }>(async ({ input }) => {
           if (ctx.leaseHeld === undefined) throw new RepriseError('INVALID_ARGUMENT', `shard ${id} cannot migrate to '${input.to}': no other node in embedded mode`);
-          this.flushOnClose = true;
+          this.flushOnClose = !ctx.meta.shard(id).followers.includes(input.to);
           await this.release();
         }),
         closeShard: fromPromise(async () => this.release()),
       },
     });
-    this.actor = createActor(machine, { input: { shardId: id, role: 'leader' } });
+    this.actor = createActor(machine, { input: { shardId: id, role } });
     reportTransitions(this.actor, 'shard', id, ctx);
     // Regions cannot outlive a failed shard: they fail with the shard's reason.
     this.actor.subscribe((snapshot) => {
@@ -102,19 +138,31 @@ export class ShardActor {
   // ---- effects ----
 
   private async open(): Promise<{ epoch: number }> {
-    const { epoch, topic } = await this.ctx.meta.grantLeadership(this.id, this.ctx.nodeId);
-    this.epoch = epoch;
-    this.topic = topic;
-    this.writer = new TopicWriter(this.ctx.log, topic, {
-      maxBatchBytes: this.ctx.maxBatchBytes,
-      onDurable: (entry, id) => this.applyDurable(entry, id),
-    });
+    if (this.role === 'follower') {
+      const { epoch, topic } = this.ctx.meta.shard(this.id);
+      this.epoch = epoch;
+      this.topic = topic;
+    } else {
+      await this.takeLeadership();
+    }
     const tables = new Map(this.ctx.meta.tables().map((t) => [t.id, t.schema]));
     for (const info of this.ctx.meta.regionsOfShard(this.id)) {
       this.addRegion(info, tables.get(info.tableId)!);
     }
     await Promise.all([...this.regions.values()].map((r) => r.opened()));
-    return { epoch };
+    return { epoch: this.epoch };
+  }
+
+  /** A new epoch from meta, and the writer of the topic. */
+  private async takeLeadership(): Promise<void> {
+    const { epoch, topic } = await this.ctx.meta.grantLeadership(this.id, this.ctx.nodeId);
+    this.epoch = epoch;
+    this.topic = topic;
+    this.role = 'leader';
+    this.writer = new TopicWriter(this.ctx.log, topic, {
+      maxBatchBytes: this.ctx.maxBatchBytes,
+      onDurable: (entry, id) => this.applyDurable(entry, id),
+    });
   }
 
   /**
@@ -124,8 +172,17 @@ export class ShardActor {
    * no longer holds fails loudly; the others go on.
    */
   private async replay(epoch: number): Promise<{ lastEntryId: EntryId }> {
-    const log = this.ctx.log;
-    const { earliest, next } = await log.bounds(this.topic);
+    const { from, next } = await this.replayStart();
+    return { lastEntryId: await this.catchUpAndFence(from, next, epoch, (entry) => this.replayEntry(entry)) };
+  }
+
+  /**
+   * Where replay by shard starts: the lowest flushed entry id + 1 among the
+   * regions being replayed. A region whose entries the log no longer holds
+   * fails loudly; the others go on.
+   */
+  private async replayStart(): Promise<{ from: EntryId; next: EntryId }> {
+    const { earliest, next } = await this.ctx.log.bounds(this.topic);
     const replaying = [...this.regions.values()].filter((r) => r.state() === 'replaying');
     for (const region of replaying) {
       const needed = region.flushedEntryId() + 1;
@@ -141,39 +198,201 @@ export class ShardActor {
     const skip = TEST_FAULTS.replayFromWrongId ? 2 : 1;
     const from = Math.max(earliest, Math.min(next, ...live.map((r) => r.flushedEntryId() + skip)));
     this.appliedEntryId = Math.max(this.appliedEntryId, from - 1);
-    if (from < next) await this.replayRange(from, next);
+    return { from, next };
+  }
+
+  /**
+   * A new leader's last step before serving: apply [from, next) and append
+   * its epoch marker, which fences every older leader from here on; then
+   * the entries an older leader got in between (they belong to the log: it
+   * may have acknowledged them while its lease held). Regions then serve.
+   */
+  private async catchUpAndFence(from: EntryId, next: EntryId, epoch: number, onEntry: (entry: LoggedEntry) => void | Promise<void>): Promise<EntryId> {
+    if (from < next) await this.replayRange(from, next, onEntry);
     this.appliedEntryId = Math.max(this.appliedEntryId, next - 1);
-    // Fence: from here on, entries of older epochs are dropped by every reader.
     const marker = await this.writer!.append({ kind: 'epoch', region: 0, epoch, body: EMPTY });
-    // Entries a previous leader got in after `next` was read but before the
-    // marker belong to the log (it may have acknowledged them while its
-    // lease held): replay them too, so nothing before the marker is missed.
-    if (marker > next) await this.replayRange(next, marker);
+    if (marker > next) await this.replayRange(next, marker, onEntry);
     this.appliedEntryId = Math.max(this.appliedEntryId, marker);
     await this.pruneBelowFlushed(this.appliedEntryId);
     for (const region of this.regions.values()) {
-      if (region.state() === 'replaying') region.actor.send({ type: 'REPLAYED', appliedEntryId: this.appliedEntryId });
+      const state = region.state();
+      if (state === 'replaying' || state === 'following') region.actor.send({ type: 'REPLAYED', appliedEntryId: this.appliedEntryId });
     }
+    return this.appliedEntryId;
+  }
+
+  /** A replaying leader's handling of one entry. */
+  private replayEntry(entry: LoggedEntry): void | Promise<void> {
+    this.appliedEntryId = entry.id;
+    if (entry.kind !== 'data') return;
+    const region = this.regions.get(entry.region);
+    if (!region) return;
+    region.apply(entry.id, entry.body);
+    this.walBytesSinceFlush += entry.body.byteLength;
+    // A long log must not replay into unbounded memtables: flush as the
+    // write path would. Every entry up to this one has been applied.
+    if (this.overFlushPolicy(region)) return this.flushDuringReplay(entry.id);
+  }
+
+  // ---- hot standby ----
+
+  /** A follower's replaying effect: replay as a leader would (no marker, no flush), then tail the topic. */
+  private async replayAndFollow(): Promise<{ lastEntryId: EntryId }> {
+    const { from, next } = await this.replayStart();
+    const lastId = from < next ? await this.replayRange(from, next, (entry) => this.followEntry(entry, undefined)) : from - 1;
+    this.tailFailure = undefined;
+    this.tail = await tailEntries(
+      this.ctx.log,
+      this.topic,
+      lastId + 1,
+      this.fence,
+      (entry, appendedAt) => this.followEntry(entry, appendedAt),
+      (err) => this.followingFailed(err),
+    );
+    this.lagTimer = setInterval(() => void this.sampleLag(), LAG_SAMPLE_MS);
+    this.lagTimer.unref();
+    if (this.tailFailure) throw new RepriseError('INTERNAL', this.tailFailure);
+    for (const region of this.regions.values()) if (region.state() === 'replaying') region.actor.send({ type: 'FOLLOW' });
     return { lastEntryId: this.appliedEntryId };
   }
 
-  /** Replay entries [from, to) of the topic into the regions (the replaying effect's one pass). */
-  private async replayRange(from: EntryId, to: EntryId): Promise<void> {
+  private followingFailed(err: Error): void {
+    this.tailFailure = `shard ${this.id} stopped following topic '${this.topic}': ${err.message}`;
+    const snapshot = this.actor.getSnapshot();
+    if (snapshot.status === 'active' && (snapshot.value === 'following' || snapshot.value === 'promoting')) {
+      this.actor.send({ type: 'FAIL', reason: this.tailFailure });
+    }
+  }
+
+  /** A follower's handling of one entry, from its replay, its tail or its promotion. */
+  private followEntry(entry: LoggedEntry, appendedAt: number | undefined): void | Promise<void> {
+    this.appliedEntryId = Math.max(this.appliedEntryId, entry.id);
+    switch (entry.kind) {
+      case 'data': {
+        this.regions.get(entry.region)?.apply(entry.id, entry.body);
+        if (appendedAt !== undefined) {
+          const ms = Math.max(0, Date.now() - appendedAt);
+          this.lag = { entries: this.lag.entries, ms };
+          this.ctx.onFollowerApply?.({ shardId: this.id, entryId: entry.id, lagMs: ms });
+        }
+        return;
+      }
+      case 'region_create':
+        return this.followRegionCreate(entry.region, entry.id);
+      case 'region_drop':
+        return this.followRegionDrop(entry.region);
+      case 'flushed':
+        return this.reloadFlushedRegions(entry.id);
+      default:
+        return;
+    }
+  }
+
+  /** The leader created a region: host it too (meta has the table, maybe only in the replica's next entries). */
+  private async followRegionCreate(regionId: number, createdAt: EntryId): Promise<void> {
+    if (this.regions.has(regionId)) return;
+    let found = this.ctx.meta.regionById(regionId);
+    if (!found) {
+      await this.ctx.meta.sync();
+      found = this.ctx.meta.regionById(regionId);
+    }
+    // Not in meta: the create was aborted or the table dropped since; nothing to host.
+    if (!found) return;
+    const region = this.addRegion({ ...found.region, createdAt }, found.schema);
+    const state = await region.opened();
+    if (state === 'replaying' && this.state() === 'following') region.actor.send({ type: 'FOLLOW' });
+  }
+
+  /** The leader dropped a region (and deletes its files): stop hosting it. */
+  private async followRegionDrop(regionId: number): Promise<void> {
+    const region = this.regions.get(regionId);
+    if (!region) return;
+    this.regions.delete(regionId);
+    await region.close();
+  }
+
+  /**
+   * The leader flushed (its 'flushed' entry is `at`): switch each region to
+   * its newest manifest and re-apply, from the log, the entries after the
+   * new flushed id that the old memtable held. The leader prunes only below
+   * the lowest flushed id, so they are still there.
+   */
+  private async reloadFlushedRegions(at: EntryId): Promise<void> {
+    const reloaded = new Map<number, RegionActor>();
+    let from = at;
+    for (const region of this.regions.values()) {
+      const state = region.state();
+      if (state !== 'following' && state !== 'replaying') continue;
+      const flushed = await region.reload();
+      if (flushed === undefined) continue;
+      reloaded.set(region.id, region);
+      from = Math.min(from, flushed + 1);
+    }
+    if (reloaded.size === 0 || from >= at) return;
+    await replayShard(this.ctx.log, this.topic, {
+      from,
+      to: at,
+      fence: this.fence,
+      onEntry: (entry) => {
+        if (entry.kind === 'data') reloaded.get(entry.region)?.apply(entry.id, entry.body);
+      },
+    });
+  }
+
+  private async sampleLag(): Promise<void> {
+    try {
+      const { next } = await this.ctx.log.bounds(this.topic);
+      this.lag = { entries: Math.max(0, next - 1 - this.appliedEntryId), ms: this.lag.ms };
+    } catch {
+      // The next sample tries again; status keeps the last one.
+    }
+  }
+
+  private async stopFollowing(): Promise<void> {
+    clearInterval(this.lagTimer);
+    this.lagTimer = undefined;
+    const tail = this.tail;
+    this.tail = undefined;
+    await tail?.close();
+  }
+
+  /**
+   * Follower to leader (meta assigned it this shard): a new epoch, the tail
+   * stopped, then only what the tail had not delivered is applied before the
+   * marker. Regions whose manifest moved on meanwhile (a flush whose
+   * 'flushed' entry was not applied yet, e.g. the old leader's hand-off)
+   * are reloaded first, and regions meta has that this follower never saw
+   * created are opened; the one pass starts low enough for all of them.
+   */
+  private async promote(): Promise<{ epoch: number; lastEntryId: EntryId }> {
+    await this.takeLeadership();
+    await this.stopFollowing();
+    let from = this.appliedEntryId + 1;
+    for (const region of this.regions.values()) {
+      const flushed = await region.reload();
+      if (flushed !== undefined) from = Math.min(from, flushed + 1);
+    }
+    const tables = new Map(this.ctx.meta.tables().map((t) => [t.id, t.schema]));
+    const missing = this.ctx.meta.regionsOfShard(this.id).filter((info) => !this.regions.has(info.id));
+    for (const info of missing) {
+      const region = this.addRegion(info, tables.get(info.tableId)!);
+      if ((await region.opened()) === 'replaying') from = Math.min(from, region.flushedEntryId() + 1);
+    }
+    const { earliest, next } = await this.ctx.log.bounds(this.topic);
+    from = Math.max(from, earliest);
+    const lastEntryId = await this.catchUpAndFence(from, next, this.epoch, (entry) => this.followEntry(entry, undefined));
+    this.ctx.logger.info({ shard: this.id, epoch: this.epoch, from, to: lastEntryId }, `shard ${this.id} promoted: follower to leader at epoch ${this.epoch}`);
+    return { epoch: this.epoch, lastEntryId };
+  }
+
+  /** Replay entries [from, to) of the topic through `onEntry`, with progress logs; returns the last entry id read. */
+  private async replayRange(from: EntryId, to: EntryId, onEntry: (entry: LoggedEntry) => void | Promise<void>): Promise<EntryId> {
     const log = this.ctx.log;
     const stats = await replayShard(log, this.topic, {
       from,
       to,
-      onEntry: (entry: LoggedEntry) => {
-        this.appliedEntryId = entry.id;
-        if (entry.kind !== 'data') return;
-        const region = this.regions.get(entry.region);
-        if (!region) return;
-        region.apply(entry.id, entry.body);
-        this.walBytesSinceFlush += entry.body.byteLength;
-        // A long log must not replay into unbounded memtables: flush as the
-        // write path would. Every entry up to this one has been applied.
-        if (this.overFlushPolicy(region)) return this.flushDuringReplay(entry.id);
-      },
+      fence: this.fence,
+      onEntry,
       onProgress: (p) => {
         const rate = Math.round(p.entries / Math.max(p.elapsedMs / 1000, 1e-3));
         this.ctx.logger.info(
@@ -188,6 +407,7 @@ export class ShardActor {
         entriesPerSec: Math.round(stats.entries / Math.max(stats.elapsedMs / 1000, 1e-3)), torn: stats.tornEntries, fenced: stats.fencedEntries },
       `shard ${this.id} replayed ${stats.entries} entries`,
     );
+    return stats.lastId;
   }
 
   /** Called by the writer, in entry id order, once an entry is durable. */
@@ -239,17 +459,19 @@ export class ShardActor {
   }
 
   private async release(): Promise<void> {
+    await this.stopFollowing();
     // Let writes already handed to the writer finish; new ones are refused by state.
     await this.writer?.close();
-    // A clean close flushes, so the next open has nothing to replay.
-    if (this.flushOnClose && this.appliedEntryId >= 0) await this.flushRegionsAndPrune();
+    // A clean close flushes, so the next open has nothing to replay. A
+    // follower never writes to the leader's files.
+    if (this.flushOnClose && this.role === 'leader' && this.appliedEntryId >= 0) await this.flushRegionsAndPrune();
     await Promise.all([...this.regions.values()].map((r) => r.close()));
   }
 
   // ---- operations ----
 
   private addRegion(info: RegionInfo, schema: TableSchema): RegionActor {
-    const region = new RegionActor(info, schema, this.ctx, () => this.appliedEntryId).start();
+    const region = new RegionActor(info, schema, this.ctx, () => this.appliedEntryId, this.role === 'follower').start();
     this.regions.set(info.id, region);
     return region;
   }
@@ -257,7 +479,7 @@ export class ShardActor {
   private assertWritable(): TopicWriter {
     const state = this.state();
     if (state === 'serving' || state === 'flushing') return this.writer!;
-    if (state === 'migrating' || state === 'closing' || state === 'closed') {
+    if (state === 'migrating' || state === 'closing' || state === 'closed' || state === 'following') {
       throw new RepriseError('NOT_LEADER', `shard ${this.id} is ${state} on node '${this.ctx.nodeId}'`, { shard: this.id, state });
     }
     throw new RepriseError('SHARD_NOT_SERVING', `shard ${this.id} is ${state}${state === 'failed' ? `: ${this.actor.getSnapshot().context.error}` : ''}`, {
@@ -317,6 +539,10 @@ export class ShardActor {
   }
 
   async query(regionId: number, q: TableQuery): Promise<Row[]> {
+    // Reads go to the leader: a follower may be a few entries behind.
+    if (this.role === 'follower') {
+      throw new RepriseError('NOT_LEADER', `shard ${this.id} is a follower on node '${this.ctx.nodeId}'`, { shard: this.id, state: this.state() });
+    }
     const region = this.regions.get(regionId);
     if (!region) throw this.regionNotHosted(regionId);
     return region.query(q);
@@ -395,7 +621,20 @@ export class ShardActor {
       lastEntryId: this.appliedEntryId,
       flushedEntryId: flushed,
       regions,
+      ...(snapshot.context.role === 'follower' ? { lag: { ...this.lag } } : {}),
       ...(snapshot.context.error ? { error: snapshot.context.error } : {}),
     };
+  }
+
+  /** A follower shard that caught up and tails the topic: meta made it leader. Resolves once it serves (or failed). */
+  async promoteToLeader(): Promise<ShardState> {
+    if (this.state() !== 'following') throw new RepriseError('SHARD_NOT_SERVING', `shard ${this.id} is ${this.state()}: only a following shard can be promoted`, { shard: this.id });
+    this.actor.send({ type: 'PROMOTE' });
+    const snapshot = await waitFor(this.actor, (s) => s.value !== 'promoting', { timeout: Infinity });
+    return snapshot.value as ShardState;
+  }
+
+  get shardRole(): ShardRole {
+    return this.role;
   }
 }

@@ -14,6 +14,20 @@ import type { RemoteMeta } from '../meta/remote-meta.js';
 export class LeaseKeeper {
   private leaseUntil = 0;
   private held = false;
+  /**
+   * The lease ran out (and every shard was told LEASE_LOST): it does not
+   * count as held again, even once a later heartbeat is answered, until the
+   * node has reconciled with that answer. An answer after a lapse may come
+   * from a meta that has meanwhile declared this node dead and given its
+   * shards to others; until the shards that failed on LEASE_LOST are closed,
+   * a write of theirs still in flight (appended after the new leader's epoch
+   * marker, so fenced by every reader) must not be acknowledged, and the
+   * shards check only leaseHeld() after their append. Found by
+   * test/kafka/cluster-faults.test.ts: a SIGSTOPped leader, resumed after
+   * failover, acknowledged its in-flight writes under the renewed lease and
+   * those rows were lost.
+   */
+  private fenced = false;
   private stopped = false;
   private beating: Promise<void> = Promise.resolve();
   private heartbeatTimer: NodeJS.Timeout | undefined;
@@ -28,7 +42,7 @@ export class LeaseKeeper {
   ) {}
 
   /** For the actors: whether writes may be acknowledged now. */
-  readonly leaseHeld = (): boolean => Date.now() < this.leaseUntil;
+  readonly leaseHeld = (): boolean => !this.fenced && Date.now() < this.leaseUntil;
 
   start(): void {
     this.heartbeatTimer = setInterval(() => {
@@ -39,17 +53,40 @@ export class LeaseKeeper {
     this.beating = this.beat();
   }
 
+  /** Heartbeat now rather than at the next tick: meta changed this node's assignment. */
+  beatNow(): void {
+    if (this.stopped) return;
+    this.beating = this.beating.then(() => this.beat());
+  }
+
   private async beat(): Promise<void> {
     if (this.stopped) return;
     const sentAt = Date.now();
     try {
-      const shards = this.node.status().shards.map((s) => ({ id: s.id, epoch: s.epoch, state: s.state }));
+      const shards = this.node.status().shards.map((s) => ({
+        id: s.id,
+        epoch: s.epoch,
+        state: s.state,
+        role: s.role,
+        lastEntryId: s.lastEntryId,
+        ...(s.lag ? { lag: s.lag } : {}),
+      }));
       const reply = await this.meta.heartbeat({ node: this.nodeId, shards }, this.heartbeatMs * 2);
+      // A lapse the watchdog has not seen yet (the process was paused, or its
+      // event loop stalled) is fenced before the answer extends the lease.
+      this.check();
       this.leaseUntil = sentAt + reply.leaseMs;
-      if (!this.held) this.logger.info({ node: this.nodeId }, `node '${this.nodeId}' holds its lease`);
-      this.held = true;
+      if (!this.fenced) this.nowHeld();
       await this.meta.replica.waitFor(reply.entryId);
-      await this.node.reconcile(reply.assigned);
+      await this.node.reconcile(reply.assigned, reply.following);
+      // The shards that failed on LEASE_LOST are closed now (reconcile closes
+      // failed shards, draining their writers: in-flight writes refused), so
+      // the renewed lease may count. A reconcile that did not run (node not
+      // serving) leaves them failed: stay fenced until one does.
+      if (this.fenced && Date.now() < this.leaseUntil && !this.node.status().shards.some((s) => s.state === 'failed')) {
+        this.fenced = false;
+        this.nowHeld();
+      }
     } catch (err) {
       // Meta restarted from an older log, or forgot us: register again.
       if (isRepriseError(err, 'NOT_FOUND')) await this.meta.registerNode(this.nodeId).catch(() => undefined);
@@ -57,9 +94,15 @@ export class LeaseKeeper {
     }
   }
 
+  private nowHeld(): void {
+    if (!this.held) this.logger.info({ node: this.nodeId }, `node '${this.nodeId}' holds its lease`);
+    this.held = true;
+  }
+
   private check(): void {
-    if (this.held && !this.leaseHeld() && !TEST_FAULTS.skipLeaseFencing) {
+    if (this.held && Date.now() >= this.leaseUntil && !TEST_FAULTS.skipLeaseFencing) {
       this.held = false;
+      this.fenced = true;
       this.logger.warn({ node: this.nodeId }, `node '${this.nodeId}' lost its lease: its shards stop writing`);
       this.node.leaseLost();
     }

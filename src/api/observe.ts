@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { ReplayProgress, Transition } from '../actors/context.js';
+import type { FollowerApply, ReplayProgress, Transition } from '../actors/context.js';
 import { describeMachine, MACHINES } from '../actors/diagram.js';
 import type { LogStore } from '../wal/log-store.js';
 import type { RuntimeStatus } from './runtime.js';
@@ -33,6 +33,7 @@ const KINDS: readonly ActorKind[] = ['node', 'shard', 'region'];
 export interface ObserverHooks {
   readonly onTransition?: (t: Transition) => void;
   readonly onReplayProgress?: (p: ReplayProgress) => void;
+  readonly onFollowerApply?: (a: FollowerApply) => void;
 }
 
 export class RuntimeObserver {
@@ -56,6 +57,7 @@ export class RuntimeObserver {
   private readonly flushes: Counter<'actor' | 'result'>;
   private readonly flushSeconds: Histogram<'actor'>;
   private readonly transitions: Counter<'actor' | 'from' | 'to'>;
+  private readonly followerApplyLag: Histogram;
   /** Per shard: entries and bytes of its replay already counted (progress reports are cumulative). */
   private readonly replayed = new Map<number, { entries: number; bytes: number }>();
   /** When each actor entered its current state (for flush and replay durations). */
@@ -118,6 +120,12 @@ export class RuntimeObserver {
       labelNames: ['actor', 'from', 'to'],
       registers,
     });
+    this.followerApplyLag = new Histogram({
+      name: 'reprise_follower_apply_lag_seconds',
+      help: 'Time from the append of a WAL entry to its apply by a hot-standby follower on this node',
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
     // State gauges are read from the live status at scrape time: always exact.
     for (const kind of KINDS) {
       const states = describeMachine(MACHINES[kind]!).states.map((s) => s.name);
@@ -143,6 +151,16 @@ export class RuntimeObserver {
         let bytes = 0;
         for (const node of observer.status?.().nodes ?? []) for (const shard of node.shards) for (const r of shard.regions) bytes += r.memtableBytes;
         this.set(bytes);
+      },
+    });
+    new Gauge({
+      name: 'reprise_follower_lag_entries',
+      help: 'WAL entries a hot-standby follower on this node has not applied yet, by shard',
+      labelNames: ['shard'],
+      registers,
+      collect() {
+        this.reset();
+        for (const node of observer.status?.().nodes ?? []) for (const shard of node.shards) if (shard.lag) this.set({ shard: String(shard.id) }, shard.lag.entries);
       },
     });
   }
@@ -182,6 +200,11 @@ export class RuntimeObserver {
     if (this.recent.length > RECENT_TRANSITIONS) this.recent.splice(0, this.recent.length - RECENT_TRANSITIONS);
     this.hooks.onTransition?.(t);
     this.emit({ type: 'transition', transition: t });
+  };
+
+  readonly onFollowerApply = (a: FollowerApply): void => {
+    this.followerApplyLag.observe(a.lagMs / 1000);
+    this.hooks.onFollowerApply?.(a);
   };
 
   readonly onReplayProgress = (p: ReplayProgress): void => {

@@ -48,6 +48,9 @@ export class LocalShardRouter implements ShardRouter {
 }
 
 /** The node subjects: `reprise.<cluster>.node.<nodeId>.<op>`. */
+/** How often a request held by an unresponsive leader looks for a new one. */
+const LEADER_WATCH_MS = 50;
+
 const NODE_OPS = ['write', 'query', 'create_region', 'drop_region', 'flush', 'status', 'hand_off'] as const;
 type NodeOp = (typeof NODE_OPS)[number];
 
@@ -67,9 +70,29 @@ export interface ClusterRoutingOptions {
  * which sends the caller back to meta's replica for the new leader.
  */
 export async function serveNode(transport: Transport, nodeId: string, node: NodeActor): Promise<Subscription[]> {
+  /**
+   * A shard that stops here while an operation waits on it (handed off in a
+   * migration, or closed after a lost lease) rejects the writes queued
+   * behind the append in flight (its writer's close) and queries of its
+   * closing regions with CLOSED. For the caller that is NOT_LEADER: look up
+   * the leader again and retry there. The router does not retry CLOSED (on
+   * its side it means its own transport is closed), so without this those
+   * writes failed to the client although a retry is safe: a queued write
+   * was never appended, and a write that was is an idempotent upsert, as
+   * after a TIMEOUT. Found by test/kafka/cluster-faults.test.ts (a migration
+   * under concurrent writes: "the writer of WAL topic ... is closed").
+   */
+  const movedOn = async <T>(shard: number, op: string, run: () => Promise<T>): Promise<T> => {
+    try {
+      return await run();
+    } catch (err) {
+      if (!isRepriseError(err, 'CLOSED')) throw err;
+      throw new RepriseError('NOT_LEADER', `shard ${shard} stopped on node '${nodeId}' while a ${op} waited: ${err.message}`, { shard }, { cause: err });
+    }
+  };
   const handlers: Record<NodeOp, (req: never) => unknown> = {
-    write: (req: { shard: number; region: number; body: Uint8Array }) => node.shard(req.shard).write(req.region, { body: req.body }),
-    query: (req: { shard: number; region: number; q: TableQuery }) => node.shard(req.shard).query(req.region, req.q),
+    write: (req: { shard: number; region: number; body: Uint8Array }) => movedOn(req.shard, 'write', () => node.shard(req.shard).write(req.region, { body: req.body })),
+    query: (req: { shard: number; region: number; q: TableQuery }) => movedOn(req.shard, 'query', () => node.shard(req.shard).query(req.region, req.q)),
     create_region: (req: { shard: number; info: RegionInfo; schema: TableSchema }) => node.shard(req.shard).createRegion(req.info, req.schema),
     drop_region: async (req: { shard: number; region: number }) => {
       await node.shard(req.shard).dropRegion(req.region);
@@ -104,6 +127,21 @@ export class ClusterShardRouter implements ShardRouter {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 3_000;
   }
 
+  /** Rejects UNAVAILABLE once meta's replica names another leader for the shard, until cancelled. */
+  private leaderMoved(shard: number, from: string): { promise: Promise<never>; cancel: () => void } {
+    let timer: NodeJS.Timeout | undefined;
+    const promise = new Promise<never>((_, reject) => {
+      timer = setInterval(() => {
+        const now = this.replica.shard(shard).leader;
+        if (now === from) return;
+        clearInterval(timer);
+        reject(new RepriseError('UNAVAILABLE', `shard ${shard} moved from '${from}' to '${now}'`, { shard }));
+      }, LEADER_WATCH_MS);
+    });
+    promise.catch(() => undefined);
+    return { promise, cancel: () => clearInterval(timer) };
+  }
+
   /**
    * Send an operation to the shard's leader, as meta's replica knows it;
    * while leadership moves (not leader, nobody serving, shard still
@@ -114,16 +152,34 @@ export class ClusterShardRouter implements ShardRouter {
    */
   private async toLeader<T>(shard: number, op: NodeOp, payload: unknown, idempotent: boolean): Promise<T> {
     const deadline = Date.now() + this.deadlineMs;
+    let previous: string | null | undefined;
     for (let attempt = 0; ; attempt++) {
       const leader = this.replica.shard(shard).leader;
+      // A new leader is likely serving soon: back off from the start again.
+      if (previous !== undefined && leader !== previous) attempt = 0;
+      previous = leader;
       try {
         if (leader === null) throw new RepriseError('UNAVAILABLE', `shard ${shard} has no leader yet`);
-        return await this.transport.request<unknown, T>(this.transport.subject('node', leader, op), payload, { timeoutMs: this.requestTimeoutMs });
+        const request = this.transport.request<unknown, T>(this.transport.subject('node', leader, op), payload, { timeoutMs: this.requestTimeoutMs });
+        if (!idempotent) return await request;
+        // A leader that does not answer (paused, cut off) holds the request
+        // until its timeout; once meta has moved the shard, retry at the
+        // new leader instead of waiting that out.
+        const moved = this.leaderMoved(shard, leader);
+        try {
+          return await Promise.race([request, moved.promise]);
+        } finally {
+          moved.cancel();
+          request.catch(() => undefined);
+        }
       } catch (err) {
         const retry = isRepriseError(err) && RETRYABLE.has(err.code) && (idempotent || err.code !== 'TIMEOUT');
         if (!retry || Date.now() >= deadline) throw err;
         if (attempt === 0) this.logger.debug({ shard, leader, op, code: (err as RepriseError).code }, `shard ${shard}: ${op} on '${leader}' refused, waiting for its leader`);
-        await new Promise((r) => setTimeout(r, Math.min(50 * 2 ** attempt, 500)));
+        // Wait for the backoff, or less if meta names a new leader meanwhile.
+        const moved = leader === null ? undefined : this.leaderMoved(shard, leader);
+        await Promise.race([new Promise((r) => setTimeout(r, Math.min(50 * 2 ** attempt, 500))), moved?.promise.catch(() => undefined)]);
+        moved?.cancel();
       }
     }
   }

@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { DEFAULT_FLUSH_POLICY, type ActorContext, type FlushPolicy, type ReplayProgress, type Transition } from '../actors/context.js';
+import { DEFAULT_FLUSH_POLICY, type ActorContext, type FlushPolicy, type FollowerApply, type ReplayProgress, type Transition } from '../actors/context.js';
 import { NodeActor, type NodeStatus } from '../actors/node.js';
 import { isRepriseError, RepriseError } from '../errors.js';
 import { FsObjectStore } from '../engine/fs-object-store.js';
@@ -20,7 +20,7 @@ import type { LogStore } from '../wal/log-store.js';
 import { openLogStore, type WalOptions } from '../wal/open-log-store.js';
 import { MetaReplica } from '../meta/meta-replica.js';
 import { RemoteMeta } from '../meta/remote-meta.js';
-import type { ClusterMetaStatus } from '../meta/meta-server.js';
+import { ASSIGNMENT_CHANGED, type ClusterMetaStatus } from '../meta/meta-server.js';
 import type { Transport } from '../transport/transport.js';
 import { RuntimeObserver } from './observe.js';
 import { LeaseKeeper } from './lease.js';
@@ -87,6 +87,8 @@ export interface JoinOptions {
   readonly logger?: Logger | false;
   readonly onReplayProgress?: (p: ReplayProgress) => void;
   readonly onTransition?: (t: Transition) => void;
+  /** Each data entry a hot-standby follower on this node applies, with its lag behind the append. */
+  readonly onFollowerApply?: (a: FollowerApply) => void;
 }
 
 export interface TableDescription {
@@ -202,6 +204,11 @@ export class Reprise {
       keeper = new LeaseKeeper(options.nodeId, node, meta, logger, options.heartbeatMs ?? 200);
       keeper.start();
       const stopKeeper = keeper;
+      // Meta's nudge after it changed what this node holds: learn it now, not at the next heartbeat.
+      subscriptions.push(await options.transport.serve(options.transport.subject('node', options.nodeId, ASSIGNMENT_CHANGED), () => {
+        stopKeeper.beatNow();
+        return {};
+      }));
       // After the node closed (shards flushed): stop heartbeats, then hand the
       // shards off to meta at once instead of after the failure timeout.
       cleanup.unshift(async () => {
@@ -393,6 +400,7 @@ function observedNode(
     flushPolicy: { ...DEFAULT_FLUSH_POLICY, ...options.flush },
     onTransition: observer.onTransition,
     onReplayProgress: observer.onReplayProgress,
+    onFollowerApply: observer.onFollowerApply,
   });
   observer.bindStatus(() => ({ wal: { provider: log.provider }, nodes: [node.status()] }));
   return node;

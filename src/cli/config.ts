@@ -54,6 +54,8 @@ export const standaloneConfigSchema = z.strictObject({
     failureTimeoutMs: z.number().int().min(60),
     topology: z.enum(['static', 'dynamic']),
     minNodes: z.number().int().min(1),
+    /** Hot-standby followers per shard. */
+    followers: z.number().int().min(0),
     /** `reprise meta` serves /health, /metrics and /v1/cluster/status here when set. */
     metaHttpAddr: z.string().min(1).optional(),
   }),
@@ -69,7 +71,7 @@ export const DEFAULT_CONFIG: StandaloneConfig = {
   bodyLimitBytes: 64 * 1024 * 1024,
   autoCreateTables: true,
   wal: { provider: 'local', maxBatchBytes: 1024 * 1024, topicPrefix: 'reprise_wal' },
-  cluster: { name: 'reprise', natsServers: ['127.0.0.1:4222'], heartbeatMs: 200, leaseMs: 800, failureTimeoutMs: 1000, topology: 'dynamic', minNodes: 1 },
+  cluster: { name: 'reprise', natsServers: ['127.0.0.1:4222'], heartbeatMs: 200, leaseMs: 800, failureTimeoutMs: 1000, topology: 'dynamic', minNodes: 1, followers: 1 },
 };
 
 /** REPRISE_* variable -> config key path and how to parse it. */
@@ -91,6 +93,7 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_NODE_ID: { path: ['cluster', 'nodeId'], parse: String },
   REPRISE_CLUSTER_TOPOLOGY: { path: ['cluster', 'topology'], parse: String },
   REPRISE_CLUSTER_MIN_NODES: { path: ['cluster', 'minNodes'], parse: Number },
+  REPRISE_CLUSTER_FOLLOWERS: { path: ['cluster', 'followers'], parse: Number },
   REPRISE_META_HTTP_ADDR: { path: ['cluster', 'metaHttpAddr'], parse: String },
   REPRISE_CLUSTER_HEARTBEAT_MS: { path: ['cluster', 'heartbeatMs'], parse: Number },
   REPRISE_CLUSTER_LEASE_MS: { path: ['cluster', 'leaseMs'], parse: Number },

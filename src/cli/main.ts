@@ -46,6 +46,7 @@ interface ClusterFlags extends StandaloneFlags {
   id?: string;
   topology?: string;
   minNodes?: number;
+  followers?: number;
 }
 
 interface StandaloneFlags {
@@ -69,7 +70,7 @@ function configOf(flags: StandaloneFlags & Partial<ClusterFlags>): StandaloneCon
       shards: flags.shards,
       logLevel: flags.logLevel,
       wal: { provider: flags.wal, brokerEndpoints: flags.brokers },
-      cluster: { natsServers: flags.nats, name: flags.cluster, nodeId: flags.id, topology: flags.topology, minNodes: flags.minNodes },
+      cluster: { natsServers: flags.nats, name: flags.cluster, nodeId: flags.id, topology: flags.topology, minNodes: flags.minNodes, followers: flags.followers },
     },
   });
 }
@@ -164,7 +165,7 @@ async function metaCommand(flags: ClusterFlags): Promise<void> {
   const logger = pino({ level: config.logLevel });
   await runService(logger, 'meta', async () => {
     const transport = await connect(config, 'reprise-meta');
-    const { heartbeatMs, leaseMs, failureTimeoutMs, topology, minNodes } = config.cluster;
+    const { heartbeatMs, leaseMs, failureTimeoutMs, topology, minNodes, followers } = config.cluster;
     // Meta has HTTP only when asked: --http-addr here, or cluster.metaHttpAddr.
     const httpAddr = flags.httpAddr ?? config.cluster.metaHttpAddr;
     const meta = await startMeta({
@@ -177,6 +178,7 @@ async function metaCommand(flags: ClusterFlags): Promise<void> {
       failureTimeoutMs,
       topology,
       minNodes,
+      followers,
       ...(httpAddr ? { httpAddr } : {}),
     });
     return async () => {
@@ -269,6 +271,7 @@ export function buildProgram(): Command {
   clusterOptions(program.command('meta').description("run the cluster's meta: tables, shards, leases, failure detection and failover (needs --wal kafka)"))
     .addOption(new Option('--topology <kind>', "dynamic: a dead node's shards move to live nodes; static: they wait for it (env REPRISE_CLUSTER_TOPOLOGY)").choices(['static', 'dynamic']))
     .option('--min-nodes <n>', 'place shards once this many nodes are up (default 1; env REPRISE_CLUSTER_MIN_NODES)', integer)
+    .option('--followers <n>', 'hot-standby followers per shard, on other nodes (default 1; env REPRISE_CLUSTER_FOLLOWERS)', integer)
     .action(metaCommand);
 
   clusterOptions(program.command('node').description('run a cluster node: leads the shards meta assigns, serves the HTTP API for the whole cluster (--data-dir: the shared SST directory)'))

@@ -32,8 +32,14 @@ export interface RegionEngine {
    * Load the region's manifest (creating it at `createdAt` if absent) and
    * check its SSTs exist. Rejects SST_MISSING / MANIFEST_CORRUPT naming the
    * region and file.
+   *
+   * `readOnly` (a hot-standby follower, while another node leads the
+   * region): write nothing to the store at open, neither a missing manifest
+   * nor the removal of SSTs the manifest does not list (the leader may be
+   * writing one right now). Such a region is applied to and queried, never
+   * flushed or compacted by its follower; it may be once promoted.
    */
-  openRegion(desc: RegionDescriptor, store: ObjectStore): Promise<Region>;
+  openRegion(desc: RegionDescriptor, store: ObjectStore, options?: { readonly readOnly?: boolean }): Promise<Region>;
   /** Delete a dropped region's files. */
   destroyRegion(regionId: number, store: ObjectStore): Promise<void>;
   /** Ids of the regions that have files in the store (to find ones no table owns). */

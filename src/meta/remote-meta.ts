@@ -82,6 +82,15 @@ export class RemoteMeta {
     return this.replica.regionsOfShard(shardId);
   }
 
+  regionById(regionId: number): { region: RegionInfo; schema: TableSchema } | undefined {
+    return this.replica.regionById(regionId);
+  }
+
+  /** Shards meta wants this node to hold hot standbys of. */
+  shardsFollowedBy(nodeId: string): ShardInfo[] {
+    return this.replica.shardsFollowedBy(nodeId);
+  }
+
   async beginCreateTable(schema: TableSchema): Promise<TableInfo> {
     return (await this.call<{ table: TableInfo; entryId: EntryId }>('begin_create', { schema }, 0)).table;
   }

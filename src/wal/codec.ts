@@ -33,7 +33,7 @@ export const FRAME_VERSION = 1;
 export const FRAME_HEADER_BYTES = 10;
 
 /** Entry kinds by wire code. Append only: stored logs depend on these positions. */
-const KINDS_BY_CODE: readonly EntryKind[] = ['data', 'epoch', 'region_create', 'region_drop', 'topic_marker'];
+const KINDS_BY_CODE: readonly EntryKind[] = ['data', 'epoch', 'region_create', 'region_drop', 'topic_marker', 'flushed'];
 const KIND_CODES: ReadonlyMap<EntryKind, number> = new Map(KINDS_BY_CODE.map((kind, code) => [kind, code]));
 
 /** Worst-case payload bytes a split record spends on the bin header, part and parts. */

@@ -15,9 +15,14 @@ export type EntryKind =
   | 'region_create'
   | 'region_drop'
   /** First record of every topic, so real entries never sit at id 0 by accident. */
-  | 'topic_marker';
+  | 'topic_marker'
+  /**
+   * The leader flushed its regions and wrote their manifests: followers
+   * reload the manifests and drop what the SSTs now hold from memory.
+   */
+  | 'flushed';
 
-export const ENTRY_KINDS: readonly EntryKind[] = ['data', 'epoch', 'region_create', 'region_drop', 'topic_marker'];
+export const ENTRY_KINDS: readonly EntryKind[] = ['data', 'epoch', 'region_create', 'region_drop', 'topic_marker', 'flushed'];
 
 export interface Entry {
   readonly kind: EntryKind;

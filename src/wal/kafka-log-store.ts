@@ -657,7 +657,7 @@ interface FetchResponse {
       errorCode: number;
       highWatermark: string;
       lastStartOffset?: string;
-      messages: { offset: string; value: Buffer | null; isControlRecord?: boolean }[];
+      messages: { offset: string; timestamp?: string; value: Buffer | null; isControlRecord?: boolean }[];
     }[];
   }[];
 }
@@ -791,7 +791,8 @@ function decode(topic: string, id: EntryId, response: FetchResponse): FetchResul
     expected++;
     // Transaction markers take an offset but carry no record; this store never writes them.
     if (m.isControlRecord) continue;
-    records.push({ id: offset, data: m.value ?? new Uint8Array(0) });
+    const appendedAt = Number(m.timestamp);
+    records.push({ id: offset, data: m.value ?? new Uint8Array(0), ...(appendedAt > 0 ? { appendedAt } : {}) });
   }
   return { records, next: expected, highWatermark };
 }

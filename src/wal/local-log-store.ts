@@ -283,7 +283,8 @@ export class LocalLogStore implements LogStore {
     for (let i = 0; i < n; i++) ids[i] = first + i;
     if (t.tails.size > 0) {
       const appended = new Array<LogRecord>(n);
-      for (let i = 0; i < n; i++) appended[i] = { id: first + i, data: records[i]! };
+      const appendedAt = Date.now();
+      for (let i = 0; i < n; i++) appended[i] = { id: first + i, data: records[i]!, appendedAt };
       for (const tail of t.tails) tail.offer(appended);
     }
     return ids;

@@ -11,6 +11,12 @@ export type EntryId = number;
 export interface LogRecord {
   readonly id: EntryId;
   readonly data: Uint8Array;
+  /**
+   * When the record was appended (ms since the epoch), where the provider
+   * knows it: Kafka's record timestamp (set by the producer), or the local
+   * store's append time for records a live tail delivers. For follower lag.
+   */
+  readonly appendedAt?: number;
 }
 
 export interface TopicBounds {

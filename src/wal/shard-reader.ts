@@ -1,7 +1,7 @@
 import { TEST_FAULTS } from '../testing/faults.js';
 import { EntryAssembler } from './codec.js';
 import type { LoggedEntry } from './entry.js';
-import type { EntryId, LogStore } from './log-store.js';
+import type { EntryId, LogStore, TailSubscription } from './log-store.js';
 
 /**
  * Replay by shard: one pass over a shard's topic, records decoded and
@@ -29,6 +29,34 @@ export async function* readEntries(
   }
 }
 
+/**
+ * Fencing: a new leader appends an epoch marker (kind 'epoch') before it
+ * writes; an entry of a lower epoch after a marker comes from a deposed
+ * leader and is dropped. The fence remembers every marker it has seen (one
+ * per change of leadership), so a follower that re-reads part of the log it
+ * already passed (to reload a region) judges each entry by the markers
+ * before it, not by the newest one.
+ */
+export class EpochFence {
+  /** Markers seen, in id order. */
+  private readonly markers: { readonly id: EntryId; readonly epoch: number }[] = [];
+
+  /** Whether `entry` is admitted; a marker is always admitted, and remembered. */
+  admit(entry: LoggedEntry): boolean {
+    if (entry.kind === 'epoch') {
+      const last = this.markers.at(-1);
+      if (!last || entry.id > last.id) this.markers.push({ id: entry.id, epoch: entry.epoch });
+      return true;
+    }
+    if (TEST_FAULTS.skipEpochCheck) return true;
+    for (let i = this.markers.length - 1; i >= 0; i--) {
+      const marker = this.markers[i]!;
+      if (marker.id < entry.id && marker.epoch > entry.epoch) return false;
+    }
+    return true;
+  }
+}
+
 export interface ReplayProgress {
   /** Entries delivered so far. */
   readonly entries: number;
@@ -50,6 +78,8 @@ export interface ReplayOptions {
   readonly onProgress?: (progress: ReplayProgress) => void;
   /** Minimum interval between onProgress calls (default 1000). A last call always reports the end. */
   readonly progressEveryMs?: number;
+  /** Markers seen before this pass (a follower's), and recorded by it; a fresh fence by default. */
+  readonly fence?: EpochFence;
 }
 
 export interface ReplayStats {
@@ -70,10 +100,8 @@ export interface ReplayStats {
 /**
  * Read [from, to) of a shard's topic once and deliver its entries.
  *
- * Fencing: a new leader appends an epoch marker (kind 'epoch') before it
- * writes; any later non-marker entry of a lower epoch comes from a deposed
- * leader and is dropped. Only markers seen in this pass count, so a marker
- * below `from` does not fence.
+ * Fencing (see EpochFence): only markers seen in this pass, or known to
+ * the fence passed in, count; a marker below `from` does not fence.
  */
 export async function replayShard(store: LogStore, topic: string, opts: ReplayOptions): Promise<ReplayStats> {
   const started = performance.now();
@@ -86,7 +114,7 @@ export async function replayShard(store: LogStore, topic: string, opts: ReplayOp
   let records = 0;
   let fencedEntries = 0;
   let lastId = opts.from - 1;
-  let fence = -1;
+  const fence = opts.fence ?? new EpochFence();
   let lastProgress = started;
   const progress = (now: number): ReplayProgress => ({
     entries,
@@ -110,9 +138,7 @@ export async function replayShard(store: LogStore, topic: string, opts: ReplayOp
     const entry = assembler.push(record);
     if (!entry) continue;
     lastId = entry.id;
-    if (entry.kind === 'epoch') {
-      if (entry.epoch > fence) fence = entry.epoch;
-    } else if (entry.epoch < fence && !TEST_FAULTS.skipEpochCheck) {
+    if (!fence.admit(entry)) {
       fencedEntries++;
       continue;
     }
@@ -124,4 +150,38 @@ export async function replayShard(store: LogStore, topic: string, opts: ReplayOp
   const elapsedMs = performance.now() - started;
   onProgress?.(progress(started + elapsedMs));
   return { entries, bytes, records, tornEntries: assembler.tornEntries, fencedEntries, lastId, elapsedMs };
+}
+
+/**
+ * Follow a shard's topic from `from` (the start of an entry): every whole
+ * entry the fence admits, then each new one as it is appended, in order, one
+ * callback at a time. `appendedAt` is when the entry's last record was
+ * appended, if the log knows. `onError` gets a terminal error (e.g.
+ * WAL_TRUNCATED, WAL_CORRUPT, or a throwing onEntry).
+ */
+export function tailEntries(
+  store: LogStore,
+  topic: string,
+  from: EntryId,
+  fence: EpochFence,
+  onEntry: (entry: LoggedEntry, appendedAt: number | undefined) => void | Promise<void>,
+  onError: (err: Error) => void,
+): Promise<TailSubscription> {
+  const assembler = new EntryAssembler(topic);
+  let failed = false;
+  return store.tail(
+    topic,
+    from,
+    async (record) => {
+      if (failed) return;
+      try {
+        const entry = assembler.push(record);
+        if (entry && fence.admit(entry)) await onEntry(entry, record.appendedAt);
+      } catch (err) {
+        failed = true;
+        onError(err as Error);
+      }
+    },
+    onError,
+  );
 }

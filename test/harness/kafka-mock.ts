@@ -13,31 +13,14 @@
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { access, mkdir, readFile, rename, rm } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { PROJECT_ROOT } from './project-root.js';
 
 const run = promisify(execFile);
 
-/**
- * The package root: the nearest directory above this file with a
- * package.json. This file also runs compiled, from dist/test/harness (the
- * benchmarks use it), where the C source is not beside it.
- */
-function projectRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error('kafka-mock: cannot find the package root above ' + fileURLToPath(import.meta.url));
-    dir = parent;
-  }
-  return dir;
-}
-
-const PROJECT_ROOT = projectRoot();
 const SOURCE = join(PROJECT_ROOT, 'test', 'harness', 'kafka-mock', 'mock-cluster.c');
 const CACHE_DIR = join(PROJECT_ROOT, 'node_modules', '.cache', 'reprise-kafka-mock');
 const INSTALL_HINT =

@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { PROJECT_ROOT } from './project-root.js';
 
-/** `reprise standalone` run as a user runs it, from the built package. */
-export const BIN = fileURLToPath(new URL('../../bin/reprise.js', import.meta.url));
+/** The `reprise` command as a user runs it, from the built package. */
+export const BIN = join(PROJECT_ROOT, 'bin', 'reprise.js');
 
 export const SYSTEM_METRICS = {
   name: 'system_metrics',

@@ -42,7 +42,7 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     for (const close of closers.splice(0).reverse()) await close().catch(() => undefined);
   });
 
-  async function cluster(nodes: string[], topology: 'static' | 'dynamic' = 'dynamic') {
+  async function cluster(nodes: string[], topology: 'static' | 'dynamic' = 'dynamic', followers = 1) {
     const network = new InProcessNetwork();
     const objectStoreDir = await mkdtemp(join(tmpdir(), 'reprise-cluster-'));
     closers.push(() => rm(objectStoreDir, { recursive: true, force: true }));
@@ -53,7 +53,7 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
       topicPrefix: `cl_${process.pid}_${Date.now().toString(36)}_${seq++}`,
     };
     const metaTransport = network.transport({ cluster: 'test', name: 'meta' });
-    const meta: MetaProcess = await startMeta({ transport: metaTransport, wal, shards: 3, logger: false, heartbeatMs: 100, leaseMs: 400, failureTimeoutMs: 600, minNodes: nodes.length, topology });
+    const meta: MetaProcess = await startMeta({ transport: metaTransport, wal, shards: 3, logger: false, heartbeatMs: 100, leaseMs: 400, failureTimeoutMs: 600, minNodes: nodes.length, topology, followers });
     closers.push(() => metaTransport.close(), () => meta.close());
     const members = new Map<string, { runtime: Reprise; transport: InProcessTransport }>();
     await Promise.all(
@@ -94,8 +94,9 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     const cutAt = Date.now();
     await waitUntil(() => meta.server.status().shards.find((s) => s.id === victimShard.id)!.leader !== 'n2', 'failover of the cut-off shard');
     // The cut-off node stopped writing on its own once its lease ran out.
-    await waitUntil(() => members.get('n2')!.runtime.status().nodes[0]!.shards.every((s) => s.state === 'failed'), 'n2 fenced itself');
-    expect(members.get('n2')!.runtime.status().nodes[0]!.shards.map((s) => s.error)).toContain('lease lost');
+    const n2Leads = () => members.get('n2')!.runtime.status().nodes[0]!.shards.filter((s) => s.role === 'leader');
+    await waitUntil(() => n2Leads().every((s) => s.state === 'failed'), 'n2 fenced itself');
+    expect(n2Leads().map((s) => s.error)).toContain('lease lost');
 
     for (let i = 30; i < 40; i++) {
       const rows = HOSTS.map((host) => ({ host, v: i, ts: 1_000 + i }));
@@ -147,17 +148,76 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
 
     const cut = network.faults.drop((m) => m.from === 'n2' || m.to === 'n2');
     await waitUntil(() => meta.server.status().nodes.find((n) => n.id === 'n2')!.alive === false, 'n2 declared dead');
-    await waitUntil(() => members.get('n2')!.runtime.status().nodes[0]!.shards.every((s) => s.state === 'failed'), 'n2 fenced itself');
+    const n2Leads = () => members.get('n2')!.runtime.status().nodes[0]!.shards.filter((s) => s.role === 'leader');
+    await waitUntil(() => n2Leads().every((s) => s.state === 'failed'), 'n2 fenced itself');
     // Static: the shards wait for their node.
     expect(meta.server.status().shards.filter((s) => s.leader === 'n2').map((s) => s.id)).toEqual(held.map((s) => s.id));
 
     cut.remove();
-    await waitUntil(() => members.get('n2')!.runtime.status().nodes[0]!.shards.filter((s) => s.state === 'serving').length === held.length, 'n2 reopened its shards');
+    await waitUntil(() => n2Leads().filter((s) => s.state === 'serving').length === held.length, 'n2 reopened its shards');
     const reopened = meta.server.status().shards.filter((s) => s.leader === 'n2');
     for (const shard of reopened) expect(shard.epoch).toBeGreaterThan(held.find((h) => h.id === shard.id)!.epoch);
     expect(await front.query('metrics')).toHaveLength(rows.length);
     await front.insert('metrics', HOSTS.map((host) => ({ host, v: 2, ts: 6_000 })));
     expect(await members.get('n2')!.runtime.query('metrics')).toHaveLength(rows.length * 2);
+  });
+
+  it('hot standby: a follower tails the shard (through a leader flush and a table created meanwhile) and is promoted on failover', async () => {
+    const { network, meta, members } = await cluster(['n1', 'n2', 'n3']);
+    await waitUntil(() => meta.server.status().shards.every((s) => s.epoch > 0 && s.followers.length === 1), 'every shard led and followed');
+    const front = members.get('n1')!.runtime;
+    // Created after the followers started: they meet its regions in the topic.
+    const table = await front.createTable(SCHEMA);
+    const victim = meta.server.status().shards.find((s) => s.leader !== 'n1' && table.regions.some((r) => r.shard === s.id))!;
+    const leader = members.get(victim.leader!)!.runtime;
+    const standbyId = victim.followers[0]!;
+    expect(standbyId).not.toBe(victim.leader);
+    const standby = members.get(standbyId)!.runtime;
+    const shardOn = (runtime: Reprise) => runtime.status().nodes[0]!.shards.find((s) => s.id === victim.id);
+
+    const acked: string[] = [];
+    const insert = async (from: number, to: number) => {
+      for (let i = from; i < to; i++) {
+        const rows = HOSTS.map((host) => ({ host, v: i, ts: 20_000 + i }));
+        await front.insert('metrics', rows);
+        acked.push(...rows.map((r) => `${r.host}@${r.ts}`));
+      }
+    };
+    await insert(0, 20);
+    // The leader flushes: the follower reloads the manifests it wrote and keeps only the newer entries in memory.
+    await leader.flush();
+    await insert(20, 30);
+    const led = shardOn(leader)!;
+    await waitUntil(() => shardOn(standby)?.lastEntryId === shardOn(leader)!.lastEntryId, 'the follower caught up with the leader');
+    const following = shardOn(standby)!;
+    expect(following).toMatchObject({ role: 'follower', state: 'following' });
+    expect(following.regions.map((r) => r.state)).toEqual(led.regions.map(() => 'following'));
+    expect(following.regions.map((r) => r.flushedEntryId)).toEqual(led.regions.map((r) => r.flushedEntryId));
+    expect(following.regions.every((r) => r.flushedEntryId > 0)).toBe(true);
+    await waitUntil(() => shardOn(standby)!.lag?.entries === 0, 'lag sampled at zero');
+    // Writes and reads go to the leader only: a follower refuses them.
+    const region = table.regions.find((r) => r.shard === victim.id)!;
+    const probe = network.transport({ cluster: 'test', name: 'probe' });
+    closers.push(() => probe.close());
+    const asked = (op: string, payload: unknown) => probe.request(probe.subject('node', standbyId, op), payload, { timeoutMs: 2_000 });
+    await expect(asked('query', { shard: victim.id, region: region.id, q: {} })).rejects.toMatchObject({ code: 'NOT_LEADER' });
+
+    // Cut the leader off: meta promotes the follower, which applies only the last few entries.
+    network.faults.drop((m) => m.from === victim.leader || m.to === victim.leader);
+    const cutAt = Date.now();
+    await waitUntil(() => meta.server.status().shards.find((s) => s.id === victim.id)!.leader !== victim.leader, 'failover');
+    expect(meta.server.status().shards.find((s) => s.id === victim.id)!.leader).toBe(standbyId);
+    const detectedMs = Date.now() - cutAt;
+    await insert(30, 31);
+    console.log(`hot standby: failover detected ${detectedMs} ms after the cut, first write ${Date.now() - cutAt} ms`);
+    await insert(31, 40);
+    expect(shardOn(standby)).toMatchObject({ role: 'leader', state: 'serving' });
+    expect(shardOn(standby)!.epoch).toBeGreaterThan(victim.epoch);
+    const rows = await front.query('metrics');
+    expect(rows.map((r) => `${r.host}@${r.ts}`).sort()).toEqual([...acked].sort());
+    // A new follower replaces the one promoted, on the remaining live node.
+    await waitUntil(() => meta.server.status().shards.find((s) => s.id === victim.id)!.followers.length === 1, 'a new follower');
+    expect(meta.server.status().shards.find((s) => s.id === victim.id)!.followers).not.toContain(victim.leader);
   });
 
   it('migrates a shard under continuous writes: the leader hands off, the target serves with a new epoch, nothing acknowledged is lost', async () => {

@@ -126,6 +126,8 @@ export interface SimOptions {
   readonly heartbeatMs?: number;
   readonly leaseMs?: number;
   readonly failureTimeoutMs?: number;
+  /** Hot-standby followers per shard (meta's default is 1). */
+  readonly followers?: number;
   /** Print each step as it runs. */
   readonly verbose?: boolean;
 }
@@ -223,6 +225,7 @@ class Cluster {
       leaseMs: o.leaseMs,
       failureTimeoutMs: o.failureTimeoutMs,
       minNodes: o.nodes,
+      followers: o.followers,
     });
   }
 
@@ -340,7 +343,7 @@ class Cluster {
 
 // ------------------------------------------------------------------ run
 
-const DEFAULTS: Required<Omit<SimOptions, 'verbose'>> = { nodes: 3, shards: 3, heartbeatMs: 50, leaseMs: 200, failureTimeoutMs: 300 };
+const DEFAULTS: Required<Omit<SimOptions, 'verbose'>> = { nodes: 3, shards: 3, heartbeatMs: 50, leaseMs: 200, failureTimeoutMs: 300, followers: 1 };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -567,10 +570,23 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
 
     // ---- check 2: one node per (shard, epoch), and it is the node meta granted that epoch to.
     const granted = new Map<string, string>();
+    const topics = new Map<number, string>();
     for await (const entry of readEntries(store, metaTopicOf(TOPIC_PREFIX), 0)) {
       if (entry.kind !== 'data') continue;
       const event = decode(entry.body) as MetaEvent;
       if (event.type === 'leader_granted') granted.set(`${event.shard}/${event.epoch}`, event.node);
+      if (event.type === 'shard_created') topics.set(event.shard, event.topic);
+    }
+    // ---- check 3: no acknowledged entry is fenced (after a newer epoch's marker, so no reader ever applies it).
+    for (const [shard, topic] of topics) {
+      const markers: { id: number; epoch: number }[] = [];
+      const { earliest } = await store.bounds(topic);
+      for await (const entry of readEntries(store, topic, earliest)) if (entry.kind === 'epoch') markers.push({ id: entry.id, epoch: entry.epoch });
+      for (const a of acks) {
+        if (a.shard !== shard || a.entryId < 0) continue;
+        const fence = markers.find((m) => m.id < a.entryId && m.epoch > a.epoch);
+        if (fence) violations.push(`shard ${shard}: entry ${a.entryId} acknowledged by '${a.node}' at epoch ${a.epoch} follows the epoch ${fence.epoch} marker (entry ${fence.id}): it is fenced, never applied`);
+      }
     }
     const ackers = new Map<string, Set<string>>();
     for (const a of acks) {

@@ -132,12 +132,12 @@ export class TableEngine implements RegionEngine {
     this.cache = new SstCache(cacheBytes);
   }
 
-  async openRegion(desc: RegionDescriptor, store: ObjectStore): Promise<TableRegion> {
+  async openRegion(desc: RegionDescriptor, store: ObjectStore, options: { readonly readOnly?: boolean } = {}): Promise<TableRegion> {
     const { regionId } = desc;
     let manifest = await readManifest(store, regionId);
     if (manifest === undefined) {
       manifest = { version: 1, regionId, flushedEntryId: desc.createdAt, ssts: [], nextSeq: 1 };
-      await writeManifest(store, manifest);
+      if (!options.readOnly) await writeManifest(store, manifest);
     }
     const current = manifest;
     await Promise.all(
@@ -150,7 +150,7 @@ export class TableEngine implements RegionEngine {
         }
       }),
     );
-    await removeLeftovers(store, current);
+    if (!options.readOnly) await removeLeftovers(store, current);
     return new TableRegion(desc, store, current, this.cache, `${this.nextInstance++}:`, this.compactAt, this.indexer);
   }
 

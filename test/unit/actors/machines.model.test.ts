@@ -18,24 +18,30 @@ const EFFECT_OUTPUT: Record<string, unknown> = {
   flushRegion: { flushedEntryId: 7 },
   openShard: { epoch: 2 },
   replayShard: { lastEntryId: 9 },
+  promoteShard: { epoch: 3, lastEntryId: 11 },
 };
 
 const DOMAIN_EVENTS: Record<string, EventObject[]> = {
   region: [
     { type: 'REPLAYED', appliedEntryId: 5 } as EventObject,
+    { type: 'FOLLOW' },
     { type: 'FLUSH', coveredUpTo: 6 } as EventObject,
     { type: 'MIGRATE' },
     { type: 'CLOSE' },
     { type: 'FAIL', reason: 'fault' } as EventObject,
   ],
-  shard: [{ type: 'FLUSH' }, { type: 'MIGRATE', to: 'n2' } as EventObject, { type: 'CLOSE' }, { type: 'LEASE_LOST' }, { type: 'FAIL', reason: 'fault' } as EventObject],
+  shard: [{ type: 'FLUSH' }, { type: 'PROMOTE' }, { type: 'MIGRATE', to: 'n2' } as EventObject, { type: 'CLOSE' }, { type: 'LEASE_LOST' }, { type: 'FAIL', reason: 'fault' } as EventObject],
   node: [{ type: 'FLUSH' }, { type: 'DRAIN' }, { type: 'CLOSE' }, { type: 'FAIL', reason: 'fault' } as EventObject],
 };
 
-const INPUT: Record<string, unknown> = {
-  region: { regionId: 1 },
-  shard: { shardId: 1, role: 'leader' },
-  node: { nodeId: 'n1' },
+/** Each machine is explored from each of its inputs (a shard starts as a leader or as a follower). */
+const INPUTS: Record<string, unknown[]> = {
+  region: [{ regionId: 1 }],
+  shard: [
+    { shardId: 1, role: 'leader' },
+    { shardId: 1, role: 'follower' },
+  ],
+  node: [{ nodeId: 'n1' }],
 };
 
 function settleEvents(name: string, machine: AnyStateMachine): EventObject[] {
@@ -100,35 +106,42 @@ afterAll(() => {
 
 describe.each(Object.entries(MACHINES))('%s machine', (name, machine) => {
   const events = [...DOMAIN_EVENTS[name]!, ...settleEvents(name, machine)];
-  const input = INPUT[name];
+  const inputs = INPUTS[name]!;
 
   it('every transition of the definition is reachable, and nothing else is', () => {
     const defined = new Set(describeMachine(machine).transitions.map((t) => `${t.from} --${t.event}--> ${t.to}`));
     const reached = new Set<string>();
-    const adjacency = getAdjacencyMap(machine, { events, input, serializeState: byValue });
-    for (const { state, transitions } of Object.values(adjacency)) {
-      for (const { event, state: next } of Object.values(transitions) as { event: EventObject; state: { value: unknown } }[]) {
-        if (String(next.value) === String(state.value) && !defined.has(`${state.value} --${label(event, machine)}--> ${next.value}`)) continue; // ignored event
-        reached.add(`${state.value} --${label(event, machine)}--> ${next.value}`);
+    const reachedStates = new Set<string>();
+    for (const input of inputs) {
+      const adjacency = getAdjacencyMap(machine, { events, input, serializeState: byValue });
+      for (const { state, transitions } of Object.values(adjacency)) {
+        reachedStates.add(String(state.value));
+        for (const { event, state: next } of Object.values(transitions) as { event: EventObject; state: { value: unknown } }[]) {
+          if (String(next.value) === String(state.value) && !defined.has(`${state.value} --${label(event, machine)}--> ${next.value}`)) continue; // ignored event
+          reached.add(`${state.value} --${label(event, machine)}--> ${next.value}`);
+        }
       }
     }
     expect([...reached].filter((t) => !defined.has(t)), 'transitions not in the definition').toEqual([]);
     expect([...defined].filter((t) => !reached.has(t)), 'transitions never reached').toEqual([]);
     const states = describeMachine(machine).states.map((s) => s.name);
-    const reachedStates = new Set(Object.values(adjacency).map((v) => String(v.state.value)));
     coverage.push(`  ${name}: states ${reachedStates.size}/${states.length}, transitions ${reached.size}/${defined.size}`);
   });
 
   it('a live actor follows every shortest path the model computes', async () => {
-    const paths = getShortestPaths(machine, { events, input, serializeState: byValue });
-    expect(new Set(paths.map((p) => String(p.state.value)))).toEqual(new Set(describeMachine(machine).states.map((s) => s.name)));
-    for (const path of paths) {
-      const steps = path.steps.slice(1); // the first step is xstate.init
-      const visited = await execute(machine, input, steps.map((s) => s.event));
-      const expected = [String(path.steps[0]!.state.value), ...steps.map((s) => String(s.state.value))].filter(
-        (v, i, all) => i === 0 || v !== all[i - 1],
-      );
-      expect(visited, `path to ${String(path.state.value)}`).toEqual(expected);
+    const targets = new Set<string>();
+    for (const input of inputs) {
+      const paths = getShortestPaths(machine, { events, input, serializeState: byValue });
+      for (const path of paths) {
+        targets.add(String(path.state.value));
+        const steps = path.steps.slice(1); // the first step is xstate.init
+        const visited = await execute(machine, input, steps.map((s) => s.event));
+        const expected = [String(path.steps[0]!.state.value), ...steps.map((s) => String(s.state.value))].filter(
+          (v, i, all) => i === 0 || v !== all[i - 1],
+        );
+        expect(visited, `path to ${String(path.state.value)} from ${JSON.stringify(input)}`).toEqual(expected);
+      }
     }
+    expect(targets).toEqual(new Set(describeMachine(machine).states.map((s) => s.name)));
   });
 });

@@ -1,0 +1,341 @@
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startMeta } from '../src/api/meta-process.js';
+import { Reprise } from '../src/api/runtime.js';
+import { InProcessNetwork } from '../src/transport/in-process.js';
+import type { KafkaWalOptions } from '../src/wal/open-log-store.js';
+import { startTestKafka, usingRealKafka, type TestKafka } from '../test/harness/kafka-mock.js';
+import { startNatsServer, type TestNatsServer } from '../test/harness/nats-server.js';
+import { call, startReprise, type Server } from '../test/harness/standalone.js';
+import { removeDir } from './lib/fixtures.js';
+import { metric } from './lib/metric.js';
+import type { Metric } from './lib/report.js';
+import { median, quantile } from './lib/stats.js';
+import type { Suite, SuiteContext, SuiteResult } from './lib/suite.js';
+
+/**
+ * The cluster's headline numbers (distributed issue), on this machine: a
+ * real nats-server, librdkafka's mock Kafka cluster (3 brokers), and
+ *
+ *  - failover: `reprise meta` and three `reprise node` processes; the node
+ *    leading a shard that holds ~2 MB of unflushed rows is SIGKILLed, and a
+ *    client writes a row to that shard through another node until one is
+ *    acknowledged: SIGKILL to that acknowledgement. With one hot-standby
+ *    follower per shard (promoted: it applies only the last few entries) and
+ *    with none (the new leader replays the topic from the flushed offset).
+ *    A fresh cluster per run; the defaults (heartbeat 200 ms, lease 800 ms,
+ *    failure timeout 1000 ms), so about 1 s of it is failure detection.
+ *  - follower lag: meta and three nodes in one process (in-process
+ *    transport, the same Kafka), a steady write load; for every entry a
+ *    follower applies, the time from the leader's append (the Kafka record
+ *    timestamp its producer set) to the apply. p50 and p99.
+ *  - migration pause: the same in-process cluster, one writer inserting into
+ *    the shard being migrated back to back; the longest write during the
+ *    migration, and the hand-off itself as meta timed it.
+ *
+ * Targets (the issue's): failover with a follower p50 < 1.5 s, migration
+ * pause < 200 ms, follower lag p99 < 100 ms.
+ */
+
+const SCHEMA = {
+  name: 'metrics',
+  columns: [
+    { name: 'host', type: 'string', role: 'tag' },
+    { name: 'v', type: 'float64', role: 'field' },
+    { name: 'ts', type: 'timestamp', role: 'time' },
+  ],
+  partition: { column: 'host', bounds: ['h', 'p'] },
+};
+/** One host per region, in partition order. */
+const HOSTS = ['alpha', 'kilo', 'tango'];
+/** Unflushed rows in the failed-over shard: ~2 MB of WAL (the mock keeps ~5 MB per partition). */
+const PRELOAD_BATCHES = 80;
+const PRELOAD_ROWS = 1000;
+
+const rowsOf = (host: string, from: number, n: number) => Array.from({ length: n }, (_, i) => ({ host, v: from + i, ts: 1_700_000_000_000 + from + i }));
+
+let runSeq = 0;
+
+interface ProcessCluster {
+  readonly nodes: Map<string, Server>;
+  readonly meta: Server;
+  stop(): Promise<void>;
+}
+
+async function startProcessCluster(kafka: TestKafka, nats: TestNatsServer, followers: number): Promise<ProcessCluster> {
+  const objects = await mkdtemp(join(tmpdir(), 'reprise-bench-cluster-'));
+  const run = `${process.pid}_${runSeq++}`;
+  const env = {
+    REPRISE_WAL_PROVIDER: 'kafka',
+    REPRISE_WAL_BROKER_ENDPOINTS: kafka.brokers.join(','),
+    REPRISE_WAL_IDEMPOTENT: String(usingRealKafka()),
+    REPRISE_WAL_TOPIC_PREFIX: `bench_cl_${run}`,
+    REPRISE_NATS_SERVERS: nats.url,
+    REPRISE_CLUSTER_NAME: `bench${run}`,
+    REPRISE_CLUSTER_FOLLOWERS: String(followers),
+    REPRISE_SHARDS: '3',
+    REPRISE_DATA_DIR: objects,
+  };
+  const started: Server[] = [];
+  const ready = (log: Record<string, unknown>) => log.url as string | undefined;
+  try {
+    const meta = await startReprise(['meta', '--min-nodes', '3', '--http-addr', '127.0.0.1:0'], env, ready);
+    started.push(meta);
+    const nodes = new Map<string, Server>();
+    for (const id of ['n1', 'n2', 'n3']) {
+      const node = await startReprise(['node', '--id', id, '--http-addr', '127.0.0.1:0'], env, ready);
+      started.push(node);
+      nodes.set(id, node);
+    }
+    return {
+      nodes,
+      meta,
+      async stop() {
+        for (const p of started) p.child.kill('SIGKILL');
+        await Promise.all(started.map((p) => p.exited));
+        await removeDir(objects);
+      },
+    };
+  } catch (err) {
+    for (const p of started) p.child.kill('SIGKILL');
+    await removeDir(objects);
+    throw err;
+  }
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`cluster bench: timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+interface LagRun {
+  readonly lagMs: number[];
+  /** Longest write to the moving shard during its migration. */
+  readonly pauseMs: number;
+  /** The migration as meta timed it (hand-off and assignment). */
+  readonly handOffMs: number;
+}
+
+interface MetaShard {
+  id: number;
+  leader: string | null;
+  epoch: number;
+  followers: string[];
+}
+
+/** One failover: SIGKILL to the first acknowledged write to the killed node's shard, ms. */
+async function failoverOnce(kafka: TestKafka, nats: TestNatsServer, followers: number, ctx: SuiteContext): Promise<number> {
+  const cluster = await startProcessCluster(kafka, nats, followers);
+  try {
+    const front = cluster.nodes.get('n1')!;
+    const shards = await until('placement', async () => {
+      const status = (await call(front, 'GET', '/v1/cluster/status')).body as { meta: { shards: MetaShard[] } };
+      const all = status.meta.shards;
+      return all.every((s) => s.leader !== null && s.epoch > 0 && s.followers.length === followers) ? all : undefined;
+    });
+    const created = await call(front, 'POST', '/v1/tables', SCHEMA);
+    if (created.status !== 201) throw new Error(`create table: ${JSON.stringify(created.body)}`);
+    const regions = created.body.regions as { shard: number; partition: number }[];
+    const victim = shards.find((s) => s.leader !== 'n1' && regions.some((r) => r.shard === s.id))!;
+    const host = HOSTS[regions.find((r) => r.shard === victim.id)!.partition]!;
+    for (let b = 0; b < PRELOAD_BATCHES; b++) {
+      const response = await call(front, 'POST', '/v1/tables/metrics/rows', rowsOf(host, b * PRELOAD_ROWS, PRELOAD_ROWS));
+      if (response.status !== 200) throw new Error(`preload: ${JSON.stringify(response.body)}`);
+    }
+    if (followers > 0) {
+      // The standby has applied everything before the kill (as it would under a steady load).
+      await until('the follower to catch up', async () => {
+        const status = (await call(front, 'GET', '/v1/cluster/status')).body as { meta: { nodes: { id: string; shards: { id: number; role?: string; lag?: { entries: number } }[] }[] } };
+        const standby = status.meta.nodes.find((n) => n.id === victim.followers[0])?.shards.find((s) => s.id === victim.id);
+        return standby?.role === 'follower' && standby.lag?.entries === 0 ? true : undefined;
+      });
+    }
+    const killed = cluster.nodes.get(victim.leader!)!;
+    killed.child.kill('SIGKILL');
+    const killedAt = performance.now();
+    await killed.exited;
+    let seq = 10_000_000;
+    for (;;) {
+      const response = await call(front, 'POST', '/v1/tables/metrics/rows', rowsOf(host, seq++, 1));
+      if (response.status === 200) break;
+      if (performance.now() - killedAt > 60_000) throw new Error(`no write acknowledged 60 s after the kill: ${JSON.stringify(response.body)}`);
+    }
+    const ms = performance.now() - killedAt;
+    ctx.log(`  failover (${followers} follower${followers === 1 ? '' : 's'}): ${ms.toFixed(0)} ms`);
+    return ms;
+  } finally {
+    await cluster.stop();
+  }
+}
+
+/** Follower lag under a steady load, and the write pause of a migration, in one in-process cluster. */
+async function lagAndMigration(kafka: TestKafka, ctx: SuiteContext, loadMs: number, fetchWaitMs: number): Promise<LagRun> {
+  const network = new InProcessNetwork();
+  const objectStoreDir = await mkdtemp(join(tmpdir(), 'reprise-bench-lag-'));
+  const wal: KafkaWalOptions = { provider: 'kafka', brokerEndpoints: kafka.brokers, idempotent: usingRealKafka(), topicPrefix: `bench_lag_${process.pid}_${runSeq++}`, consumerWaitTimeoutMs: fetchWaitMs };
+  const metaTransport = network.transport({ cluster: 'bench', name: 'meta' });
+  const meta = await startMeta({ transport: metaTransport, wal, shards: 3, logger: false, minNodes: 3, followers: 1 });
+  const lagMs: number[] = [];
+  let measuring = false;
+  const members: Reprise[] = [];
+  try {
+    for (const nodeId of ['n1', 'n2', 'n3']) {
+      const transport = network.transport({ cluster: 'bench', name: nodeId });
+      members.push(await Reprise.join({ nodeId, transport, wal, objectStoreDir, logger: false, onFollowerApply: (a) => measuring && lagMs.push(a.lagMs) }));
+    }
+    const front = members[0]!;
+    await until('followers', async () => (meta.server.status().shards.every((s) => s.epoch > 0 && s.followers.length === 1) ? true : undefined));
+    const table = await front.createTable(SCHEMA);
+
+    // Steady load: each host written every 10 ms, 100 rows at a time (~300 entries/s over the three shards).
+    measuring = true;
+    let seq = 0;
+    const loadEnd = Date.now() + loadMs;
+    while (Date.now() < loadEnd) {
+      const tick = Date.now();
+      await Promise.all(HOSTS.map((host) => front.insert('metrics', rowsOf(host, seq, 100))));
+      seq += 100;
+      await new Promise((r) => setTimeout(r, Math.max(0, 10 - (Date.now() - tick))));
+    }
+    measuring = false;
+
+    // Migration pause: back-to-back writes into the moving shard while it
+    // moves to its follower (the target a rebalance prefers: promoted, not opened).
+    const region = table.regions.find((r) => r.partition === 2)!;
+    const moving = meta.server.status().shards.find((s) => s.id === region.shard)!;
+    const to = moving.followers[0]!;
+    let writing = true;
+    const latencies: { start: number; end: number }[] = [];
+    const writer = (async () => {
+      while (writing) {
+        const start = performance.now();
+        await front.insert('metrics', rowsOf(HOSTS[2]!, seq++, 1));
+        latencies.push({ start, end: performance.now() });
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 200));
+    const migrationStart = performance.now();
+    const moved = await front.migrateShard(region.shard, to);
+    const migrationEnd = performance.now();
+    await new Promise((r) => setTimeout(r, 200));
+    writing = false;
+    await writer;
+    const during = latencies.filter((l) => l.end >= migrationStart && l.start <= migrationEnd);
+    const pauseMs = Math.max(0, ...during.map((l) => l.end - l.start));
+    ctx.log(`  follower lag (fetch wait ${fetchWaitMs} ms): ${lagMs.length} applies, p50 ${median(lagMs).toFixed(1)} ms, p99 ${quantile(lagMs, 0.99).toFixed(1)} ms; migration: hand-off ${moved.ms} ms, longest write ${pauseMs.toFixed(0)} ms`);
+    return { lagMs, pauseMs, handOffMs: moved.ms };
+  } finally {
+    for (const member of members) await member.close({ flush: false }).catch(() => undefined);
+    await meta.close().catch(() => undefined);
+    await metaTransport.close().catch(() => undefined);
+    await removeDir(objectStoreDir);
+  }
+}
+
+export const clusterSuite: Suite = {
+  name: 'cluster',
+  description: 'failover (SIGKILL to first acknowledged write) with and without a hot-standby follower, follower lag, migration pause',
+  async run(ctx: SuiteContext): Promise<SuiteResult> {
+    const runs = ctx.options.quick ? 1 : Math.max(ctx.options.runs, 5);
+    const kafka = await startTestKafka({ brokers: 3 });
+    const nats = await startNatsServer();
+    try {
+      const withFollower: number[] = [];
+      const withoutFollower: number[] = [];
+      // Alternate, so a noisy stretch of the machine does not land on one side only.
+      for (let i = 0; i < runs; i++) {
+        withFollower.push(await failoverOnce(kafka, nats, 1, ctx));
+        withoutFollower.push(await failoverOnce(kafka, nats, 0, ctx));
+      }
+      // Follower lag with the default wal.consumerWaitTimeoutMs (100 ms) and with 10 ms: the mock
+      // answers a Fetch at the end of the log only after its MaxWait, even when records arrive
+      // meanwhile (a real broker answers once minBytes = 1 is there), so on the mock a tail's
+      // lag is bounded below by that wait.
+      const lagRuns: LagRun[] = [];
+      const shortWaitRuns: LagRun[] = [];
+      const loadMs = ctx.options.quick ? 1_000 : 3_000;
+      for (let i = 0; i < Math.min(runs, 3); i++) {
+        lagRuns.push(await lagAndMigration(kafka, ctx, loadMs, 100));
+        shortWaitRuns.push(await lagAndMigration(kafka, ctx, loadMs, 10));
+      }
+      const lagP50 = lagRuns.map((r) => median(r.lagMs));
+      const lagP99 = lagRuns.map((r) => quantile(r.lagMs, 0.99));
+      const shortP50 = shortWaitRuns.map((r) => median(r.lagMs));
+      const shortP99 = shortWaitRuns.map((r) => quantile(r.lagMs, 0.99));
+      const metrics: Metric[] = [
+        metric({
+          id: 'cluster.failover.follower.ms',
+          suite: 'cluster',
+          name: 'failover, 1 follower: SIGKILL -> first write acked (p50)',
+          unit: 'ms',
+          samples: withFollower,
+          note: `target p50 < 1500 ms: ${median(withFollower) < 1500 ? 'met' : 'NOT met'}; ~1 s is failure detection`,
+        }),
+        metric({
+          id: 'cluster.failover.no_follower.ms',
+          suite: 'cluster',
+          name: 'failover, no follower (replay ~2 MB): SIGKILL -> first write acked (p50)',
+          unit: 'ms',
+          samples: withoutFollower,
+          versus: { of: 'with a follower', samples: withFollower, lowerIsBetter: true },
+        }),
+        metric({
+          id: 'cluster.follower_lag.p50.ms',
+          suite: 'cluster',
+          name: 'follower lag, steady writes, p50 (append -> apply; fetch wait 100 ms)',
+          unit: 'ms',
+          samples: lagP50,
+        }),
+        metric({
+          id: 'cluster.follower_lag.p99.ms',
+          suite: 'cluster',
+          name: 'follower lag, steady writes, p99 (fetch wait 100 ms, the default)',
+          unit: 'ms',
+          samples: lagP99,
+          note: `target p99 < 100 ms: ${median(lagP99) < 100 ? 'met' : 'NOT met'}; the mock holds a Fetch its whole MaxWait`,
+        }),
+        metric({
+          id: 'cluster.follower_lag_wait10.p50.ms',
+          suite: 'cluster',
+          name: 'follower lag, steady writes, p50 (wal.consumerWaitTimeoutMs 10)',
+          unit: 'ms',
+          samples: shortP50,
+        }),
+        metric({
+          id: 'cluster.follower_lag_wait10.p99.ms',
+          suite: 'cluster',
+          name: 'follower lag, steady writes, p99 (wal.consumerWaitTimeoutMs 10)',
+          unit: 'ms',
+          samples: shortP99,
+          note: `target p99 < 100 ms: ${median(shortP99) < 100 ? 'met' : 'NOT met'}`,
+        }),
+        metric({
+          id: 'cluster.migration.pause.ms',
+          suite: 'cluster',
+          name: 'migration to the follower: longest write to the moving shard',
+          unit: 'ms',
+          samples: lagRuns.map((r) => r.pauseMs),
+          note: `target < 200 ms: ${median(lagRuns.map((r) => r.pauseMs)) < 200 ? 'met' : 'NOT met'}`,
+        }),
+        metric({
+          id: 'cluster.migration.hand_off.ms',
+          suite: 'cluster',
+          name: 'migration: hand-off as meta timed it',
+          unit: 'ms',
+          samples: lagRuns.map((r) => r.handOffMs),
+        }),
+      ];
+      const lagDetails = (r: LagRun) => ({ applies: r.lagMs.length, p50: median(r.lagMs), p99: quantile(r.lagMs, 0.99), pauseMs: r.pauseMs, handOffMs: r.handOffMs });
+      return { metrics, details: { withFollower, withoutFollower, lagWait100: lagRuns.map(lagDetails), lagWait10: shortWaitRuns.map(lagDetails) } };
+    } finally {
+      await nats.stop();
+      await kafka.stop();
+    }
+  },
+};
