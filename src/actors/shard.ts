@@ -283,6 +283,10 @@ export class ShardActor {
         return this.followRegionDrop(entry.region);
       case 'flushed':
         return this.reloadFlushedRegions(entry.id);
+      case 'epoch':
+        // The leader's generation, for status (a follower writes nothing with it).
+        this.epoch = Math.max(this.epoch, entry.epoch);
+        return;
       default:
         return;
     }
@@ -519,6 +523,12 @@ export class ShardActor {
     // node only after this lease has run out, and that node replays every
     // entry before its epoch marker, so what is acknowledged is never lost.
     this.assertLease(`not acknowledged (entry ${id} is in the log and may become visible)`);
+    // A shard that failed meanwhile (its lease lapsed, then a heartbeat
+    // renewed it before the shard was closed) may have appended after the
+    // next leader's marker: never acknowledge that.
+    if (this.state() === 'failed' && !TEST_FAULTS.skipLeaseFencing) {
+      throw new RepriseError('NOT_LEADER', `shard ${this.id} failed on node '${this.ctx.nodeId}' while entry ${id} was appended; not acknowledged (it may become visible)`, { shard: this.id });
+    }
     TEST_OBSERVER.onAck?.({ node: this.ctx.nodeId, shard: this.id, epoch: this.epoch, region: regionId, entryId: id });
     return id;
   }
@@ -617,7 +627,7 @@ export class ShardActor {
       topic: this.topic,
       state: snapshot.value as ShardState,
       role: snapshot.context.role,
-      epoch: snapshot.context.epoch,
+      epoch: this.epoch,
       lastEntryId: this.appliedEntryId,
       flushedEntryId: flushed,
       regions,

@@ -293,6 +293,15 @@ export class MetaServer {
     if (!this.meta.hasNode(req.node)) throw new RepriseError('NOT_FOUND', `node '${req.node}' is not registered with meta`);
     const record = this.live.get(req.node);
     if (record && !this.isAlive(record)) this.logger.info({ node: req.node }, `node '${req.node}' is back`);
+    const now = Date.now();
+    if (this.live.size > 1 && ![...this.live.values()].some((r) => this.isAlive(r, now))) {
+      // Nobody reached meta for a whole failure timeout: more likely meta was
+      // cut off (e.g. NATS restarted) than every node died. As after a meta
+      // restart, every known node gets a full timeout to check in, rather
+      // than the first one back taking every shard.
+      for (const r of this.live.values()) r.lastHeartbeat = now;
+      this.logger.warn({ node: req.node }, 'no node had reached meta for a failure timeout: every node gets a full timeout to check in');
+    }
     this.live.set(req.node, { lastHeartbeat: Date.now(), shards: req.shards });
     return {
       leaseMs: this.options.leaseMs,
