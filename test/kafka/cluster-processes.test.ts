@@ -138,6 +138,12 @@ describe('cluster of real processes: meta + 3 nodes over NATS, Kafka WAL', () =>
       await page.goto(front.url);
       await page.locator(`#cluster-nodes tr[data-node="${victimShard.leader}"][data-alive="false"]`).waitFor({ timeout: 10_000 });
       await page.locator(`#cluster-shards tr[data-shard="${victimShard.id}"][data-leader="${target}"]`).waitFor({ timeout: 10_000 });
+      // Its hot-standby follower (the other survivor), with the lag that follower's node reported.
+      const follower = page.locator(`#cluster-shards tr[data-shard="${victimShard.id}"] [data-follower][data-lag-entries]`).first();
+      await follower.waitFor({ timeout: 10_000 });
+      expect([victimShard.leader, target]).not.toContain(await follower.getAttribute('data-follower'));
+      expect(await follower.getAttribute('data-lag-entries')).toMatch(/^\d+$/);
+      expect(await follower.textContent()).toMatch(/\d+ entr(y|ies) · \d+ ms/);
       expect(await page.locator('#cluster-summary').textContent()).toMatch(/[1-9]\d* failovers · 1 migrations/);
     } finally {
       await browser.close();
@@ -157,5 +163,18 @@ describe('cluster of real processes: meta + 3 nodes over NATS, Kafka WAL', () =>
       expect(checked.out).toBe('');
       expect(checked.code).toBe(0);
     }
+
+    // The killed node comes back with the same id: it rejoins as a hot-standby follower.
+    const rejoined = await startNode(victimShard.leader!);
+    type Reported = { meta: { nodes: { id: string; alive: boolean; shards: { id: number; role?: string; state: string }[] }[] } };
+    let back: Reported['meta']['nodes'][number] | undefined;
+    for (let i = 0; i < 200 && !back?.shards.some((s) => s.role === 'follower' && s.state === 'following'); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      back = ((await call(front, 'GET', '/v1/cluster/status')).body as Reported).meta.nodes.find((n) => n.id === victimShard.leader);
+    }
+    expect(back?.alive).toBe(true);
+    expect(back?.shards.some((s) => s.role === 'follower' && s.state === 'following'), JSON.stringify(back)).toBe(true);
+    const throughRejoined = (await call(rejoined, 'POST', '/v1/tables/system_metrics/query', {})).body.rows as { host: string; ts: number }[];
+    expect(throughRejoined.map((r) => `${r.host}@${r.ts}`).sort()).toEqual([...acked].sort());
   });
 });

@@ -33,6 +33,20 @@ function bytes(n) {
   return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
+/** A span of time, coarser as it grows: 850 ms, 12.3 s, 4 min 3 s. */
+function duration(ms) {
+  ms = Math.max(0, Math.round(ms));
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${Math.floor(ms / 60_000)} min ${Math.floor((ms % 60_000) / 1000)} s`;
+}
+
+/** A follower's lag: entries it has not applied yet, and how long after its append it applied the last one. */
+function lag(l) {
+  return `<span class="lag${l.entries > 0 ? ' behind' : ''}">${l.entries} ${l.entries === 1 ? 'entry' : 'entries'} · ${l.ms} ms</span>`;
+}
+const lagAttrs = (l) => (l ? ` data-lag-entries="${l.entries}" data-lag-ms="${l.ms}"` : '');
+
 function time(ms) {
   const d = new Date(ms);
   const pad = (x, w = 2) => String(x).padStart(w, '0');
@@ -53,6 +67,11 @@ function applyTransition(t) {
     for (const shard of node.shards) {
       if (t.kind === 'shard' && shard.id === t.id) {
         shard.state = t.to;
+        // Only a promoted follower goes on to serve: it leads now.
+        if (t.to === 'serving' && shard.role === 'follower') {
+          shard.role = 'leader';
+          delete shard.lag;
+        }
         if (t.reason) shard.error = t.reason;
       }
       for (const region of shard.regions) {
@@ -119,12 +138,12 @@ function draw() {
           const rate = Math.round(p.entries / Math.max(p.elapsedMs / 1000, 0.001));
           note = `<span class="bar"><span style="width:${(done * 100).toFixed(1)}%"></span></span> ${p.entries} entries, ${rate}/s, ${remaining} to go`;
         }
-        return `<tr data-shard="${s.id}" class="${isChanged(`shard:${s.id}`, now) ? 'changed' : ''}">
+        return `<tr data-shard="${s.id}" data-role="${esc(s.role)}"${lagAttrs(s.lag)} class="${isChanged(`shard:${s.id}`, now) ? 'changed' : ''}">
           <td>shard ${s.id}</td><td class="mono">${esc(s.topic)}</td><td class="state">${pill(s.state)}</td><td>${esc(s.role)}</td>
           <td class="num">${s.epoch}</td><td class="num">${id(s.lastEntryId)}</td><td class="num">${id(s.flushedEntryId)}</td>
-          <td class="num">${s.regions.length}</td><td>${note}</td></tr>`;
+          <td class="num">${s.regions.length}</td><td>${s.lag ? lag(s.lag) : ''}</td><td>${note}</td></tr>`;
       })
-      .join('') || `<tr><td colspan="9" class="empty">no shards</td></tr>`;
+      .join('') || `<tr><td colspan="10" class="empty">no shards</td></tr>`;
 
   // Tables and their regions.
   $('tables').innerHTML =
@@ -240,8 +259,10 @@ function connect() {
 
 /**
  * In a cluster (a `reprise node`), meta's view: every node's liveness and
- * the shards it leads, each shard's leader and epoch. Polled, since it
- * comes from meta over the transport; the panel stays hidden embedded.
+ * the shards it holds, each shard's leader, epoch and followers (with the
+ * lag each follower's node reported in its last heartbeat), and the
+ * procedures running. Polled, since it comes from meta over the transport;
+ * the panel stays hidden embedded.
  */
 async function pollCluster() {
   try {
@@ -256,18 +277,55 @@ async function pollCluster() {
 
 function drawCluster(meta) {
   $('cluster').hidden = false;
+  const now = Date.now();
   const c = meta.counters ?? {};
-  $('cluster-summary').textContent = `topology ${meta.topology} · ${c.failovers ?? 0} failovers · ${c.migrations ?? 0} migrations · meta log entry ${meta.entryId}`;
+  const procedures = meta.procedures ?? [];
+  $('cluster-summary').textContent =
+    `topology ${meta.topology} · ${c.failovers ?? 0} failovers · ${c.migrations ?? 0} migrations · ${c.rebalanceMoves ?? 0} rebalance moves` +
+    ` · ${procedures.length} procedures running · meta log entry ${meta.entryId}`;
+  // Each node's shards as it reported them in its last heartbeat, by "node shard".
+  const reported = new Map();
+  const alive = new Map();
+  for (const n of meta.nodes) {
+    alive.set(n.id, n.alive);
+    for (const s of n.shards) reported.set(`${n.id} ${s.id}`, s);
+  }
   $('cluster-nodes').tBodies[0].innerHTML = meta.nodes
     .map(
       (n) => `<tr data-node="${esc(n.id)}" data-alive="${n.alive}"><td>${esc(n.id)}</td><td><span class="pill s-${n.alive ? 'serving' : 'failed'}">${n.alive ? 'alive' : 'dead'}</span></td>
         <td class="num">${n.lastHeartbeatMsAgo === null ? '-' : `${n.lastHeartbeatMsAgo} ms ago`}</td>
-        <td>${n.shards.map((s) => `${s.id} ${esc(s.state)} e${s.epoch}`).join(', ')}</td></tr>`,
+        <td class="wrap">${n.shards.map((s) => `${s.id} ${esc(s.state)} e${s.epoch}${s.lag ? ` (${lag(s.lag)})` : ''}`).join(', ')}</td></tr>`,
     )
     .join('');
   $('cluster-shards').tBodies[0].innerHTML = meta.shards
-    .map((s) => `<tr data-shard="${s.id}" data-leader="${esc(s.leader ?? '')}"><td>shard ${s.id}</td><td>${esc(s.leader ?? '-')}</td><td class="num">${s.epoch}</td></tr>`)
+    .map((s) => {
+      const followers = s.followers ?? [];
+      const cells = followers.map((f) => follower(f, s.id, reported.get(`${f} ${s.id}`), alive.get(f))).join('');
+      return `<tr data-shard="${s.id}" data-leader="${esc(s.leader ?? '')}" data-followers="${esc(followers.join(','))}"><td>shard ${s.id}</td><td>${esc(s.leader ?? '-')}</td>
+        <td class="num">${s.epoch}</td><td class="wrap">${cells || '<span class="muted">none</span>'}</td></tr>`;
+    })
     .join('');
+  $('cluster-procedures').tBodies[0].innerHTML =
+    procedures
+      .map(
+        (p) => `<tr data-procedure="${p.id}" data-kind="${esc(p.kind)}" data-shard="${p.shard ?? ''}" data-state="${esc(p.state)}">
+          <td>#${p.id} ${esc(p.kind)}${p.parent === null || p.parent === undefined ? '' : ` <span class="muted">of #${p.parent}</span>`}</td>
+          <td>${p.shard === null ? '–' : `shard ${p.shard}`}</td><td>${p.from || p.to ? `${esc(p.from ?? '?')} → ${esc(p.to ?? '?')}` : '–'}</td>
+          <td>${pill(p.state)} <span class="muted">for ${duration(now - p.stepAt)}</span></td>
+          <td class="num" title="started ${time(p.startedAt)}">${duration(now - p.startedAt)}</td></tr>`,
+      )
+      .join('') || `<tr><td colspan="5" class="empty">no procedures running</td></tr>`;
+}
+
+/** One follower of a shard: its lag as its node last reported it, or why there is none. */
+function follower(node, shardId, reported, alive) {
+  let detail;
+  if (alive === false) detail = '<span class="dead">dead</span>';
+  else if (!reported) detail = '<span class="muted">not reported yet</span>';
+  else if (reported.state !== 'following') detail = `${pill(reported.state)}${reported.lag ? ` ${lag(reported.lag)}` : ''}`;
+  else detail = reported.lag ? lag(reported.lag) : '';
+  const attrs = alive === false ? '' : lagAttrs(reported?.lag);
+  return `<span class="follower" data-follower="${esc(node)}" data-state="${esc(reported?.state ?? '')}"${attrs} title="shard ${shardId} on ${esc(node)}"><b>${esc(node)}</b> ${detail}</span>`;
 }
 
 fetch('/v1/machines')
