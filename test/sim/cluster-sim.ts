@@ -5,8 +5,10 @@
  *
  * A schedule (a list of steps) is generated from a seed; `runSchedule` plays
  * it against a fresh cluster with real time and short timings, lets the
- * cluster settle and runs the checker. `shrink` looks for the shortest
- * failing schedule (prefixes, then removing single steps).
+ * cluster settle and runs the checker; then it hands every shard to its hot
+ * standby (so the followers' copies, built by reading the log, serve) and
+ * checks the reads again. `shrink` looks for the shortest failing schedule
+ * (prefixes, then removing single steps).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -52,6 +54,7 @@ export type Step =
   | { readonly kind: 'pause'; readonly pick: number; readonly ms: number }
   | { readonly kind: 'lose'; readonly pick: number }
   | { readonly kind: 'partition'; readonly pick: number; readonly ms: number }
+  | { readonly kind: 'stall'; readonly pick: number; readonly ms: number }
   | { readonly kind: 'meta_restart' }
   | { readonly kind: 'shutdown'; readonly pick: number }
   | { readonly kind: 'migrate'; readonly pick: number; readonly shard: number; readonly to: number }
@@ -67,6 +70,9 @@ const WEIGHTS: [StepKind, number][] = [
   ['pause', 5],
   ['lose', 6],
   ['partition', 3],
+  // A stalled WAL append (disk or broker) on a node that meta meanwhile
+  // declares dead: its append lands after the next leader's epoch marker.
+  ['stall', 3],
   ['meta_restart', 3],
   ['shutdown', 3],
   // A migration whose source is then cut off ends when meta declares the
@@ -95,6 +101,9 @@ export function generateSchedule(seed: number, length = 24): Step[] {
         break;
       case 'partition':
         steps.push({ kind, pick, ms: 400 + Math.floor(random() * 600) });
+        break;
+      case 'stall':
+        steps.push({ kind, pick, ms: 200 + Math.floor(random() * 1300) });
         break;
       case 'meta_restart':
         steps.push({ kind });
@@ -139,6 +148,7 @@ export interface SimResult {
   readonly violations: string[];
   /** Regions not serving at the end, each with its recorded reason (not a violation). */
   readonly reasons: string[];
+  /** Distinct acknowledged row keys (the registers count once each). */
   readonly acked: number;
   readonly ms: number;
 }
@@ -161,13 +171,20 @@ const TOPIC_PREFIX = 'sim';
  * A node's handle on the shared log. A crash pulls the plug: appends then
  * fail, as a killed process's unsynced appends never land. Appends take a
  * millisecond or two, like a disk sync, and the plug is checked after that.
+ * A stall (`hold`) keeps the node's appends, in flight and new, from landing
+ * until it ends, as a stalled disk or broker (or a process paused between
+ * issuing an append and its completion) would; then they land, in order,
+ * whatever happened to the cluster meanwhile.
  */
 class LogPlug {
   dead = false;
   readonly log: LogStore;
+  /** Appends do not land before this time (ms since the epoch). */
+  private heldUntil = 0;
   constructor(store: LogStore) {
     const append = async (topic: string, records: readonly Uint8Array[]): Promise<number[]> => {
       await new Promise((r) => setTimeout(r, 1));
+      for (let wait = this.heldUntil - Date.now(); wait > 0; wait = this.heldUntil - Date.now()) await new Promise((r) => setTimeout(r, wait));
       if (this.dead) throw new RepriseError('WAL_APPEND_FAILED', `simulated crash: append to '${topic}' lost`);
       return store.append(topic, records);
     };
@@ -179,6 +196,11 @@ class LogPlug {
         return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
       },
     });
+  }
+
+  /** Hold this node's appends (in flight and new) until `ms` from now. */
+  hold(ms: number): void {
+    this.heldUntil = Math.max(this.heldUntil, Date.now() + ms);
   }
 }
 
@@ -366,6 +388,23 @@ function choose<T>(items: readonly T[], pick: number): T | undefined {
 
 const keyOf = (host: string, ts: number) => `${host}@${ts}`;
 
+/**
+ * Every write also upserts one register row per host (host@REGISTER_TS, the
+ * same key each time) with the write's number as its value, so that the
+ * order in which entries are applied is visible to a reader: a reader that
+ * applies an entry out of its place in the log (a deposed leader's entry
+ * let through after the newer epoch's writes) reads an older value.
+ */
+const REGISTER_TS = 1;
+
+/** One write the schedule issued: its number (the registers' value), when it started and, if acknowledged, when (performance.now()). */
+interface WriteRecord {
+  readonly seq: number;
+  readonly front: string;
+  readonly start: number;
+  end?: number;
+}
+
 /** Play `steps` from `seed` against a fresh cluster, settle, check. Never throws for a violation: it is in the result. */
 export async function runSchedule(seed: number, steps: readonly Step[], simOptions: SimOptions = {}): Promise<SimResult> {
   const started = Date.now();
@@ -386,6 +425,92 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
   const say = (line: string) => {
     if (verbose) console.log(`[seed ${seed}] ${line}`);
   };
+  const t0 = performance.now();
+  const at = (t: number) => `${Math.round(t - t0)} ms`;
+  const writes = new Map<number, WriteRecord>();
+
+  /** A write of three new rows and the three registers through `front`; resolves (never rejects) once it is acknowledged or refused. */
+  const write = async ([frontId, front]: [string, Incarnation], what = 'write'): Promise<void> => {
+    const record: WriteRecord = { seq: writes.size + 1, front: frontId, start: performance.now() };
+    writes.set(record.seq, record);
+    const rows = [...HOSTS.map((host) => ({ host, v: ts, ts: ts++ })), ...HOSTS.map((host) => ({ host, v: record.seq, ts: REGISTER_TS }))];
+    for (const r of rows) attempted.add(keyOf(r.host, r.ts));
+    try {
+      await front.runtime.insert('sim', rows);
+      record.end = performance.now();
+      for (const r of rows) acked.add(keyOf(r.host, r.ts));
+    } catch (err) {
+      say(`  ${what} #${record.seq} through ${frontId} not acknowledged: ${(err as Error).message}`);
+    }
+  };
+
+  /**
+   * Registers read at `readStart`: each holds the number of a write, and no
+   * write acknowledged before the read that started after that write was
+   * acknowledged may be hidden by it (it came later in the log). A write not
+   * acknowledged may land at any time (it may be in flight), so it is never
+   * judged stale.
+   */
+  const checkRegisters = (rows: Record<string, unknown>[], readStart: number, where: string) => {
+    for (const host of HOSTS) {
+      const row = rows.find((r) => r.host === host && Number(r.ts) === REGISTER_TS);
+      // A register an acknowledged write set and nobody reads is a missing row: the row check reports it.
+      if (!row) continue;
+      const value = Number(row.v);
+      const read = writes.get(value);
+      if (!read) {
+        violations.push(`${where}: register ${keyOf(host, REGISTER_TS)} reads ${value}, which no write wrote`);
+        continue;
+      }
+      if (read.end === undefined) continue;
+      let newer: WriteRecord | undefined;
+      for (const w of writes.values()) {
+        if (w.end !== undefined && w.end < readStart && w.start > read.end && (!newer || w.seq > newer.seq)) newer = w;
+      }
+      if (newer) {
+        violations.push(
+          `${where}: register ${keyOf(host, REGISTER_TS)} reads write #${read.seq} (acknowledged at ${at(read.end)}) instead of write #${newer.seq} ` +
+            `(started at ${at(newer.start)}, after it, acknowledged at ${at(newer.end!)}): a stale value, an older entry applied after a newer one`,
+        );
+      }
+    }
+  };
+
+  /** The final read: every acknowledged row readable exactly once, nothing never written, no stale register. */
+  const checkFinalRead = async (front: Reprise, where: string) => {
+    const prefix = where ? `${where}: ` : '';
+    const readStart = performance.now();
+    let rows: Record<string, unknown>[];
+    try {
+      rows = await front.query('sim');
+    } catch (err) {
+      violations.push(`${prefix}final query failed: ${(err as Error).message}`);
+      return;
+    }
+    const counts = new Map<string, number>();
+    for (const r of rows) {
+      const k = keyOf(String(r.host), Number(r.ts));
+      counts.set(k, (counts.get(k) ?? 0) + 1);
+    }
+    const missing = [...acked].filter((k) => !counts.has(k));
+    const doubled = [...acked].filter((k) => (counts.get(k) ?? 0) > 1);
+    const invented = [...counts.keys()].filter((k) => !attempted.has(k));
+    if (missing.length) violations.push(`${prefix}${missing.length} acknowledged row(s) not readable, e.g. ${missing.slice(0, 5).join(', ')}`);
+    if (doubled.length) violations.push(`${prefix}${doubled.length} acknowledged row(s) read more than once, e.g. ${doubled.slice(0, 5).join(', ')}`);
+    if (invented.length) violations.push(`${prefix}${invented.length} row(s) read that were never written, e.g. ${invented.slice(0, 5).join(', ')}`);
+    checkRegisters(rows, readStart, where || 'final read');
+  };
+
+  /** Every shard led by a live node on which it and its regions serve. */
+  const settle = () =>
+    waitUntil(() => {
+      const liveIds = new Set(cluster.live().map(([id]) => id));
+      return cluster.metaStatus().shards.every((s) => {
+        if (s.leader === null || !liveIds.has(s.leader)) return false;
+        const shard = cluster.nodes.get(s.leader)!.runtime.status().nodes[0]!.shards.find((x) => x.id === s.id);
+        return shard !== undefined && shard.state === 'serving' && shard.regions.every((r) => r.state === 'serving');
+      });
+    }, 10_000);
   try {
     await cluster.startMeta();
     const ids = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}`);
@@ -401,25 +526,20 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
         case 'write': {
           const front = choose(live, step.pick);
           if (!front) break;
-          const rows = HOSTS.map((host) => ({ host, v: ts, ts: ts++ }));
-          for (const r of rows) attempted.add(keyOf(r.host, r.ts));
-          try {
-            await front[1].runtime.insert('sim', rows);
-            for (const r of rows) acked.add(keyOf(r.host, r.ts));
-          } catch (err) {
-            say(`  write through ${front[0]} not acknowledged: ${(err as Error).message}`);
-          }
+          await write(front);
           break;
         }
         case 'read': {
           const front = choose(live, step.pick);
           if (!front) break;
           const before = new Set(acked);
+          const readStart = performance.now();
           try {
             const rows = await front[1].runtime.query('sim');
             const seen = new Set(rows.map((r) => keyOf(String(r.host), Number(r.ts))));
             const missing = [...before].filter((k) => !seen.has(k));
             if (missing.length > 0) violations.push(`step ${i} read through ${front[0]}: ${missing.length} acknowledged row(s) missing, e.g. ${missing.slice(0, 3).join(', ')}`);
+            checkRegisters(rows, readStart, `step ${i} read through ${front[0]}`);
           } catch (err) {
             say(`  read through ${front[0]} failed: ${(err as Error).message}`);
           }
@@ -464,6 +584,26 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
           const isMeta = (n: string) => n.startsWith('meta#');
           cluster.temporary(cluster.network.faults.drop((m) => (m.from === name && isMeta(m.to)) || (isMeta(m.from) && m.to === name)), step.ms, node[0]);
           cluster.temporary(cluster.network.faults.delay((m) => m.to === name && m.kind === 'request' && m.subject.endsWith('.write'), Math.floor(step.ms * 0.8)), step.ms);
+          break;
+        }
+        case 'stall': {
+          // The node's WAL appends stall for `ms` (a stalled disk or broker,
+          // or the process paused between sending an append and its
+          // completion) while its link to meta is cut as long: its lease
+          // lapses and meta moves its shards (failure timeout 300 ms), whose
+          // new leaders append their epoch markers; then the held appends
+          // land, with the old epoch, after those markers. A write sent
+          // through the node as the stall begins passes the lease check
+          // (still valid) and is held, and so are appends of writes that
+          // other fronts send it before meta moves its shards. Readers must
+          // drop the late entries; no write is acknowledged from them.
+          const node = choose(live, step.pick);
+          if (!node) break;
+          const name = node[1].name;
+          const isMeta = (n: string) => n.startsWith('meta#');
+          node[1].plug.hold(step.ms);
+          cluster.temporary(cluster.network.faults.drop((m) => (m.from === name && isMeta(m.to)) || (isMeta(m.from) && m.to === name)), step.ms, node[0]);
+          cluster.background(write(node, 'write sent into the stall'));
           break;
         }
         case 'meta_restart': {
@@ -511,14 +651,7 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
       const inc = cluster.nodes.get(id)!;
       if (inc.state === 'crashed') cluster.network.faults.drop((m) => m.from === inc.name || m.to === inc.name);
     }
-    const settled = await waitUntil(() => {
-      const liveIds = new Set(cluster.live().map(([id]) => id));
-      return cluster.metaStatus().shards.every((s) => {
-        if (s.leader === null || !liveIds.has(s.leader)) return false;
-        const shard = cluster.nodes.get(s.leader)!.runtime.status().nodes[0]!.shards.find((x) => x.id === s.id);
-        return shard !== undefined && shard.state === 'serving' && shard.regions.every((r) => r.state === 'serving');
-      });
-    }, 10_000);
+    const settled = await settle();
     say(`settled: ${settled}`);
     if (process.env.SIM_DEBUG) { console.log(JSON.stringify(cluster.metaStatus(), null, 1)); for (const [id, n] of cluster.live()) console.log(id, JSON.stringify(n.runtime.status().nodes[0]!.shards.map((s) => [s.id, s.state, s.epoch, s.error]))); }
 
@@ -546,26 +679,31 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
       }
     }
 
-    // ---- check 1: every acknowledged write readable exactly once (and nothing never written).
-    const front = cluster.live()[0]![1].runtime;
-    let rows: Record<string, unknown>[] | undefined;
-    try {
-      rows = await front.query('sim');
-    } catch (err) {
-      violations.push(`final query failed: ${(err as Error).message}`);
-    }
-    if (rows) {
-      const counts = new Map<string, number>();
-      for (const r of rows) {
-        const k = keyOf(String(r.host), Number(r.ts));
-        counts.set(k, (counts.get(k) ?? 0) + 1);
+    if (process.env.SIM_DEBUG) {
+      // Each shard's log as it is now (id:kind epoch region), and each write's timing.
+      for (let sh = 0; sh < options.shards; sh++) {
+        const topic = `${TOPIC_PREFIX}_${sh}`;
+        const { earliest } = await store.bounds(topic);
+        const out: string[] = [];
+        for await (const e of readEntries(store, topic, earliest)) out.push(`${e.id}:${e.kind[0]}${e.epoch}${e.kind === 'data' ? `r${e.region}` : ''}`);
+        console.log(`TOPIC ${topic} from ${earliest}: ${out.join(' ')}`);
       }
-      const missing = [...acked].filter((k) => !counts.has(k));
-      const doubled = [...acked].filter((k) => (counts.get(k) ?? 0) > 1);
-      const invented = [...counts.keys()].filter((k) => !attempted.has(k));
-      if (missing.length) violations.push(`${missing.length} acknowledged row(s) not readable, e.g. ${missing.slice(0, 5).join(', ')}`);
-      if (doubled.length) violations.push(`${doubled.length} acknowledged row(s) read more than once, e.g. ${doubled.slice(0, 5).join(', ')}`);
-      if (invented.length) violations.push(`${invented.length} row(s) read that were never written, e.g. ${invented.slice(0, 5).join(', ')}`);
+      for (const w of writes.values()) console.log(`WRITE #${w.seq} via ${w.front} ${at(w.start)} -> ${w.end === undefined ? '-' : at(w.end)}`);
+    }
+    // ---- check 1: every acknowledged write readable exactly once (and nothing never written), no stale register.
+    const front = cluster.live()[0]![1].runtime;
+    await checkFinalRead(front, '');
+
+    // ---- the hot standbys: hand every shard to its follower (a planned
+    // migration: no flush, the follower is promoted with what its replay and
+    // tail applied) and read everything again. A follower's copy is built by
+    // reading the log (replay, then tail), which a leader that only wrote
+    // never does: this is where entries a reader should have dropped show.
+    const handed = await handToStandbys(cluster, front, say);
+    if (handed > 0) {
+      const again = await settle();
+      say(`settled after handing ${handed} shard(s) to their standbys: ${again}`);
+      await checkFinalRead(cluster.live()[0]![1].runtime, `after handing ${handed} shard(s) to their standbys`);
     }
 
     // ---- check 2: one node per (shard, epoch), and it is the node meta granted that epoch to.
@@ -611,6 +749,43 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
   return { seed, steps, violations, reasons, acked: acked.size, ms: Date.now() - started };
+}
+
+/**
+ * Hand each shard whose follower is live and following to it (one planned
+ * migration at a time, through `front`), once the procedures under way (a
+ * rebalance) have finished, or after 5 s: a shard whose procedure still
+ * runs then is left where it is (a hand-off request lost to a fault keeps
+ * meta waiting for its 60 s timeout). Returns how many shards were handed over.
+ */
+async function handToStandbys(cluster: Cluster, front: Reprise, say: (line: string) => void): Promise<number> {
+  if (!(await waitUntil(() => cluster.metaStatus().procedures.length === 0, 5_000))) {
+    say(`  procedures still running: ${cluster.metaStatus().procedures.map((p) => `${p.kind} #${p.id} of shard ${p.shard} (${p.state})`).join(', ')}`);
+  }
+  let handed = 0;
+  for (const { id } of cluster.metaStatus().shards) {
+    const shard = cluster.metaStatus().shards.find((s) => s.id === id)!;
+    const live = new Map(cluster.live());
+    const to = shard.followers.find((f) => f !== shard.leader && live.has(f));
+    if (!to || shard.leader === null || !live.has(shard.leader)) continue;
+    if (cluster.metaStatus().procedures.some((p) => p.shard === id)) {
+      say(`  shard ${id}: a procedure is running on it; not handed over`);
+      continue;
+    }
+    const following = await waitUntil(() => live.get(to)!.runtime.status().nodes[0]!.shards.some((s) => s.id === id && s.state === 'following'), 5_000);
+    if (!following) {
+      say(`  shard ${id}: follower '${to}' is not following; not handed over`);
+      continue;
+    }
+    try {
+      const r = await front.migrateShard(id, to);
+      say(`  shard ${id} handed to its standby: ${r.from} -> ${r.to} in ${r.ms} ms`);
+      handed++;
+    } catch (err) {
+      say(`  shard ${id} not handed to its standby '${to}': ${(err as Error).message}`);
+    }
+  }
+  return handed;
 }
 
 export async function runSeed(seed: number, length = 24, options: SimOptions = {}): Promise<SimResult> {

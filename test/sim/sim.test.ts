@@ -4,9 +4,10 @@ import { report, runSeed, shrink } from './cluster-sim.js';
 
 /**
  * The fixed seeds `npm test` runs: each a 24-step schedule of writes, reads,
- * crashes, restarts, pauses, lost messages, meta partitions, meta restarts
- * and clean shutdowns against meta + 3 nodes sharing one local WAL. More
- * seeds: `npm run sim -- --seeds N`.
+ * crashes, restarts, pauses, lost messages, meta partitions, stalled WAL
+ * appends, meta restarts, migrations and clean shutdowns against meta + 3
+ * nodes sharing one local WAL, checked on the leaders and again after every
+ * shard is handed to its hot standby. More seeds: `npm run sim -- --seeds N`.
  */
 export const FIXED_SEEDS = [1, 2, 3, 4, 5, 6, 7, 8];
 
