@@ -4,6 +4,7 @@ import { Counter, Gauge, Registry } from 'prom-client';
 import { parseAddr } from './http.js';
 import { MetaServer, type MetaServerOptions } from '../meta/meta-server.js';
 import { MetaService } from '../meta/meta-service.js';
+import { PROCEDURE_KINDS } from '../meta/model.js';
 import type { Transport } from '../transport/transport.js';
 import { RepriseError } from '../errors.js';
 import type { LogStore } from '../wal/log-store.js';
@@ -60,7 +61,7 @@ function metaRegistry(server: MetaServer): Registry {
     registers: [registry],
     collect() {
       const running = server.status().procedures;
-      for (const kind of ['migrate', 'rebalance']) this.set({ kind }, running.filter((p) => p.kind === kind).length);
+      for (const kind of PROCEDURE_KINDS) this.set({ kind }, running.filter((p) => p.kind === kind).length);
     },
   });
   new Gauge({
@@ -97,7 +98,7 @@ export async function startMeta(options: MetaProcessOptions): Promise<MetaProces
   }
   const log = options.log ? borrowedLog(options.log) : await openLogStore(options.wal, '');
   try {
-    const meta = await MetaService.open(log, { topicPrefix: options.wal.topicPrefix ?? 'reprise_wal', numShards: options.shards ?? 4 });
+    const meta = await MetaService.open(log, { topicPrefix: options.wal.topicPrefix ?? 'reprise_wal', numShards: options.shards ?? 4, logger });
     // A create table cut short by a crash never became visible: roll it back.
     await meta.rollBackIncompleteCreates(logger);
     const { transport: _t, wal: _w, log: _g, shards: _s, logger: _l, httpAddr: _h, ...schedulerOptions } = options;

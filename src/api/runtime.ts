@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { DEFAULT_FLUSH_POLICY, type ActorContext, type FlushPolicy, type FollowerApply, type ReplayProgress, type Transition } from '../actors/context.js';
 import { NodeActor, type NodeStatus } from '../actors/node.js';
+import { errorReason } from '../actors/effects.js';
 import { isRepriseError, RepriseError } from '../errors.js';
 import { FsObjectStore } from '../engine/fs-object-store.js';
 import type { ObjectStore } from '../engine/object-store.js';
@@ -30,7 +31,8 @@ import { ClusterShardRouter, LocalShardRouter, serveNode, type ClusterRoutingOpt
 export interface RuntimeMeta {
   beginCreateTable(schema: TableSchema): Promise<TableInfo>;
   commitCreateTable(tableId: number, createdAt: Record<number, number>): Promise<void>;
-  abortCreateTable(tableId: number): Promise<void>;
+  /** `reason`: why the frontend gave up, for meta's record of the create_table procedure. */
+  abortCreateTable(tableId: number, reason?: string): Promise<void>;
   dropTable(name: string): Promise<TableInfo>;
   table(name: string): TableInfo;
   tables(): TableInfo[];
@@ -146,6 +148,7 @@ export class Reprise {
       const meta = await MetaService.open(log, {
         topicPrefix: options.wal?.topicPrefix ?? 'reprise_wal',
         numShards: options.shards ?? 4,
+        logger,
       });
       const objects = new FsObjectStore(options.objectStoreDir ? resolve(options.objectStoreDir) : join(dataDir, 'objects'));
       const engine = new TableEngine();
@@ -258,7 +261,7 @@ export class Reprise {
       await this.meta.commitCreateTable(table.id, createdAt);
     } catch (err) {
       for (const region of table.regions) await this.router.dropRegion(region.shard, region.id).catch(() => undefined);
-      await this.meta.abortCreateTable(table.id);
+      await this.meta.abortCreateTable(table.id, errorReason(err));
       throw err;
     }
     return describe(this.meta.table(schema.name));

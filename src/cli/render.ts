@@ -69,7 +69,7 @@ export function renderClusterStatus(status: ClusterStatus): string {
       out.push(
         renderTable(
           ['procedure', 'kind', 'shard', 'from -> to', 'step', 'running for'],
-          procedures.map((p) => [`#${p.id}${p.parent !== null ? ` (of #${p.parent})` : ''}`, p.kind, p.shard === null ? '-' : String(p.shard), p.from === null ? '-' : `${p.from} -> ${p.to}`, p.state, `${Date.now() - p.startedAt} ms`]),
+          procedures.map((p) => [`#${p.id}${p.parent !== null ? ` (of #${p.parent})` : ''}`, p.kind, p.shard !== null ? String(p.shard) : p.table !== undefined ? `table #${p.table}` : '-', p.from === null ? '-' : `${p.from} -> ${p.to}`, p.state, `${Date.now() - p.startedAt} ms`]),
         ),
       );
     }

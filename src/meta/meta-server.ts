@@ -1,11 +1,11 @@
 import type { Logger } from 'pino';
 import type { TableSchema } from '../engine/schema.js';
-import { RepriseError } from '../errors.js';
+import { isRepriseError, RepriseError } from '../errors.js';
 import type { Subscription, Transport } from '../transport/transport.js';
 import type { EntryId } from '../wal/log-store.js';
 import type { MetaService } from './meta-service.js';
 import type { ProcedureInfo, ShardInfo, TableInfo } from './model.js';
-import { ProcedureRunner, type ProcedureHost } from './procedures.js';
+import { isClosing, ProcedureRunner, type ProcedureHost } from './procedures.js';
 
 /**
  * Meta as a service of the cluster: the MetaService's operations as
@@ -23,9 +23,10 @@ import { ProcedureRunner, type ProcedureHost } from './procedures.js';
  * Topology `dynamic` also moves the shards of a dead node to live nodes
  * (failover); `static` leaves them until their node is back (HoraeDB's
  * TOPOLOGY_TYPE). Nodes learn their assignment from heartbeat replies and
- * open or close shards to match. Migrations and (dynamic) rebalancing are
- * procedures recorded step by step in the meta log and resumed by the next
- * meta if this one dies mid-way (procedures.ts).
+ * open or close shards to match. Failovers, migrations, (dynamic)
+ * rebalancing and table creations are procedures recorded step by step in
+ * the meta log and resumed by the next meta if this one dies mid-way
+ * (procedures.ts).
  */
 
 export type Topology = 'static' | 'dynamic';
@@ -107,7 +108,7 @@ export interface MetaCounters {
 export interface ClusterMetaStatus {
   readonly topology: Topology;
   readonly counters: MetaCounters;
-  /** Procedures running now (migrations, rebalancing), oldest first; they resume if meta restarts. */
+  /** Procedures running now (failovers, migrations, rebalancing, table creations), oldest first; they resume if meta restarts. */
   readonly procedures: ProcedureInfo[];
   readonly nodes: NodeLiveness[];
   readonly shards: ShardInfo[];
@@ -135,9 +136,10 @@ export class MetaServer {
   private readonly subscriptions: Subscription[] = [];
   private timer: NodeJS.Timeout | undefined;
   private placing: Promise<void> = Promise.resolve();
+  private closed = false;
   private readonly startedAt = Date.now();
   readonly counters: MetaCounters = { placements: 0, failovers: 0, migrations: 0, migrationMs: 0, leaves: 0, rebalanceMoves: 0 };
-  /** Migrations and rebalancing, persisted step by step in the meta log (procedures.ts). */
+  /** Failovers, migrations and rebalancing, persisted step by step in the meta log (procedures.ts). */
   private readonly procedures: ProcedureRunner;
 
   private constructor(
@@ -171,8 +173,8 @@ export class MetaServer {
         await meta.commitCreateTable(req.tableId, req.createdAt);
         return { entryId: meta.appliedEntryId };
       },
-      abort_create: async (req: { tableId: number }) => {
-        await meta.abortCreateTable(req.tableId);
+      abort_create: async (req: { tableId: number; reason?: string }) => {
+        await meta.abortCreateTable(req.tableId, req.reason);
         return { entryId: meta.appliedEntryId };
       },
       drop_table: async (req: { name: string }) => {
@@ -232,7 +234,8 @@ export class MetaServer {
     const from = shard.leader;
     if (from === null) throw new RepriseError('SHARD_NOT_SERVING', `shard ${shardId} has no leader yet`);
     if (from === to) throw new RepriseError('INVALID_ARGUMENT', `shard ${shardId} is already led by '${to}'`);
-    const running = this.meta.procedureOfShard(shardId);
+    // One procedure per shard; a table being created with a region here holds it too (its new leader would not host that region).
+    const running = this.meta.procedureOfShard(shardId) ?? this.meta.creationsOnShard(shardId)[0];
     if (running) throw new RepriseError('PROCEDURE_RUNNING', `shard ${shardId} already has a procedure running: ${running.kind} #${running.id} (${running.state}); one procedure per shard at a time`, { shard: shardId, procedure: running.id });
     this.logger.info({ shard: shardId, from, to }, `migrating shard ${shardId} from '${from}' to '${to}'`);
     // A procedure: each step is in the meta log before it runs, so a meta
@@ -328,6 +331,7 @@ export class MetaServer {
   private schedule(): void {
     // Rebalancing only starts a procedure here (it runs in the background): placement never waits for a migration.
     this.placing = this.placing.then(() => this.place()).then(() => this.procedures.rebalanceIfNeeded()).catch((err: unknown) => {
+      if (this.closed && isClosing(err)) return;
       this.logger.error({ err }, 'shard placement failed; retrying on the next tick');
     });
   }
@@ -339,29 +343,59 @@ export class MetaServer {
     const placingNew = alive.length >= this.options.minNodes;
     const load = new Map(alive.map((id) => [id, 0]));
     for (const shard of this.meta.shards()) if (shard.leader !== null && load.has(shard.leader)) load.set(shard.leader, load.get(shard.leader)! + 1);
+    const failovers: { shard: ShardInfo; from: string; target: string; promoted: boolean }[] = [];
     for (const shard of this.meta.shards()) {
       const holderAlive = shard.leader !== null && load.has(shard.leader);
       if (holderAlive) continue;
       if (shard.leader !== null && this.options.topology === 'static') continue;
       if (shard.leader === null && !placingNew) continue;
+      const from = shard.leader;
+      if (from !== null) {
+        // Failover is a procedure of its own, one per shard: a failover
+        // already moving the shard (one whose target died fails within a
+        // heartbeat interval, and the next run starts another), or a
+        // migration, which ends once its source is declared dead: wait.
+        const running = this.meta.procedureOfShard(shard.id);
+        if (running) {
+          this.procedures.ensureRunning(running);
+          continue;
+        }
+      }
       // A live hot standby first: it has the shard in memory and needs only the last few entries.
       const standby = leastLoaded(load, shard.followers);
       const target = standby ?? leastLoaded(load)!;
-      const from = shard.leader;
+      load.set(target, load.get(target)! + 1);
+      if (from !== null) {
+        failovers.push({ shard, from, target, promoted: standby !== undefined });
+        continue;
+      }
       await this.meta.assignShard(shard.id, target);
       this.nudge(target);
-      load.set(target, load.get(target)! + 1);
-      if (from === null) {
-        this.counters.placements++;
-        this.logger.info({ shard: shard.id, node: target }, `shard ${shard.id} placed on node '${target}'`);
-      } else {
-        this.counters.failovers++;
-        const since = now - (this.live.get(from)?.lastHeartbeat ?? this.startedAt);
-        const how = standby ? 'promotes its follower on' : 'moves to';
-        this.logger.warn({ shard: shard.id, from, to: target, silentMs: since, promoted: standby !== undefined }, `failover: shard ${shard.id} of dead node '${from}' (silent ${since} ms) ${how} '${target}'`);
-      }
+      this.counters.placements++;
+      this.logger.info({ shard: shard.id, node: target }, `shard ${shard.id} placed on node '${target}'`);
     }
+    // Failovers start together, so that a dead node's last shard is not
+    // assigned only after the others' records: each is one append (the
+    // procedure's start) and then the assignment; waiting for the new
+    // leader goes on in the background.
+    await Promise.all(failovers.map((f) => this.failover(f.shard, f.from, f.target, f.promoted, now)));
     await this.placeFollowers(alive);
+  }
+
+  /** Start a failover procedure (procedures.ts); resolves once the shard is assigned to `target`. */
+  private async failover(shard: ShardInfo, from: string, target: string, promoted: boolean, now: number): Promise<void> {
+    let procedure: ProcedureInfo;
+    try {
+      procedure = await this.procedures.failover({ shard: shard.id, from, to: target, epoch: shard.epoch });
+    } catch (err) {
+      if (isRepriseError(err, 'PROCEDURE_RUNNING')) return; // a migration started meanwhile: the next run
+      throw err;
+    }
+    if (this.meta.shard(shard.id).leader !== target) return;
+    this.counters.failovers++;
+    const since = now - (this.live.get(from)?.lastHeartbeat ?? this.startedAt);
+    const how = promoted ? 'promotes its follower on' : 'moves to';
+    this.logger.warn({ shard: shard.id, from, to: target, silentMs: since, promoted, procedure: procedure.id }, `failover #${procedure.id}: shard ${shard.id} of dead node '${from}' (silent ${since} ms) ${how} '${target}'`);
   }
 
   /**
@@ -428,6 +462,7 @@ export class MetaServer {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     clearInterval(this.timer);
     for (const s of this.subscriptions.splice(0)) await s.close();
     // Running procedures stop where they are (nothing more is recorded); the next meta resumes them.

@@ -1,5 +1,5 @@
 import { encode } from '@msgpack/msgpack';
-import type { Logger } from 'pino';
+import pino, { type Logger } from 'pino';
 import { RepriseError } from '../errors.js';
 import { partitionCount } from '../engine/table/partition.js';
 import type { TableSchema } from '../engine/schema.js';
@@ -9,6 +9,7 @@ import { readEntries } from '../wal/shard-reader.js';
 import { TopicWriter } from '../wal/topic-writer.js';
 import { MetaView } from './meta-view.js';
 import { applyMetaEvent, type MetaEvent, type ProcedureInfo, type ProcedureKind, type ProcedureOutcome, type TableInfo } from './model.js';
+import { TableCreations } from './procedures.js';
 
 /**
  * The meta log's topic: beside the shards' topics, under the same prefix, so
@@ -24,7 +25,14 @@ export interface MetaOptions {
   readonly topicPrefix: string;
   /** Shards to create on first start (existing shards are kept). */
   readonly numShards: number;
+  /** For the create_table procedures' warnings (rollbacks). Default: silent. */
+  readonly logger?: Logger;
+  /** A create table the frontend leaves unfinished this long is rolled back. Default 2 min. */
+  readonly createTableTimeoutMs?: number;
 }
+
+/** How long a frontend may take between begin_create and commit_create (or abort_create). */
+export const DEFAULT_CREATE_TABLE_TIMEOUT_MS = 120_000;
 
 /**
  * The metadata service, in-process. Its state is event-sourced in the
@@ -34,6 +42,8 @@ export interface MetaOptions {
  */
 export class MetaService extends MetaView {
   private queue: Promise<unknown> = Promise.resolve();
+  /** Create table procedures, driven by the frontend's begin, commit and abort (procedures.ts). */
+  private readonly creations: TableCreations;
 
   private constructor(
     private readonly log: LogStore,
@@ -41,6 +51,7 @@ export class MetaService extends MetaView {
     private readonly options: MetaOptions,
   ) {
     super();
+    this.creations = new TableCreations(this, options.logger ?? pino({ level: 'silent' }), options.createTableTimeoutMs ?? DEFAULT_CREATE_TABLE_TIMEOUT_MS);
   }
 
   static async open(log: LogStore, options: MetaOptions): Promise<MetaService> {
@@ -123,22 +134,54 @@ export class MetaService extends MetaView {
   async sync(): Promise<void> {}
 
   // ---- tables ----
+  //
+  // Create table is a procedure (create_table, procedures.ts) that the
+  // frontend drives: begin, then create_region on each region's shard
+  // leader, then commit (or abort). Each step is recorded before its effect.
 
   /**
-   * Step one of create table: fix ids and placement durably. Regions go to
-   * the shards holding the fewest regions, so tables spread over shards.
+   * Step one of create table: fix ids and placement durably, and start the
+   * create_table procedure (the frontend creates the regions next).
    */
   beginCreateTable(schema: TableSchema): Promise<TableInfo> {
+    return this.creations.begin(schema);
+  }
+
+  /** Step two: every region has its region_create entry; the table becomes visible. */
+  commitCreateTable(tableId: number, createdAt: Record<number, EntryId>): Promise<void> {
+    return this.creations.commit(tableId, createdAt);
+  }
+
+  /** The frontend gave up (it dropped the regions it created): the table goes. */
+  abortCreateTable(tableId: number, reason?: string): Promise<void> {
+    return this.creations.abort(tableId, reason);
+  }
+
+  /** At start: a create table cut short by a crash never became visible: roll each one back. */
+  async rollBackIncompleteCreates(logger?: Logger): Promise<void> {
+    await this.creations.resume(logger);
+  }
+
+  /**
+   * The create_table procedure's start: `procedure_started` then
+   * `table_creating`, in one serialised step. Regions go to the shards
+   * holding the fewest regions, so tables spread over shards, but not to a
+   * shard being migrated or failed over (PROCEDURE_RUNNING if every shard is).
+   */
+  recordTableCreating(schema: TableSchema): Promise<{ table: TableInfo; procedure: ProcedureInfo }> {
     return this.serialised(async () => {
       if (this.state.tables.has(schema.name)) {
         throw new RepriseError('TABLE_EXISTS', `table '${schema.name}' already exists`, { table: schema.name });
       }
+      if (this.state.shards.size === 0) throw new RepriseError('INTERNAL', 'meta has no shards to place regions on');
       const load = new Map<number, number>();
-      for (const shard of this.state.shards.keys()) load.set(shard, 0);
-      for (const table of this.state.tables.values()) {
-        for (const region of table.regions) load.set(region.shard, (load.get(region.shard) ?? 0) + 1);
+      for (const shard of this.state.shards.keys()) if (!this.procedureOfShard(shard)) load.set(shard, 0);
+      if (load.size === 0) {
+        throw new RepriseError('PROCEDURE_RUNNING', `every shard is being migrated or failed over: table '${schema.name}' has nowhere to place its regions yet; try again`, { table: schema.name });
       }
-      if (load.size === 0) throw new RepriseError('INTERNAL', 'meta has no shards to place regions on');
+      for (const table of this.state.tables.values()) {
+        for (const region of table.regions) if (load.has(region.shard)) load.set(region.shard, load.get(region.shard)! + 1);
+      }
       const regions: { id: number; partition: number; shard: number }[] = [];
       for (let partition = 0; partition < partitionCount(schema); partition++) {
         const [shard] = [...load.entries()].sort((a, b) => a[1] - b[1] || a[0] - b[0])[0]!;
@@ -146,25 +189,26 @@ export class MetaService extends MetaView {
         regions.push({ id: this.state.nextRegionId + partition, partition, shard });
       }
       const tableId = this.state.nextTableId;
-      await this.persist({ type: 'table_creating', tableId, schema, regions });
-      return this.state.tables.get(schema.name)!;
+      const id = this.state.nextProcedureId;
+      await this.persist({ type: 'procedure_started', id, kind: 'create_table', shard: null, from: null, to: null, parent: null, table: tableId, state: 'creating_regions', at: Date.now() });
+      try {
+        await this.persist({ type: 'table_creating', tableId, schema, regions });
+      } catch (err) {
+        // Nothing to roll back: end the procedure now (if this fails too, the next meta's start does).
+        await this.persist({ type: 'procedure_finished', id, outcome: 'failed', reason: `table_creating was not recorded: ${(err as Error).message}`, at: Date.now() }).catch(() => undefined);
+        throw err;
+      }
+      return { table: this.state.tables.get(schema.name)!, procedure: { ...this.state.procedures.get(id)! } };
     });
   }
 
-  /** Step two: every region has its region_create entry; the table becomes visible. */
-  commitCreateTable(tableId: number, createdAt: Record<number, EntryId>): Promise<void> {
+  /** The create_table procedure's commit: `table_created`, the table becomes visible. */
+  recordTableCreated(tableId: number, createdAt: Record<number, EntryId>): Promise<void> {
     return this.serialised(() => this.persist({ type: 'table_created', tableId, createdAt }));
   }
 
-  /** A create table cut short by a crash never became visible: roll each one back (at start). */
-  async rollBackIncompleteCreates(logger: Logger): Promise<void> {
-    for (const table of this.incompleteCreates()) {
-      logger.warn({ table: table.schema.name }, `rolling back the interrupted creation of table '${table.schema.name}'`);
-      await this.abortCreateTable(table.id);
-    }
-  }
-
-  abortCreateTable(tableId: number): Promise<void> {
+  /** The create_table procedure's rollback: `table_create_aborted`, the table goes (its region_create entries stay in the shard topics, ignored). */
+  recordTableCreateAborted(tableId: number): Promise<void> {
     return this.serialised(() => this.persist({ type: 'table_create_aborted', tableId }));
   }
 
@@ -182,12 +226,15 @@ export class MetaService extends MetaView {
    * Record that a procedure begins at its first step. One procedure per
    * shard and one rebalance at a time: a second is refused with
    * PROCEDURE_RUNNING (the check and the append are one serialised step).
+   * A migration is refused also while a table with a region on the shard
+   * is being created; a failover is not (a dead node's shard must move).
+   * (create_table starts with recordTableCreating.)
    */
-  startProcedure(p: { kind: ProcedureKind; shard: number | null; from: string | null; to: string | null; parent: number | null; state: string }): Promise<ProcedureInfo> {
+  startProcedure(p: { kind: Exclude<ProcedureKind, 'create_table'>; shard: number | null; from: string | null; to: string | null; parent: number | null; epoch?: number; state: string }): Promise<ProcedureInfo> {
     return this.serialised(async () => {
       if (p.shard !== null) {
         this.shard(p.shard);
-        const running = this.procedureOfShard(p.shard);
+        const running = this.procedureOfShard(p.shard) ?? (p.kind === 'migrate' ? this.creationsOnShard(p.shard)[0] : undefined);
         if (running) {
           throw new RepriseError('PROCEDURE_RUNNING', `shard ${p.shard} already has a procedure running: ${running.kind} #${running.id} (${running.state}); one procedure per shard at a time`, { shard: p.shard, procedure: running.id });
         }
@@ -214,6 +261,8 @@ export class MetaService extends MetaView {
   }
 
   async close(): Promise<void> {
+    // Table creations stop where they are (the next meta rolls them back).
+    this.creations.close();
     await this.queue;
     await this.writer.close();
   }

@@ -68,6 +68,12 @@ export class MetaView {
     return table;
   }
 
+  /** A table by id, active or being created. */
+  tableById(tableId: number): TableInfo | undefined {
+    for (const table of this.state.tables.values()) if (table.id === tableId) return table;
+    return undefined;
+  }
+
   tables(): TableInfo[] {
     return [...this.state.tables.values()].filter((t) => t.status === 'active').sort((a, b) => a.id - b.id);
   }
@@ -98,10 +104,17 @@ export class MetaView {
     return [...this.state.procedures.values()].sort((a, b) => a.id - b.id);
   }
 
-  /** The running procedure working on a shard, if any (there is at most one). */
+  /** The running procedure moving a shard's leadership (migrate, failover), if any (there is at most one). */
   procedureOfShard(shardId: number): ProcedureInfo | undefined {
     for (const p of this.state.procedures.values()) if (p.shard === shardId) return p;
     return undefined;
+  }
+
+  /** Running create_table procedures with a region on the shard (several tables may be created at once). */
+  creationsOnShard(shardId: number): ProcedureInfo[] {
+    const tables = new Set<number>();
+    for (const table of this.state.tables.values()) if (table.regions.some((r) => r.shard === shardId)) tables.add(table.id);
+    return [...this.state.procedures.values()].filter((p) => p.kind === 'create_table' && p.table !== undefined && tables.has(p.table)).sort((a, b) => a.id - b.id);
   }
 
   /** Every region id meta knows about (active or being created). */

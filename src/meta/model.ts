@@ -43,9 +43,14 @@ export interface NodeInfo {
 }
 
 /** Meta's procedures whose progress is in the meta log (src/meta/procedures.ts). */
-export type ProcedureKind = 'migrate' | 'rebalance';
-/** done: it did what it was for; stopped: conditions changed and it gave up (e.g. a node died); failed: a step failed. */
-export type ProcedureOutcome = 'done' | 'stopped' | 'failed';
+export type ProcedureKind = 'migrate' | 'rebalance' | 'failover' | 'create_table';
+export const PROCEDURE_KINDS: readonly ProcedureKind[] = ['migrate', 'rebalance', 'failover', 'create_table'];
+/**
+ * done: it did what it was for; stopped: conditions changed and it gave up
+ * (e.g. a node died); failed: a step failed; aborted: it was rolled back (a
+ * create table the frontend gave up, or that a meta restart cut short).
+ */
+export type ProcedureOutcome = 'done' | 'stopped' | 'failed' | 'aborted';
 
 /** A procedure that started and has not finished: it resumes from `state` when meta starts. */
 export interface ProcedureInfo {
@@ -57,6 +62,10 @@ export interface ProcedureInfo {
   readonly to: string | null;
   /** The procedure that started this one (a rebalance's moves), or null. */
   readonly parent: number | null;
+  /** create_table: the table's id (its regions' shards are the ones it works on). */
+  readonly table?: number;
+  /** failover: the epoch of the shard when its leader was declared dead; the target must serve it above that. */
+  readonly epoch?: number;
   /** The last step recorded: its machine state, entered before the step's effect ran. */
   state: string;
   readonly startedAt: number;
@@ -103,6 +112,10 @@ export type MetaEvent =
       from: string | null;
       to: string | null;
       parent: number | null;
+      /** create_table only. */
+      table?: number;
+      /** failover only. */
+      epoch?: number;
       state: string;
       at: number;
     }
@@ -179,8 +192,8 @@ export function applyMetaEvent(state: MetaState, event: MetaEvent): MetaState {
       break;
     }
     case 'procedure_started': {
-      const { id, kind, shard, from, to, parent, state: step, at } = event;
-      state.procedures.set(id, { id, kind, shard, from, to, parent, state: step, startedAt: at, stepAt: at });
+      const { id, kind, shard, from, to, parent, table, epoch, state: step, at } = event;
+      state.procedures.set(id, { id, kind, shard, from, to, parent, ...(table != null ? { table } : {}), ...(epoch != null ? { epoch } : {}), state: step, startedAt: at, stepAt: at });
       state.nextProcedureId = Math.max(state.nextProcedureId, id + 1);
       break;
     }

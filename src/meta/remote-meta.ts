@@ -99,8 +99,8 @@ export class RemoteMeta {
     await this.call('commit_create', { tableId, createdAt }, 0);
   }
 
-  async abortCreateTable(tableId: number): Promise<void> {
-    await this.call('abort_create', { tableId }, 0);
+  async abortCreateTable(tableId: number, reason?: string): Promise<void> {
+    await this.call('abort_create', reason === undefined ? { tableId } : { tableId, reason }, 0);
   }
 
   async dropTable(name: string): Promise<TableInfo> {

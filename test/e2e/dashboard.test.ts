@@ -101,6 +101,8 @@ describe('dashboard (headless Chromium against reprise standalone)', () => {
     const procedures = [
       { id: 4, kind: 'rebalance', shard: null, from: null, to: null, parent: null, state: 'moving', startedAt: now - 2500, stepAt: now - 800 },
       { id: 5, kind: 'migrate', shard: 0, from: 'n2', to: 'n1', parent: 4, state: 'handing_off', startedAt: now - 800, stepAt: now - 800 },
+      { id: 6, kind: 'failover', shard: 1, from: 'n3', to: 'n1', parent: null, epoch: 2, state: 'awaiting_leader', startedAt: now - 300, stepAt: now - 290 },
+      { id: 7, kind: 'create_table', shard: null, from: null, to: null, parent: null, table: 3, state: 'creating_regions', startedAt: now - 50, stepAt: now - 50 },
     ];
     const meta = {
       topology: 'dynamic',
@@ -144,10 +146,13 @@ describe('dashboard (headless Chromium against reprise standalone)', () => {
 
     // Running procedures, the move under its rebalance.
     const rows = page.locator('#cluster-procedures tr[data-procedure]');
-    expect(await rows.count()).toBe(2);
+    expect(await rows.count()).toBe(4);
     const move = page.locator('#cluster-procedures tr[data-procedure="5"][data-kind="migrate"][data-shard="0"][data-state="handing_off"]');
     expect(await move.textContent()).toMatch(/#5 migrate\s+of #4[\s\S]*shard 0[\s\S]*n2 → n1[\s\S]*handing_off/);
-    expect(await page.locator('#cluster-summary').textContent()).toMatch(/1 rebalance moves · 2 procedures running/);
+    // A failover and a table being created, the latter by its table.
+    expect(await page.locator('#cluster-procedures tr[data-procedure="6"][data-kind="failover"][data-shard="1"]').textContent()).toMatch(/#6 failover[\s\S]*shard 1[\s\S]*n3 → n1[\s\S]*awaiting_leader/);
+    expect(await page.locator('#cluster-procedures tr[data-procedure="7"][data-kind="create_table"][data-shard=""]').textContent()).toMatch(/#7 create_table[\s\S]*table #3[\s\S]*creating_regions/);
+    expect(await page.locator('#cluster-summary').textContent()).toMatch(/1 rebalance moves · 4 procedures running/);
     // ...and none once they finish.
     procedures.length = 0;
     await page.locator('#cluster-procedures td.empty', { hasText: 'no procedures running' }).waitFor({ timeout: 5_000 });

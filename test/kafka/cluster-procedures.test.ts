@@ -4,6 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { decode } from '@msgpack/msgpack';
+import { metaTopicOf } from '../../src/meta/meta-service.js';
+import type { MetaEvent } from '../../src/meta/model.js';
+import { KafkaLogStore } from '../../src/wal/kafka-log-store.js';
+import { readEntries } from '../../src/wal/shard-reader.js';
 import { startTestKafka, usingRealKafka, type TestKafka } from '../harness/kafka-mock.js';
 import { startNatsServer, type TestNatsServer } from '../harness/nats-server.js';
 import { BIN, call, startReprise, type Server } from '../harness/standalone.js';
@@ -17,7 +22,8 @@ import { BIN, call, startReprise, type Server } from '../harness/standalone.js';
  *   open by REPRISE_TEST_PROCEDURE_PAUSE, see src/testing/faults.ts): the
  *   restarted meta resumes the procedure from the meta log and finishes it;
  * - a node joining a running cluster gets a shard by rebalancing while a
- *   writer keeps writing.
+ *   writer keeps writing; SIGKILLed, its shard fails over, and the meta
+ *   log holds the failover procedure from start to finish.
  * Each test runs its own cluster (own NATS subjects, Kafka topics and SST
  * directory) on the same nats-server and Kafka.
  */
@@ -303,5 +309,42 @@ describe('procedures of a cluster of real processes: meta + nodes over NATS, Kaf
       `rebalance: shard ${moved.id} moved to n3 ${rebalancedMs} ms after n3 started; ${latencies.length} writes, ` +
         `${during.length} during it, slowest ${Math.max(...during.map((l) => l.ms))} ms`,
     );
+
+    // n3 SIGKILLed: its shard fails over, a procedure of its own, recorded
+    // in the meta log from its start to its end (read from Kafka, as the
+    // simulation's checker reads its log).
+    nodes.get('n3')!.child.kill('SIGKILL');
+    await nodes.get('n3')!.exited;
+    await until(
+      async () => {
+        const s = await metaStatus(meta);
+        const shard = s.meta.shards.find((x) => x.id === moved.id)!;
+        const served = s.meta.nodes.find((n) => n.id === shard.leader)?.shards.some((r) => r.id === shard.id && r.epoch === shard.epoch && r.state === 'serving' && r.role !== 'follower');
+        return shard.leader !== 'n3' && served && s.meta.procedures.length === 0 ? s : undefined;
+      },
+      `shard ${moved.id} failed over from n3 (meta log: ${tail('meta', 10)})`,
+    );
+    for (let i = 1_000_000; i < 1_000_005; i++) expect((await insertAll(front, i)).status).toBe(200);
+    const store = await KafkaLogStore.open({ brokers: kafka.brokers, clientId: 'reprise-test', idempotent: usingRealKafka() });
+    const events: MetaEvent[] = [];
+    try {
+      for await (const entry of readEntries(store, metaTopicOf(env.REPRISE_WAL_TOPIC_PREFIX!), 0)) if (entry.kind === 'data') events.push(decode(entry.body) as MetaEvent);
+    } finally {
+      await store.close();
+    }
+    type Started = Extract<MetaEvent, { type: 'procedure_started' }>;
+    const started = events.filter((e): e is Started => e.type === 'procedure_started');
+    const failover = started.find((e) => e.kind === 'failover' && e.shard === moved.id)!;
+    expect(failover, JSON.stringify(started)).toMatchObject({ from: 'n3', state: 'assigning', epoch: moved.epoch });
+    const steps = (id: number) =>
+      events.flatMap((e) => (e.type === 'procedure_step' && e.id === id ? [e.state] : e.type === 'procedure_finished' && e.id === id ? [`finished ${e.outcome}`] : []));
+    expect(steps(failover.id)).toEqual(['awaiting_leader', 'finished done']);
+    // The table's creation too: a create_table procedure, committed.
+    const creation = started.find((e) => e.kind === 'create_table')!;
+    expect(creation).toMatchObject({ shard: null, table: created.body.id, state: 'creating_regions' });
+    expect(steps(creation.id)).toEqual(['committing', 'finished done']);
+    const after = await (await fetch(new URL('/metrics', meta.url))).text();
+    expect(after).toMatch(/^reprise_meta_failovers_total 1$/m);
+    for (const kind of ['failover', 'create_table']) expect(after).toMatch(new RegExp(`^reprise_meta_procedures\\{kind="${kind}"\\} 0$`, 'm'));
   });
 });

@@ -310,7 +310,7 @@ function drawCluster(meta) {
       .map(
         (p) => `<tr data-procedure="${p.id}" data-kind="${esc(p.kind)}" data-shard="${p.shard ?? ''}" data-state="${esc(p.state)}">
           <td>#${p.id} ${esc(p.kind)}${p.parent === null || p.parent === undefined ? '' : ` <span class="muted">of #${p.parent}</span>`}</td>
-          <td>${p.shard === null ? '–' : `shard ${p.shard}`}</td><td>${p.from || p.to ? `${esc(p.from ?? '?')} → ${esc(p.to ?? '?')}` : '–'}</td>
+          <td>${p.shard !== null && p.shard !== undefined ? `shard ${p.shard}` : p.table !== null && p.table !== undefined ? `table #${p.table}` : '–'}</td><td>${p.from || p.to ? `${esc(p.from ?? '?')} → ${esc(p.to ?? '?')}` : '–'}</td>
           <td>${pill(p.state)} <span class="muted">for ${duration(now - p.stepAt)}</span></td>
           <td class="num" title="started ${time(p.startedAt)}">${duration(now - p.startedAt)}</td></tr>`,
       )

@@ -6,10 +6,11 @@ import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createActor, fromPromise, type AnyStateMachine } from 'xstate';
 import { describeMachine } from '../../../src/actors/diagram.js';
+import type { TableSchema } from '../../../src/engine/schema.js';
 import { MetaServer, type MetaServerOptions } from '../../../src/meta/meta-server.js';
 import { MetaService, metaTopicOf } from '../../../src/meta/meta-service.js';
 import { applyMetaEvent, emptyMetaState, type MetaEvent } from '../../../src/meta/model.js';
-import { migrateProcedure, planRebalanceMove, PROCEDURE_MACHINES, ProcedureRunner, rebalanceProcedure, type Move, type ProcedureHost, type RebalancePlan } from '../../../src/meta/procedures.js';
+import { createTableProcedure, failoverProcedure, migrateProcedure, planRebalanceMove, PROCEDURE_MACHINES, ProcedureRunner, rebalanceProcedure, type Move, type ProcedureHost, type RebalancePlan } from '../../../src/meta/procedures.js';
 import { InProcessNetwork, type InProcessTransport } from '../../../src/transport/in-process.js';
 import { LocalLogStore } from '../../../src/wal/local-log-store.js';
 import { readEntries } from '../../../src/wal/shard-reader.js';
@@ -24,6 +25,15 @@ import { readEntries } from '../../../src/wal/shard-reader.js';
 
 const silent = pino({ level: 'silent' });
 const PREFIX = 'wal';
+/** Three regions (range partitions on host). */
+const TABLE: TableSchema = {
+  name: 't',
+  columns: [
+    { name: 'host', type: 'string', role: 'tag' },
+    { name: 'ts', type: 'timestamp', role: 'time' },
+  ],
+  partition: { column: 'host', bounds: ['h', 'p'] },
+};
 
 // ---------------------------------------------------------------- the machines
 
@@ -80,12 +90,98 @@ describe('procedure machines (specifications, effects injected)', () => {
     expect(assigned).toBe(false);
   });
 
+  it('failover: assigns, then awaits the new leader; resumed at awaiting_leader it does not assign again; fails if the target dies', async () => {
+    const calls: string[] = [];
+    const failover = { id: 3, shard: 1, from: 'n1', to: 'n2', epoch: 4 };
+    const machine = (awaitLeader: () => Promise<void>) =>
+      failoverProcedure.provide({
+        actors: {
+          assignTarget: fromPromise(async ({ input }) => void calls.push(`assign ${input.shard} ${input.from}->${input.to}`)),
+          awaitLeader: fromPromise(async ({ input }) => {
+            calls.push(`await ${input.to} above epoch ${input.epoch}`);
+            await awaitLeader();
+          }),
+        },
+      });
+    const fresh = await runMachine(machine(async () => undefined), { ...failover, resumeAt: 'assigning' });
+    expect(fresh.states).toEqual(['assigning', 'awaiting_leader', 'done']);
+    expect(calls).toEqual(['assign 1 n1->n2', 'await n2 above epoch 4']);
+    calls.length = 0;
+    const resumed = await runMachine(machine(async () => undefined), { ...failover, resumeAt: 'awaiting_leader' });
+    expect(resumed.states).toEqual(['awaiting_leader', 'done']);
+    expect(calls).toEqual(['await n2 above epoch 4']);
+    const died = await runMachine(
+      machine(async () => {
+        throw Object.assign(new Error("node 'n2' died before it served shard 1"), { code: 'UNAVAILABLE' });
+      }),
+      { ...failover, resumeAt: 'assigning' },
+    );
+    expect(died.states).toEqual(['assigning', 'awaiting_leader', 'failed']);
+    expect(died.context.error).toBe("UNAVAILABLE: node 'n2' died before it served shard 1");
+  });
+
+  it('create_table: the frontend commits (creating_regions, committing, done) or aborts (aborting, aborted); resumed at any step it is rolled back', async () => {
+    const calls: string[] = [];
+    const machine = (regionsCreated: () => Promise<Record<number, number>>, commit: () => Promise<void> = async () => undefined) =>
+      createTableProcedure.provide({
+        actors: {
+          regionsCreated: fromPromise(regionsCreated),
+          commit: fromPromise(async ({ input }) => {
+            calls.push(`commit ${input.tableId} ${JSON.stringify(input.createdAt)}`);
+            await commit();
+          }),
+          abort: fromPromise(async ({ input }) => void calls.push(`abort ${input.tableId}`)),
+        },
+      });
+    const input = { id: 5, tableId: 2, resumed: false };
+    const committed = await runMachine(machine(async () => ({ 7: 40 })), input);
+    expect(committed.states).toEqual(['creating_regions', 'committing', 'done']);
+    expect(calls).toEqual(['commit 2 {"7":40}']);
+    calls.length = 0;
+    const aborted = await runMachine(
+      machine(async () => {
+        throw new Error('SHARD_NOT_SERVING: shard 1 is opening');
+      }),
+      input,
+    );
+    expect(aborted.states).toEqual(['creating_regions', 'aborting', 'aborted']);
+    expect(aborted.context.error).toBe('SHARD_NOT_SERVING: shard 1 is opening');
+    expect(calls).toEqual(['abort 2']);
+    calls.length = 0;
+    // A commit that fails (its append) rolls the table back too.
+    const failedCommit = await runMachine(
+      machine(
+        async () => ({ 7: 40 }),
+        async () => {
+          throw Object.assign(new Error('append failed'), { code: 'WAL_APPEND_FAILED' });
+        },
+      ),
+      input,
+    );
+    expect(failedCommit.states).toEqual(['creating_regions', 'committing', 'aborting', 'aborted']);
+    calls.length = 0;
+    // Resumed (whatever step the log holds): meta alone can only roll it back.
+    const resumed = await runMachine(
+      machine(async () => {
+        throw new Error('never asked');
+      }),
+      { ...input, resumed: true },
+    );
+    expect(resumed.states).toEqual(['aborting', 'aborted']);
+    expect(resumed.context.error).toMatch(/meta restarted before the table was created: rolled back/);
+    expect(calls).toEqual(['abort 2']);
+  });
+
   it('a machine run without its effects fails loudly', async () => {
     const run = await runMachine(migrateProcedure, { ...move, resumeAt: 'handing_off' });
     expect(run.states.at(-1)).toBe('failed');
     expect(run.context.error).toMatch(/effect 'handOff' was not provided/);
     const rebalance = await runMachine(rebalanceProcedure, { id: 1 });
     expect(rebalance.context.error).toMatch(/effect 'planMove' was not provided/);
+    const failover = await runMachine(failoverProcedure, { id: 1, shard: 0, from: 'n1', to: 'n2', epoch: 1, resumeAt: 'assigning' });
+    expect(failover.context.error).toMatch(/effect 'assignTarget' was not provided/);
+    const create = await runMachine(createTableProcedure, { id: 1, tableId: 1, resumed: false });
+    expect(create.states.at(-1)).toBe('failed');
   });
 
   it('rebalance: plans and moves one shard at a time until balanced; stops when told; fails when a move fails', async () => {
@@ -226,6 +322,7 @@ describe('procedures in the meta log (MetaService)', () => {
     log = await LocalLogStore.open(dir);
   });
   afterEach(async () => {
+    delete process.env.REPRISE_TEST_PROCEDURE_PAUSE;
     await log.close();
     await rm(dir, { recursive: true, force: true });
   });
@@ -254,6 +351,124 @@ describe('procedures in the meta log (MetaService)', () => {
     expect((await again.startProcedure({ kind: 'migrate', shard: 1, from: 'n2', to: 'n1', parent: null, state: 'handing_off' })).id).toBe(4);
     await again.close();
   });
+
+  /** The create table events and the procedure events, in log order, without timestamps. */
+  const createEvents = async () =>
+    (await metaEvents(log))
+      .filter((e) => e.type.startsWith('procedure_') || e.type.startsWith('table_'))
+      .map((e) => {
+        if (e.type === 'table_creating') return `table_creating:${e.tableId}`;
+        if (e.type === 'table_created' || e.type === 'table_create_aborted') return `${e.type}:${e.tableId}`;
+        if (e.type === 'procedure_started') return `procedure_started:${e.id}:${e.kind}:${e.state}${e.table !== undefined ? `:table ${e.table}` : ''}`;
+        if (e.type === 'procedure_step') return `procedure_step:${e.id}:${e.state}`;
+        if (e.type === 'procedure_finished') return `procedure_finished:${e.id}:${e.outcome}${e.reason ? `: ${e.reason}` : ''}`;
+        return e.type;
+      });
+
+  it('create table is a procedure: started with table_creating, each step recorded before its event, finished done or aborted', async () => {
+    const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3 });
+    const t = await meta.beginCreateTable(TABLE);
+    expect(meta.procedures()).toMatchObject([{ id: 1, kind: 'create_table', shard: null, table: t.id, state: 'creating_regions' }]);
+    await meta.commitCreateTable(t.id, Object.fromEntries(t.regions.map((r) => [r.id, 10])));
+    expect(meta.table('t').status).toBe('active');
+    const u = await meta.beginCreateTable({ ...TABLE, name: 'u' });
+    await meta.abortCreateTable(u.id, 'SHARD_NOT_SERVING: shard 2 is opening');
+    expect(meta.incompleteCreates()).toEqual([]);
+    expect(meta.procedures()).toEqual([]);
+    expect(await createEvents()).toEqual([
+      'procedure_started:1:create_table:creating_regions:table 1',
+      'table_creating:1',
+      'procedure_step:1:committing',
+      'table_created:1',
+      'procedure_finished:1:done',
+      'procedure_started:2:create_table:creating_regions:table 2',
+      'table_creating:2',
+      'procedure_step:2:aborting',
+      'table_create_aborted:2',
+      'procedure_finished:2:aborted: SHARD_NOT_SERVING: shard 2 is opening',
+    ]);
+    // Committing again (a retried request) is fine; committing a rolled-back one is not.
+    await meta.commitCreateTable(t.id, {});
+    await expect(meta.commitCreateTable(u.id, {})).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringMatching(/rolled back/) });
+    await meta.close();
+  });
+
+  it('a create_table a meta restart cut short is rolled back at start, at either step, recorded aborted with the reason', async () => {
+    const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3 });
+    const t = await meta.beginCreateTable(TABLE);
+    // Committed (table_created appended) but not finished: the frontend was never told it succeeded.
+    process.env.REPRISE_TEST_PROCEDURE_PAUSE = 'create_table.committing:60000';
+    const u = await meta.beginCreateTable({ ...TABLE, name: 'u' });
+    const committing = meta.commitCreateTable(u.id, {});
+    committing.catch(() => undefined);
+    await waitUntil(() => meta.tables().length === 1, 'u committed');
+    await meta.close();
+    delete process.env.REPRISE_TEST_PROCEDURE_PAUSE;
+    await expect(committing).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringMatching(/meta is shutting down/) });
+
+    const again = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3 });
+    expect(again.procedures().map((p) => [p.kind, p.table, p.state])).toEqual([
+      ['create_table', t.id, 'creating_regions'],
+      ['create_table', u.id, 'committing'],
+    ]);
+    await again.rollBackIncompleteCreates(silent);
+    expect(again.procedures()).toEqual([]);
+    expect(again.tables()).toEqual([]);
+    expect(again.incompleteCreates()).toEqual([]);
+    const finished = (await createEvents()).filter((e) => e.startsWith('procedure_finished') || e.startsWith('procedure_step'));
+    expect(finished).toEqual([
+      'procedure_step:2:committing',
+      'procedure_step:1:aborting',
+      expect.stringMatching(/^procedure_finished:1:aborted: meta restarted before the table was created: rolled back/),
+      'procedure_step:2:aborting',
+      expect.stringMatching(/^procedure_finished:2:aborted: meta restarted/),
+    ]);
+    // Its name is free again.
+    expect((await again.beginCreateTable(TABLE)).id).toBeGreaterThan(u.id);
+    await again.close();
+  });
+
+  it('one procedure per shard: a table being created holds its shards against migrations (not failovers); regions avoid a shard being moved', async () => {
+    const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3 });
+    const t = await meta.beginCreateTable({ ...TABLE, partition: undefined });
+    const shard = t.regions[0]!.shard;
+    expect(meta.creationsOnShard(shard).map((p) => p.table)).toEqual([t.id]);
+    await expect(meta.startProcedure({ kind: 'migrate', shard, from: 'n1', to: 'n2', parent: null, state: 'handing_off' })).rejects.toMatchObject({
+      code: 'PROCEDURE_RUNNING',
+      message: expect.stringMatching(new RegExp(`shard ${shard} already has a procedure running: create_table #1 \\(creating_regions\\)`)),
+    });
+    // Two tables may be created at once.
+    const u = await meta.beginCreateTable({ ...TABLE, name: 'u', partition: undefined });
+    expect(u.regions[0]!.shard).not.toBe(shard);
+    // A failover does not wait (a dead node's shard must move).
+    const failover = await meta.startProcedure({ kind: 'failover', shard, from: 'n1', to: 'n2', parent: null, epoch: 0, state: 'assigning' });
+    expect(failover).toMatchObject({ kind: 'failover', shard, epoch: 0 });
+    await meta.commitCreateTable(t.id, {});
+    await meta.commitCreateTable(u.id, {});
+    // Shards 0 and 2 are being moved: every region of the next table goes to shard 1.
+    await meta.finishProcedure(failover.id, 'done');
+    await meta.startProcedure({ kind: 'migrate', shard: 0, from: 'n1', to: 'n2', parent: null, state: 'handing_off' });
+    await meta.startProcedure({ kind: 'failover', shard: 2, from: 'n3', to: 'n2', parent: null, epoch: 1, state: 'assigning' });
+    const v = await meta.beginCreateTable({ ...TABLE, name: 'v' });
+    expect(v.regions.map((r) => r.shard)).toEqual([1, 1, 1]);
+    await expect(meta.startProcedure({ kind: 'migrate', shard: 1, from: 'n2', to: 'n1', parent: null, state: 'handing_off' })).rejects.toMatchObject({ code: 'PROCEDURE_RUNNING' });
+    await meta.commitCreateTable(v.id, {});
+    await meta.startProcedure({ kind: 'migrate', shard: 1, from: 'n2', to: 'n1', parent: null, state: 'handing_off' });
+    await expect(meta.beginCreateTable({ ...TABLE, name: 'w' })).rejects.toMatchObject({ code: 'PROCEDURE_RUNNING', message: expect.stringMatching(/every shard is being migrated or failed over/) });
+    await meta.close();
+  });
+
+  it('a create table the frontend leaves unfinished is rolled back after the timeout; its late commit is refused', async () => {
+    const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3, createTableTimeoutMs: 100 });
+    const t = await meta.beginCreateTable(TABLE);
+    await waitUntil(() => meta.procedures().length === 0, 'rolled back');
+    expect(meta.incompleteCreates()).toEqual([]);
+    expect((await createEvents()).at(-1)).toMatch(/^procedure_finished:1:aborted: the frontend did not commit or abort it within 100 ms/);
+    await expect(meta.commitCreateTable(t.id, {})).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    // The frontend then aborts: nothing left to do.
+    await meta.abortCreateTable(t.id, 'commit refused');
+    await meta.close();
+  });
 });
 
 /**
@@ -270,6 +485,8 @@ class ScriptedNode {
   readonly handOffs: number[] = [];
   /** Shards whose hand-off hangs: the shard is handed off, the reply never comes. */
   readonly replyNever = new Set<number>();
+  /** Never open a shard newly assigned here (a node stuck opening it). */
+  openNever = false;
   alive = true;
   private readonly hanging: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -304,7 +521,7 @@ class ScriptedNode {
       for (const id of [...this.held.keys()]) if (!assigned.has(id)) this.held.delete(id);
       for (const id of [...this.handedOff]) if (!assigned.has(id)) this.handedOff.delete(id);
       for (const id of assigned) {
-        if (this.held.has(id) || this.handedOff.has(id)) continue;
+        if (this.held.has(id) || this.handedOff.has(id) || this.openNever) continue;
         const { epoch } = await this.transport.request<unknown, { epoch: number }>(this.transport.subject('meta', 'grant'), { shard: id, node: this.id }, { timeoutMs: 1_000 });
         this.held.set(id, epoch);
       }
@@ -457,9 +674,118 @@ describe('procedures run by MetaServer, resumed after a meta restart (in-process
     await waitUntil(() => n1.handedOff.has(shard.id), 'n1 handed off');
     n1.alive = false;
     await expect(asked).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringMatching(/node 'n1' died/) });
-    expect((await procedureEvents(log)).at(-1)).toMatchObject({ type: 'procedure_finished', outcome: 'failed' });
     await waitUntil(() => !['n1', null].includes(server.status().shards.find((s) => s.id === shard.id)!.leader), 'failover');
-    expect(server.status().procedures).toEqual([]);
+    await waitUntil(() => server.status().procedures.length === 0, 'the failovers finished');
+    expect(servingEverywhere(server, nodes)).toBe(true);
+    // One procedure per shard: the failover of the migrating shard started only once the migration had ended.
+    const events = (await procedureEvents(log)).filter((e) => e.type !== 'procedure_step');
+    const ofShardIds = new Set(events.filter((e) => e.type === 'procedure_started' && e.shard === shard.id).map((e) => (e as { id: number }).id));
+    const ofShard = events.filter((e) => ofShardIds.has((e as { id: number }).id));
+    expect(ofShard.map((e) => `${e.type}:${e.type === 'procedure_started' ? e.kind : (e as { outcome?: string }).outcome}`)).toEqual([
+      'procedure_started:migrate',
+      'procedure_finished:failed',
+      'procedure_started:failover',
+      'procedure_finished:done',
+    ]);
+    expect(ofShard[2]).toMatchObject({ from: 'n1', epoch: shard.epoch });
+  });
+
+  /** The procedure events of one kind (and shard), as `type:id:step-or-outcome`. */
+  const eventsOf = async (kind: string, shard?: number) => {
+    const events = await procedureEvents(log);
+    const ids = new Set(events.filter((e) => e.type === 'procedure_started' && e.kind === kind && (shard === undefined || e.shard === shard)).map((e) => (e as { id: number }).id));
+    return events.filter((e) => ids.has((e as { id: number }).id));
+  };
+  const brief = (e: Awaited<ReturnType<typeof procedureEvents>>[number]) =>
+    `${e.type}:${(e as { id: number }).id}:${'state' in e ? e.state : 'outcome' in e ? e.outcome : ''}`;
+
+  it('failover is a procedure: a dead node\'s shard is assigned (one append before it), the new leader awaited, the procedure finished', async () => {
+    const { server } = await startMeta({ minNodes: 3 }, 3);
+    const nodes = await startNodes(['n1', 'n2', 'n3']);
+    await waitUntil(() => servingEverywhere(server, nodes), 'every shard served');
+    const victim = server.status().shards.find((s) => s.leader === 'n1')!;
+    nodes.get('n1')!.alive = false;
+    await waitUntil(() => server.status().procedures.some((p) => p.kind === 'failover'), 'the failover recorded');
+    expect(server.status().procedures).toMatchObject([{ kind: 'failover', shard: victim.id, from: 'n1', epoch: victim.epoch, parent: null }]);
+    await waitUntil(() => server.status().procedures.length === 0 && servingEverywhere(server, nodes), 'the failover finished');
+    const to = server.status().shards.find((s) => s.id === victim.id)!.leader!;
+    expect(['n2', 'n3']).toContain(to);
+    expect(server.counters.failovers).toBe(1);
+    const events = await metaEvents(log);
+    const tail = events.slice(events.findIndex((e) => e.type === 'procedure_started'));
+    const shown = tail
+      .filter((e) => e.type.startsWith('procedure_') || ((e.type === 'shard_assigned' || e.type === 'leader_granted') && e.shard === victim.id))
+      .map((e) => ('state' in e ? `${e.type}:${e.state}` : 'outcome' in e ? `${e.type}:${e.outcome}` : `${e.type}:${(e as { node: string }).node}`));
+    // The procedure's start is the only append before the assignment; the new leader's grant comes after it.
+    expect(shown.slice(0, 2)).toEqual(['procedure_started:assigning', `shard_assigned:${to}`]);
+    expect(new Set(shown.slice(2))).toEqual(new Set(['procedure_step:awaiting_leader', `leader_granted:${to}`, 'procedure_finished:done']));
+    expect(shown.at(-1)).toBe('procedure_finished:done');
+    expect(nodes.get(to)!.held.get(victim.id)).toBeGreaterThan(victim.epoch);
+  });
+
+  it('a dead node\'s shards fail over together: every failover is recorded, then every shard assigned (no shard waits for another\'s records)', async () => {
+    const { server } = await startMeta({ minNodes: 2 }, 4);
+    const nodes = await startNodes(['n1', 'n2']);
+    await waitUntil(() => servingEverywhere(server, nodes), 'every shard served');
+    expect(leaders(server)).toEqual(['n1', 'n2', 'n1', 'n2']);
+    const before = (await metaEvents(log)).length;
+    nodes.get('n1')!.alive = false;
+    await waitUntil(() => server.status().procedures.length === 0 && leaders(server).every((l) => l === 'n2') && servingEverywhere(server, nodes), 'both shards on n2');
+    const after = (await metaEvents(log)).slice(before).filter((e) => e.type === 'procedure_started' || e.type === 'shard_assigned');
+    expect(after.map((e) => `${e.type}:${e.shard}`)).toEqual(['procedure_started:0', 'procedure_started:2', 'shard_assigned:0', 'shard_assigned:2']);
+    expect(server.counters.failovers).toBe(2);
+  });
+
+  it('a failover whose target dies before serving fails, and placement starts a new one (shown in status meanwhile)', async () => {
+    const { server } = await startMeta({ minNodes: 3 }, 3);
+    const nodes = await startNodes(['n1', 'n2', 'n3']);
+    await waitUntil(() => servingEverywhere(server, nodes), 'every shard served');
+    const victim = server.status().shards.find((s) => s.leader === 'n1')!;
+    // Placement picks n2 (as loaded as n3, lower id), which never opens it.
+    nodes.get('n2')!.openNever = true;
+    nodes.get('n1')!.alive = false;
+    await waitUntil(() => server.status().procedures.some((p) => p.kind === 'failover' && p.state === 'awaiting_leader'), 'the failover awaits n2');
+    expect(server.status().procedures).toMatchObject([{ kind: 'failover', shard: victim.id, from: 'n1', to: 'n2', state: 'awaiting_leader' }]);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(server.status().procedures).toHaveLength(1); // still waiting: n2 is alive
+    nodes.get('n2')!.alive = false;
+    await waitUntil(() => server.status().procedures.length === 0 && servingEverywhere(server, nodes), 'every shard on n3');
+    expect(server.status().shards.map((s) => s.leader)).toEqual(['n3', 'n3', 'n3']);
+    const events = (await eventsOf('failover', victim.id)).filter((e) => e.type !== 'procedure_step');
+    expect(events.map(brief)).toEqual(['procedure_started:1:assigning', 'procedure_finished:1:failed', expect.stringMatching(/^procedure_started:\d+:assigning$/), expect.stringMatching(/^procedure_finished:\d+:done$/)]);
+    expect(events[0]).toMatchObject({ from: 'n1', to: 'n2' });
+    expect((events[1] as { reason: string }).reason).toMatch(/node 'n2' died before it served shard/);
+    expect(events[2]).toMatchObject({ from: 'n2', to: 'n3' });
+  });
+
+  it('a failover cut short by a meta restart while awaiting the new leader resumes there: no second assignment', async () => {
+    const first = await startMeta({ minNodes: 3 }, 3);
+    const nodes = await startNodes(['n1', 'n2', 'n3']);
+    await waitUntil(() => servingEverywhere(first.server, nodes), 'every shard served');
+    const victim = first.server.status().shards.find((s) => s.leader === 'n1')!;
+    nodes.get('n2')!.openNever = true;
+    nodes.get('n1')!.alive = false;
+    await waitUntil(() => first.server.status().procedures.some((p) => p.state === 'awaiting_leader'), 'the failover awaits n2');
+    await first.stop();
+    nodes.get('n2')!.openNever = false;
+    const second = await startMeta({ minNodes: 3 }, 3);
+    await waitUntil(() => second.server.status().procedures.length === 0 && servingEverywhere(second.server, nodes), 'the resumed failover finished');
+    expect(second.server.status().shards.find((s) => s.id === victim.id)!.leader).toBe('n2');
+    expect((await eventsOf('failover')).map(brief)).toEqual(['procedure_started:1:assigning', 'procedure_step:1:awaiting_leader', 'procedure_finished:1:done']);
+    expect((await metaEvents(log)).filter((e) => e.type === 'shard_assigned' && e.shard === victim.id && e.node === 'n2')).toHaveLength(1);
+  });
+
+  it('a table being created holds its shards against migrations: PROCEDURE_RUNNING until it commits', async () => {
+    const { server, meta } = await startMeta();
+    const nodes = await startNodes(['n1', 'n2']);
+    await waitUntil(() => servingEverywhere(server, nodes), 'every shard served');
+    const t = await meta.beginCreateTable({ ...TABLE, partition: undefined });
+    const shard = t.regions[0]!.shard;
+    const to = server.status().shards.find((s) => s.id === shard)!.leader === 'n1' ? 'n2' : 'n1';
+    expect(server.status().procedures).toMatchObject([{ kind: 'create_table', shard: null, table: t.id, state: 'creating_regions' }]);
+    await expect(server.migrate(shard, to)).rejects.toMatchObject({ code: 'PROCEDURE_RUNNING', message: expect.stringMatching(/create_table #1 \(creating_regions\)/) });
+    await meta.commitCreateTable(t.id, {});
+    expect(await server.migrate(shard, to)).toMatchObject({ shard, to });
   });
 
   it('rebalance: a node that joins late gets a shard, one move at a time, recorded as a rebalance with its migration', async () => {
@@ -532,6 +858,39 @@ describe('ProcedureRunner with a scripted host (liveness and hand-offs under the
     };
     return h;
   }
+
+  it('a failover recorded at assigning resumes there: it assigns the shard unless the log already has the assignment, then awaits the new leader', async () => {
+    const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 2 });
+    await meta.assignShard(0, 'n1');
+    await meta.assignShard(1, 'n1');
+    await meta.grantLeadership(0, 'n1');
+    await meta.grantLeadership(1, 'n1');
+    // Meta died right after recording each failover: shard 0 not assigned yet, shard 1 assigned.
+    await meta.startProcedure({ kind: 'failover', shard: 0, from: 'n1', to: 'n2', parent: null, epoch: 1, state: 'assigning' });
+    await meta.startProcedure({ kind: 'failover', shard: 1, from: 'n1', to: 'n3', parent: null, epoch: 1, state: 'assigning' });
+    await meta.assignShard(1, 'n3');
+    const serving = new Set<string>();
+    const h = host(meta, { serves: (node, shard, epoch) => serving.has(`${node}/${shard}/${epoch}`) });
+    h.live = ['n2', 'n3'];
+    const runner = new ProcedureRunner(h);
+    runner.resume();
+    await waitUntil(() => meta.procedures().every((p) => p.state === 'awaiting_leader'), 'both await their new leader');
+    expect(meta.shards().map((s) => s.leader)).toEqual(['n2', 'n3']);
+    // Serving at the dead leader's epoch is not enough: the new leader takes a higher one.
+    serving.add('n2/0/1');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(meta.procedures()).toHaveLength(2);
+    for (const [shard, node] of [[0, 'n2'], [1, 'n3']] as const) {
+      const { epoch } = await meta.grantLeadership(shard, node);
+      serving.add(`${node}/${shard}/${epoch}`);
+    }
+    await waitUntil(() => meta.procedures().length === 0, 'both finished');
+    const events = await metaEvents(log);
+    expect(events.filter((e) => e.type === 'shard_assigned').map((e) => `${e.shard}:${e.node}`)).toEqual(['0:n1', '1:n1', '1:n3', '0:n2']);
+    expect(events.filter((e) => e.type === 'procedure_finished').map((e) => e.outcome)).toEqual(['done', 'done']);
+    runner.close();
+    await meta.close();
+  });
 
   it('rebalancing waits for failover: not while a shard is unplaced or led by a dead node, nor in static topology', async () => {
     const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3 });
