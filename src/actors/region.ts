@@ -33,8 +33,12 @@ export class RegionActor {
     readonly info: RegionInfo,
     readonly schema: TableSchema,
     ctx: ActorContext,
-    /** The shard's last applied entry id, for flushes the region starts itself (handoff). */
-    private readonly shardAppliedEntryId: () => EntryId,
+    /**
+     * The shard's view of its log: its last applied entry id (for flushes the
+     * region starts itself, on hand-off) and the epoch fence at an entry id
+     * (kept with every flush; see Region.flush).
+     */
+    private readonly shard: { appliedEntryId(): EntryId; fenceEpochAt(id: EntryId): number },
     /** On a follower: the leader owns the region's files; open it without writing to them. */
     private readonly readOnly = false,
   ) {
@@ -47,7 +51,7 @@ export class RegionActor {
         }),
         flushRegion: fromPromise(async ({ input }) => this.flushNow(input.coveredUpTo)),
         handOffRegion: fromPromise(async () => {
-          await this.flushNow(this.shardAppliedEntryId());
+          await this.flushNow(this.shard.appliedEntryId());
           await this.releaseRegion();
         }),
         closeRegion: fromPromise(async () => this.releaseRegion()),
@@ -78,6 +82,11 @@ export class RegionActor {
 
   flushedEntryId(): EntryId {
     return this.region?.flushedEntryId() ?? this.actor.getSnapshot().context.flushedEntryId;
+  }
+
+  /** The epoch fence its manifest recorded at the flushed entry id (0 if none). */
+  fenceEpoch(): number {
+    return this.region?.fenceEpoch() ?? 0;
   }
 
   acceptsWrites(): boolean {
@@ -208,7 +217,7 @@ export class RegionActor {
   private async flushNow(coveredUpTo: EntryId): Promise<{ flushedEntryId: EntryId }> {
     const region = this.region;
     if (!region) throw new RepriseError('REGION_NOT_SERVING', `region ${this.id} is not open`);
-    const result = this.failOnBadEntry(region.flush(coveredUpTo));
+    const result = this.failOnBadEntry(region.flush(coveredUpTo, this.shard.fenceEpochAt(coveredUpTo)));
     this.flushInFlight = result.catch(() => undefined);
     return { flushedEntryId: (await result).flushedEntryId };
   }

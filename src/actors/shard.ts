@@ -150,7 +150,18 @@ export class ShardActor {
       this.addRegion(info, tables.get(info.tableId)!);
     }
     await Promise.all([...this.regions.values()].map((r) => r.opened()));
+    this.seedFence();
     return { epoch: this.epoch };
+  }
+
+  /**
+   * The fence each region's manifest recorded at its flushed entry id: the
+   * markers below it may be pruned, and every read of this shard starts
+   * after some flushed id, so without these a deposed leader's entries that
+   * landed after a pruned marker would be applied.
+   */
+  private seedFence(): void {
+    for (const region of this.regions.values()) this.fence.seed(region.flushedEntryId(), region.fenceEpoch());
   }
 
   /** A new epoch from meta, and the writer of the topic. */
@@ -211,6 +222,8 @@ export class ShardActor {
     if (from < next) await this.replayRange(from, next, onEntry);
     this.appliedEntryId = Math.max(this.appliedEntryId, next - 1);
     const marker = await this.writer!.append({ kind: 'epoch', region: 0, epoch, body: EMPTY });
+    // Its own marker too: the fence at a flushed id (kept in the manifests) must count it.
+    this.fence.seed(marker, epoch);
     if (marker > next) await this.replayRange(next, marker, onEntry);
     this.appliedEntryId = Math.max(this.appliedEntryId, marker);
     await this.pruneBelowFlushed(this.appliedEntryId);
@@ -332,6 +345,7 @@ export class ShardActor {
       reloaded.set(region.id, region);
       from = Math.min(from, flushed + 1);
     }
+    this.seedFence();
     if (reloaded.size === 0 || from >= at) return;
     await replayShard(this.ctx.log, this.topic, {
       from,
@@ -382,6 +396,7 @@ export class ShardActor {
       const region = this.addRegion(info, tables.get(info.tableId)!);
       if ((await region.opened()) === 'replaying') from = Math.min(from, region.flushedEntryId() + 1);
     }
+    this.seedFence();
     const { earliest, next } = await this.ctx.log.bounds(this.topic);
     from = Math.max(from, earliest);
     const lastEntryId = await this.catchUpAndFence(from, next, this.epoch, (entry) => this.followEntry(entry, undefined));
@@ -475,7 +490,8 @@ export class ShardActor {
   // ---- operations ----
 
   private addRegion(info: RegionInfo, schema: TableSchema): RegionActor {
-    const region = new RegionActor(info, schema, this.ctx, () => this.appliedEntryId, this.role === 'follower').start();
+    const shardView = { appliedEntryId: () => this.appliedEntryId, fenceEpochAt: (id: EntryId) => this.fence.epochAt(id) };
+    const region = new RegionActor(info, schema, this.ctx, shardView, this.role === 'follower').start();
     this.regions.set(info.id, region);
     return region;
   }

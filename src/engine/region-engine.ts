@@ -50,6 +50,8 @@ export interface Region {
   readonly regionId: number;
   /** Highest entry id whose effects are in flushed SSTs; replay starts after it. */
   flushedEntryId(): EntryId;
+  /** The epoch fence at flushedEntryId, as the last flush recorded it (0 if none did): see flush. */
+  fenceEpoch(): number;
   /** Highest entry id applied (>= flushedEntryId). */
   appliedEntryId(): EntryId;
   /**
@@ -82,9 +84,13 @@ export interface Region {
    * id at call time: every entry of this region up to it has been applied,
    * so the manifest's flushed entry id becomes coveredUpTo even when the
    * region had nothing to write. Writes keep flowing into a new memtable.
-   * Concurrent calls are serialised.
+   * Concurrent calls are serialised. `fenceEpoch` is the highest epoch
+   * marker at or below coveredUpTo the shard knows of; it is kept with the
+   * flushed entry id (never lowered), so a replay that starts after it
+   * still drops a deposed leader's entries after that marker even once the
+   * log below is pruned.
    */
-  flush(coveredUpTo: EntryId): Promise<FlushResult>;
+  flush(coveredUpTo: EntryId, fenceEpoch?: number): Promise<FlushResult>;
   /** Merge SSTs when there are enough of them; newest wins, tombstones dropped. */
   compact(): Promise<void>;
   /** Rows matching the query, merged from memtables and SSTs, ordered by primary key then time. */

@@ -44,8 +44,7 @@ export class EpochFence {
   /** Whether `entry` is admitted; a marker is always admitted, and remembered. */
   admit(entry: LoggedEntry): boolean {
     if (entry.kind === 'epoch') {
-      const last = this.markers.at(-1);
-      if (!last || entry.id > last.id) this.markers.push({ id: entry.id, epoch: entry.epoch });
+      this.seed(entry.id, entry.epoch);
       return true;
     }
     if (TEST_FAULTS.skipEpochCheck) return true;
@@ -54,6 +53,30 @@ export class EpochFence {
       if (marker.id < entry.id && marker.epoch > entry.epoch) return false;
     }
     return true;
+  }
+
+  /**
+   * Remember a marker of `epoch` at `id` without reading it: a region's
+   * manifest records the fence at its flushed entry id, and the log below
+   * that id (the marker itself included) may be pruned.
+   */
+  seed(id: EntryId, epoch: number): void {
+    if (epoch <= 0) return;
+    let i = this.markers.length;
+    while (i > 0 && this.markers[i - 1]!.id > id) i--;
+    const before = this.markers[i - 1];
+    if (before && before.id === id) {
+      if (before.epoch < epoch) this.markers[i - 1] = { id, epoch };
+      return;
+    }
+    this.markers.splice(i, 0, { id, epoch });
+  }
+
+  /** The highest epoch of the markers at or below `id` (0 if none): what a flush up to `id` records. */
+  epochAt(id: EntryId): number {
+    let epoch = 0;
+    for (const m of this.markers) if (m.id <= id && m.epoch > epoch) epoch = m.epoch;
+    return epoch;
   }
 }
 

@@ -106,6 +106,24 @@ describe('deliberate bugs are caught', () => {
     await clean(steps);
   });
 
+  it('a deposed leader\'s late entries stay fenced once the log below them, markers included, is pruned (found by the simulation, seed 2026)', async () => {
+    // As (b), without standbys: the stalled leader's entry lands after the
+    // new marker; a migration then flushes (recording the fence at the
+    // flushed id in the manifests) and prunes below, markers included, and
+    // its target replays from after the flushed id. Before manifests kept
+    // the fence, that replay saw no marker and applied the late entry.
+    const steps: Step[] = [
+      { kind: 'write', pick: 0 },
+      { kind: 'stall', pick: 0.9, ms: 2_000 },
+      { kind: 'sleep', ms: 1_000 },
+      { kind: 'write', pick: 0 },
+      { kind: 'sleep', ms: 1_500 },
+      { kind: 'migrate', pick: 0, shard: 0.9, to: 0 },
+      { kind: 'sleep', ms: 1_000 },
+    ];
+    await clean(steps, { followers: 0 });
+  });
+
   it('(b) skipping the epoch check: a deposed leader\'s entry after the new marker is replayed (direct test of the reader)', async () => {
     // The same fence, checked directly on the reader with the log a deposed
     // leader leaves: its entry lands after the new leader's marker.

@@ -34,6 +34,12 @@ export interface Manifest {
   readonly regionId: number;
   /** Highest entry id whose effects are in `ssts`. */
   readonly flushedEntryId: number;
+  /**
+   * The highest epoch marker at or below flushedEntryId that the flushing
+   * shard knew of (absent: 0). Replay starts after flushedEntryId and the log
+   * below it may be pruned, markers included; this keeps their fence.
+   */
+  readonly fenceEpoch?: number;
   /** Oldest first. */
   readonly ssts: readonly SstRef[];
   /** Seq of the next SST to write. */
@@ -92,6 +98,7 @@ export function decodeManifest(regionId: number, bytes: Uint8Array): Manifest {
     corrupt('malformed body');
   }
   if (m.regionId !== regionId) corrupt(`it belongs to region ${String(m.regionId)}`);
+  if (m.fenceEpoch !== undefined && !isCount(m.fenceEpoch)) corrupt('malformed fenceEpoch');
   m.ssts.forEach((s, i) => {
     const ok =
       typeof s === 'object' &&

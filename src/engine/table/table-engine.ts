@@ -188,6 +188,7 @@ async function removeLeftovers(store: ObjectStore, manifest: Manifest): Promise<
 interface Frozen {
   readonly mem: QueuedMemtable;
   readonly coveredUpTo: number;
+  readonly fenceEpoch: number;
 }
 
 export class TableRegion implements Region {
@@ -241,6 +242,10 @@ export class TableRegion implements Region {
     this.active = new QueuedMemtable(this.layout);
   }
 
+  fenceEpoch(): number {
+    return this.manifest.fenceEpoch ?? 0;
+  }
+
   flushedEntryId(): number {
     return this.manifest.flushedEntryId;
   }
@@ -265,13 +270,13 @@ export class TableRegion implements Region {
     return this.frozen.reduce((n, f) => n + f.mem.bytes, this.active.bytes);
   }
 
-  flush(coveredUpTo: number): Promise<FlushResult> {
+  flush(coveredUpTo: number, fenceEpoch = 0): Promise<FlushResult> {
     this.assertUsable();
     // Freeze now: what this call covers is exactly what has been applied so
     // far (queued or indexed; the queue is indexed below, before the write).
     if (!this.active.empty) {
       this.active.freeze();
-      this.frozen.push({ mem: this.active, coveredUpTo });
+      this.frozen.push({ mem: this.active, coveredUpTo, fenceEpoch });
       this.active = new QueuedMemtable(this.layout);
     }
     const last = this.frozen[this.frozen.length - 1];
@@ -281,7 +286,7 @@ export class TableRegion implements Region {
       // Write the pending memtables in freeze order up to this call's own:
       // any a failed flush left behind first, each with its flushed entry id.
       while (last !== undefined && this.frozen.includes(last)) {
-        const { mem, coveredUpTo: upTo } = this.frozen[0];
+        const { mem, coveredUpTo: upTo, fenceEpoch: upToFence } = this.frozen[0];
         // Index its queue a slice at a time: writes and reads go on meanwhile.
         await this.indexInSlices(mem);
         const m = this.manifest;
@@ -289,11 +294,12 @@ export class TableRegion implements Region {
         // Undefined when the queue held no rows (empty bodies): no SST then.
         const data = await writeSst(this.store, key, this.layout, mem.scan());
         if (data === undefined) {
-          if (upTo > m.flushedEntryId) await this.commit({ ...m, flushedEntryId: upTo });
+          if (upTo > m.flushedEntryId) await this.commit({ ...m, flushedEntryId: upTo, fenceEpoch: Math.max(m.fenceEpoch ?? 0, upToFence) });
         } else {
           await this.commit({
             ...m,
             flushedEntryId: Math.max(m.flushedEntryId, upTo),
+            fenceEpoch: Math.max(m.fenceEpoch ?? 0, upToFence),
             ssts: [...m.ssts, refOf(key, m.nextSeq, data)],
             nextSeq: m.nextSeq + 1,
           });
@@ -304,7 +310,9 @@ export class TableRegion implements Region {
         this.frozen.shift();
       }
       // Every entry up to coveredUpTo is now in SSTs, even if this call had nothing to write.
-      if (coveredUpTo > this.manifest.flushedEntryId) await this.commit({ ...this.manifest, flushedEntryId: coveredUpTo });
+      if (coveredUpTo > this.manifest.flushedEntryId) {
+        await this.commit({ ...this.manifest, flushedEntryId: coveredUpTo, fenceEpoch: Math.max(this.manifest.fenceEpoch ?? 0, fenceEpoch) });
+      }
       return { flushedEntryId: this.manifest.flushedEntryId, bytes, rows };
     });
   }

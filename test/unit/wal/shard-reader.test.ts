@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { encodeEntry } from '../../../src/wal/codec.js';
 import type { Entry, EntryKind, LoggedEntry } from '../../../src/wal/entry.js';
 import { LocalLogStore } from '../../../src/wal/local-log-store.js';
-import { readEntries, replayShard, type ReplayProgress } from '../../../src/wal/shard-reader.js';
+import { EpochFence, readEntries, replayShard, type ReplayProgress } from '../../../src/wal/shard-reader.js';
 import { TopicWriter } from '../../../src/wal/topic-writer.js';
 import { bytes, collect, expectCode, tempDir } from './helpers.js';
 
@@ -63,6 +63,19 @@ describe('shard reader', () => {
     ]);
     expect(stats).toMatchObject({ entries: 9, records: 12, fencedEntries: 3, tornEntries: 0, lastId: 11 });
     expect(stats.bytes).toBeGreaterThan(0);
+  });
+
+  it('a fence seeded with a pruned marker drops what a deposed leader appended after it, and reports the epoch at an id', () => {
+    const fence = new EpochFence();
+    const entry = (id: number, kind: 'data' | 'epoch', epoch: number) => ({ id, firstId: id, bytes: 1, kind, region: kind === 'data' ? 1 : 0, epoch, body: new Uint8Array() });
+    fence.seed(14, 3); // a manifest: flushed up to 14 under the fence of epoch 3 (its marker pruned)
+    expect(fence.admit(entry(15, 'data', 1))).toBe(false);
+    expect(fence.admit(entry(16, 'data', 3))).toBe(true);
+    expect(fence.admit(entry(13, 'data', 1))).toBe(true); // before the marker: the old leader's, legitimately
+    expect(fence.admit(entry(18, 'epoch', 4))).toBe(true);
+    fence.seed(10, 2); // out of order, lower: kept in id order
+    expect(fence.admit(entry(12, 'data', 1))).toBe(false);
+    expect([fence.epochAt(9), fence.epochAt(10), fence.epochAt(17), fence.epochAt(18)]).toEqual([0, 2, 3, 4]);
   });
 
   it('reports progress while replaying and once at the end', async () => {
