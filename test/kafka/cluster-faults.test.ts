@@ -1,12 +1,10 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startTestKafka, usingRealKafka, type TestKafka } from '../harness/kafka-mock.js';
+import { startTestKafka, type TestKafka } from '../harness/kafka-mock.js';
+import { CLUSTER_HOSTS, CLUSTER_SCHEMA, ProcessGroup } from '../harness/cluster.js';
 import { startNatsServer, type TestNatsServer } from '../harness/nats-server.js';
-import { BIN, call, startReprise, type Server } from '../harness/standalone.js';
+import { BIN, call, type Server } from '../harness/standalone.js';
 
 /**
  * Faults of a cluster of real processes (a real nats-server, the
@@ -26,17 +24,8 @@ import { BIN, call, startReprise, type Server } from '../harness/standalone.js';
  * directory) on the same nats-server and Kafka.
  */
 
-const SCHEMA = {
-  name: 'system_metrics',
-  columns: [
-    { name: 'host', type: 'string', role: 'tag' },
-    { name: 'cpu_util', type: 'float64', role: 'field' },
-    { name: 'ts', type: 'timestamp', role: 'time' },
-  ],
-  partition: { column: 'host', bounds: ['h', 'p'] },
-};
-/** One host per region: partitions [..h), [h..p), [p..). */
-const HOSTS = ['alpha', 'kilo', 'tango'];
+const SCHEMA = CLUSTER_SCHEMA;
+const HOSTS = CLUSTER_HOSTS;
 const TS0 = 1_700_000_000_000;
 const NODE_IDS = ['n1', 'n2', 'n3'];
 /** Concurrent writer loops in the migration test. */
@@ -71,24 +60,16 @@ function keysOnce(rows: { host: string; ts: number }[]): Set<string> {
 describe('faults of a cluster of real processes: meta + 3 nodes over NATS, Kafka WAL', () => {
   let kafka: TestKafka;
   let nats: TestNatsServer;
-  let seq = 0;
-  const processes: Server[] = [];
-  const dirs: string[] = [];
-  /** Stdout of each process of the current test, for failure messages. */
-  const logs = new Map<string, string[]>();
+  let group: ProcessGroup;
 
   beforeAll(async () => {
     kafka = await startTestKafka({ brokers: 3 });
     nats = await startNatsServer();
+    group = new ProcessGroup(kafka, nats, 'faults');
   });
   afterEach(async () => {
-    // SIGKILL also ends a stopped (SIGSTOPped) process.
-    const running = processes.splice(0);
-    for (const p of running) p.child.kill('SIGKILL');
-    await Promise.all(running.map((p) => p.exited));
-    for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
+    await group.stop();
     await setRtt(0);
-    logs.clear();
   });
   afterAll(async () => {
     await nats?.stop();
@@ -101,39 +82,12 @@ describe('faults of a cluster of real processes: meta + 3 nodes over NATS, Kafka
     for (let b = 1; b <= kafka.brokers.length; b++) await kafka.mock.setRtt(b, ms);
   };
 
-  /** The last log lines of a process (JSON lines from pino), for a failure message. */
-  const tail = (name: string, n = 40) => (logs.get(name) ?? []).slice(-n).join('\n');
-
-  async function launch(name: string, args: string[], env: Record<string, string>): Promise<Server> {
-    const server = await startReprise(args, env, (log) => log.url as string | undefined);
-    processes.push(server);
-    const lines: string[] = [];
-    logs.set(name, lines);
-    let partial = '';
-    server.child.stdout!.on('data', (chunk: Buffer) => {
-      const parts = (partial + chunk.toString()).split('\n');
-      partial = parts.pop()!;
-      lines.push(...parts);
-      if (lines.length > 2000) lines.splice(0, lines.length - 2000);
-    });
-    return server;
-  }
+  const tail = (name: string, n?: number) => group.tail(name, n);
+  const launch = (name: string, args: string[], env: Record<string, string>) => group.launch(name, args, env);
 
   /** Meta (--min-nodes 3) and nodes n1..n3, every shard led, one per node; n1 is the front. */
   async function startCluster() {
-    const objects = await mkdtemp(join(tmpdir(), 'reprise-faults-objects-'));
-    dirs.push(objects);
-    const n = seq++;
-    const env = {
-      REPRISE_WAL_PROVIDER: 'kafka',
-      REPRISE_WAL_BROKER_ENDPOINTS: kafka.brokers.join(','),
-      REPRISE_WAL_IDEMPOTENT: String(usingRealKafka()),
-      REPRISE_WAL_TOPIC_PREFIX: `faults_${process.pid}_${Date.now().toString(36)}_${n}`,
-      REPRISE_NATS_SERVERS: nats.url,
-      REPRISE_CLUSTER_NAME: `f${process.pid}x${n}`,
-      REPRISE_SHARDS: '3',
-      REPRISE_DATA_DIR: objects,
-    };
+    const env = await group.clusterEnv();
     const meta = await launch('meta', ['meta', '--min-nodes', '3', '--http-addr', '127.0.0.1:0'], env);
     const nodes = new Map<string, Server>();
     await Promise.all(NODE_IDS.map(async (id) => nodes.set(id, await launch(id, ['node', '--id', id, '--http-addr', '127.0.0.1:0'], env))));

@@ -1,7 +1,4 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { decode } from '@msgpack/msgpack';
@@ -10,8 +7,9 @@ import type { MetaEvent } from '../../src/meta/model.js';
 import { KafkaLogStore } from '../../src/wal/kafka-log-store.js';
 import { readEntries } from '../../src/wal/shard-reader.js';
 import { startTestKafka, usingRealKafka, type TestKafka } from '../harness/kafka-mock.js';
+import { CLUSTER_HOSTS, CLUSTER_SCHEMA, ProcessGroup } from '../harness/cluster.js';
 import { startNatsServer, type TestNatsServer } from '../harness/nats-server.js';
-import { BIN, call, startReprise, type Server } from '../harness/standalone.js';
+import { BIN, call, type Server } from '../harness/standalone.js';
 
 /**
  * Meta's procedures with real processes (a real nats-server, the
@@ -28,17 +26,8 @@ import { BIN, call, startReprise, type Server } from '../harness/standalone.js';
  * directory) on the same nats-server and Kafka.
  */
 
-const SCHEMA = {
-  name: 'system_metrics',
-  columns: [
-    { name: 'host', type: 'string', role: 'tag' },
-    { name: 'cpu_util', type: 'float64', role: 'field' },
-    { name: 'ts', type: 'timestamp', role: 'time' },
-  ],
-  partition: { column: 'host', bounds: ['h', 'p'] },
-};
-/** One host per region: partitions [..h), [h..p), [p..). */
-const HOSTS = ['alpha', 'kilo', 'tango'];
+const SCHEMA = CLUSTER_SCHEMA;
+const HOSTS = CLUSTER_HOSTS;
 const TS0 = 1_700_000_000_000;
 
 interface ShardView {
@@ -83,60 +72,24 @@ async function until<T>(probe: () => Promise<T | undefined>, what: string, timeo
 describe('procedures of a cluster of real processes: meta + nodes over NATS, Kafka WAL', () => {
   let kafka: TestKafka;
   let nats: TestNatsServer;
-  let seq = 0;
-  const processes: Server[] = [];
-  const dirs: string[] = [];
-  const logs = new Map<string, string[]>();
+  let group: ProcessGroup;
 
   beforeAll(async () => {
     kafka = await startTestKafka({ brokers: 3 });
     nats = await startNatsServer();
+    group = new ProcessGroup(kafka, nats, 'procs');
   });
   afterEach(async () => {
-    const running = processes.splice(0);
-    for (const p of running) p.child.kill('SIGKILL');
-    await Promise.all(running.map((p) => p.exited));
-    for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
-    logs.clear();
+    await group.stop();
   });
   afterAll(async () => {
     await nats?.stop();
     await kafka?.stop();
   });
 
-  /** The last log lines of a process, for failure messages. */
-  const tail = (name: string, n = 30) => (logs.get(name) ?? []).slice(-n).join('\n');
-
-  async function launch(name: string, args: string[], env: Record<string, string>): Promise<Server> {
-    const server = await startReprise(args, env, (log) => log.url as string | undefined);
-    processes.push(server);
-    const lines: string[] = [];
-    logs.set(name, lines);
-    let partial = '';
-    server.child.stdout!.on('data', (chunk: Buffer) => {
-      const parts = (partial + chunk.toString()).split('\n');
-      partial = parts.pop()!;
-      lines.push(...parts);
-      if (lines.length > 2000) lines.splice(0, lines.length - 2000);
-    });
-    return server;
-  }
-
-  async function clusterEnv(): Promise<Record<string, string>> {
-    const objects = await mkdtemp(join(tmpdir(), 'reprise-procedures-objects-'));
-    dirs.push(objects);
-    const n = seq++;
-    return {
-      REPRISE_WAL_PROVIDER: 'kafka',
-      REPRISE_WAL_BROKER_ENDPOINTS: kafka.brokers.join(','),
-      REPRISE_WAL_IDEMPOTENT: String(usingRealKafka()),
-      REPRISE_WAL_TOPIC_PREFIX: `procs_${process.pid}_${Date.now().toString(36)}_${n}`,
-      REPRISE_NATS_SERVERS: nats.url,
-      REPRISE_CLUSTER_NAME: `p${process.pid}x${n}`,
-      REPRISE_SHARDS: '3',
-      REPRISE_DATA_DIR: objects,
-    };
-  }
+  const tail = (name: string, n = 30) => group.tail(name, n);
+  const launch = (name: string, args: string[], env: Record<string, string>) => group.launch(name, args, env);
+  const clusterEnv = () => group.clusterEnv();
 
   const startMeta = (env: Record<string, string>, minNodes: number, name = 'meta') => launch(name, ['meta', '--min-nodes', String(minNodes), '--http-addr', '127.0.0.1:0'], env);
   const startNode = (env: Record<string, string>, id: string) => launch(id, ['node', '--id', id, '--http-addr', '127.0.0.1:0'], env);

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestKafka, usingRealKafka, type TestKafka } from '../harness/kafka-mock.js';
+import { CLUSTER_HOSTS, CLUSTER_SCHEMA } from '../harness/cluster.js';
 import { startNatsServer, type TestNatsServer } from '../harness/nats-server.js';
 import { launchChromium } from '../e2e/browser.js';
 import { BIN, call, startReprise, type Server } from '../harness/standalone.js';
@@ -18,16 +19,8 @@ import { BIN, call, startReprise, type Server } from '../harness/standalone.js';
  * failover and every acknowledged row is there.
  */
 
-const SCHEMA = {
-  name: 'system_metrics',
-  columns: [
-    { name: 'host', type: 'string', role: 'tag' },
-    { name: 'cpu_util', type: 'float64', role: 'field' },
-    { name: 'ts', type: 'timestamp', role: 'time' },
-  ],
-  partition: { column: 'host', bounds: ['h', 'p'] },
-};
-const HOSTS = ['alpha', 'kilo', 'tango'];
+const SCHEMA = CLUSTER_SCHEMA;
+const HOSTS = CLUSTER_HOSTS;
 
 describe('cluster of real processes: meta + 3 nodes over NATS, Kafka WAL', () => {
   let kafka: TestKafka;
