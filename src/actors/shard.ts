@@ -1,5 +1,5 @@
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
-import { RepriseError } from '../errors.js';
+import { isRepriseError, RepriseError } from '../errors.js';
 import type { PreparedMutation } from '../engine/region-engine.js';
 import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
 import type { RegionInfo } from '../meta/model.js';
@@ -74,7 +74,9 @@ export class ShardActor {
   private tail: TailSubscription | undefined;
   private tailFailure: string | undefined;
   private lagTimer: NodeJS.Timeout | undefined;
-  private lag: FollowerLag = { entries: 0, ms: 0 };
+  /** A follower's lag (see FollowerLag): numbers, so the apply path allocates nothing. */
+  private lagEntries = 0;
+  private lagMs = 0;
 
   constructor(
     readonly id: number,
@@ -285,7 +287,7 @@ export class ShardActor {
         this.regions.get(entry.region)?.apply(entry.id, entry.body);
         if (appendedAt !== undefined) {
           const ms = Math.max(0, Date.now() - appendedAt);
-          this.lag = { entries: this.lag.entries, ms };
+          this.lagMs = ms;
           this.ctx.onFollowerApply?.({ shardId: this.id, entryId: entry.id, lagMs: ms });
         }
         return;
@@ -360,7 +362,7 @@ export class ShardActor {
   private async sampleLag(): Promise<void> {
     try {
       const { next } = await this.ctx.log.bounds(this.topic);
-      this.lag = { entries: Math.max(0, next - 1 - this.appliedEntryId), ms: this.lag.ms };
+      this.lagEntries = Math.max(0, next - 1 - this.appliedEntryId);
     } catch {
       // The next sample tries again; status keeps the last one.
     }
@@ -534,7 +536,7 @@ export class ShardActor {
       TEST_OBSERVER.onAck?.({ node: this.ctx.nodeId, shard: this.id, epoch: this.epoch, region: regionId, entryId: -1 });
       return -1;
     }
-    const id = await writer.append(entry);
+    const id = await writer.append(entry).catch((err: unknown) => this.stoppedHere(err, 'write'));
     // Acknowledge only under a valid lease: meta gives the shard to another
     // node only after this lease has run out, and that node replays every
     // entry before its epoch marker, so what is acknowledged is never lost.
@@ -571,7 +573,21 @@ export class ShardActor {
     }
     const region = this.regions.get(regionId);
     if (!region) throw this.regionNotHosted(regionId);
-    return region.query(q);
+    return region.query(q).catch((err: unknown) => this.stoppedHere(err, 'query'));
+  }
+
+  /**
+   * An operation that was waiting when the shard stopped here (handed off,
+   * or closed after a lost lease) meets its closed writer or regions
+   * (CLOSED): for the caller that is NOT_LEADER, as for one arriving after
+   * the stop, so a router looks the leader up again and retries there. That
+   * is safe: a queued write was never appended, and one that was is an
+   * idempotent upsert. Found by test/kafka/cluster-faults.test.ts (a
+   * migration under concurrent writes).
+   */
+  private stoppedHere(err: unknown, op: string): never {
+    if (!isRepriseError(err, 'CLOSED')) throw err;
+    throw new RepriseError('NOT_LEADER', `shard ${this.id} stopped on node '${this.ctx.nodeId}' while a ${op} waited: ${err.message}`, { shard: this.id }, { cause: err });
   }
 
   /**
@@ -647,7 +663,7 @@ export class ShardActor {
       lastEntryId: this.appliedEntryId,
       flushedEntryId: flushed,
       regions,
-      ...(snapshot.context.role === 'follower' ? { lag: { ...this.lag } } : {}),
+      ...(snapshot.context.role === 'follower' ? { lag: { entries: this.lagEntries, ms: this.lagMs } } : {}),
       ...(snapshot.context.error ? { error: snapshot.context.error } : {}),
     };
   }

@@ -70,29 +70,9 @@ export interface ClusterRoutingOptions {
  * which sends the caller back to meta's replica for the new leader.
  */
 export async function serveNode(transport: Transport, nodeId: string, node: NodeActor): Promise<Subscription[]> {
-  /**
-   * A shard that stops here while an operation waits on it (handed off in a
-   * migration, or closed after a lost lease) rejects the writes queued
-   * behind the append in flight (its writer's close) and queries of its
-   * closing regions with CLOSED. For the caller that is NOT_LEADER: look up
-   * the leader again and retry there. The router does not retry CLOSED (on
-   * its side it means its own transport is closed), so without this those
-   * writes failed to the client although a retry is safe: a queued write
-   * was never appended, and a write that was is an idempotent upsert, as
-   * after a TIMEOUT. Found by test/kafka/cluster-faults.test.ts (a migration
-   * under concurrent writes: "the writer of WAL topic ... is closed").
-   */
-  const movedOn = async <T>(shard: number, op: string, run: () => Promise<T>): Promise<T> => {
-    try {
-      return await run();
-    } catch (err) {
-      if (!isRepriseError(err, 'CLOSED')) throw err;
-      throw new RepriseError('NOT_LEADER', `shard ${shard} stopped on node '${nodeId}' while a ${op} waited: ${err.message}`, { shard }, { cause: err });
-    }
-  };
   const handlers: Record<NodeOp, (req: never) => unknown> = {
-    write: (req: { shard: number; region: number; body: Uint8Array }) => movedOn(req.shard, 'write', () => node.shard(req.shard).write(req.region, { body: req.body })),
-    query: (req: { shard: number; region: number; q: TableQuery }) => movedOn(req.shard, 'query', () => node.shard(req.shard).query(req.region, req.q)),
+    write: (req: { shard: number; region: number; body: Uint8Array }) => node.shard(req.shard).write(req.region, { body: req.body }),
+    query: (req: { shard: number; region: number; q: TableQuery }) => node.shard(req.shard).query(req.region, req.q),
     create_region: (req: { shard: number; info: RegionInfo; schema: TableSchema }) => node.shard(req.shard).createRegion(req.info, req.schema),
     drop_region: async (req: { shard: number; region: number }) => {
       await node.shard(req.shard).dropRegion(req.region);
