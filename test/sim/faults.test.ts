@@ -46,6 +46,19 @@ const CRASH_AFTER_WRITES: Step[] = [
   { kind: 'write', pick: 0 },
 ];
 
+/**
+ * A leader stalls (its appends held 2 s, cut off from meta) just as a write
+ * reaches it: that write's append lands after the next leader's marker,
+ * with the old epoch, after a newer acknowledged write.
+ */
+const STALL_OF_A_LEADER: Step[] = [
+  { kind: 'write', pick: 0 },
+  { kind: 'stall', pick: 0.9, ms: 2_000 },
+  { kind: 'sleep', ms: 1_000 },
+  { kind: 'write', pick: 0 },
+  { kind: 'sleep', ms: 1_500 },
+];
+
 describe('deliberate bugs are caught', () => {
   it('(a) acknowledging a write before its WAL append is durable: a crash loses acknowledged rows', async () => {
     const steps = CRASH_AFTER_WRITES;
@@ -93,13 +106,7 @@ describe('deliberate bugs are caught', () => {
     // standby, which serves what it applied: with the epoch check the late
     // entry is dropped; without it, it is applied after the newer write and
     // the registers read the older write's value.
-    const steps: Step[] = [
-      { kind: 'write', pick: 0 },
-      { kind: 'stall', pick: 0.9, ms: 2_000 },
-      { kind: 'sleep', ms: 1_000 },
-      { kind: 'write', pick: 0 },
-      { kind: 'sleep', ms: 1_500 },
-    ];
+    const steps = STALL_OF_A_LEADER;
     TEST_FAULTS.skipEpochCheck = true;
     const result = await caught(steps, /a stale value, an older entry applied after a newer one/);
     console.log(`(b) caught: ${result.violations.join(' | ')}`);
@@ -112,15 +119,7 @@ describe('deliberate bugs are caught', () => {
     // flushed id in the manifests) and prunes below, markers included, and
     // its target replays from after the flushed id. Before manifests kept
     // the fence, that replay saw no marker and applied the late entry.
-    const steps: Step[] = [
-      { kind: 'write', pick: 0 },
-      { kind: 'stall', pick: 0.9, ms: 2_000 },
-      { kind: 'sleep', ms: 1_000 },
-      { kind: 'write', pick: 0 },
-      { kind: 'sleep', ms: 1_500 },
-      { kind: 'migrate', pick: 0, shard: 0.9, to: 0 },
-      { kind: 'sleep', ms: 1_000 },
-    ];
+    const steps: Step[] = [...STALL_OF_A_LEADER, { kind: 'migrate', pick: 0, shard: 0.9, to: 0 }, { kind: 'sleep', ms: 1_000 }];
     await clean(steps, { followers: 0 });
   });
 
