@@ -6,8 +6,9 @@ import { Reprise } from '../src/api/runtime.js';
 import { InProcessNetwork } from '../src/transport/in-process.js';
 import type { KafkaWalOptions } from '../src/wal/open-log-store.js';
 import { startTestKafka, usingRealKafka, type TestKafka } from '../test/harness/kafka-mock.js';
+import { CLUSTER_HOSTS, CLUSTER_SCHEMA, ProcessGroup } from '../test/harness/cluster.js';
 import { startNatsServer, type TestNatsServer } from '../test/harness/nats-server.js';
-import { call, startReprise, type Server } from '../test/harness/standalone.js';
+import { call, type Server } from '../test/harness/standalone.js';
 import { removeDir } from './lib/fixtures.js';
 import { metric } from './lib/metric.js';
 import type { Metric } from './lib/report.js';
@@ -38,68 +39,34 @@ import type { Suite, SuiteContext, SuiteResult } from './lib/suite.js';
  * pause < 200 ms, follower lag p99 < 100 ms.
  */
 
-const SCHEMA = {
-  name: 'metrics',
-  columns: [
-    { name: 'host', type: 'string', role: 'tag' },
-    { name: 'v', type: 'float64', role: 'field' },
-    { name: 'ts', type: 'timestamp', role: 'time' },
-  ],
-  partition: { column: 'host', bounds: ['h', 'p'] },
-};
+const SCHEMA = CLUSTER_SCHEMA;
 /** One host per region, in partition order. */
-const HOSTS = ['alpha', 'kilo', 'tango'];
+const HOSTS = CLUSTER_HOSTS;
+const TABLE = SCHEMA.name;
 /** Unflushed rows in the failed-over shard: ~2 MB of WAL (the mock keeps ~5 MB per partition). */
 const PRELOAD_BATCHES = 80;
 const PRELOAD_ROWS = 1000;
 
-const rowsOf = (host: string, from: number, n: number) => Array.from({ length: n }, (_, i) => ({ host, v: from + i, ts: 1_700_000_000_000 + from + i }));
+const rowsOf = (host: string, from: number, n: number) => Array.from({ length: n }, (_, i) => ({ host, cpu_util: from + i, ts: 1_700_000_000_000 + from + i }));
 
 let runSeq = 0;
 
 interface ProcessCluster {
   readonly nodes: Map<string, Server>;
-  readonly meta: Server;
   stop(): Promise<void>;
 }
 
+/** `reprise meta` (--min-nodes 3, --followers N) and nodes n1..n3, as in the real-process cluster tests. */
 async function startProcessCluster(kafka: TestKafka, nats: TestNatsServer, followers: number): Promise<ProcessCluster> {
-  const objects = await mkdtemp(join(tmpdir(), 'reprise-bench-cluster-'));
-  const run = `${process.pid}_${runSeq++}`;
-  const env = {
-    REPRISE_WAL_PROVIDER: 'kafka',
-    REPRISE_WAL_BROKER_ENDPOINTS: kafka.brokers.join(','),
-    REPRISE_WAL_IDEMPOTENT: String(usingRealKafka()),
-    REPRISE_WAL_TOPIC_PREFIX: `bench_cl_${run}`,
-    REPRISE_NATS_SERVERS: nats.url,
-    REPRISE_CLUSTER_NAME: `bench${run}`,
-    REPRISE_CLUSTER_FOLLOWERS: String(followers),
-    REPRISE_SHARDS: '3',
-    REPRISE_DATA_DIR: objects,
-  };
-  const started: Server[] = [];
-  const ready = (log: Record<string, unknown>) => log.url as string | undefined;
+  const group = new ProcessGroup(kafka, nats, 'bench');
   try {
-    const meta = await startReprise(['meta', '--min-nodes', '3', '--http-addr', '127.0.0.1:0'], env, ready);
-    started.push(meta);
+    const env = { ...(await group.clusterEnv()), REPRISE_CLUSTER_FOLLOWERS: String(followers) };
+    await group.launch('meta', ['meta', '--min-nodes', '3', '--http-addr', '127.0.0.1:0'], env);
     const nodes = new Map<string, Server>();
-    for (const id of ['n1', 'n2', 'n3']) {
-      const node = await startReprise(['node', '--id', id, '--http-addr', '127.0.0.1:0'], env, ready);
-      started.push(node);
-      nodes.set(id, node);
-    }
-    return {
-      nodes,
-      meta,
-      async stop() {
-        for (const p of started) p.child.kill('SIGKILL');
-        await Promise.all(started.map((p) => p.exited));
-        await removeDir(objects);
-      },
-    };
+    for (const id of ['n1', 'n2', 'n3']) nodes.set(id, await group.launch(id, ['node', '--id', id, '--http-addr', '127.0.0.1:0'], env));
+    return { nodes, stop: () => group.stop() };
   } catch (err) {
-    for (const p of started) p.child.kill('SIGKILL');
-    await removeDir(objects);
+    await group.stop();
     throw err;
   }
 }
@@ -145,7 +112,7 @@ async function failoverOnce(kafka: TestKafka, nats: TestNatsServer, followers: n
     const victim = shards.find((s) => s.leader !== 'n1' && regions.some((r) => r.shard === s.id))!;
     const host = HOSTS[regions.find((r) => r.shard === victim.id)!.partition]!;
     for (let b = 0; b < PRELOAD_BATCHES; b++) {
-      const response = await call(front, 'POST', '/v1/tables/metrics/rows', rowsOf(host, b * PRELOAD_ROWS, PRELOAD_ROWS));
+      const response = await call(front, 'POST', `/v1/tables/${TABLE}/rows`, rowsOf(host, b * PRELOAD_ROWS, PRELOAD_ROWS));
       if (response.status !== 200) throw new Error(`preload: ${JSON.stringify(response.body)}`);
     }
     if (followers > 0) {
@@ -162,7 +129,7 @@ async function failoverOnce(kafka: TestKafka, nats: TestNatsServer, followers: n
     await killed.exited;
     let seq = 10_000_000;
     for (;;) {
-      const response = await call(front, 'POST', '/v1/tables/metrics/rows', rowsOf(host, seq++, 1));
+      const response = await call(front, 'POST', `/v1/tables/${TABLE}/rows`, rowsOf(host, seq++, 1));
       if (response.status === 200) break;
       if (performance.now() - killedAt > 60_000) throw new Error(`no write acknowledged 60 s after the kill: ${JSON.stringify(response.body)}`);
     }
@@ -199,7 +166,7 @@ async function lagAndMigration(kafka: TestKafka, ctx: SuiteContext, loadMs: numb
     const loadEnd = Date.now() + loadMs;
     while (Date.now() < loadEnd) {
       const tick = Date.now();
-      await Promise.all(HOSTS.map((host) => front.insert('metrics', rowsOf(host, seq, 100))));
+      await Promise.all(HOSTS.map((host) => front.insert(TABLE, rowsOf(host, seq, 100))));
       seq += 100;
       await new Promise((r) => setTimeout(r, Math.max(0, 10 - (Date.now() - tick))));
     }
@@ -215,7 +182,7 @@ async function lagAndMigration(kafka: TestKafka, ctx: SuiteContext, loadMs: numb
     const writer = (async () => {
       while (writing) {
         const start = performance.now();
-        await front.insert('metrics', rowsOf(HOSTS[2]!, seq++, 1));
+        await front.insert(TABLE, rowsOf(HOSTS[2]!, seq++, 1));
         latencies.push({ start, end: performance.now() });
       }
     })();
@@ -283,7 +250,7 @@ export const clusterSuite: Suite = {
           name: 'failover, no follower (replay ~2 MB): SIGKILL -> first write acked (p50)',
           unit: 'ms',
           samples: withoutFollower,
-          versus: { of: 'with a follower', samples: withFollower, lowerIsBetter: true },
+          versus: { of: 'with a follower', samples: withFollower },
         }),
         metric({
           id: 'cluster.follower_lag.p50.ms',
