@@ -3,6 +3,7 @@ import { open, type Reprise } from '../src/api/runtime.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../src/wal/entry.js';
 import { LocalLogStore } from '../src/wal/local-log-store.js';
 import { TopicWriter } from '../src/wal/topic-writer.js';
+import { cpuNow, cpuPer } from './lib/cpu.js';
 import { metricsRows, metricsSchema, putBody, removeDir, settle, tempDir } from './lib/fixtures.js';
 import { metric } from './lib/metric.js';
 import type { Metric } from './lib/report.js';
@@ -46,12 +47,20 @@ interface RunResult {
   readonly appends?: number;
   /** runtime only: the query after the run that indexes what the run queued. */
   readonly indexMs?: number;
+  /** CPU per batch during the run: the main thread's (undefined off Linux) and the process's, µs. */
+  readonly cpuMainUs: number | undefined;
+  readonly cpuProcessUs: number;
 }
 
 /** Drive `writers` loops of `step` for `ms`, then wait for the batches in flight. */
-export async function drive(writers: number, ms: number, step: (writer: number, seq: number) => Promise<void>): Promise<{ batches: number; seconds: number }> {
+export async function drive(
+  writers: number,
+  ms: number,
+  step: (writer: number, seq: number) => Promise<void>,
+): Promise<{ batches: number; seconds: number; cpuMainUs: number | undefined; cpuProcessUs: number }> {
   let stop = false;
   let batches = 0;
+  const cpu0 = cpuNow();
   const started = performance.now();
   const timer = setTimeout(() => {
     stop = true;
@@ -68,7 +77,9 @@ export async function drive(writers: number, ms: number, step: (writer: number, 
   } finally {
     clearTimeout(timer);
   }
-  return { batches, seconds: (performance.now() - started) / 1000 };
+  const seconds = (performance.now() - started) / 1000;
+  const cpu = cpuPer(cpu0, cpuNow(), Math.max(1, batches));
+  return { batches, seconds, cpuMainUs: cpu.mainUs, cpuProcessUs: cpu.processUs };
 }
 
 export async function runRaw(writers: number, ms: number): Promise<RunResult> {
@@ -85,12 +96,12 @@ export async function runRaw(writers: number, ms: number): Promise<RunResult> {
     // The runtime's first entries: topic marker, epoch, region_create.
     await writer.append({ kind: 'epoch', region: 0, epoch: 1, body: new Uint8Array() });
     const before = writer.stats.appends;
-    const { batches, seconds } = await drive(writers, ms, async (w) => {
+    const { batches, seconds, cpuMainUs, cpuProcessUs } = await drive(writers, ms, async (w) => {
       await writer.append({ kind: 'data', region: (w % REGIONS) + 1, epoch: 1, body: bodies[w]! });
     });
     const appends = writer.stats.appends - before;
     await writer.close();
-    return { batches, seconds, rowsPerSec: (batches * ROWS_PER_BATCH) / seconds, batchesPerSec: batches / seconds, appends };
+    return { batches, seconds, rowsPerSec: (batches * ROWS_PER_BATCH) / seconds, batchesPerSec: batches / seconds, appends, cpuMainUs, cpuProcessUs };
   } finally {
     await store.close();
     await removeDir(dir);
@@ -104,7 +115,7 @@ export async function runRuntime(shards: number, writers: number, ms: number): P
     db = await open({ dataDir: dir, shards, logger: false });
     await db.createTable(metricsSchema(REGIONS, TABLE));
     const rt = db;
-    const { batches, seconds } = await drive(writers, ms, async (w, seq) => {
+    const { batches, seconds, cpuMainUs, cpuProcessUs } = await drive(writers, ms, async (w, seq) => {
       const { written } = await rt.insert(TABLE, metricsRows(w % REGIONS, w, seq, ROWS_PER_BATCH));
       if (written !== ROWS_PER_BATCH) throw new Error(`insert wrote ${written} rows, expected ${ROWS_PER_BATCH}`);
     });
@@ -118,7 +129,7 @@ export async function runRuntime(shards: number, writers: number, ms: number): P
     const q0 = performance.now();
     if ((await rt.query(TABLE, { limit: 1 })).length !== 1) throw new Error('the query after the run found no row');
     const indexMs = performance.now() - q0;
-    return { batches, seconds, rowsPerSec: (batches * ROWS_PER_BATCH) / seconds, batchesPerSec: batches / seconds, indexMs };
+    return { batches, seconds, rowsPerSec: (batches * ROWS_PER_BATCH) / seconds, batchesPerSec: batches / seconds, indexMs, cpuMainUs, cpuProcessUs };
   } finally {
     // No final flush: it is not part of the measurement and the directory goes away.
     await db?.close({ flush: false });
@@ -173,7 +184,7 @@ export const insertSuite: Suite = {
           name: `raw batched append, ${w}`,
           unit: 'rows/s',
           samples: rawRows,
-          note: `${fmt(median(raw.map((r) => r.batchesPerSec)))} batches/s, ${perAppend.toFixed(1)} entries/append`,
+          note: `${fmt(median(raw.map((r) => r.batchesPerSec)))} batches/s, ${perAppend.toFixed(1)} entries/append; ${cpuNote(raw)}`,
         }),
         metric({
           id: `insert.runtime_1shard.w${writers}.rows_per_s`,
@@ -182,7 +193,7 @@ export const insertSuite: Suite = {
           unit: 'rows/s',
           samples: rt1.map((r) => r.rowsPerSec),
           versus: { of: 'raw', samples: rawRows, target: 0.8 },
-          note: `${fmt(median(rt1.map((r) => r.batchesPerSec)))} batches/s`,
+          note: `${fmt(median(rt1.map((r) => r.batchesPerSec)))} batches/s; ${cpuNote(rt1)}`,
         }),
         metric({
           id: `insert.runtime_1shard_indexed.w${writers}.rows_per_s`,
@@ -208,6 +219,13 @@ export const insertSuite: Suite = {
     return { metrics, details };
   },
 };
+
+/** Median CPU per batch of a measurement's runs. */
+function cpuNote(runs: readonly RunResult[]): string {
+  const main = runs.map((r) => r.cpuMainUs).filter((x): x is number => x !== undefined);
+  const mainPart = main.length > 0 ? `main thread ${median(main).toFixed(0)} µs, ` : '';
+  return `CPU/batch: ${mainPart}process ${median(runs.map((r) => r.cpuProcessUs)).toFixed(0)} µs`;
+}
 
 function fmt(x: number): string {
   return Math.round(x).toLocaleString('en-US');
