@@ -30,6 +30,8 @@ export class NodeActor {
    * than HAND_OFF_GRACE_MS (meta crashed mid-migration): then they reopen here.
    */
   private readonly handedOff = new Map<number, number>();
+  /** Hand-offs under way, by shard. */
+  private readonly handingOff = new Map<number, Promise<void>>();
 
   constructor(private readonly ctx: ActorContext) {
     const machine = nodeMachine.provide({
@@ -143,7 +145,17 @@ export class NodeActor {
    * closed here until meta has moved it. Idempotent: a shard this node does
    * not hold (any more) counts as handed off.
    */
-  async handOff(shardId: number, to: string): Promise<void> {
+  handOff(shardId: number, to: string): Promise<void> {
+    // Meta sends the request again if no reply came in time: the repeat joins the hand-off under way.
+    let running = this.handingOff.get(shardId);
+    if (running === undefined) {
+      running = this.handOffOnce(shardId, to).finally(() => this.handingOff.delete(shardId));
+      this.handingOff.set(shardId, running);
+    }
+    return running;
+  }
+
+  private async handOffOnce(shardId: number, to: string): Promise<void> {
     const shard = this.shards.get(shardId);
     if (!shard || shard.shardRole === 'follower') {
       // Asked again (meta resumed the migration after a restart), never

@@ -122,6 +122,9 @@ export interface ClusterMetaStatus {
  */
 export const ASSIGNMENT_CHANGED = 'assignment_changed';
 
+/** How long meta waits in all for a node to hand a shard off (it includes a flush). */
+const HAND_OFF_MS = 60_000;
+
 /** Every meta subject, in one place, for the server and its clients. */
 export const META_OPS = ['register', 'heartbeat', 'grant', 'begin_create', 'commit_create', 'abort_create', 'drop_table', 'status', 'sync', 'leave', 'migrate'] as const;
 export type MetaOp = (typeof META_OPS)[number];
@@ -263,16 +266,32 @@ export class MetaServer {
 
   /**
    * Ask `from` to hand the shard off. The hand-off includes a flush, so it
-   * may take a while; but if the source dies meanwhile, stop waiting
-   * (UNAVAILABLE): failover takes the shard over.
+   * may take a while; a request or reply that was lost is sent again after
+   * a few heartbeats (the node joins the hand-off under way, or answers at
+   * once for one done), for up to HAND_OFF_MS in all. If the source dies
+   * meanwhile, stop waiting (UNAVAILABLE): failover takes the shard over.
    */
   private async requestHandOff(shardId: number, from: string, to: string): Promise<void> {
-    const handOff = this.transport.request(this.transport.subject('node', from, 'hand_off'), { shard: shardId, to }, { timeoutMs: 60_000 });
+    const subject = this.transport.subject('node', from, 'hand_off');
+    const attemptMs = Math.max(1_000, 10 * this.options.heartbeatMs);
+    const deadline = Date.now() + HAND_OFF_MS;
+    let gaveUp = false;
+    const handOff = (async () => {
+      for (;;) {
+        try {
+          return await this.transport.request(subject, { shard: shardId, to }, { timeoutMs: Math.min(attemptMs, Math.max(1, deadline - Date.now())) });
+        } catch (err) {
+          if (gaveUp || !isRepriseError(err, 'TIMEOUT') || Date.now() >= deadline) throw err;
+          this.logger.warn({ shard: shardId, from, to }, `no reply to the hand-off of shard ${shardId} from '${from}' in ${attemptMs} ms: asking again`);
+        }
+      }
+    })();
     handOff.catch(() => undefined);
     const watch = this.watchForDeath(from, `shard ${shardId} was being migrated to '${to}'; failover takes it over`);
     try {
       await Promise.race([handOff, watch.dead]);
     } finally {
+      gaveUp = true;
       watch.cancel();
     }
   }

@@ -258,6 +258,34 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     await expect(front.migrateShard(moving, to)).rejects.toThrow(/already led/);
     console.log(`migration of shard ${moving}: ${result.ms} ms; slowest write during it ${slowest} ms`);
   });
+
+  it('a hand-off request or reply that was lost is sent again: the migration takes about a second, not a minute', async () => {
+    const { network, meta, members } = await cluster(['n1', 'n2', 'n3']);
+    const front = members.get('n1')!.runtime;
+    await waitUntil(() => meta.server.status().shards.every((s) => s.epoch > 0), 'every shard opened');
+    const table = await front.createTable(SCHEMA);
+    const moving = table.regions[0]!.shard;
+    const acked: string[] = [];
+    for (const kind of ['request', 'reply'] as const) {
+      const ts = 20_000 + acked.length;
+      await front.insert('metrics', HOSTS.map((host) => ({ host, v: 1, ts })));
+      acked.push(...HOSTS.map((host) => `${host}@${ts}`));
+      const from = meta.server.status().shards.find((s) => s.id === moving)!.leader;
+      const to = ['n1', 'n2', 'n3'].find((n) => n !== from)!;
+      const lost = network.faults.drop((m) => m.kind === kind && m.subject.endsWith('.hand_off'), { times: 1 });
+      const started = Date.now();
+      const result = await front.migrateShard(moving, to);
+      const ms = Date.now() - started;
+      expect(lost.matched).toBe(1);
+      expect(result).toMatchObject({ shard: moving, from, to });
+      // One hand-off attempt times out after a second here (10 heartbeats of 100 ms); before, it waited 60 s.
+      expect(ms).toBeLessThan(8_000);
+      expect(meta.server.status().shards.find((s) => s.id === moving)!.leader).toBe(to);
+      console.log(`migration with the hand-off ${kind} lost: ${ms} ms`);
+    }
+    const rows = await front.query('metrics');
+    expect(rows.map((r) => `${r.host}@${r.ts}`).sort()).toEqual([...acked].sort());
+  });
 });
 
 async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
