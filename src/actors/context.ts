@@ -57,6 +57,8 @@ export interface ActorMeta {
   regionsOfShard(shardId: number): RegionInfo[];
   /** A region of an active table or of one being created (a follower meets its region_create entry). */
   regionById(regionId: number): { region: RegionInfo; schema: TableSchema } | undefined;
+  /** Regions on this shard of tables whose create has begun and not committed. */
+  creatingRegionsOfShard(shardId: number): RegionInfo[];
   /** Bring reads up to everything meta has written (a replica may lag a little). */
   sync(): Promise<void>;
 }

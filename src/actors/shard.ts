@@ -475,6 +475,9 @@ export class ShardActor {
     const regions = [...this.regions.values()];
     // A region that failed before its manifest was read pins the whole log.
     if (regions.some((r) => r.state() === 'failed' && r.flushedEntryId() < 0)) return;
+    // So does a region of a table being created that another leader made
+    // here: if the table commits, this shard opens it late from its log.
+    if (this.ctx.meta.creatingRegionsOfShard(this.id).some((r) => !this.regions.has(r.id))) return;
     const minFlushed = Math.min(coveredUpTo, ...regions.map((r) => r.flushedEntryId()));
     await this.ctx.log.prune(this.topic, minFlushed + 1);
   }
@@ -551,13 +554,52 @@ export class ShardActor {
     return id;
   }
 
-  /** A region this shard does not hold: not yet (still opening: retry) or not at all. */
+  /** A region this shard does not hold: not yet (still opening, or opening late: retry) or not at all. */
   private regionNotHosted(regionId: number): RepriseError {
     const state = this.state();
     if (state === 'opening' || state === 'replaying') {
       return new RepriseError('SHARD_NOT_SERVING', `shard ${this.id} is ${state}; region ${regionId} is not open yet`, { region: regionId, shard: this.id, state });
     }
+    const found = this.role === 'leader' && (state === 'serving' || state === 'flushing') ? this.ctx.meta.regionById(regionId) : undefined;
+    if (found && found.region.shard === this.id && found.region.createdAt >= 0) {
+      void this.hostLateRegion(found.region, found.schema);
+      return new RepriseError('REGION_NOT_SERVING', `region ${regionId} of table '${found.region.table}' is opening on shard ${this.id}`, { region: regionId, shard: this.id });
+    }
     return new RepriseError('NOT_FOUND', `region ${regionId} is not hosted by shard ${this.id}`, { region: regionId, shard: this.id });
+  }
+
+  /**
+   * Host a region meta lists on this shard that the shard did not open: its
+   * table's create committed after this leader opened the shard (the region
+   * was created by the previous leader, which failed over before the
+   * commit, with no follower to carry it). Nothing of the region can be in
+   * the log after its region_create but what a leader hosting it wrote, and
+   * the one that did handed over no later than this leader's marker; the
+   * region replays its range of the log all the same, then serves.
+   */
+  private async hostLateRegion(info: RegionInfo, schema: TableSchema): Promise<void> {
+    if (this.regions.has(info.id)) return;
+    const region = this.addRegion(info, schema);
+    this.ctx.logger.info({ shard: this.id, region: info.id, table: info.table }, `shard ${this.id} opens region ${info.id} of table '${info.table}', created before this leader's epoch`);
+    if ((await region.opened()) !== 'replaying') return;
+    try {
+      // Writes to the region are refused until it serves, so nothing of it lands beyond this id meanwhile.
+      const upTo = this.appliedEntryId;
+      const from = region.flushedEntryId() + 1;
+      if (from <= upTo) {
+        await replayShard(this.ctx.log, this.topic, {
+          from,
+          to: upTo + 1,
+          fence: this.fence,
+          onEntry: (entry) => {
+            if (entry.kind === 'data' && entry.region === info.id) region.apply(entry.id, entry.body);
+          },
+        });
+      }
+      if (region.state() === 'replaying') region.actor.send({ type: 'REPLAYED', appliedEntryId: this.appliedEntryId });
+    } catch (err) {
+      region.actor.send({ type: 'FAIL', reason: `opening late: ${(err as Error).message}` });
+    }
   }
 
   private assertLease(what: string): void {

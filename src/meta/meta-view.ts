@@ -83,6 +83,10 @@ export class MetaView {
     return [...this.state.tables.values()].filter((t) => t.status === 'creating');
   }
 
+  creatingRegionsOfShard(shardId: number): RegionInfo[] {
+    return this.incompleteCreates().flatMap((t) => t.regions.filter((r) => r.shard === shardId));
+  }
+
   /** Live regions of a shard, i.e. of active tables. */
   regionsOfShard(shardId: number): RegionInfo[] {
     const regions: RegionInfo[] = [];

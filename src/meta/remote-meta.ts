@@ -82,6 +82,10 @@ export class RemoteMeta {
     return this.replica.regionsOfShard(shardId);
   }
 
+  creatingRegionsOfShard(shardId: number): RegionInfo[] {
+    return this.replica.creatingRegionsOfShard(shardId);
+  }
+
   regionById(regionId: number): { region: RegionInfo; schema: TableSchema } | undefined {
     return this.replica.regionById(regionId);
   }

@@ -286,6 +286,27 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     const rows = await front.query('metrics');
     expect(rows.map((r) => `${r.host}@${r.ts}`).sort()).toEqual([...acked].sort());
   });
+
+  it('a failover during a create table, with no follower: the new leader hosts the region its predecessor created, and the table works once committed', async () => {
+    const { network, meta, members } = await cluster(['n1', 'n2', 'n3'], 'dynamic', 0);
+    const front = members.get('n1')!.runtime;
+    await waitUntil(() => meta.server.status().shards.every((s) => s.epoch > 0 && s.leader !== null), 'every shard opened');
+    const victim = meta.server.status().shards.find((s) => s.leader !== 'n1')!;
+    // Hold the commit until the victim's shard has failed over: every region is created by then.
+    const commit = network.faults.delay((m) => m.kind === 'request' && m.subject.endsWith('.commit_create'), 3_000, { times: 1 });
+    const creating = front.createTable(SCHEMA);
+    await waitUntil(() => commit.matched === 1, 'the create reached commit');
+    network.faults.drop((m) => m.from === victim.leader || m.to === victim.leader);
+    await waitUntil(() => {
+      const s = meta.server.status().shards.find((x) => x.id === victim.id)!;
+      return s.leader !== victim.leader && s.epoch > victim.epoch;
+    }, `shard ${victim.id} failed over`);
+    const table = await creating;
+    expect(table.regions.some((r) => r.shard === victim.id), `a region of the table on shard ${victim.id}`).toBe(true);
+    const rows = HOSTS.map((host, i) => ({ host, v: i, ts: 30_000 }));
+    await front.insert('metrics', rows);
+    expect((await front.query('metrics')).map((r) => r.host)).toEqual(HOSTS);
+  });
 });
 
 async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
