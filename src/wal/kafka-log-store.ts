@@ -473,10 +473,18 @@ export class KafkaLogStore implements LogStore {
 
   private async offsets(topic: string): Promise<{ low: number; high: number }> {
     let partitions: { partition: number; low: string; high: string }[];
-    try {
-      partitions = await this.admin.fetchTopicOffsets(topic);
-    } catch (err) {
-      throw this.failure(`cannot read the offsets of WAL topic "${topic}"`, err, { topic });
+    // A read: retried with backoff. A broker whose metadata lags (e.g. for
+    // a topic just created) may answer without the topic, which kafkajs
+    // reports as a TypeError.
+    const deadline = Date.now() + this.settings.backoffDeadlineMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        partitions = await this.admin.fetchTopicOffsets(topic);
+        break;
+      } catch (err) {
+        if (this.closing || Date.now() >= deadline) throw this.failure(`cannot read the offsets of WAL topic "${topic}"`, err, { topic });
+        await sleep(backoff(this.settings, attempt));
+      }
     }
     const p = partitions.find((x) => x.partition === PARTITION);
     if (!p) throw new RepriseError('INTERNAL', `WAL topic "${topic}" has no partition ${PARTITION}`, { topic });
