@@ -7,11 +7,6 @@ import type { RegionInfo, ShardInfo, TableInfo } from './model.js';
 
 /** How long a meta request may take before it fails with TIMEOUT (per attempt). */
 const META_TIMEOUT_MS = 5_000;
-/**
- * A migration waits for the source's hand-off, which includes a flush (meta
- * gives it up to a minute), then for the target to serve.
- */
-const MIGRATE_TIMEOUT_MS = 120_000;
 
 /**
  * Meta as seen from a node or a frontend in a cluster: changes go to the
@@ -25,8 +20,8 @@ export class RemoteMeta {
     readonly replica: MetaReplica,
   ) {}
 
-  private async call<T extends { entryId: EntryId }>(op: MetaOp, payload: unknown, retries = 2, timeoutMs = META_TIMEOUT_MS): Promise<T> {
-    const reply = await this.transport.request<unknown, T>(this.transport.subject('meta', op), payload, { timeoutMs, retries });
+  private async call<T extends { entryId: EntryId }>(op: MetaOp, payload: unknown, retries = 2): Promise<T> {
+    const reply = await this.transport.request<unknown, T>(this.transport.subject('meta', op), payload, { timeoutMs: META_TIMEOUT_MS, retries });
     await this.replica.waitFor(reply.entryId);
     return reply;
   }
@@ -42,7 +37,7 @@ export class RemoteMeta {
 
   /** Move a shard's leadership to another node (planned: hand-off, then open there). */
   async migrate(shardId: number, to: string): Promise<{ shard: number; from: string; to: string; ms: number }> {
-    const { shard, from, to: target, ms } = await this.call<{ shard: number; from: string; to: string; ms: number; entryId: EntryId }>('migrate', { shard: shardId, to }, 0, MIGRATE_TIMEOUT_MS);
+    const { shard, from, to: target, ms } = await this.call<{ shard: number; from: string; to: string; ms: number; entryId: EntryId }>('migrate', { shard: shardId, to }, 0);
     return { shard, from, to: target, ms };
   }
 
