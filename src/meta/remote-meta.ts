@@ -1,4 +1,5 @@
 import type { TableSchema } from '../engine/schema.js';
+import { isRepriseError, RepriseError } from '../errors.js';
 import type { Transport } from '../transport/transport.js';
 import type { EntryId } from '../wal/log-store.js';
 import type { MetaReplica } from './meta-replica.js';
@@ -37,8 +38,19 @@ export class RemoteMeta {
 
   /** Move a shard's leadership to another node (planned: hand-off, then open there). */
   async migrate(shardId: number, to: string): Promise<{ shard: number; from: string; to: string; ms: number }> {
-    const { shard, from, to: target, ms } = await this.call<{ shard: number; from: string; to: string; ms: number; entryId: EntryId }>('migrate', { shard: shardId, to }, 0);
-    return { shard, from, to: target, ms };
+    try {
+      const { shard, from, to: target, ms } = await this.call<{ shard: number; from: string; to: string; ms: number; entryId: EntryId }>('migrate', { shard: shardId, to }, 0);
+      return { shard, from, to: target, ms };
+    } catch (err) {
+      // The migration is a procedure in meta's log: it goes on without this caller.
+      if (!isRepriseError(err, 'TIMEOUT')) throw err;
+      throw new RepriseError(
+        'TIMEOUT',
+        `no answer from meta within ${META_TIMEOUT_MS} ms to the migration of shard ${shardId} to '${to}'; it may still be running (the source flushes first): see \`reprise cluster status\``,
+        { shard: shardId, to },
+        { cause: err },
+      );
+    }
   }
 
   /** Tell meta this node is leaving (its shards are flushed and closed): they move now. */
