@@ -8,6 +8,10 @@ import type { RegionInfo, ShardInfo, TableInfo } from './model.js';
 
 /** How long a meta request may take before it fails with TIMEOUT (per attempt). */
 const META_TIMEOUT_MS = 5_000;
+/** How long a migration meta did not answer in time is followed in its log (meta allows a hand-off a minute). */
+const MIGRATE_OUTCOME_MS = 90_000;
+/** How often that follow looks at the deadline (changes to the log are seen as they come). */
+const OUTCOME_CHECK_MS = 1_000;
 
 /**
  * Meta as seen from a node or a frontend in a cluster: changes go to the
@@ -36,21 +40,51 @@ export class RemoteMeta {
     await this.call('register', { node: nodeId });
   }
 
-  /** Move a shard's leadership to another node (planned: hand-off, then open there). */
+  /**
+   * Move a shard's leadership to another node (planned: hand-off, then open
+   * there). The migration is a procedure in meta's log, which goes on
+   * without this caller: when meta's reply does not come in time (the
+   * source's flush is long, or meta restarted and resumed the procedure),
+   * its outcome is read from the log instead, for up to MIGRATE_OUTCOME_MS.
+   */
   async migrate(shardId: number, to: string): Promise<{ shard: number; from: string; to: string; ms: number }> {
+    const started = Date.now();
+    const from = this.replica.shard(shardId).leader;
     try {
-      const { shard, from, to: target, ms } = await this.call<{ shard: number; from: string; to: string; ms: number; entryId: EntryId }>('migrate', { shard: shardId, to }, 0);
-      return { shard, from, to: target, ms };
+      const { shard, from: source, to: target, ms } = await this.call<{ shard: number; from: string; to: string; ms: number; entryId: EntryId }>('migrate', { shard: shardId, to }, 0);
+      return { shard, from: source, to: target, ms };
     } catch (err) {
-      // The migration is a procedure in meta's log: it goes on without this caller.
-      if (!isRepriseError(err, 'TIMEOUT')) throw err;
-      throw new RepriseError(
-        'TIMEOUT',
-        `no answer from meta within ${META_TIMEOUT_MS} ms to the migration of shard ${shardId} to '${to}'; it may still be running (the source flushes first): see \`reprise cluster status\``,
-        { shard: shardId, to },
-        { cause: err },
-      );
+      if (!isRepriseError(err, 'TIMEOUT') || from === null) throw err;
+      await this.migrationOutcome(shardId, to, started + MIGRATE_OUTCOME_MS, err);
+      return { shard: shardId, from, to, ms: Date.now() - started };
     }
+  }
+
+  /** Resolves once the log shows the shard led by `to` with no procedure on it; rejects once no procedure runs on it and it is led by another node. */
+  private migrationOutcome(shardId: number, to: string, deadline: number, timeout: RepriseError): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const running = this.replica.procedureOfShard(shardId);
+        const { leader } = this.replica.shard(shardId);
+        if (running === undefined && leader === to) return settle();
+        const what = `no answer from meta within ${META_TIMEOUT_MS} ms to the migration of shard ${shardId} to '${to}'`;
+        if (running === undefined) {
+          return settle(new RepriseError('TIMEOUT', `${what}, and meta's log shows none running: shard ${shardId} is led by '${leader}' (the migration failed, or never reached meta; see \`reprise cluster status\`)`, { shard: shardId, to }, { cause: timeout }));
+        }
+        if (Date.now() >= deadline) {
+          return settle(new RepriseError('TIMEOUT', `${what}; ${running.kind} #${running.id} of shard ${shardId} is still at step ${running.state}: see \`reprise cluster status\``, { shard: shardId, to }, { cause: timeout }));
+        }
+      };
+      const stopListening = this.replica.onChange(check);
+      const timer = setInterval(check, OUTCOME_CHECK_MS);
+      const settle = (err?: RepriseError) => {
+        stopListening();
+        clearInterval(timer);
+        if (err) reject(err);
+        else resolve();
+      };
+      check();
+    });
   }
 
   /** Tell meta this node is leaving (its shards are flushed and closed): they move now. */

@@ -259,7 +259,7 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     console.log(`migration of shard ${moving}: ${result.ms} ms; slowest write during it ${slowest} ms`);
   });
 
-  it('a hand-off request or reply that was lost is sent again: the migration takes about a second, not a minute', async () => {
+  it('a hand-off request or reply that was lost is sent again: the migration takes about a second, not a minute; a migrate reply that comes too late is read from meta\'s log', async () => {
     const { network, meta, members } = await cluster(['n1', 'n2', 'n3']);
     const front = members.get('n1')!.runtime;
     await waitUntil(() => meta.server.status().shards.every((s) => s.epoch > 0), 'every shard opened');
@@ -285,6 +285,16 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     }
     const rows = await front.query('metrics');
     expect(rows.map((r) => `${r.host}@${r.ts}`).sort()).toEqual([...acked].sort());
+
+    // Meta's reply to the migrate request itself comes too late: the caller reads the outcome from meta's log.
+    const from = meta.server.status().shards.find((s) => s.id === moving)!.leader!;
+    const to = ['n1', 'n2', 'n3'].find((n) => n !== from)!;
+    const late = network.faults.delay((m) => m.kind === 'reply' && m.subject.endsWith('.meta.migrate'), 8_000, { times: 1 });
+    const started = Date.now();
+    await expect(front.migrateShard(moving, to)).resolves.toMatchObject({ shard: moving, from, to });
+    expect(late.matched).toBe(1);
+    expect(Date.now() - started).toBeLessThan(8_000);
+    expect(meta.server.status().shards.find((s) => s.id === moving)!.leader).toBe(to);
   });
 
   it('a failover during a create table, with no follower: the new leader hosts the region its predecessor created, and the table works once committed', async () => {
