@@ -614,8 +614,9 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
         case 'migrate': {
           // A planned migration asked through a live node, to another live
           // node; it runs in the background. Only while the leader is
-          // reachable: meta's hand-off request to an unreachable leader waits
-          // 60 s, and meta's shutdown waits for it (see the report).
+          // reachable: meta keeps asking a leader that is unreachable but
+          // not declared dead for up to 60 s, and meta's shutdown waits for
+          // it (see the report).
           const front = choose(live, step.pick);
           if (!front) break;
           const shard = Math.min(options.shards - 1, Math.floor(step.shard * options.shards));
@@ -755,8 +756,9 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
  * Hand each shard whose follower is live and following to it (one planned
  * migration at a time, through `front`), once the procedures under way (a
  * rebalance) have finished, or after 5 s: a shard whose procedure still
- * runs then is left where it is (a hand-off request lost to a fault keeps
- * meta waiting for its 60 s timeout). Returns how many shards were handed over.
+ * runs then is left where it is (meta keeps asking a source it cannot
+ * reach, but has not declared dead, for up to 60 s). Returns how many shards
+ * were handed over.
  */
 async function handToStandbys(cluster: Cluster, front: Reprise, say: (line: string) => void): Promise<number> {
   if (!(await waitUntil(() => cluster.metaStatus().procedures.length === 0, 5_000))) {
