@@ -48,9 +48,6 @@ export class LocalShardRouter implements ShardRouter {
 }
 
 /** The node subjects: `reprise.<cluster>.node.<nodeId>.<op>`. */
-/** How often a request held by an unresponsive leader looks for a new one. */
-const LEADER_WATCH_MS = 50;
-
 const NODE_OPS = ['write', 'query', 'create_region', 'drop_region', 'flush', 'status', 'hand_off'] as const;
 type NodeOp = (typeof NODE_OPS)[number];
 
@@ -107,19 +104,22 @@ export class ClusterShardRouter implements ShardRouter {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 3_000;
   }
 
-  /** Rejects UNAVAILABLE once meta's replica names another leader for the shard, until cancelled. */
+  /** Rejects UNAVAILABLE once meta's replica names another leader for the shard (checked on each change it applies), until cancelled. */
   private leaderMoved(shard: number, from: string): { promise: Promise<never>; cancel: () => void } {
-    let timer: NodeJS.Timeout | undefined;
+    let stopWatching = (): void => undefined;
     const promise = new Promise<never>((_, reject) => {
-      timer = setInterval(() => {
+      const check = () => {
         const now = this.replica.shard(shard).leader;
         if (now === from) return;
-        clearInterval(timer);
+        stopWatching();
         reject(new RepriseError('UNAVAILABLE', `shard ${shard} moved from '${from}' to '${now}'`, { shard }));
-      }, LEADER_WATCH_MS);
+      };
+      stopWatching = this.replica.onChange(check);
+      // It may have moved between reading the leader and watching.
+      check();
     });
     promise.catch(() => undefined);
-    return { promise, cancel: () => clearInterval(timer) };
+    return { promise, cancel: () => stopWatching() };
   }
 
   /**
