@@ -10,6 +10,7 @@ import { startTestKafka, usingRealKafka, type TestKafka } from '../harness/kafka
 import { CLUSTER_HOSTS, CLUSTER_SCHEMA, ProcessGroup } from '../harness/cluster.js';
 import { startNatsServer, type TestNatsServer } from '../harness/nats-server.js';
 import { BIN, call, type Server } from '../harness/standalone.js';
+import { until as untilValue } from '../harness/wait.js';
 
 /**
  * Meta's procedures with real processes (a real nats-server, the
@@ -59,14 +60,9 @@ interface NodeStatusBody {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    await sleep(50);
-  }
+/** Poll a probe of the processes (which may be restarting: a failed probe means "not yet"). */
+function until<T>(probe: () => Promise<T | undefined>, what: string): Promise<T> {
+  return untilValue(probe, what, { timeoutMs: 30_000, everyMs: 50, ignoreErrors: true });
 }
 
 describe('procedures of a cluster of real processes: meta + nodes over NATS, Kafka WAL', () => {

@@ -7,6 +7,7 @@ import { Reprise } from '../../src/api/runtime.js';
 import { InProcessNetwork, type InProcessTransport } from '../../src/transport/in-process.js';
 import type { KafkaWalOptions } from '../../src/wal/open-log-store.js';
 import { startTestKafka, usingRealKafka, type TestKafka } from '../harness/kafka-mock.js';
+import { waitUntil } from '../harness/wait.js';
 
 /**
  * A whole cluster in one process: meta and three nodes on the in-process
@@ -318,11 +319,3 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     expect((await front.query('metrics')).map((r) => r.host)).toEqual(HOSTS);
   });
 });
-
-async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}

@@ -1,4 +1,5 @@
 import { isRepriseError, type ErrorCode, type RepriseError } from '../../src/errors.js';
+import { waitUntil } from '../harness/wait.js';
 
 /** Assert that `promise` rejects with a RepriseError of `code`; returns the error. */
 export async function expectCode(promise: Promise<unknown>, code: ErrorCode): Promise<RepriseError> {
@@ -26,12 +27,8 @@ export async function expectThrows(fn: () => unknown, code: ErrorCode): Promise<
 }
 
 /** Poll `check` until it returns true, or fail after `timeoutMs`. */
-export async function waitFor(check: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(5);
-  }
+export function waitFor(check: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
+  return waitUntil(check, what, { timeoutMs, everyMs: 5 });
 }
 
 export function sleep(ms: number): Promise<void> {

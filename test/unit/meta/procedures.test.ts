@@ -14,6 +14,7 @@ import { createTableProcedure, failoverProcedure, migrateProcedure, planRebalanc
 import { InProcessNetwork, type InProcessTransport } from '../../../src/transport/in-process.js';
 import { LocalLogStore } from '../../../src/wal/local-log-store.js';
 import { readEntries } from '../../../src/wal/shard-reader.js';
+import { waitUntil } from '../../harness/wait.js';
 
 /**
  * Meta's procedures (src/meta/procedures.ts): the machines on their own,
@@ -293,14 +294,6 @@ describe('ARCHITECTURE.md', () => {
 });
 
 // ---------------------------------------------------------------- persisted and resumed
-
-async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 async function metaEvents(log: LocalLogStore): Promise<MetaEvent[]> {
   const events: MetaEvent[] = [];

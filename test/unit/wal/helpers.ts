@@ -1,9 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expect } from 'vitest';
 import { isRepriseError, type ErrorCode } from '../../../src/errors.js';
 import type { LogRecord } from '../../../src/wal/log-store.js';
+import { waitUntil } from '../../harness/wait.js';
 
 /** A fresh directory under the OS temp dir and a function that removes it. */
 export async function tempDir(prefix = 'reprise-wal-'): Promise<{ dir: string; remove: () => Promise<void> }> {
@@ -52,10 +52,6 @@ export function ids(records: readonly LogRecord[]): number[] {
 }
 
 /** Poll until `cond` holds (or fail after `timeoutMs`). */
-export async function waitFor(cond: () => boolean, timeoutMs = 10_000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) expect.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
+export function waitFor(cond: () => boolean, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+  return waitUntil(cond, what, { timeoutMs, everyMs: 5 });
 }
