@@ -292,8 +292,11 @@ export class Reprise {
     const table = await this.tableInfo(tableName);
     // Validated and encoded in one pass, one body per partition.
     const prepared = tableMutationCodec.preparePuts(table.schema, rows);
-    await this.writeByRegion(table, prepared);
-    return { written: prepared.count };
+    // Returned, not awaited (here and in delete): an async function keeps its
+    // arguments alive across its awaits, and row objects held until the WAL
+    // acknowledges them survive young-generation GCs into the old one. At 64
+    // writers that GC cost ~35 µs per batch, as much as encoding the rows.
+    return this.writeByRegion(table, prepared).then(() => ({ written: prepared.count }));
   }
 
   /** Delete rows by primary key (tags + time). Durable when it resolves. */
@@ -302,8 +305,7 @@ export class Reprise {
     const table = await this.tableInfo(tableName);
     const valid = validateKeys(table.schema, keys);
     const prepared = tableMutationCodec.prepareDeletes(table.schema, valid);
-    await this.writeByRegion(table, prepared);
-    return { deleted: prepared.count };
+    return this.writeByRegion(table, prepared).then(() => ({ deleted: prepared.count }));
   }
 
   /** Write each partition's part of a prepared write to its region, in parallel. */

@@ -1,12 +1,15 @@
 import { mkdtemp, rm, readdir, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import pino from 'pino';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { open, type Reprise } from '../../../src/api/runtime.js';
 import { isRepriseError } from '../../../src/errors.js';
 import { encodeEntry } from '../../../src/wal/codec.js';
 import { LocalLogStore } from '../../../src/wal/local-log-store.js';
+import { waitUntil } from '../../harness/wait.js';
 
 const schema = {
   name: 'system_metrics',
@@ -26,6 +29,12 @@ function rows(n: number, start = 0) {
     cpu_util: start + i,
     ts: 1_000 + start + i,
   }));
+}
+
+/** A full, synchronous garbage collection. */
+function fullGc(): void {
+  setFlagsFromString('--expose-gc');
+  (runInNewContext('gc') as () => void)();
 }
 
 async function expectCode(promise: Promise<unknown>, code: string): Promise<void> {
@@ -70,6 +79,35 @@ describe('embedded runtime', () => {
     expect(Object.keys(golf[0]!)).toEqual(['host', 'cpu_util']);
     const range = await rt.query('system_metrics', { where: { host: { gte: 'a', lt: 'h' } }, timeRange: { from: 1_005, to: 1_020 } });
     expect(range.every((r) => (r.host === 'alpha' || r.host === 'golf') && (r.ts as number) >= 1_005 && (r.ts as number) < 1_020)).toBe(true);
+  });
+
+  it('does not hold the rows of an insert while it waits for the WAL', async () => {
+    // Rows held until their batch is durable outlive young-generation GCs;
+    // with many writers that GC costs as much as encoding them.
+    const rt = await reopen({ shards: 1 });
+    await rt.createTable(schema);
+    const append = LocalLogStore.prototype.append;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const appendSpy = vi.spyOn(LocalLogStore.prototype, 'append').mockImplementation(async function (this: LocalLogStore, ...args) {
+      await held;
+      return append.apply(this, args);
+    });
+    try {
+      let batch: ReturnType<typeof rows> | undefined = rows(3);
+      const batchRef = new WeakRef(batch);
+      const inserted = rt.insert('system_metrics', batch);
+      batch = undefined;
+      await waitUntil(() => appendSpy.mock.calls.length > 0, 'the insert reaches the WAL');
+      fullGc();
+      expect(batchRef.deref()).toBeUndefined();
+      release();
+      expect(await inserted).toEqual({ written: 3 });
+    } finally {
+      release();
+      appendSpy.mockRestore();
+    }
+    expect(await rt.query('system_metrics')).toHaveLength(3);
   });
 
   it('status shows every node, shard and region serving with epochs and entry ids', async () => {
