@@ -12,6 +12,18 @@ import { RepriseError } from '../errors.js';
 import type { EntryId, LogRecord, LogStore, ReadOptions, TailSubscription, TopicBounds } from './log-store.js';
 
 /**
+ * Topic configs reprise sets when it creates a topic: no retention by time
+ * or size. reprise deletes a shard's entries itself once its regions have
+ * flushed them (DeleteRecords), and never deletes meta's log; a broker's
+ * default retention (7 days) would delete entries no region has flushed yet,
+ * and the head of meta's log, which then cannot be folded (WAL_TRUNCATED).
+ */
+export const WAL_TOPIC_CONFIG: readonly { readonly name: string; readonly value: string }[] = [
+  { name: 'retention.ms', value: '-1' },
+  { name: 'retention.bytes', value: '-1' },
+];
+
+/**
  * The Kafka WAL provider (kafkajs). One WAL topic is one Kafka topic, and only
  * its partition 0 is used: an entry id is the record's offset in partition 0.
  *
@@ -418,7 +430,7 @@ export class KafkaLogStore implements LogStore {
         await this.admin.createTopics({
           waitForLeaders: true,
           timeout: this.settings.createTopicTimeoutMs,
-          topics: [{ topic, numPartitions: 1, replicationFactor: this.settings.replicationFactor }],
+          topics: [{ topic, numPartitions: 1, replicationFactor: this.settings.replicationFactor, configEntries: [...WAL_TOPIC_CONFIG] }],
         });
       } else {
         await this.autoCreate(topic);
