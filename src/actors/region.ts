@@ -39,8 +39,8 @@ export class RegionActor {
      * (kept with every flush; see Region.flush).
      */
     private readonly shard: { appliedEntryId(): EntryId; fenceEpochAt(id: EntryId): number },
-    /** On a follower: the leader owns the region's files; open it without writing to them. */
-    private readonly readOnly = false,
+    /** On a follower: the leader owns the region's files; open it without writing to them (until promote). */
+    private readOnly = false,
   ) {
     this.ctx = ctx;
     const machine = regionMachine.provide({
@@ -120,6 +120,18 @@ export class RegionActor {
     this.region = fresh;
     await current.close().catch(() => undefined);
     return fresh.flushedEntryId();
+  }
+
+  /**
+   * The follower's shard now leads: the region's files are this node's. As
+   * reload, except that the newest manifest is opened as its owner, which
+   * deletes the SSTs a compaction of the old leader left behind (a crash
+   * between its manifest write and their deletion); later opens are the
+   * owner's too.
+   */
+  promote(): Promise<EntryId | undefined> {
+    this.readOnly = false;
+    return this.reload();
   }
 
   /** Apply a durable data entry. A body the engine cannot decode fails this region only. */

@@ -342,7 +342,7 @@ export class ShardActor {
     for (const region of this.regions.values()) {
       const state = region.state();
       if (state !== 'following' && state !== 'replaying') continue;
-      const flushed = await region.reload();
+      const flushed = await region.promote();
       if (flushed === undefined) continue;
       reloaded.set(region.id, region);
       from = Math.min(from, flushed + 1);
@@ -379,17 +379,18 @@ export class ShardActor {
   /**
    * Follower to leader (meta assigned it this shard): a new epoch, the tail
    * stopped, then only what the tail had not delivered is applied before the
-   * marker. Regions whose manifest moved on meanwhile (a flush whose
-   * 'flushed' entry was not applied yet, e.g. the old leader's hand-off)
-   * are reloaded first, and regions meta has that this follower never saw
-   * created are opened; the one pass starts low enough for all of them.
+   * marker. Every region reopens its newest manifest as the files' owner
+   * (reloaded if it moved on meanwhile: a flush whose 'flushed' entry was
+   * not applied yet, e.g. the old leader's hand-off), and regions meta has
+   * that this follower never saw created are opened; the one pass starts
+   * low enough for all of them.
    */
   private async promote(): Promise<{ epoch: number; lastEntryId: EntryId }> {
     await this.takeLeadership();
     await this.stopFollowing();
     let from = this.appliedEntryId + 1;
     for (const region of this.regions.values()) {
-      const flushed = await region.reload();
+      const flushed = await region.promote();
       if (flushed !== undefined) from = Math.min(from, flushed + 1);
     }
     const tables = new Map(this.ctx.meta.tables().map((t) => [t.id, t.schema]));

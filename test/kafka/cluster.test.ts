@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startMeta, type MetaProcess } from '../../src/api/meta-process.js';
 import { Reprise } from '../../src/api/runtime.js';
+import { FsObjectStore } from '../../src/engine/fs-object-store.js';
+import { sstKey } from '../../src/engine/table/manifest.js';
 import { InProcessNetwork, type InProcessTransport } from '../../src/transport/in-process.js';
 import type { KafkaWalOptions } from '../../src/wal/open-log-store.js';
 import { startTestKafka, usingRealKafka, type TestKafka } from '../harness/kafka-mock.js';
@@ -65,7 +67,7 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
         members.set(nodeId, { runtime, transport });
       }),
     );
-    return { network, meta, members };
+    return { network, meta, members, objectStoreDir };
   }
 
   it('places shards on nodes, routes writes and queries through any node, and fails over a cut-off node', async () => {
@@ -164,7 +166,7 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
   });
 
   it('hot standby: a follower tails the shard (through a leader flush and a table created meanwhile) and is promoted on failover', async () => {
-    const { network, meta, members } = await cluster(['n1', 'n2', 'n3']);
+    const { network, meta, members, objectStoreDir } = await cluster(['n1', 'n2', 'n3']);
     await waitUntil(() => meta.server.status().shards.every((s) => s.epoch > 0 && s.followers.length === 1), 'every shard led and followed');
     const front = members.get('n1')!.runtime;
     // Created after the followers started: they meet its regions in the topic.
@@ -198,6 +200,12 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     await waitUntil(() => shardOn(standby)!.lag?.entries === 0, 'lag sampled at zero');
     // Writes and reads go to the leader only: a follower refuses them.
     const region = table.regions.find((r) => r.shard === victim.id)!;
+    // An SST a compaction of the leader left behind (its seq is below the
+    // manifest's next, and the manifest does not list it): the follower does
+    // not own the files, but once promoted it does, and deletes it.
+    const objects = new FsObjectStore(objectStoreDir);
+    const leftover = sstKey(region.id, 0);
+    await objects.put(leftover, new Uint8Array([1]));
     const probe = network.transport({ cluster: 'test', name: 'probe' });
     closers.push(() => probe.close());
     const asked = (op: string, payload: unknown) => probe.request(probe.subject('node', standbyId, op), payload, { timeoutMs: 2_000 });
@@ -214,6 +222,7 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     await insert(31, 40);
     expect(shardOn(standby)).toMatchObject({ role: 'leader', state: 'serving' });
     expect(shardOn(standby)!.epoch).toBeGreaterThan(victim.epoch);
+    expect(await objects.exists(leftover)).toBe(false);
     const rows = await front.query('metrics');
     expect(rows.map((r) => `${r.host}@${r.ts}`).sort()).toEqual([...acked].sort());
     // A new follower replaces the one promoted, on the remaining live node.
