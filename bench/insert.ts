@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import type { Transition } from '../src/actors/context.js';
 import { open, type Reprise } from '../src/api/runtime.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../src/wal/entry.js';
 import { LocalLogStore } from '../src/wal/local-log-store.js';
@@ -47,6 +48,8 @@ interface RunResult {
   readonly appends?: number;
   /** runtime only: the query after the run that indexes what the run queued. */
   readonly indexMs?: number;
+  /** runtime only: shard flushes the flush policy started during the run (their work competes with the writes). */
+  readonly flushes?: number;
   /** CPU per batch during the run: the main thread's (undefined off Linux) and the process's, µs. */
   readonly cpuMainUs: number | undefined;
   readonly cpuProcessUs: number;
@@ -112,13 +115,19 @@ export async function runRuntime(shards: number, writers: number, ms: number): P
   const dir = await tempDir(`insert-rt${shards}`);
   let db: Reprise | undefined;
   try {
-    db = await open({ dataDir: dir, shards, logger: false });
+    let flushes = 0;
+    const onTransition = (t: Transition) => {
+      if (t.kind === 'shard' && t.to === 'flushing') flushes++;
+    };
+    db = await open({ dataDir: dir, shards, logger: false, onTransition });
     await db.createTable(metricsSchema(REGIONS, TABLE));
     const rt = db;
+    const flushesBefore = flushes;
     const { batches, seconds, cpuMainUs, cpuProcessUs } = await drive(writers, ms, async (w, seq) => {
       const { written } = await rt.insert(TABLE, metricsRows(w % REGIONS, w, seq, ROWS_PER_BATCH));
       if (written !== ROWS_PER_BATCH) throw new Error(`insert wrote ${written} rows, expected ${ROWS_PER_BATCH}`);
     });
+    const flushesDuringRun = flushes - flushesBefore;
     // Sanity: every batch is one entry applied by a shard.
     const shardsStatus = rt.status().nodes[0]!.shards;
     const regionsWithData = shardsStatus.flatMap((s) => s.regions).filter((r) => r.appliedEntryId > 0 && r.memtableBytes > 0).length;
@@ -129,7 +138,7 @@ export async function runRuntime(shards: number, writers: number, ms: number): P
     const q0 = performance.now();
     if ((await rt.query(TABLE, { limit: 1 })).length !== 1) throw new Error('the query after the run found no row');
     const indexMs = performance.now() - q0;
-    return { batches, seconds, rowsPerSec: (batches * ROWS_PER_BATCH) / seconds, batchesPerSec: batches / seconds, indexMs, cpuMainUs, cpuProcessUs };
+    return { batches, seconds, rowsPerSec: (batches * ROWS_PER_BATCH) / seconds, batchesPerSec: batches / seconds, indexMs, flushes: flushesDuringRun, cpuMainUs, cpuProcessUs };
   } finally {
     // No final flush: it is not part of the measurement and the directory goes away.
     await db?.close({ flush: false });
@@ -193,7 +202,7 @@ export const insertSuite: Suite = {
           unit: 'rows/s',
           samples: rt1.map((r) => r.rowsPerSec),
           versus: { of: 'raw', samples: rawRows, target: 0.8 },
-          note: `${fmt(median(rt1.map((r) => r.batchesPerSec)))} batches/s; ${cpuNote(rt1)}`,
+          note: `${fmt(median(rt1.map((r) => r.batchesPerSec)))} batches/s; ${cpuNote(rt1)}; flushes per run ${rt1.map((r) => r.flushes).join('/')}`,
         }),
         metric({
           id: `insert.runtime_1shard_indexed.w${writers}.rows_per_s`,
