@@ -342,7 +342,7 @@ export class ShardActor {
     for (const region of this.regions.values()) {
       const state = region.state();
       if (state !== 'following' && state !== 'replaying') continue;
-      const flushed = await region.promote();
+      const flushed = await region.reload();
       if (flushed === undefined) continue;
       reloaded.set(region.id, region);
       from = Math.min(from, flushed + 1);

@@ -187,6 +187,14 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
       }
     };
     await insert(0, 20);
+    const region = table.regions.find((r) => r.shard === victim.id)!;
+    // An SST a compaction of the leader left behind (its seq is below the
+    // manifest's next, and the manifest does not list it): the follower does
+    // not own the files, so its reloads keep it; once promoted it does, and
+    // deletes it.
+    const objects = new FsObjectStore(objectStoreDir);
+    const leftover = sstKey(region.id, 0);
+    await objects.put(leftover, new Uint8Array([1]));
     // The leader flushes: the follower reloads the manifests it wrote and keeps only the newer entries in memory.
     await leader.flush();
     await insert(20, 30);
@@ -197,15 +205,9 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     expect(following.regions.map((r) => r.state)).toEqual(led.regions.map(() => 'following'));
     expect(following.regions.map((r) => r.flushedEntryId)).toEqual(led.regions.map((r) => r.flushedEntryId));
     expect(following.regions.every((r) => r.flushedEntryId > 0)).toBe(true);
+    expect(await objects.exists(leftover)).toBe(true);
     await waitUntil(() => shardOn(standby)!.lag?.entries === 0, 'lag sampled at zero');
     // Writes and reads go to the leader only: a follower refuses them.
-    const region = table.regions.find((r) => r.shard === victim.id)!;
-    // An SST a compaction of the leader left behind (its seq is below the
-    // manifest's next, and the manifest does not list it): the follower does
-    // not own the files, but once promoted it does, and deletes it.
-    const objects = new FsObjectStore(objectStoreDir);
-    const leftover = sstKey(region.id, 0);
-    await objects.put(leftover, new Uint8Array([1]));
     const probe = network.transport({ cluster: 'test', name: 'probe' });
     closers.push(() => probe.close());
     const asked = (op: string, payload: unknown) => probe.request(probe.subject('node', standbyId, op), payload, { timeoutMs: 2_000 });
