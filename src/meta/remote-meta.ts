@@ -10,8 +10,6 @@ import type { RegionInfo, ShardInfo, TableInfo } from './model.js';
 const META_TIMEOUT_MS = 5_000;
 /** How long a migration meta did not answer in time is followed in its log (meta allows a hand-off a minute). */
 const MIGRATE_OUTCOME_MS = 90_000;
-/** How often that follow looks at the deadline (changes to the log are seen as they come). */
-const OUTCOME_CHECK_MS = 1_000;
 
 /**
  * Meta as seen from a node or a frontend in a cluster: changes go to the
@@ -55,35 +53,39 @@ export class RemoteMeta {
       return { shard, from: source, to: target, ms };
     } catch (err) {
       if (!isRepriseError(err, 'TIMEOUT') || from === null) throw err;
-      await this.migrationOutcome(shardId, to, started + MIGRATE_OUTCOME_MS, err);
+      await this.migrationOutcome(shardId, to, started + MIGRATE_OUTCOME_MS - Date.now(), err);
       return { shard: shardId, from, to, ms: Date.now() - started };
     }
   }
 
-  /** Resolves once the log shows the shard led by `to` with no procedure on it; rejects once no procedure runs on it and it is led by another node. */
-  private migrationOutcome(shardId: number, to: string, deadline: number, timeout: RepriseError): Promise<void> {
+  /**
+   * Resolves once the log shows the shard led by `to` with no procedure on
+   * it; rejects once no procedure runs on it and it is led by another node,
+   * or when `waitMs` has passed with one still running.
+   */
+  private migrationOutcome(shardId: number, to: string, waitMs: number, timeout: RepriseError): Promise<void> {
     return new Promise((resolve, reject) => {
-      const check = () => {
+      const what = `no answer from meta within ${META_TIMEOUT_MS} ms to the migration of shard ${shardId} to '${to}'`;
+      const check = (expired: boolean) => {
         const running = this.replica.procedureOfShard(shardId);
         const { leader } = this.replica.shard(shardId);
         if (running === undefined && leader === to) return settle();
-        const what = `no answer from meta within ${META_TIMEOUT_MS} ms to the migration of shard ${shardId} to '${to}'`;
         if (running === undefined) {
           return settle(new RepriseError('TIMEOUT', `${what}, and meta's log shows none running: shard ${shardId} is led by '${leader}' (the migration failed, or never reached meta; see \`reprise cluster status\`)`, { shard: shardId, to }, { cause: timeout }));
         }
-        if (Date.now() >= deadline) {
+        if (expired) {
           return settle(new RepriseError('TIMEOUT', `${what}; ${running.kind} #${running.id} of shard ${shardId} is still at step ${running.state}: see \`reprise cluster status\``, { shard: shardId, to }, { cause: timeout }));
         }
       };
-      const stopListening = this.replica.onChange(check);
-      const timer = setInterval(check, OUTCOME_CHECK_MS);
+      const stopListening = this.replica.onChange(() => check(false));
+      const timer = setTimeout(() => check(true), Math.max(0, waitMs));
       const settle = (err?: RepriseError) => {
         stopListening();
-        clearInterval(timer);
+        clearTimeout(timer);
         if (err) reject(err);
         else resolve();
       };
-      check();
+      check(false);
     });
   }
 
