@@ -1,10 +1,9 @@
 import { mkdtemp, rm, readdir, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { collectGarbage } from '../../../bench/lib/fixtures.js';
 import { open, type Reprise } from '../../../src/api/runtime.js';
 import { isRepriseError } from '../../../src/errors.js';
 import { encodeEntry } from '../../../src/wal/codec.js';
@@ -29,12 +28,6 @@ function rows(n: number, start = 0) {
     cpu_util: start + i,
     ts: 1_000 + start + i,
   }));
-}
-
-/** A full, synchronous garbage collection. */
-function fullGc(): void {
-  setFlagsFromString('--expose-gc');
-  (runInNewContext('gc') as () => void)();
 }
 
 async function expectCode(promise: Promise<unknown>, code: string): Promise<void> {
@@ -99,7 +92,7 @@ describe('embedded runtime', () => {
       const inserted = rt.insert('system_metrics', batch);
       batch = undefined;
       await waitUntil(() => appendSpy.mock.calls.length > 0, 'the insert reaches the WAL');
-      fullGc();
+      collectGarbage();
       expect(batchRef.deref()).toBeUndefined();
       release();
       expect(await inserted).toEqual({ written: 3 });
