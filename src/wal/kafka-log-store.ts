@@ -18,7 +18,7 @@ import type { EntryId, LogRecord, LogStore, ReadOptions, TailSubscription, Topic
  * default retention (7 days) would delete entries no region has flushed yet,
  * and the head of meta's log, which then cannot be folded (WAL_TRUNCATED).
  */
-export const WAL_TOPIC_CONFIG: readonly { readonly name: string; readonly value: string }[] = [
+const WAL_TOPIC_CONFIG = [
   { name: 'retention.ms', value: '-1' },
   { name: 'retention.bytes', value: '-1' },
 ];
@@ -430,7 +430,7 @@ export class KafkaLogStore implements LogStore {
         await this.admin.createTopics({
           waitForLeaders: true,
           timeout: this.settings.createTopicTimeoutMs,
-          topics: [{ topic, numPartitions: 1, replicationFactor: this.settings.replicationFactor, configEntries: [...WAL_TOPIC_CONFIG] }],
+          topics: [{ topic, numPartitions: 1, replicationFactor: this.settings.replicationFactor, configEntries: WAL_TOPIC_CONFIG }],
         });
       } else {
         await this.autoCreate(topic);
@@ -484,19 +484,15 @@ export class KafkaLogStore implements LogStore {
   }
 
   private async offsets(topic: string): Promise<{ low: number; high: number }> {
-    let partitions: { partition: number; low: string; high: string }[];
-    // A read: retried with backoff. A broker whose metadata lags (e.g. for
+    // A read: any failure is retried. A broker whose metadata lags (e.g. for
     // a topic just created) may answer without the topic, which kafkajs
     // reports as a TypeError.
     const deadline = Date.now() + this.settings.backoffDeadlineMs;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        partitions = await this.admin.fetchTopicOffsets(topic);
-        break;
-      } catch (err) {
-        if (this.closing || Date.now() >= deadline) throw this.failure(`cannot read the offsets of WAL topic "${topic}"`, err, { topic });
-        await sleep(backoff(this.settings, attempt));
-      }
+    let partitions: { partition: number; low: string; high: string }[];
+    try {
+      partitions = await withBackoff(this.settings, deadline, () => !this.closing, () => this.admin.fetchTopicOffsets(topic));
+    } catch (err) {
+      throw this.failure(`cannot read the offsets of WAL topic "${topic}"`, err, { topic });
     }
     const p = partitions.find((x) => x.partition === PARTITION);
     if (!p) throw new RepriseError('INTERNAL', `WAL topic "${topic}" has no partition ${PARTITION}`, { topic });
@@ -512,32 +508,29 @@ export class KafkaLogStore implements LogStore {
       partition: PARTITION,
       value: Buffer.from(r.buffer, r.byteOffset, r.byteLength),
     }));
-    const deadline = Date.now() + this.settings.backoffDeadlineMs;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const result = await this.producer.send({ topic, acks: -1, messages });
-        const meta = result.find((m) => m.partition === PARTITION);
-        const base = Number(meta?.baseOffset);
-        if (!meta || !Number.isSafeInteger(base) || base < 0 || meta.errorCode !== 0) {
-          throw new Error(`unexpected produce response ${JSON.stringify(result)}`);
-        }
-        const ids = new Array<EntryId>(n);
-        for (let i = 0; i < n; i++) ids[i] = base + i;
-        return ids;
-      } catch (err) {
-        // Retry only what certainly did not write anything; an ambiguous
-        // failure (timeout, connection lost mid-request) is the caller's.
-        if (!this.closing && provablyNotWritten(err) && Date.now() < deadline) {
-          await sleep(backoff(this.settings, attempt));
-          continue;
-        }
-        throw new RepriseError(
-          'WAL_APPEND_FAILED',
-          `append of ${n} records to WAL topic "${topic}" failed: ${describe(err)}`,
-          { topic, records: n },
-          { cause: err },
-        );
+    const send = async (): Promise<EntryId[]> => {
+      const result = await this.producer.send({ topic, acks: -1, messages });
+      const meta = result.find((m) => m.partition === PARTITION);
+      const base = Number(meta?.baseOffset);
+      if (!meta || !Number.isSafeInteger(base) || base < 0 || meta.errorCode !== 0) {
+        throw new Error(`unexpected produce response ${JSON.stringify(result)}`);
       }
+      const ids = new Array<EntryId>(n);
+      for (let i = 0; i < n; i++) ids[i] = base + i;
+      return ids;
+    };
+    const deadline = Date.now() + this.settings.backoffDeadlineMs;
+    try {
+      // Retry only what certainly did not write anything; an ambiguous
+      // failure (timeout, connection lost mid-request) is the caller's.
+      return await withBackoff(this.settings, deadline, (err) => !this.closing && provablyNotWritten(err), send);
+    } catch (err) {
+      throw new RepriseError(
+        'WAL_APPEND_FAILED',
+        `append of ${n} records to WAL topic "${topic}" failed: ${describe(err)}`,
+        { topic, records: n },
+        { cause: err },
+      );
     }
   }
 
@@ -774,17 +767,11 @@ class PartitionReader {
   }
 
   /** Run `fn`, retrying transient failures (refreshing metadata first) until `deadline`. */
-  private async retrying<T>(deadline: number, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await fn();
-      } catch (err) {
-        if (err instanceof RepriseError || signal?.aborted || !transient(err) || Date.now() >= deadline) throw err;
-        await this.cluster!.refreshMetadata().catch(() => undefined);
-        await sleep(backoff(this.settings, attempt), signal);
-        if (signal?.aborted) throw err;
-      }
-    }
+  private retrying<T>(deadline: number, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
+    return withBackoff(this.settings, deadline, (err) => !(err instanceof RepriseError) && transient(err), fn, {
+      signal,
+      beforeRetry: () => this.cluster!.refreshMetadata().catch(() => undefined),
+    });
   }
 }
 
@@ -1003,6 +990,33 @@ function deleteRecordsRefusal(err: unknown): string | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * Run `fn`; while it throws an error that `retry` accepts, before
+ * `deadline` and until `signal` aborts, run `beforeRetry`, wait (backoff)
+ * and run `fn` again. Otherwise its last error is thrown. The one retry loop
+ * of this file: appends retry only what provably wrote nothing, reads
+ * anything, fetches transient failures.
+ */
+async function withBackoff<T>(
+  settings: Settings,
+  deadline: number,
+  retry: (err: unknown) => boolean,
+  fn: () => Promise<T>,
+  options: { readonly signal?: AbortSignal; readonly beforeRetry?: () => Promise<unknown> } = {},
+): Promise<T> {
+  const { signal, beforeRetry } = options;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (signal?.aborted || !retry(err) || Date.now() >= deadline) throw err;
+      await beforeRetry?.();
+      await sleep(backoff(settings, attempt), signal);
+      if (signal?.aborted) throw err;
+    }
+  }
 }
 
 function backoff(settings: Settings, attempt: number): number {
