@@ -9,6 +9,8 @@ export type ErrorCode =
   | 'INVALID_SCHEMA'
   | 'INVALID_ROW'
   | 'INVALID_QUERY'
+  /** A query's result would pass the configured bound (maxResultRows). */
+  | 'QUERY_TOO_LARGE'
   | 'MALFORMED_JSON'
   | 'REQUEST_TOO_LARGE'
   | 'TABLE_NOT_FOUND'
@@ -32,6 +34,8 @@ export type ErrorCode =
   | 'ENTRY_TOO_LARGE'
   | 'SST_MISSING'
   | 'SST_CORRUPT'
+  /** An SST of a format this version does not read (named with its format). */
+  | 'SST_FORMAT_UNSUPPORTED'
   | 'MANIFEST_CORRUPT'
   | 'META_CORRUPT'
   | 'INTERNAL';

@@ -1,6 +1,6 @@
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { isRepriseError, RepriseError } from '../errors.js';
-import type { Region } from '../engine/region-engine.js';
+import type { Region, RegionQueryResult } from '../engine/region-engine.js';
 import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
 import type { RegionInfo } from '../meta/model.js';
 import type { EntryId } from '../wal/log-store.js';
@@ -167,7 +167,7 @@ export class RegionActor {
     if (this.region && this.acceptsWrites()) await this.region.compact();
   }
 
-  async query(q: TableQuery): Promise<Row[]> {
+  async query(q: TableQuery): Promise<RegionQueryResult> {
     const state = this.state();
     if (state === 'failed') {
       throw new RepriseError('REGION_FAILED', `region ${this.id} of table '${this.info.table}' failed: ${this.actor.getSnapshot().context.error}`, {

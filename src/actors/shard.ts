@@ -1,6 +1,6 @@
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { isRepriseError, RepriseError } from '../errors.js';
-import type { PreparedMutation } from '../engine/region-engine.js';
+import type { PreparedMutation, RegionQueryResult } from '../engine/region-engine.js';
 import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
 import type { RegionInfo } from '../meta/model.js';
 import type { Entry, LoggedEntry } from '../wal/entry.js';
@@ -609,7 +609,7 @@ export class ShardActor {
     }
   }
 
-  async query(regionId: number, q: TableQuery): Promise<Row[]> {
+  async query(regionId: number, q: TableQuery): Promise<RegionQueryResult> {
     // Reads go to the leader: a follower may be a few entries behind.
     if (this.role === 'follower') {
       throw new RepriseError('NOT_LEADER', `shard ${this.id} is a follower on node '${this.ctx.nodeId}'`, { shard: this.id, state: this.state() });

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { NodeActor, NodeStatus } from '../actors/node.js';
-import type { PreparedMutation } from '../engine/region-engine.js';
-import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
+import type { PreparedMutation, RegionQueryResult } from '../engine/region-engine.js';
+import type { TableQuery, TableSchema } from '../engine/schema.js';
 import { isRepriseError, RepriseError, type ErrorCode } from '../errors.js';
 import type { MetaReplica } from '../meta/meta-replica.js';
 import type { RegionInfo } from '../meta/model.js';
@@ -16,7 +16,7 @@ import type { EntryId } from '../wal/log-store.js';
  */
 export interface ShardRouter {
   write(shard: number, regionId: number, mutation: PreparedMutation): Promise<EntryId>;
-  query(shard: number, regionId: number, q: TableQuery): Promise<Row[]>;
+  query(shard: number, regionId: number, q: TableQuery): Promise<RegionQueryResult>;
   createRegion(shard: number, info: RegionInfo, schema: TableSchema): Promise<EntryId>;
   dropRegion(shard: number, regionId: number): Promise<void>;
   /** Flush every shard (every node's, in a cluster). */
@@ -30,7 +30,7 @@ export class LocalShardRouter implements ShardRouter {
   write(shard: number, regionId: number, mutation: PreparedMutation): Promise<EntryId> {
     return this.node.shard(shard).write(regionId, mutation);
   }
-  query(shard: number, regionId: number, q: TableQuery): Promise<Row[]> {
+  query(shard: number, regionId: number, q: TableQuery): Promise<RegionQueryResult> {
     return this.node.shard(shard).query(regionId, q);
   }
   createRegion(shard: number, info: RegionInfo, schema: TableSchema): Promise<EntryId> {
@@ -168,7 +168,7 @@ export class ClusterShardRouter implements ShardRouter {
     return this.toLeader(shard, 'write', { shard, region: regionId, body: mutation.body }, true);
   }
 
-  query(shard: number, regionId: number, q: TableQuery): Promise<Row[]> {
+  query(shard: number, regionId: number, q: TableQuery): Promise<RegionQueryResult> {
     return this.toLeader(shard, 'query', { shard, region: regionId, q }, true);
   }
 

@@ -8,12 +8,11 @@ import { isRepriseError, RepriseError } from '../errors.js';
 import { FsObjectStore } from '../engine/fs-object-store.js';
 import type { ObjectStore } from '../engine/object-store.js';
 import type { PreparedWrite, RegionEngine } from '../engine/region-engine.js';
-import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
+import { rowsOf, type ColumnarRows, type Row, type TableSchema } from '../engine/schema.js';
+import { queryTable } from '../frontend/query.js';
 import { tableMutationCodec } from '../engine/table/codec.js';
-import { rowKeyComparator } from '../engine/table/keys.js';
-import { partitionsForQuery } from '../engine/table/partition.js';
 import { TableEngine } from '../engine/table/table-engine.js';
-import { validateKeys, validateQuery, validateSchema } from '../engine/table/validate.js';
+import { validateKeys, validateSchema } from '../engine/table/validate.js';
 import { MetaService } from '../meta/meta-service.js';
 import type { TableInfo } from '../meta/model.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../wal/entry.js';
@@ -318,23 +317,23 @@ export class Reprise {
     );
   }
 
-  /** Rows ordered by primary key then time, merged across the table's regions. */
-  async query(tableName: string, input: unknown = {}): Promise<Row[]> {
+  /**
+   * Rows ordered by primary key then time (descending with order "desc"),
+   * or aggregates per group, merged across the table's regions (see
+   * frontend/query.ts); as columns.
+   */
+  async queryColumns(tableName: string, input: unknown = {}): Promise<ColumnarRows> {
     this.assertOpen();
     const table = await this.tableInfo(tableName);
-    const q: TableQuery = validateQuery(table.schema, input ?? {});
-    // Regions return whole rows so the merge can order by primary key; project after.
-    const { columns, ...regionQuery } = q;
-    const parts = await Promise.all(
-      partitionsForQuery(table.schema, q).map((p) => {
-        const region = table.regions[p]!;
-        return this.router.query(region.shard, region.id, regionQuery);
-      }),
-    );
-    let rows = parts.length === 1 ? parts[0]! : parts.flat().sort(rowKeyComparator(table.schema));
-    if (q.limit !== undefined) rows = rows.slice(0, q.limit);
-    if (columns) rows = rows.map((row) => Object.fromEntries(columns.map((c) => [c, row[c] ?? null])));
-    return rows;
+    return queryTable(table.schema, input, (p, q) => {
+      const region = table.regions[p]!;
+      return this.router.query(region.shard, region.id, q);
+    });
+  }
+
+  /** queryColumns as row objects. */
+  async query(tableName: string, input: unknown = {}): Promise<Row[]> {
+    return rowsOf(await this.queryColumns(tableName, input));
   }
 
   /** Flush every region's memtable to SSTs and prune the WAL below what is flushed (every node's, in a cluster). */

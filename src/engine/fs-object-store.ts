@@ -50,6 +50,37 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
+  async getRange(key: string, start: number, end: number): Promise<Uint8Array> {
+    let fh;
+    try {
+      fh = await open(this.pathOf(key), 'r');
+    } catch (err) {
+      if (isMissing(err)) throw new RepriseError('NOT_FOUND', `object store ${this.dir}: no object "${key}"`, { key });
+      throw err;
+    }
+    try {
+      const out = new Uint8Array(end - start);
+      let done = 0;
+      while (done < out.length) {
+        const { bytesRead } = await fh.read(out, done, out.length - done, start + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      return done === out.length ? out : out.subarray(0, done);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async size(key: string): Promise<number> {
+    try {
+      return (await stat(this.pathOf(key))).size;
+    } catch (err) {
+      if (isMissing(err)) throw new RepriseError('NOT_FOUND', `object store ${this.dir}: no object "${key}"`, { key });
+      throw err;
+    }
+  }
+
   async exists(key: string): Promise<boolean> {
     try {
       return (await stat(this.pathOf(key))).isFile();

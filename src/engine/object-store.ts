@@ -8,6 +8,10 @@ export interface ObjectStore {
   put(key: string, data: Uint8Array): Promise<void>;
   /** Rejects with NOT_FOUND if the object does not exist. */
   get(key: string): Promise<Uint8Array>;
+  /** Bytes [start, end) of an object (SST footers and row groups); NOT_FOUND if it does not exist. */
+  getRange(key: string, start: number, end: number): Promise<Uint8Array>;
+  /** Size in bytes; NOT_FOUND if it does not exist. */
+  size(key: string): Promise<number>;
   exists(key: string): Promise<boolean>;
   /** Idempotent. */
   delete(key: string): Promise<void>;

@@ -1,6 +1,7 @@
 import type { EntryId } from '../wal/log-store.js';
 import type { ObjectStore } from './object-store.js';
-import type { Row, TableQuery, TableSchema } from './schema.js';
+import type { ColumnarRows, Row, TableQuery, TableSchema } from './schema.js';
+import type { PartialAggregates } from './table/aggregate.js';
 
 /**
  * The runtime hands WAL entries to regions through this interface and never
@@ -93,10 +94,20 @@ export interface Region {
   flush(coveredUpTo: EntryId, fenceEpoch?: number): Promise<FlushResult>;
   /** Merge SSTs when there are enough of them; newest wins, tombstones dropped. */
   compact(): Promise<void>;
-  /** Rows matching the query, merged from memtables and SSTs, ordered by primary key then time. */
-  query(q: TableQuery): Promise<Row[]>;
+  /**
+   * Rows matching the query, merged from memtables and SSTs, in primary key
+   * then time order (descending with order "desc"), at most `limit`, with
+   * the requested columns followed by any key column not requested (the
+   * frontend merges regions by key); or, for an aggregation, the region's
+   * partial aggregates. QUERY_TOO_LARGE past the engine's result bound.
+   */
+  query(q: TableQuery): Promise<RegionQueryResult>;
   close(): Promise<void>;
 }
+
+export type RegionQueryResult =
+  | { readonly kind: 'rows'; readonly rows: ColumnarRows }
+  | { readonly kind: 'aggregates'; readonly partial: PartialAggregates };
 
 /** A WAL entry body together with the engine's decoded form of it, if the engine keeps one. */
 export interface PreparedMutation {

@@ -41,11 +41,52 @@ export interface RangeCondition {
   readonly lte?: Value;
 }
 
+export type AggregateFn = 'count' | 'sum' | 'avg' | 'min' | 'max' | 'first' | 'last';
+export const AGGREGATE_FNS: readonly AggregateFn[] = ['count', 'sum', 'avg', 'min', 'max', 'first', 'last'];
+
+/** One aggregate of a query: `fn` over a field (count without a column counts rows), named `as` or `fn(column)`. */
+export interface AggregateSpec {
+  readonly fn: AggregateFn;
+  readonly column?: string;
+  readonly as?: string;
+}
+
 export interface TableQuery {
   /** Tag column -> value (equality) or a range condition. */
   readonly where?: Record<string, Value | RangeCondition>;
   /** Time index range, `from` inclusive, `to` exclusive, epoch ms. */
   readonly timeRange?: { readonly from?: number; readonly to?: number };
+  /** Columns of each row (all by default); not with aggregates. */
   readonly columns?: readonly string[];
   readonly limit?: number;
+  /** Rows (or groups) in ascending (default) or descending order of primary key then time. */
+  readonly order?: 'asc' | 'desc';
+  /** Aggregation: one output row per combination of these tags (and time bucket). */
+  readonly groupBy?: readonly string[];
+  /** Aggregation: time buckets of this many ms, aligned to epoch 0. */
+  readonly interval?: number;
+  readonly aggregates?: readonly AggregateSpec[];
+}
+
+/**
+ * Rows as columns: `data[c][r]` is column `columns[c]` of row r. How query
+ * results travel from a region to the frontend; rows (objects) are made only
+ * at the edge that needs them.
+ */
+export interface ColumnarRows {
+  readonly columns: readonly string[];
+  readonly data: readonly (readonly Value[])[];
+}
+
+/** Rows as objects, for the JSON API and embedders. */
+export function rowsOf(result: ColumnarRows): Row[] {
+  const { columns, data } = result;
+  const n = data.length === 0 ? 0 : data[0].length;
+  const rows: Row[] = new Array(n);
+  for (let r = 0; r < n; r++) {
+    const row: Row = {};
+    for (let c = 0; c < columns.length; c++) row[columns[c]] = data[c][r];
+    rows[r] = row;
+  }
+  return rows;
 }

@@ -26,6 +26,11 @@ export interface SstRef {
   /** Primary keys (tags, time) of the first and last rows, to skip the SST on reads. */
   readonly minKey: readonly Value[];
   readonly maxKey: readonly Value[];
+  /**
+   * Start of the compaction time window (ms) all its rows lie in, for an SST
+   * written by compaction; absent for one written by a flush.
+   */
+  readonly window?: number;
 }
 
 export interface Manifest {

@@ -32,6 +32,12 @@ export interface ScanPlan {
   matches(row: readonly Value[]): boolean;
   /** Whether any time in [minTime, maxTime] can satisfy the time conditions. */
   overlapsTime(minTime: number, maxTime: number): boolean;
+  /**
+   * Given the least and greatest value of each primary key column (tags,
+   * then time) of a set of rows: whether none of them can match, all of
+   * them do, or some may.
+   */
+  coverage(mins: readonly Value[], maxs: readonly Value[]): 'none' | 'some' | 'all';
 }
 
 export function planScan(layout: TableLayout, q: TableQuery): ScanPlan {
@@ -104,9 +110,41 @@ export function planScan(layout: TableLayout, q: TableQuery): ScanPlan {
   const upperIdx = layout.keyIdx.slice(0, upper.length);
   const time = intervals.get(layout.timeIdx);
 
+  const keyPos = new Map(layout.keyIdx.map((c, k) => [c, k]));
+  const inside = (v: Value, iv: Interval): boolean => {
+    if (iv.lo !== undefined) {
+      const c = compareValues(v, iv.lo);
+      if (c < 0 || (c === 0 && !iv.loInc)) return false;
+    }
+    if (iv.hi !== undefined) {
+      const c = compareValues(v, iv.hi);
+      if (c > 0 || (c === 0 && !iv.hiInc)) return false;
+    }
+    return true;
+  };
+
   return {
     empty,
     seek: seeking ? seekRow : undefined,
+    coverage(mins, maxs) {
+      let all = true;
+      for (const iv of checks) {
+        const k = keyPos.get(iv.column) as number;
+        const lo = mins[k];
+        const hi = maxs[k];
+        // [lo, hi] misses the interval entirely?
+        if (iv.lo !== undefined) {
+          const c = compareValues(hi, iv.lo);
+          if (c < 0 || (c === 0 && !iv.loInc)) return 'none';
+        }
+        if (iv.hi !== undefined) {
+          const c = compareValues(lo, iv.hi);
+          if (c > 0 || (c === 0 && !iv.hiInc)) return 'none';
+        }
+        if (all && !(inside(lo, iv) && inside(hi, iv))) all = false;
+      }
+      return all ? 'all' : 'some';
+    },
     pastEnd(row) {
       for (let k = 0; k < upperIdx.length; k++) {
         const c = compareValues(row[upperIdx[k]], upper[k]);

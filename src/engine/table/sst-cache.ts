@@ -1,41 +1,59 @@
-import type { SstData } from './sst.js';
-
 /**
- * Decoded SSTs kept in memory so that repeated queries do not fetch and
- * decode them again: least recently used first out, bounded by the SSTs'
- * encoded sizes (decoded rows take a few times more). Loads in flight are
- * cached too, so concurrent readers of one SST share a single load.
+ * A least-recently-used cache bounded by the bytes its entries are said to
+ * take. The table engine keeps two: SST footers (parsed Parquet metadata)
+ * and decoded column chunks of row groups. Loads in flight are cached too,
+ * so concurrent readers share one load; a failed load is not kept.
  */
-export class SstCache {
-  private readonly capacity: number;
+export class ByteLru<T> {
+  readonly capacity: number;
   /** Map iteration order is insertion order: the first entry is the least recently used. */
-  private readonly entries = new Map<string, { readonly data: Promise<SstData>; readonly bytes: number }>();
+  private readonly entries = new Map<string, { readonly value: Promise<T>; bytes: number }>();
   private used = 0;
+  hits = 0;
+  misses = 0;
 
   constructor(capacityBytes: number) {
     this.capacity = capacityBytes;
   }
 
-  /** The cached SST, or `load` it and cache it (a failed load is not cached). */
-  get(key: string, bytes: number, load: () => Promise<SstData>): Promise<SstData> {
-    const hit = this.entries.get(key);
-    if (hit !== undefined) {
-      this.entries.delete(key);
-      this.entries.set(key, hit);
-      return hit.data;
-    }
-    const data = load();
-    this.insert(key, data, bytes);
-    data.catch(() => {
-      if (this.entries.get(key)?.data === data) this.evict(key);
-    });
-    return data;
+  get bytes(): number {
+    return this.used;
   }
 
-  /** Cache an SST just written, so its first read needs no fetch. */
-  set(key: string, data: SstData): void {
-    this.evict(key);
-    this.insert(key, Promise.resolve(data), data.meta.bytes);
+  /** The cached value, or `load` it and cache it at `bytes(value)` once loaded. A cache of capacity 0 keeps nothing, not even loads in flight. */
+  get(key: string, load: () => Promise<T>, bytes: (value: T) => number): Promise<T> {
+    if (this.capacity <= 0) {
+      this.misses++;
+      return load();
+    }
+    const hit = this.entries.get(key);
+    if (hit !== undefined) {
+      this.hits++;
+      this.entries.delete(key);
+      this.entries.set(key, hit);
+      return hit.value;
+    }
+    this.misses++;
+    const value = load();
+    const entry = { value, bytes: 0 };
+    this.entries.set(key, entry);
+    value.then(
+      (v) => {
+        if (this.entries.get(key) !== entry) return;
+        entry.bytes = bytes(v);
+        this.used += entry.bytes;
+        this.trim();
+      },
+      () => {
+        if (this.entries.get(key) === entry) this.entries.delete(key);
+      },
+    );
+    return value;
+  }
+
+  /** Whether the key is cached (loaded or loading), without touching its recency. */
+  has(key: string): boolean {
+    return this.entries.has(key);
   }
 
   evict(key: string): void {
@@ -49,9 +67,7 @@ export class SstCache {
     for (const key of [...this.entries.keys()]) if (key.startsWith(prefix)) this.evict(key);
   }
 
-  private insert(key: string, data: Promise<SstData>, bytes: number): void {
-    this.entries.set(key, { data, bytes });
-    this.used += bytes;
+  private trim(): void {
     for (const oldest of this.entries.keys()) {
       if (this.used <= this.capacity) break;
       this.evict(oldest);

@@ -1,29 +1,37 @@
-import { Decoder, Encoder } from '@msgpack/msgpack';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { parquetMetadataAsync, parquetRead, type AsyncBuffer, type FileMetaData } from 'hyparquet';
+import { ByteWriter, ParquetWriter } from 'hyparquet-writer';
 import { isRepriseError, RepriseError } from '../../errors.js';
 import type { ObjectStore } from '../object-store.js';
-import type { Value } from '../schema.js';
+import type { ColumnType, Value } from '../schema.js';
 import { crc32 } from './checksum.js';
-import { keyOf, type RowValues, type TableLayout } from './keys.js';
-import { MsgpackWriter } from './msgpack-rows.js';
-import type { Entry, ScanPlan } from './scan.js';
+import { compareValues, type RowValues, type TableLayout } from './keys.js';
 
 /**
- * An SST is one immutable object holding a region's rows sorted by primary
- * key, one version per key, tombstones included:
+ * An SST is one immutable Parquet file holding a region's rows sorted by
+ * primary key (tags, then time), one version per key, tombstones included
+ * (the `__deleted` column). Row groups of ROW_GROUP_ROWS rows carry Parquet
+ * statistics; tags are dictionary-encoded, time delta-encoded, pages
+ * gzip-compressed (node:zlib; Node 20 has no native zstd). Any Parquet
+ * reader can open the file.
  *
- *   "RSST" | format (u8) | block* | footer | footerLength (u32 LE) | crc32 (u32 LE) | "RSST"
+ * The key-value metadata `reprise` records what the engine needs to plan a
+ * read without decoding anything: the format, the region, the columns and,
+ * per row group, its first and last primary key, time range and a CRC-32
+ * of each column chunk (verified whenever a chunk is read, so damage is
+ * SST_CORRUPT, never a wrong answer).
  *
- * A block is msgpack [rows, tombstoneIndexes] with rows as column-ordered
- * arrays; the msgpack footer holds the row count, min/max time and key, the
- * column list and where each block lies. The CRC covers every byte before it.
+ * Newest wins by file: SSTs whose key ranges and time ranges both overlap
+ * are ordered by their manifest seq, which compaction preserves (see
+ * TableRegion.compact), so rows need no sequence column of their own.
  */
 
-const MAGIC = new Uint8Array([0x52, 0x53, 0x53, 0x54]); // "RSST"
-const FORMAT = 1;
-const HEADER_BYTES = MAGIC.length + 1;
-const TRAILER_BYTES = 4 + 4 + MAGIC.length;
-/** Rows per block: small enough to keep each encoder buffer modest. */
-const BLOCK_ROWS = 1024;
+export const SST_FORMAT = 2;
+export const ROW_GROUP_ROWS = 4096;
+const DELETED = '__deleted';
+const META_KEY = 'reprise';
+/** CRC-32 (hex) of the `reprise` metadata: the footer's facts the engine plans by are checked like the chunks. */
+const META_CRC_KEY = 'reprise.crc32';
 
 export interface SstMeta {
   readonly rows: number;
@@ -36,247 +44,396 @@ export interface SstMeta {
   readonly maxKey: Value[];
 }
 
-/**
- * A decoded SST: its rows in key order and a tombstone flag per row. The
- * SST just written by a flush decodes its rows from its bytes when first
- * read (a write-heavy region may never read it before it is evicted).
- */
-export interface SstData {
-  readonly meta: SstMeta;
-  readonly rows: readonly RowValues[];
-  readonly deleted: Uint8Array;
+/** What the engine knows of one row group without reading it. */
+export interface RowGroupInfo {
+  readonly rowStart: number;
+  readonly rows: number;
+  /** Primary keys (tags, time) of its first and last rows. */
+  readonly firstKey: readonly Value[];
+  readonly lastKey: readonly Value[];
+  /** Per primary key column (tags, then time): the least and greatest value in the group. */
+  readonly mins: readonly Value[];
+  readonly maxs: readonly Value[];
+  /** Byte range of its column chunks in the file. */
+  readonly start: number;
+  readonly end: number;
+  /** Per Parquet column (schema order, then __deleted): [offset, length, crc32] of its chunk. */
+  readonly chunks: readonly (readonly [number, number, number])[];
 }
 
-interface Footer {
+interface IndexMeta {
+  format: number;
+  regionId: number;
+  columns: [string, ColumnType][];
   rows: number;
-  minTime: number;
-  maxTime: number;
-  minKey: Value[];
-  maxKey: Value[];
-  columns: [name: string, type: string][];
-  /** [offset, length, rows] per block. */
-  blocks: [number, number, number][];
+  groups: [firstKey: Value[], lastKey: Value[], mins: Value[], maxs: Value[], rows: number, chunks: [number, number, number][]][];
 }
 
-// Both synchronous, so one instance of each is safe to share.
-const encoder = new Encoder();
-const decoder = new Decoder();
+/** Parquet physical type of a column type. */
+function parquetElement(name: string, type: ColumnType, required: boolean): Record<string, unknown> {
+  const repetition_type = required ? 'REQUIRED' : 'OPTIONAL';
+  switch (type) {
+    case 'string':
+      return { name, type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type };
+    case 'float64':
+      return { name, type: 'DOUBLE', repetition_type };
+    case 'int64':
+      return { name, type: 'INT64', repetition_type };
+    case 'timestamp':
+      return { name, type: 'INT64', converted_type: 'TIMESTAMP_MILLIS', repetition_type };
+    case 'bool':
+      return { name, type: 'BOOLEAN', repetition_type };
+  }
+}
+
+const compressors = { GZIP: (input: Uint8Array) => new Uint8Array(gzipSync(input, { level: 1 })) };
+const decompressors = { GZIP: (input: Uint8Array) => new Uint8Array(gunzipSync(input)) };
+const parsers = { timestampFromMilliseconds: (ms: bigint) => Number(ms) };
 
 /**
- * Encode sorted entries; undefined when there are none. The entries are
- * encoded as they come, a block at a time, and not kept: the returned data
- * decodes them from the bytes if it is read.
+ * Writes one SST a row group at a time: rows are buffered column by column
+ * and each full row group is encoded at once, so a flush or a compaction
+ * holds one row group of values besides the encoded bytes.
  */
-export function encodeSst(layout: TableLayout, entries: Iterable<Entry>): { bytes: Uint8Array; data: SstData } | undefined {
-  // A writer of its own: its buffer grows to the SST's size and goes with it.
-  const out = new MsgpackWriter().raw(MAGIC).raw(Uint8Array.of(FORMAT));
-  const blocks: Footer['blocks'] = [];
-  const block: RowValues[] = [];
-  const tombstones: number[] = [];
-  const writeBlock = (): void => {
-    const offset = out.length;
-    out.arrayHeader(2).rows(block).array(tombstones);
-    blocks.push([offset, out.length - offset, block.length]);
-    block.length = 0;
-    tombstones.length = 0;
-  };
-  let rows = 0;
-  let minTime = Infinity;
-  let maxTime = -Infinity;
-  let first: RowValues | undefined;
-  let last: RowValues | undefined;
-  for (const [row, deleted] of entries) {
-    if (deleted) tombstones.push(block.length);
-    block.push(row);
-    rows++;
-    const t = row[layout.timeIdx] as number;
-    if (t < minTime) minTime = t;
-    if (t > maxTime) maxTime = t;
-    first ??= row;
-    last = row;
-    if (block.length === BLOCK_ROWS) writeBlock();
-  }
-  if (first === undefined || last === undefined) return undefined;
-  if (block.length > 0) writeBlock();
+export class SstWriter {
+  private readonly layout: TableLayout;
+  private readonly regionId: number;
+  private readonly out = new ByteWriter();
+  private readonly writer: ParquetWriter;
+  private readonly buffers: Value[][];
+  private readonly deleted: boolean[] = [];
+  private readonly groups: IndexMeta['groups'] = [];
+  private rows = 0;
+  private minTime = Infinity;
+  private maxTime = -Infinity;
+  private first: Value[] | undefined;
+  private last: Value[] | undefined;
 
-  const footer: Footer = {
-    rows,
-    minTime,
-    maxTime,
-    minKey: keyOf(layout, first),
-    maxKey: keyOf(layout, last),
-    columns: layout.schema.columns.map((c) => [c.name, c.type]),
-    blocks,
-  };
-  const footerBytes = encoder.encode(footer);
-  out.raw(footerBytes);
-  const trailer = new Uint8Array(TRAILER_BYTES);
-  const view = new DataView(trailer.buffer);
-  view.setUint32(0, footerBytes.length, true);
-  out.raw(trailer.subarray(0, 4));
-  view.setUint32(4, crc32(out.written()), true);
-  trailer.set(MAGIC, 8);
-  const bytes = out.raw(trailer.subarray(4)).finish();
-
-  const meta: SstMeta = { rows, bytes: bytes.length, minTime, maxTime, minKey: footer.minKey, maxKey: footer.maxKey };
-  return { bytes, data: new EncodedSst(meta, bytes, blocks) };
-}
-
-/** SstData of bytes just encoded: the rows are decoded on first read. */
-class EncodedSst implements SstData {
-  private bytes: Uint8Array | undefined;
-  private decoded: { rows: RowValues[]; deleted: Uint8Array } | undefined;
-
-  constructor(
-    readonly meta: SstMeta,
-    bytes: Uint8Array,
-    private readonly blocks: Footer['blocks'],
-  ) {
-    this.bytes = bytes;
+  constructor(layout: TableLayout, regionId: number) {
+    this.layout = layout;
+    this.regionId = regionId;
+    const { columns } = layout.schema;
+    const schema = [
+      { name: 'root', num_children: columns.length + 1 },
+      ...columns.map((c, i) => parquetElement(c.name, c.type, layout.isKey[i] as boolean)),
+      parquetElement(DELETED, 'bool', true),
+    ];
+    this.writer = new ParquetWriter({ writer: this.out, schema: schema as never, codec: 'GZIP', compressors, createdBy: 'reprise' });
+    this.buffers = columns.map(() => []);
   }
 
-  get rows(): readonly RowValues[] {
-    return this.decode().rows;
+  /** Rows must come in key order, one version per key. */
+  add(row: readonly Value[], deleted: boolean): void {
+    const { buffers } = this;
+    for (let c = 0; c < buffers.length; c++) buffers[c].push(row[c]);
+    this.deleted.push(deleted);
+    if (this.deleted.length === ROW_GROUP_ROWS) this.writeGroup();
   }
 
-  get deleted(): Uint8Array {
-    return this.decode().deleted;
+  /** The encoded file and its metadata; undefined if no row was added. */
+  finish(): { bytes: Uint8Array; meta: SstMeta } | undefined {
+    if (this.deleted.length > 0) this.writeGroup();
+    if (this.first === undefined || this.last === undefined) return undefined;
+    const index: IndexMeta = {
+      format: SST_FORMAT,
+      regionId: this.regionId,
+      columns: this.layout.schema.columns.map((c) => [c.name, c.type]),
+      rows: this.rows,
+      groups: this.groups,
+    };
+    const json = JSON.stringify(index);
+    (this.writer as unknown as { kvMetadata: { key: string; value: string }[] }).kvMetadata = [
+      { key: META_KEY, value: json },
+      { key: META_CRC_KEY, value: crc32(new TextEncoder().encode(json)).toString(16) },
+    ];
+    this.writer.finish();
+    const bytes = new Uint8Array(this.out.getBuffer());
+    const meta: SstMeta = { rows: this.rows, bytes: bytes.length, minTime: this.minTime, maxTime: this.maxTime, minKey: this.first, maxKey: this.last };
+    return { bytes, meta };
   }
 
-  private decode(): { rows: RowValues[]; deleted: Uint8Array } {
-    if (this.decoded === undefined) {
-      const fail = (why: string): never => {
-        throw new RepriseError('INTERNAL', `SST just encoded does not decode: ${why}`);
-      };
-      this.decoded = decodeBlocks(this.bytes as Uint8Array, this.blocks, this.meta.rows, fail);
-      this.bytes = undefined;
+  private writeGroup(): void {
+    const { layout, buffers, deleted } = this;
+    const n = deleted.length;
+    const { keyIdx } = layout;
+    const mins: Value[] = [];
+    const maxs: Value[] = [];
+    for (const c of keyIdx) {
+      const col = buffers[c];
+      let lo = col[0];
+      let hi = col[0];
+      for (let i = 1; i < n; i++) {
+        const v = col[i];
+        if (compareValues(v, lo) < 0) lo = v;
+        else if (compareValues(v, hi) > 0) hi = v;
+      }
+      mins.push(lo);
+      maxs.push(hi);
     }
-    return this.decoded;
+    const minTime = mins[mins.length - 1] as number;
+    const maxTime = maxs[maxs.length - 1] as number;
+    const firstKey = keyIdx.map((c) => buffers[c][0]);
+    const lastKey = keyIdx.map((c) => buffers[c][n - 1]);
+    const columnData = layout.schema.columns.map((c, i) => ({
+      name: c.name,
+      data: parquetData(c.type, buffers[i], layout.isKey[i] as boolean),
+      ...(c.type === 'timestamp' || c.type === 'int64' ? { encoding: 'DELTA_BINARY_PACKED' as const } : {}),
+    }));
+    columnData.push({ name: DELETED, data: deleted.slice() as never });
+    const before = this.writer.row_groups.length;
+    this.writer.write({ columnData: columnData as never, rowGroupSize: n, pageSize: 1 << 30 });
+    const group = this.writer.row_groups[before];
+    const buffer = new Uint8Array(this.out.buffer, 0, this.out.offset);
+    const chunks: [number, number, number][] = group.columns.map((chunk) => {
+      const md = chunk.meta_data!;
+      const offset = Number(md.dictionary_page_offset ?? md.data_page_offset);
+      const length = Number(md.total_compressed_size);
+      return [offset, length, crc32(buffer.subarray(offset, offset + length))];
+    });
+    this.groups.push([firstKey, lastKey, mins, maxs, n, chunks]);
+    this.rows += n;
+    if (minTime < this.minTime) this.minTime = minTime;
+    if (maxTime > this.maxTime) this.maxTime = maxTime;
+    this.first ??= firstKey;
+    this.last = lastKey;
+    for (const b of buffers) b.length = 0;
+    deleted.length = 0;
   }
 }
 
-/** The rows and tombstone flags of an SST's blocks. */
-function decodeBlocks(
-  bytes: Uint8Array,
-  blocks: Footer['blocks'],
-  count: number,
-  corrupt: (why: string, cause?: unknown) => never,
-): { rows: RowValues[]; deleted: Uint8Array } {
-  const rows: RowValues[] = [];
-  const deleted = new Uint8Array(count);
-  for (const [offset, length, n] of blocks) {
-    let block: [RowValues[], number[]];
-    try {
-      block = decoder.decode(bytes.subarray(offset, offset + length)) as [RowValues[], number[]];
-    } catch (err) {
-      return corrupt(`undecodable block at ${offset}: ${(err as Error).message}`, err);
-    }
-    if (!Array.isArray(block) || !Array.isArray(block[0]) || block[0].length !== n || !Array.isArray(block[1])) {
-      corrupt(`block at ${offset} does not hold ${n} rows`);
-    }
-    for (const i of block[1]) deleted[rows.length + i] = 1;
-    for (const row of block[0]) rows.push(row);
+/** A column's values as hyparquet-writer takes them (INT64 as bigint). */
+function parquetData(type: ColumnType, values: Value[], required: boolean): unknown {
+  if (type === 'int64' || type === 'timestamp') {
+    if (required) return BigInt64Array.from(values as number[], (v) => BigInt(v));
+    return values.map((v) => (v === null ? null : BigInt(v as number)));
   }
-  if (rows.length !== count) corrupt(`holds ${rows.length} rows, footer says ${count}`);
-  return { rows, deleted };
+  if (type === 'float64' && required) return Float64Array.from(values as number[]);
+  return values.slice();
 }
 
-/** Decode and verify an SST; any damage is SST_CORRUPT naming the region and file. */
-export function decodeSst(layout: TableLayout, bytes: Uint8Array, regionId: number, file: string): SstData {
-  const corrupt = (why: string, cause?: unknown): never => {
-    throw new RepriseError('SST_CORRUPT', `region ${regionId}: SST ${file} is corrupt: ${why}`, { regionId, file }, { cause });
-  };
-  if (bytes.length < HEADER_BYTES + TRAILER_BYTES) corrupt(`only ${bytes.length} bytes`);
-  const end = bytes.length;
-  if (!hasMagic(bytes, 0) || !hasMagic(bytes, end - MAGIC.length)) corrupt('bad magic');
-  if (bytes[MAGIC.length] !== FORMAT) corrupt(`unknown format ${bytes[MAGIC.length]}`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const stored = view.getUint32(end - 8, true);
-  const computed = crc32(bytes.subarray(0, end - 8));
-  if (stored !== computed) corrupt(`checksum mismatch (stored ${hex(stored)}, computed ${hex(computed)})`);
-
-  const footerLength = view.getUint32(end - TRAILER_BYTES, true);
-  const footerStart = end - TRAILER_BYTES - footerLength;
-  if (footerStart < HEADER_BYTES) corrupt(`footer length ${footerLength} out of range`);
-  let footer: Footer;
-  try {
-    footer = decoder.decode(bytes.subarray(footerStart, end - TRAILER_BYTES)) as Footer;
-  } catch (err) {
-    return corrupt(`undecodable footer: ${(err as Error).message}`, err);
-  }
-  if (typeof footer !== 'object' || footer === null || !Number.isSafeInteger(footer.rows) || !Array.isArray(footer.blocks)) {
-    corrupt('malformed footer');
-  }
-  const expected = layout.schema.columns.map((c) => `${c.name}:${c.type}`).join(',');
-  const actual = Array.isArray(footer.columns) ? footer.columns.map((c) => `${c[0]}:${c[1]}`).join(',') : '';
-  if (actual !== expected) corrupt(`columns [${actual}] do not match table "${layout.schema.name}" [${expected}]`);
-
-  const { rows, deleted } = decodeBlocks(bytes, footer.blocks, footer.rows, corrupt);
-  const meta: SstMeta = {
-    rows: footer.rows,
-    bytes: bytes.length,
-    minTime: footer.minTime,
-    maxTime: footer.maxTime,
-    minKey: footer.minKey,
-    maxKey: footer.maxKey,
-  };
-  return { meta, rows, deleted };
+/** Encode sorted entries; undefined when there are none. */
+export function encodeSst(layout: TableLayout, regionId: number, entries: Iterable<readonly [RowValues, boolean]>): { bytes: Uint8Array; meta: SstMeta } | undefined {
+  const writer = new SstWriter(layout, regionId);
+  for (const [row, deleted] of entries) writer.add(row, deleted);
+  return writer.finish();
 }
 
-/** Encode and store sorted entries under `key`; undefined (nothing written) when there are none. */
-export async function writeSst(store: ObjectStore, key: string, layout: TableLayout, entries: Iterable<Entry>): Promise<SstData | undefined> {
-  const encoded = encodeSst(layout, entries);
-  if (encoded === undefined) return undefined;
+/** Store an encoded SST under `key`. */
+export async function putSst(store: ObjectStore, key: string, encoded: { bytes: Uint8Array; meta: SstMeta }): Promise<SstMeta> {
   await store.put(key, encoded.bytes);
-  return encoded.data;
+  return encoded.meta;
 }
 
-/** Load and verify an SST: SST_MISSING if it is gone, SST_CORRUPT if damaged. */
-export async function readSst(store: ObjectStore, key: string, layout: TableLayout, regionId: number): Promise<SstData> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await store.get(key);
-  } catch (err) {
-    if (isRepriseError(err, 'NOT_FOUND')) {
-      throw new RepriseError('SST_MISSING', `region ${regionId}: SST ${key} is missing from the object store`, { regionId, file: key }, { cause: err });
+/** What a reader expects of an SST: the manifest's record of it. */
+export interface SstExpectation {
+  readonly rows: number;
+  readonly minKey: readonly Value[];
+  readonly maxKey: readonly Value[];
+}
+
+/**
+ * An SST's footer, verified and parsed: its row groups, and reads of
+ * column chunks. Cheap to keep (no row data).
+ */
+export class SstReader {
+  readonly file: string;
+  readonly groups: readonly RowGroupInfo[];
+  /** Rough memory held by this reader (the parsed footer). */
+  readonly footerBytes: number;
+  private readonly store: ObjectStore;
+  private readonly layout: TableLayout;
+  private readonly regionId: number;
+  private readonly metadata: FileMetaData;
+  private readonly size: number;
+  /** Parquet column name -> index in a group's chunks. */
+  private readonly chunkIndex: ReadonlyMap<string, number>;
+
+  private constructor(
+    store: ObjectStore,
+    file: string,
+    layout: TableLayout,
+    regionId: number,
+    metadata: FileMetaData,
+    size: number,
+    groups: RowGroupInfo[],
+    footerBytes: number,
+  ) {
+    this.store = store;
+    this.file = file;
+    this.layout = layout;
+    this.regionId = regionId;
+    this.metadata = metadata;
+    this.size = size;
+    this.groups = groups;
+    this.footerBytes = footerBytes;
+    this.chunkIndex = new Map([...layout.names, DELETED].map((n, i) => [n, i]));
+  }
+
+  /**
+   * Read and verify the footer: SST_MISSING if the file is gone,
+   * SST_FORMAT_UNSUPPORTED for an SST of an older format, SST_CORRUPT
+   * (naming region and file) if it is damaged, belongs to another region or
+   * table, or does not hold what the manifest says.
+   */
+  static async open(store: ObjectStore, file: string, layout: TableLayout, regionId: number, expect?: SstExpectation): Promise<SstReader> {
+    const corrupt = (why: string, cause?: unknown): never => {
+      throw new RepriseError('SST_CORRUPT', `region ${regionId}: SST ${file} is corrupt: ${why}`, { regionId, file }, { cause });
+    };
+    let size: number;
+    try {
+      size = await store.size(file);
+    } catch (err) {
+      if (isRepriseError(err, 'NOT_FOUND')) {
+        throw new RepriseError('SST_MISSING', `region ${regionId}: SST ${file} is missing from the object store`, { regionId, file }, { cause: err });
+      }
+      throw err;
     }
-    throw err;
+    if (size < 12) corrupt(`only ${size} bytes`);
+    const head = await store.getRange(file, 0, 5);
+    if (head[0] === 0x52 && head[1] === 0x53 && head[2] === 0x53 && head[3] === 0x54) {
+      throw new RepriseError(
+        'SST_FORMAT_UNSUPPORTED',
+        `region ${regionId}: SST ${file} has format ${head[4]} (reprise 0.1, msgpack blocks); this version reads format ${SST_FORMAT} (Parquet) only: ` +
+          'read the data with reprise 0.1 and write it again, nothing has been changed',
+        { regionId, file, format: head[4] },
+      );
+    }
+    const buffer = rangeBuffer(store, file, size);
+    let metadata: FileMetaData;
+    try {
+      metadata = await parquetMetadataAsync(buffer, { parsers, initialFetchSize: 1 << 16 });
+    } catch (err) {
+      return corrupt(`unreadable Parquet footer: ${(err as Error).message}`, err);
+    }
+    const raw = metadata.key_value_metadata?.find((kv) => kv.key === META_KEY)?.value;
+    const crc = metadata.key_value_metadata?.find((kv) => kv.key === META_CRC_KEY)?.value;
+    if (raw === undefined || crc !== crc32(new TextEncoder().encode(raw)).toString(16)) corrupt('its reprise metadata is missing or fails its checksum');
+    let index: IndexMeta;
+    try {
+      index = JSON.parse(raw ?? 'null') as IndexMeta;
+    } catch (err) {
+      return corrupt('undecodable reprise metadata', err);
+    }
+    if (index === null || typeof index !== 'object' || !Array.isArray(index.groups)) corrupt('no reprise metadata');
+    if (index.format !== SST_FORMAT) corrupt(`format ${index.format}, expected ${SST_FORMAT}`);
+    if (index.regionId !== regionId) corrupt(`written for region ${index.regionId}`);
+    const expected = layout.schema.columns.map((c) => `${c.name}:${c.type}`).join(',');
+    const actual = Array.isArray(index.columns) ? index.columns.map((c) => `${c[0]}:${c[1]}`).join(',') : '';
+    if (actual !== expected) corrupt(`columns [${actual}] do not match table "${layout.schema.name}" [${expected}]`);
+    if (metadata.row_groups.length !== index.groups.length || Number(metadata.num_rows) !== index.rows) corrupt('row groups do not match its metadata');
+    if (expect !== undefined) {
+      const sameKey = (a: readonly Value[], b: readonly Value[]) => a.length === b.length && a.every((v, i) => compareValues(v, b[i]) === 0);
+      const first = index.groups[0]?.[0] ?? [];
+      const last = index.groups[index.groups.length - 1]?.[1] ?? [];
+      if (index.rows !== expect.rows || !sameKey(first, expect.minKey) || !sameKey(last, expect.maxKey)) {
+        corrupt(`holds ${index.rows} rows from [${first.join(', ')}] to [${last.join(', ')}], its manifest says ${expect.rows} from [${expect.minKey.join(', ')}] to [${expect.maxKey.join(', ')}]`);
+      }
+    }
+    let rowStart = 0;
+    const groups: RowGroupInfo[] = index.groups.map(([firstKey, lastKey, mins, maxs, rows, chunks], g) => {
+      if (Number(metadata.row_groups[g].num_rows) !== rows || chunks.length !== layout.names.length + 1) corrupt(`row group ${g} does not match its metadata`);
+      let start = Infinity;
+      let end = 0;
+      for (const [offset, length] of chunks) {
+        start = Math.min(start, offset);
+        end = Math.max(end, offset + length);
+      }
+      if (end > size) corrupt(`row group ${g} lies past the end of the file`);
+      const info: RowGroupInfo = { rowStart, rows, firstKey, lastKey, mins, maxs, start, end, chunks };
+      rowStart += rows;
+      return info;
+    });
+    return new SstReader(store, file, layout, regionId, metadata, size, groups, (raw?.length ?? 0) * 4 + groups.length * 600);
   }
-  return decodeSst(layout, bytes, regionId, key);
-}
 
-/** The SST's entries in the plan's range that match it, in key order. */
-export function* scanSst(data: SstData, layout: TableLayout, plan: ScanPlan): Generator<Entry> {
-  const { rows, deleted } = data;
-  let i = plan.seek === undefined ? 0 : lowerBound(rows, plan.seek, layout);
-  for (; i < rows.length; i++) {
-    const row = rows[i];
-    if (plan.pastEnd(row)) return;
-    if (plan.matches(row)) yield [row, deleted[i] === 1];
+  /**
+   * Decode columns (Parquet names: table columns, or `__deleted`) of row
+   * group `g`. The group's bytes are read at once and each chunk decoded is
+   * checked against its CRC first.
+   */
+  async readGroup(g: number, columns: readonly string[]): Promise<Map<string, ArrayLike<unknown>>> {
+    const group = this.groups[g];
+    const corrupt = (why: string, cause?: unknown): never => {
+      throw new RepriseError('SST_CORRUPT', `region ${this.regionId}: SST ${this.file} is corrupt: ${why}`, { regionId: this.regionId, file: this.file }, { cause });
+    };
+    let bytes: Uint8Array;
+    try {
+      bytes = await this.store.getRange(this.file, group.start, group.end);
+    } catch (err) {
+      if (isRepriseError(err, 'NOT_FOUND')) {
+        throw new RepriseError('SST_MISSING', `region ${this.regionId}: SST ${this.file} is missing from the object store`, { regionId: this.regionId, file: this.file }, { cause: err });
+      }
+      throw err;
+    }
+    if (bytes.length !== group.end - group.start) corrupt(`row group ${g} is cut short`);
+    for (const name of columns) {
+      const [offset, length, crc] = group.chunks[this.chunkIndex.get(name) as number];
+      const at = offset - group.start;
+      if (crc32(bytes.subarray(at, at + length)) !== crc) corrupt(`column ${name} of row group ${g} fails its checksum`);
+    }
+    const file: AsyncBuffer = {
+      byteLength: this.size,
+      slice: (s: number, e?: number) => {
+        const end = e ?? this.size;
+        if (s < group.start || end > group.end) throw new Error(`read of bytes ${s}-${end} outside row group ${g}`);
+        return bytes.slice(s - group.start, end - group.start).buffer;
+      },
+    };
+    const out = new Map<string, ArrayLike<unknown>>();
+    try {
+      await parquetRead({
+        file,
+        metadata: this.metadata,
+        columns: [...columns],
+        rowStart: group.rowStart,
+        rowEnd: group.rowStart + group.rows,
+        compressors: decompressors,
+        parsers,
+        onChunk: (chunk) => {
+          const prev = out.get(chunk.columnName);
+          out.set(chunk.columnName, prev === undefined ? chunk.columnData : [...Array.from(prev), ...Array.from(chunk.columnData as ArrayLike<unknown>)]);
+        },
+      });
+    } catch (err) {
+      return corrupt(`row group ${g} does not decode: ${(err as Error).message}`, err);
+    }
+    for (const name of columns) {
+      const data = out.get(name);
+      if (data === undefined || data.length !== group.rows) corrupt(`column ${name} of row group ${g} holds ${data?.length ?? 0} values, expected ${group.rows}`);
+      out.set(name, toValues(name === DELETED ? 'bool' : this.layout.types[this.layout.index.get(name) as number], data as ArrayLike<unknown>));
+    }
+    return out;
   }
 }
 
-/** Every entry of the SST, in key order. */
-export function* sstEntries(data: SstData): Generator<Entry> {
-  for (let i = 0; i < data.rows.length; i++) yield [data.rows[i], data.deleted[i] === 1];
-}
+export const DELETED_COLUMN = DELETED;
 
-/** Index of the first row not ordered before `key`. */
-function lowerBound(rows: readonly RowValues[], key: RowValues, layout: TableLayout): number {
-  let lo = 0;
-  let hi = rows.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (layout.compare(rows[mid], key) < 0) lo = mid + 1;
-    else hi = mid;
+/** Decoded Parquet values -> engine values (bigint -> number, undefined -> null). */
+function toValues(type: ColumnType, data: ArrayLike<unknown>): ArrayLike<unknown> {
+  if (type === 'float64' && data instanceof Float64Array) return data;
+  const n = data.length;
+  const out: Value[] = new Array(n);
+  if (type === 'int64' || type === 'timestamp') {
+    for (let i = 0; i < n; i++) {
+      const v = data[i];
+      out[i] = v === null || v === undefined ? null : Number(v as bigint | number);
+    }
+    return out;
   }
-  return lo;
+  for (let i = 0; i < n; i++) {
+    const v = data[i];
+    out[i] = v === undefined ? null : (v as Value);
+  }
+  return out;
 }
 
-function hasMagic(bytes: Uint8Array, at: number): boolean {
-  return MAGIC.every((b, i) => bytes[at + i] === b);
-}
-
-function hex(n: number): string {
-  return n.toString(16).padStart(8, '0');
+/** An AsyncBuffer of ranged reads from the store (the footer's). */
+function rangeBuffer(store: ObjectStore, file: string, size: number): AsyncBuffer {
+  return {
+    byteLength: size,
+    slice: async (start: number, end?: number) => {
+      const bytes = await store.getRange(file, start, end ?? size);
+      return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? (bytes.buffer as ArrayBuffer) : (bytes.slice().buffer as ArrayBuffer);
+    },
+  };
 }

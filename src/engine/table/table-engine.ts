@@ -1,20 +1,36 @@
 import { RepriseError } from '../../errors.js';
 import type { ObjectStore } from '../object-store.js';
-import type { FlushResult, Region, RegionDescriptor, RegionEngine } from '../region-engine.js';
-import type { Row, TableQuery } from '../schema.js';
-import { layoutOf, rowFromKey, type RowValues, type TableLayout } from './keys.js';
+import type { FlushResult, Region, RegionDescriptor, RegionEngine, RegionQueryResult } from '../region-engine.js';
+import type { TableQuery, Value } from '../schema.js';
+import { aggregatePlanOf, Aggregator } from './aggregate.js';
+import { layoutOf, rowFromKey, type TableLayout } from './keys.js';
 import { readManifest, REGIONS_PREFIX, regionPrefix, sstKey, writeManifest, type Manifest, type SstRef } from './manifest.js';
 import { QueuedMemtable, UnindexableEntry } from './queued-memtable.js';
-import { mergeNewestFirst, planScan, type Entry, type ScanPlan } from './scan.js';
-import { readSst, scanSst, sstEntries, writeSst, type SstData } from './sst.js';
-import { SstCache } from './sst-cache.js';
+import { aggregateSink, blockOfEntries, filterBlock, mergeRuns, RowsSink, sourceOf, type Block, type BlockSource } from './read.js';
+import { planScan, type ScanPlan } from './scan.js';
+import { DELETED_COLUMN, SstReader, SstWriter, type SstMeta } from './sst.js';
+import { ByteLru } from './sst-cache.js';
 import { validateQuery } from './validate.js';
 
 export interface TableEngineOptions {
   /** Compact a region once it has this many SSTs (>= 2). Default 8. */
   readonly compactAt?: number;
-  /** Bound on the decoded-SST cache shared by the engine's regions, in encoded bytes. Default 64 MiB. */
+  /** Bound on the cache of decoded row groups shared by the engine's regions, in bytes. Default 64 MiB. */
   readonly cacheBytes?: number;
+  /** Compaction writes one SST per time window of this many ms (as TWCS does). Default 2 hours. */
+  readonly compactionWindowMs?: number;
+  /** A query (or aggregation) whose result has more rows (groups) than this fails with QUERY_TOO_LARGE. Default 1,000,000. */
+  readonly maxResultRows?: number;
+}
+
+/** What a region needs of its engine for reads: the caches and bounds shared by all regions. */
+interface ReadContext {
+  /** Parsed SST footers. */
+  readonly footers: ByteLru<SstReader>;
+  /** Decoded column chunks: `<instance><file>#<group>#<column>`. */
+  readonly chunks: ByteLru<ArrayLike<unknown>>;
+  readonly maxResultRows: number;
+  readonly windowMs: number;
 }
 
 export interface TableRegionStats {
@@ -116,7 +132,7 @@ class IdleIndexer {
 export class TableEngine implements RegionEngine {
   readonly name = 'table';
   private readonly compactAt: number;
-  private readonly cache: SstCache;
+  private readonly reads: ReadContext;
   /** Distinguishes region instances in the shared cache (a region may be destroyed and recreated). */
   private nextInstance = 0;
   private readonly indexer = new IdleIndexer();
@@ -128,8 +144,21 @@ export class TableEngine implements RegionEngine {
     }
     const cacheBytes = options.cacheBytes ?? 64 * 1024 * 1024;
     if (!(cacheBytes >= 0)) throw new RepriseError('INVALID_ARGUMENT', `table engine: cacheBytes must be >= 0, got ${cacheBytes}`);
+    const windowMs = options.compactionWindowMs ?? 2 * 60 * 60 * 1000;
+    if (!Number.isSafeInteger(windowMs) || windowMs <= 0) throw new RepriseError('INVALID_ARGUMENT', `table engine: compactionWindowMs must be a positive integer, got ${windowMs}`);
+    const maxResultRows = options.maxResultRows ?? 1_000_000;
+    if (!Number.isSafeInteger(maxResultRows) || maxResultRows <= 0) {
+      throw new RepriseError('INVALID_ARGUMENT', `table engine: maxResultRows must be a positive integer, got ${maxResultRows}`);
+    }
     this.compactAt = compactAt;
-    this.cache = new SstCache(cacheBytes);
+    // Footers are small and every query of an SST needs its own: an eighth of the budget.
+    this.reads = { footers: new ByteLru(cacheBytes / 8), chunks: new ByteLru(cacheBytes - cacheBytes / 8), maxResultRows, windowMs };
+  }
+
+  /** The read caches: budget and use, for status and metrics. */
+  cacheStats(): { budgetBytes: number; usedBytes: number; hits: number; misses: number } {
+    const { footers, chunks } = this.reads;
+    return { budgetBytes: footers.capacity + chunks.capacity, usedBytes: footers.bytes + chunks.bytes, hits: footers.hits + chunks.hits, misses: footers.misses + chunks.misses };
   }
 
   async openRegion(desc: RegionDescriptor, store: ObjectStore, options: { readonly readOnly?: boolean } = {}): Promise<TableRegion> {
@@ -151,7 +180,7 @@ export class TableEngine implements RegionEngine {
       }),
     );
     if (!options.readOnly) await removeLeftovers(store, current);
-    return new TableRegion(desc, store, current, this.cache, `${this.nextInstance++}:`, this.compactAt, this.indexer);
+    return new TableRegion(desc, store, current, this.reads, `${this.nextInstance++}:`, this.compactAt, this.indexer);
   }
 
   async destroyRegion(regionId: number, store: ObjectStore): Promise<void> {
@@ -195,7 +224,7 @@ export class TableRegion implements Region {
   readonly regionId: number;
   private readonly layout: TableLayout;
   private readonly store: ObjectStore;
-  private readonly cache: SstCache;
+  private readonly reads: ReadContext;
   /** This instance's prefix for cache keys. */
   private readonly cacheTag: string;
   private readonly compactAt: number;
@@ -225,7 +254,7 @@ export class TableRegion implements Region {
     desc: RegionDescriptor,
     store: ObjectStore,
     manifest: Manifest,
-    cache: SstCache,
+    reads: ReadContext,
     cacheTag: string,
     compactAt: number,
     indexer: IdleIndexer,
@@ -234,7 +263,7 @@ export class TableRegion implements Region {
     this.layout = layoutOf(desc.table);
     this.store = store;
     this.manifest = manifest;
-    this.cache = cache;
+    this.reads = reads;
     this.cacheTag = cacheTag;
     this.compactAt = compactAt;
     this.indexer = indexer;
@@ -292,7 +321,7 @@ export class TableRegion implements Region {
         const m = this.manifest;
         const key = sstKey(this.regionId, m.nextSeq);
         // Undefined when the queue held no rows (empty bodies): no SST then.
-        const data = await writeSst(this.store, key, this.layout, mem.scan());
+        const data = await this.writeSst(key, mem.scan());
         if (data === undefined) {
           if (upTo > m.flushedEntryId) await this.commit({ ...m, flushedEntryId: upTo, fenceEpoch: Math.max(m.fenceEpoch ?? 0, upToFence) });
         } else {
@@ -303,9 +332,8 @@ export class TableRegion implements Region {
             ssts: [...m.ssts, refOf(key, m.nextSeq, data)],
             nextSeq: m.nextSeq + 1,
           });
-          this.cache.set(this.cacheTag + key, data);
-          bytes += data.meta.bytes;
-          rows += data.meta.rows;
+          bytes += data.bytes;
+          rows += data.rows;
         }
         this.frozen.shift();
       }
@@ -317,22 +345,63 @@ export class TableRegion implements Region {
     });
   }
 
+  /**
+   * Time-window compaction (as Cassandra's TWCS): once `compactAt` SSTs
+   * written by flushes have accumulated, they and the window SSTs of every
+   * window they touch are merged, one window at a time, into one SST per
+   * window. Every SST a window's output replaces is an input, and no SST
+   * left out overlaps it in time, so tombstones can be dropped and newest
+   * wins by seq still holds: SSTs that both overlap in key and time stay
+   * ordered by seq (outputs get seqs above every remaining SST they could
+   * overlap, which are none). A time-range query then reads few SSTs, and
+   * the file count stays bounded by windows, not flushes.
+   */
   compact(): Promise<void> {
     this.assertOpen();
     return this.serialised(async () => {
-      const inputs = this.manifest.ssts;
-      if (inputs.length < this.compactAt) return;
-      const datas = await Promise.all(inputs.map((s) => this.load(s)));
-      const merged = mergeNewestFirst(datas.reverse().map(sstEntries), this.layout.compare);
+      const flushed = this.manifest.ssts.filter((s) => s.window === undefined);
+      if (flushed.length < this.compactAt) return;
+      const W = this.reads.windowMs;
+      const windows = new Set<number>();
+      for (const s of flushed) for (let w = Math.floor(s.minTime / W) * W; w <= s.maxTime; w += W) windows.add(w);
+      const inputs = this.manifest.ssts.filter((s) => s.window === undefined || windows.has(s.window));
+      const outputs: SstRef[] = [];
+      let seq = this.manifest.nextSeq;
+      for (const w of [...windows].sort((a, b) => a - b)) {
+        const overlapping = inputs.filter((s) => s.minTime < w + W && s.maxTime >= w);
+        if (overlapping.length === 0) continue;
+        const plan = planScan(this.layout, { timeRange: { from: w, to: w + W } });
+        const key = sstKey(this.regionId, seq);
+        const writer = new SstWriter(this.layout, this.regionId);
+        const columns = this.layout.names.map((_, i) => i);
+        const readers = await Promise.all([...overlapping].reverse().map((s) => this.reader(s)));
+        await mergeRuns(
+          readers.map((r) => this.sstSource(r, plan, columns, false)),
+          this.layout,
+          false,
+          (block, from, to) => {
+            const row: Value[] = new Array(columns.length);
+            for (let i = from; i < to; i++) {
+              // Every older version is an input: a tombstone hides nothing left.
+              if (block.deleted[i]) continue;
+              for (const c of columns) row[c] = (block.columns[c] as ArrayLike<Value>)[i];
+              writer.add(row, false);
+            }
+            return true;
+          },
+        );
+        const encoded = writer.finish();
+        if (encoded === undefined) continue;
+        await this.store.put(key, encoded.bytes);
+        outputs.push({ ...refOf(key, seq, encoded.meta), window: w });
+        seq++;
+      }
       const m = this.manifest;
-      const key = sstKey(this.regionId, m.nextSeq);
-      // Every SST takes part, so no older version is left for a tombstone to hide.
-      const data = await writeSst(this.store, key, this.layout, live(merged));
-      await this.commit({ ...m, ssts: data ? [refOf(key, m.nextSeq, data)] : [], nextSeq: m.nextSeq + 1 });
-      if (data) this.cache.set(this.cacheTag + key, data);
+      const replaced = new Set(inputs.map((s) => s.file));
+      await this.commit({ ...m, ssts: [...m.ssts.filter((s) => !replaced.has(s.file)), ...outputs], nextSeq: seq });
       const deletions: Promise<void>[] = [];
       for (const s of inputs) {
-        this.cache.evict(this.cacheTag + s.file);
+        this.forget(s.file);
         if (this.readers.has(s.file)) this.doomed.add(s.file);
         else deletions.push(this.store.delete(s.file));
       }
@@ -340,32 +409,43 @@ export class TableRegion implements Region {
     });
   }
 
-  async query(input: TableQuery): Promise<Row[]> {
+  async query(input: TableQuery): Promise<RegionQueryResult> {
     this.assertUsable();
-    const q = validateQuery(this.layout.schema, input);
-    // Everything applied so far is indexed before it is read.
+    const { layout } = this;
+    const q = validateQuery(layout.schema, input);
+    const agg = aggregatePlanOf(layout.schema, q);
+    const desc = q.order === 'desc';
+    // Requested columns, then the key columns the frontend merges by.
+    const wanted = agg !== undefined ? [] : (q.columns ?? layout.names).map((n) => layout.index.get(n) as number);
+    const output = [...wanted, ...layout.keyIdx.filter((c) => !wanted.includes(c))];
+    const needed = new Set(output);
+    if (agg !== undefined) for (const a of agg.aggregates) if (a.column >= 0) needed.add(a.column);
+    const columns = [...needed];
+    const plan = planScan(layout, q);
+    const empty: RegionQueryResult =
+      agg !== undefined
+        ? { kind: 'aggregates', partial: new Aggregator(agg, 1).result() }
+        : { kind: 'rows', rows: { columns: output.map((c) => layout.names[c]), data: output.map(() => []) } };
+    if (plan.empty) return empty;
+    // Snapshot the memtables synchronously, before any await: what has been
+    // applied so far is indexed and copied, so writes applied while SSTs
+    // load neither show up half-way nor find the memtable mid-scan.
     this.indexAll();
-    const plan = planScan(this.layout, q);
-    if (plan.empty) return [];
-    // Snapshot the sources synchronously, newest first. A flush finishing
-    // while we load SSTs is harmless: we still hold the memtable it wrote.
     const memtables = [this.active, ...this.frozen.map((f) => f.mem).reverse()].filter((mem) => mem.size > 0);
+    const memBlocks = memtables.map((mem) => blockOfEntries(mem.scan(plan), layout, columns, desc));
     const ssts = this.manifest.ssts.filter((s) => this.mayMatch(s, plan)).reverse();
     for (const s of ssts) this.readers.set(s.file, (this.readers.get(s.file) ?? 0) + 1);
     try {
-      const datas = await Promise.all(ssts.map((s) => this.load(s)));
-      const sources = [...memtables.map((mem) => mem.scan(plan)), ...datas.map((d) => scanSst(d, this.layout, plan))];
-      const merged = sources.length === 1 ? sources[0] : mergeNewestFirst(sources, this.layout.compare);
-      const project = projection(this.layout, q.columns);
-      const limit = q.limit ?? Infinity;
-      const out: Row[] = [];
-      if (limit > 0) {
-        for (const entry of live(merged)) {
-          out.push(project(entry[0]));
-          if (out.length >= limit) break;
-        }
+      const readers = await Promise.all(ssts.map((s) => this.reader(s)));
+      const sources = [...memBlocks.map(sourceOf), ...readers.map((r) => this.sstSource(r, plan, columns, desc))];
+      if (agg !== undefined) {
+        const aggregator = new Aggregator(agg, this.reads.maxResultRows);
+        await mergeRuns(sources, layout, desc, aggregateSink(aggregator, layout.timeIdx));
+        return { kind: 'aggregates', partial: aggregator.result() };
       }
-      return out;
+      const rows = new RowsSink(output, q.limit ?? Infinity, this.reads.maxResultRows);
+      await mergeRuns(sources, layout, desc, rows.sink);
+      return { kind: 'rows', rows: { columns: output.map((c) => layout.names[c]), data: rows.data } };
     } finally {
       for (const s of ssts) this.release(s.file);
     }
@@ -388,7 +468,8 @@ export class TableRegion implements Region {
       // Recorded in this.failure, reported below.
     }
     await Promise.all(this.deleting);
-    this.cache.evictPrefix(this.cacheTag);
+    this.reads.footers.evictPrefix(this.cacheTag);
+    this.reads.chunks.evictPrefix(this.cacheTag);
     if (this.failure !== undefined && !this.failureReported) throw this.reportFailure();
   }
 
@@ -498,8 +579,81 @@ export class TableRegion implements Region {
     this.manifest = m;
   }
 
-  private load(s: SstRef): Promise<SstData> {
-    return this.cache.get(this.cacheTag + s.file, s.bytes, () => readSst(this.store, s.file, this.layout, this.regionId));
+  /** Encode sorted entries and store them under `key`; undefined (nothing written) when there are none. */
+  private async writeSst(key: string, entries: Iterable<readonly [Value[], boolean]>): Promise<SstMeta | undefined> {
+    const writer = new SstWriter(this.layout, this.regionId);
+    for (const [row, deleted] of entries) writer.add(row, deleted);
+    const encoded = writer.finish();
+    if (encoded === undefined) return undefined;
+    await this.store.put(key, encoded.bytes);
+    return encoded.meta;
+  }
+
+  /** The SST's verified footer (cached). */
+  private reader(s: SstRef): Promise<SstReader> {
+    return this.reads.footers.get(
+      this.cacheTag + s.file,
+      () => SstReader.open(this.store, s.file, this.layout, this.regionId, s),
+      (r) => r.footerBytes,
+    );
+  }
+
+  /** Drop an SST's footer and chunks from the caches. */
+  private forget(file: string): void {
+    this.reads.footers.evict(this.cacheTag + file);
+    this.reads.chunks.evictPrefix(`${this.cacheTag}${file}#`);
+  }
+
+  /**
+   * The row groups of an SST that the plan can match, in scan order, each
+   * read (through the chunk cache) when the merge reaches it.
+   */
+  private sstSource(reader: SstReader, plan: ScanPlan, columns: readonly number[], desc: boolean): BlockSource {
+    const { layout } = this;
+    const picked: { g: number; whole: boolean }[] = [];
+    for (let g = 0; g < reader.groups.length; g++) {
+      const group = reader.groups[g];
+      if (plan.seek !== undefined && layout.compare(rowFromKey(layout, group.lastKey), plan.seek) < 0) continue;
+      if (plan.pastEnd(rowFromKey(layout, group.firstKey))) break;
+      const coverage = plan.coverage(group.mins, group.maxs);
+      if (coverage !== 'none') picked.push({ g, whole: coverage === 'all' });
+    }
+    if (desc) picked.reverse();
+    const names = [...columns.map((c) => layout.names[c]), DELETED_COLUMN];
+    let next = 0;
+    return {
+      next: async (): Promise<Block | undefined> => {
+        for (;;) {
+          const pick = picked[next++];
+          if (pick === undefined) return undefined;
+          const decoded = await this.readChunks(reader, pick.g, names);
+          const cols: (ArrayLike<Value> | undefined)[] = layout.names.map(() => undefined);
+          for (const c of columns) cols[c] = decoded[layout.names[c]] as ArrayLike<Value>;
+          const block = filterBlock(layout, plan, reader.groups[pick.g].rows, cols, decoded[DELETED_COLUMN], pick.whole, desc);
+          if (block !== undefined) return block;
+        }
+      },
+    };
+  }
+
+  /** Columns of a row group, from the chunk cache or decoded (only those missing). */
+  private async readChunks(reader: SstReader, g: number, names: readonly string[]): Promise<Record<string, ArrayLike<unknown>>> {
+    const { chunks } = this.reads;
+    const prefix = `${this.cacheTag}${reader.file}#${g}#`;
+    const missing = names.filter((n) => !chunks.has(prefix + n));
+    const loading = missing.length > 0 ? reader.readGroup(g, missing) : undefined;
+    const values = await Promise.all(
+      names.map((n) =>
+        chunks.get(
+          prefix + n,
+          async () => (await (loading as Promise<Map<string, ArrayLike<unknown>>>)).get(n) as ArrayLike<unknown>,
+          (col) => 16 + 8 * col.length,
+        ),
+      ),
+    );
+    const out: Record<string, ArrayLike<unknown>> = {};
+    names.forEach((n, i) => (out[n] = values[i]));
+    return out;
   }
 
   /** Whether the SST's time and key ranges can hold rows the plan matches. */
@@ -517,7 +671,7 @@ export class TableRegion implements Region {
     }
     this.readers.delete(file);
     if (this.doomed.delete(file)) {
-      this.cache.evict(this.cacheTag + file);
+      this.forget(file);
       // A failure leaves an unlisted SST behind, which the next open removes.
       const deletion = this.store.delete(file).catch(() => undefined);
       this.deleting.add(deletion);
@@ -526,23 +680,7 @@ export class TableRegion implements Region {
   }
 }
 
-function refOf(file: string, seq: number, data: SstData): SstRef {
-  const { rows, bytes, minTime, maxTime, minKey, maxKey } = data.meta;
+function refOf(file: string, seq: number, meta: SstMeta): SstRef {
+  const { rows, bytes, minTime, maxTime, minKey, maxKey } = meta;
   return { file, seq, rows, bytes, minTime, maxTime, minKey, maxKey };
-}
-
-/** The entries that are not tombstones. */
-function* live(entries: Iterable<Entry>): Generator<Entry> {
-  for (const entry of entries) if (!entry[1]) yield entry;
-}
-
-/** RowValues -> Row object with the requested columns (all by default), in the requested order. */
-function projection(layout: TableLayout, columns: readonly string[] | undefined): (row: RowValues) => Row {
-  const names = columns ?? layout.names;
-  const idx = names.map((n) => layout.index.get(n) as number);
-  return (row) => {
-    const out: Row = {};
-    for (let k = 0; k < names.length; k++) out[names[k]] = row[idx[k]];
-    return out;
-  };
 }

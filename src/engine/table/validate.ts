@@ -1,6 +1,8 @@
 import { RepriseError } from '../../errors.js';
 import {
+  AGGREGATE_FNS,
   COLUMN_ROLES,
+  type AggregateFn,
   COLUMN_TYPES,
   type ColumnDef,
   type ColumnType,
@@ -23,7 +25,9 @@ const NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 const SCHEMA_KEYS = new Set(['name', 'columns', 'partition']);
 const COLUMN_KEYS = new Set(['name', 'type', 'role']);
 const PARTITION_KEYS = new Set(['column', 'bounds']);
-const QUERY_KEYS = new Set(['where', 'timeRange', 'columns', 'limit']);
+const QUERY_KEYS = new Set(['where', 'timeRange', 'columns', 'limit', 'order', 'groupBy', 'interval', 'aggregates']);
+const AGGREGATE_KEYS = new Set(['fn', 'column', 'as']);
+const NUMERIC_TYPES = new Set<ColumnType>(['float64', 'int64', 'timestamp']);
 const RANGE_KEYS = new Set(['eq', 'gt', 'gte', 'lt', 'lte']);
 const TIME_RANGE_KEYS = new Set(['from', 'to']);
 
@@ -215,7 +219,7 @@ export function validateQuery(schema: TableSchema, input: unknown): TableQuery {
   if (input === undefined) return {};
   if (!isPlainObject(input)) return queryFail(`expected an object, got ${show(input)}`);
   const bad = unknownKey(input, QUERY_KEYS);
-  if (bad !== undefined) queryFail(`unknown key "${bad}" (expected where, timeRange, columns, limit)`, { key: bad });
+  if (bad !== undefined) queryFail(`unknown key "${bad}" (expected where, timeRange, columns, limit, order, groupBy, interval, aggregates)`, { key: bad });
   const byName = new Map(schema.columns.map((c) => [c.name, c]));
   const query: { -readonly [K in keyof TableQuery]: TableQuery[K] } = {};
 
@@ -275,6 +279,61 @@ export function validateQuery(schema: TableSchema, input: unknown): TableQuery {
   if (input.limit !== undefined) {
     if (!Number.isSafeInteger(input.limit) || (input.limit as number) <= 0) queryFail(`limit must be a positive integer, got ${show(input.limit)}`);
     query.limit = input.limit as number;
+  }
+
+  if (input.order !== undefined) {
+    if (input.order !== 'asc' && input.order !== 'desc') queryFail(`order must be "asc" or "desc", got ${show(input.order)}`);
+    query.order = input.order as 'asc' | 'desc';
+  }
+
+  if (input.aggregates !== undefined) {
+    if (!Array.isArray(input.aggregates) || input.aggregates.length === 0) queryFail('aggregates must be a non-empty array of {fn, column, as}');
+    if (query.columns !== undefined) queryFail('columns cannot be combined with aggregates: the output columns are the groupBy tags, the time bucket and the aggregates');
+    const names = new Set<string>();
+    query.aggregates = (input.aggregates as unknown[]).map((a, i) => {
+      const where = `aggregates[${i}]`;
+      if (!isPlainObject(a)) return queryFail(`${where} must be an object {fn, column, as}, got ${show(a)}`);
+      const badKey = unknownKey(a, AGGREGATE_KEYS);
+      if (badKey !== undefined) queryFail(`${where}: unknown key "${badKey}" (expected fn, column, as)`, { key: badKey });
+      const fn = a.fn;
+      if (typeof fn !== 'string' || !(AGGREGATE_FNS as readonly string[]).includes(fn)) queryFail(`${where}: fn must be one of ${AGGREGATE_FNS.join(', ')}, got ${show(fn)}`);
+      let column: string | undefined;
+      if (a.column === undefined) {
+        if (fn !== 'count') queryFail(`${where}: ${fn as string} needs a column`);
+      } else {
+        const c = typeof a.column === 'string' ? byName.get(a.column) : undefined;
+        if (c === undefined) return queryFail(`${where}: unknown column ${show(a.column)}`, { column: a.column });
+        if (c.role !== 'field') queryFail(`${where}: column "${c.name}" is a ${c.role}; aggregates take field columns`, { column: c.name });
+        if ((fn === 'sum' || fn === 'avg' || fn === 'min' || fn === 'max') && !NUMERIC_TYPES.has(c.type)) {
+          queryFail(`${where}: ${fn as string} needs a numeric column, "${c.name}" is ${c.type}`, { column: c.name });
+        }
+        column = c.name;
+      }
+      if (a.as !== undefined && (typeof a.as !== 'string' || !NAME_RE.test(a.as))) queryFail(`${where}: as must be a name of letters, digits and _, got ${show(a.as)}`);
+      const name = (a.as as string | undefined) ?? `${fn as string}(${column ?? '*'})`;
+      if (names.has(name) || byName.get(name)?.role === 'tag' || byName.get(name)?.role === 'time') queryFail(`${where}: output column "${name}" is used twice`);
+      names.add(name);
+      return { fn: fn as AggregateFn, ...(column !== undefined ? { column } : {}), ...(a.as !== undefined ? { as: a.as as string } : {}) };
+    });
+  }
+
+  if (input.groupBy !== undefined) {
+    if (query.aggregates === undefined) queryFail('groupBy needs aggregates');
+    if (!Array.isArray(input.groupBy)) return queryFail('groupBy must be an array of tag column names');
+    const tags = input.groupBy as unknown[];
+    tags.forEach((name, i) => {
+      const c = typeof name === 'string' ? byName.get(name) : undefined;
+      if (c === undefined) queryFail(`groupBy: unknown column ${show(name)}`, { column: name });
+      else if (c.role !== 'tag') queryFail(`groupBy: column "${c.name}" is a ${c.role}; group by tags (and interval for time)`, { column: c.name });
+      if (tags.indexOf(name) !== i) queryFail(`groupBy: column "${name as string}" is listed twice`, { column: name });
+    });
+    query.groupBy = tags as string[];
+  }
+
+  if (input.interval !== undefined) {
+    if (query.aggregates === undefined) queryFail('interval needs aggregates');
+    if (!Number.isSafeInteger(input.interval) || (input.interval as number) <= 0) queryFail(`interval must be a positive integer (ms), got ${show(input.interval)}`);
+    query.interval = input.interval as number;
   }
   return query;
 }

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect } from 'vitest';
 import { isRepriseError, type ErrorCode } from '../../../src/errors.js';
-import type { Row, TableSchema } from '../../../src/engine/schema.js';
+import type { RegionQueryResult } from '../../../src/engine/region-engine.js';
+import { rowsOf, type Row, type TableQuery, type TableSchema } from '../../../src/engine/schema.js';
 import { tableMutationCodec } from '../../../src/engine/table/codec.js';
 
 /** system_metrics(host, idc, cpu, mem, up, ts), partitioned on host at "f" and "z". */
@@ -68,4 +69,12 @@ export function putBody(schema: TableSchema, rows: readonly Record<string, unkno
 /** One delete body holding every key, whatever their partitions. */
 export function deleteBody(schema: TableSchema, keys: readonly Row[]): Uint8Array {
   return tableMutationCodec.prepareDeletes(onePartition(schema), keys).parts[0]!.mutation.body;
+}
+
+/** A region's row answer as row objects with the requested columns (the region appends the key columns it was not asked for). */
+export async function queryRows(region: { query(q: TableQuery): Promise<RegionQueryResult> }, q: TableQuery = {}): Promise<Row[]> {
+  const result = await region.query(q);
+  if (result.kind !== 'rows') throw new Error('expected rows, got aggregates');
+  const n = q.columns?.length ?? result.rows.columns.length;
+  return rowsOf({ columns: result.rows.columns.slice(0, n), data: result.rows.data.slice(0, n) });
 }

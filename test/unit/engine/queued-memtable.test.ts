@@ -11,7 +11,7 @@ import { layoutOf } from '../../../src/engine/table/keys.js';
 import { rowBytes } from '../../../src/engine/table/memtable.js';
 import { QUEUED_BODY_EXPANSION, QueuedMemtable, UnindexableEntry } from '../../../src/engine/table/queued-memtable.js';
 import { TableEngine } from '../../../src/engine/table/table-engine.js';
-import { deleteBody, expectError, metrics, putBody, tempDir } from './helpers.js';
+import { deleteBody, expectError, metrics, putBody, tempDir, queryRows } from './helpers.js';
 
 /**
  * The memtable that indexes on demand: applied bodies are queued and
@@ -108,7 +108,7 @@ describe('TableRegion with a queue of mutations', () => {
     region.apply(6, new Uint8Array([0xc1]));
     expect(region.appliedEntryId()).toBe(6);
     expect(region.memtableBytes()).toBe(Math.round(QUEUED_BODY_EXPANSION));
-    await expectError(() => region.query({}), 'REGION_FAILED', 'table "system_metrics"', 'region 1', 'entry 6');
+    await expectError(() => queryRows(region), 'REGION_FAILED', 'table "system_metrics"', 'region 1', 'entry 6');
     await region.close();
   });
 
@@ -123,14 +123,14 @@ describe('TableRegion with a queue of mutations', () => {
     region.apply(6, put([m('z', 1, 99)]));
     // Then writes, after the replayed entries in id order.
     region.apply(9, put([m('a', 1, 3), m('b', 1, 3)]));
-    expect(brief(await region.query({}))).toEqual(['a/1=3', 'b/1=3', 'c/1=1']);
+    expect(brief(await queryRows(region))).toEqual(['a/1=3', 'b/1=3', 'c/1=1']);
     // Indexed rows, then queued changes to them.
     region.apply(10, del([{ host: 'a', idc: 'dc1', ts: 1 }]));
     region.apply(11, put([m('c', 1, 4), m('d', 2, 4)]));
     region.apply(12, put([m('a', 1, 5)]));
     region.apply(13, del([{ host: 'd', idc: 'dc1', ts: 2 }]));
-    expect(brief(await region.query({}))).toEqual(['a/1=5', 'b/1=3', 'c/1=4']);
-    expect(brief(await region.query({ where: { host: 'c' } }))).toEqual(['c/1=4']);
+    expect(brief(await queryRows(region))).toEqual(['a/1=5', 'b/1=3', 'c/1=4']);
+    expect(brief(await queryRows(region, { where: { host: 'c' } }))).toEqual(['c/1=4']);
     await region.close();
   });
 
@@ -140,7 +140,7 @@ describe('TableRegion with a queue of mutations', () => {
     expect(await region.flush(6)).toMatchObject({ flushedEntryId: 6, rows: 2 });
     region.apply(7, del([{ host: 'a', idc: 'dc1', ts: 1 }]));
     region.apply(8, put([m('b', 1, 2)]));
-    expect(brief(await region.query({}))).toEqual(['b/1=2']);
+    expect(brief(await queryRows(region))).toEqual(['b/1=2']);
     await region.close();
   });
 
@@ -152,10 +152,10 @@ describe('TableRegion with a queue of mutations', () => {
     region.apply(8, put([m('a', 1, 3)]));
     region.apply(9, del([{ host: 'b', idc: 'dc1', ts: 1 }]));
     expect(await flushing).toMatchObject({ flushedEntryId: 7, rows: 2 });
-    expect(brief(await region.query({}))).toEqual(['a/1=3']);
+    expect(brief(await queryRows(region))).toEqual(['a/1=3']);
     // The SST holds exactly the frozen entries, in order.
     const reopened = await engine.openRegion(desc, store);
-    expect(brief(await reopened.query({}))).toEqual(['a/1=2', 'b/1=1']);
+    expect(brief(await queryRows(reopened))).toEqual(['a/1=2', 'b/1=1']);
     await reopened.close();
     await region.close();
   });
@@ -178,7 +178,7 @@ describe('TableRegion with a queue of mutations', () => {
     await expectError(() => region.flush(7), ...failed);
     expect(region.flushedEntryId()).toBe(5);
     await expectError(() => region.apply(8, put([m('b', 1)])), ...failed);
-    await expectError(() => region.query({ where: { host: 'a' } }), ...failed);
+    await expectError(() => queryRows(region, { where: { host: 'a' } }), ...failed);
     await expectError(() => region.flush(8), ...failed);
     // Reported already: close does not report it again.
     await region.close();
@@ -189,7 +189,7 @@ describe('TableRegion with a queue of mutations', () => {
     region.apply(6, put([m('a', 1, 1)]));
     region.apply(7, bad);
     await expectError(() => region.close(), 'REGION_FAILED', 'region 1', 'entry 7');
-    await expectError(() => region.query({}), 'CLOSED');
+    await expectError(() => queryRows(region), 'CLOSED');
     const ok = (await setup()).region;
     ok.apply(6, put([m('a', 1, 1)]));
     await ok.close();
@@ -216,7 +216,7 @@ describe('TableRegion with a queue of mutations', () => {
     expect(region.stats().queuedMutations).toBe(0);
     const idle = region.memtableBytes();
     expect(idle).not.toBe(bytesBefore);
-    const rows = await region.query({});
+    const rows = await queryRows(region);
     expect(region.memtableBytes()).toBe(idle);
     expect(Object.fromEntries(rows.map((r) => [`${r.host}/${r.ts}`, r.cpu]))).toEqual(Object.fromEntries(model));
     await region.close();

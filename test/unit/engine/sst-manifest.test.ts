@@ -5,16 +5,20 @@ import { FsObjectStore } from '../../../src/engine/fs-object-store.js';
 import { crc32, crc32Js } from '../../../src/engine/table/checksum.js';
 import { layoutOf, rowFromKey, toValues } from '../../../src/engine/table/keys.js';
 import { decodeManifest, encodeManifest, manifestKey, readManifest, sstKey, writeManifest, type Manifest } from '../../../src/engine/table/manifest.js';
-import { planScan, type Entry } from '../../../src/engine/table/scan.js';
-import { decodeSst, encodeSst, readSst, scanSst, sstEntries, writeSst } from '../../../src/engine/table/sst.js';
+import type { Entry } from '../../../src/engine/table/scan.js';
+import { DELETED_COLUMN, encodeSst, ROW_GROUP_ROWS, SstReader } from '../../../src/engine/table/sst.js';
+import type { Value } from '../../../src/engine/schema.js';
+import { isRepriseError } from '../../../src/errors.js';
+import { parquetMetadata, parquetReadObjects } from 'hyparquet';
+import { gunzipSync } from 'node:zlib';
 import { expectError, metrics, tempDir } from './helpers.js';
 
 const layout = layoutOf(metrics);
 
-/** 3000 rows (several blocks), every 7th a tombstone, in key order. */
+/** 9000 rows (three row groups), every 7th a tombstone, in key order. */
 function sampleEntries(): Entry[] {
   const entries: Entry[] = [];
-  for (let h = 0; h < 30; h++) {
+  for (let h = 0; h < 90; h++) {
     for (let t = 0; t < 100; t++) {
       const host = `host-${String(h).padStart(2, '0')}`;
       const i = h * 100 + t;
@@ -41,83 +45,100 @@ describe('crc32', () => {
   });
 });
 
-describe('SST', () => {
-  it('round-trips rows, tombstones and metadata', () => {
-    const entries = sampleEntries();
-    const encoded = encodeSst(layout, entries);
-    if (encoded === undefined) throw new Error('expected an SST');
-    const decoded = decodeSst(layout, encoded.bytes, 7, 'regions/7/sst/1.sst');
-    expect([...sstEntries(decoded)]).toEqual(entries);
-    expect(decoded.meta).toEqual({
-      rows: 3000,
-      bytes: encoded.bytes.length,
-      minTime: 1000,
-      maxTime: 1099,
-      minKey: ['host-00', 'dc1', 1000],
-      maxKey: ['host-29', 'dc1', 1099],
-    });
-    expect(encoded.data.meta).toEqual(decoded.meta);
-    // The data of an SST just encoded decodes its rows from its bytes when read.
-    expect([...sstEntries(encoded.data)]).toEqual(entries);
-    expect(encoded.data.rows).toBe(encoded.data.rows);
-    expect(encodeSst(layout, [])).toBeUndefined();
-  });
+describe('SST (Parquet)', () => {
+  const KEY = 'regions/7/sst/000000000001.sst';
 
-  it('encodes a one-shot stream of entries, as a flush hands it over', () => {
-    function* entries(): Generator<Entry> {
-      yield* sampleEntries();
-    }
-    const encoded = encodeSst(layout, entries());
+  async function stored(entries: Entry[], regionId = 7, key = KEY) {
+    const store = new FsObjectStore(await tempDir());
+    const encoded = encodeSst(layout, regionId, entries);
     if (encoded === undefined) throw new Error('expected an SST');
-    expect([...sstEntries(decodeSst(layout, encoded.bytes, 1, 'f'))]).toEqual(sampleEntries());
-    expect([...sstEntries(encoded.data)]).toEqual(sampleEntries());
-    expect(encoded.data.meta.rows).toBe(3000);
-  });
+    await store.put(key, encoded.bytes);
+    return { store, encoded };
+  }
 
-  it('scans a key range with seek and stop', () => {
-    const encoded = encodeSst(layout, sampleEntries());
-    if (encoded === undefined) throw new Error('expected an SST');
-    const rows = [...scanSst(encoded.data, layout, planScan(layout, { where: { host: 'host-12', ts: { gte: 1097 } } }))];
-    expect(rows.map(([row, deleted]) => [row[0], row[5], deleted])).toEqual([
-      ['host-12', 1097, false],
-      ['host-12', 1098, false],
-      ['host-12', 1099, false],
-    ]);
-  });
-
-  it('detects any flipped bit with SST_CORRUPT naming region and file', async () => {
-    const encoded = encodeSst(layout, sampleEntries().slice(0, 50));
-    if (encoded === undefined) throw new Error('expected an SST');
-    const { bytes } = encoded;
-    for (let at = 0; at < bytes.length; at += Math.max(1, Math.floor(bytes.length / 97))) {
-      for (const bit of [0, 7]) {
-        const damaged = bytes.slice();
-        damaged[at] ^= 1 << bit;
-        await expectError(() => decodeSst(layout, damaged, 3, 'regions/3/sst/000000000001.sst'), 'SST_CORRUPT', 'region 3', 'regions/3/sst/000000000001.sst');
+  /** Every entry of the SST, read group by group with all columns. */
+  async function readAll(reader: SstReader): Promise<Entry[]> {
+    const out: Entry[] = [];
+    for (let g = 0; g < reader.groups.length; g++) {
+      const cols = await reader.readGroup(g, [...layout.names, DELETED_COLUMN]);
+      for (let i = 0; i < reader.groups[g].rows; i++) {
+        out.push([layout.names.map((n) => (cols.get(n) as ArrayLike<Value>)[i]), Boolean(cols.get(DELETED_COLUMN)![i])]);
       }
     }
-    await expectError(() => decodeSst(layout, bytes.subarray(0, bytes.length - 1), 3, 'f'), 'SST_CORRUPT');
-    await expectError(() => decodeSst(layout, new Uint8Array(5), 3, 'f'), 'SST_CORRUPT', /only 5 bytes/);
+    return out;
+  }
+
+  it('round-trips rows and tombstones in row groups that record their key and time ranges', async () => {
+    const entries = sampleEntries();
+    const { store, encoded } = await stored(entries);
+    expect(encoded.meta).toEqual({ rows: 9000, bytes: encoded.bytes.length, minTime: 1000, maxTime: 1099, minKey: ['host-00', 'dc1', 1000], maxKey: ['host-89', 'dc1', 1099] });
+    const reader = await SstReader.open(store, KEY, layout, 7, encoded.meta);
+    expect(reader.groups.map((g) => g.rows)).toEqual([ROW_GROUP_ROWS, ROW_GROUP_ROWS, 9000 - 2 * ROW_GROUP_ROWS]);
+    expect(reader.groups[1].firstKey).toEqual(entries[ROW_GROUP_ROWS][0].filter((_, c) => layout.isKey[c]));
+    expect(reader.groups[0].mins).toEqual(['host-00', 'dc1', 1000]);
+    expect(await readAll(reader)).toEqual(entries);
+    // Projection: only the columns asked for are decoded.
+    expect([...(await reader.readGroup(2, ['cpu'])).keys()]).toEqual(['cpu']);
+    expect(encodeSst(layout, 7, [])).toBeUndefined();
   });
 
-  it('rejects an SST written for other columns', async () => {
+  it('is a Parquet file any reader opens, tags dictionary-encoded and pages compressed', async () => {
+    const { encoded } = await stored(sampleEntries());
+    const buffer = encoded.bytes.slice().buffer;
+    const metadata = parquetMetadata(buffer);
+    const rows = await parquetReadObjects({ file: buffer, compressors: { GZIP: (b: Uint8Array) => new Uint8Array(gunzipSync(b)) } });
+    expect(rows).toHaveLength(9000);
+    expect(rows[1]).toMatchObject({ host: 'host-00', idc: 'dc1', cpu: 1 / 3, __deleted: false });
+    const chunk = metadata.row_groups[0].columns[0].meta_data!;
+    expect(chunk.codec).toBe('GZIP');
+    expect(chunk.encodings).toContain('RLE_DICTIONARY');
+    // Far smaller than the values it holds (6 columns, 9000 rows).
+    expect(encoded.bytes.length).toBeLessThan(9000 * 20);
+  });
+
+  it('reports damage as SST_CORRUPT naming region and file, never as a wrong answer', async () => {
+    const entries = sampleEntries().slice(0, 50);
+    const { store, encoded } = await stored(entries);
+    const { bytes } = encoded;
+    let detected = 0;
+    for (let at = 0; at < bytes.length; at += Math.max(1, Math.floor(bytes.length / 150))) {
+      const damaged = bytes.slice();
+      damaged[at] ^= 1 << (at % 8);
+      await store.put(KEY, damaged);
+      try {
+        const reader = await SstReader.open(store, KEY, layout, 7, encoded.meta);
+        // Undetected damage (e.g. in Parquet statistics the engine does not use) must not change the data.
+        expect(await readAll(reader)).toEqual(entries);
+      } catch (err) {
+        expect(isRepriseError(err, 'SST_CORRUPT') || isRepriseError(err, 'SST_FORMAT_UNSUPPORTED')).toBe(true);
+        expect((err as Error).message).toContain('region 7');
+        expect((err as Error).message).toContain(KEY);
+        detected++;
+      }
+    }
+    expect(detected).toBeGreaterThan(100);
+    await store.put(KEY, bytes.subarray(0, bytes.length - 1));
+    await expectError(() => SstReader.open(store, KEY, layout, 7), 'SST_CORRUPT', KEY);
+    await store.put(KEY, new Uint8Array(5));
+    await expectError(() => SstReader.open(store, KEY, layout, 7), 'SST_CORRUPT', /only 5 bytes/);
+  });
+
+  it('rejects an SST of another region, of other columns, or not holding what its manifest says', async () => {
+    const { store, encoded } = await stored(sampleEntries().slice(0, 10));
+    await expectError(() => SstReader.open(store, KEY, layout, 8), 'SST_CORRUPT', 'region 8', /written for region 7/);
+    await expectError(() => SstReader.open(store, KEY, layout, 7, { ...encoded.meta, rows: 11 }), 'SST_CORRUPT', /its manifest says 11/);
+    await expectError(() => SstReader.open(store, KEY, layout, 7, { ...encoded.meta, maxKey: ['zz', 'dc1', 1] }), 'SST_CORRUPT', /its manifest says/);
     const other = layoutOf({ ...metrics, columns: metrics.columns.map((c) => (c.name === 'cpu' ? { ...c, name: 'load' } : c)) });
-    const encoded = encodeSst(other, [[['a', 'x', 1, 1, true, 1], false]]);
-    if (encoded === undefined) throw new Error('expected an SST');
-    await expectError(() => decodeSst(layout, encoded.bytes, 1, 'f.sst'), 'SST_CORRUPT', /columns/, 'system_metrics');
+    const foreign = encodeSst(other, 7, [[['a', 'x', 1, 1, true, 1], false]]);
+    await store.put(KEY, foreign!.bytes);
+    await expectError(() => SstReader.open(store, KEY, layout, 7), 'SST_CORRUPT', /columns/, 'system_metrics');
   });
 
-  it('is written through the object store and read back; missing -> SST_MISSING', async () => {
+  it('refuses an SST of the old format with SST_FORMAT_UNSUPPORTED naming file and format; missing -> SST_MISSING', async () => {
     const store = new FsObjectStore(await tempDir());
-    const key = sstKey(4, 12);
-    expect(key).toBe('regions/4/sst/000000000012.sst');
-    const entries = sampleEntries().slice(0, 10);
-    const written = await writeSst(store, key, layout, entries);
-    expect(written?.meta.rows).toBe(10);
-    expect([...sstEntries(await readSst(store, key, layout, 4))]).toEqual(entries);
-    expect(await writeSst(store, sstKey(4, 13), layout, [])).toBeUndefined();
-    expect(await store.exists(sstKey(4, 13))).toBe(false);
-    await expectError(() => readSst(store, sstKey(4, 14), layout, 4), 'SST_MISSING', 'region 4', 'regions/4/sst/000000000014.sst');
+    await store.put(KEY, Uint8Array.from([0x52, 0x53, 0x53, 0x54, 1, ...new Array(40).fill(0)]));
+    await expectError(() => SstReader.open(store, KEY, layout, 7), 'SST_FORMAT_UNSUPPORTED', KEY, /format 1/);
+    await expectError(() => SstReader.open(store, sstKey(7, 2), layout, 7), 'SST_MISSING', 'region 7', sstKey(7, 2));
   });
 });
 

@@ -5,7 +5,7 @@ import type { RegionDescriptor } from '../../../src/engine/region-engine.js';
 import type { Row, TableQuery } from '../../../src/engine/schema.js';
 import { rowKeyComparator } from '../../../src/engine/table/keys.js';
 import { TableEngine, type TableRegion } from '../../../src/engine/table/table-engine.js';
-import { deleteBody, metrics, putBody, tempDir } from './helpers.js';
+import { deleteBody, metrics, putBody, tempDir, queryRows } from './helpers.js';
 
 /**
  * Random puts, deletes, flushes (awaited or overlapping with writes),
@@ -95,7 +95,7 @@ describe('TableEngine against a model', () => {
           append(putBody(metrics, rs));
           for (const r of rs) model.set(keyOf(r), r);
         };
-        const check = async (q: TableQuery) => expect(await region.query(q)).toEqual(expected(model, q));
+        const check = async (q: TableQuery) => expect(await queryRows(region, q)).toEqual(expected(model, q));
 
         for (const c of commands) {
           switch (c.kind) {

@@ -7,7 +7,8 @@ import type { RegionDescriptor } from '../../../src/engine/region-engine.js';
 import type { Row } from '../../../src/engine/schema.js';
 import { manifestKey, readManifest, sstKey } from '../../../src/engine/table/manifest.js';
 import { TableEngine, type TableEngineOptions } from '../../../src/engine/table/table-engine.js';
-import { deleteBody, expectError, metrics, putBody, tempDir } from './helpers.js';
+import { deleteBody, expectError, metrics, putBody, queryRows, tempDir } from './helpers.js';
+import { waitUntil } from '../../harness/wait.js';
 
 /** An FsObjectStore whose calls can be observed, delayed and failed. */
 class TestStore implements ObjectStore {
@@ -27,6 +28,14 @@ class TestStore implements ObjectStore {
     this.gets.push(key);
     await this.beforeGet(key);
     return this.inner.get(key);
+  }
+  async getRange(key: string, start: number, end: number) {
+    this.gets.push(key);
+    await this.beforeGet(key);
+    return this.inner.getRange(key, start, end);
+  }
+  size(key: string) {
+    return this.inner.size(key);
   }
   exists(key: string) {
     return this.inner.exists(key);
@@ -80,7 +89,7 @@ describe('TableEngine', () => {
     region.apply(3, put([m('z', 1, 99)])); // at or below flushed: ignored
     region.apply(8, del([{ host: 'b', idc: 'dc1', ts: 2 }]));
     expect(region.appliedEntryId()).toBe(8);
-    expect(brief(await region.query({}))).toEqual(['a/dc1/1=2', 'b/dc1/1=1']);
+    expect(brief(await queryRows(region))).toEqual(['a/dc1/1=2', 'b/dc1/1=1']);
     expect(region.memtableBytes()).toBeGreaterThan(0);
   });
 
@@ -91,9 +100,9 @@ describe('TableEngine', () => {
     region.apply(8, put([m('b', 1, 1)]));
     expect(region.appliedEntryId()).toBe(8);
     const failed = ['REGION_FAILED', 'table "system_metrics"', 'region 1', 'entry 7'] as const;
-    await expectError(() => region.query({}), ...failed);
+    await expectError(() => queryRows(region), ...failed);
     // Unusable from then on: every later call reports the same failure.
-    await expectError(() => region.query({}), ...failed);
+    await expectError(() => queryRows(region), ...failed);
     await expectError(() => region.apply(9, put([m('c', 1)])), ...failed);
     await expectError(() => region.flush(8), ...failed);
     expect(region.flushedEntryId()).toBe(5);
@@ -120,7 +129,7 @@ describe('TableEngine', () => {
     expect(reopened.appliedEntryId()).toBe(10);
     reopened.apply(9, put([m('a', 1, 99)])); // replay below the flushed id is skipped
     reopened.apply(11, put([m('d', 4, 4)]));
-    expect(brief(await reopened.query({}))).toEqual(['a/dc1/1=1', 'b/dc1/2=2', 'c/dc1/3=3', 'd/dc1/4=4']);
+    expect(brief(await queryRows(reopened))).toEqual(['a/dc1/1=1', 'b/dc1/2=2', 'c/dc1/3=3', 'd/dc1/4=4']);
   });
 
   it('advances flushedEntryId without writing an SST when there is nothing to flush', async () => {
@@ -144,18 +153,18 @@ describe('TableEngine', () => {
     region.apply(8, del([{ host: 'b', idc: 'dc1', ts: 1 }]));
     expect(region.stats()).toMatchObject({ frozenMemtables: 1, memtableRows: 0, queuedMutations: 3 });
     // Reads during the flush see frozen and new rows, newest first (indexing what is queued first).
-    expect(brief(await region.query({}))).toEqual(['a/dc1/1=2', 'c/dc1/1=1']);
+    expect(brief(await queryRows(region))).toEqual(['a/dc1/1=2', 'c/dc1/1=1']);
     expect(region.stats()).toMatchObject({ frozenMemtables: 1, memtableRows: 5, queuedMutations: 0 });
     putGate.open();
     expect(await flushing).toMatchObject({ flushedEntryId: 6, rows: 2 });
     expect(region.stats()).toMatchObject({ frozenMemtables: 0, memtableRows: 3, ssts: 1 });
-    expect(brief(await region.query({}))).toEqual(['a/dc1/1=2', 'c/dc1/1=1']);
+    expect(brief(await queryRows(region))).toEqual(['a/dc1/1=2', 'c/dc1/1=1']);
     store.beforePut = async () => {};
     await region.flush(8);
     await region.close();
     const reopened = await new TableEngine().openRegion(desc, store);
     expect(reopened.flushedEntryId()).toBe(8);
-    expect(brief(await reopened.query({}))).toEqual(['a/dc1/1=2', 'c/dc1/1=1']);
+    expect(brief(await queryRows(reopened))).toEqual(['a/dc1/1=2', 'c/dc1/1=1']);
   });
 
   it('serialises concurrent flushes in call order', async () => {
@@ -188,7 +197,7 @@ describe('TableEngine', () => {
     await expect(region.flush(6)).rejects.toThrow('disk full');
     expect(region.flushedEntryId()).toBe(5);
     expect(region.stats().frozenMemtables).toBe(1);
-    expect(await region.query({})).toHaveLength(1);
+    expect(await queryRows(region)).toHaveLength(1);
     store.beforePut = async () => {};
     region.apply(7, put([m('b', 1)]));
     expect(await region.flush(7)).toMatchObject({ flushedEntryId: 7, rows: 2 });
@@ -196,7 +205,7 @@ describe('TableEngine', () => {
       [1, 1],
       [2, 1],
     ]);
-    expect(brief(await region.query({}))).toEqual(['a/dc1/1=null', 'b/dc1/1=null']);
+    expect(brief(await queryRows(region))).toEqual(['a/dc1/1=null', 'b/dc1/1=null']);
   });
 
   it('hides deleted rows across memtable and SSTs, and compaction drops the tombstones', async () => {
@@ -204,18 +213,18 @@ describe('TableEngine', () => {
     region.apply(6, put([m('a', 1, 1), m('a', 2, 1), m('b', 1, 1)]));
     await region.flush(6);
     region.apply(7, del([{ host: 'a', idc: 'dc1', ts: 1 }]));
-    expect(brief(await region.query({}))).toEqual(['a/dc1/2=1', 'b/dc1/1=1']);
+    expect(brief(await queryRows(region))).toEqual(['a/dc1/2=1', 'b/dc1/1=1']);
     await region.flush(7);
-    expect(brief(await region.query({}))).toEqual(['a/dc1/2=1', 'b/dc1/1=1']);
+    expect(brief(await queryRows(region))).toEqual(['a/dc1/2=1', 'b/dc1/1=1']);
     region.apply(8, put([m('a', 1, 5)])); // re-insert after delete
     region.apply(9, del([{ host: 'b', idc: 'dc1', ts: 1 }]));
-    expect(brief(await region.query({}))).toEqual(['a/dc1/1=5', 'a/dc1/2=1']);
+    expect(brief(await queryRows(region))).toEqual(['a/dc1/1=5', 'a/dc1/2=1']);
     await region.flush(9);
     expect(region.stats().ssts).toBe(3);
     await region.compact();
     expect(region.stats()).toMatchObject({ ssts: 1, sstRows: 2 }); // tombstones gone
     expect(await store.list('regions/1/sst/')).toEqual([sstKey(1, 4)]);
-    expect(brief(await region.query({}))).toEqual(['a/dc1/1=5', 'a/dc1/2=1']);
+    expect(brief(await queryRows(region))).toEqual(['a/dc1/1=5', 'a/dc1/2=1']);
   });
 
   it('compacts only at compactAt SSTs, preserving query results, then deletes the inputs', async () => {
@@ -228,16 +237,16 @@ describe('TableEngine', () => {
         expect(region.stats().ssts).toBe(i + 1);
       }
     }
-    const before = await region.query({});
+    const before = await queryRows(region);
     const versionBefore = (await readManifest(store, 1))?.version as number;
     await region.compact();
-    expect(await region.query({})).toEqual(before);
+    expect(await queryRows(region)).toEqual(before);
     const manifest = await readManifest(store, 1);
     expect(manifest).toMatchObject({ version: versionBefore + 1, flushedEntryId: 8, nextSeq: 5, ssts: [{ seq: 4, rows: 7 }] });
     expect(await store.list('regions/1/sst/')).toEqual([sstKey(1, 4)]);
     await region.close();
     const reopened = await new TableEngine().openRegion(desc, store);
-    expect(await reopened.query({})).toEqual(before);
+    expect(await queryRows(reopened)).toEqual(before);
   });
 
   it('defers deleting compacted SSTs until queries reading them finish', async () => {
@@ -248,9 +257,13 @@ describe('TableEngine', () => {
     region.apply(7, put([m('b', 1, 1)]));
     await region.flush(7);
     const getGate = gate();
-    store.beforeGet = () => getGate.wait;
-    const reading = region.query({});
-    store.beforeGet = async () => {};
+    // Only the query's first read waits (the compaction's go through).
+    store.beforeGet = () => {
+      store.beforeGet = async () => {};
+      return getGate.wait;
+    };
+    const reading = queryRows(region);
+    await waitUntil(() => store.gets.length > 0, 'the query reading an SST');
     await region.compact();
     expect((await store.list('regions/1/sst/')).length).toBe(3); // inputs still being read
     getGate.open();
@@ -266,15 +279,18 @@ describe('TableEngine', () => {
     await region.close();
     const cold = await engine.openRegion(desc, store);
     store.gets.length = 0;
-    await cold.query({});
-    await cold.query({ where: { host: 'a' } });
-    await Promise.all([cold.query({}), cold.query({})]);
-    expect(store.gets).toEqual([sstKey(1, 1)]);
-    // A freshly flushed SST is cached as it is written.
+    await queryRows(cold);
+    const firstReads = [...store.gets];
+    expect(new Set(firstReads)).toEqual(new Set([sstKey(1, 1)]));
+    await queryRows(cold, { where: { host: 'a' } });
+    await Promise.all([queryRows(cold), queryRows(cold)]);
+    expect(store.gets).toEqual(firstReads);
+    // A new SST is read once, the cached one not again.
     cold.apply(7, put([m('b', 1, 1)]));
     await cold.flush(7);
-    await cold.query({});
-    expect(store.gets).toEqual([sstKey(1, 1)]);
+    await queryRows(cold);
+    await queryRows(cold);
+    expect(new Set(store.gets.slice(firstReads.length))).toEqual(new Set([sstKey(1, 2)]));
   });
 
   it('skips SSTs outside the queried time and key range', async () => {
@@ -286,11 +302,13 @@ describe('TableEngine', () => {
     await region.close();
     const cold = await engine.openRegion(desc, store);
     store.gets.length = 0;
-    expect(brief(await cold.query({ timeRange: { from: 200 } }))).toEqual(['c/dc1/200=null', 'd/dc1/250=null']);
-    expect(brief(await cold.query({ where: { host: 'b' } }))).toEqual(['b/dc1/150=null']);
-    expect(store.gets).toEqual([sstKey(1, 2), sstKey(1, 1)]);
-    expect(await cold.query({ where: { host: 'zz' } })).toEqual([]);
-    expect(store.gets).toHaveLength(2);
+    expect(brief(await queryRows(cold, { timeRange: { from: 200 } }))).toEqual(['c/dc1/200=null', 'd/dc1/250=null']);
+    expect(new Set(store.gets)).toEqual(new Set([sstKey(1, 2)]));
+    expect(brief(await queryRows(cold, { where: { host: 'b' } }))).toEqual(['b/dc1/150=null']);
+    expect(new Set(store.gets)).toEqual(new Set([sstKey(1, 2), sstKey(1, 1)]));
+    const reads = store.gets.length;
+    expect(await queryRows(cold, { where: { host: 'zz' } })).toEqual([]);
+    expect(store.gets).toHaveLength(reads);
   });
 
   it('answers where, timeRange, columns and limit, ordered by primary key then time', async () => {
@@ -300,21 +318,21 @@ describe('TableEngine', () => {
     region.apply(6, put(rows.slice(0, 9)));
     await region.flush(6);
     region.apply(7, put(rows.slice(9)));
-    const all = await region.query({});
+    const all = await queryRows(region);
     expect(all).toHaveLength(18);
     expect(brief(all).slice(0, 7)).toEqual(['h1/x/10=1', 'h1/x/20=2', 'h1/x/30=3', 'h1/y/10=1', 'h1/y/20=2', 'h1/y/30=3', 'h2/x/10=1']);
     expect(all[0]).toEqual({ host: 'h1', idc: 'x', cpu: 1, mem: null, up: null, ts: 10 });
-    expect(brief(await region.query({ where: { host: 'h2', idc: 'y' } }))).toEqual(['h2/y/10=1', 'h2/y/20=2', 'h2/y/30=3']);
-    expect(brief(await region.query({ where: { idc: 'x' }, timeRange: { from: 20, to: 30 } }))).toEqual(['h1/x/20=2', 'h2/x/20=2', 'h3/x/20=2']);
-    expect(brief(await region.query({ where: { host: { gt: 'h1', lte: 'h3' }, ts: { lt: 20 }, idc: 'y' } }))).toEqual(['h2/y/10=1', 'h3/y/10=1']);
-    expect(await region.query({ columns: ['ts', 'host'], limit: 2 })).toEqual([
+    expect(brief(await queryRows(region, { where: { host: 'h2', idc: 'y' } }))).toEqual(['h2/y/10=1', 'h2/y/20=2', 'h2/y/30=3']);
+    expect(brief(await queryRows(region, { where: { idc: 'x' }, timeRange: { from: 20, to: 30 } }))).toEqual(['h1/x/20=2', 'h2/x/20=2', 'h3/x/20=2']);
+    expect(brief(await queryRows(region, { where: { host: { gt: 'h1', lte: 'h3' }, ts: { lt: 20 }, idc: 'y' } }))).toEqual(['h2/y/10=1', 'h3/y/10=1']);
+    expect(await queryRows(region, { columns: ['ts', 'host'], limit: 2 })).toEqual([
       { ts: 10, host: 'h1' },
       { ts: 20, host: 'h1' },
     ]);
-    expect(Object.keys((await region.query({ columns: ['cpu', 'ts'], limit: 1 }))[0])).toEqual(['cpu', 'ts']);
-    expect(await region.query({ where: { host: 'h1' }, limit: 100 })).toHaveLength(6);
-    expect(await region.query({ timeRange: { from: 30, to: 30 } })).toEqual([]);
-    await expectError(() => region.query({ where: { cpu: 1 } }), 'INVALID_QUERY', 'column "cpu"');
+    expect(Object.keys((await queryRows(region, { columns: ['cpu', 'ts'], limit: 1 }))[0])).toEqual(['cpu', 'ts']);
+    expect(await queryRows(region, { where: { host: 'h1' }, limit: 100 })).toHaveLength(6);
+    expect(await queryRows(region, { timeRange: { from: 30, to: 30 } })).toEqual([]);
+    await expectError(() => queryRows(region, { where: { cpu: 1 } }), 'INVALID_QUERY', 'column "cpu"');
   });
 
   it('fails to open with SST_MISSING naming region and file when a listed SST is gone', async () => {
@@ -335,7 +353,7 @@ describe('TableEngine', () => {
     sst[20] ^= 0x10;
     await writeFile(join(dir, sstKey(1, 1)), sst);
     const damaged = await new TableEngine().openRegion(desc, store);
-    await expectError(() => damaged.query({}), 'SST_CORRUPT', 'region 1', sstKey(1, 1));
+    await expectError(() => queryRows(damaged), 'SST_CORRUPT', 'region 1', sstKey(1, 1));
     await writeFile(join(dir, manifestKey(1)), 'reprise-manifest 1 00000000\n{}');
     await expectError(() => new TableEngine().openRegion(desc, store), 'MANIFEST_CORRUPT', 'region 1', manifestKey(1));
   });
@@ -361,7 +379,7 @@ describe('TableEngine', () => {
     expect(await store.list('')).toEqual([manifestKey(10)]);
     const fresh = await engine.openRegion({ ...desc, createdAt: 50 }, store);
     expect(fresh.flushedEntryId()).toBe(50);
-    expect(await fresh.query({})).toEqual([]);
+    expect(await queryRows(fresh)).toEqual([]);
     await other.close();
   });
 
@@ -370,7 +388,7 @@ describe('TableEngine', () => {
     await region.close();
     await region.close();
     await expectError(() => region.apply(6, put([m('a', 1)])), 'CLOSED', 'region 1');
-    await expectError(() => region.query({}), 'CLOSED', 'region 1');
+    await expectError(() => queryRows(region), 'CLOSED', 'region 1');
     await expectError(() => region.flush(6), 'CLOSED');
     await expectError(() => region.compact(), 'CLOSED');
   });

@@ -1,0 +1,267 @@
+import { RepriseError } from '../../errors.js';
+import type { AggregateFn, ColumnarRows, TableQuery, TableSchema, Value } from '../schema.js';
+import { compareValues } from './keys.js';
+
+/**
+ * Aggregation in two steps: each region folds its rows into partial states
+ * per group (group-by tags, time bucket), the frontend merges the partial
+ * states of every region and finishes them. A region sends one entry per
+ * group, never its rows.
+ *
+ * States per function: count [n]; sum and avg [sum, n]; min and max [v];
+ * first and last [time, v] (v of the earliest / latest time).
+ */
+
+export interface AggregateColumn {
+  readonly fn: AggregateFn;
+  /** Index in the schema's columns; -1 for count of rows. */
+  readonly column: number;
+  readonly name: string;
+}
+
+export interface AggregatePlan {
+  /** Schema column indexes of the group-by tags. */
+  readonly groupBy: readonly number[];
+  readonly interval: number | undefined;
+  readonly aggregates: readonly AggregateColumn[];
+  /** Output column names: group-by tags, the time column (when bucketed), then the aggregates. */
+  readonly names: readonly string[];
+}
+
+/** One region's partial aggregates: group keys and states, column-major. */
+export interface PartialAggregates {
+  /** Per group-by column, then the bucket (when bucketed): one value per group. */
+  readonly keys: readonly (readonly Value[])[];
+  /** Per state slot (in aggregate order, see slotsOf): one value per group. */
+  readonly states: readonly (readonly Value[])[];
+}
+
+const SLOTS: Record<AggregateFn, number> = { count: 1, sum: 2, avg: 2, min: 1, max: 1, first: 2, last: 2 };
+
+/** The aggregation of a validated query (undefined for a plain row query). */
+export function aggregatePlanOf(schema: TableSchema, q: TableQuery): AggregatePlan | undefined {
+  if (q.aggregates === undefined) return undefined;
+  const index = new Map(schema.columns.map((c, i) => [c.name, i]));
+  const groupBy = (q.groupBy ?? []).map((n) => index.get(n) as number);
+  const aggregates = q.aggregates.map((a) => ({
+    fn: a.fn,
+    column: a.column === undefined ? -1 : (index.get(a.column) as number),
+    name: a.as ?? `${a.fn}(${a.column ?? '*'})`,
+  }));
+  const time = schema.columns.find((c) => c.role === 'time')?.name as string;
+  const names = [...(q.groupBy ?? []), ...(q.interval !== undefined ? [time] : []), ...aggregates.map((a) => a.name)];
+  return { groupBy, interval: q.interval, aggregates, names };
+}
+
+/** Folds rows into partial states per group, as a region reads them. */
+export class Aggregator {
+  private readonly plan: AggregatePlan;
+  private readonly maxGroups: number;
+  private readonly width: number;
+  private readonly groups = new Map<string, { key: Value[]; state: Value[] }>();
+  /** The group of the previous row: consecutive rows mostly share it. */
+  private lastKey: Value[] | undefined;
+  private lastState: Value[] | undefined;
+  private readonly offsets: number[];
+
+  constructor(plan: AggregatePlan, maxGroups: number) {
+    this.plan = plan;
+    this.maxGroups = maxGroups;
+    this.offsets = [];
+    let w = 0;
+    for (const a of plan.aggregates) {
+      this.offsets.push(w);
+      w += SLOTS[a.fn];
+    }
+    this.width = w;
+  }
+
+  /** Add one live row: `get(c)` reads schema column c of it; `time` is its time. */
+  add(get: (column: number) => Value, time: number): void {
+    const { plan } = this;
+    const { groupBy, interval } = plan;
+    const bucket = interval === undefined ? undefined : Math.floor(time / interval) * interval;
+    let state = this.lastState;
+    const last = this.lastKey;
+    let same = last !== undefined;
+    if (same) {
+      for (let k = 0; k < groupBy.length; k++) {
+        if (last![k] !== get(groupBy[k])) {
+          same = false;
+          break;
+        }
+      }
+      if (same && bucket !== undefined && last![groupBy.length] !== bucket) same = false;
+    }
+    if (!same) {
+      const key: Value[] = groupBy.map((c) => get(c));
+      if (bucket !== undefined) key.push(bucket);
+      const id = JSON.stringify(key);
+      let group = this.groups.get(id);
+      if (group === undefined) {
+        if (this.groups.size >= this.maxGroups) {
+          throw new RepriseError('QUERY_TOO_LARGE', `aggregation has more than ${this.maxGroups} groups (maxResultRows); narrow the query or use a larger interval`, {
+            limit: this.maxGroups,
+          });
+        }
+        group = { key, state: initialState(plan, this.width) };
+        this.groups.set(id, group);
+      }
+      this.lastKey = key;
+      this.lastState = group.state;
+      state = group.state;
+    }
+    const s = state as Value[];
+    const { aggregates } = plan;
+    for (let a = 0; a < aggregates.length; a++) {
+      const { fn, column } = aggregates[a];
+      const o = this.offsets[a];
+      const v = column < 0 ? 0 : get(column);
+      if (v === null) continue;
+      switch (fn) {
+        case 'count':
+          s[o] = (s[o] as number) + 1;
+          break;
+        case 'sum':
+        case 'avg':
+          s[o] = (s[o] as number) + (v as number);
+          s[o + 1] = (s[o + 1] as number) + 1;
+          break;
+        case 'min':
+          if (s[o] === null || compareValues(v, s[o]) < 0) s[o] = v;
+          break;
+        case 'max':
+          if (s[o] === null || compareValues(v, s[o]) > 0) s[o] = v;
+          break;
+        case 'first':
+          if (s[o] === null || time < (s[o] as number)) {
+            s[o] = time;
+            s[o + 1] = v;
+          }
+          break;
+        case 'last':
+          if (s[o] === null || time > (s[o] as number)) {
+            s[o] = time;
+            s[o + 1] = v;
+          }
+          break;
+      }
+    }
+  }
+
+  result(): PartialAggregates {
+    const keyWidth = this.plan.groupBy.length + (this.plan.interval === undefined ? 0 : 1);
+    const keys: Value[][] = Array.from({ length: keyWidth }, () => []);
+    const states: Value[][] = Array.from({ length: this.width }, () => []);
+    for (const { key, state } of this.groups.values()) {
+      for (let k = 0; k < keyWidth; k++) keys[k].push(key[k]);
+      for (let s = 0; s < this.width; s++) states[s].push(state[s]);
+    }
+    return { keys, states };
+  }
+}
+
+function initialState(plan: AggregatePlan, width: number): Value[] {
+  const state: Value[] = new Array(width).fill(null);
+  let o = 0;
+  for (const a of plan.aggregates) {
+    if (a.fn === 'count' || a.fn === 'sum' || a.fn === 'avg') {
+      state[o] = 0;
+      if (a.fn !== 'count') state[o + 1] = 0;
+    }
+    o += SLOTS[a.fn];
+  }
+  return state;
+}
+
+/**
+ * Merge regions' partial aggregates and finish them: rows ordered by group
+ * key (ascending, or descending with order "desc"), at most `limit`.
+ */
+export function finishAggregates(plan: AggregatePlan, parts: readonly PartialAggregates[], order: 'asc' | 'desc' = 'asc', limit = Infinity): ColumnarRows {
+  const merged = new Map<string, { key: Value[]; state: Value[] }>();
+  for (const part of parts) {
+    const n = part.keys[0]?.length ?? part.states[0]?.length ?? 0;
+    for (let g = 0; g < n; g++) {
+      const key = part.keys.map((col) => col[g]);
+      const state = part.states.map((col) => col[g]);
+      const id = JSON.stringify(key);
+      const into = merged.get(id);
+      if (into === undefined) merged.set(id, { key, state });
+      else combine(plan, into.state, state);
+    }
+  }
+  const groups = [...merged.values()];
+  const sign = order === 'desc' ? -1 : 1;
+  groups.sort((a, b) => {
+    for (let k = 0; k < a.key.length; k++) {
+      const c = compareValues(a.key[k], b.key[k]);
+      if (c !== 0) return sign * c;
+    }
+    return 0;
+  });
+  if (groups.length > limit) groups.length = limit;
+  const data: Value[][] = plan.names.map(() => []);
+  const keyWidth = plan.names.length - plan.aggregates.length;
+  for (const { key, state } of groups) {
+    for (let k = 0; k < keyWidth; k++) data[k].push(key[k]);
+    let o = 0;
+    plan.aggregates.forEach((a, i) => {
+      data[keyWidth + i].push(finish(a.fn, state, o));
+      o += SLOTS[a.fn];
+    });
+  }
+  return { columns: plan.names, data };
+}
+
+function combine(plan: AggregatePlan, into: Value[], from: readonly Value[]): void {
+  let o = 0;
+  for (const { fn } of plan.aggregates) {
+    switch (fn) {
+      case 'count':
+        into[o] = (into[o] as number) + (from[o] as number);
+        break;
+      case 'sum':
+      case 'avg':
+        into[o] = (into[o] as number) + (from[o] as number);
+        into[o + 1] = (into[o + 1] as number) + (from[o + 1] as number);
+        break;
+      case 'min':
+        if (from[o] !== null && (into[o] === null || compareValues(from[o], into[o]) < 0)) into[o] = from[o];
+        break;
+      case 'max':
+        if (from[o] !== null && (into[o] === null || compareValues(from[o], into[o]) > 0)) into[o] = from[o];
+        break;
+      case 'first':
+        if (from[o] !== null && (into[o] === null || (from[o] as number) < (into[o] as number))) {
+          into[o] = from[o];
+          into[o + 1] = from[o + 1];
+        }
+        break;
+      case 'last':
+        if (from[o] !== null && (into[o] === null || (from[o] as number) > (into[o] as number))) {
+          into[o] = from[o];
+          into[o + 1] = from[o + 1];
+        }
+        break;
+    }
+    o += SLOTS[fn];
+  }
+}
+
+function finish(fn: AggregateFn, state: readonly Value[], o: number): Value {
+  switch (fn) {
+    case 'count':
+      return state[o];
+    case 'sum':
+      return (state[o + 1] as number) > 0 ? state[o] : null;
+    case 'avg':
+      return (state[o + 1] as number) > 0 ? (state[o] as number) / (state[o + 1] as number) : null;
+    case 'min':
+    case 'max':
+      return state[o];
+    case 'first':
+    case 'last':
+      return state[o + 1];
+  }
+}
