@@ -11,7 +11,9 @@ import type { Reprise } from './runtime.js';
  * measurement -> table, tags -> tag (primary key) columns, fields -> field
  * columns, timestamp -> the time column (epoch ms). A table that does not
  * exist is created on first write (autoCreateTables, with the time column
- * `ts` and no partition rule); an existing table must already have every
+ * `ts` and no partition rule); requests that write a new measurement at once
+ * create it once and all write to it (Reprise.ensureTable). An existing
+ * table (or one another request created first) must already have every
  * column a line names: schema evolution is not supported.
  */
 
@@ -235,15 +237,16 @@ export async function writeLineProtocol(runtime: Reprise, body: string, options:
   const created: string[] = [];
   for (const [i, plan] of plans.entries()) {
     if (!plan.create || rowsByPlan[i]!.length === 0) continue;
-    try {
-      await runtime.createTable(plan.schema);
+    // Created once however many requests write a new measurement at once;
+    // each of the others waits until that table is visible.
+    const { table, created: mine } = await runtime.ensureTable(plan.schema);
+    if (mine) {
       created.push(plan.schema.name);
-    } catch (err) {
-      // Another request created it meanwhile: its columns decide.
-      if (!(err instanceof RepriseError && err.code === 'TABLE_EXISTS')) throw err;
-      plans[i] = { ...plan, schema: runtime.describeTable(plan.schema.name).schema, create: false };
-      rowsByPlan[i] = mapAll(plans[i]!);
+      continue;
     }
+    // Another request created it first: its columns decide, as for any existing table.
+    plans[i] = { ...plan, schema: table.schema, create: false };
+    rowsByPlan[i] = mapAll(plans[i]!);
   }
   if (bad.size > 0 && !options.partial) throw new LineProtocolError(`nothing written: ${summary(rejected())}`, rejected());
 

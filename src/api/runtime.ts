@@ -14,7 +14,7 @@ import { tableMutationCodec } from '../engine/table/codec.js';
 import { TableEngine } from '../engine/table/table-engine.js';
 import { validateKeys, validateSchema } from '../engine/table/validate.js';
 import { MetaService } from '../meta/meta-service.js';
-import type { TableInfo } from '../meta/model.js';
+import type { TableInfo, TableStatus } from '../meta/model.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../wal/entry.js';
 import type { LogStore } from '../wal/log-store.js';
 import { openLogStore, type WalOptions } from '../wal/open-log-store.js';
@@ -35,6 +35,10 @@ export interface RuntimeMeta {
   dropTable(name: string): Promise<TableInfo>;
   table(name: string): TableInfo;
   tables(): TableInfo[];
+  /** 'creating' or 'active' as this node has seen it; undefined: no such table (or its create was rolled back). */
+  tableStatus(name: string): TableStatus | undefined;
+  /** Called after every change of this node's view of meta (listeners must not throw). */
+  onChange(listener: () => void): () => void;
   /** Cluster: catch up with meta's log (another frontend may have just created the table). */
   sync?(): Promise<void>;
   /** Cluster: meta's view of nodes and shards. */
@@ -42,6 +46,15 @@ export interface RuntimeMeta {
   /** Cluster: planned move of a shard's leadership. */
   migrate?(shardId: number, to: string): Promise<{ shard: number; from: string; to: string; ms: number }>;
 }
+
+/**
+ * How long ensureTable waits for a table that another request is creating
+ * to become visible before it answers UNAVAILABLE (retry). A create takes a
+ * few WAL appends; one left unfinished (its frontend died) is rolled back by
+ * meta after DEFAULT_CREATE_TABLE_TIMEOUT_MS, and a wait that outlives it
+ * creates the table itself.
+ */
+export const TABLE_CREATE_WAIT_MS = 30_000;
 
 export interface OpenOptions {
   /** Where the local WAL, meta and (by default) the object store live. */
@@ -124,6 +137,10 @@ function describe(table: TableInfo): TableDescription {
  */
 export class Reprise {
   private closed = false;
+  /** ensureTable calls under way in this process, by table name: concurrent ones share one. */
+  private readonly ensuring = new Map<string, Promise<TableDescription>>();
+  /** Cancels each wait for another request's create (close() ends them). */
+  private readonly waits = new Set<(err: Error) => void>();
 
   private constructor(
     private readonly log: LogStore,
@@ -266,6 +283,81 @@ export class Reprise {
     return describe(this.meta.table(schema.name));
   }
 
+  /**
+   * The table `input` names, created from `input` if there is none (line
+   * protocol's autoCreateTables). However many callers ask at once, here or
+   * on other nodes, the table is created once: meta lets one begin_create
+   * through and answers the others TABLE_EXISTS, and those wait until the
+   * table is visible (committed), or create it themselves if that create is
+   * rolled back. Concurrent calls in this process share one attempt. Only
+   * the caller whose create made it gets `created: true`; the others get the
+   * table as it was created, whose schema may differ from their `input`.
+   * UNAVAILABLE if another request's create is not visible within `waitMs`.
+   */
+  async ensureTable(input: unknown, options: { waitMs?: number } = {}): Promise<{ table: TableDescription; created: boolean }> {
+    this.assertOpen();
+    const schema = validateSchema(input);
+    if (this.meta.tableStatus(schema.name) === 'active') return { table: describe(this.meta.table(schema.name)), created: false };
+    const running = this.ensuring.get(schema.name);
+    if (running) return { table: await running, created: false };
+    let created = false;
+    const attempt = this.createOrAwait(schema, options.waitMs ?? TABLE_CREATE_WAIT_MS, () => (created = true));
+    this.ensuring.set(schema.name, attempt);
+    try {
+      return { table: await attempt, created };
+    } finally {
+      this.ensuring.delete(schema.name);
+    }
+  }
+
+  private async createOrAwait(schema: TableSchema, waitMs: number, onCreated: () => void): Promise<TableDescription> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      try {
+        const table = await this.createTable(schema);
+        onCreated();
+        return table;
+      } catch (err) {
+        if (!isRepriseError(err, 'TABLE_EXISTS')) throw err;
+      }
+      // Meta has the table, committed or being created by another request:
+      // this node's view may not have it yet (a replica), so catch up first.
+      if (this.meta.tableStatus(schema.name) === undefined) await this.meta.sync?.();
+      const table = await this.awaitCreated(schema.name, deadline, waitMs);
+      if (table) return table;
+      // That create was rolled back (or the table dropped) meanwhile: create it here.
+    }
+  }
+
+  /** The table once it is visible, or undefined once it is gone (its create rolled back); UNAVAILABLE at `deadline`. */
+  private awaitCreated(name: string, deadline: number, waitMs: number): Promise<TableDescription | undefined> {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const settle = (outcome: () => void) => {
+        if (settled) return;
+        settled = true;
+        stopListening();
+        clearTimeout(timer);
+        this.waits.delete(cancel);
+        outcome();
+      };
+      const check = () => {
+        const status = this.meta.tableStatus(name);
+        if (status === 'active') settle(() => resolve(describe(this.meta.table(name))));
+        else if (status === undefined) settle(() => resolve(undefined));
+      };
+      const cancel = (err: Error) => settle(() => reject(err));
+      const stopListening = this.meta.onChange(check);
+      const timer = setTimeout(
+        () => cancel(new RepriseError('UNAVAILABLE', `table '${name}' is being created by another request, which did not commit it within ${waitMs} ms; retry`, { table: name })),
+        Math.max(0, deadline - Date.now()),
+      );
+      this.waits.add(cancel);
+      if (this.closed) cancel(new RepriseError('CLOSED', 'the runtime is closed'));
+      check();
+    });
+  }
+
   async dropTable(name: string): Promise<void> {
     this.assertOpen();
     const table = await this.meta.dropTable(name);
@@ -372,6 +464,7 @@ export class Reprise {
   async close(options: { flush?: boolean } = {}): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    for (const cancel of [...this.waits]) cancel(new RepriseError('CLOSED', 'the runtime is closed'));
     try {
       await this.node.close(options);
       await this.release();

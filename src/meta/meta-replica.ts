@@ -15,7 +15,6 @@ export class MetaReplica extends MetaView {
   private subscription: TailSubscription | undefined;
   private failure: Error | undefined;
   private waiters: { id: EntryId; resolve: () => void; reject: (err: Error) => void }[] = [];
-  private listeners = new Set<() => void>();
 
   private constructor(readonly topic: string) {
     super();
@@ -59,19 +58,14 @@ export class MetaReplica extends MetaView {
     });
   }
 
-  /** Called after every applied change (e.g. to reconcile shards with their assignment). */
-  onChange(listener: () => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
   private settle(): void {
     const ready = this.waiters.filter((w) => w.id <= this.applied);
     if (ready.length > 0) {
       this.waiters = this.waiters.filter((w) => w.id > this.applied);
       for (const w of ready) w.resolve();
     }
-    for (const listener of this.listeners) listener();
+    // Listeners (e.g. shards reconciling with their assignment) see every applied entry.
+    this.notifyChange();
   }
 
   private fail(err: Error): void {

@@ -83,6 +83,7 @@ export class MetaService extends MetaView {
     const id = await this.writer.append({ kind: 'data', region: 0, epoch: 0, body: encode(event) });
     applyMetaEvent(this.state, event);
     this.applied = id;
+    this.notifyChange();
   }
 
   private serialised<T>(op: () => Promise<T>): Promise<T> {

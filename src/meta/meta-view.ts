@@ -3,7 +3,7 @@ import type { TableSchema } from '../engine/schema.js';
 import { RepriseError } from '../errors.js';
 import type { LoggedEntry } from '../wal/entry.js';
 import type { EntryId } from '../wal/log-store.js';
-import { applyMetaEvent, emptyMetaState, type MetaEvent, type MetaState, type NodeInfo, type ProcedureInfo, type RegionInfo, type ShardInfo, type TableInfo } from './model.js';
+import { applyMetaEvent, emptyMetaState, type MetaEvent, type MetaState, type NodeInfo, type ProcedureInfo, type RegionInfo, type ShardInfo, type TableInfo, type TableStatus } from './model.js';
 
 /**
  * Reads of meta's state, shared by the service that writes the meta log
@@ -15,10 +15,24 @@ export class MetaView {
   protected readonly state: MetaState = emptyMetaState();
   /** Id of the last meta log entry folded into the state (-1: none). */
   protected applied: EntryId = -1;
+  private readonly listeners = new Set<() => void>();
 
   /** The meta log entry id the state reflects. */
   get appliedEntryId(): EntryId {
     return this.applied;
+  }
+
+  /**
+   * Called after every change of the state: each append of the service, each
+   * entry a replica folds. Returns the function that stops the calls.
+   */
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  protected notifyChange(): void {
+    for (const listener of this.listeners) listener();
   }
 
   /** Fold one meta log entry (non-data entries only advance the id). */
@@ -66,6 +80,11 @@ export class MetaView {
       throw new RepriseError('TABLE_NOT_FOUND', `table '${name}' does not exist`, { table: name });
     }
     return table;
+  }
+
+  /** 'creating' from begin_create until the commit, then 'active'; undefined for a name no table has (or a create rolled back). */
+  tableStatus(name: string): TableStatus | undefined {
+    return this.state.tables.get(name)?.status;
   }
 
   /** A table by id, active or being created. */

@@ -4,7 +4,7 @@ import type { Transport } from '../transport/transport.js';
 import type { EntryId } from '../wal/log-store.js';
 import type { MetaReplica } from './meta-replica.js';
 import type { ClusterMetaStatus, HeartbeatReply, HeartbeatRequest, MetaOp } from './meta-server.js';
-import type { RegionInfo, ShardInfo, TableInfo } from './model.js';
+import type { RegionInfo, ShardInfo, TableInfo, TableStatus } from './model.js';
 
 /** How long a meta request may take before it fails with TIMEOUT (per attempt). */
 const META_TIMEOUT_MS = 5_000;
@@ -124,6 +124,14 @@ export class RemoteMeta {
 
   tables(): TableInfo[] {
     return this.replica.tables();
+  }
+
+  tableStatus(name: string): TableStatus | undefined {
+    return this.replica.tableStatus(name);
+  }
+
+  onChange(listener: () => void): () => void {
+    return this.replica.onChange(listener);
   }
 
   regionsOfShard(shardId: number): RegionInfo[] {

@@ -77,6 +77,18 @@ describe('InfluxDB line protocol: the official client writing to reprise standal
     expect(rows.body.rows).toEqual([]);
   });
 
+  it('8 Telegraf-like clients writing a measurement that has no table yet, at the same moment: every write acknowledged, the table created once', async () => {
+    const t0 = 1_700_000_000_000;
+    const bodies = Array.from({ length: 8 }, (_, c) => Array.from({ length: 100 }, (_, i) => `telegraf_cpu,host=h${c},cpu=cpu${i % 4} usage_idle=${i / 2} ${t0 + i}`).join('\n'));
+    const replies = await Promise.all(bodies.map((body) => fetch(`${server.url}/v1/influxdb/write?db=telegraf&precision=ms`, { method: 'POST', body })));
+    const answers = await Promise.all(replies.map(async (r) => `${r.status} ${await r.text()}`));
+    expect(answers).toEqual(bodies.map(() => '204 '));
+    const tables = await call(server, 'GET', '/v1/tables');
+    expect(tables.body.tables.filter((t: { name: string }) => t.name === 'telegraf_cpu')).toHaveLength(1);
+    const rows = await call(server, 'POST', '/v1/tables/telegraf_cpu/query', {});
+    expect(rows.body.rows).toHaveLength(8 * 100);
+  });
+
   it('the v1 path with db and precision, as curl or Telegraf send it', async () => {
     const response = await fetch(`${server.url}/v1/influxdb/write?db=public&precision=s`, {
       method: 'POST',

@@ -2,6 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import pino from 'pino';
+import { createHttpServer } from '../../src/api/http.js';
 import { startMeta, type MetaProcess } from '../../src/api/meta-process.js';
 import { Reprise } from '../../src/api/runtime.js';
 import { FsObjectStore } from '../../src/engine/fs-object-store.js';
@@ -307,6 +309,26 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     expect(late.matched).toBe(1);
     expect(Date.now() - started).toBeLessThan(8_000);
     expect(meta.server.status().shards.find((s) => s.id === moving)!.leader).toBe(to);
+  });
+
+  it('line protocol clients on two nodes writing a new measurement at once: meta lets one create through, the other node waits for it, every write is acknowledged', async () => {
+    const { network, meta, members } = await cluster(['n1', 'n2']);
+    await waitUntil(() => meta.server.status().shards.every((s) => s.epoch > 0 && s.leader !== null), 'every shard opened');
+    const apps = ['n1', 'n2'].map((n) => createHttpServer(members.get(n)!.runtime, { logger: pino({ level: 'silent' }) }));
+    closers.push(...apps.map((app) => () => app.close()));
+    const begins = network.faults.delay((m) => m.kind === 'request' && m.subject.endsWith('.begin_create'), 0);
+    // The first commit comes late: the other node's begin_create surely meets the create under way.
+    const commit = network.faults.delay((m) => m.kind === 'request' && m.subject.endsWith('.commit_create'), 500, { times: 1 });
+    const bodies = Array.from({ length: 8 }, (_, c) => Array.from({ length: 20 }, (_, i) => `cpu,host=c${c} usage=${i} ${1_000 + i}`).join('\n'));
+    const replies = await Promise.all(
+      bodies.map((payload, c) => apps[c % 2]!.inject({ method: 'POST', url: '/v1/influxdb/write?precision=ms', payload, headers: { 'content-type': 'text/plain' } })),
+    );
+    expect(replies.map((r) => `${r.statusCode} ${r.body}`)).toEqual(bodies.map(() => '204 '));
+    expect(commit.matched).toBe(1);
+    // One begin_create per node (the requests of a node share one), and one table.
+    expect(begins.matched).toBe(2);
+    for (const n of ['n1', 'n2']) expect(members.get(n)!.runtime.listTables().filter((t) => t.name === 'cpu')).toHaveLength(1);
+    expect(await members.get('n2')!.runtime.query('cpu')).toHaveLength(8 * 20);
   });
 
   it('a failover during a create table, with no follower: the new leader hosts the region its predecessor created, and the table works once committed', async () => {

@@ -152,6 +152,83 @@ describe('InfluxDB line protocol writes (in process)', () => {
     ]);
   });
 
+  it('8 clients writing a new measurement at once: all acknowledged, the table created once, every row there', async () => {
+    const clients = Array.from({ length: 8 }, (_, c) => Array.from({ length: 50 }, (_, i) => `cpu,host=c${c} usage=${i} ${1 + i}000000`).join('\n'));
+    const replies = await Promise.all(clients.map((body) => write(body)));
+    expect(replies.map((r) => `${r.statusCode} ${r.body}`)).toEqual(clients.map(() => '204 '));
+    expect(db.listTables().filter((t) => t.name === 'cpu')).toHaveLength(1);
+    expect(await rowsOf('cpu')).toHaveLength(8 * 50);
+  });
+
+  it('a write that meets a create of its table under way (TABLE_EXISTS) waits for it; lines with columns the table lacks are rejected as for any existing table', async () => {
+    const schema = {
+      name: 'mem',
+      columns: [
+        { name: 'host', type: 'string', role: 'tag' },
+        { name: 'used', type: 'float64', role: 'field' },
+        { name: 'ts', type: 'timestamp', role: 'time' },
+      ],
+    };
+    // Another frontend's create (the JSON API here): begun, not yet visible, when the writes reach meta.
+    const creating = db.createTable(schema);
+    const [same, wider, partial] = await Promise.all([
+      write('mem,host=a used=1 1000000'),
+      write('mem,host=b used=2 2000000\nmem,host=c used=3,free=4 3000000'),
+      write('mem,host=d used=5 5000000\nmem,host=e used=6,free=7 6000000', '&partial=true'),
+    ]);
+    await creating;
+    expect(same.statusCode).toBe(204);
+    expect(wider.statusCode).toBe(400);
+    expect(wider.json().error.lines).toEqual([
+      {
+        line: 2,
+        message: "line 2: table 'mem' has no column 'free' (a field of line protocol): adding columns to an existing table (schema evolution) is not supported; create the table with every column first",
+      },
+    ]);
+    expect(partial.statusCode).toBe(200);
+    expect(partial.json()).toMatchObject({ written: 1, rejected: [{ line: 2 }] });
+    expect(db.describeTable('mem').schema.columns.map((c) => c.name)).toEqual(['host', 'used', 'ts']);
+    expect((await rowsOf('mem')).map((r) => r.host)).toEqual(['a', 'd']);
+  });
+
+  it('a create that others wait for and that is rolled back: a waiting write creates the table itself', async () => {
+    // The first create's region fails (once), after the other writes have met it in meta.
+    const router = (db as unknown as { router: { createRegion: (...args: unknown[]) => Promise<number> } }).router;
+    const createRegion = router.createRegion.bind(router);
+    let failures = 0;
+    router.createRegion = async (...args: unknown[]) => {
+      if (failures++ > 0) return createRegion(...args);
+      await new Promise((r) => setTimeout(r, 50));
+      throw new Error('region creation failed (test)');
+    };
+    const creating = db.createTable({ name: 'disk', columns: [{ name: 'host', type: 'string', role: 'tag' }, { name: 'free', type: 'float64', role: 'field' }, { name: 'ts', type: 'timestamp', role: 'time' }] });
+    const [first, second] = await Promise.all([write('disk,host=a used=1 1000000'), write('disk,host=b used=2 2000000'), creating.catch(() => undefined)]);
+    await expect(creating).rejects.toThrow(/region creation failed/);
+    expect([first.statusCode, second.statusCode]).toEqual([204, 204]);
+    // Created from the line protocol writes' columns, not the rolled-back schema.
+    expect(db.describeTable('disk').schema.columns.map((c) => c.name)).toEqual(['host', 'used', 'ts']);
+    expect((await rowsOf('disk')).map((r) => r.host)).toEqual(['a', 'b']);
+  });
+
+  it('a create under way that does not commit in time: the waiting write is UNAVAILABLE (503, a client retries it), not a 404', async () => {
+    const router = (db as unknown as { router: { createRegion: (...args: unknown[]) => Promise<number> } }).router;
+    const createRegion = router.createRegion.bind(router);
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    router.createRegion = async (...args: unknown[]) => {
+      await held;
+      return createRegion(...args);
+    };
+    const creating = db.createTable({ name: 'net', columns: [{ name: 'host', type: 'string', role: 'tag' }, { name: 'rx', type: 'float64', role: 'field' }, { name: 'ts', type: 'timestamp', role: 'time' }] });
+    await expect(db.ensureTable({ name: 'net', columns: [{ name: 'host', type: 'string', role: 'tag' }, { name: 'ts', type: 'timestamp', role: 'time' }] }, { waitMs: 100 })).rejects.toMatchObject({
+      code: 'UNAVAILABLE',
+      message: "table 'net' is being created by another request, which did not commit it within 100 ms; retry",
+    });
+    release();
+    await creating;
+    expect((await write('net,host=a rx=1 1000000')).statusCode).toBe(204);
+  });
+
   it('autoCreateTables off: a missing table is a bad line', async () => {
     const strict = createHttpServer(db, { logger, autoCreateTables: false });
     const reply = await strict.inject({ method: 'POST', url: '/v1/influxdb/write', payload: 'nope,host=a v=1', headers: { 'content-type': 'text/plain' } });
