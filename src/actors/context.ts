@@ -37,10 +37,19 @@ export interface FlushPolicy {
   readonly memtableBytes: number;
   /** Flush a shard when this many WAL bytes were appended since its last flush. */
   readonly walBytes: number;
+  /**
+   * The node's memtable budget: while its led shards' memtables hold more
+   * than this, the node flushes the shard holding most (checked every
+   * MEMTABLE_BUDGET_CHECK_MS), so memory is set by configuration however
+   * many regions the node hosts.
+   */
+  readonly nodeMemtableBytes: number;
 }
 
 /** Defaults bound memtables per shard to about 128 MiB of WAL (a few hundred MiB of heap). */
-export const DEFAULT_FLUSH_POLICY: FlushPolicy = { memtableBytes: 64 * 1024 * 1024, walBytes: 128 * 1024 * 1024 };
+export const DEFAULT_FLUSH_POLICY: FlushPolicy = { memtableBytes: 64 * 1024 * 1024, walBytes: 128 * 1024 * 1024, nodeMemtableBytes: 256 * 1024 * 1024 };
+
+export const MEMTABLE_BUDGET_CHECK_MS = 200;
 
 /**
  * What actors need from meta: the MetaService itself when embedded, a

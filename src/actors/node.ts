@@ -1,6 +1,6 @@
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { RepriseError } from '../errors.js';
-import { reportTransitions, runThrough, type ActorContext } from './context.js';
+import { MEMTABLE_BUDGET_CHECK_MS, reportTransitions, runThrough, type ActorContext } from './context.js';
 import { nodeMachine, type NodeState } from './node-machine.js';
 import { ShardActor, type ShardStatus } from './shard.js';
 
@@ -32,6 +32,9 @@ export class NodeActor {
   private readonly handedOff = new Map<number, number>();
   /** Hand-offs under way, by shard. */
   private readonly handingOff = new Map<number, Promise<void>>();
+  private budgetTimer: NodeJS.Timeout | undefined;
+  /** A flush the memtable budget started, until it ends. */
+  private budgetFlush: Promise<void> | undefined;
 
   constructor(private readonly ctx: ActorContext) {
     const machine = nodeMachine.provide({
@@ -69,6 +72,32 @@ export class NodeActor {
     if (snapshot.value !== 'serving') {
       throw new RepriseError('INTERNAL', `node '${this.id}' failed to start: ${snapshot.context.error ?? snapshot.value}`);
     }
+    this.budgetTimer = setInterval(() => this.keepMemtableBudget(), MEMTABLE_BUDGET_CHECK_MS);
+    this.budgetTimer.unref();
+  }
+
+  /** Bytes in the memtables of the shards this node leads. */
+  memtableBytes(): number {
+    let bytes = 0;
+    for (const shard of this.shards.values()) if (shard.shardRole === 'leader') bytes += shard.memtableBytes();
+    return bytes;
+  }
+
+  /** Over the node's memtable budget: flush the led, serving shard that holds most (one flush at a time). */
+  private keepMemtableBudget(): void {
+    if (this.budgetFlush !== undefined || this.memtableBytes() <= this.ctx.flushPolicy.nodeMemtableBytes) return;
+    let largest: ShardActor | undefined;
+    for (const shard of this.shards.values()) {
+      if (shard.shardRole !== 'leader' || shard.state() !== 'serving') continue;
+      if (largest === undefined || shard.memtableBytes() > largest.memtableBytes()) largest = shard;
+    }
+    if (largest === undefined) return;
+    const shard = largest;
+    this.ctx.logger.info({ shard: shard.id, memtableBytes: this.memtableBytes() }, `node '${this.id}' is over its memtable budget: flushing shard ${shard.id}`);
+    this.budgetFlush = shard
+      .flush()
+      .catch((err: unknown) => this.ctx.logger.warn({ shard: shard.id, err }, `flush of shard ${shard.id} for the memtable budget failed`))
+      .finally(() => (this.budgetFlush = undefined));
   }
 
   state(): NodeState {
@@ -182,6 +211,7 @@ export class NodeActor {
   }
 
   async close(options: { flush?: boolean } = {}): Promise<void> {
+    clearInterval(this.budgetTimer);
     if (this.actor.getSnapshot().status === 'done') return;
     this.flushOnClose = options.flush ?? true;
     if (this.state() === 'flushing') await waitFor(this.actor, (s) => s.value !== 'flushing', { timeout: Infinity });

@@ -662,6 +662,13 @@ export class ShardActor {
     await this.ctx.engine.destroyRegion(regionId, this.ctx.objects);
   }
 
+  /** Bytes held in the memtables of its regions. */
+  memtableBytes(): number {
+    let bytes = 0;
+    for (const region of this.regions.values()) bytes += region.memtableBytes();
+    return bytes;
+  }
+
   /** Flush every region now (or join a flush that started after this call); resolves when the shard serves again. */
   async flush(): Promise<void> {
     const snapshot = await runThrough(this.actor, 'serving', 'flushing', { type: 'FLUSH' });

@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { FollowerApply, ReplayProgress, Transition } from '../actors/context.js';
 import { describeMachine, MACHINES } from '../actors/diagram.js';
 import type { LogStore } from '../wal/log-store.js';
-import type { RuntimeStatus } from './runtime.js';
+import type { MemoryStatus, RuntimeStatus } from './runtime.js';
 
 /**
  * What a runtime shows of itself while it runs: Prometheus metrics (one
@@ -153,6 +153,40 @@ export class RuntimeObserver {
         this.set(bytes);
       },
     });
+    const memory = (): MemoryStatus | undefined => observer.status?.().memory;
+    new Gauge({
+      name: 'reprise_memory_budget_bytes',
+      help: 'Configured memory budgets: memtable (per node, flushes past it) and cache (decoded SST chunks and footers)',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        const m = memory();
+        if (!m) return;
+        this.set({ kind: 'memtable' }, m.memtableBudgetBytes);
+        this.set({ kind: 'cache' }, m.cacheBudgetBytes);
+      },
+    });
+    new Gauge({
+      name: 'reprise_cache_bytes',
+      help: 'Bytes held by the SST cache (decoded chunks and footers)',
+      registers,
+      collect() {
+        const m = memory();
+        if (m) this.set(m.cacheBytes);
+      },
+    });
+    new Gauge({
+      name: 'reprise_cache_lookups',
+      help: 'SST cache lookups since start, by result (hit, miss)',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        const m = memory();
+        if (!m) return;
+        this.set({ result: 'hit' }, m.cacheHits);
+        this.set({ result: 'miss' }, m.cacheMisses);
+      },
+    });
     new Gauge({
       name: 'reprise_follower_lag_entries',
       help: 'WAL entries a hot-standby follower on this node has not applied yet, by shard',
@@ -168,6 +202,12 @@ export class RuntimeObserver {
   /** The runtime's status, read by the state gauges at scrape time. */
   bindStatus(status: () => RuntimeStatus): void {
     this.status = status;
+  }
+
+  /** The runtime's status now (what /v1/status shows). */
+  snapshot(): RuntimeStatus {
+    if (this.status === undefined) throw new Error('no status bound');
+    return this.status();
   }
 
   /** Subscribe to transitions and replay progress; returns the unsubscribe function. */

@@ -66,7 +66,8 @@ export interface OpenOptions {
   /** Shards (WAL topics) created on first start. Default 4. */
   readonly shards?: number;
   readonly nodeId?: string;
-  readonly flush?: Partial<FlushPolicy>;
+  readonly flush?: Partial<Omit<FlushPolicy, 'nodeMemtableBytes'>>;
+  readonly memory?: MemoryOptions;
   /** A pino logger, or false for silence. Default: pino at 'info' on stderr. */
   readonly logger?: Logger | false;
   readonly onReplayProgress?: (p: ReplayProgress) => void;
@@ -97,7 +98,8 @@ export interface JoinOptions {
   readonly heartbeatMs?: number;
   /** Deadlines of operations routed to shard leaders (tests shorten them). */
   readonly routing?: ClusterRoutingOptions;
-  readonly flush?: Partial<FlushPolicy>;
+  readonly flush?: Partial<Omit<FlushPolicy, 'nodeMemtableBytes'>>;
+  readonly memory?: MemoryOptions;
   readonly logger?: Logger | false;
   readonly onReplayProgress?: (p: ReplayProgress) => void;
   readonly onTransition?: (t: Transition) => void;
@@ -115,6 +117,28 @@ export interface TableDescription {
 export interface RuntimeStatus {
   readonly wal: { readonly provider: string };
   readonly nodes: NodeStatus[];
+  /** This process's memory budgets and what is held against them. */
+  readonly memory?: MemoryStatus;
+}
+
+/** Memory is set by configuration, not by the data: these bound it. */
+export interface MemoryOptions {
+  /** Memtables of the shards a node leads; past it the node flushes the largest. Default 256 MiB. */
+  readonly memtableBytes?: number;
+  /** Decoded SST chunks and footers kept for queries. Default 64 MiB. */
+  readonly cacheBytes?: number;
+  /** A query result (rows, or groups of an aggregation) larger than this fails QUERY_TOO_LARGE. Default 1,000,000. */
+  readonly maxResultRows?: number;
+}
+
+export interface MemoryStatus {
+  readonly memtableBudgetBytes: number;
+  readonly memtableBytes: number;
+  readonly cacheBudgetBytes: number;
+  readonly cacheBytes: number;
+  readonly cacheHits: number;
+  readonly cacheMisses: number;
+  readonly maxResultRows: number;
 }
 
 /** Every node's actor tree and, in a cluster, meta's view: node liveness, shard leaders and epochs. */
@@ -167,7 +191,7 @@ export class Reprise {
         logger,
       });
       const objects = new FsObjectStore(options.objectStoreDir ? resolve(options.objectStoreDir) : join(dataDir, 'objects'));
-      const engine = new TableEngine();
+      const engine = engineOf(options.memory);
       await meta.rollBackIncompleteCreates(logger);
       await collectOrphanRegions(objects, meta.knownRegionIds(), engine, logger);
       const node = observedNode(observer, log, { nodeId: options.nodeId ?? 'node-1', meta, engine, objects, logger }, options);
@@ -209,7 +233,7 @@ export class Reprise {
           nodeId: options.nodeId,
           meta,
           leaseHeld: () => keeper?.leaseHeld() ?? false,
-          engine: new TableEngine(),
+          engine: engineOf(options.memory),
           objects: new FsObjectStore(resolve(options.objectStoreDir)),
           logger,
         },
@@ -436,7 +460,7 @@ export class Reprise {
 
   /** This process's node: its shards and regions with their machine states. */
   status(): RuntimeStatus {
-    return { wal: { provider: this.log.provider }, nodes: [this.node.status()] };
+    return this.observer.snapshot();
   }
 
   /**
@@ -487,20 +511,39 @@ export function loggerOf(option: Logger | false | undefined): Logger {
 function observedNode(
   observer: RuntimeObserver,
   log: LogStore,
-  parts: Pick<ActorContext, 'nodeId' | 'meta' | 'leaseHeld' | 'engine' | 'objects' | 'logger'>,
-  options: { readonly wal?: { readonly maxBatchBytes?: number }; readonly flush?: Partial<FlushPolicy> },
+  parts: Pick<ActorContext, 'nodeId' | 'meta' | 'leaseHeld' | 'objects' | 'logger'> & { readonly engine: TableEngine },
+  options: { readonly wal?: { readonly maxBatchBytes?: number }; readonly flush?: Partial<Omit<FlushPolicy, 'nodeMemtableBytes'>>; readonly memory?: MemoryOptions },
 ): NodeActor {
+  const flushPolicy: FlushPolicy = { ...DEFAULT_FLUSH_POLICY, ...options.flush, nodeMemtableBytes: options.memory?.memtableBytes ?? DEFAULT_FLUSH_POLICY.nodeMemtableBytes };
   const node = new NodeActor({
     ...parts,
     log,
     maxBatchBytes: options.wal?.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES,
-    flushPolicy: { ...DEFAULT_FLUSH_POLICY, ...options.flush },
+    flushPolicy,
     onTransition: observer.onTransition,
     onReplayProgress: observer.onReplayProgress,
     onFollowerApply: observer.onFollowerApply,
   });
-  observer.bindStatus(() => ({ wal: { provider: log.provider }, nodes: [node.status()] }));
+  const { engine } = parts;
+  observer.bindStatus(() => {
+    const cache = engine.cacheStats();
+    const memory: MemoryStatus = {
+      memtableBudgetBytes: flushPolicy.nodeMemtableBytes,
+      memtableBytes: node.memtableBytes(),
+      cacheBudgetBytes: cache.budgetBytes,
+      cacheBytes: cache.usedBytes,
+      cacheHits: cache.hits,
+      cacheMisses: cache.misses,
+      maxResultRows: engine.maxResultRows,
+    };
+    return { wal: { provider: log.provider }, nodes: [node.status()], memory };
+  });
   return node;
+}
+
+/** The table engine with a process's memory options. */
+function engineOf(memory: MemoryOptions | undefined): TableEngine {
+  return new TableEngine({ cacheBytes: memory?.cacheBytes, maxResultRows: memory?.maxResultRows });
 }
 
 /** Delete region files that meta does not know (dropped tables, rolled-back creates). */

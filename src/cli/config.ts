@@ -44,6 +44,15 @@ export const standaloneConfigSchema = z.strictObject({
       path: ['brokerEndpoints'],
       message: 'the kafka provider needs at least one broker (--brokers host:port,... or REPRISE_WAL_BROKER_ENDPOINTS)',
     }),
+  /** Memory budgets: memory is set by these, not by the size of the data. */
+  memory: z.strictObject({
+    /** Memtables of the shards a node leads; past it the node flushes the largest. */
+    memtableBytes: z.number().int().min(1024 * 1024),
+    /** Decoded SST chunks and footers kept for queries (0: no cache). */
+    cacheBytes: z.number().int().min(0),
+    /** Rows (or groups) a query may return; more is QUERY_TOO_LARGE. */
+    maxResultRows: z.number().int().min(1),
+  }),
   /** Distributed mode (`reprise meta`, `reprise node`): NATS, this node's id, heartbeats and leases. */
   cluster: z.strictObject({
     name: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, - and _'),
@@ -71,6 +80,7 @@ export const DEFAULT_CONFIG: StandaloneConfig = {
   bodyLimitBytes: 64 * 1024 * 1024,
   autoCreateTables: true,
   wal: { provider: 'local', maxBatchBytes: 1024 * 1024, topicPrefix: 'reprise_wal' },
+  memory: { memtableBytes: 256 * 1024 * 1024, cacheBytes: 64 * 1024 * 1024, maxResultRows: 1_000_000 },
   cluster: { name: 'reprise', natsServers: ['127.0.0.1:4222'], heartbeatMs: 200, leaseMs: 800, failureTimeoutMs: 1000, topology: 'dynamic', minNodes: 1, followers: 1 },
 };
 
@@ -88,6 +98,9 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_WAL_BROKER_ENDPOINTS: { path: ['wal', 'brokerEndpoints'], parse: commaList },
   REPRISE_WAL_REPLICATION_FACTOR: { path: ['wal', 'replicationFactor'], parse: Number },
   REPRISE_WAL_IDEMPOTENT: { path: ['wal', 'idempotent'], parse: boolean },
+  REPRISE_MEMTABLE_BYTES: { path: ['memory', 'memtableBytes'], parse: Number },
+  REPRISE_CACHE_BYTES: { path: ['memory', 'cacheBytes'], parse: Number },
+  REPRISE_MAX_RESULT_ROWS: { path: ['memory', 'maxResultRows'], parse: Number },
   REPRISE_CLUSTER_NAME: { path: ['cluster', 'name'], parse: String },
   REPRISE_NATS_SERVERS: { path: ['cluster', 'natsServers'], parse: commaList },
   REPRISE_NODE_ID: { path: ['cluster', 'nodeId'], parse: String },

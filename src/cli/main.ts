@@ -140,6 +140,7 @@ async function standalone(flags: StandaloneFlags): Promise<void> {
       dataDir: config.dataDir,
       shards: config.shards,
       wal: walOptionsOf(config.wal),
+      memory: config.memory,
       logger,
       onReplayProgress: progressBar(),
     });
@@ -202,6 +203,7 @@ async function nodeCommand(flags: ClusterFlags): Promise<void> {
         wal: clusterWal(config),
         objectStoreDir: config.dataDir,
         heartbeatMs: config.cluster.heartbeatMs,
+        memory: config.memory,
         logger,
         onReplayProgress: progressBar(),
       });

@@ -155,6 +155,10 @@ export class TableEngine implements RegionEngine {
     this.reads = { footers: new ByteLru(cacheBytes / 8), chunks: new ByteLru(cacheBytes - cacheBytes / 8), maxResultRows, windowMs };
   }
 
+  get maxResultRows(): number {
+    return this.reads.maxResultRows;
+  }
+
   /** The read caches: budget and use, for status and metrics. */
   cacheStats(): { budgetBytes: number; usedBytes: number; hits: number; misses: number } {
     const { footers, chunks } = this.reads;

@@ -202,6 +202,98 @@ describe('embedded runtime', () => {
     expect(await rt.insert('system_metrics', [{ host: 'golf', idc: 'x', ts: 5 }])).toEqual({ written: 1 });
   });
 
+  it('orders desc with limit and aggregates per group and bucket across regions', async () => {
+    await reopen();
+    await db!.createTable(schema);
+    await db!.insert('system_metrics', rows(60));
+    await db!.flush();
+    await db!.insert('system_metrics', rows(30, 60));
+    // The latest point of one series: the newest row of zulu/idc1, from the memtable.
+    expect(await db!.query('system_metrics', { where: { host: 'zulu', idc: 'idc1' }, order: 'desc', limit: 1 })).toEqual([
+      { host: 'zulu', idc: 'idc1', cpu_util: 89, ts: 1089 },
+    ]);
+    // Descending across regions: zulu first.
+    expect((await db!.query('system_metrics', { order: 'desc', limit: 2, columns: ['host', 'ts'] })).map((r) => `${r.host}@${r.ts}`)).toEqual(['zulu@1089', 'zulu@1083']);
+    const perHost = await db!.query('system_metrics', {
+      groupBy: ['host'],
+      aggregates: [{ fn: 'max', column: 'cpu_util' }, { fn: 'count' }, { fn: 'avg', column: 'cpu_util', as: 'mean' }, { fn: 'last', column: 'cpu_util' }],
+    });
+    expect(perHost).toEqual([
+      { host: 'alpha', 'max(cpu_util)': 87, 'count(*)': 30, mean: 43.5, 'last(cpu_util)': 87 },
+      { host: 'golf', 'max(cpu_util)': 88, 'count(*)': 30, mean: 44.5, 'last(cpu_util)': 88 },
+      { host: 'zulu', 'max(cpu_util)': 89, 'count(*)': 30, mean: 45.5, 'last(cpu_util)': 89 },
+    ]);
+    const buckets = await db!.query('system_metrics', { timeRange: { from: 1000, to: 1030 }, interval: 10, aggregates: [{ fn: 'sum', column: 'cpu_util' }], order: 'desc' });
+    expect(buckets).toEqual([
+      { ts: 1020, 'sum(cpu_util)': 245 },
+      { ts: 1010, 'sum(cpu_util)': 145 },
+      { ts: 1000, 'sum(cpu_util)': 45 },
+    ]);
+    await expectCode(db!.query('system_metrics', { groupBy: ['host'] }), 'INVALID_QUERY');
+    await expectCode(db!.query('system_metrics', { aggregates: [{ fn: 'max', column: 'host' }] }), 'INVALID_QUERY');
+    await expectCode(db!.query('system_metrics', { aggregates: [{ fn: 'median', column: 'cpu_util' }] }), 'INVALID_QUERY');
+  });
+
+  it('a result past maxResultRows is QUERY_TOO_LARGE, and the data stays', async () => {
+    await reopen({ memory: { maxResultRows: 10 } });
+    await db!.createTable(schema);
+    await db!.insert('system_metrics', rows(40));
+    await db!.flush();
+    await expectCode(db!.query('system_metrics', { where: { host: 'alpha' } }), 'QUERY_TOO_LARGE');
+    await expectCode(db!.query('system_metrics', { where: { host: 'alpha' }, groupBy: ['host'], interval: 1, aggregates: [{ fn: 'count' }] }), 'QUERY_TOO_LARGE');
+    expect(await db!.query('system_metrics', { where: { host: 'alpha' }, limit: 5 })).toHaveLength(5);
+    expect(await db!.query('system_metrics', { groupBy: ['host'], aggregates: [{ fn: 'count' }] })).toEqual([
+      { host: 'alpha', 'count(*)': 14 },
+      { host: 'golf', 'count(*)': 13 },
+      { host: 'zulu', 'count(*)': 13 },
+    ]);
+    expect(db!.status().memory).toMatchObject({ maxResultRows: 10, cacheBudgetBytes: 64 * 1024 * 1024, memtableBudgetBytes: 256 * 1024 * 1024 });
+    const metrics = await db!.observer.registry.metrics();
+    expect(metrics).toContain('reprise_memory_budget_bytes{kind="cache"} 67108864');
+    expect(metrics).toMatch(/reprise_cache_lookups\{result="miss"\} [1-9]/);
+  });
+
+  it('reads racing writes on a region with SSTs all succeed', async () => {
+    await reopen({ shards: 1 });
+    await db!.createTable({ ...schema, partition: undefined });
+    await db!.insert('system_metrics', rows(300));
+    await db!.flush();
+    const until = Date.now() + 1500;
+    let written = 300;
+    let reads = 0;
+    const writer = async () => {
+      while (Date.now() < until) {
+        const start = written;
+        written += 20;
+        await db!.insert('system_metrics', rows(20, start));
+      }
+    };
+    const reader = async () => {
+      while (Date.now() < until) {
+        const seen = (await db!.query('system_metrics', { columns: ['ts'] })).length;
+        expect(seen).toBeGreaterThanOrEqual(300);
+        reads++;
+      }
+    };
+    await Promise.all([writer(), writer(), writer(), writer(), reader(), reader(), reader(), reader()]);
+    expect(reads).toBeGreaterThan(4);
+    expect(await db!.query('system_metrics', { columns: ['ts'] })).toHaveLength(written);
+  });
+
+  it('keeps the memtables of a node within its budget however many regions it hosts', async () => {
+    await reopen({ shards: 4, memory: { memtableBytes: 1024 * 1024 } });
+    const bounds = Array.from({ length: 39 }, (_, i) => `h${String(i + 1).padStart(2, '0')}`);
+    await db!.createTable({ ...schema, partition: { column: 'host', bounds } });
+    const batch = (n: number) =>
+      Array.from({ length: 1000 }, (_, i) => ({ host: `h${String(i % 40).padStart(2, '0')}`, idc: 'x', cpu_util: i, ts: n * 1000 + i }));
+    for (let n = 0; n < 40; n++) await db!.insert('system_metrics', batch(n));
+    // 40,000 rows in 40 regions hold several MiB; the node flushes down to its 1 MiB budget.
+    await waitUntil(() => (db!.status().memory?.memtableBytes ?? Infinity) <= 1024 * 1024, 'the memtables to fit the budget');
+    const flushed = db!.status().nodes[0]!.shards.flatMap((s) => s.regions).filter((r) => r.flushedEntryId > 0);
+    expect(flushed.length).toBeGreaterThan(0);
+    expect(await db!.query('system_metrics', { aggregates: [{ fn: 'count' }] })).toEqual([{ 'count(*)': 40_000 }]);
+  });
+
   it('a second process cannot open the same data dir', async () => {
     await reopen();
     await expect(open({ dataDir: dir, logger: false })).rejects.toThrow(/in use|lock/i);
