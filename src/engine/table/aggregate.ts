@@ -1,6 +1,7 @@
 import { RepriseError } from '../../errors.js';
 import type { AggregateFn, ColumnarRows, TableQuery, TableSchema, Value } from '../schema.js';
 import { compareValues } from './keys.js';
+import type { FieldStats } from './sst.js';
 
 /**
  * Aggregation in two steps: each region folds its rows into partial states
@@ -53,19 +54,30 @@ export function aggregatePlanOf(schema: TableSchema, q: TableQuery): AggregatePl
   return { groupBy, interval: q.interval, aggregates, names };
 }
 
-/** Folds rows into partial states per group, as a region reads them. */
+/** Columns of a stretch of rows, as the read path hands them over (see read.ts Block). */
+export interface AggregateInput {
+  readonly columns: readonly (ArrayLike<Value> | undefined)[];
+  /** Truthy where the row is a tombstone (skipped). */
+  readonly deleted: ArrayLike<unknown>;
+}
+
+/**
+ * Folds rows into partial states per group, as a region reads them. Rows
+ * come sorted by primary key, so consecutive rows mostly share their group:
+ * a stretch of one group (and bucket) is found by comparing tag values, and
+ * each aggregate folds it in one tight loop over its column.
+ */
 export class Aggregator {
   private readonly plan: AggregatePlan;
   private readonly maxGroups: number;
   private readonly width: number;
+  private readonly timeIdx: number;
   private readonly groups = new Map<string, { key: Value[]; state: Value[] }>();
-  /** The group of the previous row: consecutive rows mostly share it. */
-  private lastKey: Value[] | undefined;
-  private lastState: Value[] | undefined;
   private readonly offsets: number[];
 
-  constructor(plan: AggregatePlan, maxGroups: number) {
+  constructor(plan: AggregatePlan, timeIdx: number, maxGroups: number) {
     this.plan = plan;
+    this.timeIdx = timeIdx;
     this.maxGroups = maxGroups;
     this.offsets = [];
     let w = 0;
@@ -76,75 +88,164 @@ export class Aggregator {
     this.width = w;
   }
 
-  /** Add one live row: `get(c)` reads schema column c of it; `time` is its time. */
-  add(get: (column: number) => Value, time: number): void {
-    const { plan } = this;
-    const { groupBy, interval } = plan;
-    const bucket = interval === undefined ? undefined : Math.floor(time / interval) * interval;
-    let state = this.lastState;
-    const last = this.lastKey;
-    let same = last !== undefined;
-    if (same) {
-      for (let k = 0; k < groupBy.length; k++) {
-        if (last![k] !== get(groupBy[k])) {
-          same = false;
-          break;
-        }
+  /** Fold rows [from, to) of the input. */
+  addRange(input: AggregateInput, from: number, to: number): void {
+    const { groupBy, interval } = this.plan;
+    const { columns } = input;
+    const times = columns[this.timeIdx] as ArrayLike<number>;
+    const tags = groupBy.map((c) => columns[c] as ArrayLike<Value>);
+    const { deleted } = input;
+    let i = from;
+    while (i < to) {
+      // A group holds at least one live row.
+      if (deleted[i]) {
+        i++;
+        continue;
       }
-      if (same && bucket !== undefined && last![groupBy.length] !== bucket) same = false;
-    }
-    if (!same) {
-      const key: Value[] = groupBy.map((c) => get(c));
+      // The stretch [i, j) of rows in one group and bucket.
+      let j = i + 1;
+      const bucket = interval === undefined ? undefined : Math.floor(times[i] / interval) * interval;
+      const bucketEnd = bucket === undefined ? Infinity : bucket + (interval as number);
+      const bucketStart = bucket ?? -Infinity;
+      for (; j < to; j++) {
+        let same = true;
+        for (let k = 0; k < tags.length; k++) {
+          if (tags[k][j] !== tags[k][i]) {
+            same = false;
+            break;
+          }
+        }
+        if (!same) break;
+        if (times[j] < bucketStart || times[j] >= bucketEnd) break;
+      }
+      const key: Value[] = tags.map((t) => t[i]);
       if (bucket !== undefined) key.push(bucket);
-      const id = JSON.stringify(key);
-      let group = this.groups.get(id);
-      if (group === undefined) {
-        if (this.groups.size >= this.maxGroups) {
-          throw new RepriseError('QUERY_TOO_LARGE', `aggregation has more than ${this.maxGroups} groups (maxResultRows); narrow the query or use a larger interval`, {
-            limit: this.maxGroups,
-          });
-        }
-        group = { key, state: initialState(plan, this.width) };
-        this.groups.set(id, group);
-      }
-      this.lastKey = key;
-      this.lastState = group.state;
-      state = group.state;
+      this.fold(this.stateOf(key), input, times, i, j);
+      i = j;
     }
-    const s = state as Value[];
-    const { aggregates } = plan;
+  }
+
+  /**
+   * Fold a row group from its statistics instead of its rows: every live
+   * row of it belongs to the group `key` (see TableRegion.query for when).
+   */
+  addSummary(key: Value[], live: number, stats: readonly (FieldStats | null)[]): void {
+    if (live === 0) return;
+    const s = this.stateOf(key);
+    const { aggregates } = this.plan;
     for (let a = 0; a < aggregates.length; a++) {
       const { fn, column } = aggregates[a];
       const o = this.offsets[a];
-      const v = column < 0 ? 0 : get(column);
-      if (v === null) continue;
+      const st = column < 0 ? undefined : (stats[column] as FieldStats);
+      if (st === undefined) {
+        s[o] = (s[o] as number) + live;
+        continue;
+      }
+      const [count, sum, min, max, firstTime, first, lastTime, last] = st;
+      if (count === 0) continue;
       switch (fn) {
         case 'count':
-          s[o] = (s[o] as number) + 1;
+          s[o] = (s[o] as number) + count;
           break;
         case 'sum':
         case 'avg':
-          s[o] = (s[o] as number) + (v as number);
-          s[o + 1] = (s[o + 1] as number) + 1;
+          s[o] = (s[o] as number) + (sum as number);
+          s[o + 1] = (s[o + 1] as number) + count;
           break;
         case 'min':
-          if (s[o] === null || compareValues(v, s[o]) < 0) s[o] = v;
+          if (s[o] === null || compareValues(min, s[o]) < 0) s[o] = min;
           break;
         case 'max':
-          if (s[o] === null || compareValues(v, s[o]) > 0) s[o] = v;
+          if (s[o] === null || compareValues(max, s[o]) > 0) s[o] = max;
           break;
         case 'first':
-          if (s[o] === null || time < (s[o] as number)) {
-            s[o] = time;
-            s[o + 1] = v;
+          if (s[o] === null || (firstTime as number) < (s[o] as number)) {
+            s[o] = firstTime;
+            s[o + 1] = first;
           }
           break;
         case 'last':
-          if (s[o] === null || time > (s[o] as number)) {
-            s[o] = time;
-            s[o + 1] = v;
+          if (s[o] === null || (lastTime as number) > (s[o] as number)) {
+            s[o] = lastTime;
+            s[o + 1] = last;
           }
           break;
+      }
+    }
+  }
+
+  private stateOf(key: Value[]): Value[] {
+    const id = JSON.stringify(key);
+    let group = this.groups.get(id);
+    if (group === undefined) {
+      if (this.groups.size >= this.maxGroups) {
+        throw new RepriseError('QUERY_TOO_LARGE', `aggregation has more than ${this.maxGroups} groups (maxResultRows); narrow the query or use a larger interval`, {
+          limit: this.maxGroups,
+        });
+      }
+      group = { key, state: initialState(this.plan, this.width) };
+      this.groups.set(id, group);
+    }
+    return group.state;
+  }
+
+  /** Fold rows [from, to) (one group) into state `s`. */
+  private fold(s: Value[], input: AggregateInput, times: ArrayLike<number>, from: number, to: number): void {
+    const { deleted, columns } = input;
+    const { aggregates } = this.plan;
+    for (let a = 0; a < aggregates.length; a++) {
+      const { fn, column } = aggregates[a];
+      const o = this.offsets[a];
+      const values = column < 0 ? undefined : (columns[column] as ArrayLike<Value>);
+      switch (fn) {
+        case 'count': {
+          let n = 0;
+          for (let i = from; i < to; i++) if (!deleted[i] && (values === undefined || values[i] !== null)) n++;
+          s[o] = (s[o] as number) + n;
+          break;
+        }
+        case 'sum':
+        case 'avg': {
+          let sum = 0;
+          let n = 0;
+          const v = values as ArrayLike<number | null>;
+          for (let i = from; i < to; i++) {
+            const x = v[i];
+            if (deleted[i] || x === null) continue;
+            sum += x;
+            n++;
+          }
+          s[o] = (s[o] as number) + sum;
+          s[o + 1] = (s[o + 1] as number) + n;
+          break;
+        }
+        case 'min':
+        case 'max': {
+          const sign = fn === 'min' ? -1 : 1;
+          let best = s[o];
+          const v = values as ArrayLike<Value>;
+          for (let i = from; i < to; i++) {
+            const x = v[i];
+            if (deleted[i] || x === null) continue;
+            if (best === null || compareValues(x, best) * sign > 0) best = x;
+          }
+          s[o] = best;
+          break;
+        }
+        case 'first':
+        case 'last': {
+          const v = values as ArrayLike<Value>;
+          for (let i = from; i < to; i++) {
+            const x = v[i];
+            if (deleted[i] || x === null) continue;
+            const t = times[i];
+            if (s[o] === null || (fn === 'first' ? t < (s[o] as number) : t > (s[o] as number))) {
+              s[o] = t;
+              s[o + 1] = x;
+            }
+          }
+          break;
+        }
       }
     }
   }

@@ -31,6 +31,11 @@ export interface SstRef {
    * written by compaction; absent for one written by a flush.
    */
   readonly window?: number;
+  /**
+   * CRC-32 of the SST's Parquet footer: the footer says where every chunk
+   * lies and how to decode it, so it is checked before it is trusted.
+   */
+  readonly footerCrc?: number;
 }
 
 export interface Manifest {
@@ -117,6 +122,7 @@ export function decodeManifest(regionId: number, bytes: Uint8Array): Manifest {
       isTime(s.maxTime) &&
       Array.isArray(s.minKey) &&
       Array.isArray(s.maxKey) &&
+      (s.footerCrc === undefined || isCount(s.footerCrc)) &&
       (i === 0 || s.seq > m.ssts[i - 1].seq);
     if (!ok) corrupt(`malformed SST entry ${i}`);
   });

@@ -198,20 +198,10 @@ export class RowsSink {
   };
 }
 
-/** Feeds live rows to an aggregator. */
-export function aggregateSink(aggregator: Aggregator, timeIdx: number): Sink {
-  let current: Block | undefined;
-  let row = 0;
-  const get = (c: number): Value => (current!.columns[c] as ArrayLike<Value>)[row];
+/** Feeds runs to an aggregator (which skips tombstones). */
+export function aggregateSink(aggregator: Aggregator): Sink {
   return (block, from, to) => {
-    current = block;
-    const { deleted } = block;
-    const times = block.columns[timeIdx] as ArrayLike<number>;
-    for (let i = from; i < to; i++) {
-      if (deleted[i]) continue;
-      row = i;
-      aggregator.add(get, times[i]);
-    }
+    aggregator.addRange(block, from, to);
     return true;
   };
 }

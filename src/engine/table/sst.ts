@@ -42,6 +42,8 @@ export interface SstMeta {
   /** Primary keys (tags, time) of the first and last rows. */
   readonly minKey: Value[];
   readonly maxKey: Value[];
+  /** CRC-32 of the Parquet footer (the thrift FileMetaData). */
+  readonly footerCrc: number;
 }
 
 /** What the engine knows of one row group without reading it. */
@@ -54,6 +56,10 @@ export interface RowGroupInfo {
   /** Per primary key column (tags, then time): the least and greatest value in the group. */
   readonly mins: readonly Value[];
   readonly maxs: readonly Value[];
+  /** Rows that are not tombstones. */
+  readonly live: number;
+  /** Per schema column: statistics of its live non-null values (undefined for key columns). */
+  readonly stats: readonly (FieldStats | null)[];
   /** Byte range of its column chunks in the file. */
   readonly start: number;
   readonly end: number;
@@ -61,12 +67,20 @@ export interface RowGroupInfo {
   readonly chunks: readonly (readonly [number, number, number])[];
 }
 
+/**
+ * What aggregations read instead of a row group's values when it can
+ * (TableRegion.query): over its live, non-null values of one field, their
+ * count, sum (numbers only), least and greatest, and the values at the
+ * earliest and latest time (between rows of one time, the first in key order).
+ */
+export type FieldStats = [count: number, sum: number | null, min: Value, max: Value, firstTime: number | null, first: Value, lastTime: number | null, last: Value];
+
 interface IndexMeta {
   format: number;
   regionId: number;
   columns: [string, ColumnType][];
   rows: number;
-  groups: [firstKey: Value[], lastKey: Value[], mins: Value[], maxs: Value[], rows: number, chunks: [number, number, number][]][];
+  groups: [firstKey: Value[], lastKey: Value[], mins: Value[], maxs: Value[], rows: number, chunks: [number, number, number][], live: number, stats: (FieldStats | null)[]][];
 }
 
 /** Parquet physical type of a column type. */
@@ -148,7 +162,15 @@ export class SstWriter {
     ];
     this.writer.finish();
     const bytes = new Uint8Array(this.out.getBuffer());
-    const meta: SstMeta = { rows: this.rows, bytes: bytes.length, minTime: this.minTime, maxTime: this.maxTime, minKey: this.first, maxKey: this.last };
+    const meta: SstMeta = {
+      rows: this.rows,
+      bytes: bytes.length,
+      minTime: this.minTime,
+      maxTime: this.maxTime,
+      minKey: this.first,
+      maxKey: this.last,
+      footerCrc: crc32(footerOf(bytes)),
+    };
     return { bytes, meta };
   }
 
@@ -170,6 +192,10 @@ export class SstWriter {
       mins.push(lo);
       maxs.push(hi);
     }
+    let live = 0;
+    for (let i = 0; i < n; i++) if (!deleted[i]) live++;
+    const times = buffers[layout.timeIdx] as number[];
+    const stats = layout.schema.columns.map((c, col) => (layout.isKey[col] ? null : fieldStats(buffers[col], times, deleted, c.type !== 'string' && c.type !== 'bool')));
     const minTime = mins[mins.length - 1] as number;
     const maxTime = maxs[maxs.length - 1] as number;
     const firstKey = keyIdx.map((c) => buffers[c][0]);
@@ -178,8 +204,11 @@ export class SstWriter {
       name: c.name,
       data: parquetData(c.type, buffers[i], layout.isKey[i] as boolean),
       ...(c.type === 'timestamp' || c.type === 'int64' ? { encoding: 'DELTA_BINARY_PACKED' as const } : {}),
+      // Parquet statistics for the key columns, for other readers; the engine
+      // plans by its own index, and field statistics cost a fifth of a flush.
+      statistics: layout.isKey[i] as boolean,
     }));
-    columnData.push({ name: DELETED, data: deleted.slice() as never });
+    columnData.push({ name: DELETED, data: deleted.slice() as never, statistics: false });
     const before = this.writer.row_groups.length;
     this.writer.write({ columnData: columnData as never, rowGroupSize: n, pageSize: 1 << 30 });
     const group = this.writer.row_groups[before];
@@ -190,7 +219,7 @@ export class SstWriter {
       const length = Number(md.total_compressed_size);
       return [offset, length, crc32(buffer.subarray(offset, offset + length))];
     });
-    this.groups.push([firstKey, lastKey, mins, maxs, n, chunks]);
+    this.groups.push([firstKey, lastKey, mins, maxs, n, chunks, live, stats]);
     this.rows += n;
     if (minTime < this.minTime) this.minTime = minTime;
     if (maxTime > this.maxTime) this.maxTime = maxTime;
@@ -199,6 +228,36 @@ export class SstWriter {
     for (const b of buffers) b.length = 0;
     deleted.length = 0;
   }
+}
+
+/** FieldStats of one field's values in a row group. */
+function fieldStats(values: readonly Value[], times: readonly number[], deleted: readonly boolean[], numeric: boolean): FieldStats {
+  let count = 0;
+  let sum = 0;
+  let min: Value = null;
+  let max: Value = null;
+  let firstTime: number | null = null;
+  let first: Value = null;
+  let lastTime: number | null = null;
+  let last: Value = null;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v === null || deleted[i]) continue;
+    count++;
+    if (numeric) sum += v as number;
+    if (min === null || compareValues(v, min) < 0) min = v;
+    if (max === null || compareValues(v, max) > 0) max = v;
+    const t = times[i];
+    if (firstTime === null || t < firstTime) {
+      firstTime = t;
+      first = v;
+    }
+    if (lastTime === null || t > lastTime) {
+      lastTime = t;
+      last = v;
+    }
+  }
+  return [count, numeric ? sum : null, min, max, firstTime, first, lastTime, last];
 }
 
 /** A column's values as hyparquet-writer takes them (INT64 as bigint). */
@@ -229,6 +288,13 @@ export interface SstExpectation {
   readonly rows: number;
   readonly minKey: readonly Value[];
   readonly maxKey: readonly Value[];
+  readonly footerCrc?: number;
+}
+
+/** The thrift footer of a Parquet file: before its length (u32 LE) and "PAR1". */
+function footerOf(bytes: Uint8Array): Uint8Array {
+  const length = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(bytes.length - 8, true);
+  return bytes.subarray(Math.max(0, bytes.length - 8 - length), bytes.length - 8);
 }
 
 /**
@@ -298,10 +364,16 @@ export class SstReader {
         { regionId, file, format: head[4] },
       );
     }
-    const buffer = rangeBuffer(store, file, size);
+    // The footer is read whole (one ranged get of the file's tail) and checked before it is parsed.
+    const tail = await store.getRange(file, Math.max(0, size - (1 << 16)), size);
+    const footerLength = new DataView(tail.buffer, tail.byteOffset, tail.byteLength).getUint32(tail.length - 8, true);
+    if (footerLength + 12 > size) corrupt(`footer length ${footerLength} out of range`);
+    const footerBytes = footerLength + 8 <= tail.length ? tail : await store.getRange(file, size - footerLength - 8, size);
+    if (expect?.footerCrc !== undefined && crc32(footerOf(footerBytes)) !== expect.footerCrc) corrupt('its footer fails its checksum');
     let metadata: FileMetaData;
     try {
-      metadata = await parquetMetadataAsync(buffer, { parsers, initialFetchSize: 1 << 16 });
+      const exact = footerBytes.slice(footerBytes.length - footerLength - 8);
+      metadata = await parquetMetadataAsync({ byteLength: size, slice: (s: number, e?: number) => exact.slice(s - (size - exact.length), (e ?? size) - (size - exact.length)).buffer }, { parsers, initialFetchSize: exact.length });
     } catch (err) {
       return corrupt(`unreadable Parquet footer: ${(err as Error).message}`, err);
     }
@@ -330,7 +402,7 @@ export class SstReader {
       }
     }
     let rowStart = 0;
-    const groups: RowGroupInfo[] = index.groups.map(([firstKey, lastKey, mins, maxs, rows, chunks], g) => {
+    const groups: RowGroupInfo[] = index.groups.map(([firstKey, lastKey, mins, maxs, rows, chunks, live, stats], g) => {
       if (Number(metadata.row_groups[g].num_rows) !== rows || chunks.length !== layout.names.length + 1) corrupt(`row group ${g} does not match its metadata`);
       let start = Infinity;
       let end = 0;
@@ -339,7 +411,7 @@ export class SstReader {
         end = Math.max(end, offset + length);
       }
       if (end > size) corrupt(`row group ${g} lies past the end of the file`);
-      const info: RowGroupInfo = { rowStart, rows, firstKey, lastKey, mins, maxs, start, end, chunks };
+      const info: RowGroupInfo = { rowStart, rows, firstKey, lastKey, mins, maxs, live, stats, start, end, chunks };
       rowStart += rows;
       return info;
     });
@@ -425,15 +497,4 @@ function toValues(type: ColumnType, data: ArrayLike<unknown>): ArrayLike<unknown
     out[i] = v === undefined ? null : (v as Value);
   }
   return out;
-}
-
-/** An AsyncBuffer of ranged reads from the store (the footer's). */
-function rangeBuffer(store: ObjectStore, file: string, size: number): AsyncBuffer {
-  return {
-    byteLength: size,
-    slice: async (start: number, end?: number) => {
-      const bytes = await store.getRange(file, start, end ?? size);
-      return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? (bytes.buffer as ArrayBuffer) : (bytes.slice().buffer as ArrayBuffer);
-    },
-  };
 }

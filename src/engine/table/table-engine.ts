@@ -2,8 +2,8 @@ import { RepriseError } from '../../errors.js';
 import type { ObjectStore } from '../object-store.js';
 import type { FlushResult, Region, RegionDescriptor, RegionEngine, RegionQueryResult } from '../region-engine.js';
 import type { TableQuery, Value } from '../schema.js';
-import { aggregatePlanOf, Aggregator } from './aggregate.js';
-import { layoutOf, rowFromKey, type TableLayout } from './keys.js';
+import { aggregatePlanOf, Aggregator, type AggregatePlan } from './aggregate.js';
+import { compareValues, layoutOf, rowFromKey, type TableLayout } from './keys.js';
 import { readManifest, REGIONS_PREFIX, regionPrefix, sstKey, writeManifest, type Manifest, type SstRef } from './manifest.js';
 import { QueuedMemtable, UnindexableEntry } from './queued-memtable.js';
 import { aggregateSink, blockOfEntries, filterBlock, mergeRuns, RowsSink, sourceOf, type Block, type BlockSource } from './read.js';
@@ -428,7 +428,7 @@ export class TableRegion implements Region {
     const plan = planScan(layout, q);
     const empty: RegionQueryResult =
       agg !== undefined
-        ? { kind: 'aggregates', partial: new Aggregator(agg, 1).result() }
+        ? { kind: 'aggregates', partial: new Aggregator(agg, layout.timeIdx, 1).result() }
         : { kind: 'rows', rows: { columns: output.map((c) => layout.names[c]), data: output.map(() => []) } };
     if (plan.empty) return empty;
     // Snapshot the memtables synchronously, before any await: what has been
@@ -441,12 +441,14 @@ export class TableRegion implements Region {
     for (const s of ssts) this.readers.set(s.file, (this.readers.get(s.file) ?? 0) + 1);
     try {
       const readers = await Promise.all(ssts.map((s) => this.reader(s)));
-      const sources = [...memBlocks.map(sourceOf), ...readers.map((r) => this.sstSource(r, plan, columns, desc))];
       if (agg !== undefined) {
-        const aggregator = new Aggregator(agg, this.reads.maxResultRows);
-        await mergeRuns(sources, layout, desc, aggregateSink(aggregator, layout.timeIdx));
+        const aggregator = new Aggregator(agg, layout.timeIdx, this.reads.maxResultRows);
+        const summarised = this.summarise(aggregator, agg, plan, readers, ssts, memBlocks);
+        const sources = [...memBlocks.map(sourceOf), ...readers.map((r, i) => this.sstSource(r, plan, columns, desc, summarised[i]))];
+        await mergeRuns(sources, layout, desc, aggregateSink(aggregator));
         return { kind: 'aggregates', partial: aggregator.result() };
       }
+      const sources = [...memBlocks.map(sourceOf), ...readers.map((r) => this.sstSource(r, plan, columns, desc))];
       const rows = new RowsSink(output, q.limit ?? Infinity, this.reads.maxResultRows);
       await mergeRuns(sources, layout, desc, rows.sink);
       return { kind: 'rows', rows: { columns: output.map((c) => layout.names[c]), data: rows.data } };
@@ -609,10 +611,57 @@ export class TableRegion implements Region {
   }
 
   /**
-   * The row groups of an SST that the plan can match, in scan order, each
-   * read (through the chunk cache) when the merge reaches it.
+   * Fold into the aggregator, from their statistics, the row groups that
+   * need no row read: every row matches the query, the group-by tags (and
+   * the time bucket) are the same for all of them, no other source may hold
+   * a version of any of their keys (no key range and time range both
+   * overlap), and first/last only where each output group is one series
+   * (else the tie rule between series at one time would need the rows).
+   * Returns, per SST, the groups folded.
    */
-  private sstSource(reader: SstReader, plan: ScanPlan, columns: readonly number[], desc: boolean): BlockSource {
+  private summarise(
+    aggregator: Aggregator,
+    agg: AggregatePlan,
+    plan: ScanPlan,
+    readers: readonly SstReader[],
+    refs: readonly SstRef[],
+    memBlocks: readonly (Block | undefined)[],
+  ): Set<number>[] {
+    const { layout } = this;
+    const folded = readers.map(() => new Set<number>());
+    const oneSeries = layout.tagIdx.every((c) => agg.groupBy.includes(c));
+    if (!oneSeries && agg.aggregates.some((a) => a.fn === 'first' || a.fn === 'last')) return folded;
+    const keyPos = agg.groupBy.map((c) => layout.keyIdx.indexOf(c));
+    const t = layout.keyIdx.length - 1;
+    const extents = [...refs.map((s) => ({ minKey: s.minKey, maxKey: s.maxKey, minTime: s.minTime, maxTime: s.maxTime })), ...memBlocks.flatMap((b) => (b ? [extentOf(layout, b)] : []))];
+    readers.forEach((reader, i) => {
+      reader.groups.forEach((g, n) => {
+        if (plan.coverage(g.mins, g.maxs) !== 'all') return;
+        if (keyPos.some((k) => g.mins[k] !== g.maxs[k])) return;
+        const { interval } = agg;
+        const bucket = interval === undefined ? undefined : Math.floor((g.mins[t] as number) / interval) * interval;
+        if (interval !== undefined && Math.floor((g.maxs[t] as number) / interval) * interval !== bucket) return;
+        for (let e = 0; e < extents.length; e++) {
+          if (e === i) continue;
+          const x = extents[e];
+          const keysOverlap = compareKeys(g.lastKey, x.minKey) >= 0 && compareKeys(x.maxKey, g.firstKey) >= 0;
+          if (keysOverlap && (g.maxs[t] as number) >= x.minTime && x.maxTime >= (g.mins[t] as number)) return;
+        }
+        const key = keyPos.map((k) => g.mins[k]);
+        if (bucket !== undefined) key.push(bucket);
+        aggregator.addSummary(key, g.live, g.stats);
+        folded[i].add(n);
+      });
+    });
+    return folded;
+  }
+
+  /**
+   * The row groups of an SST that the plan can match (less those in
+   * `skip`), in scan order, each read (through the chunk cache) when the
+   * merge reaches it.
+   */
+  private sstSource(reader: SstReader, plan: ScanPlan, columns: readonly number[], desc: boolean, skip?: ReadonlySet<number>): BlockSource {
     const { layout } = this;
     const picked: { g: number; whole: boolean }[] = [];
     for (let g = 0; g < reader.groups.length; g++) {
@@ -620,7 +669,7 @@ export class TableRegion implements Region {
       if (plan.seek !== undefined && layout.compare(rowFromKey(layout, group.lastKey), plan.seek) < 0) continue;
       if (plan.pastEnd(rowFromKey(layout, group.firstKey))) break;
       const coverage = plan.coverage(group.mins, group.maxs);
-      if (coverage !== 'none') picked.push({ g, whole: coverage === 'all' });
+      if (coverage !== 'none' && !skip?.has(g)) picked.push({ g, whole: coverage === 'all' });
     }
     if (desc) picked.reverse();
     const names = [...columns.map((c) => layout.names[c]), DELETED_COLUMN];
@@ -684,7 +733,31 @@ export class TableRegion implements Region {
   }
 }
 
+/** Order of two primary keys (tags, time). */
+function compareKeys(a: readonly Value[], b: readonly Value[]): number {
+  for (let k = 0; k < a.length; k++) {
+    const c = compareValues(a[k], b[k]);
+    if (c !== 0) return c;
+  }
+  return 0;
+}
+
+/** The key and time range of a block's rows. */
+function extentOf(layout: TableLayout, block: Block): { minKey: Value[]; maxKey: Value[]; minTime: number; maxTime: number } {
+  const keyAt = (i: number) => layout.keyIdx.map((c) => (block.columns[c] as ArrayLike<Value>)[i]);
+  const a = keyAt(0);
+  const b = keyAt(block.length - 1);
+  const times = block.columns[layout.timeIdx] as ArrayLike<number>;
+  let minTime = Infinity;
+  let maxTime = -Infinity;
+  for (let i = 0; i < block.length; i++) {
+    if (times[i] < minTime) minTime = times[i];
+    if (times[i] > maxTime) maxTime = times[i];
+  }
+  return compareKeys(a, b) <= 0 ? { minKey: a, maxKey: b, minTime, maxTime } : { minKey: b, maxKey: a, minTime, maxTime };
+}
+
 function refOf(file: string, seq: number, meta: SstMeta): SstRef {
-  const { rows, bytes, minTime, maxTime, minKey, maxKey } = meta;
-  return { file, seq, rows, bytes, minTime, maxTime, minKey, maxKey };
+  const { rows, bytes, minTime, maxTime, minKey, maxKey, footerCrc } = meta;
+  return { file, seq, rows, bytes, minTime, maxTime, minKey, maxKey, footerCrc };
 }

@@ -71,7 +71,7 @@ describe('SST (Parquet)', () => {
   it('round-trips rows and tombstones in row groups that record their key and time ranges', async () => {
     const entries = sampleEntries();
     const { store, encoded } = await stored(entries);
-    expect(encoded.meta).toEqual({ rows: 9000, bytes: encoded.bytes.length, minTime: 1000, maxTime: 1099, minKey: ['host-00', 'dc1', 1000], maxKey: ['host-89', 'dc1', 1099] });
+    expect(encoded.meta).toMatchObject({ rows: 9000, bytes: encoded.bytes.length, minTime: 1000, maxTime: 1099, minKey: ['host-00', 'dc1', 1000], maxKey: ['host-89', 'dc1', 1099] });
     const reader = await SstReader.open(store, KEY, layout, 7, encoded.meta);
     expect(reader.groups.map((g) => g.rows)).toEqual([ROW_GROUP_ROWS, ROW_GROUP_ROWS, 9000 - 2 * ROW_GROUP_ROWS]);
     expect(reader.groups[1].firstKey).toEqual(entries[ROW_GROUP_ROWS][0].filter((_, c) => layout.isKey[c]));
@@ -101,7 +101,7 @@ describe('SST (Parquet)', () => {
     const { store, encoded } = await stored(entries);
     const { bytes } = encoded;
     let detected = 0;
-    for (let at = 0; at < bytes.length; at += Math.max(1, Math.floor(bytes.length / 150))) {
+    for (let at = 0; at < bytes.length; at += 3) {
       const damaged = bytes.slice();
       damaged[at] ^= 1 << (at % 8);
       await store.put(KEY, damaged);
