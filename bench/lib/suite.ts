@@ -24,10 +24,14 @@ export interface SuiteResult {
   readonly metrics: Metric[];
   /** Anything else worth keeping in the JSON (per-run details, sizes). */
   readonly details: Record<string, unknown>;
+  /** Extra tables printed after the main one (e.g. a side-by-side comparison). */
+  readonly tables?: readonly string[];
 }
 
 export interface Suite {
   readonly name: string;
   readonly description: string;
+  /** Runs only when named in --only (slow, or needs software installed beside reprise). */
+  readonly optIn?: boolean;
   run(ctx: SuiteContext): Promise<SuiteResult>;
 }
