@@ -12,6 +12,12 @@ export interface BenchOptions {
   readonly replayEntries: number;
   /** Data entries in the replay log with 1-row entries. */
   readonly replaySmallEntries: number;
+  /** peer: series loaded into both systems (5 per host). */
+  readonly peerSeries: number;
+  /** peer: points per series, 10 s apart. */
+  readonly peerPoints: number;
+  /** peer: timed runs of each query shape per system. */
+  readonly peerRuns: number;
 }
 
 export interface SuiteContext {
