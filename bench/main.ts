@@ -2,12 +2,16 @@
  * reprise benchmarks: `npm run bench [-- options]`.
  *
  *   --quick              short smoke run (small logs, short runs)
- *   --only a,b           suites to run: insert, latency, replay, cost, kafka, cluster (default all)
+ *   --only a,b           suites to run: insert, latency, replay, cost, kafka, cluster, peer
+ *                        (default all but peer, which runs only when named)
  *   --runs N             repetitions per measurement, median reported (default 3)
  *   --insert-ms MS       duration of one insert-throughput run (default 1500)
  *   --latency-ops N      single-row inserts per latency run (default 1000)
  *   --replay-entries N   100-row entries in the replay log (default 8000)
  *   --replay-small N     1-row entries in the second replay log (default 100000; 0 skips it)
+ *   --peer-series N      peer: series loaded into reprise and InfluxDB (default 1000; 5 per host)
+ *   --peer-points N      peer: points per series (default 10000)
+ *   --peer-runs N        peer: timed runs per query shape and system (default 50)
  *   --out DIR            where JSON results go (default bench/results)
  *   --strict             exit 1 when a target is missed
  *
@@ -21,18 +25,20 @@ import { costSuite } from './cost.js';
 import { insertSuite } from './insert.js';
 import { kafkaSuite } from './kafka.js';
 import { latencySuite } from './latency.js';
+import { peerSuite } from './peer.js';
 import { replaySuite } from './replay.js';
 import { machineInfo, passOf, renderTable, writeResults, type Metric } from './lib/report.js';
 import type { BenchOptions, Suite } from './lib/suite.js';
 
-const SUITES: readonly Suite[] = [insertSuite, latencySuite, replaySuite, costSuite, kafkaSuite, clusterSuite];
+const SUITES: readonly Suite[] = [insertSuite, latencySuite, replaySuite, costSuite, kafkaSuite, clusterSuite, peerSuite];
 
 function usage(): string {
   return [
-    'usage: npm run bench -- [--quick] [--only insert,latency,replay,cost,kafka,cluster] [--runs N] [--insert-ms MS]',
-    '                        [--latency-ops N] [--replay-entries N] [--replay-small N] [--out DIR] [--strict]',
+    'usage: npm run bench -- [--quick] [--only insert,latency,replay,cost,kafka,cluster,peer] [--runs N] [--insert-ms MS]',
+    '                        [--latency-ops N] [--replay-entries N] [--replay-small N]',
+    '                        [--peer-series N] [--peer-points N] [--peer-runs N] [--out DIR] [--strict]',
     '',
-    ...SUITES.map((s) => `  ${s.name.padEnd(8)} ${s.description}`),
+    ...SUITES.map((s) => `  ${s.name.padEnd(8)} ${s.description}${s.optIn ? ' (only with --only)' : ''}`),
   ].join('\n');
 }
 
@@ -53,6 +59,9 @@ async function main(): Promise<number> {
       'latency-ops': { type: 'string' },
       'replay-entries': { type: 'string' },
       'replay-small': { type: 'string' },
+      'peer-series': { type: 'string' },
+      'peer-points': { type: 'string' },
+      'peer-runs': { type: 'string' },
       out: { type: 'string' },
       strict: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -71,8 +80,11 @@ async function main(): Promise<number> {
     latencyOps: positiveInt('latency-ops', values['latency-ops'], quick ? 200 : 1000),
     replayEntries: positiveInt('replay-entries', values['replay-entries'], quick ? 1000 : 8000, true),
     replaySmallEntries: positiveInt('replay-small', values['replay-small'], quick ? 10000 : 100000, true),
+    peerSeries: positiveInt('peer-series', values['peer-series'], quick ? 100 : 1000),
+    peerPoints: positiveInt('peer-points', values['peer-points'], quick ? 2000 : 10000),
+    peerRuns: positiveInt('peer-runs', values['peer-runs'], quick ? 20 : 50),
   };
-  let suites = SUITES;
+  let suites = SUITES.filter((s) => !s.optIn);
   if (values.only !== undefined) {
     const wanted = values.only.split(',').map((s) => s.trim()).filter(Boolean);
     const unknown = wanted.filter((w) => !SUITES.some((s) => s.name === w));
@@ -87,6 +99,7 @@ async function main(): Promise<number> {
   log(`${machine.cpuCount} x ${machine.cpuModel}, node ${machine.node}; suites ${suites.map((s) => s.name).join(', ')}; ${JSON.stringify(options)}`);
 
   const metrics: Metric[] = [];
+  const tables: string[] = [];
   const details: Record<string, unknown> = {};
   const durations: Record<string, number> = {};
   for (const suite of suites) {
@@ -94,10 +107,12 @@ async function main(): Promise<number> {
     const result = await suite.run({ options, log });
     durations[suite.name] = Math.round(performance.now() - s0);
     metrics.push(...result.metrics);
+    tables.push(...(result.tables ?? []));
     details[suite.name] = result.details;
   }
 
   console.log(renderTable(metrics));
+  for (const table of tables) console.log(`\n${table}`);
   const targets = metrics.filter((m) => passOf(m) !== undefined);
   const failed = targets.filter((m) => passOf(m) === false);
   console.log(`\ntargets: ${targets.length - failed.length}/${targets.length} met (ratios are medians of per-run ratios measured in this run)`);

@@ -18,15 +18,20 @@ export interface Metric {
     readonly of: string;
     readonly value: number;
     readonly samples: readonly number[];
-    /** Pass when ratio >= target (targets are ratios, e.g. 0.8). */
+    /** Pass when ratio >= target (targets are ratios, e.g. 0.8), or ratio <= target with `atMost`. */
     readonly target?: number;
+    /** The target is a ceiling: e.g. a time or a size relative to a peer's, lower is better. */
+    readonly atMost?: boolean;
   };
+  /** Set when the system under test could not run this measurement (why): the value is NaN, and a target is missed. */
+  readonly unsupported?: string;
   readonly note?: string;
 }
 
 export function passOf(m: Metric): boolean | undefined {
   if (m.ratio?.target === undefined) return undefined;
-  return m.ratio.value >= m.ratio.target;
+  if (m.unsupported !== undefined) return false;
+  return m.ratio.atMost ? m.ratio.value <= m.ratio.target : m.ratio.value >= m.ratio.target;
 }
 
 export interface MachineInfo {
@@ -81,12 +86,12 @@ export function renderTable(metrics: readonly Metric[]): string {
     const s = m.samples.length > 1 ? (max(m.samples) - min(m.samples)) / (m.value || 1) : 0;
     return [
       m.name,
-      formatValue(m.value, m.unit),
+      m.unsupported !== undefined ? 'unsupported' : formatValue(m.value, m.unit),
       m.unit,
-      m.ratio ? formatRatio(m.ratio.value, m.ratio.of) : '',
-      m.ratio?.target !== undefined ? `>= ${(m.ratio.target * 100).toFixed(0)}%` : '',
+      m.ratio && m.unsupported === undefined ? formatRatio(m.ratio.value, m.ratio.of) : '',
+      m.ratio?.target !== undefined ? `${m.ratio.atMost ? '<=' : '>='} ${(m.ratio.target * 100).toFixed(0)}%` : '',
       pass === undefined ? '' : pass ? 'PASS' : 'FAIL',
-      m.samples.length > 1 ? `±${((s / 2) * 100).toFixed(0)}%` : '',
+      m.samples.length > 1 && m.unsupported === undefined ? `±${((s / 2) * 100).toFixed(0)}%` : '',
       m.note ?? '',
     ];
   });

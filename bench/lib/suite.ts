@@ -12,6 +12,12 @@ export interface BenchOptions {
   readonly replayEntries: number;
   /** Data entries in the replay log with 1-row entries. */
   readonly replaySmallEntries: number;
+  /** peer: series loaded into both systems (5 per host). */
+  readonly peerSeries: number;
+  /** peer: points per series, 10 s apart. */
+  readonly peerPoints: number;
+  /** peer: timed runs of each query shape per system. */
+  readonly peerRuns: number;
 }
 
 export interface SuiteContext {
@@ -24,10 +30,14 @@ export interface SuiteResult {
   readonly metrics: Metric[];
   /** Anything else worth keeping in the JSON (per-run details, sizes). */
   readonly details: Record<string, unknown>;
+  /** Extra tables printed after the main one (e.g. a side-by-side comparison). */
+  readonly tables?: readonly string[];
 }
 
 export interface Suite {
   readonly name: string;
   readonly description: string;
+  /** Runs only when named in --only (slow, or needs software installed beside reprise). */
+  readonly optIn?: boolean;
   run(ctx: SuiteContext): Promise<SuiteResult>;
 }
