@@ -196,7 +196,10 @@ export class Reprise {
       await collectOrphanRegions(objects, meta.knownRegionIds(), engine, logger);
       const node = observedNode(observer, log, { nodeId: options.nodeId ?? 'node-1', meta, engine, objects, logger }, options);
       await node.start();
-      return new Reprise(log, meta, new LocalShardRouter(node), node, logger, observer, () => meta.close());
+      return new Reprise(log, meta, new LocalShardRouter(node), node, logger, observer, async () => {
+        objects.close?.();
+        await meta.close();
+      });
     } catch (err) {
       await log.close().catch(() => undefined);
       throw err;
@@ -225,6 +228,8 @@ export class Reprise {
       const replica = await MetaReplica.open(log, options.wal.topicPrefix ?? 'reprise_wal');
       cleanup.unshift(() => replica.close());
       const meta = new RemoteMeta(options.transport, replica);
+      const objects = new FsObjectStore(resolve(options.objectStoreDir));
+      cleanup.push(async () => objects.close());
       let keeper: LeaseKeeper | undefined;
       const node = observedNode(
         observer,
@@ -234,7 +239,7 @@ export class Reprise {
           meta,
           leaseHeld: () => keeper?.leaseHeld() ?? false,
           engine: engineOf(options.memory),
-          objects: new FsObjectStore(resolve(options.objectStoreDir)),
+          objects,
           logger,
         },
         options,

@@ -19,4 +19,6 @@ export interface ObjectStore {
   list(prefix: string): Promise<string[]>;
   /** Delete every object under a prefix. */
   deletePrefix(prefix: string): Promise<void>;
+  /** Release what the store holds open (it may be used again after). */
+  close?(): void;
 }

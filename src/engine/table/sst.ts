@@ -27,7 +27,7 @@ import { compareValues, type RowValues, type TableLayout } from './keys.js';
  */
 
 export const SST_FORMAT = 2;
-export const ROW_GROUP_ROWS = 4096;
+export const ROW_GROUP_ROWS = 2048;
 const DELETED = '__deleted';
 const META_KEY = 'reprise';
 /** CRC-32 (hex) of the `reprise` metadata: the footer's facts the engine plans by are checked like the chunks. */

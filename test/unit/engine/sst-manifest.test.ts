@@ -15,7 +15,7 @@ import { expectError, metrics, tempDir } from './helpers.js';
 
 const layout = layoutOf(metrics);
 
-/** 9000 rows (three row groups), every 7th a tombstone, in key order. */
+/** 9000 rows (several row groups), every 7th a tombstone, in key order. */
 function sampleEntries(): Entry[] {
   const entries: Entry[] = [];
   for (let h = 0; h < 90; h++) {
@@ -73,12 +73,13 @@ describe('SST (Parquet)', () => {
     const { store, encoded } = await stored(entries);
     expect(encoded.meta).toMatchObject({ rows: 9000, bytes: encoded.bytes.length, minTime: 1000, maxTime: 1099, minKey: ['host-00', 'dc1', 1000], maxKey: ['host-89', 'dc1', 1099] });
     const reader = await SstReader.open(store, KEY, layout, 7, encoded.meta);
-    expect(reader.groups.map((g) => g.rows)).toEqual([ROW_GROUP_ROWS, ROW_GROUP_ROWS, 9000 - 2 * ROW_GROUP_ROWS]);
+    const full = Math.floor(9000 / ROW_GROUP_ROWS);
+    expect(reader.groups.map((g) => g.rows)).toEqual([...new Array(full).fill(ROW_GROUP_ROWS), 9000 - full * ROW_GROUP_ROWS]);
     expect(reader.groups[1].firstKey).toEqual(entries[ROW_GROUP_ROWS][0].filter((_, c) => layout.isKey[c]));
     expect(reader.groups[0].mins).toEqual(['host-00', 'dc1', 1000]);
     expect(await readAll(reader)).toEqual(entries);
     // Projection: only the columns asked for are decoded.
-    expect([...(await reader.readGroup(2, ['cpu'])).keys()]).toEqual(['cpu']);
+    expect([...(await reader.readGroup(1, ['cpu'])).keys()]).toEqual(['cpu']);
     expect(encodeSst(layout, 7, [])).toBeUndefined();
   });
 

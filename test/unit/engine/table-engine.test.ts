@@ -301,6 +301,7 @@ describe('TableEngine', () => {
     await region.flush(7);
     await region.close();
     const cold = await engine.openRegion(desc, store);
+    await cold.warmed;
     store.gets.length = 0;
     expect(brief(await queryRows(cold, { timeRange: { from: 200 } }))).toEqual(['c/dc1/200=null', 'd/dc1/250=null']);
     expect(new Set(store.gets)).toEqual(new Set([sstKey(1, 2)]));
