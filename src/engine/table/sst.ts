@@ -28,6 +28,12 @@ import { compareValues, type RowValues, type TableLayout } from './keys.js';
 
 export const SST_FORMAT = 2;
 export const ROW_GROUP_ROWS = 2048;
+/**
+ * A row group also ends where the first tag changes once it holds this many
+ * rows: groups then mostly hold one value of it (one host), so aggregations
+ * grouped by it read their statistics instead of their rows.
+ */
+export const MIN_GROUP_ROWS = 512;
 const DELETED = '__deleted';
 const META_KEY = 'reprise';
 /** CRC-32 (hex) of the `reprise` metadata: the footer's facts the engine plans by are checked like the chunks. */
@@ -139,6 +145,9 @@ export class SstWriter {
   /** Rows must come in key order, one version per key. */
   add(row: readonly Value[], deleted: boolean): void {
     const { buffers } = this;
+    const lead = this.layout.tagIdx[0];
+    const n = this.deleted.length;
+    if (lead !== undefined && n >= MIN_GROUP_ROWS && buffers[lead][n - 1] !== row[lead]) this.writeGroup();
     for (let c = 0; c < buffers.length; c++) buffers[c].push(row[c]);
     this.deleted.push(deleted);
     if (this.deleted.length === ROW_GROUP_ROWS) this.writeGroup();

@@ -6,7 +6,7 @@ import { crc32, crc32Js } from '../../../src/engine/table/checksum.js';
 import { layoutOf, rowFromKey, toValues } from '../../../src/engine/table/keys.js';
 import { decodeManifest, encodeManifest, manifestKey, readManifest, sstKey, writeManifest, type Manifest } from '../../../src/engine/table/manifest.js';
 import type { Entry } from '../../../src/engine/table/scan.js';
-import { DELETED_COLUMN, encodeSst, ROW_GROUP_ROWS, SstReader } from '../../../src/engine/table/sst.js';
+import { DELETED_COLUMN, encodeSst, MIN_GROUP_ROWS, ROW_GROUP_ROWS, SstReader } from '../../../src/engine/table/sst.js';
 import type { Value } from '../../../src/engine/schema.js';
 import { isRepriseError } from '../../../src/errors.js';
 import { parquetMetadata, parquetReadObjects } from 'hyparquet';
@@ -73,14 +73,20 @@ describe('SST (Parquet)', () => {
     const { store, encoded } = await stored(entries);
     expect(encoded.meta).toMatchObject({ rows: 9000, bytes: encoded.bytes.length, minTime: 1000, maxTime: 1099, minKey: ['host-00', 'dc1', 1000], maxKey: ['host-89', 'dc1', 1099] });
     const reader = await SstReader.open(store, KEY, layout, 7, encoded.meta);
-    const full = Math.floor(9000 / ROW_GROUP_ROWS);
-    expect(reader.groups.map((g) => g.rows)).toEqual([...new Array(full).fill(ROW_GROUP_ROWS), 9000 - full * ROW_GROUP_ROWS]);
-    expect(reader.groups[1].firstKey).toEqual(entries[ROW_GROUP_ROWS][0].filter((_, c) => layout.isKey[c]));
+    // 100 rows per host: a group ends at the first host change past MIN_GROUP_ROWS.
+    const size = Math.ceil(MIN_GROUP_ROWS / 100) * 100;
+    expect(reader.groups.map((g) => g.rows)).toEqual(new Array(9000 / size).fill(size));
+    expect(reader.groups[1].firstKey).toEqual(entries[size][0].filter((_, c) => layout.isKey[c]));
     expect(reader.groups[0].mins).toEqual(['host-00', 'dc1', 1000]);
     expect(await readAll(reader)).toEqual(entries);
     // Projection: only the columns asked for are decoded.
     expect([...(await reader.readGroup(1, ['cpu'])).keys()]).toEqual(['cpu']);
     expect(encodeSst(layout, 7, [])).toBeUndefined();
+    // One host's rows fill whole groups of ROW_GROUP_ROWS.
+    const one = Array.from({ length: 5000 }, (_, t): Entry => [toValues(layout, { host: 'h', idc: 'dc1', cpu: t, mem: null, up: null, ts: t }), false]);
+    const big = await stored(one, 7, sstKey(7, 9));
+    const bigReader = await SstReader.open(big.store, sstKey(7, 9), layout, 7);
+    expect(bigReader.groups.map((g) => g.rows)).toEqual([ROW_GROUP_ROWS, ROW_GROUP_ROWS, 5000 - 2 * ROW_GROUP_ROWS]);
   });
 
   it('is a Parquet file any reader opens, tags dictionary-encoded and pages compressed', async () => {
