@@ -25,6 +25,13 @@ export interface Block {
 /** Blocks in scan order; undefined once done. */
 export interface BlockSource {
   next(): Promise<Block | undefined>;
+  /**
+   * Without reading it: a primary key (tags, time) that no row of the next
+   * block comes before in scan order, or null when no block is left. The
+   * merge reads a source only once its next block can matter (a
+   * latest-first query with a limit reads the newest SST alone).
+   */
+  peek?(): readonly Value[] | null;
 }
 
 /** Receives runs [from, to) of a block in merged order; false stops the scan. */
@@ -96,73 +103,106 @@ export function filterBlock(
 /**
  * Merge sources given newest first. On equal keys the newest source's row
  * is taken and the others' skipped (each source holds one version per key).
+ * A source that can peek is read only when its bound could win or tie.
  */
 export async function mergeRuns(sources: readonly BlockSource[], layout: TableLayout, desc: boolean, sink: Sink): Promise<void> {
   const n = sources.length;
   const blocks: (Block | undefined)[] = new Array(n);
   const pos = new Int32Array(n);
+  /** 0: pending (bound known, block not read), 1: filled, 2: done. */
+  const phase = new Uint8Array(n);
+  const bounds: (readonly Value[] | undefined)[] = new Array(n);
   const keyIdx = Int32Array.from(layout.keyIdx);
   const sign = desc ? -1 : 1;
+  const order = (u: Value, v: Value): number => {
+    if (u === v) return 0;
+    if (u === null) return -sign;
+    if (v === null) return sign;
+    return u < v ? -sign : sign;
+  };
+  /** Order of the heads of sources i and j, in scan direction. */
+  const cmpHeads = (i: number, j: number): number => {
+    const bi = phase[i] === 1 ? undefined : bounds[i];
+    const bj = phase[j] === 1 ? undefined : bounds[j];
+    for (let k = 0; k < keyIdx.length; k++) {
+      const c = keyIdx[k];
+      const u = bi !== undefined ? bi[k] : (blocks[i]!.columns[c] as ArrayLike<Value>)[pos[i]];
+      const v = bj !== undefined ? bj[k] : (blocks[j]!.columns[c] as ArrayLike<Value>)[pos[j]];
+      const o = order(u, v);
+      if (o !== 0) return o;
+    }
+    return 0;
+  };
+  /** Order of row a of block x against the head of source j. */
+  const cmpRowHead = (x: Block, a: number, j: number): number => {
+    const bj = phase[j] === 1 ? undefined : bounds[j];
+    for (let k = 0; k < keyIdx.length; k++) {
+      const c = keyIdx[k];
+      const u = (x.columns[c] as ArrayLike<Value>)[a];
+      const v = bj !== undefined ? bj[k] : (blocks[j]!.columns[c] as ArrayLike<Value>)[pos[j]];
+      const o = order(u, v);
+      if (o !== 0) return o;
+    }
+    return 0;
+  };
   const fill = async (i: number): Promise<void> => {
     let b: Block | undefined;
     do b = await sources[i].next();
     while (b !== undefined && b.length === 0);
     blocks[i] = b;
     pos[i] = 0;
+    phase[i] = b === undefined ? 2 : 1;
   };
-  /** Order of row a of block x against row b of block y, in scan direction. */
-  const cmp = (x: Block, a: number, y: Block, b: number): number => {
-    for (let k = 0; k < keyIdx.length; k++) {
-      const c = keyIdx[k];
-      const u = (x.columns[c] as ArrayLike<Value>)[a];
-      const v = (y.columns[c] as ArrayLike<Value>)[b];
-      if (u !== v) {
-        if (u === null) return -sign;
-        if (v === null) return sign;
-        return u < v ? -sign : sign;
-      }
-    }
-    return 0;
+  /** The source's current block is used up: wait for its next (pending, if it can peek). */
+  const advance = async (i: number): Promise<void> => {
+    const peek = sources[i].peek;
+    if (peek === undefined) return fill(i);
+    const bound = peek();
+    blocks[i] = undefined;
+    bounds[i] = bound ?? undefined;
+    phase[i] = bound === null ? 2 : 0;
   };
-  await Promise.all(sources.map((_, i) => fill(i)));
+  await Promise.all(sources.map((_, i) => advance(i)));
   for (;;) {
     let w = -1;
-    for (let i = 0; i < n; i++) {
-      const b = blocks[i];
-      if (b !== undefined && (w < 0 || cmp(b, pos[i], blocks[w] as Block, pos[w]) < 0)) w = i;
-    }
+    for (let i = 0; i < n; i++) if (phase[i] !== 2 && (w < 0 || cmpHeads(i, w) < 0)) w = i;
     if (w < 0) return;
+    if (phase[w] === 0) {
+      await fill(w);
+      continue;
+    }
+    // A pending source whose bound ties the winner may hold the same key: read it first.
+    let reread = false;
+    for (let i = 0; i < n; i++) {
+      if (i !== w && phase[i] === 0 && cmpHeads(i, w) === 0) {
+        await fill(i);
+        reread = true;
+      }
+    }
+    if (reread) continue;
     const wb = blocks[w] as Block;
     // Older versions of the winning key.
     for (let i = w + 1; i < n; i++) {
-      const b = blocks[i];
-      if (b !== undefined && cmp(b, pos[i], wb, pos[w]) === 0 && ++pos[i] === b.length) await fill(i);
+      if (phase[i] === 1 && cmpHeads(i, w) === 0 && ++pos[i] === (blocks[i] as Block).length) await advance(i);
     }
-    // The run ends where the next-smallest head of another source begins.
+    // The run ends where the next-smallest head (or bound) of another source begins.
     let r = -1;
-    for (let i = 0; i < n; i++) {
-      const b = blocks[i];
-      if (i !== w && b !== undefined && (r < 0 || cmp(b, pos[i], blocks[r] as Block, pos[r]) < 0)) r = i;
-    }
+    for (let i = 0; i < n; i++) if (i !== w && phase[i] !== 2 && (r < 0 || cmpHeads(i, r) < 0)) r = i;
     let end = wb.length;
-    if (r >= 0) {
-      const rb = blocks[r] as Block;
-      const rp = pos[r];
-      if (cmp(wb, end - 1, rb, rp) >= 0) {
-        let lo = pos[w] + 1;
-        let hi = end - 1;
-        while (lo < hi) {
-          const mid = (lo + hi) >>> 1;
-          if (cmp(wb, mid, rb, rp) < 0) lo = mid + 1;
-          else hi = mid;
-        }
-        end = lo;
+    if (r >= 0 && cmpRowHead(wb, end - 1, r) >= 0) {
+      let lo = pos[w] + 1;
+      let hi = end - 1;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (cmpRowHead(wb, mid, r) < 0) lo = mid + 1;
+        else hi = mid;
       }
+      end = lo;
     }
     const from = pos[w];
     if (!sink(wb, from, end)) return;
     pos[w] = end;
-    if (end === wb.length) await fill(w);
+    if (end === wb.length) await advance(w);
   }
 }
 

@@ -30,6 +30,8 @@ export interface ScanPlan {
   pastEnd(row: readonly Value[]): boolean;
   /** Whether the row satisfies every condition. */
   matches(row: readonly Value[]): boolean;
+  /** No matching row's primary key starts with more than these values (a prefix of the key columns). */
+  readonly upper: readonly Value[];
   /** Whether any time in [minTime, maxTime] can satisfy the time conditions. */
   overlapsTime(minTime: number, maxTime: number): boolean;
   /**
@@ -126,6 +128,7 @@ export function planScan(layout: TableLayout, q: TableQuery): ScanPlan {
   return {
     empty,
     seek: seeking ? seekRow : undefined,
+    upper,
     coverage(mins, maxs) {
       let all = true;
       for (const iv of checks) {

@@ -694,6 +694,18 @@ export class TableRegion implements Region {
     const names = [...columns.map((c) => layout.names[c]), DELETED_COLUMN];
     let next = 0;
     return {
+      // The group's first (last) key, narrowed by the query's key bounds.
+      peek: () => {
+        const pick = picked[next];
+        if (pick === undefined) return null;
+        const group = reader.groups[pick.g];
+        if (desc) {
+          const capped = [...plan.upper, ...group.maxs.slice(plan.upper.length)];
+          return compareKeys(capped, group.lastKey) < 0 ? capped : group.lastKey;
+        }
+        const seek = plan.seek === undefined ? undefined : layout.keyIdx.map((c) => (plan.seek as Value[])[c]);
+        return seek !== undefined && compareKeys(seek, group.firstKey) > 0 ? seek : group.firstKey;
+      },
       next: async (): Promise<Block | undefined> => {
         for (;;) {
           const pick = picked[next++];

@@ -312,6 +312,21 @@ describe('TableEngine', () => {
     expect(store.gets).toHaveLength(reads);
   });
 
+  it('reads only the newest SST for the latest point of a series (order desc, limit 1)', async () => {
+    const { store, engine, region } = await setup();
+    for (let f = 0; f < 3; f++) {
+      region.apply(6 + f, put([m('a', 100 * f + 1, f), m('a', 100 * f + 2, f), m('b', 100 * f + 1, f)]));
+      await region.flush(6 + f);
+    }
+    await region.close();
+    const cold = await engine.openRegion(desc, store);
+    await cold.warmed;
+    store.gets.length = 0;
+    expect(brief(await queryRows(cold, { where: { host: 'a' }, order: 'desc', limit: 1 }))).toEqual(['a/dc1/202=2']);
+    expect(new Set(store.gets)).toEqual(new Set([sstKey(1, 3)]));
+    expect(brief(await queryRows(cold, { where: { host: 'a' }, order: 'desc' }))).toEqual(['a/dc1/202=2', 'a/dc1/201=2', 'a/dc1/102=1', 'a/dc1/101=1', 'a/dc1/2=0', 'a/dc1/1=0']);
+  });
+
   it('answers where, timeRange, columns and limit, ordered by primary key then time', async () => {
     const { region } = await setup();
     const rows: Row[] = [];
