@@ -327,6 +327,25 @@ describe('TableEngine', () => {
     expect(brief(await queryRows(cold, { where: { host: 'a' }, order: 'desc' }))).toEqual(['a/dc1/202=2', 'a/dc1/201=2', 'a/dc1/102=1', 'a/dc1/101=1', 'a/dc1/2=0', 'a/dc1/1=0']);
   });
 
+  it('keeps the SST count bounded by time windows under continuous ingest, one window SST each', async () => {
+    const { region } = await setup({ compactAt: 4, compactionWindowMs: 100 });
+    // 60 flushes of 10 ms each, four hosts, late rows now and then: 6 windows of 100 ms.
+    let id = 6;
+    for (let f = 0; f < 60; f++) {
+      const rows = ['a', 'b', 'c', 'd'].flatMap((h) => Array.from({ length: 10 }, (_, i) => m(h, f * 10 + i, f)));
+      if (f % 7 === 6) rows.push(m('a', f * 10 - 55, -1, 'late'));
+      region.apply(id, put(rows));
+      await region.flush(id++);
+      await region.compact();
+      const { ssts } = region.stats();
+      expect(ssts).toBeLessThan(4 + Math.ceil(((f + 1) * 10) / 100));
+    }
+    expect(region.stats().ssts).toBeLessThanOrEqual(6 + 3);
+    const all = await queryRows(region);
+    expect(all).toHaveLength(2408);
+    expect(all.filter((r) => r.cpu === -1)).toHaveLength(8);
+  });
+
   it('answers where, timeRange, columns and limit, ordered by primary key then time', async () => {
     const { region } = await setup();
     const rows: Row[] = [];
