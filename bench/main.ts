@@ -115,7 +115,7 @@ async function main(): Promise<number> {
   for (const table of tables) console.log(`\n${table}`);
   const targets = metrics.filter((m) => passOf(m) !== undefined);
   const failed = targets.filter((m) => passOf(m) === false);
-  console.log(`\ntargets: ${targets.length - failed.length}/${targets.length} met (ratios are medians of per-run ratios measured in this run)`);
+  console.log(`\ntargets: ${targets.length - failed.length}/${targets.length} met (ratios are measured in this run; bench/README.md says how each suite pairs them)`);
 
   const files = await writeResults(
     resolve(values.out ?? 'bench/results'),
