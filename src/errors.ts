@@ -28,6 +28,8 @@ export type ErrorCode =
   // storage faults
   | 'WAL_CORRUPT'
   | 'WAL_TRUNCATED'
+  /** The log ends before entries it acknowledged (its high-water mark, or a region's manifest, knows more). */
+  | 'WAL_TAIL_LOST'
   | 'WAL_APPEND_FAILED'
   | 'ENTRY_TOO_LARGE'
   | 'SST_MISSING'
