@@ -143,7 +143,7 @@ export class Reprise {
     const logger = loggerOf(options.logger);
     await mkdir(dataDir, { recursive: true });
     const observer = new RuntimeObserver(options);
-    const log = observer.instrumentLog(await openLogStore(options.wal ?? { provider: 'local' }, join(dataDir, 'wal')));
+    const log = observer.instrumentLog(await openLogStore(options.wal ?? { provider: 'local' }, join(dataDir, 'wal'), logger));
     try {
       const meta = await MetaService.open(log, {
         topicPrefix: options.wal?.topicPrefix ?? 'reprise_wal',
