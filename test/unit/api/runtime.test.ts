@@ -5,7 +5,10 @@ import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { collectGarbage } from '../../../bench/lib/fixtures.js';
 import { open, type Reprise } from '../../../src/api/runtime.js';
+import { Level } from 'level';
 import { isRepriseError } from '../../../src/errors.js';
+import { HIGH_WATER_FILE } from '../../../src/wal/high-water.js';
+import { metaKey, metaValue, readU32, recordKey } from '../../../src/wal/local-log-keys.js';
 import { encodeEntry } from '../../../src/wal/codec.js';
 import { LocalLogStore } from '../../../src/wal/local-log-store.js';
 import { waitUntil } from '../../harness/wait.js';
@@ -292,6 +295,42 @@ describe('embedded runtime over a damaged WAL', () => {
       expect(region.error).toMatch(new RegExp(`WAL_TRUNCATED: region ${region.id} needs entries from \\d+ of topic '${topic}' but the earliest entry the log holds is ${next} \\(next ${next}\\)`));
       await expectCode(db.query('a'), 'REGION_FAILED');
       expect(await db.query('b')).toHaveLength(20);
+    } finally {
+      await db.close();
+    }
+  });
+});
+
+describe('a shard over a log that lost its tail', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'reprise-catalog-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a shard whose log ends before a region\'s flushed entry id fails with WAL_TAIL_LOST and writes nothing', async () => {
+    const first = await open({ dataDir: dir, shards: 1, logger: false });
+    await first.createTable({ ...schema, partition: undefined });
+    await first.insert('system_metrics', rows(10));
+    await first.close(); // flushes
+    // The shard's topic lost everything (records and pruning mark), and the high-water file that would have said so.
+    const level = new Level<Uint8Array, Uint8Array>(join(dir, 'wal'), { keyEncoding: 'view', valueEncoding: 'view' });
+    const [meta] = await level.iterator({ gte: metaKey('reprise_wal_0'), lte: metaKey('reprise_wal_0') }).all();
+    const no = readU32(meta![1], 1);
+    await level.put(metaKey('reprise_wal_0'), metaValue(no, 0));
+    await level.clear({ gte: recordKey(no, 0), lt: recordKey(no + 1, 0) });
+    await level.close();
+    await unlink(join(dir, 'wal', HIGH_WATER_FILE));
+
+    const db = await open({ dataDir: dir, shards: 1, logger: false });
+    try {
+      const shard = db.status().nodes[0]!.shards[0]!;
+      expect(shard.state).toBe('failed');
+      expect(shard.error).toMatch(/WAL_TAIL_LOST/);
+      expect(shard.error).toMatch(/WAL topic 'reprise_wal_0' of shard 0 is empty, but region 1 flushed up to entry id [1-9]\d*: the log lost its tail/);
+      await expectCode(db.insert('system_metrics', rows(1)), 'SHARD_NOT_SERVING');
     } finally {
       await db.close();
     }
