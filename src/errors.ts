@@ -36,6 +36,8 @@ export type ErrorCode =
   | 'SST_CORRUPT'
   | 'MANIFEST_CORRUPT'
   | 'META_CORRUPT'
+  /** The object store holds regions the catalog (meta log) does not know: the WAL looks lost or replaced. */
+  | 'CATALOG_LOST'
   | 'INTERNAL';
 
 export class RepriseError extends Error {
