@@ -1,4 +1,3 @@
-import { constants } from 'node:fs';
 import { open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { crc32c } from './crc32c.js';
@@ -10,15 +9,24 @@ import { crc32c } from './crc32c.js';
  *
  * LocalLogStore writes it after each append's synced LevelDB batch and
  * before it acknowledges the append, so every acknowledged id is below the
- * mark on disk. A crash between the two leaves the mark behind the log
- * (harmless: the log has more than the mark promises), never ahead of it.
- * Concurrent appends to different topics share one write (group commit).
+ * mark. A crash between the two leaves the mark behind the log (harmless:
+ * the log holds more than the mark promises), never ahead of it. Concurrent
+ * appends to different topics share one write.
+ *
+ * The write before the acknowledgement goes to the page cache only (one
+ * pwrite, no fsync): it survives the process being killed, which is all it
+ * must survive for the mark to be right, since LevelDB's own fsync already
+ * made the entries durable. It is fsynced at most SYNC_EVERY_MS later (and
+ * at close), so after a power cut or kernel crash the mark on disk may be
+ * up to that much behind the log: a tail lost in that window is the one
+ * this file cannot see (ARCHITECTURE.md, "WAL integrity", says why the
+ * trade). Fsyncing before every acknowledgement would double the latency
+ * of every write to guard that window.
  *
  * Layout: two slots of `capacity` bytes; each write goes to the slot the
- * previous one did not use, through a descriptor opened O_DSYNC (the data
- * is on disk when the write returns, and the file never changes size, so
- * no metadata has to follow). A write torn by a power cut damages only its
- * own slot; the other still holds the previous mark. Each slot:
+ * previous one did not use, and the file never changes size. A write torn
+ * by a power cut damages only its own slot; the other still holds an
+ * earlier (lower) mark. Each slot:
  *
  *   0  u32  magic 'RHW1'
  *   4  u32  CRC32C of bytes [8, 20 + length)
@@ -36,6 +44,8 @@ export const HIGH_WATER_FILE = 'reprise-high-water';
 const MAGIC = 0x52485731;
 const SLOT_HEADER = 20;
 const MIN_CAPACITY = 4096;
+/** A mark written to the page cache reaches the disk within this long. */
+export const SYNC_EVERY_MS = 100;
 const TWO_32 = 0x1_0000_0000;
 
 export interface HighWaterTopic {
@@ -58,6 +68,11 @@ export class HighWater {
   private inFlight: Promise<void> | undefined;
   private queued: Promise<void> | undefined;
   private failed: Error | undefined;
+  /** Writes since the last fsync, and the timer that will sync them. */
+  private unsynced = false;
+  private syncTimer: NodeJS.Timeout | undefined;
+  private syncing: Promise<void> = Promise.resolve();
+  private closed = false;
 
   private constructor(
     private readonly path: string,
@@ -98,7 +113,7 @@ export class HighWater {
     const list = [...topics];
     const capacity = capacityFor(list);
     await writeFresh(path, capacity, seq + 1, encodePayload(list));
-    const fh = await open(path, constants.O_RDWR | constants.O_DSYNC);
+    const fh = await open(path, 'r+');
     const hw = new HighWater(path, fh, capacity, seq + 1);
     for (const t of list) hw.topics.set(t.no, t);
     return hw;
@@ -112,9 +127,11 @@ export class HighWater {
   }
 
   /**
-   * Resolves once a write that started after this call is on disk, so every
-   * set() before it is durable. Writes never overlap; calls made while one
-   * runs share the next. A failed write fails this and every later call.
+   * Resolves once a write that started after this call has reached the
+   * file (the page cache; the disk within SYNC_EVERY_MS), so every set()
+   * before it survives the process. Writes never overlap; calls made while
+   * one runs share the next. A failed write or fsync fails this and every
+   * later call.
    */
   persist(): Promise<void> {
     if (this.failed) return Promise.reject(this.failed);
@@ -127,9 +144,17 @@ export class HighWater {
     return this.queued;
   }
 
+  /** Finish the writes under way, fsync, close. */
   async close(): Promise<void> {
+    this.closed = true;
     await Promise.allSettled([this.inFlight, this.queued]);
-    await this.fh.close();
+    clearTimeout(this.syncTimer);
+    await this.syncing;
+    try {
+      if (this.unsynced && !this.failed) await this.fh.datasync();
+    } finally {
+      await this.fh.close();
+    }
   }
 
   /** Start a write now; `inFlight` settles (never rejects) when it has. */
@@ -155,13 +180,33 @@ export class HighWater {
     const seq = ++this.seq;
     if (SLOT_HEADER + payload.length > this.capacity) {
       this.capacity = capacityFor(list);
+      clearTimeout(this.syncTimer);
+      this.syncTimer = undefined;
+      await this.syncing;
       await this.fh.close();
-      await writeFresh(this.path, this.capacity, seq, payload);
-      this.fh = await open(this.path, constants.O_RDWR | constants.O_DSYNC);
+      await writeFresh(this.path, this.capacity, seq, payload); // fsynced
+      this.fh = await open(this.path, 'r+');
+      this.unsynced = false;
       return;
     }
     const slot = encodeSlot(seq, payload);
     await this.fh.write(slot, 0, slot.length, (seq % 2) * this.capacity);
+    this.unsynced = true;
+    this.scheduleSync();
+  }
+
+  /** Fsync within SYNC_EVERY_MS of the first write that is not on disk yet. */
+  private scheduleSync(): void {
+    if (this.syncTimer || this.closed) return;
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = undefined;
+      this.unsynced = false;
+      this.syncing = this.fh.datasync().catch((err: unknown) => {
+        this.failed ??= err as Error;
+      });
+    }, SYNC_EVERY_MS);
+    // The store's close() syncs what is left; the timer must not keep a process alive.
+    this.syncTimer.unref();
   }
 }
 
