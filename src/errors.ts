@@ -30,6 +30,8 @@ export type ErrorCode =
   // storage faults
   | 'WAL_CORRUPT'
   | 'WAL_TRUNCATED'
+  /** The log ends before entries it acknowledged (its high-water mark, or a region's manifest, knows more). */
+  | 'WAL_TAIL_LOST'
   | 'WAL_APPEND_FAILED'
   | 'ENTRY_TOO_LARGE'
   | 'SST_MISSING'
@@ -38,6 +40,8 @@ export type ErrorCode =
   | 'SST_FORMAT_UNSUPPORTED'
   | 'MANIFEST_CORRUPT'
   | 'META_CORRUPT'
+  /** The object store holds regions the catalog (meta log) does not know: the WAL looks lost or replaced. */
+  | 'CATALOG_LOST'
   | 'INTERNAL';
 
 export class RepriseError extends Error {

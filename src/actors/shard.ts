@@ -196,6 +196,7 @@ export class ShardActor {
    */
   private async replayStart(): Promise<{ from: EntryId; next: EntryId }> {
     const { earliest, next } = await this.ctx.log.bounds(this.topic);
+    this.checkTail(next);
     const replaying = [...this.regions.values()].filter((r) => r.state() === 'replaying');
     for (const region of replaying) {
       const needed = region.flushedEntryId() + 1;
@@ -212,6 +213,30 @@ export class ShardActor {
     const from = Math.max(earliest, Math.min(next, ...live.map((r) => r.flushedEntryId() + skip)));
     this.appliedEntryId = Math.max(this.appliedEntryId, from - 1);
     return { from, next };
+  }
+
+  /**
+   * The log must reach past every entry a region's manifest flushed and
+   * every region_create the catalog recorded: a topic that ends before one
+   * of them lost its tail (a local WAL without its high-water file, a Kafka
+   * topic deleted and recreated or an unclean leader election). Serving it
+   * would hand out those entry ids again, and replay would skip the new
+   * entries as already flushed. The shard fails before it appends anything.
+   */
+  private checkTail(next: EntryId): void {
+    const ahead = [...this.regions.values()]
+      .map((r) => ({ id: r.id, flushed: r.flushedEntryId(), created: r.info.createdAt }))
+      .filter((r) => r.flushed >= next || r.created >= next);
+    if (ahead.length === 0) return;
+    const what = ahead
+      .map((r) => (r.flushed >= next ? `region ${r.id} flushed up to entry id ${r.flushed}` : `region ${r.id} was created at entry id ${r.created}`))
+      .join(', ');
+    throw new RepriseError(
+      'WAL_TAIL_LOST',
+      `WAL topic '${this.topic}' of shard ${this.id} ${next > 0 ? `ends at entry id ${next - 1}` : 'is empty'}, but ${what}: the log lost its tail; ` +
+        `refusing to write to it (new entries would reuse those ids); the shard stays failed until the log is restored`,
+      { shard: this.id, topic: this.topic, next, regions: ahead.map((r) => r.id) },
+    );
   }
 
   /**

@@ -13,7 +13,7 @@ import { queryTable } from '../frontend/query.js';
 import { tableMutationCodec } from '../engine/table/codec.js';
 import { TableEngine } from '../engine/table/table-engine.js';
 import { validateKeys, validateSchema } from '../engine/table/validate.js';
-import { MetaService } from '../meta/meta-service.js';
+import { MetaService, metaTopicOf } from '../meta/meta-service.js';
 import type { TableInfo, TableStatus } from '../meta/model.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../wal/entry.js';
 import type { LogStore } from '../wal/log-store.js';
@@ -183,17 +183,19 @@ export class Reprise {
     const logger = loggerOf(options.logger);
     await mkdir(dataDir, { recursive: true });
     const observer = new RuntimeObserver(options);
-    const log = observer.instrumentLog(await openLogStore(options.wal ?? { provider: 'local' }, join(dataDir, 'wal')));
+    const log = observer.instrumentLog(await openLogStore(options.wal ?? { provider: 'local' }, join(dataDir, 'wal'), logger));
     try {
       const meta = await MetaService.open(log, {
         topicPrefix: options.wal?.topicPrefix ?? 'reprise_wal',
         numShards: options.shards ?? 4,
         logger,
       });
-      const objects = new FsObjectStore(options.objectStoreDir ? resolve(options.objectStoreDir) : join(dataDir, 'objects'));
+      const objectsDir = options.objectStoreDir ? resolve(options.objectStoreDir) : join(dataDir, 'objects');
+      const objects = new FsObjectStore(objectsDir);
       const engine = engineOf(options.memory);
       await meta.rollBackIncompleteCreates(logger);
-      await collectOrphanRegions(objects, meta.knownRegionIds(), engine, logger);
+      const catalog = options.wal?.provider === 'kafka' ? `the meta log (Kafka topic ${metaTopicOf(options.wal.topicPrefix ?? 'reprise_wal')})` : `the meta log in the local WAL at ${join(dataDir, 'wal')}`;
+      await reconcileRegionFiles(objects, meta, engine, logger, { dataDir, objectsDir, catalog });
       const node = observedNode(observer, log, { nodeId: options.nodeId ?? 'node-1', meta, engine, objects, logger }, options);
       await node.start();
       return new Reprise(log, meta, new LocalShardRouter(node), node, logger, observer, async () => {
@@ -551,11 +553,45 @@ function engineOf(memory: MemoryOptions | undefined): TableEngine {
   return new TableEngine({ cacheBytes: memory?.cacheBytes, maxResultRows: memory?.maxResultRows });
 }
 
-/** Delete region files that meta does not know (dropped tables, rolled-back creates). */
-async function collectOrphanRegions(objects: ObjectStore, known: Set<number>, engine: RegionEngine, logger: Logger): Promise<void> {
-  for (const id of await engine.listRegions(objects)) {
-    if (known.has(id)) continue;
-    logger.info({ region: id }, `deleting files of region ${id}, which no table owns`);
+/**
+ * Region files against the catalog, before any shard opens: delete the
+ * files of regions the catalog knows were dropped or rolled back (a crash
+ * can come between the drop and the deletion); refuse to start if the
+ * object store holds a region the catalog does not know at all. That
+ * happens when the meta log was lost or replaced (a deleted or emptied WAL,
+ * another data dir's WAL, a log that lost its tail): deleting those files,
+ * or giving their ids to new regions, would destroy flushed data on a guess.
+ */
+async function reconcileRegionFiles(
+  objects: ObjectStore,
+  meta: MetaService,
+  engine: RegionEngine,
+  logger: Logger,
+  where: { dataDir: string; objectsDir: string; catalog: string },
+): Promise<void> {
+  const known = meta.knownRegionIds();
+  const retired = meta.retiredRegions();
+  const onDisk = await engine.listRegions(objects);
+  const unknown = onDisk.filter((id) => !known.has(id) && !retired.has(id));
+  if (unknown.length > 0) {
+    const empty = meta.nextRegionId() === 1 && retired.size === 0;
+    const regions = unknown.join(', ');
+    const why = empty
+      ? `${where.catalog} is empty: it never created a region, so the WAL looks lost, emptied or replaced`
+      : `${where.catalog} never created ${unknown.length === 1 ? 'it' : 'them'} (its next region id is ${meta.nextRegionId()}): it looks to have lost entries`;
+    throw new RepriseError(
+      'CATALOG_LOST',
+      `the object store at ${where.objectsDir} holds flushed data of region${unknown.length === 1 ? '' : 's'} ${regions} that no table owns, and ${why}. ` +
+        `Refusing to start: deleting those files or reusing their ids would destroy that data. ` +
+        `If the WAL is elsewhere (another --data-dir, a disk not mounted), start with it; if it is gone for good, ` +
+        `move ${where.objectsDir}/regions/<id> of those regions out of ${where.objectsDir} (their SSTs and manifests stay intact) and start again (data dir ${where.dataDir})`,
+      { regions: unknown, dataDir: where.dataDir, objectsDir: where.objectsDir, catalogEmpty: empty },
+    );
+  }
+  for (const id of onDisk) {
+    const why = retired.get(id);
+    if (!why) continue;
+    logger.info({ region: id }, `deleting files of region ${id}: its ${why === 'dropped' ? 'table was dropped' : 'table\'s create was rolled back'}`);
     await engine.destroyRegion(id, objects);
   }
 }

@@ -24,6 +24,8 @@ export const standaloneConfigSchema = z.strictObject({
       provider: z.enum(['local', 'kafka']),
       maxBatchBytes: z.number().int().min(4096),
       topicPrefix: z.string().regex(/^[A-Za-z0-9._-]+$/),
+      // Local only: open a damaged WAL, skipping (and logging) what is lost instead of refusing to start.
+      skipCorrupt: z.boolean().optional(),
       // Kafka only (the names of GreptimeDB's [wal] keys, camelCased).
       brokerEndpoints: z.array(z.string().regex(/^[^\s:]+:\d+$/, 'expected host:port')).optional(),
       replicationFactor: z.number().int().min(1).max(32).optional(),
@@ -43,6 +45,10 @@ export const standaloneConfigSchema = z.strictObject({
     .refine((wal) => wal.provider !== 'kafka' || (wal.brokerEndpoints?.length ?? 0) > 0, {
       path: ['brokerEndpoints'],
       message: 'the kafka provider needs at least one broker (--brokers host:port,... or REPRISE_WAL_BROKER_ENDPOINTS)',
+    })
+    .refine((wal) => wal.provider === 'local' || wal.skipCorrupt !== true, {
+      path: ['skipCorrupt'],
+      message: 'applies to the local WAL only (a Kafka topic is repaired on the broker)',
     }),
   /** Memory budgets: memory is set by these, not by the size of the data. */
   memory: z.strictObject({
@@ -95,6 +101,7 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_WAL_PROVIDER: { path: ['wal', 'provider'], parse: String },
   REPRISE_WAL_MAX_BATCH_BYTES: { path: ['wal', 'maxBatchBytes'], parse: Number },
   REPRISE_WAL_TOPIC_PREFIX: { path: ['wal', 'topicPrefix'], parse: String },
+  REPRISE_WAL_SKIP_CORRUPT: { path: ['wal', 'skipCorrupt'], parse: boolean },
   REPRISE_WAL_BROKER_ENDPOINTS: { path: ['wal', 'brokerEndpoints'], parse: commaList },
   REPRISE_WAL_REPLICATION_FACTOR: { path: ['wal', 'replicationFactor'], parse: Number },
   REPRISE_WAL_IDEMPOTENT: { path: ['wal', 'idempotent'], parse: boolean },
@@ -181,8 +188,10 @@ export function envLayer(env: NodeJS.ProcessEnv): Layer {
 
 /** The runtime's WAL options from a resolved config (the schema guarantees brokers for kafka). */
 export function walOptionsOf(wal: StandaloneConfig['wal']): WalOptions {
-  if (wal.provider === 'local') return { provider: 'local', maxBatchBytes: wal.maxBatchBytes, topicPrefix: wal.topicPrefix };
-  const { provider: _provider, brokerEndpoints, ssl, sasl, ...rest } = wal;
+  if (wal.provider === 'local') {
+    return { provider: 'local', maxBatchBytes: wal.maxBatchBytes, topicPrefix: wal.topicPrefix, ...(wal.skipCorrupt ? { skipCorrupt: true } : {}) };
+  }
+  const { provider: _provider, brokerEndpoints, ssl, sasl, skipCorrupt: _skipCorrupt, ...rest } = wal;
   return {
     ...rest,
     provider: 'kafka',

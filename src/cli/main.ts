@@ -57,6 +57,7 @@ interface StandaloneFlags {
   logLevel?: string;
   wal?: string;
   brokers?: string[];
+  walSkipCorrupt?: boolean;
 }
 
 /** The effective configuration: flags > REPRISE_* env > config file > defaults. */
@@ -69,7 +70,7 @@ function configOf(flags: StandaloneFlags & Partial<ClusterFlags>): StandaloneCon
       httpAddr: flags.httpAddr,
       shards: flags.shards,
       logLevel: flags.logLevel,
-      wal: { provider: flags.wal, brokerEndpoints: flags.brokers },
+      wal: { provider: flags.wal, brokerEndpoints: flags.brokers, skipCorrupt: flags.walSkipCorrupt },
       cluster: { natsServers: flags.nats, name: flags.cluster, nodeId: flags.id, topology: flags.topology, minNodes: flags.minNodes, followers: flags.followers },
     },
   });
@@ -258,7 +259,11 @@ export function buildProgram(): Command {
       .option('--shards <n>', 'WAL topics created on first start (default 4; env REPRISE_SHARDS)', integer)
       .addOption(new Option('--log-level <level>', 'log level (env REPRISE_LOG_LEVEL)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
       .addOption(new Option('--wal <provider>', 'WAL provider (default local; env REPRISE_WAL_PROVIDER)').choices(['local', 'kafka']))
-      .option('--brokers <list>', 'Kafka bootstrap brokers, host:port,... (env REPRISE_WAL_BROKER_ENDPOINTS)', commaList);
+      .option('--brokers <list>', 'Kafka bootstrap brokers, host:port,... (env REPRISE_WAL_BROKER_ENDPOINTS)', commaList)
+      .option(
+        '--wal-skip-corrupt',
+        'local WAL: start even if it is damaged or lost its tail, skipping the lost entries (logged, their ids never reused, damaged files copied to <wal>/quarantine/); env REPRISE_WAL_SKIP_CORRUPT',
+      );
 
   configOptions(
     program.command('standalone').description('run meta and one node in this process, with the HTTP API and dashboard (WAL: local LevelDB by default, or Kafka)'),

@@ -140,6 +140,16 @@ export class MetaView {
     return [...this.state.procedures.values()].filter((p) => p.kind === 'create_table' && p.table !== undefined && tables.has(p.table)).sort((a, b) => a.id - b.id);
   }
 
+  /** Regions of dropped tables and rolled-back creates: their files may go. */
+  retiredRegions(): ReadonlyMap<number, 'dropped' | 'aborted'> {
+    return this.state.retiredRegions;
+  }
+
+  /** The id the next region will get: every id below it was given out once. */
+  nextRegionId(): number {
+    return this.state.nextRegionId;
+  }
+
   /** Every region id meta knows about (active or being created). */
   knownRegionIds(): Set<number> {
     const ids = new Set<number>();

@@ -82,6 +82,12 @@ export interface MetaState {
   nextProcedureId: number;
   /** Running procedures by id (finished ones are dropped). */
   readonly procedures: Map<number, ProcedureInfo>;
+  /**
+   * Regions of tables dropped or whose create was rolled back: their files
+   * may be deleted. Any other region on disk that no table owns is unknown,
+   * and never deleted on a guess.
+   */
+  readonly retiredRegions: Map<number, 'dropped' | 'aborted'>;
 }
 
 export type MetaEvent =
@@ -124,7 +130,7 @@ export type MetaEvent =
   | { type: 'procedure_finished'; id: number; outcome: ProcedureOutcome; reason?: string; at: number };
 
 export function emptyMetaState(): MetaState {
-  return { nextTableId: 1, nextRegionId: 1, shards: new Map(), tables: new Map(), nodes: new Map(), nextProcedureId: 1, procedures: new Map() };
+  return { nextTableId: 1, nextRegionId: 1, shards: new Map(), tables: new Map(), nodes: new Map(), nextProcedureId: 1, procedures: new Map(), retiredRegions: new Map() };
 }
 
 function tableById(state: MetaState, tableId: number): TableInfo | undefined {
@@ -188,7 +194,10 @@ export function applyMetaEvent(state: MetaState, event: MetaEvent): MetaState {
     case 'table_create_aborted':
     case 'table_dropped': {
       const table = tableById(state, event.tableId);
-      if (table) state.tables.delete(table.schema.name);
+      if (table) {
+        state.tables.delete(table.schema.name);
+        for (const r of table.regions) state.retiredRegions.set(r.id, event.type === 'table_dropped' ? 'dropped' : 'aborted');
+      }
       break;
     }
     case 'procedure_started': {

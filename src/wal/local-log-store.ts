@@ -1,30 +1,49 @@
+import { join } from 'node:path';
 import { Level } from 'level';
 import { RepriseError } from '../errors.js';
+import { decodeRecord } from './codec.js';
+import { HIGH_WATER_FILE, HighWater, type HighWaterTopic } from './high-water.js';
+import { scanLevelDbLogs, type LogFileScan } from './leveldb-log.js';
+import { describeDamage, dryRunRecovery, quarantine, type LostRange } from './local-log-damage.js';
+import {
+  HOLE,
+  HOLE_VALUE_BYTES,
+  META,
+  META_FORMAT,
+  META_VALUE_BYTES,
+  metaKey,
+  metaName,
+  metaValue,
+  parseRecordKey,
+  readU32,
+  readU64,
+  recordKey,
+  u64Value,
+} from './local-log-keys.js';
 import type { EntryId, LogRecord, LogStore, ReadOptions, TailSubscription, TopicBounds } from './log-store.js';
 
 /**
- * The embedded WAL provider: every topic in one LevelDB.
+ * The embedded WAL provider: every topic in one LevelDB (key layout in
+ * local-log-keys.ts).
  *
- * Layout (binary keys, so a topic's records sort by id):
- *   META | utf8(topic)                  -> FORMAT | u32 topic number | u64 earliest id
- *   RECORD | u32 topic number | u64 id  -> record bytes
- * Topics get a small number when created so that record keys are fixed-width
- * whatever the topic's name. A topic's next id is kept in memory and
- * recovered on open from its last record key (or its earliest id once pruned
- * empty).
+ * Every append is one synced LevelDB batch, then a synced write of the
+ * high-water file (high-water.ts) that records the topic's next id, and is
+ * acknowledged only after both. Appends to one topic run one at a time in
+ * call order: that keeps ids contiguous even when an append fails, because
+ * the next one reuses its ids. Appends to different topics run concurrently
+ * and share LevelDB's group commit and one high-water write.
  *
- * Every append is one synced LevelDB batch, so it is durable when it
- * resolves. Appends to one topic run one at a time in call order: that keeps
- * ids contiguous even when an append fails, because the next one reuses its
- * ids. Appends to different topics run concurrently and share LevelDB's own
- * group commit.
+ * Integrity at open (ARCHITECTURE.md, "WAL integrity"): LevelDB's recovery
+ * drops a damaged tail of its log without an error, so before LevelDB opens
+ * the directory every LevelDB log is checked record by record
+ * (leveldb-log.ts): damage anywhere is WAL_CORRUPT, naming topics and entry
+ * ids, and nothing is changed. Once LevelDB is open, each topic's last
+ * record is checked against its high-water mark: a log that ends below it
+ * lost acknowledged entries (WAL_TAIL_LOST). With `skipCorrupt` the store
+ * opens anyway: damaged log files are copied to `<dir>/quarantine/`, the
+ * lost ids are recorded as holes that reads pass over, every id stays
+ * issued once, and each skipped range is logged.
  */
-const META = 0x01;
-const RECORD = 0x02;
-const META_FORMAT = 1;
-const META_VALUE_BYTES = 13;
-const RECORD_KEY_BYTES = 13;
-const TWO_32 = 0x1_0000_0000;
 
 /** Records fetched from LevelDB per iterator call when reading. */
 const READ_BATCH = 1000;
@@ -37,15 +56,48 @@ const TAIL_BUFFER_MAX_BYTES = 16 * 1024 * 1024;
 
 type Db = Level<Uint8Array, Uint8Array>;
 
+/** Ids [from, to) of a topic that are not in the log and never will be (a --wal-skip-corrupt start recorded them). */
+export interface Hole {
+  readonly from: EntryId;
+  readonly to: EntryId;
+}
+
 interface TopicState {
   readonly name: string;
   readonly no: number;
   earliest: EntryId;
   next: EntryId;
+  /** Sorted, disjoint. Empty unless a skip-corrupt start found entries lost. */
+  holes: Hole[];
   /** Settles when the last queued append has finished; appends chain on it. */
   appending: Promise<unknown>;
   readonly tails: Set<LocalTail>;
 }
+
+/** What the store reports about damage it skipped and marks it could not check. */
+export interface WalLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface LocalLogStoreOptions {
+  /**
+   * Open a damaged log instead of failing: keep copies of damaged LevelDB
+   * log files in `<dir>/quarantine/<time>/`, record the entry ids that are
+   * gone as holes (reads pass over them, and they are never issued again)
+   * and log every range skipped. Default false: damage fails open with
+   * WAL_CORRUPT or WAL_TAIL_LOST and changes nothing.
+   */
+  readonly skipCorrupt?: boolean;
+  /** Default: JSON lines on stderr. */
+  readonly logger?: WalLogger;
+}
+
+/** How an operator gets past damage, for error messages. */
+const SKIP_HINT =
+  'restore the WAL directory from a copy, or start once with --wal-skip-corrupt (config wal.skipCorrupt, env REPRISE_WAL_SKIP_CORRUPT=true) ' +
+  'to keep copies of the damaged files under <wal>/quarantine/ and go on without those entries (their ids are never issued again)';
 
 export class LocalLogStore implements LogStore {
   readonly provider = 'local';
@@ -53,54 +105,125 @@ export class LocalLogStore implements LogStore {
   private readonly db: Db;
   private readonly dir: string;
   private readonly topics: Map<string, TopicState>;
+  private readonly highWater: HighWater;
   private nextTopicNo: number;
   /** Serialises topic creation and pruning (metadata writes). */
   private metaChain: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | undefined;
 
-  private constructor(db: Db, dir: string, topics: Map<string, TopicState>) {
+  private constructor(db: Db, dir: string, topics: Map<string, TopicState>, highWater: HighWater, nextTopicNo: number) {
     this.db = db;
     this.dir = dir;
     this.topics = topics;
-    let maxNo = -1;
-    for (const t of topics.values()) maxNo = Math.max(maxNo, t.no);
-    this.nextTopicNo = maxNo + 1;
+    this.highWater = highWater;
+    this.nextTopicNo = nextTopicNo;
   }
 
-  /** Open (creating if needed) the log at `dir` and recover every topic's bounds. */
-  static async open(dir: string): Promise<LocalLogStore> {
-    const db: Db = new Level<Uint8Array, Uint8Array>(dir, { keyEncoding: 'view', valueEncoding: 'view' });
-    try {
-      await db.open();
-    } catch (err) {
-      // abstract-level wraps the LevelDB error ("lock ... already held") as the cause.
-      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      const reason =
-        cause?.code === 'LEVEL_LOCKED'
-          ? `it is in use by another process (${cause.message})`
-          : (cause?.message ?? (err as Error).message);
-      throw new RepriseError('INTERNAL', `cannot open the local WAL at ${dir}: ${reason}`, { dir }, { cause: err });
-    }
-    try {
-      const topics = new Map<string, TopicState>();
-      const decoder = new TextDecoder();
-      for await (const [key, value] of db.iterator({ gt: Uint8Array.of(META), lt: Uint8Array.of(META + 1) })) {
-        const name = decoder.decode(key.subarray(1));
-        if (value.length !== META_VALUE_BYTES || value[0] !== META_FORMAT) {
-          throw new RepriseError('WAL_CORRUPT', `local WAL at ${dir}: bad metadata for topic "${name}"`, {
-            dir,
-            topic: name,
-          });
-        }
-        const no = readU32(value, 1);
-        const earliest = readU64(value, 5);
-        const last = await db
-          .keys({ gte: recordKey(no, 0), lte: recordKey(no, Number.MAX_SAFE_INTEGER), reverse: true, limit: 1 })
-          .all();
-        const next = last.length > 0 ? Math.max(earliest, readU64(last[0]!, 5) + 1) : earliest;
-        topics.set(name, { name, no, earliest, next, appending: Promise.resolve(), tails: new Set() });
+  /** Open (creating if needed) the log at `dir`, check it, and recover every topic's bounds. */
+  static async open(dir: string, options: LocalLogStoreOptions = {}): Promise<LocalLogStore> {
+    const logger = options.logger ?? stderrLogger;
+    const skip = options.skipCorrupt === true;
+    if (skip) logger.warn({ dir }, `local WAL at ${dir}: opening with skipCorrupt (--wal-skip-corrupt): damaged or lost entries are skipped, not refused`);
+
+    // 1. Before LevelDB touches the directory (its recovery would drop the
+    // damage and then delete the log that shows it): the marks and the logs.
+    const highWaterPath = join(dir, HIGH_WATER_FILE);
+    const recorded = await HighWater.read(highWaterPath);
+    const scans = await scanLevelDbLogs(dir);
+    const damaged = scans.filter((s) => s.events.some((e) => e.kind === 'damage'));
+    let damagedIds = new Map<string, LostRange[]>();
+    if (damaged.length > 0) {
+      // Exact ids from a recovery of a copy, where it can run; else what the damaged bytes and their neighbours say.
+      const report = describeDamage(scans, recorded.topics, await dryRunRecovery(dir, recorded.topics));
+      damagedIds = report.lost;
+      const details = { dir, damages: report.damages };
+      if (!skip) {
+        throw new RepriseError('WAL_CORRUPT', `the local WAL at ${dir} is damaged: ${report.summary}. Nothing was changed; ${SKIP_HINT}`, details);
       }
-      return new LocalLogStore(db, dir, topics);
+      const quarantined = await quarantine(dir, damaged, { reason: 'damaged LevelDB log records', ...details });
+      for (const d of report.damages) {
+        logger.error({ dir, quarantine: quarantined, ...d }, `local WAL at ${dir}: skipping damaged log bytes: ${d.file} at offset ${d.offset}: ${d.reason} (copy in ${quarantined})`);
+      }
+    }
+    if (recorded.state === 'damaged') {
+      const message = `the local WAL at ${dir}: its high-water file ${HIGH_WATER_FILE} has no valid copy, so a lost tail of the log cannot be detected`;
+      if (!skip) throw new RepriseError('WAL_CORRUPT', `${message}. Nothing was changed; ${SKIP_HINT}`, { dir, file: HIGH_WATER_FILE });
+      logger.error({ dir }, `${message}; going on without it (skipCorrupt)`);
+    }
+
+    // 2. LevelDB, whose recovery now drops what the check reported.
+    const db = await openLevel(dir);
+    try {
+      const topics = await loadTopics(db, dir);
+      const byNo = new Map([...topics.values()].map((t) => [t.no, t]));
+      let maxNo = -1;
+      for (const t of topics.values()) maxNo = Math.max(maxNo, t.no);
+      for (const m of recorded.topics.values()) maxNo = Math.max(maxNo, m.no);
+
+      // 3. Each topic against its high-water mark.
+      const lost: { topic: string; no: number; from: EntryId; to: EntryId; missing: boolean }[] = [];
+      for (const mark of recorded.topics.values()) {
+        const t = byNo.get(mark.no);
+        if (!t) {
+          if (mark.next > 0) lost.push({ topic: mark.name, no: mark.no, from: 0, to: mark.next, missing: true });
+        } else if (t.next < mark.next) {
+          lost.push({ topic: t.name, no: t.no, from: t.next, to: mark.next, missing: false });
+        }
+      }
+      if (lost.length > 0) {
+        const what = lost
+          .map((l) =>
+            l.missing
+              ? `topic "${l.topic}" is missing (it had acknowledged entries up to id ${l.to - 1})`
+              : `topic "${l.topic}" ends before entry id ${l.from}, but entry ids ${span(l.from, l.to)} were acknowledged`,
+          )
+          .join('; ');
+        const torn = scans.filter((s) => s.tornTailAt !== undefined);
+        const details = { dir, lost: lost.map(({ topic, from, to, missing }) => ({ topic, from, to, missing })) };
+        if (!skip) {
+          // LevelDB has already replaced the logs it recovered: keep the ones
+          // whose end was cut, which is where the entries went.
+          const kept = torn.length > 0 ? await quarantine(dir, torn, { reason: 'log tail shorter than acknowledged', ...details }) : undefined;
+          throw new RepriseError(
+            'WAL_TAIL_LOST',
+            `the local WAL at ${dir} lost acknowledged entries from its end: ${what} (high-water file ${HIGH_WATER_FILE})` +
+              `${kept ? `; the log files that ended early are copied to ${kept}` : ''}. ${capitalise(SKIP_HINT)}`,
+            details,
+          );
+        }
+        if (torn.length > 0) {
+          const kept = await quarantine(dir, torn, { reason: 'log tail shorter than acknowledged', ...details });
+          logger.error({ dir, quarantine: kept }, `local WAL at ${dir}: the log files that ended early are copied to ${kept}`);
+        }
+        for (const l of lost) {
+          // A shortened topic gets its hole (and the log line naming it) below.
+          if (l.missing) {
+            logger.error({ dir, topic: l.topic, next: l.to }, `local WAL at ${dir}: topic "${l.topic}" is missing (it had acknowledged entries up to id ${l.to - 1}); recreating it empty at id ${l.to}, so reads of older ids fail WAL_TRUNCATED`);
+            await db.put(metaKey(l.topic), metaValue(l.no, l.to), { sync: true });
+            const t: TopicState = { name: l.topic, no: l.no, earliest: l.to, next: l.to, holes: [], appending: Promise.resolve(), tails: new Set() };
+            topics.set(l.topic, t);
+            byNo.set(l.no, t);
+          } else {
+            byNo.get(l.no)!.next = l.to;
+          }
+        }
+      }
+      if (skip) {
+        // Ids the damaged records held are issued already, even with no high-water mark to say so.
+        for (const [name, ids] of damagedIds) {
+          const t = topics.get(name);
+          if (t) for (const r of ids) t.next = Math.max(t.next, r.to);
+        }
+        await recordHoles(db, dir, topics, logger);
+      }
+
+      // 4. The marks from here on: what the log holds, never below what was recorded.
+      const marks: HighWaterTopic[] = [...topics.values()].map((t) => ({ name: t.name, no: t.no, next: t.next }));
+      if (recorded.state === 'missing' && topics.size > 0) {
+        logger.warn({ dir }, `local WAL at ${dir} has no high-water file (${HIGH_WATER_FILE}): written by an older version, or the file was deleted; whether the log lost its tail before now cannot be checked`);
+      }
+      const highWater = await HighWater.create(highWaterPath, marks, recorded.seq);
+      return new LocalLogStore(db, dir, topics, highWater, maxNo + 1);
     } catch (err) {
       await db.close();
       throw err;
@@ -118,7 +241,10 @@ export class LocalLogStore implements LogStore {
       if (this.topics.has(topic)) return;
       const no = this.nextTopicNo++;
       await this.db.put(metaKey(topic), metaValue(no, 0), { sync: true });
-      this.topics.set(topic, { name: topic, no, earliest: 0, next: 0, appending: Promise.resolve(), tails: new Set() });
+      this.topics.set(topic, { name: topic, no, earliest: 0, next: 0, holes: [], appending: Promise.resolve(), tails: new Set() });
+      // Its name in the high-water file names it in reports even if LevelDB loses it.
+      this.highWater.set(no, topic, 0);
+      await this.highWater.persist();
     });
   }
 
@@ -164,6 +290,11 @@ export class LocalLogStore implements LogStore {
     return { earliest: t.earliest, next: t.next };
   }
 
+  /** Holes a skip-corrupt start recorded in the topic (ids reads pass over). */
+  holes(topic: string): Hole[] {
+    return [...this.topic(topic).holes];
+  }
+
   /**
    * Delete records below `below` (clamped to the topic's next id). The new
    * earliest id is persisted (synced) before any record is deleted, so after
@@ -183,6 +314,11 @@ export class LocalLogStore implements LogStore {
       // sees the old bound and all its records, or the new bound.
       t.earliest = earliest;
       await this.db.clear({ gte: recordKey(t.no, 0), lt: recordKey(t.no, earliest) });
+      const gone = t.holes.filter((h) => h.to <= earliest);
+      if (gone.length > 0) {
+        t.holes = t.holes.filter((h) => h.to > earliest);
+        await this.db.batch(gone.map((h) => ({ type: 'del' as const, key: recordKey(t.no, h.from, HOLE) })));
+      }
     });
   }
 
@@ -196,6 +332,7 @@ export class LocalLogStore implements LogStore {
       }
       await Promise.all(pending);
       await this.db.close();
+      await this.highWater.close();
     })();
     return this.closing;
   }
@@ -212,9 +349,10 @@ export class LocalLogStore implements LogStore {
   }
 
   /**
-   * Records with from <= id < min(to, next). `next` bounds the scan so that
-   * a record is never seen before its append has been acknowledged (the
-   * batch may be in LevelDB a moment before its promise resolves).
+   * Records with from <= id < min(to, next), passing over holes. `next`
+   * bounds the scan so that a record is never seen before its append has
+   * been acknowledged (the batch may be in LevelDB a moment before its
+   * promise resolves).
    */
   private async *scan(topic: string, from: EntryId, to: EntryId): AsyncGenerator<LogRecord> {
     const t = this.topic(topic);
@@ -228,8 +366,9 @@ export class LocalLogStore implements LogStore {
     }
     const end = Math.min(to, t.next);
     if (from >= end) return;
+    const holes = t.holes;
     const it = this.db.iterator({ gte: recordKey(t.no, from), lt: recordKey(t.no, end) });
-    let expected = from;
+    let expected = pastHoles(holes, from);
     // Ask for the next batch before handing out the current one, so LevelDB
     // reads on its thread while the consumer decodes on the main one.
     let fetching = it.nextv(READ_BATCH);
@@ -246,8 +385,11 @@ export class LocalLogStore implements LogStore {
         for (let i = 0; i < batch.length; i++) {
           const [key, data] = batch[i]!;
           const id = readU64(key, 5);
-          if (id !== expected) throw gap(topic, expected, id);
-          expected++;
+          if (id !== expected) {
+            if (id < expected) continue; // inside a hole: a part of an entry the hole took
+            throw gap(topic, expected, id);
+          }
+          expected = holes.length === 0 ? expected + 1 : pastHoles(holes, expected + 1);
           yield { id, data };
         }
       }
@@ -256,7 +398,7 @@ export class LocalLogStore implements LogStore {
       await fetching.catch(() => undefined);
       await it.close();
     }
-    if (expected !== end) throw gap(topic, expected, end);
+    if (expected < end) throw gap(topic, expected, end);
   }
 
   private async write(t: TopicState, records: readonly Uint8Array[]): Promise<EntryId[]> {
@@ -274,6 +416,20 @@ export class LocalLogStore implements LogStore {
       throw new RepriseError(
         'WAL_APPEND_FAILED',
         `append of ${n} records to WAL topic "${t.name}" (ids ${first}..${first + n - 1}) failed: ${(err as Error).message}`,
+        { topic: t.name, firstId: first, records: n },
+        { cause: err },
+      );
+    }
+    // Acknowledged only once the high-water mark covers it: a log that later
+    // ends below these ids has lost them, and says so at open.
+    this.highWater.set(t.no, t.name, first + n);
+    try {
+      await this.highWater.persist();
+    } catch (err) {
+      throw new RepriseError(
+        'WAL_APPEND_FAILED',
+        `append of ${n} records to WAL topic "${t.name}" (ids ${first}..${first + n - 1}): the records are in LevelDB but its high-water file ` +
+          `could not be written (${(err as Error).message}); not acknowledged, and the local WAL at ${this.dir} takes no more appends`,
         { topic: t.name, firstId: first, records: n },
         { cause: err },
       );
@@ -316,6 +472,142 @@ export class LocalLogStore implements LogStore {
     );
   }
 }
+
+async function openLevel(dir: string): Promise<Db> {
+  const db: Db = new Level<Uint8Array, Uint8Array>(dir, { keyEncoding: 'view', valueEncoding: 'view' });
+  try {
+    await db.open();
+  } catch (err) {
+    // abstract-level wraps the LevelDB error ("lock ... already held") as the cause.
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    const reason =
+      cause?.code === 'LEVEL_LOCKED'
+        ? `it is in use by another process (${cause.message})`
+        : (cause?.message ?? (err as Error).message);
+    throw new RepriseError('INTERNAL', `cannot open the local WAL at ${dir}: ${reason}`, { dir }, { cause: err });
+  }
+  return db;
+}
+
+/** Every topic's metadata and holes; its next id from its last record (or its earliest id once pruned empty, or past a hole at the end). */
+async function loadTopics(db: Db, dir: string): Promise<Map<string, TopicState>> {
+  const topics = new Map<string, TopicState>();
+  for await (const [key, value] of db.iterator({ gt: Uint8Array.of(META), lt: Uint8Array.of(META + 1) })) {
+    const name = metaName(key);
+    if (value.length !== META_VALUE_BYTES || value[0] !== META_FORMAT) {
+      throw new RepriseError('WAL_CORRUPT', `local WAL at ${dir}: bad metadata for topic "${name}"`, { dir, topic: name });
+    }
+    const no = readU32(value, 1);
+    const earliest = readU64(value, 5);
+    const last = await db.keys({ gte: recordKey(no, 0), lte: recordKey(no, Number.MAX_SAFE_INTEGER), reverse: true, limit: 1 }).all();
+    const next = last.length > 0 ? Math.max(earliest, readU64(last[0]!, 5) + 1) : earliest;
+    topics.set(name, { name, no, earliest, next, holes: [], appending: Promise.resolve(), tails: new Set() });
+  }
+  const byNo = new Map([...topics.values()].map((t) => [t.no, t]));
+  for await (const [key, value] of db.iterator({ gte: recordKey(0, 0, HOLE), lt: Uint8Array.of(HOLE + 1) })) {
+    const k = parseRecordKey(key, HOLE);
+    const t = k && byNo.get(k.no);
+    if (!k || !t || value.length !== HOLE_VALUE_BYTES) continue;
+    const to = readU64(value, 0);
+    t.holes.push({ from: k.id, to });
+    t.next = Math.max(t.next, to);
+  }
+  for (const t of topics.values()) t.holes.sort((a, b) => a.from - b.from);
+  return topics;
+}
+
+/**
+ * Skip-corrupt: every id between a topic's earliest and next id that holds
+ * no record (and no hole yet) becomes a hole, persisted before the store
+ * serves, so reads pass over it and it is never issued again. A hole that
+ * took the first parts of a split entry also takes its remaining parts:
+ * they cannot be read without the rest.
+ */
+async function recordHoles(db: Db, dir: string, topics: Map<string, TopicState>, logger: WalLogger): Promise<void> {
+  for (const t of topics.values()) {
+    const found: Hole[] = [];
+    let expected = pastHoles(t.holes, t.earliest);
+    const it = db.iterator({ gte: recordKey(t.no, t.earliest), lt: recordKey(t.no, t.next) });
+    try {
+      for (;;) {
+        const batch = await it.nextv(READ_BATCH);
+        if (batch.length === 0) break;
+        for (const [key, data] of batch) {
+          const id = readU64(key, 5);
+          if (id < expected) continue; // in a hole
+          if (id > expected) {
+            // The record after the gap: a continuation part lost its entry's start, and goes with it.
+            let to = id;
+            const frame = continuation(id, data, t.name);
+            if (frame) to = Math.min(t.next, id + (frame.parts - frame.part));
+            found.push({ from: expected, to });
+            expected = pastHoles(t.holes, to);
+            if (to > id) continue;
+          }
+          expected = pastHoles(t.holes, id + 1);
+        }
+      }
+    } finally {
+      await it.close();
+    }
+    if (expected < t.next) found.push({ from: expected, to: t.next });
+    const merged = mergeHoles(found);
+    if (merged.length === 0) continue;
+    await db.batch(
+      merged.map((h) => ({ type: 'put' as const, key: recordKey(t.no, h.from, HOLE), value: u64Value(h.to) })),
+      { sync: true },
+    );
+    for (const h of merged) {
+      logger.error({ dir, topic: t.name, from: h.from, to: h.to }, `local WAL at ${dir}: topic "${t.name}" entry ids ${span(h.from, h.to)} are lost; reads skip them from now on and they are never issued again`);
+    }
+    t.holes = mergeHoles([...t.holes, ...merged]);
+  }
+}
+
+/** The part index and count of a record that continues a split entry; undefined otherwise (or if it does not decode: the reader reports that). */
+function continuation(id: EntryId, data: Uint8Array, topic: string): { part: number; parts: number } | undefined {
+  try {
+    const frame = decodeRecord({ id, data }, topic);
+    return frame.part > 0 ? frame : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function mergeHoles(holes: readonly Hole[]): Hole[] {
+  const sorted = [...holes].filter((h) => h.to > h.from).sort((a, b) => a.from - b.from);
+  const out: Hole[] = [];
+  for (const h of sorted) {
+    const last = out[out.length - 1];
+    if (last && h.from <= last.to) out[out.length - 1] = { from: last.from, to: Math.max(last.to, h.to) };
+    else out.push(h);
+  }
+  return out;
+}
+
+/** The first id at or after `id` that is not in a hole. */
+function pastHoles(holes: readonly Hole[], id: EntryId): EntryId {
+  for (const h of holes) {
+    if (h.from > id) break;
+    if (id < h.to) id = h.to;
+  }
+  return id;
+}
+
+/** Ids [from, to) for messages: "7", or "7..9". */
+function span(from: EntryId, to: EntryId): string {
+  return to - from === 1 ? String(from) : `${from}..${to - 1}`;
+}
+
+function capitalise(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+const stderrLogger: WalLogger = {
+  info: (obj, msg) => process.stderr.write(`${JSON.stringify({ level: 'info', ...obj, msg })}\n`),
+  warn: (obj, msg) => process.stderr.write(`${JSON.stringify({ level: 'warn', ...obj, msg })}\n`),
+  error: (obj, msg) => process.stderr.write(`${JSON.stringify({ level: 'error', ...obj, msg })}\n`),
+};
 
 /**
  * A tail: catches up by scanning the store from its position, then delivers
@@ -454,48 +746,3 @@ function checkId(id: EntryId, what: string, topic: string): void {
   }
 }
 
-const encoder = new TextEncoder();
-
-function metaKey(topic: string): Uint8Array {
-  const name = encoder.encode(topic);
-  const key = new Uint8Array(1 + name.length);
-  key[0] = META;
-  key.set(name, 1);
-  return key;
-}
-
-function metaValue(no: number, earliest: EntryId): Uint8Array {
-  const v = new Uint8Array(META_VALUE_BYTES);
-  v[0] = META_FORMAT;
-  writeU32(v, 1, no);
-  writeU64(v, 5, earliest);
-  return v;
-}
-
-function recordKey(no: number, id: EntryId): Uint8Array {
-  const key = new Uint8Array(RECORD_KEY_BYTES);
-  key[0] = RECORD;
-  writeU32(key, 1, no);
-  writeU64(key, 5, id);
-  return key;
-}
-
-function writeU32(buf: Uint8Array, p: number, v: number): void {
-  buf[p] = v >>> 24;
-  buf[p + 1] = (v >>> 16) & 0xff;
-  buf[p + 2] = (v >>> 8) & 0xff;
-  buf[p + 3] = v & 0xff;
-}
-
-function writeU64(buf: Uint8Array, p: number, v: number): void {
-  writeU32(buf, p, Math.floor(v / TWO_32));
-  writeU32(buf, p + 4, v >>> 0);
-}
-
-function readU32(buf: Uint8Array, p: number): number {
-  return ((buf[p]! << 24) | (buf[p + 1]! << 16) | (buf[p + 2]! << 8) | buf[p + 3]!) >>> 0;
-}
-
-function readU64(buf: Uint8Array, p: number): number {
-  return readU32(buf, p) * TWO_32 + readU32(buf, p + 4);
-}

@@ -57,7 +57,9 @@ export interface LogStore {
 
   /**
    * Records with from <= id < to, in id order. Rejects with WAL_TRUNCATED if
-   * `from` is below the topic's earliest held id (never a silent gap).
+   * `from` is below the topic's earliest held id (never a silent gap). The
+   * local store passes over ids an operator chose to skip as lost
+   * (--wal-skip-corrupt); any other missing id is WAL_CORRUPT.
    */
   read(topic: string, from: EntryId, options?: ReadOptions): AsyncIterable<LogRecord>;
 

@@ -1,5 +1,5 @@
 import { KafkaLogStore, type KafkaLogStoreOptions } from './kafka-log-store.js';
-import { LocalLogStore } from './local-log-store.js';
+import { LocalLogStore, type WalLogger } from './local-log-store.js';
 import type { LogStore } from './log-store.js';
 
 /** Settings every provider shares: how the runtime frames and names its topics. */
@@ -12,6 +12,12 @@ interface CommonWalOptions {
 
 export interface LocalWalOptions extends CommonWalOptions {
   readonly provider: 'local';
+  /**
+   * Open a damaged log instead of refusing to start: damaged LevelDB log
+   * files are copied to `<wal>/quarantine/`, the entry ids lost are logged
+   * and never issued again, and reads pass over them. Off by default.
+   */
+  readonly skipCorrupt?: boolean;
 }
 
 /** The Kafka keys follow GreptimeDB's `[wal]` section, camelCased. */
@@ -23,9 +29,9 @@ export interface KafkaWalOptions extends CommonWalOptions, Omit<KafkaLogStoreOpt
 
 export type WalOptions = LocalWalOptions | KafkaWalOptions;
 
-/** Open the configured provider; the local log lives in `localDir`. */
-export async function openLogStore(wal: WalOptions, localDir: string): Promise<LogStore> {
-  if (wal.provider === 'local') return LocalLogStore.open(localDir);
+/** Open the configured provider; the local log lives in `localDir`. `logger` hears what the local log skips or cannot check. */
+export async function openLogStore(wal: WalOptions, localDir: string, logger?: WalLogger): Promise<LogStore> {
+  if (wal.provider === 'local') return LocalLogStore.open(localDir, { skipCorrupt: wal.skipCorrupt === true, ...(logger ? { logger } : {}) });
   const { provider: _provider, maxBatchBytes: _maxBatchBytes, topicPrefix: _topicPrefix, brokerEndpoints, ...kafka } = wal;
   return KafkaLogStore.open({ ...kafka, brokers: [...brokerEndpoints] });
 }

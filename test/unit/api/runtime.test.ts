@@ -1,11 +1,15 @@
-import { mkdtemp, rm, readdir, unlink } from 'node:fs/promises';
+import { cp, mkdtemp, rename, rm, readdir, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { collectGarbage } from '../../../bench/lib/fixtures.js';
 import { open, type Reprise } from '../../../src/api/runtime.js';
+import { Level } from 'level';
+import { TableEngine } from '../../../src/engine/table/table-engine.js';
 import { isRepriseError } from '../../../src/errors.js';
+import { HIGH_WATER_FILE } from '../../../src/wal/high-water.js';
+import { metaKey, metaValue, readU32, recordKey } from '../../../src/wal/local-log-keys.js';
 import { encodeEntry } from '../../../src/wal/codec.js';
 import { LocalLogStore } from '../../../src/wal/local-log-store.js';
 import { waitUntil } from '../../harness/wait.js';
@@ -384,6 +388,122 @@ describe('embedded runtime over a damaged WAL', () => {
       expect(region.error).toMatch(new RegExp(`WAL_TRUNCATED: region ${region.id} needs entries from \\d+ of topic '${topic}' but the earliest entry the log holds is ${next} \\(next ${next}\\)`));
       await expectCode(db.query('a'), 'REGION_FAILED');
       expect(await db.query('b')).toHaveLength(20);
+    } finally {
+      await db.close();
+    }
+  });
+});
+
+describe('region files against the catalog (issue #14, finding 2)', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'reprise-catalog-'));
+  });
+  afterEach(async () => {
+    vi.restoreAllMocks();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function files(sub: string): Promise<string[]> {
+    const entries = await readdir(join(dir, sub), { recursive: true, withFileTypes: true }).catch(() => []);
+    return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name)).sort();
+  }
+
+  /** A table of three regions, flushed: its data is in SSTs, the WAL pruned. */
+  async function flushedTable(): Promise<void> {
+    const db = await open({ dataDir: dir, shards: 2, logger: false });
+    await db.createTable(schema);
+    await db.insert('system_metrics', rows(30));
+    await db.flush();
+    await db.close();
+  }
+
+  it('a deleted WAL directory: refuses to start with CATALOG_LOST naming the regions and the dirs, and deletes nothing', async () => {
+    await flushedTable();
+    const before = await files('objects');
+    expect(before.length).toBeGreaterThan(3);
+    await rm(join(dir, 'wal'), { recursive: true });
+
+    const err = await open({ dataDir: dir, shards: 2, logger: false }).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(isRepriseError(err, 'CATALOG_LOST'), String(err)).toBe(true);
+    expect(err!.message).toContain('regions 1, 2, 3');
+    expect(err!.message).toContain(join(dir, 'objects'));
+    expect(err!.message).toContain(join(dir, 'wal'));
+    expect(err!.message).toMatch(/is empty/);
+    expect(await files('objects')).toEqual(before);
+    // Every later start says the same (and still deletes nothing).
+    await expectCode(open({ dataDir: dir, shards: 2, logger: false }), 'CATALOG_LOST');
+    expect(await files('objects')).toEqual(before);
+
+    // The documented way out: move the regions aside; they stay intact there.
+    await rename(join(dir, 'objects', 'regions'), join(dir, 'regions.lost'));
+    const db = await open({ dataDir: dir, shards: 2, logger: false });
+    try {
+      expect(db.listTables()).toEqual([]);
+      await db.createTable(schema);
+    } finally {
+      await db.close();
+    }
+    expect((await files('regions.lost')).length).toBe(before.length);
+  });
+
+  it('a region the catalog never created, beside a live catalog: CATALOG_LOST, its files kept', async () => {
+    await flushedTable();
+    await cp(join(dir, 'objects', 'regions', '1'), join(dir, 'objects', 'regions', '7'), { recursive: true });
+    const before = await files('objects');
+    const err = await open({ dataDir: dir, shards: 2, logger: false }).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(isRepriseError(err, 'CATALOG_LOST'), String(err)).toBe(true);
+    expect(err!.message).toContain('region 7 ');
+    expect(err!.message).toContain('its next region id is 4');
+    expect(await files('objects')).toEqual(before);
+  });
+
+  it('files of a dropped table whose deletion was cut short are deleted at the next start', async () => {
+    await flushedTable();
+    const spy = vi.spyOn(TableEngine.prototype, 'destroyRegion').mockRejectedValue(new Error('crashed before deleting'));
+    let db = await open({ dataDir: dir, shards: 2, logger: false });
+    await expect(db.dropTable('system_metrics')).rejects.toThrow(/crashed before deleting/);
+    await db.close();
+    spy.mockRestore();
+    expect((await files('objects/regions')).length).toBeGreaterThan(0);
+    db = await open({ dataDir: dir, shards: 2, logger: false });
+    try {
+      expect(await files('objects/regions')).toEqual([]);
+      // Region ids are not reused: the next table's regions come after the dropped ones.
+      const table = await db.createTable(schema);
+      expect(table.regions.map((r) => r.id)).toEqual([4, 5, 6]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('a shard whose log ends before a region\'s flushed entry id fails with WAL_TAIL_LOST and writes nothing', async () => {
+    const first = await open({ dataDir: dir, shards: 1, logger: false });
+    await first.createTable({ ...schema, partition: undefined });
+    await first.insert('system_metrics', rows(10));
+    await first.close(); // flushes
+    // The shard's topic lost everything (records and pruning mark), and the high-water file that would have said so.
+    const level = new Level<Uint8Array, Uint8Array>(join(dir, 'wal'), { keyEncoding: 'view', valueEncoding: 'view' });
+    const [meta] = await level.iterator({ gte: metaKey('reprise_wal_0'), lte: metaKey('reprise_wal_0') }).all();
+    const no = readU32(meta![1], 1);
+    await level.put(metaKey('reprise_wal_0'), metaValue(no, 0));
+    await level.clear({ gte: recordKey(no, 0), lt: recordKey(no + 1, 0) });
+    await level.close();
+    await unlink(join(dir, 'wal', HIGH_WATER_FILE));
+
+    const db = await open({ dataDir: dir, shards: 1, logger: false });
+    try {
+      const shard = db.status().nodes[0]!.shards[0]!;
+      expect(shard.state).toBe('failed');
+      expect(shard.error).toMatch(/WAL_TAIL_LOST/);
+      expect(shard.error).toMatch(/WAL topic 'reprise_wal_0' of shard 0 is empty, but region 1 flushed up to entry id [1-9]\d*: the log lost its tail/);
+      await expectCode(db.insert('system_metrics', rows(1)), 'SHARD_NOT_SERVING');
     } finally {
       await db.close();
     }

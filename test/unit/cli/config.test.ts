@@ -54,6 +54,16 @@ describe('standalone configuration', () => {
     expect(walOptionsOf(DEFAULT_CONFIG.wal)).toEqual({ provider: 'local', maxBatchBytes: 1024 * 1024, topicPrefix: 'reprise_wal' });
   });
 
+  it('wal.skipCorrupt: off unless asked (flag, REPRISE_WAL_SKIP_CORRUPT or file), local WAL only', () => {
+    expect(walOptionsOf(resolveConfig({ env: {}, flags: {} }).wal)).not.toHaveProperty('skipCorrupt');
+    expect(walOptionsOf(resolveConfig({ env: { REPRISE_WAL_SKIP_CORRUPT: 'true' }, flags: {} }).wal)).toMatchObject({ provider: 'local', skipCorrupt: true });
+    expect(walOptionsOf(resolveConfig({ env: { REPRISE_WAL_SKIP_CORRUPT: 'true' }, flags: { wal: { skipCorrupt: false } } }).wal)).not.toHaveProperty('skipCorrupt');
+    expect(() => resolveConfig({ env: { REPRISE_WAL_SKIP_CORRUPT: 'yes' }, flags: {} })).toThrow(/wal\.skipCorrupt/);
+    expect(() =>
+      resolveConfig({ env: { REPRISE_WAL_PROVIDER: 'kafka', REPRISE_WAL_BROKER_ENDPOINTS: 'a:1', REPRISE_WAL_SKIP_CORRUPT: 'true' }, flags: {} }),
+    ).toThrow(/wal\.skipCorrupt: applies to the local WAL only/);
+  });
+
   it('parses host:port', () => {
     expect(parseAddr('127.0.0.1:4000')).toEqual({ host: '127.0.0.1', port: 4000 });
     expect(parseAddr('[::1]:80')).toEqual({ host: '::1', port: 80 });

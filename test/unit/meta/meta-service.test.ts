@@ -100,4 +100,20 @@ describe('MetaService (event-sourced in the <prefix>_meta topic)', () => {
     applyMetaEvent(state, { type: 'table_dropped', tableId: 7 });
     expect(state.tables.size).toBe(0);
   });
+
+  it('remembers which regions were dropped or rolled back: only their files may be deleted', () => {
+    const state = emptyMetaState();
+    applyMetaEvent(state, { type: 'shard_created', shard: 0, topic: 'x_0' });
+    applyMetaEvent(state, { type: 'table_creating', tableId: 1, schema, regions: [{ id: 1, partition: 0, shard: 0 }] });
+    applyMetaEvent(state, { type: 'table_created', tableId: 1, createdAt: { 1: 2 } });
+    applyMetaEvent(state, { type: 'table_creating', tableId: 2, schema: { ...schema, name: 'u' }, regions: [{ id: 2, partition: 0, shard: 0 }] });
+    applyMetaEvent(state, { type: 'table_create_aborted', tableId: 2 });
+    applyMetaEvent(state, { type: 'table_dropped', tableId: 1 });
+    applyMetaEvent(state, { type: 'table_dropped', tableId: 99 }); // unknown ids are ignored
+    expect([...state.retiredRegions]).toEqual([
+      [2, 'aborted'],
+      [1, 'dropped'],
+    ]);
+    expect(state.nextRegionId).toBe(3);
+  });
 });
