@@ -1,7 +1,7 @@
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BIN } from '../test/harness/standalone.js';
-import { CORES_PER_HOST, CpuLines, FIELDS, MEASUREMENT, START_MS, STEP_MS, coreName, hostCount, hostName } from './lib/cpu-lines.js';
+import { CORES_PER_HOST, CpuLines, FIELDS, MEASUREMENT, START_MS, STEP_MS, coreName, hostCount, hostName, prng } from './lib/cpu-lines.js';
 import { collectGarbage, removeDir, sleep, tempDir } from './lib/fixtures.js';
 import { closeIdleSockets, httpCall, postJson } from './lib/http.js';
 import { diskBytes, freePort, memoryOf, spawnServer, waitQuiet, type ServerProcess } from './lib/proc.js';
@@ -314,7 +314,7 @@ const ALL_FIELDS = FIELDS.join(', ');
 function shapes(series: number, points: number, runs: number, restarts: number): { timed: Shape[]; restart: Shape } {
   const hosts = hostCount(series);
   const spanMs = points * STEP_MS;
-  const random = mulberry(7);
+  const random = prng(7);
   const draws = new Map<string, number[]>();
   /** The same pseudo-random draw for (shape, run) every time it is asked for. */
   const draw = (key: string, i: number, n: number) => {
@@ -429,16 +429,6 @@ function shapes(series: number, points: number, runs: number, restarts: number):
   return { timed: [q1, q2, q4, q5, q6], restart: q3 };
 }
 
-function mulberry(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface ShapeResult {
   readonly id: string;

@@ -24,20 +24,12 @@ import { InProcessNetwork, type FaultRule, type InProcessTransport } from '../..
 import { LocalLogStore } from '../../src/wal/local-log-store.js';
 import type { LogStore } from '../../src/wal/log-store.js';
 import { readEntries } from '../../src/wal/shard-reader.js';
+import { prng } from '../../bench/lib/cpu-lines.js';
 
 // ------------------------------------------------------------------ PRNG
 
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+
+export { prng };
 
 // ------------------------------------------------------------------ schedule
 

@@ -156,17 +156,7 @@ export function planScan(layout: TableLayout, q: TableQuery): ScanPlan {
       return upperStrict;
     },
     matches(row) {
-      for (const iv of checks) {
-        const v = row[iv.column];
-        if (iv.lo !== undefined) {
-          const c = compareValues(v, iv.lo);
-          if (c < 0 || (c === 0 && !iv.loInc)) return false;
-        }
-        if (iv.hi !== undefined) {
-          const c = compareValues(v, iv.hi);
-          if (c > 0 || (c === 0 && !iv.hiInc)) return false;
-        }
-      }
+      for (const iv of checks) if (!inside(row[iv.column], iv)) return false;
       return true;
     },
     overlapsTime(minTime, maxTime) {
