@@ -53,31 +53,59 @@ function mergeByKey(schema: TableSchema, parts: readonly ColumnarRows[], desc: b
   }
   const { names, keyIdx } = layoutOf(schema);
   const columns = nonEmpty[0].columns;
+  // Partitioned on the first key column, regions hold consecutive key ranges
+  // in partition order (parts come in that order): the merge is a concatenation.
+  if (schema.partition?.column === names[keyIdx[0]]) {
+    const ordered = desc ? [...nonEmpty].reverse() : nonEmpty;
+    const data: Value[][] = columns.map(() => []);
+    for (const part of ordered) {
+      const at = part.columns.map((name) => columns.indexOf(name));
+      const n = Math.min(part.data[0].length, limit - data[0].length);
+      for (let c = 0; c < part.columns.length; c++) {
+        const into = data[at[c]];
+        const from = part.data[c];
+        for (let r = 0; r < n; r++) into.push(from[r]);
+      }
+      if (data[0].length >= limit) break;
+    }
+    return { columns, data };
+  }
   const keyCols = nonEmpty.map((p) => keyIdx.map((c) => p.data[p.columns.indexOf(names[c])]));
   const at = nonEmpty.map((p) => p.columns.map((name) => columns.indexOf(name)));
   const pos = nonEmpty.map(() => 0);
   const data: Value[][] = columns.map(() => []);
   const sign = desc ? -1 : 1;
-  while (data[0].length < limit) {
-    let w = -1;
-    for (let i = 0; i < nonEmpty.length; i++) {
-      if (pos[i] >= keyCols[i][0].length) continue;
-      if (w < 0) {
-        w = i;
-        continue;
-      }
-      for (let k = 0; k < keyIdx.length; k++) {
-        const c = compareValues(keyCols[i][k][pos[i]], keyCols[w][k][pos[w]]) * sign;
-        if (c !== 0) {
-          if (c < 0) w = i;
-          break;
-        }
-      }
+  /** Whether part i's head comes before part j's (ties: the lower partition). */
+  const before = (i: number, j: number): boolean => {
+    for (let k = 0; k < keyIdx.length; k++) {
+      const c = compareValues(keyCols[i][k][pos[i]], keyCols[j][k][pos[j]]) * sign;
+      if (c !== 0) return c < 0;
     }
-    if (w < 0) break;
+    return i < j;
+  };
+  // A binary heap of the parts by their head row: O(log parts) per row.
+  const heap = nonEmpty.map((_, i) => i);
+  const down = (from: number): void => {
+    for (let i = from; ; ) {
+      const l = 2 * i + 1;
+      if (l >= heap.length) return;
+      const r = l + 1;
+      const m = r < heap.length && before(heap[r], heap[l]) ? r : l;
+      if (!before(heap[m], heap[i])) return;
+      [heap[m], heap[i]] = [heap[i], heap[m]];
+      i = m;
+    }
+  };
+  for (let i = (heap.length >> 1) - 1; i >= 0; i--) down(i);
+  while (heap.length > 0 && data[0].length < limit) {
+    const w = heap[0];
     const part = nonEmpty[w];
     for (let c = 0; c < part.columns.length; c++) data[at[w][c]].push(part.data[c][pos[w]]);
-    pos[w]++;
+    if (++pos[w] >= keyCols[w][0].length) {
+      heap[0] = heap[heap.length - 1];
+      heap.pop();
+    }
+    down(0);
   }
   return { columns, data };
 }

@@ -238,6 +238,20 @@ describe('embedded runtime', () => {
     await expectCode(db!.query('system_metrics', { aggregates: [{ fn: 'median', column: 'cpu_util' }] }), 'INVALID_QUERY');
   });
 
+  it('merges regions by key when the partition column is not the first key column', async () => {
+    await reopen();
+    await db!.createTable({ ...schema, partition: { column: 'idc', bounds: ['idc1'] } });
+    await db!.insert('system_metrics', rows(30));
+    const key = (r: Record<string, unknown>) => `${r.host}/${r.idc}/${r.ts}`;
+    const expected = rows(30).map(key).sort((x, y) => {
+      const [a, b] = [x.split('/'), y.split('/')];
+      return a[0]! !== b[0]! ? (a[0]! < b[0]! ? -1 : 1) : a[1]! !== b[1]! ? (a[1]! < b[1]! ? -1 : 1) : Number(a[2]) - Number(b[2]);
+    });
+    expect(db!.describeTable('system_metrics').regions).toHaveLength(2);
+    expect((await db!.query('system_metrics')).map(key)).toEqual(expected);
+    expect((await db!.query('system_metrics', { order: 'desc', limit: 7 })).map(key)).toEqual([...expected].reverse().slice(0, 7));
+  });
+
   it('a result past maxResultRows is QUERY_TOO_LARGE, and the data stays', async () => {
     await reopen({ memory: { maxResultRows: 10 } });
     await db!.createTable(schema);
