@@ -51,6 +51,11 @@ export interface AggregateSpec {
   readonly as?: string;
 }
 
+/** The output column of an aggregate: `as`, or `fn(column)` (`count(*)` without a column). */
+export function aggregateName(a: AggregateSpec): string {
+  return a.as ?? `${a.fn}(${a.column ?? '*'})`;
+}
+
 export interface TableQuery {
   /** Tag column -> value (equality) or a range condition. */
   readonly where?: Record<string, Value | RangeCondition>;

@@ -1,5 +1,5 @@
 import { RepriseError } from '../../errors.js';
-import type { AggregateFn, ColumnarRows, TableQuery, TableSchema, Value } from '../schema.js';
+import { aggregateName, type AggregateFn, type ColumnarRows, type TableQuery, type TableSchema, type Value } from '../schema.js';
 import { compareValues } from './keys.js';
 import type { FieldStats } from './sst.js';
 
@@ -47,7 +47,7 @@ export function aggregatePlanOf(schema: TableSchema, q: TableQuery): AggregatePl
   const aggregates = q.aggregates.map((a) => ({
     fn: a.fn,
     column: a.column === undefined ? -1 : (index.get(a.column) as number),
-    name: a.as ?? `${a.fn}(${a.column ?? '*'})`,
+    name: aggregateName(a),
   }));
   const time = schema.columns.find((c) => c.role === 'time')?.name as string;
   const names = [...(q.groupBy ?? []), ...(q.interval !== undefined ? [time] : []), ...aggregates.map((a) => a.name)];
@@ -131,47 +131,22 @@ export class Aggregator {
    */
   addSummary(key: Value[], live: number, stats: readonly (FieldStats | null)[]): void {
     if (live === 0) return;
-    const s = this.stateOf(key);
-    const { aggregates } = this.plan;
-    for (let a = 0; a < aggregates.length; a++) {
-      const { fn, column } = aggregates[a];
-      const o = this.offsets[a];
-      const st = column < 0 ? undefined : (stats[column] as FieldStats);
-      if (st === undefined) {
-        s[o] = (s[o] as number) + live;
+    // The group's statistics as a partial state, merged like another region's.
+    const from: Value[] = [];
+    for (const { fn, column } of this.plan.aggregates) {
+      if (column < 0) {
+        from.push(live);
         continue;
       }
-      const [count, sum, min, max, firstTime, first, lastTime, last] = st;
-      if (count === 0) continue;
-      switch (fn) {
-        case 'count':
-          s[o] = (s[o] as number) + count;
-          break;
-        case 'sum':
-        case 'avg':
-          s[o] = (s[o] as number) + (sum as number);
-          s[o + 1] = (s[o + 1] as number) + count;
-          break;
-        case 'min':
-          if (s[o] === null || compareValues(min, s[o]) < 0) s[o] = min;
-          break;
-        case 'max':
-          if (s[o] === null || compareValues(max, s[o]) > 0) s[o] = max;
-          break;
-        case 'first':
-          if (s[o] === null || (firstTime as number) < (s[o] as number)) {
-            s[o] = firstTime;
-            s[o + 1] = first;
-          }
-          break;
-        case 'last':
-          if (s[o] === null || (lastTime as number) > (s[o] as number)) {
-            s[o] = lastTime;
-            s[o + 1] = last;
-          }
-          break;
-      }
+      const [count, sum, min, max, firstTime, first, lastTime, last] = stats[column] as FieldStats;
+      if (fn === 'count') from.push(count);
+      else if (fn === 'sum' || fn === 'avg') from.push(sum ?? 0, count);
+      else if (fn === 'min') from.push(min);
+      else if (fn === 'max') from.push(max);
+      else if (fn === 'first') from.push(firstTime, first);
+      else from.push(lastTime, last);
     }
+    combine(this.plan, this.stateOf(key), from);
   }
 
   private stateOf(key: Value[]): Value[] {

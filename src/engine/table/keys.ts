@@ -38,6 +38,16 @@ export function compareValues(a: Value, b: Value): number {
   return a < b ? -1 : 1;
 }
 
+/** Order of two primary keys as value lists (tags, then time). */
+export function compareKeys(a: readonly Value[], b: readonly Value[]): number {
+  const n = Math.min(a.length, b.length);
+  for (let k = 0; k < n; k++) {
+    const c = compareValues(a[k], b[k]);
+    if (c !== 0) return c;
+  }
+  return a.length - b.length;
+}
+
 const layouts = new WeakMap<TableSchema, TableLayout>();
 
 /** The layout of a (validated) schema; cached per schema object. */

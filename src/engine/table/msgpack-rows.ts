@@ -6,7 +6,7 @@ const textEncoder = new TextEncoder();
 
 /**
  * A msgpack writer for what the hot paths encode: rows, arrays of primitive
- * values (WAL put bodies, SST blocks). It writes the very bytes
+ * values (WAL put bodies). It writes the very bytes
  * @msgpack/msgpack's Encoder writes for the same values, without its
  * per-value dispatch, its extension lookup per array, its bounds check per
  * byte and its second pass over each string. Synchronous, so one instance

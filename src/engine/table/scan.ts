@@ -1,5 +1,5 @@
 import type { TableQuery, Value } from '../schema.js';
-import { compareValues, type KeyComparator, type RowValues, type TableLayout } from './keys.js';
+import { compareValues, type RowValues, type TableLayout } from './keys.js';
 
 /** One version of a row in a sorted source: the row and whether it is a tombstone. */
 export type Entry = readonly [row: RowValues, deleted: boolean];
@@ -166,34 +166,4 @@ export function planScan(layout: TableLayout, q: TableQuery): ScanPlan {
       return true;
     },
   };
-}
-
-/**
- * Merge sorted sources given newest first into one sorted stream holding,
- * for each key, only its newest version (tombstones included: the caller
- * decides whether they hide or are dropped). Sources are few (memtables and
- * at most `compactAt` SSTs), so a linear pick beats a heap's bookkeeping.
- */
-export function* mergeNewestFirst(sources: readonly Iterator<Entry>[], compare: KeyComparator): Generator<Entry> {
-  const heads: (Entry | undefined)[] = sources.map((s) => nextOf(s));
-  for (;;) {
-    let min = -1;
-    for (let i = 0; i < heads.length; i++) {
-      const h = heads[i];
-      // Strictly less: on a tie the earlier (newer) source keeps the win.
-      if (h !== undefined && (min < 0 || compare(h[0], (heads[min] as Entry)[0]) < 0)) min = i;
-    }
-    if (min < 0) return;
-    const winner = heads[min] as Entry;
-    for (let i = min; i < heads.length; i++) {
-      const h = heads[i];
-      if (h !== undefined && (i === min || compare(h[0], winner[0]) === 0)) heads[i] = nextOf(sources[i]);
-    }
-    yield winner;
-  }
-}
-
-function nextOf(source: Iterator<Entry>): Entry | undefined {
-  const r = source.next();
-  return r.done ? undefined : r.value;
 }

@@ -5,7 +5,7 @@ import { isRepriseError, RepriseError } from '../../errors.js';
 import type { ObjectStore } from '../object-store.js';
 import type { ColumnType, Value } from '../schema.js';
 import { crc32 } from './checksum.js';
-import { compareValues, type RowValues, type TableLayout } from './keys.js';
+import { compareKeys, compareValues, type RowValues, type TableLayout } from './keys.js';
 
 /**
  * An SST is one immutable Parquet file holding a region's rows sorted by
@@ -34,7 +34,8 @@ export const ROW_GROUP_ROWS = 2048;
  * grouped by it read their statistics instead of their rows.
  */
 export const MIN_GROUP_ROWS = 512;
-const DELETED = '__deleted';
+/** The tombstone column. */
+export const DELETED_COLUMN = '__deleted';
 const META_KEY = 'reprise';
 /** CRC-32 (hex) of the `reprise` metadata: the footer's facts the engine plans by are checked like the chunks. */
 const META_CRC_KEY = 'reprise.crc32';
@@ -136,7 +137,7 @@ export class SstWriter {
     const schema = [
       { name: 'root', num_children: columns.length + 1 },
       ...columns.map((c, i) => parquetElement(c.name, c.type, layout.isKey[i] as boolean)),
-      parquetElement(DELETED, 'bool', true),
+      parquetElement(DELETED_COLUMN, 'bool', true),
     ];
     this.writer = new ParquetWriter({ writer: this.out, schema: schema as never, codec: 'GZIP', compressors, createdBy: 'reprise' });
     this.buffers = columns.map(() => []);
@@ -217,7 +218,7 @@ export class SstWriter {
       // plans by its own index, and field statistics cost a fifth of a flush.
       statistics: layout.isKey[i] as boolean,
     }));
-    columnData.push({ name: DELETED, data: deleted.slice() as never, statistics: false });
+    columnData.push({ name: DELETED_COLUMN, data: deleted.slice() as never, statistics: false });
     const before = this.writer.row_groups.length;
     this.writer.write({ columnData: columnData as never, rowGroupSize: n, pageSize: 1 << 30 });
     const group = this.writer.row_groups[before];
@@ -286,11 +287,6 @@ export function encodeSst(layout: TableLayout, regionId: number, entries: Iterab
   return writer.finish();
 }
 
-/** Store an encoded SST under `key`. */
-export async function putSst(store: ObjectStore, key: string, encoded: { bytes: Uint8Array; meta: SstMeta }): Promise<SstMeta> {
-  await store.put(key, encoded.bytes);
-  return encoded.meta;
-}
 
 /** What a reader expects of an SST: the manifest's record of it. */
 export interface SstExpectation {
@@ -341,7 +337,7 @@ export class SstReader {
     this.size = size;
     this.groups = groups;
     this.footerBytes = footerBytes;
-    this.chunkIndex = new Map([...layout.names, DELETED].map((n, i) => [n, i]));
+    this.chunkIndex = new Map([...layout.names, DELETED_COLUMN].map((n, i) => [n, i]));
   }
 
   /**
@@ -354,15 +350,7 @@ export class SstReader {
     const corrupt = (why: string, cause?: unknown): never => {
       throw new RepriseError('SST_CORRUPT', `region ${regionId}: SST ${file} is corrupt: ${why}`, { regionId, file }, { cause });
     };
-    let size: number;
-    try {
-      size = await store.size(file);
-    } catch (err) {
-      if (isRepriseError(err, 'NOT_FOUND')) {
-        throw new RepriseError('SST_MISSING', `region ${regionId}: SST ${file} is missing from the object store`, { regionId, file }, { cause: err });
-      }
-      throw err;
-    }
+    const size = await store.size(file).catch(missingAs(regionId, file));
     if (size < 12) corrupt(`only ${size} bytes`);
     const head = await store.getRange(file, 0, 5);
     if (head[0] === 0x52 && head[1] === 0x53 && head[2] === 0x53 && head[3] === 0x54) {
@@ -403,7 +391,7 @@ export class SstReader {
     if (actual !== expected) corrupt(`columns [${actual}] do not match table "${layout.schema.name}" [${expected}]`);
     if (metadata.row_groups.length !== index.groups.length || Number(metadata.num_rows) !== index.rows) corrupt('row groups do not match its metadata');
     if (expect !== undefined) {
-      const sameKey = (a: readonly Value[], b: readonly Value[]) => a.length === b.length && a.every((v, i) => compareValues(v, b[i]) === 0);
+      const sameKey = (a: readonly Value[], b: readonly Value[]) => compareKeys(a, b) === 0;
       const first = index.groups[0]?.[0] ?? [];
       const last = index.groups[index.groups.length - 1]?.[1] ?? [];
       if (index.rows !== expect.rows || !sameKey(first, expect.minKey) || !sameKey(last, expect.maxKey)) {
@@ -437,15 +425,7 @@ export class SstReader {
     const corrupt = (why: string, cause?: unknown): never => {
       throw new RepriseError('SST_CORRUPT', `region ${this.regionId}: SST ${this.file} is corrupt: ${why}`, { regionId: this.regionId, file: this.file }, { cause });
     };
-    let bytes: Uint8Array;
-    try {
-      bytes = await this.store.getRange(this.file, group.start, group.end);
-    } catch (err) {
-      if (isRepriseError(err, 'NOT_FOUND')) {
-        throw new RepriseError('SST_MISSING', `region ${this.regionId}: SST ${this.file} is missing from the object store`, { regionId: this.regionId, file: this.file }, { cause: err });
-      }
-      throw err;
-    }
+    const bytes = await this.store.getRange(this.file, group.start, group.end).catch(missingAs(this.regionId, this.file));
     if (bytes.length !== group.end - group.start) corrupt(`row group ${g} is cut short`);
     for (const name of columns) {
       const [offset, length, crc] = group.chunks[this.chunkIndex.get(name) as number];
@@ -481,13 +461,21 @@ export class SstReader {
     for (const name of columns) {
       const data = out.get(name);
       if (data === undefined || data.length !== group.rows) corrupt(`column ${name} of row group ${g} holds ${data?.length ?? 0} values, expected ${group.rows}`);
-      out.set(name, toValues(name === DELETED ? 'bool' : this.layout.types[this.layout.index.get(name) as number], data as ArrayLike<unknown>));
+      out.set(name, toValues(name === DELETED_COLUMN ? 'bool' : this.layout.types[this.layout.index.get(name) as number], data as ArrayLike<unknown>));
     }
     return out;
   }
 }
 
-export const DELETED_COLUMN = DELETED;
+/** A store's NOT_FOUND for an SST as SST_MISSING naming region and file (other errors as they are). */
+function missingAs(regionId: number, file: string): (err: unknown) => never {
+  return (err) => {
+    if (isRepriseError(err, 'NOT_FOUND')) {
+      throw new RepriseError('SST_MISSING', `region ${regionId}: SST ${file} is missing from the object store`, { regionId, file }, { cause: err });
+    }
+    throw err;
+  };
+}
 
 /** Decoded Parquet values -> engine values (bigint -> number, undefined -> null). */
 function toValues(type: ColumnType, data: ArrayLike<unknown>): ArrayLike<unknown> {

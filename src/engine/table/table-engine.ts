@@ -3,12 +3,12 @@ import type { ObjectStore } from '../object-store.js';
 import type { FlushResult, Region, RegionDescriptor, RegionEngine, RegionQueryResult } from '../region-engine.js';
 import type { TableQuery, Value } from '../schema.js';
 import { aggregatePlanOf, Aggregator, type AggregatePlan } from './aggregate.js';
-import { compareValues, layoutOf, rowFromKey, type TableLayout } from './keys.js';
+import { compareKeys, layoutOf, rowFromKey, type TableLayout } from './keys.js';
 import { readManifest, REGIONS_PREFIX, regionPrefix, sstKey, writeManifest, type Manifest, type SstRef } from './manifest.js';
 import { QueuedMemtable, UnindexableEntry } from './queued-memtable.js';
 import { aggregateSink, blockOfEntries, filterBlock, mergeRuns, RowsSink, sourceOf, type Block, type BlockSource } from './read.js';
 import { planScan, type ScanPlan } from './scan.js';
-import { DELETED_COLUMN, SstReader, SstWriter, type SstMeta } from './sst.js';
+import { DELETED_COLUMN, encodeSst, SstReader, SstWriter, type SstMeta } from './sst.js';
 import { ByteLru } from './sst-cache.js';
 import { validateQuery } from './validate.js';
 
@@ -591,9 +591,7 @@ export class TableRegion implements Region {
 
   /** Encode sorted entries and store them under `key`; undefined (nothing written) when there are none. */
   private async writeSst(key: string, entries: Iterable<readonly [Value[], boolean]>): Promise<SstMeta | undefined> {
-    const writer = new SstWriter(this.layout, this.regionId);
-    for (const [row, deleted] of entries) writer.add(row, deleted);
-    const encoded = writer.finish();
+    const encoded = encodeSst(this.layout, this.regionId, entries);
     if (encoded === undefined) return undefined;
     await this.store.put(key, encoded.bytes);
     return encoded.meta;
@@ -692,6 +690,7 @@ export class TableRegion implements Region {
     }
     if (desc) picked.reverse();
     const names = [...columns.map((c) => layout.names[c]), DELETED_COLUMN];
+    const seekKey = plan.seek === undefined ? undefined : layout.keyIdx.map((c) => (plan.seek as Value[])[c]);
     let next = 0;
     return {
       // The group's first (last) key, narrowed by the query's key bounds.
@@ -703,8 +702,7 @@ export class TableRegion implements Region {
           const capped = [...plan.upper, ...group.maxs.slice(plan.upper.length)];
           return compareKeys(capped, group.lastKey) < 0 ? capped : group.lastKey;
         }
-        const seek = plan.seek === undefined ? undefined : layout.keyIdx.map((c) => (plan.seek as Value[])[c]);
-        return seek !== undefined && compareKeys(seek, group.firstKey) > 0 ? seek : group.firstKey;
+        return seekKey !== undefined && compareKeys(seekKey, group.firstKey) > 0 ? seekKey : group.firstKey;
       },
       next: async (): Promise<Block | undefined> => {
         for (;;) {
@@ -764,14 +762,6 @@ export class TableRegion implements Region {
   }
 }
 
-/** Order of two primary keys (tags, time). */
-function compareKeys(a: readonly Value[], b: readonly Value[]): number {
-  for (let k = 0; k < a.length; k++) {
-    const c = compareValues(a[k], b[k]);
-    if (c !== 0) return c;
-  }
-  return 0;
-}
 
 /** The key and time range of a block's rows. */
 function extentOf(layout: TableLayout, block: Block): { minKey: Value[]; maxKey: Value[]; minTime: number; maxTime: number } {

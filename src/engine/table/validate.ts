@@ -1,5 +1,6 @@
 import { RepriseError } from '../../errors.js';
 import {
+  aggregateName,
   AGGREGATE_FNS,
   COLUMN_ROLES,
   type AggregateFn,
@@ -310,7 +311,7 @@ export function validateQuery(schema: TableSchema, input: unknown): TableQuery {
         column = c.name;
       }
       if (a.as !== undefined && (typeof a.as !== 'string' || !NAME_RE.test(a.as))) queryFail(`${where}: as must be a name of letters, digits and _, got ${show(a.as)}`);
-      const name = (a.as as string | undefined) ?? `${fn as string}(${column ?? '*'})`;
+      const name = aggregateName({ fn: fn as AggregateFn, column, as: a.as as string | undefined });
       if (names.has(name) || byName.get(name)?.role === 'tag' || byName.get(name)?.role === 'time') queryFail(`${where}: output column "${name}" is used twice`);
       names.add(name);
       return { fn: fn as AggregateFn, ...(column !== undefined ? { column } : {}), ...(a.as !== undefined ? { as: a.as as string } : {}) };

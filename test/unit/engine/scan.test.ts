@@ -2,7 +2,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { TableQuery, TableSchema } from '../../../src/engine/schema.js';
 import { layoutOf, type RowValues } from '../../../src/engine/table/keys.js';
-import { mergeNewestFirst, planScan, type Entry } from '../../../src/engine/table/scan.js';
+import { blockOfEntries, mergeRuns, sourceOf } from '../../../src/engine/table/read.js';
+import { planScan, type Entry } from '../../../src/engine/table/scan.js';
 
 const schema: TableSchema = {
   name: 't',
@@ -72,13 +73,23 @@ function matchesNaively(q: TableQuery, row: RowValues): boolean {
   return true;
 }
 
-describe('mergeNewestFirst', () => {
-  it('keeps the newest version of each key, tombstones included', () => {
+describe('mergeRuns', () => {
+  it('keeps the newest version of each key, tombstones included', async () => {
     const e = (a: number, v: number, deleted = false): Entry => [[a, 0, v, 0], deleted];
     const newest = [e(1, 10), e(3, 30, true)];
     const middle = [e(1, 11), e(2, 21), e(3, 31)];
     const oldest = [e(0, 2), e(2, 22), e(4, 42)];
-    const merged = [...mergeNewestFirst([newest, middle, oldest].map((s) => s[Symbol.iterator]()), layout.compare)];
-    expect(merged.map(([row, deleted]) => `${row[0]}:${row[2]}${deleted ? 'x' : ''}`)).toEqual(['0:2', '1:10', '2:21', '3:30x', '4:42']);
+    const columns = layout.names.map((_, c) => c);
+    const merged: string[] = [];
+    await mergeRuns(
+      [newest, middle, oldest].map((entries) => sourceOf(blockOfEntries(entries, layout, columns, false))),
+      layout,
+      false,
+      (block, from, to) => {
+        for (let i = from; i < to; i++) merged.push(`${block.columns[0]![i]}:${block.columns[2]![i]}${block.deleted[i] ? 'x' : ''}`);
+        return true;
+      },
+    );
+    expect(merged).toEqual(['0:2', '1:10', '2:21', '3:30x', '4:42']);
   });
 });

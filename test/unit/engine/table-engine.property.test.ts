@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { FsObjectStore } from '../../../src/engine/fs-object-store.js';
 import type { RegionDescriptor } from '../../../src/engine/region-engine.js';
-import { rowsOf, type Row, type TableQuery } from '../../../src/engine/schema.js';
+import { aggregateName, rowsOf, type Row, type TableQuery } from '../../../src/engine/schema.js';
 import { queryTable } from '../../../src/frontend/query.js';
 import { rowKeyComparator } from '../../../src/engine/table/keys.js';
 import { TableEngine, type TableRegion } from '../../../src/engine/table/table-engine.js';
@@ -114,7 +114,7 @@ function expectedAggregates(rows: Row[], q: TableQuery): Row[] {
     groupBy.forEach((c, i) => (row[c] = key[i]));
     if (q.interval !== undefined) row.ts = key[groupBy.length];
     for (const a of q.aggregates!) {
-      const name = a.as ?? `${a.fn}(${a.column ?? '*'})`;
+      const name = aggregateName(a);
       const withValue = a.column === undefined ? members : members.filter((m) => m[a.column!] !== null);
       const values = withValue.map((m) => m[a.column ?? 'ts'] as number);
       switch (a.fn) {
