@@ -1,6 +1,6 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Level } from 'level';
+import { ClassicLevel } from 'classic-level';
 import type { ReplayProgress, Transition } from '../src/actors/context.js';
 import { open, type Reprise } from '../src/api/runtime.js';
 import { FsObjectStore } from '../src/engine/fs-object-store.js';
@@ -153,7 +153,7 @@ export async function buildLog(s: Scenario): Promise<BuiltLog> {
  * reads the same LSM shape (ClassicLevel.compactRange; skipped if absent).
  */
 async function compactLog(walDir: string): Promise<void> {
-  const db = new Level<Uint8Array, Uint8Array>(walDir, { keyEncoding: 'view', valueEncoding: 'view' });
+  const db = new ClassicLevel<Uint8Array, Uint8Array>(walDir, { keyEncoding: 'view', valueEncoding: 'view' });
   await db.open();
   try {
     const compact = (db as unknown as { compactRange?: (start: Uint8Array, end: Uint8Array) => Promise<void> }).compactRange;
@@ -271,7 +271,7 @@ export async function engineApply(log: BuiltLog): Promise<Rate> {
  * RECORD(0x02)|u32 topic no|u64 id -> record.
  */
 async function bareLevel(log: BuiltLog): Promise<Rate> {
-  const db = new Level<Uint8Array, Uint8Array>(log.walDir, { keyEncoding: 'view', valueEncoding: 'view' });
+  const db = new ClassicLevel<Uint8Array, Uint8Array>(log.walDir, { keyEncoding: 'view', valueEncoding: 'view' });
   await db.open();
   try {
     const meta = await db.get(Uint8Array.from([0x01, ...new TextEncoder().encode(TOPIC)]));

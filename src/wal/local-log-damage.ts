@@ -1,6 +1,6 @@
 import { copyFile, link, mkdir, open, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Level } from 'level';
+import { ClassicLevel } from 'classic-level';
 import type { HighWaterTopic } from './high-water.js';
 import type { BatchOp, LogFileScan } from './leveldb-log.js';
 import { HOLE, idRanges, META, META_VALUE_BYTES, metaName, parseRecordKey, readU32, readU64, recordKey } from './local-log-keys.js';
@@ -159,7 +159,7 @@ export async function dryRunRecovery(walDir: string, marks: ReadonlyMap<number, 
         await copyFile(from, to);
       }
     }
-    const db = new Level<Uint8Array, Uint8Array>(tmp, { keyEncoding: 'view', valueEncoding: 'view', createIfMissing: true });
+    const db = new ClassicLevel<Uint8Array, Uint8Array>(tmp, { keyEncoding: 'view', valueEncoding: 'view', createIfMissing: true });
     await db.open();
     try {
       const missing = new Map<string, LostRange[]>();

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { Level } from 'level';
+import { ClassicLevel } from 'classic-level';
 import { RepriseError } from '../errors.js';
 import { decodeRecord } from './codec.js';
 import { HIGH_WATER_FILE, HighWater, type HighWaterTopic } from './high-water.js';
@@ -54,7 +54,7 @@ const READ_BATCH = 1000;
  */
 const TAIL_BUFFER_MAX_BYTES = 16 * 1024 * 1024;
 
-type Db = Level<Uint8Array, Uint8Array>;
+type Db = ClassicLevel<Uint8Array, Uint8Array>;
 
 /** Ids [from, to) of a topic that are not in the log and never will be (a --wal-skip-corrupt start recorded them). */
 export interface Hole {
@@ -103,16 +103,25 @@ export class LocalLogStore implements LogStore {
   readonly provider = 'local';
 
   private readonly db: Db;
+  private readonly logger: WalLogger;
   private readonly dir: string;
   private readonly topics: Map<string, TopicState>;
   private readonly highWater: HighWater;
   private nextTopicNo: number;
   /** Serialises topic creation and pruning (metadata writes). */
   private metaChain: Promise<unknown> = Promise.resolve();
+  /**
+   * Compactions of pruned ranges, one after another. LevelDB keeps deleted
+   * records on disk until a compaction reaches their files, which under a
+   * steady write load can be long after the flush that made them garbage
+   * (measured: 10M rows flushed left ~200 MB of pruned WAL on disk).
+   */
+  private compacting: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | undefined;
 
-  private constructor(db: Db, dir: string, topics: Map<string, TopicState>, highWater: HighWater, nextTopicNo: number) {
+  private constructor(db: Db, dir: string, topics: Map<string, TopicState>, highWater: HighWater, nextTopicNo: number, logger: WalLogger) {
     this.db = db;
+    this.logger = logger;
     this.dir = dir;
     this.topics = topics;
     this.highWater = highWater;
@@ -223,7 +232,7 @@ export class LocalLogStore implements LogStore {
         logger.warn({ dir }, `local WAL at ${dir} has no high-water file (${HIGH_WATER_FILE}): written by an older version, or the file was deleted; whether the log lost its tail before now cannot be checked`);
       }
       const highWater = await HighWater.create(highWaterPath, marks, recorded.seq);
-      return new LocalLogStore(db, dir, topics, highWater, maxNo + 1);
+      return new LocalLogStore(db, dir, topics, highWater, maxNo + 1, logger);
     } catch (err) {
       await db.close();
       throw err;
@@ -319,6 +328,11 @@ export class LocalLogStore implements LogStore {
         t.holes = t.holes.filter((h) => h.to > earliest);
         await this.db.batch(gone.map((h) => ({ type: 'del' as const, key: recordKey(t.no, h.from, HOLE) })));
       }
+      // In the background: the prune is durable already, and a compaction
+      // can take a while; close() waits for it.
+      const range = [recordKey(t.no, 0), recordKey(t.no, earliest)] as const;
+      this.compacting = this.compacting.then(() => this.db.compactRange(range[0], range[1]))
+        .catch((err: unknown) => this.logger.warn({ dir: this.dir, topic, err: String(err) }, `local WAL at ${this.dir}: compacting topic "${topic}" after a prune failed (its pruned records keep their disk until LevelDB compacts them): ${String(err)}`));
     });
   }
 
@@ -331,6 +345,7 @@ export class LocalLogStore implements LogStore {
         for (const tail of t.tails) pending.push(tail.close());
       }
       await Promise.all(pending);
+      await this.compacting; // after metaChain: a prune in it may have queued one
       await this.db.close();
       await this.highWater.close();
     })();
@@ -474,7 +489,7 @@ export class LocalLogStore implements LogStore {
 }
 
 async function openLevel(dir: string): Promise<Db> {
-  const db: Db = new Level<Uint8Array, Uint8Array>(dir, { keyEncoding: 'view', valueEncoding: 'view' });
+  const db: Db = new ClassicLevel<Uint8Array, Uint8Array>(dir, { keyEncoding: 'view', valueEncoding: 'view' });
   try {
     await db.open();
   } catch (err) {

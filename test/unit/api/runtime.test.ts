@@ -5,7 +5,7 @@ import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { collectGarbage } from '../../../bench/lib/fixtures.js';
 import { open, type Reprise } from '../../../src/api/runtime.js';
-import { Level } from 'level';
+import { ClassicLevel } from 'classic-level';
 import { TableEngine } from '../../../src/engine/table/table-engine.js';
 import { isRepriseError } from '../../../src/errors.js';
 import { HIGH_WATER_FILE } from '../../../src/wal/high-water.js';
@@ -503,7 +503,7 @@ describe('region files against the catalog (issue #14, finding 2)', () => {
     await first.insert('system_metrics', rows(10));
     await first.close(); // flushes
     // The shard's topic lost everything (records and pruning mark), and the high-water file that would have said so.
-    const level = new Level<Uint8Array, Uint8Array>(join(dir, 'wal'), { keyEncoding: 'view', valueEncoding: 'view' });
+    const level = new ClassicLevel<Uint8Array, Uint8Array>(join(dir, 'wal'), { keyEncoding: 'view', valueEncoding: 'view' });
     const [meta] = await level.iterator({ gte: metaKey('reprise_wal_0'), lte: metaKey('reprise_wal_0') }).all();
     const no = readU32(meta![1], 1);
     await level.put(metaKey('reprise_wal_0'), metaValue(no, 0));

@@ -1,3 +1,5 @@
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { LocalLogStore } from '../../../src/wal/local-log-store.js';
 import type { LogRecord, LogStore } from '../../../src/wal/log-store.js';
@@ -113,6 +115,18 @@ describe('LocalLogStore', () => {
     expect(await store.bounds('t')).toEqual({ earliest: 5, next: 5 });
     expect(await store.append('t', records(2))).toEqual([5, 6]);
     expect(ids(await collect(store.read('t', 5)))).toEqual([5, 6]);
+  });
+
+  it('gives the disk of pruned records back (compacts the pruned range)', async () => {
+    await store.createTopic('t');
+    // 12 MB of incompressible records: several LevelDB write buffers, so most reach .ldb tables.
+    for (let i = 0; i < 48; i++) await store.append('t', Array.from({ length: 4 }, (_, k) => bytes(64 * 1024, i * 4 + k + 1)));
+    await store.prune('t', 192);
+    await store.close();
+    // What is left: the live metadata, LevelDB's small files, the high-water mark.
+    expect(await directoryBytes(dir)).toBeLessThan(2 * 1024 * 1024);
+    store = await LocalLogStore.open(dir);
+    expect(await store.bounds('t')).toEqual({ earliest: 192, next: 192 });
   });
 
   it('stores empty records and reads across many iterator batches', async () => {
@@ -244,3 +258,9 @@ describe('LocalLogStore.open', () => {
     }
   });
 });
+
+async function directoryBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const name of await readdir(dir)) total += (await stat(join(dir, name))).size;
+  return total;
+}
