@@ -156,7 +156,7 @@ export class RuntimeObserver {
     const memory = (): MemoryStatus | undefined => observer.status?.().memory;
     new Gauge({
       name: 'reprise_memory_budget_bytes',
-      help: 'Configured memory budgets: memtable (per node, flushes past it) and cache (decoded SST chunks and footers)',
+      help: 'Configured memory budgets: memtable (per node, flushes past it) and cache (SST indexes and decoded chunks, half each)',
       labelNames: ['kind'],
       registers,
       collect() {
@@ -168,7 +168,7 @@ export class RuntimeObserver {
     });
     new Gauge({
       name: 'reprise_cache_bytes',
-      help: 'Bytes held by the SST cache (decoded chunks and footers)',
+      help: 'Bytes held by the SST cache (SST indexes and decoded chunks)',
       registers,
       collect() {
         const m = memory();

@@ -125,7 +125,7 @@ export interface RuntimeStatus {
 export interface MemoryOptions {
   /** Memtables of the shards a node leads; past it the node flushes the largest. Default 256 MiB. */
   readonly memtableBytes?: number;
-  /** Decoded SST chunks and footers kept for queries. Default 64 MiB. */
+  /** SST indexes and decoded SST chunks kept for queries, half each. Default 64 MiB. */
   readonly cacheBytes?: number;
   /** A query result (rows, or groups of an aggregation) larger than this fails QUERY_TOO_LARGE. Default 1,000,000. */
   readonly maxResultRows?: number;

@@ -54,7 +54,7 @@ export const standaloneConfigSchema = z.strictObject({
   memory: z.strictObject({
     /** Memtables of the shards a node leads; past it the node flushes the largest. */
     memtableBytes: z.number().int().min(1024 * 1024),
-    /** Decoded SST chunks and footers kept for queries (0: no cache). */
+    /** SST indexes and decoded SST chunks kept for queries, half each (0: no cache). */
     cacheBytes: z.number().int().min(0),
     /** Rows (or groups) a query may return; more is QUERY_TOO_LARGE. */
     maxResultRows: z.number().int().min(1),

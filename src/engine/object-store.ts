@@ -8,7 +8,7 @@ export interface ObjectStore {
   put(key: string, data: Uint8Array): Promise<void>;
   /** Rejects with NOT_FOUND if the object does not exist. */
   get(key: string): Promise<Uint8Array>;
-  /** Bytes [start, end) of an object (SST footers and row groups); NOT_FOUND if it does not exist. */
+  /** Bytes [start, end) of an object (SST indexes and row groups); NOT_FOUND if it does not exist. */
   getRange(key: string, start: number, end: number): Promise<Uint8Array>;
   /** Size in bytes; NOT_FOUND if it does not exist. */
   size(key: string): Promise<number>;

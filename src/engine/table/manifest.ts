@@ -32,10 +32,10 @@ export interface SstRef {
    */
   readonly window?: number;
   /**
-   * CRC-32 of the SST's Parquet footer: the footer says where every chunk
+   * CRC-32 of the SST's index (sst.ts): the index says where every chunk
    * lies and how to decode it, so it is checked before it is trusted.
    */
-  readonly footerCrc?: number;
+  readonly indexCrc?: number;
 }
 
 export interface Manifest {
@@ -122,7 +122,7 @@ export function decodeManifest(regionId: number, bytes: Uint8Array): Manifest {
       isTime(s.maxTime) &&
       Array.isArray(s.minKey) &&
       Array.isArray(s.maxKey) &&
-      (s.footerCrc === undefined || isCount(s.footerCrc)) &&
+      (s.indexCrc === undefined || isCount(s.indexCrc)) &&
       (i === 0 || s.seq > m.ssts[i - 1].seq);
     if (!ok) corrupt(`malformed SST entry ${i}`);
   });

@@ -1,6 +1,6 @@
 /**
  * A least-recently-used cache bounded by the bytes its entries are said to
- * take. The table engine keeps two: SST footers (parsed Parquet metadata)
+ * take. The table engine keeps two: SST indexes (parsed, see sst.ts)
  * and decoded column chunks of row groups. Loads in flight are cached too,
  * so concurrent readers share one load; a failed load is not kept.
  */

@@ -1,5 +1,8 @@
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { parquetMetadataAsync, parquetRead, type AsyncBuffer, type FileMetaData } from 'hyparquet';
+import type { CompressionCodec, SchemaElement, SchemaTree } from 'hyparquet';
+import { readColumn } from 'hyparquet/src/column.js';
+import { DEFAULT_PARSERS } from 'hyparquet/src/convert.js';
+import { getSchemaPath } from 'hyparquet/src/schema.js';
 import { ByteWriter, ParquetWriter } from 'hyparquet-writer';
 import { isRepriseError, RepriseError } from '../../errors.js';
 import type { ObjectStore } from '../object-store.js';
@@ -15,30 +18,42 @@ import { compareKeys, compareValues, type RowValues, type TableLayout } from './
  * gzip-compressed (node:zlib; Node 20 has no native zstd). Any Parquet
  * reader can open the file.
  *
- * The key-value metadata `reprise` records what the engine needs to plan a
- * read without decoding anything: the format, the region, the columns and,
- * per row group, its first and last primary key, time range and a CRC-32
- * of each column chunk (verified whenever a chunk is read, so damage is
- * SST_CORRUPT, never a wrong answer).
+ * The engine plans and reads by an index of its own, written between the
+ * last row group and the Parquet footer (bytes other readers pass over):
+ *
+ *   PAR1 | row groups | index (JSON) | index length u32 | index CRC-32 u32 | "RIDX" | Parquet footer | footer length u32 | PAR1
+ *
+ * The index holds the format, the region, the columns and, per row group,
+ * its first and last primary key, per-key-column min/max, field statistics
+ * and each column chunk's offset, length and CRC-32 (verified whenever a
+ * chunk is read, so damage is SST_CORRUPT, never a wrong answer). Chunks
+ * are decoded with hyparquet's column reader from the index alone: the
+ * Parquet footer, whose thrift holds every chunk's metadata (for a file of
+ * 1,000 row groups, 400 KB and 45 ms to parse), is written for other
+ * readers and never parsed by the engine.
  *
  * Newest wins by file: SSTs whose key ranges and time ranges both overlap
  * are ordered by their manifest seq, which compaction preserves (see
  * TableRegion.compact), so rows need no sequence column of their own.
  */
 
-export const SST_FORMAT = 2;
+export const SST_FORMAT = 3;
 export const ROW_GROUP_ROWS = 2048;
 /**
- * A row group also ends where the first tag changes once it holds this many
- * rows: groups then mostly hold one value of it (one host), so aggregations
- * grouped by it read their statistics instead of their rows.
+ * A row group also ends where the series (the tags) changes once it holds
+ * this many rows: a series with at least this many rows in an SST then has
+ * groups of its own, so aggregations grouped by tags, and first/last per
+ * series, read their statistics instead of their rows, and a one-series
+ * query decodes only that series' rows.
  */
 export const MIN_GROUP_ROWS = 512;
 /** The tombstone column. */
 export const DELETED_COLUMN = '__deleted';
-const META_KEY = 'reprise';
-/** CRC-32 (hex) of the `reprise` metadata: the footer's facts the engine plans by are checked like the chunks. */
-const META_CRC_KEY = 'reprise.crc32';
+/** Last 4 bytes of the index trailer (before the Parquet footer). */
+const INDEX_MAGIC = 0x58444952; // "RIDX" little-endian
+const INDEX_TRAILER = 12;
+/** Bytes read from a file's end at open: the Parquet footer's length, the trailer, and usually the whole index. */
+const TAIL_READ = 1 << 20;
 
 export interface SstMeta {
   readonly rows: number;
@@ -49,8 +64,8 @@ export interface SstMeta {
   /** Primary keys (tags, time) of the first and last rows. */
   readonly minKey: Value[];
   readonly maxKey: Value[];
-  /** CRC-32 of the Parquet footer (the thrift FileMetaData). */
-  readonly footerCrc: number;
+  /** CRC-32 of the engine's index (what a reader plans by: see the file layout above). */
+  readonly indexCrc: number;
 }
 
 /** What the engine knows of one row group without reading it. */
@@ -70,8 +85,6 @@ export interface RowGroupInfo {
   /** Byte range of its column chunks in the file. */
   readonly start: number;
   readonly end: number;
-  /** Per Parquet column (schema order, then __deleted): [offset, length, crc32] of its chunk. */
-  readonly chunks: readonly (readonly [number, number, number])[];
 }
 
 /**
@@ -91,8 +104,8 @@ interface IndexMeta {
 }
 
 /** Parquet physical type of a column type. */
-function parquetElement(name: string, type: ColumnType, required: boolean): Record<string, unknown> {
-  const repetition_type = required ? 'REQUIRED' : 'OPTIONAL';
+function parquetElement(name: string, type: ColumnType, required: boolean): SchemaElement {
+  const repetition_type = required ? ('REQUIRED' as const) : ('OPTIONAL' as const);
   switch (type) {
     case 'string':
       return { name, type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type };
@@ -133,22 +146,15 @@ export class SstWriter {
   constructor(layout: TableLayout, regionId: number) {
     this.layout = layout;
     this.regionId = regionId;
-    const { columns } = layout.schema;
-    const schema = [
-      { name: 'root', num_children: columns.length + 1 },
-      ...columns.map((c, i) => parquetElement(c.name, c.type, layout.isKey[i] as boolean)),
-      parquetElement(DELETED_COLUMN, 'bool', true),
-    ];
-    this.writer = new ParquetWriter({ writer: this.out, schema: schema as never, codec: 'GZIP', compressors, createdBy: 'reprise' });
-    this.buffers = columns.map(() => []);
+    this.writer = new ParquetWriter({ writer: this.out, schema: parquetSchema(layout) as never, codec: 'GZIP', compressors, createdBy: 'reprise' });
+    this.buffers = layout.schema.columns.map(() => []);
   }
 
   /** Rows must come in key order, one version per key. */
   add(row: readonly Value[], deleted: boolean): void {
     const { buffers } = this;
-    const lead = this.layout.tagIdx[0];
     const n = this.deleted.length;
-    if (lead !== undefined && n >= MIN_GROUP_ROWS && buffers[lead][n - 1] !== row[lead]) this.writeGroup();
+    if (n >= MIN_GROUP_ROWS && this.layout.tagIdx.some((c) => buffers[c][n - 1] !== row[c])) this.writeGroup();
     for (let c = 0; c < buffers.length; c++) buffers[c].push(row[c]);
     this.deleted.push(deleted);
     if (this.deleted.length === ROW_GROUP_ROWS) this.writeGroup();
@@ -165,11 +171,12 @@ export class SstWriter {
       rows: this.rows,
       groups: this.groups,
     };
-    const json = JSON.stringify(index);
-    (this.writer as unknown as { kvMetadata: { key: string; value: string }[] }).kvMetadata = [
-      { key: META_KEY, value: json },
-      { key: META_CRC_KEY, value: crc32(new TextEncoder().encode(json)).toString(16) },
-    ];
+    const json = new TextEncoder().encode(JSON.stringify(index));
+    const indexCrc = crc32(json);
+    this.out.appendBytes(json);
+    this.out.appendUint32(json.length);
+    this.out.appendUint32(indexCrc);
+    this.out.appendUint32(INDEX_MAGIC);
     this.writer.finish();
     const bytes = new Uint8Array(this.out.getBuffer());
     const meta: SstMeta = {
@@ -179,7 +186,7 @@ export class SstWriter {
       maxTime: this.maxTime,
       minKey: this.first,
       maxKey: this.last,
-      footerCrc: crc32(footerOf(bytes)),
+      indexCrc: indexCrc,
     };
     return { bytes, meta };
   }
@@ -293,55 +300,43 @@ export interface SstExpectation {
   readonly rows: number;
   readonly minKey: readonly Value[];
   readonly maxKey: readonly Value[];
-  readonly footerCrc?: number;
-}
-
-/** The thrift footer of a Parquet file: before its length (u32 LE) and "PAR1". */
-function footerOf(bytes: Uint8Array): Uint8Array {
-  const length = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(bytes.length - 8, true);
-  return bytes.subarray(Math.max(0, bytes.length - 8 - length), bytes.length - 8);
+  readonly indexCrc?: number;
 }
 
 /**
- * An SST's footer, verified and parsed: its row groups, and reads of
+ * An SST's index, verified and parsed: its row groups, and reads of
  * column chunks. Cheap to keep (no row data).
  */
 export class SstReader {
   readonly file: string;
   readonly groups: readonly RowGroupInfo[];
-  /** Rough memory held by this reader (the parsed footer). */
-  readonly footerBytes: number;
+  /** Rough memory held by this reader (the parsed index). */
+  readonly indexBytes: number;
   private readonly store: ObjectStore;
   private readonly layout: TableLayout;
   private readonly regionId: number;
-  private readonly metadata: FileMetaData;
-  private readonly size: number;
-  /** Parquet column name -> index in a group's chunks. */
+  /** Parquet column name -> its position among a group's chunks. */
   private readonly chunkIndex: ReadonlyMap<string, number>;
+  /**
+   * Per row group, per Parquet column (schema order, then __deleted): the
+   * offset, length and CRC-32 of its chunk, flat (a third of the memory of
+   * an array per chunk).
+   */
+  private readonly chunks: Float64Array;
 
-  private constructor(
-    store: ObjectStore,
-    file: string,
-    layout: TableLayout,
-    regionId: number,
-    metadata: FileMetaData,
-    size: number,
-    groups: RowGroupInfo[],
-    footerBytes: number,
-  ) {
+  private constructor(store: ObjectStore, file: string, layout: TableLayout, regionId: number, groups: RowGroupInfo[], chunks: Float64Array, indexBytes: number) {
     this.store = store;
     this.file = file;
     this.layout = layout;
     this.regionId = regionId;
-    this.metadata = metadata;
-    this.size = size;
     this.groups = groups;
-    this.footerBytes = footerBytes;
+    this.chunks = chunks;
+    this.indexBytes = indexBytes;
     this.chunkIndex = new Map([...layout.names, DELETED_COLUMN].map((n, i) => [n, i]));
   }
 
   /**
-   * Read and verify the footer: SST_MISSING if the file is gone,
+   * Read and verify the index: SST_MISSING if the file is gone,
    * SST_FORMAT_UNSUPPORTED for an SST of an older format, SST_CORRUPT
    * (naming region and file) if it is damaged, belongs to another region or
    * table, or does not hold what the manifest says.
@@ -350,46 +345,50 @@ export class SstReader {
     const corrupt = (why: string, cause?: unknown): never => {
       throw new RepriseError('SST_CORRUPT', `region ${regionId}: SST ${file} is corrupt: ${why}`, { regionId, file }, { cause });
     };
-    const size = await store.size(file).catch(missingAs(regionId, file));
-    if (size < 12) corrupt(`only ${size} bytes`);
-    const head = await store.getRange(file, 0, 5);
-    if (head[0] === 0x52 && head[1] === 0x53 && head[2] === 0x53 && head[3] === 0x54) {
+    const unsupported = (format: number, what: string): never => {
       throw new RepriseError(
         'SST_FORMAT_UNSUPPORTED',
-        `region ${regionId}: SST ${file} has format ${head[4]} (reprise 0.1, msgpack blocks); this version reads format ${SST_FORMAT} (Parquet) only: ` +
-          'read the data with reprise 0.1 and write it again, nothing has been changed',
-        { regionId, file, format: head[4] },
+        `region ${regionId}: SST ${file} has format ${format} (${what}); this version reads format ${SST_FORMAT} only: ` +
+          'read the data with the version that wrote it and write it again, nothing has been changed',
+        { regionId, file, format },
       );
+    };
+    const size = await store.size(file).catch(missingAs(regionId, file));
+    if (size < 12 + INDEX_TRAILER) corrupt(`only ${size} bytes`);
+    const head = await store.getRange(file, 0, 5);
+    if (head[0] === 0x52 && head[1] === 0x53 && head[2] === 0x53 && head[3] === 0x54) unsupported(head[4], 'reprise 0.1, msgpack blocks');
+    // One ranged get of the file's tail: the footer's length, the trailer and (mostly) the index.
+    const tailStart = Math.max(0, size - TAIL_READ);
+    const tail = await store.getRange(file, tailStart, size);
+    const view = new DataView(tail.buffer, tail.byteOffset, tail.byteLength);
+    const footerLength = view.getUint32(tail.length - 8, true);
+    const trailerAt = size - 8 - footerLength - INDEX_TRAILER;
+    if (trailerAt < 4 || trailerAt < tailStart) corrupt(`Parquet footer length ${footerLength} out of range`);
+    const at = trailerAt - tailStart;
+    if (view.getUint32(at + 8, true) !== INDEX_MAGIC) {
+      // Format 2 kept the index in the footer's key-value metadata.
+      if (new TextDecoder().decode(tail.subarray(at + INDEX_TRAILER)).includes('{"format":2,')) unsupported(2, 'a development build\'s Parquet layout, index in the footer; any Parquet reader opens it');
+      corrupt('no reprise index before its Parquet footer');
     }
-    // The footer is read whole (one ranged get of the file's tail) and checked before it is parsed.
-    const tail = await store.getRange(file, Math.max(0, size - (1 << 16)), size);
-    const footerLength = new DataView(tail.buffer, tail.byteOffset, tail.byteLength).getUint32(tail.length - 8, true);
-    if (footerLength + 12 > size) corrupt(`footer length ${footerLength} out of range`);
-    const footerBytes = footerLength + 8 <= tail.length ? tail : await store.getRange(file, size - footerLength - 8, size);
-    if (expect?.footerCrc !== undefined && crc32(footerOf(footerBytes)) !== expect.footerCrc) corrupt('its footer fails its checksum');
-    let metadata: FileMetaData;
-    try {
-      const exact = footerBytes.slice(footerBytes.length - footerLength - 8);
-      metadata = await parquetMetadataAsync({ byteLength: size, slice: (s: number, e?: number) => exact.slice(s - (size - exact.length), (e ?? size) - (size - exact.length)).buffer }, { parsers, initialFetchSize: exact.length });
-    } catch (err) {
-      return corrupt(`unreadable Parquet footer: ${(err as Error).message}`, err);
-    }
-    const raw = metadata.key_value_metadata?.find((kv) => kv.key === META_KEY)?.value;
-    const crc = metadata.key_value_metadata?.find((kv) => kv.key === META_CRC_KEY)?.value;
-    if (raw === undefined || crc !== crc32(new TextEncoder().encode(raw)).toString(16)) corrupt('its reprise metadata is missing or fails its checksum');
+    const indexLength = view.getUint32(at, true);
+    const indexCrc = view.getUint32(at + 4, true);
+    const indexStart = trailerAt - indexLength;
+    if (indexStart < 4) corrupt(`index length ${indexLength} out of range`);
+    const indexBytes = indexStart >= tailStart ? tail.subarray(indexStart - tailStart, at) : await store.getRange(file, indexStart, trailerAt);
+    if (crc32(indexBytes) !== indexCrc) corrupt('its index fails its checksum');
+    if (expect?.indexCrc !== undefined && indexCrc !== expect.indexCrc) corrupt('its index is not the one its manifest records');
     let index: IndexMeta;
     try {
-      index = JSON.parse(raw ?? 'null') as IndexMeta;
+      index = JSON.parse(new TextDecoder().decode(indexBytes)) as IndexMeta;
     } catch (err) {
-      return corrupt('undecodable reprise metadata', err);
+      return corrupt('undecodable index', err);
     }
-    if (index === null || typeof index !== 'object' || !Array.isArray(index.groups)) corrupt('no reprise metadata');
+    if (index === null || typeof index !== 'object' || !Array.isArray(index.groups)) corrupt('no row groups in its index');
     if (index.format !== SST_FORMAT) corrupt(`format ${index.format}, expected ${SST_FORMAT}`);
     if (index.regionId !== regionId) corrupt(`written for region ${index.regionId}`);
     const expected = layout.schema.columns.map((c) => `${c.name}:${c.type}`).join(',');
     const actual = Array.isArray(index.columns) ? index.columns.map((c) => `${c[0]}:${c[1]}`).join(',') : '';
     if (actual !== expected) corrupt(`columns [${actual}] do not match table "${layout.schema.name}" [${expected}]`);
-    if (metadata.row_groups.length !== index.groups.length || Number(metadata.num_rows) !== index.rows) corrupt('row groups do not match its metadata');
     if (expect !== undefined) {
       const sameKey = (a: readonly Value[], b: readonly Value[]) => compareKeys(a, b) === 0;
       const first = index.groups[0]?.[0] ?? [];
@@ -399,20 +398,25 @@ export class SstReader {
       }
     }
     let rowStart = 0;
+    const width = layout.names.length + 1;
+    const table = new Float64Array(index.groups.length * width * 3);
     const groups: RowGroupInfo[] = index.groups.map(([firstKey, lastKey, mins, maxs, rows, chunks, live, stats], g) => {
-      if (Number(metadata.row_groups[g].num_rows) !== rows || chunks.length !== layout.names.length + 1) corrupt(`row group ${g} does not match its metadata`);
+      if (chunks.length !== width) corrupt(`row group ${g} does not match its columns`);
       let start = Infinity;
       let end = 0;
-      for (const [offset, length] of chunks) {
+      chunks.forEach(([offset, length, crc], c) => {
         start = Math.min(start, offset);
         end = Math.max(end, offset + length);
-      }
-      if (end > size) corrupt(`row group ${g} lies past the end of the file`);
-      const info: RowGroupInfo = { rowStart, rows, firstKey, lastKey, mins, maxs, live, stats, start, end, chunks };
+        table.set([offset, length, crc], (g * width + c) * 3);
+      });
+      if (start < 4 || end > indexStart) corrupt(`row group ${g} lies outside the file's data`);
+      const info: RowGroupInfo = { rowStart, rows, firstKey, lastKey, mins, maxs, live, stats, start, end };
       rowStart += rows;
       return info;
     });
-    return new SstReader(store, file, layout, regionId, metadata, size, groups, (raw?.length ?? 0) * 4 + groups.length * 600);
+    if (rowStart !== index.rows) corrupt(`row groups hold ${rowStart} rows, its index says ${index.rows}`);
+    // The parsed index takes about twice its JSON.
+    return new SstReader(store, file, layout, regionId, groups, table, indexBytes.length * 2);
   }
 
   /**
@@ -427,44 +431,62 @@ export class SstReader {
     };
     const bytes = await this.store.getRange(this.file, group.start, group.end).catch(missingAs(this.regionId, this.file));
     if (bytes.length !== group.end - group.start) corrupt(`row group ${g} is cut short`);
-    for (const name of columns) {
-      const [offset, length, crc] = group.chunks[this.chunkIndex.get(name) as number];
-      const at = offset - group.start;
-      if (crc32(bytes.subarray(at, at + length)) !== crc) corrupt(`column ${name} of row group ${g} fails its checksum`);
-    }
-    const file: AsyncBuffer = {
-      byteLength: this.size,
-      slice: (s: number, e?: number) => {
-        const end = e ?? this.size;
-        if (s < group.start || end > group.end) throw new Error(`read of bytes ${s}-${end} outside row group ${g}`);
-        return bytes.slice(s - group.start, end - group.start).buffer;
-      },
-    };
+    const decoders = decodersOf(this.layout);
     const out = new Map<string, ArrayLike<unknown>>();
-    try {
-      await parquetRead({
-        file,
-        metadata: this.metadata,
-        columns: [...columns],
-        rowStart: group.rowStart,
-        rowEnd: group.rowStart + group.rows,
-        compressors: decompressors,
-        parsers,
-        onChunk: (chunk) => {
-          const prev = out.get(chunk.columnName);
-          out.set(chunk.columnName, prev === undefined ? chunk.columnData : [...Array.from(prev), ...Array.from(chunk.columnData as ArrayLike<unknown>)]);
-        },
-      });
-    } catch (err) {
-      return corrupt(`row group ${g} does not decode: ${(err as Error).message}`, err);
-    }
     for (const name of columns) {
-      const data = out.get(name);
-      if (data === undefined || data.length !== group.rows) corrupt(`column ${name} of row group ${g} holds ${data?.length ?? 0} values, expected ${group.rows}`);
-      out.set(name, toValues(name === DELETED_COLUMN ? 'bool' : this.layout.types[this.layout.index.get(name) as number], data as ArrayLike<unknown>));
+      const at = (g * (this.layout.names.length + 1) + (this.chunkIndex.get(name) as number)) * 3;
+      const [offset, length, crc] = [this.chunks[at], this.chunks[at + 1], this.chunks[at + 2]];
+      const chunk = bytes.subarray(offset - group.start, offset - group.start + length);
+      if (crc32(chunk) !== crc) corrupt(`column ${name} of row group ${g} fails its checksum`);
+      let data: ArrayLike<unknown>;
+      try {
+        const reader = { view: new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength), offset: 0 };
+        const pages = readColumn(reader, { groupStart: 0, selectStart: 0, selectEnd: group.rows, groupRows: group.rows }, decoders.get(name)!).data;
+        data = pages.length === 1 ? pages[0] : pages.flatMap((p) => Array.from(p as ArrayLike<unknown>));
+      } catch (err) {
+        return corrupt(`column ${name} of row group ${g} does not decode: ${(err as Error).message}`, err);
+      }
+      if (data.length !== group.rows) corrupt(`column ${name} of row group ${g} holds ${data.length} values, expected ${group.rows}`);
+      out.set(name, toValues(name === DELETED_COLUMN ? 'bool' : this.layout.types[this.layout.index.get(name) as number], data));
     }
     return out;
   }
+}
+
+/** The Parquet schema of a layout's SSTs: the root, the table's columns, __deleted. */
+function parquetSchema(layout: TableLayout): SchemaElement[] {
+  const { columns } = layout.schema;
+  return [
+    { name: 'root', num_children: columns.length + 1 },
+    ...columns.map((c, i) => parquetElement(c.name, c.type, layout.isKey[i] as boolean)),
+    parquetElement(DELETED_COLUMN, 'bool', true),
+  ];
+}
+
+type ColumnDecoder = Parameters<typeof readColumn>[2];
+const decoderCache = new WeakMap<TableLayout, Map<string, ColumnDecoder>>();
+
+/** hyparquet's column decoders for a layout's Parquet columns (built once per layout). */
+function decodersOf(layout: TableLayout): Map<string, ColumnDecoder> {
+  let decoders = decoderCache.get(layout);
+  if (decoders !== undefined) return decoders;
+  const schema = parquetSchema(layout);
+  decoders = new Map();
+  for (const element of schema.slice(1)) {
+    const schemaPath: SchemaTree[] = getSchemaPath(schema, [element.name]);
+    decoders.set(element.name, {
+      pathInSchema: [element.name],
+      type: element.type!,
+      element,
+      schemaPath,
+      codec: 'GZIP' as CompressionCodec,
+      parsers: { ...DEFAULT_PARSERS, ...parsers },
+      compressors: decompressors,
+      utf8: true,
+    });
+  }
+  decoderCache.set(layout, decoders);
+  return decoders;
 }
 
 /** A store's NOT_FOUND for an SST as SST_MISSING naming region and file (other errors as they are). */

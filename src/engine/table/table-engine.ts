@@ -25,8 +25,8 @@ export interface TableEngineOptions {
 
 /** What a region needs of its engine for reads: the caches and bounds shared by all regions. */
 interface ReadContext {
-  /** Parsed SST footers. */
-  readonly footers: ByteLru<SstReader>;
+  /** Parsed SST indexes. */
+  readonly indexes: ByteLru<SstReader>;
   /** Decoded column chunks: `<instance><file>#<group>#<column>`. */
   readonly chunks: ByteLru<ArrayLike<unknown>>;
   readonly maxResultRows: number;
@@ -151,8 +151,10 @@ export class TableEngine implements RegionEngine {
       throw new RepriseError('INVALID_ARGUMENT', `table engine: maxResultRows must be a positive integer, got ${maxResultRows}`);
     }
     this.compactAt = compactAt;
-    // Every query of an SST needs its footer, which is small next to its data: a quarter of the budget.
-    this.reads = { footers: new ByteLru(cacheBytes / 4), chunks: new ByteLru(cacheBytes - cacheBytes / 4), maxResultRows, windowMs };
+    // Every query of an SST needs its index (about 1.2 bytes a row: 12 MB
+    // for 10M rows), and one evicted is read and parsed again by each query
+    // that plans by it: half the budget.
+    this.reads = { indexes: new ByteLru(cacheBytes / 2), chunks: new ByteLru(cacheBytes - cacheBytes / 2), maxResultRows, windowMs };
   }
 
   get maxResultRows(): number {
@@ -161,8 +163,8 @@ export class TableEngine implements RegionEngine {
 
   /** The read caches: budget and use, for status and metrics. */
   cacheStats(): { budgetBytes: number; usedBytes: number; hits: number; misses: number } {
-    const { footers, chunks } = this.reads;
-    return { budgetBytes: footers.capacity + chunks.capacity, usedBytes: footers.bytes + chunks.bytes, hits: footers.hits + chunks.hits, misses: footers.misses + chunks.misses };
+    const { indexes, chunks } = this.reads;
+    return { budgetBytes: indexes.capacity + chunks.capacity, usedBytes: indexes.bytes + chunks.bytes, hits: indexes.hits + chunks.hits, misses: indexes.misses + chunks.misses };
   }
 
   async openRegion(desc: RegionDescriptor, store: ObjectStore, options: { readonly readOnly?: boolean } = {}): Promise<TableRegion> {
@@ -185,7 +187,7 @@ export class TableEngine implements RegionEngine {
     );
     if (!options.readOnly) await removeLeftovers(store, current);
     const region = new TableRegion(desc, store, current, this.reads, `${this.nextInstance++}:`, this.compactAt, this.indexer);
-    region.warmFooters();
+    region.warmIndexes();
     return region;
   }
 
@@ -253,7 +255,7 @@ export class TableRegion implements Region {
   /** Whether `failure` has been thrown to a caller (close reports it otherwise). */
   private failureReported = false;
   private readonly indexer: IdleIndexer;
-  /** Settles once warmFooters is done (for tests and benchmarks that want the cold read path). */
+  /** Settles once warmIndexes is done (for tests and benchmarks that want the cold read path). */
   warmed: Promise<void> = Promise.resolve();
   /** Whether the engine's IdleIndexer holds this region (its flag, kept here to save a lookup per apply). */
   awaitingIndexer = false;
@@ -478,7 +480,7 @@ export class TableRegion implements Region {
       // Recorded in this.failure, reported below.
     }
     await Promise.all(this.deleting);
-    this.reads.footers.evictPrefix(this.cacheTag);
+    this.reads.indexes.evictPrefix(this.cacheTag);
     this.reads.chunks.evictPrefix(this.cacheTag);
     if (this.failure !== undefined && !this.failureReported) throw this.reportFailure();
   }
@@ -598,12 +600,12 @@ export class TableRegion implements Region {
   }
 
   /**
-   * Load the footers of the region's SSTs into the cache in the background,
+   * Load the indexes of the region's SSTs into the cache in the background,
    * newest first, so the first queries after an open (a restart, a
    * promotion) do not pay for them. A damaged SST is reported by the query
    * that reads it (a failed load is not cached).
    */
-  warmFooters(): void {
+  warmIndexes(): void {
     this.warmed = (async () => {
       for (const s of [...this.manifest.ssts].reverse()) {
         if (this.closed) return;
@@ -612,18 +614,18 @@ export class TableRegion implements Region {
     })();
   }
 
-  /** The SST's verified footer (cached). */
+  /** The SST's verified index (cached). */
   private reader(s: SstRef): Promise<SstReader> {
-    return this.reads.footers.get(
+    return this.reads.indexes.get(
       this.cacheTag + s.file,
       () => SstReader.open(this.store, s.file, this.layout, this.regionId, s),
-      (r) => r.footerBytes,
+      (r) => r.indexBytes,
     );
   }
 
-  /** Drop an SST's footer and chunks from the caches. */
+  /** Drop an SST's index and chunks from the caches. */
   private forget(file: string): void {
-    this.reads.footers.evict(this.cacheTag + file);
+    this.reads.indexes.evict(this.cacheTag + file);
     this.reads.chunks.evictPrefix(`${this.cacheTag}${file}#`);
   }
 
@@ -779,6 +781,6 @@ function extentOf(layout: TableLayout, block: Block): { minKey: Value[]; maxKey:
 }
 
 function refOf(file: string, seq: number, meta: SstMeta): SstRef {
-  const { rows, bytes, minTime, maxTime, minKey, maxKey, footerCrc } = meta;
-  return { file, seq, rows, bytes, minTime, maxTime, minKey, maxKey, footerCrc };
+  const { rows, bytes, minTime, maxTime, minKey, maxKey, indexCrc } = meta;
+  return { file, seq, rows, bytes, minTime, maxTime, minKey, maxKey, indexCrc };
 }

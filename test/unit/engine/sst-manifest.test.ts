@@ -73,7 +73,7 @@ describe('SST (Parquet)', () => {
     const { store, encoded } = await stored(entries);
     expect(encoded.meta).toMatchObject({ rows: 9000, bytes: encoded.bytes.length, minTime: 1000, maxTime: 1099, minKey: ['host-00', 'dc1', 1000], maxKey: ['host-89', 'dc1', 1099] });
     const reader = await SstReader.open(store, KEY, layout, 7, encoded.meta);
-    // 100 rows per host: a group ends at the first host change past MIN_GROUP_ROWS.
+    // 100 rows per host: a group ends at the first series change past MIN_GROUP_ROWS.
     const size = Math.ceil(MIN_GROUP_ROWS / 100) * 100;
     expect(reader.groups.map((g) => g.rows)).toEqual(new Array(9000 / size).fill(size));
     expect(reader.groups[1].firstKey).toEqual(entries[size][0].filter((_, c) => layout.isKey[c]));
@@ -87,6 +87,15 @@ describe('SST (Parquet)', () => {
     const big = await stored(one, 7, sstKey(7, 9));
     const bigReader = await SstReader.open(big.store, sstKey(7, 9), layout, 7);
     expect(bigReader.groups.map((g) => g.rows)).toEqual([ROW_GROUP_ROWS, ROW_GROUP_ROWS, 5000 - 2 * ROW_GROUP_ROWS]);
+    // A change of any tag ends a group: one host, series of 600 rows told apart by idc.
+    const perSeries = MIN_GROUP_ROWS + 88;
+    const idcs = Array.from({ length: 4 }, (_, d) =>
+      Array.from({ length: perSeries }, (_, t): Entry => [toValues(layout, { host: 'h', idc: `dc${d}`, cpu: t, mem: null, up: null, ts: t }), false]),
+    ).flat();
+    const split = await stored(idcs, 7, sstKey(7, 10));
+    const splitReader = await SstReader.open(split.store, sstKey(7, 10), layout, 7);
+    expect(splitReader.groups.map((g) => g.rows)).toEqual([perSeries, perSeries, perSeries, perSeries]);
+    expect(splitReader.groups.map((g) => g.mins[1])).toEqual(['dc0', 'dc1', 'dc2', 'dc3']);
   });
 
   it('is a Parquet file any reader opens, tags dictionary-encoded and pages compressed', async () => {
@@ -141,10 +150,17 @@ describe('SST (Parquet)', () => {
     await expectError(() => SstReader.open(store, KEY, layout, 7), 'SST_CORRUPT', /columns/, 'system_metrics');
   });
 
-  it('refuses an SST of the old format with SST_FORMAT_UNSUPPORTED naming file and format; missing -> SST_MISSING', async () => {
+  it('refuses an SST of an older format with SST_FORMAT_UNSUPPORTED naming file and format; missing -> SST_MISSING', async () => {
     const store = new FsObjectStore(await tempDir());
     await store.put(KEY, Uint8Array.from([0x52, 0x53, 0x53, 0x54, 1, ...new Array(40).fill(0)]));
     await expectError(() => SstReader.open(store, KEY, layout, 7), 'SST_FORMAT_UNSUPPORTED', KEY, /format 1/);
+    // Format 2: Parquet with the index in the footer's key-value metadata, no index trailer.
+    const footer = new TextEncoder().encode('...reprise{"format":2,"regionId":7,"columns":[]}...');
+    const length = new Uint8Array(4);
+    new DataView(length.buffer).setUint32(0, footer.length, true);
+    const par1 = new TextEncoder().encode('PAR1');
+    await store.put(KEY, Uint8Array.from([...par1, ...new Array(40).fill(0), ...footer, ...length, ...par1]));
+    await expectError(() => SstReader.open(store, KEY, layout, 7), 'SST_FORMAT_UNSUPPORTED', KEY, /format 2/, /any Parquet reader/);
     await expectError(() => SstReader.open(store, sstKey(7, 2), layout, 7), 'SST_MISSING', 'region 7', sstKey(7, 2));
   });
 });
