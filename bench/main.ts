@@ -2,8 +2,8 @@
  * reprise benchmarks: `npm run bench [-- options]`.
  *
  *   --quick              short smoke run (small logs, short runs)
- *   --only a,b           suites to run: insert, latency, replay, cost, kafka, cluster, peer
- *                        (default all but peer, which runs only when named)
+ *   --only a,b           suites to run: insert, latency, replay, cost, kafka, cluster, peer, scale
+ *                        (default all but peer and scale, which run only when named)
  *   --runs N             repetitions per measurement, median reported (default 3)
  *   --insert-ms MS       duration of one insert-throughput run (default 1500)
  *   --latency-ops N      single-row inserts per latency run (default 1000)
@@ -11,7 +11,7 @@
  *   --replay-small N     1-row entries in the second replay log (default 100000; 0 skips it)
  *   --peer-series N      peer: series loaded into reprise and InfluxDB (default 1000; 5 per host)
  *   --peer-points N      peer: points per series (default 10000)
- *   --peer-runs N        peer: timed runs per query shape and system (default 50)
+ *   --peer-runs N        peer and scale: timed runs per query shape and system (default 50)
  *   --out DIR            where JSON results go (default bench/results)
  *   --strict             exit 1 when a target is missed
  *
@@ -27,14 +27,15 @@ import { kafkaSuite } from './kafka.js';
 import { latencySuite } from './latency.js';
 import { peerSuite } from './peer.js';
 import { replaySuite } from './replay.js';
+import { scaleSuite } from './scale.js';
 import { machineInfo, passOf, renderTable, writeResults, type Metric } from './lib/report.js';
 import type { BenchOptions, Suite } from './lib/suite.js';
 
-const SUITES: readonly Suite[] = [insertSuite, latencySuite, replaySuite, costSuite, kafkaSuite, clusterSuite, peerSuite];
+const SUITES: readonly Suite[] = [insertSuite, latencySuite, replaySuite, costSuite, kafkaSuite, clusterSuite, peerSuite, scaleSuite];
 
 function usage(): string {
   return [
-    'usage: npm run bench -- [--quick] [--only insert,latency,replay,cost,kafka,cluster,peer] [--runs N] [--insert-ms MS]',
+    'usage: npm run bench -- [--quick] [--only insert,latency,replay,cost,kafka,cluster,peer,scale] [--runs N] [--insert-ms MS]',
     '                        [--latency-ops N] [--replay-entries N] [--replay-small N]',
     '                        [--peer-series N] [--peer-points N] [--peer-runs N] [--out DIR] [--strict]',
     '',

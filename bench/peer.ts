@@ -52,7 +52,7 @@ type SystemName = 'reprise' | 'influxdb';
 
 // ---------------------------------------------------------------- servers
 
-interface Peer {
+export interface Peer {
   readonly name: SystemName;
   /** Measured with du: the data directory (reprise) or meta + data + wal (influxd). */
   readonly dataDir: string;
@@ -139,7 +139,7 @@ async function expectStatus(what: string, response: Promise<{ status: number; bo
   return res.body;
 }
 
-async function makeReprise(root: string): Promise<Peer> {
+export async function makeReprise(root: string): Promise<Peer> {
   const dataDir = join(root, 'reprise-data');
   let seq = 0;
   const peer: Peer = {
@@ -190,7 +190,7 @@ type Cell = string | number | null;
 type CanonRow = Record<string, Cell>;
 
 /** One query, phrased for each system, and how to bring both answers to the same rows. */
-interface QueryCase {
+export interface QueryCase {
   readonly label: string;
   readonly reprise: Record<string, unknown>;
   readonly influxql: string;
@@ -203,7 +203,7 @@ interface QueryCase {
   readonly influxNames?: Record<string, string>;
 }
 
-interface Shape {
+export interface Shape {
   readonly id: string;
   readonly name: string;
   readonly runs: number;
@@ -220,7 +220,7 @@ interface InfluxSeries {
   values: Cell[][];
 }
 
-async function queryReprise(url: string, q: QueryCase): Promise<unknown[]> {
+export async function queryReprise(url: string, q: QueryCase): Promise<unknown[]> {
   const { status, json } = await postJson(`${url}/v1/tables/${MEASUREMENT}/query`, q.reprise, QUERY_TIMEOUT_MS);
   if (status === 400 && json?.error?.code === 'INVALID_QUERY') throw new Unsupported(String(json.error.message));
   if (status !== 200 || !Array.isArray(json?.rows)) throw new Error(`reprise query ${q.label}: HTTP ${status}: ${JSON.stringify(json).slice(0, 2000)}\nquery: ${JSON.stringify(q.reprise)}`);
@@ -312,7 +312,7 @@ function assertEqual(q: QueryCase, repriseRows: unknown[], influxSeries: InfluxS
 const quote = (s: string) => `'${s.replace(/'/g, "\\'")}'`;
 const ALL_FIELDS = FIELDS.join(', ');
 
-function shapes(series: number, points: number, runs: number, restarts: number): { timed: Shape[]; restart: Shape } {
+export function shapes(series: number, points: number, runs: number, restarts: number): { timed: Shape[]; restart: Shape } {
   const hosts = hostCount(series);
   const spanMs = points * STEP_MS;
   const random = prng(7);
@@ -505,7 +505,7 @@ async function restartAndQuery(peer: Peer, q: QueryCase): Promise<{ sample: Rest
 
 // ---------------------------------------------------------------- load
 
-interface LoadResult {
+export interface LoadResult {
   readonly rows: number;
   readonly bytes: number;
   readonly seconds: number;
@@ -513,7 +513,7 @@ interface LoadResult {
   readonly digest: string;
 }
 
-async function load(peer: Peer, series: number, points: number, ctx: SuiteContext): Promise<LoadResult> {
+export async function load(peer: Peer, series: number, points: number, ctx: SuiteContext): Promise<LoadResult> {
   const lines = new CpuLines(series, points, SEED);
   const total = lines.total;
   let nextReport = 0.1;

@@ -23,7 +23,9 @@ import { compareKeys, compareValues, type RowValues, type TableLayout } from './
  *
  *   PAR1 | row groups | index (JSON) | index length u32 | index CRC-32 u32 | "RIDX" | Parquet footer | footer length u32 | PAR1
  *
- * The index holds the format, the region, the columns and, per row group,
+ * The index holds the format, the region, the columns, each column's
+ * compression (gzip for fields; none for key columns and __deleted, whose
+ * encodings leave a few bytes a group) and, per row group,
  * its first and last primary key, per-key-column min/max, field statistics
  * and each column chunk's offset, length and CRC-32 (verified whenever a
  * chunk is read, so damage is SST_CORRUPT, never a wrong answer). Chunks
@@ -100,6 +102,8 @@ interface IndexMeta {
   regionId: number;
   columns: [string, ColumnType][];
   rows: number;
+  /** Per Parquet column (schema order, then __deleted): how its chunks are compressed. */
+  codecs: CompressionCodec[];
   groups: [firstKey: Value[], lastKey: Value[], mins: Value[], maxs: Value[], rows: number, chunks: [number, number, number][], live: number, stats: (FieldStats | null)[]][];
 }
 
@@ -122,7 +126,6 @@ function parquetElement(name: string, type: ColumnType, required: boolean): Sche
 
 const compressors = { GZIP: (input: Uint8Array) => new Uint8Array(gzipSync(input, { level: 1 })) };
 const decompressors = { GZIP: (input: Uint8Array) => new Uint8Array(gunzipSync(input)) };
-const parsers = { timestampFromMilliseconds: (ms: bigint) => Number(ms) };
 
 /**
  * Writes one SST a row group at a time: rows are buffered column by column
@@ -169,6 +172,7 @@ export class SstWriter {
       regionId: this.regionId,
       columns: this.layout.schema.columns.map((c) => [c.name, c.type]),
       rows: this.rows,
+      codecs: [...this.layout.isKey.map((key) => codecOf(key)), codecOf(true)],
       groups: this.groups,
     };
     const json = new TextEncoder().encode(JSON.stringify(index));
@@ -221,11 +225,14 @@ export class SstWriter {
       name: c.name,
       data: parquetData(c.type, buffers[i], layout.isKey[i] as boolean),
       ...(c.type === 'timestamp' || c.type === 'int64' ? { encoding: 'DELTA_BINARY_PACKED' as const } : {}),
+      codec: codecOf(layout.isKey[i] as boolean),
       // Parquet statistics for the key columns, for other readers; the engine
       // plans by its own index, and field statistics cost a fifth of a flush.
       statistics: layout.isKey[i] as boolean,
+      // One page per chunk: an offset index would locate nothing.
+      offsetIndex: false,
     }));
-    columnData.push({ name: DELETED_COLUMN, data: deleted.slice() as never, statistics: false });
+    columnData.push({ name: DELETED_COLUMN, data: deleted.slice() as never, codec: codecOf(true), statistics: false, offsetIndex: false });
     const before = this.writer.row_groups.length;
     this.writer.write({ columnData: columnData as never, rowGroupSize: n, pageSize: 1 << 30 });
     const group = this.writer.row_groups[before];
@@ -323,8 +330,10 @@ export class SstReader {
    * an array per chunk).
    */
   private readonly chunks: Float64Array;
+  /** hyparquet's decoder of each Parquet column, with the compression the file records. */
+  private readonly decoders: ReadonlyMap<string, ColumnDecoder>;
 
-  private constructor(store: ObjectStore, file: string, layout: TableLayout, regionId: number, groups: RowGroupInfo[], chunks: Float64Array, indexBytes: number) {
+  private constructor(store: ObjectStore, file: string, layout: TableLayout, regionId: number, groups: RowGroupInfo[], chunks: Float64Array, codecs: readonly CompressionCodec[], indexBytes: number) {
     this.store = store;
     this.file = file;
     this.layout = layout;
@@ -332,6 +341,8 @@ export class SstReader {
     this.groups = groups;
     this.chunks = chunks;
     this.indexBytes = indexBytes;
+    const base = decodersOf(layout);
+    this.decoders = new Map([...layout.names, DELETED_COLUMN].map((n, i) => [n, { ...(base.get(n) as ColumnDecoder), codec: codecs[i] }]));
     this.chunkIndex = new Map([...layout.names, DELETED_COLUMN].map((n, i) => [n, i]));
   }
 
@@ -389,6 +400,8 @@ export class SstReader {
     const expected = layout.schema.columns.map((c) => `${c.name}:${c.type}`).join(',');
     const actual = Array.isArray(index.columns) ? index.columns.map((c) => `${c[0]}:${c[1]}`).join(',') : '';
     if (actual !== expected) corrupt(`columns [${actual}] do not match table "${layout.schema.name}" [${expected}]`);
+    const codecs = index.codecs;
+    if (!Array.isArray(codecs) || codecs.length !== layout.names.length + 1 || !codecs.every((c) => c === 'GZIP' || c === 'UNCOMPRESSED')) corrupt(`unknown chunk compression ${JSON.stringify(codecs)}`);
     if (expect !== undefined) {
       const sameKey = (a: readonly Value[], b: readonly Value[]) => compareKeys(a, b) === 0;
       const first = index.groups[0]?.[0] ?? [];
@@ -416,41 +429,74 @@ export class SstReader {
     });
     if (rowStart !== index.rows) corrupt(`row groups hold ${rowStart} rows, its index says ${index.rows}`);
     // The parsed index takes about twice its JSON.
-    return new SstReader(store, file, layout, regionId, groups, table, indexBytes.length * 2);
+    return new SstReader(store, file, layout, regionId, groups, table, codecs, indexBytes.length * 2);
   }
 
   /**
    * Decode columns (Parquet names: table columns, or `__deleted`) of row
-   * group `g`. The group's bytes are read at once and each chunk decoded is
-   * checked against its CRC first.
+   * group `g`. Only the chunks asked for are read (adjacent ones in one
+   * get), and each is checked against its CRC before it is decoded. What
+   * the index already says is not decoded: a tag whose value is the same
+   * in every row of the group, and the tombstones of a group without any.
    */
   async readGroup(g: number, columns: readonly string[]): Promise<Map<string, ArrayLike<unknown>>> {
     const group = this.groups[g];
+    const { layout } = this;
     const corrupt = (why: string, cause?: unknown): never => {
       throw new RepriseError('SST_CORRUPT', `region ${this.regionId}: SST ${this.file} is corrupt: ${why}`, { regionId: this.regionId, file: this.file }, { cause });
     };
-    const bytes = await this.store.getRange(this.file, group.start, group.end).catch(missingAs(this.regionId, this.file));
-    if (bytes.length !== group.end - group.start) corrupt(`row group ${g} is cut short`);
-    const decoders = decodersOf(this.layout);
     const out = new Map<string, ArrayLike<unknown>>();
+    const toRead: { name: string; offset: number; length: number; crc: number }[] = [];
     for (const name of columns) {
-      const at = (g * (this.layout.names.length + 1) + (this.chunkIndex.get(name) as number)) * 3;
-      const [offset, length, crc] = [this.chunks[at], this.chunks[at + 1], this.chunks[at + 2]];
-      const chunk = bytes.subarray(offset - group.start, offset - group.start + length);
-      if (crc32(chunk) !== crc) corrupt(`column ${name} of row group ${g} fails its checksum`);
-      let data: ArrayLike<unknown>;
-      try {
-        const reader = { view: new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength), offset: 0 };
-        const pages = readColumn(reader, { groupStart: 0, selectStart: 0, selectEnd: group.rows, groupRows: group.rows }, decoders.get(name)!).data;
-        data = pages.length === 1 ? pages[0] : pages.flatMap((p) => Array.from(p as ArrayLike<unknown>));
-      } catch (err) {
-        return corrupt(`column ${name} of row group ${g} does not decode: ${(err as Error).message}`, err);
+      if (name === DELETED_COLUMN && group.live === group.rows) {
+        out.set(name, new Uint8Array(group.rows));
+        continue;
       }
-      if (data.length !== group.rows) corrupt(`column ${name} of row group ${g} holds ${data.length} values, expected ${group.rows}`);
-      out.set(name, toValues(name === DELETED_COLUMN ? 'bool' : this.layout.types[this.layout.index.get(name) as number], data));
+      const key = name === DELETED_COLUMN ? -1 : layout.keyIdx.indexOf(layout.index.get(name) as number);
+      if (key >= 0 && key < layout.tagIdx.length && group.mins[key] === group.maxs[key]) {
+        out.set(name, new Array(group.rows).fill(group.mins[key]));
+        continue;
+      }
+      const at = (g * (layout.names.length + 1) + (this.chunkIndex.get(name) as number)) * 3;
+      toRead.push({ name, offset: this.chunks[at], length: this.chunks[at + 1], crc: this.chunks[at + 2] });
+    }
+    toRead.sort((x, y) => x.offset - y.offset);
+    for (let i = 0; i < toRead.length; ) {
+      // A run of chunks that lie next to each other: one get.
+      let j = i + 1;
+      while (j < toRead.length && toRead[j].offset === toRead[j - 1].offset + toRead[j - 1].length) j++;
+      const from = toRead[i].offset;
+      const to = toRead[j - 1].offset + toRead[j - 1].length;
+      const bytes = await this.store.getRange(this.file, from, to).catch(missingAs(this.regionId, this.file));
+      if (bytes.length !== to - from) corrupt(`row group ${g} is cut short`);
+      for (; i < j; i++) {
+        const { name, offset, length, crc } = toRead[i];
+        const chunk = bytes.subarray(offset - from, offset - from + length);
+        if (crc32(chunk) !== crc) corrupt(`column ${name} of row group ${g} fails its checksum`);
+        let data: ArrayLike<unknown>;
+        try {
+          const reader = { view: new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength), offset: 0 };
+          const pages = readColumn(reader, { groupStart: 0, selectStart: 0, selectEnd: group.rows, groupRows: group.rows }, this.decoders.get(name)!).data;
+          data = pages.length === 1 ? pages[0] : pages.flatMap((p) => Array.from(p as ArrayLike<unknown>));
+        } catch (err) {
+          return corrupt(`column ${name} of row group ${g} does not decode: ${(err as Error).message}`, err);
+        }
+        if (data.length !== group.rows) corrupt(`column ${name} of row group ${g} holds ${data.length} values, expected ${group.rows}`);
+        out.set(name, toValues(name === DELETED_COLUMN ? 'bool' : layout.types[layout.index.get(name) as number], data));
+      }
     }
     return out;
   }
+}
+
+/**
+ * The compression of a column's chunks: gzip for fields; none for the key
+ * columns and __deleted, which dictionary, delta and RLE encodings bring to
+ * a few bytes a group (under 100 for 720 rows), where gzip would add its
+ * header and a zlib call per read for nothing.
+ */
+function codecOf(keyOrDeleted: boolean): CompressionCodec {
+  return keyOrDeleted ? 'UNCOMPRESSED' : 'GZIP';
 }
 
 /** The Parquet schema of a layout's SSTs: the root, the table's columns, __deleted. */
@@ -466,21 +512,24 @@ function parquetSchema(layout: TableLayout): SchemaElement[] {
 type ColumnDecoder = Parameters<typeof readColumn>[2];
 const decoderCache = new WeakMap<TableLayout, Map<string, ColumnDecoder>>();
 
-/** hyparquet's column decoders for a layout's Parquet columns (built once per layout). */
+/** hyparquet's column decoders for a layout's Parquet columns, compression aside (built once per layout). */
 function decodersOf(layout: TableLayout): Map<string, ColumnDecoder> {
   let decoders = decoderCache.get(layout);
   if (decoders !== undefined) return decoders;
   const schema = parquetSchema(layout);
   decoders = new Map();
-  for (const element of schema.slice(1)) {
+  for (const written of schema.slice(1)) {
+    // Timestamps are decoded as the INT64 they are stored as: toValues
+    // turns the whole BigInt64Array into numbers without a BigInt per value.
+    const element = written.type === 'INT64' ? { ...written, converted_type: undefined } : written;
     const schemaPath: SchemaTree[] = getSchemaPath(schema, [element.name]);
     decoders.set(element.name, {
       pathInSchema: [element.name],
       type: element.type!,
       element,
       schemaPath,
-      codec: 'GZIP' as CompressionCodec,
-      parsers: { ...DEFAULT_PARSERS, ...parsers },
+      codec: 'UNCOMPRESSED',
+      parsers: DEFAULT_PARSERS,
       compressors: decompressors,
       utf8: true,
     });
@@ -503,6 +552,13 @@ function missingAs(regionId: number, file: string): (err: unknown) => never {
 function toValues(type: ColumnType, data: ArrayLike<unknown>): ArrayLike<unknown> {
   if (type === 'float64' && data instanceof Float64Array) return data;
   const n = data.length;
+  if (data instanceof BigInt64Array) {
+    // Each value from its two 32-bit halves (little-endian): exact below 2^53, as every engine value is.
+    const halves = new Int32Array(data.buffer, data.byteOffset, 2 * n);
+    const out = new Float64Array(n);
+    for (let i = 0; i < n; i++) out[i] = halves[2 * i + 1] * 4294967296 + (halves[2 * i] >>> 0);
+    return out;
+  }
   const out: Value[] = new Array(n);
   if (type === 'int64' || type === 'timestamp') {
     for (let i = 0; i < n; i++) {

@@ -654,25 +654,56 @@ export class TableRegion implements Region {
     const t = layout.keyIdx.length - 1;
     const extents = [...refs.map((s) => ({ minKey: s.minKey, maxKey: s.maxKey, minTime: s.minTime, maxTime: s.maxTime })), ...memBlocks.flatMap((b) => (b ? [extentOf(layout, b)] : []))];
     readers.forEach((reader, i) => {
-      reader.groups.forEach((g, n) => {
-        if (plan.coverage(g.mins, g.maxs) !== 'all') return;
-        if (keyPos.some((k) => g.mins[k] !== g.maxs[k])) return;
+      const [from, to] = this.groupSpan(reader, plan);
+      for (let n = from; n < to; n++) {
+        const g = reader.groups[n];
+        if (plan.coverage(g.mins, g.maxs) !== 'all') continue;
+        if (keyPos.some((k) => g.mins[k] !== g.maxs[k])) continue;
         const { interval } = agg;
         const bucket = interval === undefined ? undefined : Math.floor((g.mins[t] as number) / interval) * interval;
-        if (interval !== undefined && Math.floor((g.maxs[t] as number) / interval) * interval !== bucket) return;
-        for (let e = 0; e < extents.length; e++) {
-          if (e === i) continue;
-          const x = extents[e];
+        if (interval !== undefined && Math.floor((g.maxs[t] as number) / interval) * interval !== bucket) continue;
+        const overlapped = extents.some((x, e) => {
+          if (e === i) return false;
           const keysOverlap = compareKeys(g.lastKey, x.minKey) >= 0 && compareKeys(x.maxKey, g.firstKey) >= 0;
-          if (keysOverlap && (g.maxs[t] as number) >= x.minTime && x.maxTime >= (g.mins[t] as number)) return;
-        }
+          return keysOverlap && (g.maxs[t] as number) >= x.minTime && x.maxTime >= (g.mins[t] as number);
+        });
+        if (overlapped) continue;
         const key = keyPos.map((k) => g.mins[k]);
         if (bucket !== undefined) key.push(bucket);
         aggregator.addSummary(key, g.live, g.stats);
         folded[i].add(n);
-      });
+      }
     });
     return folded;
+  }
+
+  /**
+   * The row groups [from, to) of an SST whose key ranges can hold rows the
+   * plan matches: groups are in key order, so two binary searches (the
+   * first group not wholly before the plan's seek, the first one past its
+   * end) rather than a look at each of thousands.
+   */
+  private groupSpan(reader: SstReader, plan: ScanPlan): [number, number] {
+    const { layout } = this;
+    const { groups } = reader;
+    let lo = 0;
+    let hi = groups.length;
+    if (plan.seek !== undefined) {
+      const seek = plan.seek;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (layout.compare(rowFromKey(layout, groups[mid].lastKey), seek) < 0) lo = mid + 1;
+        else hi = mid;
+      }
+    }
+    const from = lo;
+    hi = groups.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (plan.pastEnd(rowFromKey(layout, groups[mid].firstKey))) hi = mid;
+      else lo = mid + 1;
+    }
+    return [from, lo];
   }
 
   /**
@@ -683,10 +714,9 @@ export class TableRegion implements Region {
   private sstSource(reader: SstReader, plan: ScanPlan, columns: readonly number[], desc: boolean, skip?: ReadonlySet<number>): BlockSource {
     const { layout } = this;
     const picked: { g: number; whole: boolean }[] = [];
-    for (let g = 0; g < reader.groups.length; g++) {
+    const [from, to] = this.groupSpan(reader, plan);
+    for (let g = from; g < to; g++) {
       const group = reader.groups[g];
-      if (plan.seek !== undefined && layout.compare(rowFromKey(layout, group.lastKey), plan.seek) < 0) continue;
-      if (plan.pastEnd(rowFromKey(layout, group.firstKey))) break;
       const coverage = plan.coverage(group.mins, group.maxs);
       if (coverage !== 'none' && !skip?.has(g)) picked.push({ g, whole: coverage === 'all' });
     }

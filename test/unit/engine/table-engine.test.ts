@@ -385,7 +385,9 @@ describe('TableEngine', () => {
     await region.flush(6);
     await region.close();
     const sst = await store.get(sstKey(1, 1));
-    sst[20] ^= 0x10;
+    // The last byte of the engine's index, which lies before the Parquet footer, its length and PAR1.
+    const footerLength = new DataView(sst.buffer, sst.byteOffset).getUint32(sst.length - 8, true);
+    sst[sst.length - 8 - footerLength - 12 - 1] ^= 0x10;
     await writeFile(join(dir, sstKey(1, 1)), sst);
     const damaged = await new TableEngine().openRegion(desc, store);
     await expectError(() => queryRows(damaged), 'SST_CORRUPT', 'region 1', sstKey(1, 1));
