@@ -58,6 +58,13 @@ export const standaloneConfigSchema = z.strictObject({
     cacheBytes: z.number().int().min(0),
     /** Rows (or groups) a query may return; more is QUERY_TOO_LARGE. */
     maxResultRows: z.number().int().min(1),
+    /**
+     * How far V8 lets the JavaScript heap grow past what the last full GC
+     * kept, in percent (V8's --heap-growing-percent; 0: V8's own factor, up
+     * to 4x under a high allocation rate). The process's, so the CLI sets
+     * it; an embedding application keeps its own.
+     */
+    heapGrowthPercent: z.number().int().min(0).max(400),
   }),
   /** Distributed mode (`reprise meta`, `reprise node`): NATS, this node's id, heartbeats and leases. */
   cluster: z.strictObject({
@@ -86,7 +93,7 @@ export const DEFAULT_CONFIG: StandaloneConfig = {
   bodyLimitBytes: 64 * 1024 * 1024,
   autoCreateTables: true,
   wal: { provider: 'local', maxBatchBytes: 1024 * 1024, topicPrefix: 'reprise_wal' },
-  memory: { memtableBytes: 256 * 1024 * 1024, cacheBytes: 64 * 1024 * 1024, maxResultRows: 1_000_000 },
+  memory: { memtableBytes: 256 * 1024 * 1024, cacheBytes: 64 * 1024 * 1024, maxResultRows: 1_000_000, heapGrowthPercent: 20 },
   cluster: { name: 'reprise', natsServers: ['127.0.0.1:4222'], heartbeatMs: 200, leaseMs: 800, failureTimeoutMs: 1000, topology: 'dynamic', minNodes: 1, followers: 1 },
 };
 
@@ -108,6 +115,7 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_MEMTABLE_BYTES: { path: ['memory', 'memtableBytes'], parse: Number },
   REPRISE_CACHE_BYTES: { path: ['memory', 'cacheBytes'], parse: Number },
   REPRISE_MAX_RESULT_ROWS: { path: ['memory', 'maxResultRows'], parse: Number },
+  REPRISE_HEAP_GROWTH_PERCENT: { path: ['memory', 'heapGrowthPercent'], parse: Number },
   REPRISE_CLUSTER_NAME: { path: ['cluster', 'name'], parse: String },
   REPRISE_NATS_SERVERS: { path: ['cluster', 'natsServers'], parse: commaList },
   REPRISE_NODE_ID: { path: ['cluster', 'nodeId'], parse: String },

@@ -26,6 +26,8 @@ describe('standalone configuration', () => {
   it('errors name the key', async () => {
     expect(() => resolveConfig({ env: { REPRISE_SHARDS: 'many' }, flags: {} })).toThrow(/shards/);
     expect(() => resolveConfig({ env: { REPRISE_WAL_MAX_BATCH_BYTES: '10' }, flags: {} })).toThrow(/wal\.maxBatchBytes/);
+    expect(resolveConfig({ env: { REPRISE_HEAP_GROWTH_PERCENT: '0' }, flags: {} }).memory.heapGrowthPercent).toBe(0);
+    expect(() => resolveConfig({ env: { REPRISE_HEAP_GROWTH_PERCENT: '1000' }, flags: {} })).toThrow(/memory\.heapGrowthPercent/);
     const dir = await mkdtemp(join(tmpdir(), 'reprise-config-'));
     const file = join(dir, 'bad.json');
     await writeFile(file, JSON.stringify({ dataDri: '/typo' }));
