@@ -136,6 +136,8 @@ export class TableEngine implements RegionEngine {
   /** Distinguishes region instances in the shared cache (a region may be destroyed and recreated). */
   private nextInstance = 0;
   private readonly indexer = new IdleIndexer();
+  /** Whether a region has run warmReadPath in this process (once is enough: the JIT is the process's). */
+  private readPathWarmed = false;
 
   constructor(options: TableEngineOptions = {}) {
     const compactAt = options.compactAt ?? 8;
@@ -188,6 +190,10 @@ export class TableEngine implements RegionEngine {
     if (!options.readOnly) await removeLeftovers(store, current);
     const region = new TableRegion(desc, store, current, this.reads, `${this.nextInstance++}:`, this.compactAt, this.indexer);
     region.warmIndexes();
+    if (!this.readPathWarmed && current.ssts.length > 0) {
+      this.readPathWarmed = true;
+      void region.warmed.then(() => region.warmReadPath());
+    }
     return region;
   }
 
@@ -612,6 +618,31 @@ export class TableRegion implements Region {
         await this.reader(s).catch(() => undefined);
       }
     })();
+  }
+
+  /**
+   * Once per process, after the indexes are in: run the read path (decode,
+   * merge, rows and aggregation sinks) on a few series of the newest SST,
+   * answers discarded. Until V8 has compiled it, that path runs in its
+   * interpreter: measured on 10M rows, the first query after a restart
+   * (one host, one hour, 1,800 rows) took 24-33 ms without this and 8-16 ms
+   * with it, against ~5 ms once warm.
+   */
+  async warmReadPath(): Promise<void> {
+    const newest = this.manifest.ssts.at(-1);
+    if (newest === undefined || this.closed) return;
+    const reader = await this.reader(newest).catch(() => undefined);
+    if (reader === undefined) return;
+    const { layout } = this;
+    const field = layout.schema.columns.find((c) => c.role === 'field' && (c.type === 'float64' || c.type === 'int64'));
+    for (const g of reader.groups.slice(0, 16)) {
+      if (this.closed) return;
+      const where = Object.fromEntries(layout.tagIdx.map((c, k) => [layout.names[c], g.firstKey[k]]));
+      const t0 = g.mins[layout.keyIdx.length - 1] as number;
+      const t1 = (g.maxs[layout.keyIdx.length - 1] as number) + 1;
+      await this.query({ where, timeRange: { from: t0, to: t1 } }).catch(() => undefined);
+      if (field) await this.query({ where, timeRange: { from: t0, to: t1 }, groupBy: layout.tagIdx.map((c) => layout.names[c]), interval: 600_000, aggregates: [{ fn: 'max', column: field.name }] }).catch(() => undefined);
+    }
   }
 
   /** The SST's verified index (cached). */
