@@ -98,6 +98,27 @@ describe('SST (Parquet)', () => {
     expect(splitReader.groups.map((g) => g.mins[1])).toEqual(['dc0', 'dc1', 'dc2', 'dc3']);
   });
 
+  it('round-trips int64 tags and timestamps exactly, negative and up to 2^53 - 1 (decoded from their 32-bit halves)', async () => {
+    const counters = layoutOf({
+      name: 'counters',
+      columns: [
+        { name: 'k', type: 'int64', role: 'tag' },
+        { name: 'n', type: 'int64', role: 'field' },
+        { name: 'ts', type: 'timestamp', role: 'time' },
+      ],
+    });
+    const ks = [-(2 ** 53 - 1), -(2 ** 32) - 1, -1, 0, 1, 2 ** 32, 2 ** 40 + 5, 2 ** 53 - 1];
+    const entries: Entry[] = ks.flatMap((k, i) => [0, 2 ** 31, 2 ** 53 - 2].map((ts, j): Entry => [toValues(counters, { k, n: j === 1 ? null : k - i, ts }), false]));
+    const encoded = encodeSst(counters, 3, entries)!;
+    const store = new FsObjectStore(await tempDir());
+    await store.put(sstKey(3, 1), encoded.bytes);
+    const reader = await SstReader.open(store, sstKey(3, 1), counters, 3, encoded.meta);
+    const cols = await reader.readGroup(0, ['k', 'n', 'ts']);
+    expect(Array.from(cols.get('k')!)).toEqual(entries.map(([row]) => row[0]));
+    expect(Array.from(cols.get('n')!)).toEqual(entries.map(([row]) => row[1]));
+    expect(Array.from(cols.get('ts')!)).toEqual(entries.map(([row]) => row[2]));
+  });
+
   it('is a Parquet file any reader opens, tags dictionary-encoded and pages compressed', async () => {
     const { encoded } = await stored(sampleEntries());
     const buffer = encoded.bytes.slice().buffer;
