@@ -24,6 +24,8 @@ export type ErrorCode =
   | 'CLOSED'
   /** Meta already runs a procedure on that shard (one at a time), or a rebalance is already running. */
   | 'PROCEDURE_RUNNING'
+  /** An HTTP request a browser was made to send: a Host this server does not answer to, or a write from a foreign Origin. */
+  | 'FORBIDDEN'
   // transport: nobody serves the subject / no reply in time
   | 'UNAVAILABLE'
   | 'TIMEOUT'

@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyError } from 'fastify';
 import type { Logger } from 'pino';
@@ -19,6 +20,7 @@ const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   INVALID_QUERY: 400,
   QUERY_TOO_LARGE: 400,
   MALFORMED_JSON: 400,
+  FORBIDDEN: 403,
   TABLE_NOT_FOUND: 404,
   NOT_FOUND: 404,
   TABLE_EXISTS: 409,
@@ -59,6 +61,59 @@ export interface HttpOptions {
   /** Add the process's own metrics (CPU, memory, event loop: `process_*`, `nodejs_*`) to /metrics. Default false. */
   readonly processMetrics?: boolean;
   readonly events?: EventStreamOptions;
+  /**
+   * Host names (the Host header, without the port) this server answers to,
+   * besides IP addresses and localhost: a request naming another host is
+   * refused, so a page whose DNS name is rebound to this address cannot
+   * use it. `*` turns the check off.
+   */
+  readonly allowedHosts?: readonly string[];
+  /** Origins (scheme://host[:port]) whose pages may write, besides this server's own (its dashboard). */
+  readonly allowedOrigins?: readonly string[];
+}
+
+/** The host of a Host header or URL authority, without port or IPv6 brackets, lower case. */
+function hostOf(authority: string): string {
+  const bracketed = /^\[([^\]]*)\](?::\d*)?$/.exec(authority);
+  if (bracketed) return bracketed[1]!.toLowerCase();
+  return authority.replace(/:\d*$/, '').toLowerCase();
+}
+
+/**
+ * Refuse what a browser can be made to send: a request for a Host this
+ * server does not answer to (DNS rebinding), and a state-changing request
+ * from another origin's page (a cross-site form, fetch or text/plain POST;
+ * browsers always send Origin on those). Clients that are not browsers
+ * (curl, Telegraf, SDKs) send no Origin and are not affected.
+ */
+function browserGuard(options: Pick<HttpOptions, 'allowedHosts' | 'allowedOrigins'>) {
+  const hosts = new Set((options.allowedHosts ?? []).map((h) => h.toLowerCase()));
+  const origins = new Set((options.allowedOrigins ?? []).map((o) => o.toLowerCase().replace(/\/$/, '')));
+  const hostAllowed = (host: string) => hosts.has('*') || isIP(host) !== 0 || host === 'localhost' || host.endsWith('.localhost') || hosts.has(host);
+  return (method: string, hostHeader: string | undefined, origin: string | undefined): void => {
+    if (hostHeader !== undefined && !hostAllowed(hostOf(hostHeader))) {
+      throw new RepriseError(
+        'FORBIDDEN',
+        `Host '${hostHeader}' is not a name this server answers to; add it to allowedHosts (REPRISE_ALLOWED_HOSTS) or connect by IP address`,
+        { host: hostHeader },
+      );
+    }
+    if (origin === undefined || method === 'GET' || method === 'HEAD' || method === 'OPTIONS') return;
+    const normalised = origin.toLowerCase();
+    let own = false;
+    try {
+      own = hostHeader !== undefined && new URL(normalised).host === hostHeader.toLowerCase();
+    } catch {
+      // 'null' (a sandboxed page, a file) or garbage: not this server's.
+    }
+    if (!own && !origins.has(normalised)) {
+      throw new RepriseError(
+        'FORBIDDEN',
+        `${method} from a page of origin '${origin}' refused: only this server's own pages may write; add the origin to allowedOrigins (REPRISE_ALLOWED_ORIGINS) to let it`,
+        { origin },
+      );
+    }
+  };
 }
 
 /** The dashboard's files: beside this module in src/, or in src/ from the compiled dist/src/api/. */
@@ -117,6 +172,20 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     );
     done();
   });
+
+  // Before anything is parsed or routed: a refused request touches nothing.
+  const guard = browserGuard(options);
+  app.addHook('onRequest', (request, _reply, done) => {
+    try {
+      guard(request.method, request.headers.host, request.headers.origin);
+      done();
+    } catch (err) {
+      done(err as Error);
+    }
+  });
+  // JSON routes take application/json only: text/plain is what a browser
+  // sends cross-site without asking first (the line-protocol route keeps its own parser).
+  app.removeContentTypeParser('text/plain');
 
   const streams = new EventStreams(runtime, options.events);
   app.addHook('preClose', (done) => {

@@ -17,6 +17,10 @@ export const standaloneConfigSchema = z.strictObject({
   shards: z.number().int().min(1).max(4096),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   bodyLimitBytes: z.number().int().min(1024),
+  /** Host names (besides IP addresses, localhost and the --http-addr host) the HTTP API answers to; `*`: any. */
+  allowedHosts: z.array(z.string().min(1)),
+  /** Origins (scheme://host[:port]) whose browser pages may write through the HTTP API, besides its own. */
+  allowedOrigins: z.array(z.string().regex(/^https?:\/\/[^/]+$/, 'expected scheme://host[:port]')),
   /** Line protocol writes create a missing table (tags, fields, time column `ts`, no partition rule). */
   autoCreateTables: z.boolean(),
   wal: z
@@ -91,6 +95,8 @@ export const DEFAULT_CONFIG: StandaloneConfig = {
   shards: 4,
   logLevel: 'info',
   bodyLimitBytes: 64 * 1024 * 1024,
+  allowedHosts: [],
+  allowedOrigins: [],
   autoCreateTables: true,
   wal: { provider: 'local', maxBatchBytes: 1024 * 1024, topicPrefix: 'reprise_wal' },
   memory: { memtableBytes: 256 * 1024 * 1024, cacheBytes: 64 * 1024 * 1024, maxResultRows: 1_000_000, heapGrowthPercent: 20 },
@@ -104,6 +110,8 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_SHARDS: { path: ['shards'], parse: Number },
   REPRISE_LOG_LEVEL: { path: ['logLevel'], parse: String },
   REPRISE_BODY_LIMIT_BYTES: { path: ['bodyLimitBytes'], parse: Number },
+  REPRISE_ALLOWED_HOSTS: { path: ['allowedHosts'], parse: commaList },
+  REPRISE_ALLOWED_ORIGINS: { path: ['allowedOrigins'], parse: commaList },
   REPRISE_AUTO_CREATE_TABLES: { path: ['autoCreateTables'], parse: boolean },
   REPRISE_WAL_PROVIDER: { path: ['wal', 'provider'], parse: String },
   REPRISE_WAL_MAX_BATCH_BYTES: { path: ['wal', 'maxBatchBytes'], parse: Number },

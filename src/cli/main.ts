@@ -119,7 +119,15 @@ async function runService(logger: pino.Logger, what: string, start: () => Promis
 /** Serve a runtime's HTTP API; resolves with a close that stops HTTP, then the runtime. */
 async function serveHttp(runtime: Reprise, config: StandaloneConfig, logger: pino.Logger, what: string): Promise<() => Promise<void>> {
   const { host, port } = parseAddr(config.httpAddr);
-  const app = createHttpServer(runtime, { logger, bodyLimit: config.bodyLimitBytes, autoCreateTables: config.autoCreateTables, processMetrics: true });
+  const app = createHttpServer(runtime, {
+    logger,
+    bodyLimit: config.bodyLimitBytes,
+    autoCreateTables: config.autoCreateTables,
+    processMetrics: true,
+    // The name it listens on is one it answers to.
+    allowedHosts: [...config.allowedHosts, host],
+    allowedOrigins: config.allowedOrigins,
+  });
   let url: string;
   try {
     url = await app.listen({ host, port });

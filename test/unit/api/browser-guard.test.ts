@@ -1,0 +1,93 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createHttpServer } from '../../../src/api/http.js';
+import { open, type Reprise } from '../../../src/api/runtime.js';
+
+const logger = pino({ level: 'silent' });
+const schema = {
+  name: 'system_metrics',
+  columns: [
+    { name: 'host', type: 'string', role: 'tag' },
+    { name: 'cpu_util', type: 'float64', role: 'field' },
+    { name: 'ts', type: 'timestamp', role: 'time' },
+  ],
+};
+
+// What a page on another site can make a browser send (issue 14, finding 11).
+describe('HTTP requests a browser was made to send', () => {
+  let dir: string;
+  let db: Reprise;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'reprise-guard-'));
+    db = await open({ dataDir: dir, shards: 1, logger: false });
+  });
+  afterEach(async () => {
+    await db.close().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const rowsOf = async (app: ReturnType<typeof createHttpServer>) =>
+    (await app.inject({ method: 'POST', url: '/v1/tables/system_metrics/query', payload: {} })).json().rows as unknown[];
+
+  it('refuses a Host it does not answer to (DNS rebinding), serves IPs, localhost and configured names', async () => {
+    const app = createHttpServer(db, { logger, allowedHosts: ['reprise.internal'] });
+    const refused = await app.inject({ method: 'GET', url: '/v1/tables', headers: { host: 'attacker.example' } });
+    expect(refused.statusCode).toBe(403);
+    expect(refused.json().error.code).toBe('FORBIDDEN');
+    expect(refused.json().error.message).toContain("'attacker.example'");
+    for (const host of ['127.0.0.1:4000', '[::1]:4000', 'localhost:4000', 'app.localhost', '10.1.2.3', 'Reprise.Internal:4000']) {
+      expect((await app.inject({ method: 'GET', url: '/v1/tables', headers: { host } })).statusCode, host).toBe(200);
+    }
+    // Refused before routing: a rebound page cannot create a table either.
+    const write = await app.inject({ method: 'POST', url: '/v1/tables', headers: { host: 'attacker.example:4000' }, payload: schema });
+    expect(write.statusCode).toBe(403);
+    expect((await app.inject({ method: 'GET', url: '/v1/tables' })).json()).toEqual({ tables: [] });
+    const any = createHttpServer(db, { logger, allowedHosts: ['*'] });
+    expect((await any.inject({ method: 'GET', url: '/v1/tables', headers: { host: 'attacker.example' } })).statusCode).toBe(200);
+  });
+
+  it('refuses writes from another origin\'s page (form, text/plain, JSON), takes its own and configured ones, and clients without an Origin', async () => {
+    const app = createHttpServer(db, { logger, allowedOrigins: ['https://grafana.example'] });
+    expect((await app.inject({ method: 'POST', url: '/v1/tables', payload: schema })).statusCode).toBe(201);
+    const line = 'system_metrics,host=h1 cpu_util=1 1000';
+    const foreign = { host: '127.0.0.1:4000', origin: 'http://evil.example' };
+    for (const [url, type, payload] of [
+      ['/v1/influxdb/write?precision=ms', 'text/plain', line],
+      ['/v1/influxdb/write?precision=ms', 'application/x-www-form-urlencoded', line],
+      ['/v1/flush', 'text/plain', ''],
+      ['/v1/tables/system_metrics/rows', 'application/json', JSON.stringify([{ host: 'h1', cpu_util: 2, ts: 1000 }])],
+    ] as const) {
+      const res = await app.inject({ method: 'POST', url, headers: { ...foreign, 'content-type': type }, payload });
+      expect(res.statusCode, url).toBe(403);
+      expect(res.json().error.message).toContain("origin 'http://evil.example'");
+    }
+    // A sandboxed page or a file sends Origin: null.
+    expect((await app.inject({ method: 'POST', url: '/v1/flush', headers: { host: '127.0.0.1:4000', origin: 'null' } })).statusCode).toBe(403);
+    expect(await rowsOf(app)).toEqual([]);
+    // A page of another port on the same host is another origin.
+    expect((await app.inject({ method: 'POST', url: '/v1/flush', headers: { host: '127.0.0.1:4000', origin: 'http://127.0.0.1:8080' } })).statusCode).toBe(403);
+
+    // The dashboard (this server's own origin), a configured origin, and clients that send no Origin.
+    const own = await app.inject({ method: 'POST', url: '/v1/influxdb/write?precision=ms', headers: { host: '127.0.0.1:4000', origin: 'http://127.0.0.1:4000', 'content-type': 'text/plain' }, payload: line });
+    expect(own.statusCode).toBe(204);
+    const grafana = await app.inject({ method: 'POST', url: '/v1/tables/system_metrics/query', headers: { host: '127.0.0.1:4000', origin: 'https://grafana.example' }, payload: {} });
+    expect(grafana.statusCode).toBe(200);
+    const curl = await app.inject({ method: 'POST', url: '/v1/influxdb/write?precision=ms', headers: { 'content-type': 'text/plain' }, payload: 'system_metrics,host=h2 cpu_util=2 1000' });
+    expect(curl.statusCode).toBe(204);
+    expect(await rowsOf(app)).toHaveLength(2);
+    // Reads from another origin are not writes: the browser's same-origin policy keeps their answers from the page.
+    expect((await app.inject({ method: 'GET', url: '/v1/tables', headers: foreign })).statusCode).toBe(200);
+  });
+
+  it('takes JSON only on the JSON API: a text/plain body (sent cross-site without a preflight) is refused with a code', async () => {
+    const app = createHttpServer(db, { logger });
+    const res = await app.inject({ method: 'POST', url: '/v1/tables', headers: { 'content-type': 'text/plain' }, payload: JSON.stringify(schema) });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error).toMatchObject({ code: 'INVALID_ARGUMENT' });
+    expect(res.json().error.message).toContain('application/json');
+    expect((await app.inject({ method: 'GET', url: '/v1/tables' })).json()).toEqual({ tables: [] });
+  });
+});
