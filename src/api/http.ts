@@ -12,6 +12,10 @@ import { machineSvg } from './machine-svg.js';
 import type { Reprise } from './runtime.js';
 
 export const DEFAULT_BODY_LIMIT = 64 * 1024 * 1024;
+/** A request not received whole (headers and body) within this is answered 408 and its connection closed. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
+/** Connections served at once; more are closed as they arrive (each holds a descriptor). */
+export const DEFAULT_MAX_CONNECTIONS = 512;
 
 const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   INVALID_ARGUMENT: 400,
@@ -70,6 +74,10 @@ export interface HttpOptions {
   readonly allowedHosts?: readonly string[];
   /** Origins (scheme://host[:port]) whose pages may write, besides this server's own (its dashboard). */
   readonly allowedOrigins?: readonly string[];
+  /** Time to receive a whole request (a slow or stalled sender is cut off: 408). Default DEFAULT_REQUEST_TIMEOUT_MS. */
+  readonly requestTimeoutMs?: number;
+  /** Connections served at once. Default DEFAULT_MAX_CONNECTIONS. */
+  readonly maxConnections?: number;
 }
 
 /** The host of a Host header or URL authority, without port or IPv6 brackets, lower case. */
@@ -147,7 +155,18 @@ function machinesView() {
  */
 export function createHttpServer(runtime: Reprise, options: HttpOptions) {
   // Requests are not logged one by one; server-side failures are, below.
-  const app = Fastify({ bodyLimit: options.bodyLimit ?? DEFAULT_BODY_LIMIT, logger: false });
+  const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  const app = Fastify({
+    bodyLimit: options.bodyLimit ?? DEFAULT_BODY_LIMIT,
+    logger: false,
+    // fastify's default (0) turns Node's request timeout off: a client that
+    // sent headers and never its body held its connection for ever.
+    requestTimeout,
+    // Node checks the timeout this often (its default, 30 s, would let a stalled request live that much longer).
+    http: { headersTimeout: requestTimeout, connectionsCheckingInterval: Math.max(10, Math.min(1000, requestTimeout / 4)) },
+    // No idle-socket timeout: a long query keeps its socket quiet, and /v1/events sends a ping every 15 s.
+  });
+  app.server.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   const log = options.logger.child({ component: 'http' });
   const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
 

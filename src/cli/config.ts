@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
+import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT_MS } from '../api/http.js';
 import { RepriseError } from '../errors.js';
 import type { KafkaWalOptions, WalOptions } from '../wal/open-log-store.js';
 
@@ -17,6 +18,10 @@ export const standaloneConfigSchema = z.strictObject({
   shards: z.number().int().min(1).max(4096),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   bodyLimitBytes: z.number().int().min(1024),
+  /** A request not received whole within this many ms is answered 408 and its connection closed. */
+  httpRequestTimeoutMs: z.number().int().min(100),
+  /** HTTP connections served at once (each holds a file descriptor); more are closed as they arrive. */
+  httpMaxConnections: z.number().int().min(1),
   /** Host names (besides IP addresses, localhost and the --http-addr host) the HTTP API answers to; `*`: any. */
   allowedHosts: z.array(z.string().min(1)),
   /** Origins (scheme://host[:port]) whose browser pages may write through the HTTP API, besides its own. */
@@ -94,7 +99,9 @@ export const DEFAULT_CONFIG: StandaloneConfig = {
   httpAddr: '127.0.0.1:4000',
   shards: 4,
   logLevel: 'info',
-  bodyLimitBytes: 64 * 1024 * 1024,
+  bodyLimitBytes: DEFAULT_BODY_LIMIT,
+  httpRequestTimeoutMs: DEFAULT_REQUEST_TIMEOUT_MS,
+  httpMaxConnections: DEFAULT_MAX_CONNECTIONS,
   allowedHosts: [],
   allowedOrigins: [],
   autoCreateTables: true,
@@ -110,6 +117,8 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_SHARDS: { path: ['shards'], parse: Number },
   REPRISE_LOG_LEVEL: { path: ['logLevel'], parse: String },
   REPRISE_BODY_LIMIT_BYTES: { path: ['bodyLimitBytes'], parse: Number },
+  REPRISE_HTTP_REQUEST_TIMEOUT_MS: { path: ['httpRequestTimeoutMs'], parse: Number },
+  REPRISE_HTTP_MAX_CONNECTIONS: { path: ['httpMaxConnections'], parse: Number },
   REPRISE_ALLOWED_HOSTS: { path: ['allowedHosts'], parse: commaList },
   REPRISE_ALLOWED_ORIGINS: { path: ['allowedOrigins'], parse: commaList },
   REPRISE_AUTO_CREATE_TABLES: { path: ['autoCreateTables'], parse: boolean },

@@ -127,6 +127,8 @@ async function serveHttp(runtime: Reprise, config: StandaloneConfig, logger: pin
     // The name it listens on is one it answers to.
     allowedHosts: [...config.allowedHosts, host],
     allowedOrigins: config.allowedOrigins,
+    requestTimeoutMs: config.httpRequestTimeoutMs,
+    maxConnections: config.httpMaxConnections,
   });
   let url: string;
   try {
