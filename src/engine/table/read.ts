@@ -37,14 +37,27 @@ export interface BlockSource {
 /** Receives runs [from, to) of a block in merged order; false stops the scan. */
 export type Sink = (block: Block, from: number, to: number) => boolean;
 
-/** The block of the entries of a sorted stream (a memtable's), in scan order, for the given columns. */
-export function blockOfEntries(entries: Iterable<Entry>, layout: TableLayout, columns: readonly number[], desc: boolean): Block | undefined {
+/**
+ * How far an ascending scan of a memtable needs to go for a query with a
+ * limit: the newest source's live rows are all in the merged answer, so the
+ * first `limit` rows of the answer lie at or before its `limit`-th live row,
+ * and older sources are needed only up to that key.
+ */
+export type ScanStop = { readonly live: number } | { readonly through: RowValues };
+
+/** The block of the entries of a sorted stream (a memtable's), in scan order, for the given columns; ascending, it ends at `stop`. */
+export function blockOfEntries(entries: Iterable<Entry>, layout: TableLayout, columns: readonly number[], desc: boolean, stop?: ScanStop): Block | undefined {
   const cols: (Value[] | undefined)[] = layout.names.map(() => undefined);
   for (const c of columns) cols[c] = [];
   const deleted: number[] = [];
+  const through = stop !== undefined && !desc && 'through' in stop ? stop.through : undefined;
+  const liveLimit = stop !== undefined && !desc && 'live' in stop ? stop.live : Infinity;
+  let live = 0;
   for (const [row, dead] of entries) {
+    if (through !== undefined && layout.compare(row, through) > 0) break;
     for (const c of columns) (cols[c] as Value[]).push(row[c]);
     deleted.push(dead ? 1 : 0);
+    if (!dead && ++live >= liveLimit) break;
   }
   if (deleted.length === 0) return undefined;
   if (desc) {

@@ -3,10 +3,10 @@ import type { ObjectStore } from '../object-store.js';
 import type { FlushResult, Region, RegionDescriptor, RegionEngine, RegionQueryResult } from '../region-engine.js';
 import type { TableQuery, Value } from '../schema.js';
 import { aggregatePlanOf, Aggregator, type AggregatePlan } from './aggregate.js';
-import { compareKeys, layoutOf, rowFromKey, type TableLayout } from './keys.js';
+import { compareKeys, layoutOf, rowFromKey, type TableLayout, type RowValues } from './keys.js';
 import { readManifest, REGIONS_PREFIX, regionPrefix, sstKey, writeManifest, type Manifest, type SstRef } from './manifest.js';
 import { QueuedMemtable, UnindexableEntry } from './queued-memtable.js';
-import { aggregateSink, blockOfEntries, filterBlock, mergeRuns, RowsSink, sourceOf, type Block, type BlockSource } from './read.js';
+import { aggregateSink, blockOfEntries, filterBlock, mergeRuns, RowsSink, sourceOf, type Block, type BlockSource, type ScanStop } from './read.js';
 import { planScan, type ScanPlan } from './scan.js';
 import { DELETED_COLUMN, encodeSst, SstReader, SstWriter, type SstMeta } from './sst.js';
 import { ByteLru } from './sst-cache.js';
@@ -448,7 +448,20 @@ export class TableRegion implements Region {
     // load neither show up half-way nor find the memtable mid-scan.
     this.indexAll();
     const memtables = [this.active, ...this.frozen.map((f) => f.mem).reverse()].filter((mem) => mem.size > 0);
-    const memBlocks = memtables.map((mem) => blockOfEntries(mem.scan(plan), layout, columns, desc));
+    // Newest first; with a limit (rows, ascending) the newest is copied up to
+    // its limit-th live row and the older ones up to that row's key.
+    const memBlocks: (Block | undefined)[] = [];
+    let stop: ScanStop | undefined = agg === undefined && q.limit !== undefined && !desc ? { live: q.limit } : undefined;
+    for (const mem of memtables) {
+      const block = blockOfEntries(mem.scan(plan), layout, columns, desc, stop);
+      memBlocks.push(block);
+      if (stop !== undefined && 'live' in stop) {
+        // The scan ended on its limit-th live row, unless the memtable had fewer: then older ones are needed whole.
+        const last = block === undefined ? -1 : block.length - 1;
+        const full: boolean = last >= 0 && !(block as Block).deleted[last] && liveRows(block as Block) >= stop.live;
+        stop = full ? { through: keyRow(layout, block as Block, last) } : undefined;
+      }
+    }
     const ssts = this.manifest.ssts.filter((s) => this.mayMatch(s, plan)).reverse();
     for (const s of ssts) this.readers.set(s.file, (this.readers.get(s.file) ?? 0) + 1);
     try {
@@ -844,4 +857,17 @@ function extentOf(layout: TableLayout, block: Block): { minKey: Value[]; maxKey:
 function refOf(file: string, seq: number, meta: SstMeta): SstRef {
   const { rows, bytes, minTime, maxTime, minKey, maxKey, indexCrc } = meta;
   return { file, seq, rows, bytes, minTime, maxTime, minKey, maxKey, indexCrc };
+}
+
+function liveRows(block: Block): number {
+  let n = 0;
+  for (let i = 0; i < block.length; i++) if (!block.deleted[i]) n++;
+  return n;
+}
+
+/** Row i of a block as a row of the layout, its primary key columns set (what layout.compare reads). */
+function keyRow(layout: TableLayout, block: Block, i: number): RowValues {
+  const row: RowValues = new Array(layout.names.length).fill(null);
+  for (const c of layout.keyIdx) row[c] = (block.columns[c] as ArrayLike<Value>)[i];
+  return row;
 }

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { open } from '../../../src/api/runtime.js';
 import { FsObjectStore } from '../../../src/engine/fs-object-store.js';
+import type { ObjectStore } from '../../../src/engine/object-store.js';
 import type { RegionDescriptor } from '../../../src/engine/region-engine.js';
 import type { Row, TableSchema } from '../../../src/engine/schema.js';
 import { layoutOf } from '../../../src/engine/table/keys.js';
@@ -157,6 +158,37 @@ describe('TableRegion with a queue of mutations', () => {
     const reopened = await engine.openRegion(desc, store);
     expect(brief(await queryRows(reopened))).toEqual(['a/1=2', 'b/1=1']);
     await reopened.close();
+    await region.close();
+  });
+
+  it('answers every limit like the unlimited answer cut, across an SST, a frozen memtable and tombstones in the active one', async () => {
+    // SST puts are held, so the second flush keeps its memtable frozen while the queries run.
+    const fs = new FsObjectStore(await tempDir());
+    let hold: Promise<void> | undefined;
+    const store: ObjectStore = Object.assign(Object.create(fs) as ObjectStore, {
+      put: async (key: string, data: Uint8Array) => {
+        if (hold !== undefined && key.includes('/sst/')) await hold;
+        return fs.put(key, data);
+      },
+    });
+    const region = await new TableEngine().openRegion(desc, store);
+    region.apply(6, put(['e', 'f'].flatMap((h) => [1, 2, 3].map((t) => m(h, t, 10)))));
+    await region.flush(6);
+    region.apply(7, put(['a', 'b', 'c', 'e'].flatMap((h) => [2, 4].map((t) => m(h, t, 20)))));
+    let release = () => undefined as void;
+    hold = new Promise<void>((resolve) => (release = resolve));
+    const flushing = region.flush(7); // entry 7 is a frozen memtable until the put is released
+    // The active memtable: tombstones hide the frozen one's first live rows and an SST row; an upsert; rows at the end of the key range.
+    region.apply(8, del([{ host: 'a', idc: 'dc1', ts: 2 }, { host: 'a', idc: 'dc1', ts: 4 }, { host: 'e', idc: 'dc1', ts: 1 }]));
+    region.apply(9, put([m('c', 2, 30), m('z', 1, 30), m('z', 2, 30)]));
+    expect(region.stats().frozenMemtables).toBe(1);
+    const all = brief(await queryRows(region));
+    expect(all).toEqual(['b/2=20', 'b/4=20', 'c/2=30', 'c/4=20', 'e/2=20', 'e/3=10', 'e/4=20', 'f/1=10', 'f/2=10', 'f/3=10', 'z/1=30', 'z/2=30']);
+    for (let limit = 1; limit <= all.length + 1; limit++) expect(brief(await queryRows(region, { limit })), `limit ${limit}`).toEqual(all.slice(0, limit));
+    expect(region.stats().frozenMemtables).toBe(1);
+    release();
+    await flushing;
+    for (let limit = 1; limit <= all.length + 1; limit++) expect(brief(await queryRows(region, { limit })), `limit ${limit}, flushed`).toEqual(all.slice(0, limit));
     await region.close();
   });
 
