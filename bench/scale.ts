@@ -1,7 +1,7 @@
 import { load, makeReprise, queryReprise, shapes, type Shape } from './peer.js';
 import { closeIdleSockets, httpCall } from './lib/http.js';
 import { collectGarbage, removeDir, tempDir } from './lib/fixtures.js';
-import { diskBytes, memoryOf } from './lib/proc.js';
+import { diskBytes, memoryOf, waitQuiet } from './lib/proc.js';
 import type { Metric } from './lib/report.js';
 import { quantile } from './lib/stats.js';
 import type { Suite, SuiteContext, SuiteResult } from './lib/suite.js';
@@ -11,7 +11,7 @@ import type { Suite, SuiteContext, SuiteResult } from './lib/suite.js';
  * answer. The peer suite's load (bench/lib/cpu-lines.ts: 1,000 series,
  * points 10 s apart, 8 clients x 1,000 lines of line protocol) at two sizes,
  * each into a fresh reprise server process, then flushed: 1M and 10M rows
- * (--quick: 100k and 1M). On each, the peer suite's one-series 10-minute
+ * (--quick: 100k and 1M). Once the server is quiet, the peer suite's one-series 10-minute
  * query (q1) and one-host hour (q2) are timed --peer-runs times, then the
  * process's RSS is read: after ingest and queries, as a user's server
  * would be. Targets (ceilings): the larger table's q1 p50 within 1.5x of the
@@ -50,6 +50,8 @@ async function measureSize(rows: number, ctx: SuiteContext): Promise<SizeResult>
     const loaded = await load(peer, SERIES, points, ctx);
     const flushed = await httpCall(`${peer.server.url}/v1/flush`, { method: 'POST', timeoutMs: 300_000 });
     if (flushed.status !== 200) throw new Error(`scale: flush answered HTTP ${flushed.status}: ${flushed.body.toString('utf8').slice(0, 500)}`);
+    // As the peer suite: queries start once the server's CPU is quiet (a compaction the flush started has finished).
+    await waitQuiet([peer.server.pid], { timeoutMs: 120_000 });
     const { timed } = shapes(SERIES, points, ctx.options.peerRuns, 0);
     const q1 = await timeShape(peer.server.url, timed[0]!);
     const q2 = await timeShape(peer.server.url, timed[1]!);
