@@ -78,6 +78,8 @@ export interface HttpOptions {
   readonly requestTimeoutMs?: number;
   /** Connections served at once. Default DEFAULT_MAX_CONNECTIONS. */
   readonly maxConnections?: number;
+  /** Tables one line-protocol request may create. Default DEFAULT_MAX_TABLES_PER_WRITE. */
+  readonly maxTablesPerWrite?: number;
 }
 
 /** The host of a Host header or URL authority, without port or IPv6 brackets, lower case. */
@@ -287,7 +289,7 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     return sendFile(name, reply);
   });
 
-  registerInfluxRoutes(app, runtime, { autoCreateTables: options.autoCreateTables ?? true, bodyLimit });
+  registerInfluxRoutes(app, runtime, { autoCreateTables: options.autoCreateTables ?? true, bodyLimit, maxTablesPerWrite: options.maxTablesPerWrite });
 
   return app;
 }

@@ -53,11 +53,16 @@ export function toEpochMs(timestamp: bigint, precision: Precision): bigint {
   }
 }
 
+/** A batch of line protocol rarely names more than a few measurements; each new one is a table with its regions. */
+export const DEFAULT_MAX_TABLES_PER_WRITE = 100;
+
 export interface LineProtocolOptions {
   readonly precision: Precision;
   /** Write the good lines and report the bad ones (default: any bad line rejects the whole request). */
   readonly partial: boolean;
   readonly autoCreateTables: boolean;
+  /** Tables one request may create (more: REQUEST_TOO_LARGE, nothing written). Default DEFAULT_MAX_TABLES_PER_WRITE. */
+  readonly maxTablesPerWrite?: number;
   /** The server's clock, for points without a timestamp. */
   readonly now?: () => number;
 }
@@ -220,6 +225,15 @@ export async function writeLineProtocol(runtime: Reprise, body: string, options:
     if (good.length > 0) plans.push({ schema: derived, create: true, points: good });
   }
 
+  const creating = plans.filter((p) => p.create).length;
+  const maxTables = options.maxTablesPerWrite ?? DEFAULT_MAX_TABLES_PER_WRITE;
+  if (creating > maxTables) {
+    throw new RepriseError('REQUEST_TOO_LARGE', `nothing written: the request would create ${creating} tables, more than the limit of ${maxTables} per write (maxTablesPerWrite); create them over several requests`, {
+      tables: creating,
+      limit: maxTables,
+    });
+  }
+
   // Map every point before anything is written: all or nothing unless partial.
   const mapAll = (plan: (typeof plans)[number]) => {
     const rows: Row[] = [];
@@ -269,7 +283,7 @@ export async function writeLineProtocol(runtime: Reprise, body: string, options:
  * ping and health. `db`/`bucket`/`org` are accepted and ignored: reprise has
  * one database.
  */
-export function registerInfluxRoutes(app: FastifyInstance, runtime: Reprise, options: { autoCreateTables: boolean; bodyLimit: number }): void {
+export function registerInfluxRoutes(app: FastifyInstance, runtime: Reprise, options: { autoCreateTables: boolean; bodyLimit: number; maxTablesPerWrite?: number }): void {
   void app.register(async (scope) => {
     // Line protocol comes as text/plain, form-encoded (curl -d) or anything else: take the bytes.
     scope.removeAllContentTypeParsers();
@@ -295,7 +309,7 @@ export function registerInfluxRoutes(app: FastifyInstance, runtime: Reprise, opt
         throw new RepriseError('INVALID_ARGUMENT', `Content-Encoding '${encoding}' is not supported (gzip or none)`);
       }
       try {
-        const result = await writeLineProtocol(runtime, bytes.toString('utf8'), { precision, partial, autoCreateTables: options.autoCreateTables });
+        const result = await writeLineProtocol(runtime, bytes.toString('utf8'), { precision, partial, autoCreateTables: options.autoCreateTables, maxTablesPerWrite: options.maxTablesPerWrite });
         if (result.rejected.length === 0) return reply.status(204).send();
         if (result.written === 0) {
           return reply.status(400).send({

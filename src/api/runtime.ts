@@ -12,7 +12,7 @@ import { rowsOf, type ColumnarRows, type Row, type TableSchema } from '../engine
 import { queryTable } from '../frontend/query.js';
 import { tableMutationCodec } from '../engine/table/codec.js';
 import { TableEngine } from '../engine/table/table-engine.js';
-import { validateKeys, validateSchema } from '../engine/table/validate.js';
+import { DEFAULT_SCHEMA_LIMITS, validateKeys, validateSchema, type SchemaLimits } from '../engine/table/validate.js';
 import { MetaService, metaTopicOf } from '../meta/meta-service.js';
 import type { TableInfo, TableStatus } from '../meta/model.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../wal/entry.js';
@@ -68,6 +68,8 @@ export interface OpenOptions {
   readonly nodeId?: string;
   readonly flush?: Partial<Omit<FlushPolicy, 'nodeMemtableBytes'>>;
   readonly memory?: MemoryOptions;
+  /** Caps on what a table may declare (columns, partition bounds). Default DEFAULT_SCHEMA_LIMITS. */
+  readonly limits?: Partial<SchemaLimits>;
   /** A pino logger, or false for silence. Default: pino at 'info' on stderr. */
   readonly logger?: Logger | false;
   readonly onReplayProgress?: (p: ReplayProgress) => void;
@@ -100,6 +102,8 @@ export interface JoinOptions {
   readonly routing?: ClusterRoutingOptions;
   readonly flush?: Partial<Omit<FlushPolicy, 'nodeMemtableBytes'>>;
   readonly memory?: MemoryOptions;
+  /** Caps on what a table may declare (columns, partition bounds). Default DEFAULT_SCHEMA_LIMITS. */
+  readonly limits?: Partial<SchemaLimits>;
   readonly logger?: Logger | false;
   readonly onReplayProgress?: (p: ReplayProgress) => void;
   readonly onTransition?: (t: Transition) => void;
@@ -176,6 +180,7 @@ export class Reprise {
     readonly observer: RuntimeObserver,
     /** Closes what this assembly opened besides the node and the log (meta, transport, heartbeats). */
     private readonly release: () => Promise<void>,
+    private readonly limits: SchemaLimits,
   ) {}
 
   static async open(options: OpenOptions): Promise<Reprise> {
@@ -198,10 +203,11 @@ export class Reprise {
       await reconcileRegionFiles(objects, meta, engine, logger, { dataDir, objectsDir, catalog });
       const node = observedNode(observer, log, { nodeId: options.nodeId ?? 'node-1', meta, engine, objects, logger }, options);
       await node.start();
-      return new Reprise(log, meta, new LocalShardRouter(node), node, logger, observer, async () => {
+      const release = async () => {
         objects.close?.();
         await meta.close();
-      });
+      };
+      return new Reprise(log, meta, new LocalShardRouter(node), node, logger, observer, release, { ...DEFAULT_SCHEMA_LIMITS, ...options.limits });
     } catch (err) {
       await log.close().catch(() => undefined);
       throw err;
@@ -269,7 +275,7 @@ export class Reprise {
       const release = async () => {
         for (const step of cleanup) await step();
       };
-      return new Reprise(log, meta, router, node, logger, observer, release);
+      return new Reprise(log, meta, router, node, logger, observer, release, { ...DEFAULT_SCHEMA_LIMITS, ...options.limits });
     } catch (err) {
       for (const step of cleanup) await step().catch(() => undefined);
       await log.close().catch(() => undefined);
@@ -298,7 +304,7 @@ export class Reprise {
    */
   async createTable(input: unknown): Promise<TableDescription> {
     this.assertOpen();
-    const schema = validateSchema(input);
+    const schema = validateSchema(input, this.limits);
     const table = await this.meta.beginCreateTable(schema);
     try {
       const createdAt: Record<number, number> = {};
@@ -327,7 +333,7 @@ export class Reprise {
    */
   async ensureTable(input: unknown, options: { waitMs?: number } = {}): Promise<{ table: TableDescription; created: boolean }> {
     this.assertOpen();
-    const schema = validateSchema(input);
+    const schema = validateSchema(input, this.limits);
     if (this.meta.tableStatus(schema.name) === 'active') return { table: describe(this.meta.table(schema.name)), created: false };
     const running = this.ensuring.get(schema.name);
     if (running) return { table: await running, created: false };

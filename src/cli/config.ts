@@ -3,6 +3,8 @@ import { extname } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT_MS } from '../api/http.js';
+import { DEFAULT_MAX_TABLES_PER_WRITE } from '../api/influxdb.js';
+import { DEFAULT_SCHEMA_LIMITS } from '../engine/table/validate.js';
 import { RepriseError } from '../errors.js';
 import type { KafkaWalOptions, WalOptions } from '../wal/open-log-store.js';
 
@@ -75,6 +77,15 @@ export const standaloneConfigSchema = z.strictObject({
      */
     heapGrowthPercent: z.number().int().min(0).max(400),
   }),
+  /** Caps on what one request may ask for, each refused with a coded error naming it. */
+  limits: z.strictObject({
+    /** Columns of a table. */
+    maxColumns: z.number().int().min(2),
+    /** Partition bounds of a table (it has one region more). */
+    maxPartitionBounds: z.number().int().min(0),
+    /** Tables one line-protocol request may create. */
+    maxTablesPerWrite: z.number().int().min(1),
+  }),
   /** Distributed mode (`reprise meta`, `reprise node`): NATS, this node's id, heartbeats and leases. */
   cluster: z.strictObject({
     name: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, - and _'),
@@ -107,6 +118,7 @@ export const DEFAULT_CONFIG: StandaloneConfig = {
   autoCreateTables: true,
   wal: { provider: 'local', maxBatchBytes: 1024 * 1024, topicPrefix: 'reprise_wal' },
   memory: { memtableBytes: 256 * 1024 * 1024, cacheBytes: 64 * 1024 * 1024, maxResultRows: 1_000_000, heapGrowthPercent: 20 },
+  limits: { ...DEFAULT_SCHEMA_LIMITS, maxTablesPerWrite: DEFAULT_MAX_TABLES_PER_WRITE },
   cluster: { name: 'reprise', natsServers: ['127.0.0.1:4222'], heartbeatMs: 200, leaseMs: 800, failureTimeoutMs: 1000, topology: 'dynamic', minNodes: 1, followers: 1 },
 };
 
@@ -133,6 +145,9 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_CACHE_BYTES: { path: ['memory', 'cacheBytes'], parse: Number },
   REPRISE_MAX_RESULT_ROWS: { path: ['memory', 'maxResultRows'], parse: Number },
   REPRISE_HEAP_GROWTH_PERCENT: { path: ['memory', 'heapGrowthPercent'], parse: Number },
+  REPRISE_MAX_COLUMNS: { path: ['limits', 'maxColumns'], parse: Number },
+  REPRISE_MAX_PARTITION_BOUNDS: { path: ['limits', 'maxPartitionBounds'], parse: Number },
+  REPRISE_MAX_TABLES_PER_WRITE: { path: ['limits', 'maxTablesPerWrite'], parse: Number },
   REPRISE_CLUSTER_NAME: { path: ['cluster', 'name'], parse: String },
   REPRISE_NATS_SERVERS: { path: ['cluster', 'natsServers'], parse: commaList },
   REPRISE_NODE_ID: { path: ['cluster', 'nodeId'], parse: String },

@@ -129,6 +129,7 @@ async function serveHttp(runtime: Reprise, config: StandaloneConfig, logger: pin
     allowedOrigins: config.allowedOrigins,
     requestTimeoutMs: config.httpRequestTimeoutMs,
     maxConnections: config.httpMaxConnections,
+    maxTablesPerWrite: config.limits.maxTablesPerWrite,
   });
   let url: string;
   try {
@@ -166,6 +167,7 @@ async function standalone(flags: StandaloneFlags): Promise<void> {
       shards: config.shards,
       wal: walOptionsOf(config.wal),
       memory: config.memory,
+      limits: config.limits,
       logger,
       onReplayProgress: progressBar(),
     });
@@ -231,6 +233,7 @@ async function nodeCommand(flags: ClusterFlags): Promise<void> {
         objectStoreDir: config.dataDir,
         heartbeatMs: config.cluster.heartbeatMs,
         memory: config.memory,
+        limits: config.limits,
         logger,
         onReplayProgress: progressBar(),
       });

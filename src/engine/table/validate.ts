@@ -77,7 +77,17 @@ function unknownKey(obj: Record<string, unknown>, allowed: Set<string>): string 
 
 // ---------------------------------------------------------------- schema
 
-export function validateSchema(input: unknown): TableSchema {
+/** Caps on what one table may declare: each costs memory and work per row, per region or per query. */
+export interface SchemaLimits {
+  /** Columns of a table (tags, fields and the time column). */
+  readonly maxColumns: number;
+  /** Partition bounds (a table has one region more than it has bounds). */
+  readonly maxPartitionBounds: number;
+}
+
+export const DEFAULT_SCHEMA_LIMITS: SchemaLimits = { maxColumns: 1024, maxPartitionBounds: 1023 };
+
+export function validateSchema(input: unknown, limits: SchemaLimits = DEFAULT_SCHEMA_LIMITS): TableSchema {
   const fail = (table: string, message: string, details?: Record<string, unknown>): never => {
     throw new RepriseError('INVALID_SCHEMA', `invalid schema for table ${table}: ${message}`, { table, ...details });
   };
@@ -91,6 +101,9 @@ export function validateSchema(input: unknown): TableSchema {
   const extra = unknownKey(obj, SCHEMA_KEYS);
   if (extra !== undefined) fail(table, `unknown key "${extra}" (expected name, columns, partition)`, { key: extra });
   if (!Array.isArray(obj.columns) || obj.columns.length === 0) fail(table, 'columns must be a non-empty array');
+  if ((obj.columns as unknown[]).length > limits.maxColumns) {
+    fail(table, `${(obj.columns as unknown[]).length} columns, more than the limit of ${limits.maxColumns} (maxColumns)`, { limit: limits.maxColumns });
+  }
 
   const columns: ColumnDef[] = [];
   const seen = new Set<string>();
@@ -129,7 +142,7 @@ export function validateSchema(input: unknown): TableSchema {
   if (!columns.some((c) => c.role === 'tag')) fail(table, 'at least one column must have role tag (the primary key)');
 
   const schema: { name: string; columns: ColumnDef[]; partition?: PartitionRule } = { name: name as string, columns };
-  if (obj.partition !== undefined) schema.partition = validatePartition(table, columns, obj.partition, fail);
+  if (obj.partition !== undefined) schema.partition = validatePartition(table, columns, obj.partition, fail, limits);
   return schema;
 }
 
@@ -138,6 +151,7 @@ function validatePartition(
   columns: readonly ColumnDef[],
   input: unknown,
   fail: (table: string, message: string, details?: Record<string, unknown>) => never,
+  limits: SchemaLimits,
 ): PartitionRule {
   if (!isPlainObject(input)) return fail(table, `partition: expected an object, got ${show(input)}`);
   const bad = unknownKey(input, PARTITION_KEYS);
@@ -148,6 +162,9 @@ function validatePartition(
   if (column.role !== 'tag') fail(table, `${col} must be a tag column, not ${column.role}`, { column: column.name });
   if (!Array.isArray(input.bounds)) return fail(table, `${col}: bounds must be an array`, { column: column.name });
   const bounds = input.bounds as unknown[];
+  if (bounds.length > limits.maxPartitionBounds) {
+    fail(table, `${col}: ${bounds.length} bounds, more than the limit of ${limits.maxPartitionBounds} (maxPartitionBounds)`, { column: column.name, limit: limits.maxPartitionBounds });
+  }
   bounds.forEach((b, i) => {
     if (!isValueOfType(column.type, b)) {
       fail(table, `${col}: bound ${i} (${show(b)}) must be ${TYPE_DESCRIPTIONS[column.type]}`, { column: column.name, bound: i });

@@ -141,4 +141,14 @@ describe('HTTP hardening', () => {
       await app.close();
     }
   });
+
+  it('refuses a table past the column cap with a coded error, and creates nothing (finding 13)', async () => {
+    const app = createHttpServer(db, { logger });
+    const columns = [...schema.columns, ...Array.from({ length: 1022 }, (_, i) => ({ name: `f${i}`, type: 'float64', role: 'field' }))];
+    const res = await app.inject({ method: 'POST', url: '/v1/tables', payload: { name: 'wide', columns } });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error.code).toBe('INVALID_SCHEMA');
+    expect(res.json().error.message).toContain('1025 columns, more than the limit of 1024 (maxColumns)');
+    expect((await app.inject({ method: 'GET', url: '/v1/tables' })).json()).toEqual({ tables: [] });
+  });
 });

@@ -29,6 +29,20 @@ describe('InfluxDB line protocol writes (in process)', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('refuses a write that would create more tables than maxTablesPerWrite, creating none (issue 14, finding 13)', async () => {
+    const capped = createHttpServer(db, { logger, maxTablesPerWrite: 2 });
+    const body = ['m1,host=a v=1 1000', 'm2,host=a v=1 1000', 'm3,host=a v=1 1000'].join('\n');
+    const res = await capped.inject({ method: 'POST', url: '/v1/influxdb/write?db=public&precision=ms', payload: body, headers: { 'content-type': 'text/plain' } });
+    expect(res.statusCode).toBe(413);
+    expect(res.json().error).toMatchObject({ code: 'REQUEST_TOO_LARGE' });
+    expect(res.json().error.message).toMatch(/create 3 tables, more than the limit of 2 per write \(maxTablesPerWrite\)/);
+    expect(db.listTables()).toEqual([]);
+    const two = await capped.inject({ method: 'POST', url: '/v1/influxdb/write?db=public&precision=ms', payload: body.split('\n').slice(0, 2).join('\n'), headers: { 'content-type': 'text/plain' } });
+    expect(two.statusCode).toBe(204);
+    expect(db.listTables().map((t) => t.name).sort()).toEqual(['m1', 'm2']);
+    await capped.close();
+  });
+
   it('creates the table on first write: tags, fields (typed), ts; 204 like InfluxDB', async () => {
     const reply = await write(
       [

@@ -10,6 +10,16 @@ const base = () => ({
 });
 
 describe('validateSchema', () => {
+  it('caps columns and partition bounds (issue 14, finding 13), naming the limit', async () => {
+    const wide = (n: number) => ({ name: 'wide', columns: [{ name: 'host', type: 'string', role: 'tag' }, { name: 'ts', type: 'timestamp', role: 'time' }, ...Array.from({ length: n - 2 }, (_, i) => ({ name: `f${i}`, type: 'float64', role: 'field' }))] });
+    expect(validateSchema(wide(1024)).columns).toHaveLength(1024);
+    await expectError(() => validateSchema(wide(1025)), 'INVALID_SCHEMA', /1025 columns, more than the limit of 1024 \(maxColumns\)/);
+    await expectError(() => validateSchema(wide(4), { maxColumns: 3, maxPartitionBounds: 1 }), 'INVALID_SCHEMA', /limit of 3/);
+    const split = (n: number) => ({ ...metrics, partition: { column: 'host', bounds: Array.from({ length: n }, (_, i) => `h${String(i).padStart(5, '0')}`) } });
+    expect(validateSchema(split(1023)).partition?.bounds).toHaveLength(1023);
+    await expectError(() => validateSchema(split(1024)), 'INVALID_SCHEMA', /1024 bounds, more than the limit of 1023 \(maxPartitionBounds\)/);
+  });
+
   it('accepts and copies a valid schema', () => {
     const input = JSON.parse(JSON.stringify(metrics));
     const schema = validateSchema(input);
