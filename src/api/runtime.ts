@@ -109,6 +109,42 @@ export interface JoinOptions {
   readonly onTransition?: (t: Transition) => void;
   /** Each data entry a hot-standby follower on this node applies, with its lag behind the append. */
   readonly onFollowerApply?: (a: FollowerApply) => void;
+  /** How long a node started before meta waits for meta's log to exist. Default META_LOG_WAIT_MS. */
+  readonly metaWaitMs?: number;
+}
+
+/** A node started before meta (or with meta restarting) waits this long for meta's log before it gives up. */
+export const META_LOG_WAIT_MS = 5 * 60_000;
+
+/**
+ * Wait until meta's log topic exists: meta creates it on its first start,
+ * and nodes started at the same time (the README's cluster walkthrough, a
+ * compose file) may come first. Retries with backoff up to 2 s, logging
+ * what it waits for; UNAVAILABLE naming the topic after `waitMs`.
+ */
+async function waitForMetaLog(log: LogStore, topic: string, logger: Logger, waitMs: number): Promise<void> {
+  const t0 = Date.now();
+  let delay = 50;
+  let nextLog = 0;
+  for (;;) {
+    try {
+      await log.bounds(topic);
+      if (nextLog > 0) logger.info({ topic }, `meta's log ${topic} exists: joining`);
+      return;
+    } catch (err) {
+      if (!isRepriseError(err, 'NOT_FOUND')) throw err;
+    }
+    const waited = Date.now() - t0;
+    if (waited >= waitMs) {
+      throw new RepriseError('UNAVAILABLE', `meta's log (WAL topic ${topic}) does not exist after ${Math.round(waited / 1000)} s: is \`reprise meta\` running with the same WAL and topic prefix?`, { topic });
+    }
+    if (waited >= nextLog) {
+      logger.warn({ topic, waitedMs: waited }, `waiting for meta to create its log (WAL topic ${topic}); start \`reprise meta\` with the same WAL and topic prefix`);
+      nextLog = waited + 10_000;
+    }
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    delay = Math.min(2000, delay * 2);
+  }
 }
 
 export interface TableDescription {
@@ -233,7 +269,9 @@ export class Reprise {
     const log = observer.instrumentLog(options.log ? borrowedLog(options.log) : await openLogStore(options.wal, ''));
     const cleanup: (() => Promise<unknown>)[] = [];
     try {
-      const replica = await MetaReplica.open(log, options.wal.topicPrefix ?? 'reprise_wal');
+      const topicPrefix = options.wal.topicPrefix ?? 'reprise_wal';
+      await waitForMetaLog(log, metaTopicOf(topicPrefix), logger, options.metaWaitMs ?? META_LOG_WAIT_MS);
+      const replica = await MetaReplica.open(log, topicPrefix);
       cleanup.unshift(() => replica.close());
       const meta = new RemoteMeta(options.transport, replica);
       const objects = new FsObjectStore(resolve(options.objectStoreDir));

@@ -72,6 +72,32 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     return { network, meta, members, objectStoreDir };
   }
 
+  it('a node started before meta waits for meta\'s log, then joins and serves (issue 14, finding 6); without meta it gives up with UNAVAILABLE', async () => {
+    const network = new InProcessNetwork();
+    const objectStoreDir = await mkdtemp(join(tmpdir(), 'reprise-cluster-'));
+    closers.push(() => rm(objectStoreDir, { recursive: true, force: true }));
+    const wal: KafkaWalOptions = { provider: 'kafka', brokerEndpoints: kafka.brokers, idempotent: usingRealKafka(), topicPrefix: `cl_${process.pid}_${Date.now().toString(36)}_${seq++}` };
+    const lonely = network.transport({ cluster: 'test', name: 'n0' });
+    closers.push(() => lonely.close());
+    const t0 = performance.now();
+    await expect(Reprise.join({ nodeId: 'n0', transport: lonely, wal, objectStoreDir, logger: false, metaWaitMs: 400 })).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringContaining(`${wal.topicPrefix}_meta`) });
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(400);
+
+    const transport = network.transport({ cluster: 'test', name: 'n1' });
+    closers.push(() => transport.close());
+    const joining = Reprise.join({ nodeId: 'n1', transport, wal, objectStoreDir, heartbeatMs: 100, logger: false });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const metaTransport = network.transport({ cluster: 'test', name: 'meta' });
+    const meta: MetaProcess = await startMeta({ transport: metaTransport, wal, shards: 1, logger: false, heartbeatMs: 100, leaseMs: 400, failureTimeoutMs: 600, minNodes: 1 });
+    closers.push(() => metaTransport.close(), () => meta.close());
+    const runtime = await joining;
+    closers.push(() => runtime.close({ flush: false }));
+    await waitUntil(() => meta.server.status().shards.every((s) => s.leader === 'n1'), 'the shard placed on the node that waited');
+    await runtime.createTable(SCHEMA);
+    await runtime.insert('metrics', [{ host: 'alpha', v: 1, ts: 1000 }]);
+    expect(await runtime.query('metrics')).toHaveLength(1);
+  });
+
   it('places shards on nodes, routes writes and queries through any node, and fails over a cut-off node', async () => {
     const { network, meta, members } = await cluster(['n1', 'n2', 'n3']);
     const front = members.get('n1')!.runtime;
