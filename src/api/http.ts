@@ -224,10 +224,16 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     void reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } });
   });
 
+  // 200 only when the node serves and none of its shards or regions has
+  // failed: a load balancer then stops sending it the writes that would fail.
   app.get('/health', async (_request, reply) => {
     const node = runtime.status().nodes[0]!;
-    const healthy = node.state === 'serving' || node.state === 'flushing';
-    return reply.status(healthy ? 200 : 503).send({ status: healthy ? 'ok' : 'unavailable', node: node.id, state: node.state });
+    const serving = node.state === 'serving' || node.state === 'flushing';
+    const shards = node.shards.filter((s) => s.state === 'failed').map((s) => ({ id: s.id, error: s.error }));
+    const regions = node.shards.flatMap((s) => s.regions.filter((r) => r.state === 'failed').map((r) => ({ id: r.id, table: r.table, shard: s.id, error: r.error })));
+    if (!serving) return reply.status(503).send({ status: 'unavailable', node: node.id, state: node.state });
+    if (shards.length > 0 || regions.length > 0) return reply.status(503).send({ status: 'degraded', node: node.id, state: node.state, failed: { shards, regions } });
+    return reply.status(200).send({ status: 'ok', node: node.id, state: node.state });
   });
 
   app.get('/v1/status', async () => runtime.status());

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -45,6 +45,24 @@ describe('operator endpoints (in process)', () => {
   afterEach(async () => {
     await db.close().catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
+  });
+
+  it('GET /health: 200 ok while everything serves, 503 degraded naming a failed region and its reason (issue 14, finding 8)', async () => {
+    let app = createHttpServer(db, { logger });
+    expect((await app.inject({ method: 'GET', url: '/health' })).json()).toMatchObject({ status: 'ok', state: 'serving' });
+    const table = (await app.inject({ method: 'POST', url: '/v1/tables', payload: schema })).json();
+    await app.inject({ method: 'POST', url: '/v1/tables/system_metrics/rows', payload: rows });
+    await app.inject({ method: 'POST', url: '/v1/flush' });
+    await db.close();
+    const victim = table.regions[0].id as number;
+    const sstDir = join(dir, 'objects', 'regions', String(victim), 'sst');
+    for (const file of await readdir(sstDir)) await unlink(join(sstDir, file));
+    db = await open({ dataDir: dir, shards: 3, logger: false });
+    app = createHttpServer(db, { logger });
+    const health = await app.inject({ method: 'GET', url: '/health' });
+    expect(health.statusCode).toBe(503);
+    expect(health.json()).toMatchObject({ status: 'degraded', state: 'serving', failed: { shards: [], regions: [{ id: victim, table: 'system_metrics' }] } });
+    expect(health.json().failed.regions[0].error).toMatch(/SST_MISSING/);
   });
 
   it('GET /metrics: WAL, flush, state and HTTP metrics of this runtime only', async () => {
