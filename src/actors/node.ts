@@ -206,7 +206,7 @@ export class NodeActor {
   /** The lease from meta ran out: every shard stops writing at once (its machine goes to failed). */
   leaseLost(): void {
     for (const shard of this.shards.values()) {
-      if (shard.actor.getSnapshot().status === 'active') shard.actor.send({ type: 'LEASE_LOST' });
+      if (shard.actor.getSnapshot().status === 'active') shard.leaseLost();
     }
   }
 

@@ -68,6 +68,8 @@ export class ShardActor {
   private appliedEntryId: EntryId = -1;
   private walBytesSinceFlush = 0;
   private flushOnClose = true;
+  /** Failed on LEASE_LOST: its data is intact, but until meta renews the lease and the shard is reopened, another node may lead it. */
+  private fencedByLease = false;
   /** Epoch markers seen by every read of this shard's topic. */
   private readonly fence = new EpochFence();
   private role: ShardRole;
@@ -634,10 +636,26 @@ export class ShardActor {
     }
   }
 
+  /** The node's lease from meta ran out: fence the shard (its machine goes to failed), and say why to whoever asks. */
+  leaseLost(): void {
+    this.actor.send({ type: 'LEASE_LOST' });
+    // States that do not fence on it (the machine says which) keep serving reads.
+    this.fencedByLease = this.state() === 'failed';
+  }
+
   async query(regionId: number, q: TableQuery): Promise<RegionQueryResult> {
     // Reads go to the leader: a follower may be a few entries behind.
     if (this.role === 'follower') {
       throw new RepriseError('NOT_LEADER', `shard ${this.id} is a follower on node '${this.ctx.nodeId}'`, { shard: this.id, state: this.state() });
+    }
+    // Without a lease this node may no longer lead the shard: a retryable
+    // refusal (the router asks again, here once the lease is renewed and the
+    // shard reopened, or at the new leader), not its regions' REGION_FAILED.
+    if ((this.fencedByLease && this.state() === 'failed') || this.ctx.leaseHeld?.() === false) {
+      throw new RepriseError('SHARD_NOT_SERVING', `shard ${this.id}: node '${this.ctx.nodeId}' lost its lease from meta; reads wait until it is renewed or another node leads the shard`, {
+        shard: this.id,
+        state: this.state(),
+      });
     }
     const region = this.regions.get(regionId);
     if (!region) throw this.regionNotHosted(regionId);
