@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import type { HighWaterTopic } from './high-water.js';
 import type { BatchOp, LogFileScan } from './leveldb-log.js';
-import { HOLE, idRanges, META, META_VALUE_BYTES, metaName, parseRecordKey, readU32, readU64, recordKey } from './local-log-keys.js';
+import { HOLE, idRanges, mergeRanges, META, META_VALUE_BYTES, metaName, parseRecordKey, readU32, readU64, recordKey, type IdRange } from './local-log-keys.js';
 import type { EntryId } from './log-store.js';
 
 /**
@@ -21,10 +21,8 @@ export interface DamageEntry {
 }
 
 /** Ids [from, to) of a topic that the damage takes. */
-export interface LostRange {
-  readonly from: EntryId;
-  readonly to: EntryId;
-}
+/** Entry ids [from, to) lost to damage. */
+export type LostRange = IdRange;
 
 export interface DamageReport {
   /** The damaged spots and the entries they cost, for an error message. */
@@ -100,25 +98,14 @@ export function describeDamage(
     }
   });
   const lost = new Map<string, LostRange[]>();
-  if (missing) for (const [topic, list] of missing) lost.set(topic, merge(list));
-  else for (const [no, list] of ranges) lost.set(nameOf(no), merge(list));
+  if (missing) for (const [topic, list] of missing) lost.set(topic, mergeRanges(list));
+  else for (const [no, list] of ranges) lost.set(nameOf(no), mergeRanges(list));
   const where = damages.map((d) => `${d.file} at offset ${d.offset}: ${d.reason} (LevelDB's recovery would drop ${d.droppedBytes} bytes)`).join('; ');
   const what =
     lost.size > 0
       ? `entries lost: ${[...lost].map(([topic, list]) => `topic "${topic}" entry ids ${list.map((r) => (r.to - r.from === 1 ? `${r.from}` : `${r.from}..${r.to - 1}`)).join(', ')}`).join('; ')}`
       : 'no entry id can be read from the damaged bytes or around them';
   return { summary: `${where}; ${what}`, damages, lost };
-}
-
-function merge(list: readonly LostRange[]): LostRange[] {
-  const sorted = [...list].sort((a, b) => a.from - b.from);
-  const out: LostRange[] = [];
-  for (const r of sorted) {
-    const last = out[out.length - 1];
-    if (last && r.from <= last.to) out[out.length - 1] = { from: last.from, to: Math.max(last.to, r.to) };
-    else out.push(r);
-  }
-  return out;
 }
 
 /** Record ids put by these operations, by topic number. */

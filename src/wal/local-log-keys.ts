@@ -99,3 +99,21 @@ export function idRanges(ids: Iterable<EntryId>): string {
   }
   return parts.join(', ');
 }
+
+/** Entry ids [from, to) of a topic. */
+export interface IdRange {
+  readonly from: EntryId;
+  readonly to: EntryId;
+}
+
+/** Ranges sorted, empty ones dropped, overlapping or touching ones joined. */
+export function mergeRanges(ranges: readonly IdRange[]): IdRange[] {
+  const sorted = ranges.filter((r) => r.to > r.from).sort((a, b) => a.from - b.from);
+  const out: IdRange[] = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last && r.from <= last.to) out[out.length - 1] = { from: last.from, to: Math.max(last.to, r.to) };
+    else out.push(r);
+  }
+  return out;
+}

@@ -11,6 +11,7 @@ import {
   META,
   META_FORMAT,
   META_VALUE_BYTES,
+  mergeRanges,
   metaKey,
   metaName,
   metaValue,
@@ -19,6 +20,7 @@ import {
   readU64,
   recordKey,
   u64Value,
+  type IdRange,
 } from './local-log-keys.js';
 import type { EntryId, LogRecord, LogStore, ReadOptions, TailSubscription, TopicBounds } from './log-store.js';
 
@@ -57,10 +59,8 @@ const TAIL_BUFFER_MAX_BYTES = 16 * 1024 * 1024;
 type Db = ClassicLevel<Uint8Array, Uint8Array>;
 
 /** Ids [from, to) of a topic that are not in the log and never will be (a --wal-skip-corrupt start recorded them). */
-export interface Hole {
-  readonly from: EntryId;
-  readonly to: EntryId;
-}
+/** Ids [from, to) an operator skipped (--wal-skip-corrupt): reads pass over them. */
+export type Hole = IdRange;
 
 interface TopicState {
   readonly name: string;
@@ -566,7 +566,7 @@ async function recordHoles(db: Db, dir: string, topics: Map<string, TopicState>,
       await it.close();
     }
     if (expected < t.next) found.push({ from: expected, to: t.next });
-    const merged = mergeHoles(found);
+    const merged = mergeRanges(found);
     if (merged.length === 0) continue;
     await db.batch(
       merged.map((h) => ({ type: 'put' as const, key: recordKey(t.no, h.from, HOLE), value: u64Value(h.to) })),
@@ -575,7 +575,7 @@ async function recordHoles(db: Db, dir: string, topics: Map<string, TopicState>,
     for (const h of merged) {
       logger.error({ dir, topic: t.name, from: h.from, to: h.to }, `local WAL at ${dir}: topic "${t.name}" entry ids ${span(h.from, h.to)} are lost; reads skip them from now on and they are never issued again`);
     }
-    t.holes = mergeHoles([...t.holes, ...merged]);
+    t.holes = mergeRanges([...t.holes, ...merged]);
   }
 }
 
@@ -587,17 +587,6 @@ function continuation(id: EntryId, data: Uint8Array, topic: string): { part: num
   } catch {
     return undefined;
   }
-}
-
-function mergeHoles(holes: readonly Hole[]): Hole[] {
-  const sorted = [...holes].filter((h) => h.to > h.from).sort((a, b) => a.from - b.from);
-  const out: Hole[] = [];
-  for (const h of sorted) {
-    const last = out[out.length - 1];
-    if (last && h.from <= last.to) out[out.length - 1] = { from: last.from, to: Math.max(last.to, h.to) };
-    else out.push(h);
-  }
-  return out;
 }
 
 /** The first id at or after `id` that is not in a hole. */
