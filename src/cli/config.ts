@@ -4,6 +4,8 @@ import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT_MS } from '../api/http.js';
 import { DEFAULT_MAX_TABLES_PER_WRITE } from '../api/influxdb.js';
+import { DEFAULT_FLUSH_POLICY } from '../actors/context.js';
+import { DEFAULT_CACHE_BYTES, DEFAULT_MAX_RESULT_ROWS } from '../engine/table/table-engine.js';
 import { DEFAULT_SCHEMA_LIMITS } from '../engine/table/validate.js';
 import { RepriseError } from '../errors.js';
 import type { KafkaWalOptions, WalOptions } from '../wal/open-log-store.js';
@@ -117,7 +119,7 @@ export const DEFAULT_CONFIG: StandaloneConfig = {
   allowedOrigins: [],
   autoCreateTables: true,
   wal: { provider: 'local', maxBatchBytes: 1024 * 1024, topicPrefix: 'reprise_wal' },
-  memory: { memtableBytes: 256 * 1024 * 1024, cacheBytes: 64 * 1024 * 1024, maxResultRows: 1_000_000, heapGrowthPercent: 20 },
+  memory: { memtableBytes: DEFAULT_FLUSH_POLICY.nodeMemtableBytes, cacheBytes: DEFAULT_CACHE_BYTES, maxResultRows: DEFAULT_MAX_RESULT_ROWS, heapGrowthPercent: 20 },
   limits: { ...DEFAULT_SCHEMA_LIMITS, maxTablesPerWrite: DEFAULT_MAX_TABLES_PER_WRITE },
   cluster: { name: 'reprise', natsServers: ['127.0.0.1:4222'], heartbeatMs: 200, leaseMs: 800, failureTimeoutMs: 1000, topology: 'dynamic', minNodes: 1, followers: 1 },
 };

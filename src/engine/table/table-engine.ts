@@ -125,6 +125,11 @@ class IdleIndexer {
   };
 }
 
+/** SST indexes and decoded chunks kept for queries, half each. */
+export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
+/** Rows (or aggregation groups) one query may return. */
+export const DEFAULT_MAX_RESULT_ROWS = 1_000_000;
+
 /**
  * The table engine: each region is a memtable in front of SSTs in the
  * object store, described by its manifest (see ./manifest.ts).
@@ -144,11 +149,11 @@ export class TableEngine implements RegionEngine {
     if (!Number.isSafeInteger(compactAt) || compactAt < 2) {
       throw new RepriseError('INVALID_ARGUMENT', `table engine: compactAt must be an integer >= 2, got ${compactAt}`);
     }
-    const cacheBytes = options.cacheBytes ?? 64 * 1024 * 1024;
+    const cacheBytes = options.cacheBytes ?? DEFAULT_CACHE_BYTES;
     if (!(cacheBytes >= 0)) throw new RepriseError('INVALID_ARGUMENT', `table engine: cacheBytes must be >= 0, got ${cacheBytes}`);
     const windowMs = options.compactionWindowMs ?? 2 * 60 * 60 * 1000;
     if (!Number.isSafeInteger(windowMs) || windowMs <= 0) throw new RepriseError('INVALID_ARGUMENT', `table engine: compactionWindowMs must be a positive integer, got ${windowMs}`);
-    const maxResultRows = options.maxResultRows ?? 1_000_000;
+    const maxResultRows = options.maxResultRows ?? DEFAULT_MAX_RESULT_ROWS;
     if (!Number.isSafeInteger(maxResultRows) || maxResultRows <= 0) {
       throw new RepriseError('INVALID_ARGUMENT', `table engine: maxResultRows must be a positive integer, got ${maxResultRows}`);
     }
@@ -456,10 +461,8 @@ export class TableRegion implements Region {
       const block = blockOfEntries(mem.scan(plan), layout, columns, desc, stop);
       memBlocks.push(block);
       if (stop !== undefined && 'live' in stop) {
-        // The scan ended on its limit-th live row, unless the memtable had fewer: then older ones are needed whole.
-        const last = block === undefined ? -1 : block.length - 1;
-        const full: boolean = last >= 0 && !(block as Block).deleted[last] && liveRows(block as Block) >= stop.live;
-        stop = full ? { through: keyRow(layout, block as Block, last) } : undefined;
+        // The scan stops right after its limit-th live row, which is then its last; a memtable with fewer leaves older ones needed whole.
+        stop = block !== undefined && liveRows(block) >= stop.live ? { through: keyRow(layout, block, block.length - 1) } : undefined;
       }
     }
     const ssts = this.manifest.ssts.filter((s) => this.mayMatch(s, plan)).reverse();
