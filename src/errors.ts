@@ -29,6 +29,8 @@ export type ErrorCode =
   // transport: nobody serves the subject / no reply in time
   | 'UNAVAILABLE'
   | 'TIMEOUT'
+  /** The caller stopped waiting (its deadline passed, its client went away) before the write's WAL append started: nothing was written. */
+  | 'DEADLINE_EXCEEDED'
   // storage faults
   | 'WAL_CORRUPT'
   | 'WAL_TRUNCATED'

@@ -1,4 +1,5 @@
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
+import { deadlineExceeded, deadlinePassed, type Deadline } from '../deadline.js';
 import { isRepriseError, RepriseError } from '../errors.js';
 import type { PreparedMutation, RegionQueryResult } from '../engine/region-engine.js';
 import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
@@ -543,9 +544,13 @@ export class ShardActor {
 
   /**
    * Append a data entry for a region; resolves with its id once durable and
-   * applied. `mutation` is the engine's prepared form of the body.
+   * applied. `mutation` is the engine's prepared form of the body. A write
+   * whose deadline passes before its append starts is dropped unwritten
+   * (DEADLINE_EXCEEDED): a caller that gave up must not find it applied
+   * later, e.g. after this node was paused with it queued.
    */
-  async write(regionId: number, mutation: PreparedMutation): Promise<EntryId> {
+  async write(regionId: number, mutation: PreparedMutation, deadline?: Deadline): Promise<EntryId> {
+    if (deadlinePassed(deadline)) throw deadlineExceeded(`shard ${this.id}: write to region ${regionId}`, deadline);
     const writer = this.assertWritable();
     const region = this.regions.get(regionId);
     if (!region) throw this.regionNotHosted(regionId);
@@ -567,7 +572,7 @@ export class ShardActor {
       TEST_OBSERVER.onAck?.({ node: this.ctx.nodeId, shard: this.id, epoch: this.epoch, region: regionId, entryId: -1 });
       return -1;
     }
-    const id = await writer.append(entry).catch((err: unknown) => this.stoppedHere(err, 'write'));
+    const id = await writer.append(entry, deadline).catch((err: unknown) => this.stoppedHere(err, 'write'));
     // Acknowledge only under a valid lease: meta gives the shard to another
     // node only after this lease has run out, and that node replays every
     // entry before its epoch marker, so what is acknowledged is never lost.

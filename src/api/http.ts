@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import { describeMachine, MACHINES } from '../actors/diagram.js';
 import { RepriseError, type ErrorCode } from '../errors.js';
+import { clientDeadline } from './client-deadline.js';
 import { EventStreams, type EventStreamOptions } from './event-stream.js';
 import { registerInfluxRoutes } from './influxdb.js';
 import { machineSvg } from './machine-svg.js';
@@ -37,6 +38,7 @@ const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   CLOSED: 503,
   UNAVAILABLE: 503,
   TIMEOUT: 504,
+  DEADLINE_EXCEEDED: 504,
 };
 
 /** Fastify's own errors (parsing, limits, routing) in the API's error vocabulary. */
@@ -259,9 +261,9 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     return { dropped: request.params.name };
   });
 
-  app.post<{ Params: { name: string } }>('/v1/tables/:name/rows', async (request) => runtime.insert(request.params.name, request.body));
+  app.post<{ Params: { name: string } }>('/v1/tables/:name/rows', async (request, reply) => runtime.insert(request.params.name, request.body, clientDeadline(reply)));
 
-  app.post<{ Params: { name: string } }>('/v1/tables/:name/delete', async (request) => runtime.delete(request.params.name, request.body));
+  app.post<{ Params: { name: string } }>('/v1/tables/:name/delete', async (request, reply) => runtime.delete(request.params.name, request.body, clientDeadline(reply)));
 
   app.post<{ Params: { name: string } }>('/v1/tables/:name/query', async (request) => ({
     rows: await runtime.query(request.params.name, request.body ?? {}),

@@ -2,7 +2,9 @@ import { gunzip } from 'node:zlib';
 import { promisify } from 'node:util';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ColumnDef, ColumnType, Row, TableSchema } from '../engine/schema.js';
+import type { Deadline } from '../deadline.js';
 import { RepriseError } from '../errors.js';
+import { clientDeadline } from './client-deadline.js';
 import { parseLineProtocol, type FieldValue, type LineError, type Point } from './line-protocol.js';
 import type { Reprise } from './runtime.js';
 
@@ -65,6 +67,8 @@ export interface LineProtocolOptions {
   readonly maxTablesPerWrite?: number;
   /** The server's clock, for points without a timestamp. */
   readonly now?: () => number;
+  /** Rows whose appends have not started when it passes are dropped (DEADLINE_EXCEEDED). */
+  readonly deadline?: Deadline;
 }
 
 export interface LineProtocolResult {
@@ -269,7 +273,7 @@ export async function writeLineProtocol(runtime: Reprise, body: string, options:
     plans.map(async (plan, i) => {
       const rows = rowsByPlan[i]!;
       if (rows.length === 0) return;
-      written += (await runtime.insert(plan.schema.name, rows)).written;
+      written += (await runtime.insert(plan.schema.name, rows, options.deadline)).written;
     }),
   );
   rowsByPlan = [];
@@ -309,7 +313,13 @@ export function registerInfluxRoutes(app: FastifyInstance, runtime: Reprise, opt
         throw new RepriseError('INVALID_ARGUMENT', `Content-Encoding '${encoding}' is not supported (gzip or none)`);
       }
       try {
-        const result = await writeLineProtocol(runtime, bytes.toString('utf8'), { precision, partial, autoCreateTables: options.autoCreateTables, maxTablesPerWrite: options.maxTablesPerWrite });
+        const result = await writeLineProtocol(runtime, bytes.toString('utf8'), {
+          precision,
+          partial,
+          autoCreateTables: options.autoCreateTables,
+          maxTablesPerWrite: options.maxTablesPerWrite,
+          deadline: clientDeadline(reply),
+        });
         if (result.rejected.length === 0) return reply.status(204).send();
         if (result.written === 0) {
           return reply.status(400).send({

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { NodeActor, NodeStatus } from '../actors/node.js';
 import type { PreparedMutation, RegionQueryResult } from '../engine/region-engine.js';
 import type { TableQuery, TableSchema } from '../engine/schema.js';
+import { deadlineExceeded, deadlinePassed, earlier, type Deadline } from '../deadline.js';
 import { isRepriseError, RepriseError, type ErrorCode } from '../errors.js';
 import type { MetaReplica } from '../meta/meta-replica.js';
 import type { RegionInfo } from '../meta/model.js';
@@ -15,7 +16,8 @@ import type { EntryId } from '../wal/log-store.js';
  * same above both.
  */
 export interface ShardRouter {
-  write(shard: number, regionId: number, mutation: PreparedMutation): Promise<EntryId>;
+  /** Not sent, or dropped by the shard before its append, once `deadline` has passed (DEADLINE_EXCEEDED: not written). */
+  write(shard: number, regionId: number, mutation: PreparedMutation, deadline?: Deadline): Promise<EntryId>;
   query(shard: number, regionId: number, q: TableQuery): Promise<RegionQueryResult>;
   createRegion(shard: number, info: RegionInfo, schema: TableSchema): Promise<EntryId>;
   dropRegion(shard: number, regionId: number): Promise<void>;
@@ -27,8 +29,8 @@ export interface ShardRouter {
 
 export class LocalShardRouter implements ShardRouter {
   constructor(private readonly node: NodeActor) {}
-  write(shard: number, regionId: number, mutation: PreparedMutation): Promise<EntryId> {
-    return this.node.shard(shard).write(regionId, mutation);
+  write(shard: number, regionId: number, mutation: PreparedMutation, deadline?: Deadline): Promise<EntryId> {
+    return this.node.shard(shard).write(regionId, mutation, deadline);
   }
   query(shard: number, regionId: number, q: TableQuery): Promise<RegionQueryResult> {
     return this.node.shard(shard).query(regionId, q);
@@ -68,7 +70,9 @@ export interface ClusterRoutingOptions {
  */
 export async function serveNode(transport: Transport, nodeId: string, node: NodeActor): Promise<Subscription[]> {
   const handlers: Record<NodeOp, (req: never) => unknown> = {
-    write: (req: { shard: number; region: number; body: Uint8Array }) => node.shard(req.shard).write(req.region, { body: req.body }),
+    // `deadline`: when the sender's attempt gives up (epoch ms); past it the shard drops the write unwritten.
+    write: (req: { shard: number; region: number; body: Uint8Array; deadline?: number }) =>
+      node.shard(req.shard).write(req.region, { body: req.body }, req.deadline === undefined ? undefined : { at: req.deadline }),
     query: (req: { shard: number; region: number; q: TableQuery }) => node.shard(req.shard).query(req.region, req.q),
     create_region: (req: { shard: number; info: RegionInfo; schema: TableSchema }) => node.shard(req.shard).createRegion(req.info, req.schema),
     drop_region: async (req: { shard: number; region: number }) => {
@@ -129,18 +133,29 @@ export class ClusterShardRouter implements ShardRouter {
    * retry, until the deadline. Table writes are upserts and deletes by
    * primary key, so a retried write that had in fact landed changes
    * nothing; creating a region is not retried after a TIMEOUT.
+   *
+   * `caller`: once it has passed (a client that went away), no attempt is
+   * sent any more. Each attempt's payload is built with the time that
+   * attempt gives up (epoch ms), which a write carries to the shard so that
+   * a leader reading it late (paused, partitioned) drops it unwritten.
    */
-  private async toLeader<T>(shard: number, op: NodeOp, payload: unknown, idempotent: boolean): Promise<T> {
-    const deadline = Date.now() + this.deadlineMs;
+  private async toLeader<T>(shard: number, op: NodeOp, payload: (attemptDeadline: number) => unknown, idempotent: boolean, caller?: Deadline): Promise<T> {
+    const deadline = earlier(Date.now() + this.deadlineMs, caller?.at)!;
     let previous: string | null | undefined;
+    let sent = 0;
+    let lastError: unknown;
     for (let attempt = 0; ; attempt++) {
+      // Nothing sent: certainly not carried out. Otherwise the last attempt's answer stands.
+      if (deadlinePassed(caller)) throw sent === 0 ? deadlineExceeded(`shard ${shard}: ${op}`, caller) : lastError;
       const leader = this.replica.shard(shard).leader;
       // A new leader is likely serving soon: back off from the start again.
       if (previous !== undefined && leader !== previous) attempt = 0;
       previous = leader;
       try {
         if (leader === null) throw new RepriseError('UNAVAILABLE', `shard ${shard} has no leader yet`);
-        const request = this.transport.request<unknown, T>(this.transport.subject('node', leader, op), payload, { timeoutMs: this.requestTimeoutMs });
+        const timeoutMs = Math.max(1, Math.min(this.requestTimeoutMs, deadline - Date.now()));
+        const request = this.transport.request<unknown, T>(this.transport.subject('node', leader, op), payload(Date.now() + timeoutMs), { timeoutMs });
+        sent++;
         if (!idempotent) return await request;
         // A leader that does not answer (paused, cut off) holds the request
         // until its timeout; once meta has moved the shard, retry at the
@@ -153,6 +168,7 @@ export class ClusterShardRouter implements ShardRouter {
           request.catch(() => undefined);
         }
       } catch (err) {
+        lastError = err;
         const retry = isRepriseError(err) && RETRYABLE.has(err.code) && (idempotent || err.code !== 'TIMEOUT');
         if (!retry || Date.now() >= deadline) throw err;
         if (attempt === 0) this.logger.debug({ shard, leader, op, code: (err as RepriseError).code }, `shard ${shard}: ${op} on '${leader}' refused, waiting for its leader`);
@@ -164,20 +180,20 @@ export class ClusterShardRouter implements ShardRouter {
     }
   }
 
-  write(shard: number, regionId: number, mutation: PreparedMutation): Promise<EntryId> {
-    return this.toLeader(shard, 'write', { shard, region: regionId, body: mutation.body }, true);
+  write(shard: number, regionId: number, mutation: PreparedMutation, deadline?: Deadline): Promise<EntryId> {
+    return this.toLeader(shard, 'write', (attemptDeadline) => ({ shard, region: regionId, body: mutation.body, deadline: attemptDeadline }), true, deadline);
   }
 
   query(shard: number, regionId: number, q: TableQuery): Promise<RegionQueryResult> {
-    return this.toLeader(shard, 'query', { shard, region: regionId, q }, true);
+    return this.toLeader(shard, 'query', () => ({ shard, region: regionId, q }), true);
   }
 
   createRegion(shard: number, info: RegionInfo, schema: TableSchema): Promise<EntryId> {
-    return this.toLeader(shard, 'create_region', { shard, info, schema }, false);
+    return this.toLeader(shard, 'create_region', () => ({ shard, info, schema }), false);
   }
 
   async dropRegion(shard: number, regionId: number): Promise<void> {
-    await this.toLeader(shard, 'drop_region', { shard, region: regionId }, true);
+    await this.toLeader(shard, 'drop_region', () => ({ shard, region: regionId }), true);
   }
 
   /** The nodes that lead shards, each asked once. */

@@ -4,6 +4,7 @@ import pino, { type Logger } from 'pino';
 import { DEFAULT_FLUSH_POLICY, type ActorContext, type FlushPolicy, type FollowerApply, type ReplayProgress, type Transition } from '../actors/context.js';
 import { NodeActor, type NodeStatus } from '../actors/node.js';
 import { errorReason } from '../actors/effects.js';
+import type { Deadline } from '../deadline.js';
 import { isRepriseError, RepriseError } from '../errors.js';
 import { FsObjectStore } from '../engine/fs-object-store.js';
 import type { ObjectStore } from '../engine/object-store.js';
@@ -453,7 +454,7 @@ export class Reprise {
    * nothing is written. Rows of different regions are written to their
    * regions independently.
    */
-  async insert(tableName: string, rows: unknown): Promise<{ written: number }> {
+  async insert(tableName: string, rows: unknown, deadline?: Deadline): Promise<{ written: number }> {
     this.assertOpen();
     const table = await this.tableInfo(tableName);
     // Validated and encoded in one pass, one body per partition.
@@ -462,24 +463,28 @@ export class Reprise {
     // arguments alive across its awaits, and row objects held until the WAL
     // acknowledges them survive young-generation GCs into the old one. At 64
     // writers that GC cost ~35 µs per batch, as much as encoding the rows.
-    return this.writeByRegion(table, prepared).then(() => ({ written: prepared.count }));
+    return this.writeByRegion(table, prepared, deadline).then(() => ({ written: prepared.count }));
   }
 
   /** Delete rows by primary key (tags + time). Durable when it resolves. */
-  async delete(tableName: string, keys: unknown): Promise<{ deleted: number }> {
+  async delete(tableName: string, keys: unknown, deadline?: Deadline): Promise<{ deleted: number }> {
     this.assertOpen();
     const table = await this.tableInfo(tableName);
     const valid = validateKeys(table.schema, keys);
     const prepared = tableMutationCodec.prepareDeletes(table.schema, valid);
-    return this.writeByRegion(table, prepared).then(() => ({ deleted: prepared.count }));
+    return this.writeByRegion(table, prepared, deadline).then(() => ({ deleted: prepared.count }));
   }
 
-  /** Write each partition's part of a prepared write to its region, in parallel. */
-  private async writeByRegion(table: TableInfo, prepared: PreparedWrite): Promise<void> {
+  /**
+   * Write each partition's part of a prepared write to its region, in
+   * parallel. Parts whose appends have not started when `deadline` passes
+   * are dropped (DEADLINE_EXCEEDED); parts already appended stay written.
+   */
+  private async writeByRegion(table: TableInfo, prepared: PreparedWrite, deadline?: Deadline): Promise<void> {
     await Promise.all(
       prepared.parts.map(({ partition, mutation }) => {
         const region = table.regions[partition]!;
-        return this.router.write(region.shard, region.id, mutation);
+        return this.router.write(region.shard, region.id, mutation, deadline);
       }),
     );
   }

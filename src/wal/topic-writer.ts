@@ -1,3 +1,4 @@
+import { deadlineExceeded, deadlinePassed, type Deadline } from '../deadline.js';
 import { asRepriseError, RepriseError } from '../errors.js';
 import { encodeEntry } from './codec.js';
 import { DEFAULT_MAX_BATCH_BYTES, type Entry } from './entry.js';
@@ -29,11 +30,14 @@ export interface TopicWriterStats {
   readonly entries: number;
   /** Store appends that failed (their entries were rejected). */
   readonly failedAppends: number;
+  /** Entries dropped unwritten because their caller's deadline passed while they queued. */
+  readonly expired: number;
 }
 
 interface Pending {
   readonly entry: Entry;
   readonly records: Uint8Array[];
+  readonly deadline: Deadline | undefined;
   /** How many of `records` have been handed to a store append. */
   sent: number;
   readonly resolve: (id: EntryId) => void;
@@ -67,7 +71,7 @@ export class TopicWriter {
   private queue: Pending[] = [];
   private running: Promise<void> | undefined;
   private closed = false;
-  private counters = { appends: 0, records: 0, bytes: 0, entries: 0, failedAppends: 0 };
+  private counters = { appends: 0, records: 0, bytes: 0, entries: 0, failedAppends: 0, expired: 0 };
 
   constructor(store: LogStore, topic: string, opts: TopicWriterOptions = {}) {
     const maxBatchBytes = opts.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES;
@@ -87,11 +91,14 @@ export class TopicWriter {
     return { ...this.counters };
   }
 
-  /** Append one entry; resolves with its id once durable. */
-  append(entry: Entry): Promise<EntryId> {
+  /**
+   * Append one entry; resolves with its id once durable. An entry whose
+   * deadline passes before its append starts is dropped (DEADLINE_EXCEEDED).
+   */
+  append(entry: Entry, deadline?: Deadline): Promise<EntryId> {
     try {
       this.checkOpen();
-      return this.enqueue(entry, encodeEntry(entry, this.maxBatchBytes));
+      return this.enqueue(entry, encodeEntry(entry, this.maxBatchBytes), deadline);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -120,9 +127,9 @@ export class TopicWriter {
     await this.running;
   }
 
-  private enqueue(entry: Entry, records: Uint8Array[]): Promise<EntryId> {
+  private enqueue(entry: Entry, records: Uint8Array[], deadline?: Deadline): Promise<EntryId> {
     return new Promise<EntryId>((resolve, reject) => {
-      this.queue.push({ entry, records, sent: 0, resolve, reject });
+      this.queue.push({ entry, records, deadline, sent: 0, resolve, reject });
       this.running ??= this.pump();
     });
   }
@@ -131,8 +138,22 @@ export class TopicWriter {
     // Yield once so that entries appended in the same tick as the first one
     // share its append instead of waiting for the next.
     await Promise.resolve();
-    while (this.queue.length > 0) await this.send(this.takeBatch());
+    while (this.dropExpired() > 0) await this.send(this.takeBatch());
     this.running = undefined;
+  }
+
+  /** Reject the queued entries whose caller stopped waiting (none of their records sent); returns how many remain. */
+  private dropExpired(): number {
+    const now = Date.now();
+    if (this.queue.some((p) => p.sent === 0 && deadlinePassed(p.deadline, now))) {
+      this.queue = this.queue.filter((p) => {
+        if (p.sent > 0 || !deadlinePassed(p.deadline, now)) return true;
+        this.counters.expired++;
+        p.reject(deadlineExceeded(`an entry for WAL topic "${this.topic}"`, p.deadline, now));
+        return false;
+      });
+    }
+    return this.queue.length;
   }
 
   /** Take the longest run of queued records that fits maxBatchBytes (at least one record). */

@@ -14,6 +14,9 @@ import { BIN, call, type Server } from '../harness/standalone.js';
  * - a leader paused (SIGSTOP) long enough to be failed over, then resumed
  *   (SIGCONT) with writes in flight, queued and arriving: it steps down, and
  *   a row is visible if and only if its write was acknowledged (200), once;
+ * - writes whose clients gave up while the leader was paused are never
+ *   applied later: not by the leader once it resumes, not by another node
+ *   it was failed over to;
  * - the nats-server crashed and started again on the same port;
  * - a planned migration through the CLI while writers keep writing.
  * Kafka answers 20 ms late while faults are injected (the mock's RTT), as a
@@ -86,8 +89,8 @@ describe('faults of a cluster of real processes: meta + 3 nodes over NATS, Kafka
   const launch = (name: string, args: string[], env: Record<string, string>) => group.launch(name, args, env);
 
   /** Meta (--min-nodes 3) and nodes n1..n3, every shard led, one per node; n1 is the front. */
-  async function startCluster() {
-    const env = await group.clusterEnv();
+  async function startCluster(extraEnv: Record<string, string> = {}) {
+    const env = { ...(await group.clusterEnv()), ...extraEnv };
     const meta = await launch('meta', ['meta', '--min-nodes', '3', '--http-addr', '127.0.0.1:0'], env);
     const nodes = new Map<string, Server>();
     await Promise.all(NODE_IDS.map(async (id) => nodes.set(id, await launch(id, ['node', '--id', id, '--http-addr', '127.0.0.1:0'], env))));
@@ -254,6 +257,92 @@ describe('faults of a cluster of real processes: meta + 3 nodes over NATS, Kafka
         `${failedOverMs} ms after SIGSTOP; stepped down ${steppedDownMs} ms after SIGCONT (${lastView}); ` +
         `direct writes to it: ${[...summary].map(([k, n]) => `${n}x ${k}`).join(', ')}`,
     );
+  });
+
+  /**
+   * Writes through the front to the region of a shard led by another node,
+   * whose clients give up after 300 ms while that leader is paused. None of
+   * them may become visible, whatever happens to the leader afterwards.
+   */
+  async function abandonedWrites(front: Server, host: string, count: number) {
+    const keys = Array.from({ length: count }, (_, k) => ({ host, ts: TS0 + 900_000 + k }));
+    const outcomes = await Promise.all(
+      keys.map((r) =>
+        fetch(new URL('/v1/tables/system_metrics/rows', front.url), {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify([{ ...r, cpu_util: 1 }]),
+          signal: AbortSignal.timeout(300),
+        }).then(
+          (response) => String(response.status),
+          (err: Error) => err.name,
+        ),
+      ),
+    );
+    expect(outcomes.every((o) => o === 'TimeoutError'), `the clients were to give up first: ${outcomes.join(', ')}`).toBe(true);
+    return new Set(keys.map(keyOf));
+  }
+
+  it('a write whose client gave up while its leader was paused is not applied when the leader resumes (its deadline travels to the shard)', async () => {
+    // A lease that outlasts the pause: the paused leader keeps its shard, so
+    // only the deadline can stop it writing what it reads after SIGCONT.
+    const { nodes, front, shards, regions } = await startCluster({ REPRISE_CLUSTER_LEASE_MS: '10000', REPRISE_CLUSTER_FAILURE_TIMEOUT_MS: '12000' });
+    const region = regions.find((r) => shards.find((s) => s.id === r.shard)!.leader !== 'n1')!;
+    const leaderId = shards.find((s) => s.id === region.shard)!.leader!;
+    const leader = nodes.get(leaderId)!;
+    const host = HOSTS[region.partition]!;
+    const { acked, insert } = writer();
+    expect((await insert(front, [{ host, ts: TS0 }])).status).toBe(200);
+
+    leader.child.kill('SIGSTOP');
+    const abandoned = await abandonedWrites(front, host, 12);
+    // Past the front's per-attempt timeout (3 s): without deadlines it would
+    // have sent each write a second time, and the leader would apply both.
+    await sleep(4_000);
+    leader.child.kill('SIGCONT');
+
+    // The leader serves again; what it read while paused has been handled by now.
+    for (let k = 1; ; k++) {
+      if ((await insert(front, [{ host, ts: TS0 + k }])).status === 200) break;
+      await sleep(100);
+    }
+    await sleep(500);
+    const visible = await queryKeys(front);
+    expect([...abandoned].filter((k) => visible.has(k)), `abandoned writes applied\n${tail(leaderId)}`).toEqual([]);
+    expect([...acked].filter((k) => !visible.has(k))).toEqual([]);
+    expect(shards.find((s) => s.id === region.shard)!.leader).toBe(leaderId);
+    expect((await metaShards(front)).shards.find((s) => s.id === region.shard)!.leader, 'the lease was to outlast the pause').toBe(leaderId);
+  });
+
+  it('a write whose client gave up while its leader was paused is not retried at the node it is failed over to', async () => {
+    const { meta, nodes, front, shards, regions } = await startCluster();
+    const region = regions.find((r) => shards.find((s) => s.id === r.shard)!.leader !== 'n1')!;
+    const before = shards.find((s) => s.id === region.shard)!;
+    const victim = nodes.get(before.leader!)!;
+    const host = HOSTS[region.partition]!;
+
+    victim.child.kill('SIGSTOP');
+    const pausedAt = Date.now();
+    const abandoned = await abandonedWrites(front, host, 12);
+    // Meta moves the shard; the front learns it, which used to send the
+    // abandoned writes on to the new leader.
+    for (;;) {
+      const shard = ((await (await fetch(new URL('/v1/cluster/status', meta.url))).json()) as MetaStatus).meta.shards.find((s) => s.id === before.id)!;
+      if (shard.leader !== before.leader && shard.leader !== null && shard.epoch > before.epoch) break;
+      expect(Date.now() - pausedAt, `shard ${before.id} not failed over`).toBeLessThan(15_000);
+      await sleep(25);
+    }
+    const { acked, insert } = writer();
+    for (let k = 1; ; k++) {
+      if ((await insert(front, [{ host, ts: TS0 + k }])).status === 200) break;
+      expect(Date.now() - pausedAt, 'no write acknowledged after the failover').toBeLessThan(20_000);
+      await sleep(100);
+    }
+    victim.child.kill('SIGCONT');
+    await sleep(1_000);
+    const visible = await queryKeys(front);
+    expect([...abandoned].filter((k) => visible.has(k)), 'abandoned writes applied').toEqual([]);
+    expect([...acked].filter((k) => !visible.has(k))).toEqual([]);
   });
 
   it('survives a restart of the nats-server: writes and queries succeed again within seconds, every acknowledged row is there', async () => {

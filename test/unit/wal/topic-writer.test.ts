@@ -19,6 +19,8 @@ class SpyStore implements LogStore {
   /** Bytes of each successful append. */
   readonly appendBytes: number[] = [];
   failOn = new Set<number>();
+  /** While set, appends wait for it before writing. */
+  hold: Promise<void> | undefined;
   private calls = 0;
 
   constructor(private readonly inner: LogStore) {}
@@ -35,6 +37,7 @@ class SpyStore implements LogStore {
   async append(topic: string, records: readonly Uint8Array[]): Promise<EntryId[]> {
     this.calls++;
     if (this.failOn.has(this.calls)) throw new Error(`injected failure of append #${this.calls}`);
+    await this.hold;
     const ids = await this.inner.append(topic, records);
     this.appends.push(records.length);
     this.appendBytes.push(records.reduce((n, r) => n + r.length, 0));
@@ -202,5 +205,30 @@ describe('TopicWriter', () => {
     await queued;
     await expectCode(writer.append(data(2)), 'CLOSED');
     expect((await local.bounds('t')).next).toBe(1);
+  });
+
+  it('drops entries whose deadline passes while they queue, before their append starts, and writes the rest', async () => {
+    const writer = new TopicWriter(store, 't');
+    let release!: () => void;
+    store.hold = new Promise((r) => (release = r));
+    const inFlight = writer.append(data(0), { at: Date.now() + 10 });
+    await Promise.resolve();
+    await Promise.resolve(); // in flight: its deadline no longer matters
+    const gone = new AbortController();
+    const timedOut = expectCode(writer.append(data(1), { at: Date.now() + 20 }), 'DEADLINE_EXCEEDED');
+    const abandoned = expectCode(writer.append(data(2), { signal: gone.signal }), 'DEADLINE_EXCEEDED');
+    const waiting = writer.append(data(3), { at: Date.now() + 60_000 });
+    const plain = writer.append(data(4));
+    await new Promise((r) => setTimeout(r, 40));
+    gone.abort();
+    release();
+    expect(await inFlight).toBe(0);
+    expect((await timedOut).message).toMatch(/WAL topic "t".*deadline passed \d+ ms ago.*nothing was written/);
+    expect((await abandoned).message).toMatch(/client went away/);
+    expect(await Promise.all([waiting, plain])).toEqual([1, 2]);
+    expect(writer.stats.expired).toBe(2);
+    const back = await collect(readEntries(local, 't', 0));
+    expect(back.map((e) => Array.from(e.body))).toEqual([0, 3, 4].map((n) => Array.from(data(n).body)));
+    await expectCode(writer.append(data(5), { at: Date.now() - 1 }), 'DEADLINE_EXCEEDED');
   });
 });
