@@ -37,6 +37,10 @@ export type ErrorCode =
   /** The log ends before entries it acknowledged (its high-water mark, or a region's manifest, knows more). */
   | 'WAL_TAIL_LOST'
   | 'WAL_APPEND_FAILED'
+  /** The object store could not write an object (a full disk, permissions), named with its key. */
+  | 'STORE_WRITE_FAILED'
+  /** A flush could not write its SST or manifest (a full disk): nothing is lost, the rows stay in memory and in the WAL. */
+  | 'FLUSH_FAILED'
   | 'ENTRY_TOO_LARGE'
   | 'SST_MISSING'
   | 'SST_CORRUPT'

@@ -23,6 +23,8 @@ export class NodeActor {
   readonly actor: Actor<typeof nodeMachine>;
   private readonly shards = new Map<number, ShardActor>();
   private flushOnClose = true;
+  /** Why the close failed (shards that failed while closing), for close() to throw. */
+  private closeError: RepriseError | undefined;
   private reconciling: Promise<void> = Promise.resolve();
   /**
    * Shards handed off, and when: not reopened while meta still lists them
@@ -53,7 +55,20 @@ export class NodeActor {
           throw new RepriseError('INVALID_ARGUMENT', `node '${ctx.nodeId}' cannot drain: no other node in embedded mode`);
         }),
         closeNode: fromPromise(async () => {
-          await Promise.all([...this.shards.values()].map((s) => s.close({ flush: this.flushOnClose })));
+          const shards = [...this.shards.values()];
+          const failedBefore = new Set(shards.filter((s) => s.state() === 'failed'));
+          await Promise.all(shards.map((s) => s.close({ flush: this.flushOnClose })));
+          // Shards that failed while closing (a flush on a full disk): the shutdown is incomplete, and says so.
+          const failed = shards.filter((s) => !failedBefore.has(s) && s.state() === 'failed').map((s) => s.status());
+          if (failed.length > 0) {
+            const reasons = failed.map((s) => `shard ${s.id}: ${s.error}`);
+            this.closeError = new RepriseError(
+              reasons.every((r) => r.includes('FLUSH_FAILED')) ? 'FLUSH_FAILED' : 'INTERNAL',
+              `node '${ctx.nodeId}' closed, but ${reasons.join('; ')}; nothing acknowledged is lost: the next start replays from the WAL what was not flushed`,
+              { shards: failed.map((s) => s.id) },
+            );
+            throw this.closeError;
+          }
         }),
       },
     });
@@ -118,7 +133,8 @@ export class NodeActor {
   async flush(): Promise<void> {
     const snapshot = await runThrough(this.actor, 'serving', 'flushing', { type: 'FLUSH' });
     if (!snapshot) throw new RepriseError('CLOSED', `node '${this.id}' is ${this.state()}`);
-    if (snapshot.context.error) throw new RepriseError('INTERNAL', `flush failed on node '${this.id}': ${snapshot.context.error}`);
+    const error = snapshot.context.error;
+    if (error) throw new RepriseError(error.startsWith('FLUSH_FAILED') ? 'FLUSH_FAILED' : 'INTERNAL', `flush failed on node '${this.id}': ${error}`);
   }
 
   /**
@@ -210,6 +226,7 @@ export class NodeActor {
     }
   }
 
+  /** Close every shard (flushing, unless told not to); rejects if a shard failed while closing. */
   async close(options: { flush?: boolean } = {}): Promise<void> {
     clearInterval(this.budgetTimer);
     if (this.actor.getSnapshot().status === 'done') return;
@@ -217,6 +234,7 @@ export class NodeActor {
     if (this.state() === 'flushing') await waitFor(this.actor, (s) => s.value !== 'flushing', { timeout: Infinity });
     this.actor.send({ type: 'CLOSE' });
     await waitFor(this.actor, (s) => s.status === 'done', { timeout: Infinity });
+    if (this.closeError) throw this.closeError;
   }
 
   status(): NodeStatus {

@@ -5,7 +5,11 @@ import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
 import type { RegionInfo } from '../meta/model.js';
 import type { EntryId } from '../wal/log-store.js';
 import { reportTransitions, runThrough, type ActorContext } from './context.js';
+import { errorReason } from './effects.js';
 import { regionMachine, type RegionState } from './region-machine.js';
+
+/** Codes of a region's files found damaged or missing. */
+const FILE_DAMAGE: ReadonlySet<string> = new Set(['SST_CORRUPT', 'SST_MISSING', 'SST_FORMAT_UNSUPPORTED', 'MANIFEST_CORRUPT']);
 
 export interface RegionStatus {
   readonly id: number;
@@ -149,9 +153,14 @@ export class RegionActor {
     return this.region?.memtableBytes() ?? 0;
   }
 
-  /** Ask the machine to flush and wait until it is back (no-op unless serving). */
-  async flush(coveredUpTo: EntryId): Promise<void> {
-    await runThrough(this.actor, 'serving', 'flushing', { type: 'FLUSH', coveredUpTo });
+  /**
+   * Ask the machine to flush and wait until it is back (no-op unless
+   * serving). Resolves with the reason if the flush failed (the region
+   * keeps serving: nothing is lost).
+   */
+  async flush(coveredUpTo: EntryId): Promise<string | undefined> {
+    const after = await runThrough(this.actor, 'serving', 'flushing', { type: 'FLUSH', coveredUpTo });
+    return after?.context.error;
   }
 
   /**
@@ -164,7 +173,7 @@ export class RegionActor {
   }
 
   async compact(): Promise<void> {
-    if (this.region && this.acceptsWrites()) await this.region.compact();
+    if (this.region && this.acceptsWrites()) await this.failOnDamage(this.region.compact());
   }
 
   async query(q: TableQuery): Promise<RegionQueryResult> {
@@ -182,22 +191,26 @@ export class RegionActor {
         state,
       });
     }
-    return this.failOnBadEntry(this.region.query(q));
+    return this.failOnDamage(this.region.query(q));
   }
 
   /**
-   * The engine decodes queued entries when a query or flush reads them; an
-   * entry it cannot decode (only a bug or a foreign writer gets one past
-   * the WAL's checksums) makes it refuse everything with REGION_FAILED.
-   * The machine must say so too: fail the region with that reason.
+   * Damage the region cannot serve past fails it, engine and machine alike,
+   * so that status and /health say so and writes stop piling onto it:
+   * - an entry the engine cannot decode when a query or flush reads it
+   *   (only a bug or a foreign writer gets one past the WAL's checksums; the
+   *   engine then refuses everything with REGION_FAILED);
+   * - an SST or manifest found damaged or missing when the leader reads it
+   *   (queries would fail or be wrong until it is restored; the rows not
+   *   yet flushed stay in the WAL).
+   * A follower or a migrating region does not own the files and is left be.
    */
-  private async failOnBadEntry<T>(work: Promise<T>): Promise<T> {
+  private async failOnDamage<T>(work: Promise<T>): Promise<T> {
     try {
       return await work;
     } catch (err) {
-      if (isRepriseError(err, 'REGION_FAILED') && this.actor.getSnapshot().status === 'active') {
-        this.actor.send({ type: 'FAIL', reason: err.message });
-      }
+      const damaged = isRepriseError(err) && (err.code === 'REGION_FAILED' || (FILE_DAMAGE.has(err.code) && this.acceptsWrites()));
+      if (damaged && this.actor.getSnapshot().status === 'active') this.actor.send({ type: 'FAIL', reason: errorReason(err) });
       throw err;
     }
   }
@@ -229,7 +242,11 @@ export class RegionActor {
   private async flushNow(coveredUpTo: EntryId): Promise<{ flushedEntryId: EntryId }> {
     const region = this.region;
     if (!region) throw new RepriseError('REGION_NOT_SERVING', `region ${this.id} is not open`);
-    const result = this.failOnBadEntry(region.flush(coveredUpTo, this.shard.fenceEpochAt(coveredUpTo)));
+    const result = this.failOnDamage(region.flush(coveredUpTo, this.shard.fenceEpochAt(coveredUpTo))).catch((err: unknown) => {
+      if (isRepriseError(err) && (err.code === 'REGION_FAILED' || FILE_DAMAGE.has(err.code))) throw err;
+      // Anything else (the object store full, unwritable): say what it cost.
+      throw new RepriseError('FLUSH_FAILED', `region ${this.id} of table '${this.info.table}': flush failed: ${errorReason(err)}; nothing is lost, its rows stay in memory and in the WAL`, { region: this.id }, { cause: err });
+    });
     this.flushInFlight = result.catch(() => undefined);
     return { flushedEntryId: (await result).flushedEntryId };
   }

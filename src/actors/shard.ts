@@ -484,13 +484,22 @@ export class ShardActor {
     this.ctx.logger.info({ shard: this.id, coveredUpTo }, `shard ${this.id} flushed its regions during replay at entry ${coveredUpTo}`);
   }
 
+  /** Flush every region, compact, prune what all of them flushed; FLUSH_FAILED naming the regions whose flush failed (the others are flushed). */
   private async flushRegionsAndPrune(): Promise<void> {
     const coveredUpTo = this.appliedEntryId;
     this.walBytesSinceFlush = 0;
     const regions = [...this.regions.values()];
-    await Promise.all(regions.map((r) => r.flush(coveredUpTo)));
+    const outcomes = await Promise.all(regions.map(async (r) => ({ id: r.id, error: await r.flush(coveredUpTo) })));
     for (const region of regions) await region.compact();
     await this.pruneBelowFlushed(coveredUpTo);
+    const failed = outcomes.filter((o) => o.error !== undefined);
+    if (failed.length > 0) {
+      throw new RepriseError(
+        'FLUSH_FAILED',
+        `shard ${this.id}: ${failed.length} region${failed.length > 1 ? 's' : ''} not flushed: ${failed.map((f) => f.error).join('; ')}`,
+        { shard: this.id, regions: failed.map((f) => f.id) },
+      );
+    }
   }
 
   /**
@@ -517,8 +526,12 @@ export class ShardActor {
     await this.writer?.close();
     // A clean close flushes, so the next open has nothing to replay. A
     // follower never writes to the leader's files.
-    if (this.flushOnClose && this.role === 'leader' && this.appliedEntryId >= 0) await this.flushRegionsAndPrune();
-    await Promise.all([...this.regions.values()].map((r) => r.close()));
+    // A failed flush fails the close (closing -> failed): the next start replays what it did not flush.
+    try {
+      if (this.flushOnClose && this.role === 'leader' && this.appliedEntryId >= 0) await this.flushRegionsAndPrune();
+    } finally {
+      await Promise.all([...this.regions.values()].map((r) => r.close()));
+    }
   }
 
   // ---- operations ----
@@ -721,7 +734,7 @@ export class ShardActor {
   async flush(): Promise<void> {
     const snapshot = await runThrough(this.actor, 'serving', 'flushing', { type: 'FLUSH' });
     const error = snapshot?.context.error;
-    if (error && snapshot.value === 'serving') throw new RepriseError('INTERNAL', `flush of shard ${this.id} failed: ${error}`);
+    if (error && snapshot.value === 'serving') throw new RepriseError(error.startsWith('FLUSH_FAILED') ? 'FLUSH_FAILED' : 'INTERNAL', `flush of shard ${this.id} failed: ${error}`);
   }
 
   /** Hand this shard off (cluster): stop writes, flush, close. Resolves once closed; rejects if it stayed here. */

@@ -226,15 +226,20 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     void reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } });
   });
 
-  // 200 only when the node serves and none of its shards or regions has
-  // failed: a load balancer then stops sending it the writes that would fail.
+  // 200 only when the node serves, none of its shards or regions has
+  // failed and its WAL takes appends: a load balancer then stops sending it
+  // the writes that would fail.
   app.get('/health', async (_request, reply) => {
-    const node = runtime.status().nodes[0]!;
+    const status = runtime.status();
+    const node = status.nodes[0]!;
     const serving = node.state === 'serving' || node.state === 'flushing';
     const shards = node.shards.filter((s) => s.state === 'failed').map((s) => ({ id: s.id, error: s.error }));
     const regions = node.shards.flatMap((s) => s.regions.filter((r) => r.state === 'failed').map((r) => ({ id: r.id, table: r.table, shard: s.id, error: r.error })));
     if (!serving) return reply.status(503).send({ status: 'unavailable', node: node.id, state: node.state });
-    if (shards.length > 0 || regions.length > 0) return reply.status(503).send({ status: 'degraded', node: node.id, state: node.state, failed: { shards, regions } });
+    const wal = status.wal.error;
+    if (shards.length > 0 || regions.length > 0 || wal) {
+      return reply.status(503).send({ status: 'degraded', node: node.id, state: node.state, failed: { shards, regions, ...(wal ? { wal } : {}) } });
+    }
     return reply.status(200).send({ status: 'ok', node: node.id, state: node.state });
   });
 

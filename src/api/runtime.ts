@@ -156,7 +156,8 @@ export interface TableDescription {
 }
 
 export interface RuntimeStatus {
-  readonly wal: { readonly provider: string };
+  /** `error`: why appends fail right now, while the store knows they will (see LogStore.appendFailure). */
+  readonly wal: { readonly provider: string; readonly error?: string };
   readonly nodes: NodeStatus[];
   /** This process's memory budgets and what is held against them. */
   readonly memory?: MemoryStatus;
@@ -546,8 +547,11 @@ export class Reprise {
     this.closed = true;
     for (const cancel of [...this.waits]) cancel(new RepriseError('CLOSED', 'the runtime is closed'));
     try {
-      await this.node.close(options);
-      await this.release();
+      try {
+        await this.node.close(options);
+      } finally {
+        await this.release();
+      }
     } finally {
       await this.log.close();
     }
@@ -592,7 +596,8 @@ function observedNode(
       cacheMisses: cache.misses,
       maxResultRows: engine.maxResultRows,
     };
-    return { wal: { provider: log.provider }, nodes: [node.status()], memory };
+    const walFailure = log.appendFailure?.();
+    return { wal: { provider: log.provider, ...(walFailure ? { error: walFailure } : {}) }, nodes: [node.status()], memory };
   });
   return node;
 }

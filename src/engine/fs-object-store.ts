@@ -43,7 +43,7 @@ export class FsObjectStore implements ObjectStore {
       this.dropDescriptors(key);
     } catch (err) {
       await rm(temp, { force: true });
-      throw new RepriseError('INTERNAL', `object store ${this.dir}: cannot write "${key}": ${(err as Error).message}`, { key }, { cause: err });
+      throw new RepriseError('STORE_WRITE_FAILED', `object store ${this.dir}: cannot write "${key}": ${(err as Error).message}`, { key }, { cause: err });
     }
     await syncDir(parent);
   }

@@ -55,6 +55,8 @@ const READ_BATCH = 1000;
  * so a slow subscriber costs disk reads, not unbounded memory.
  */
 const TAIL_BUFFER_MAX_BYTES = 16 * 1024 * 1024;
+/** How often a store whose LevelDB refuses writes tries to reopen it. */
+const REOPEN_RETRY_MS = 1000;
 
 type Db = ClassicLevel<Uint8Array, Uint8Array>;
 
@@ -102,7 +104,7 @@ const SKIP_HINT =
 export class LocalLogStore implements LogStore {
   readonly provider = 'local';
 
-  private readonly db: Db;
+  private db: Db;
   private readonly logger: WalLogger;
   private readonly dir: string;
   private readonly topics: Map<string, TopicState>;
@@ -118,6 +120,20 @@ export class LocalLogStore implements LogStore {
    */
   private compacting: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | undefined;
+  /**
+   * Set when a write to LevelDB failed with an I/O error (a full disk).
+   * LevelDB then refuses every later write, even once space is freed, if the
+   * failure hit a background compaction or a sync; reopening it is the
+   * way back. Until a reopen succeeds, operations wait for one attempt and
+   * fail UNAVAILABLE; a timer retries meanwhile, so the store recovers by
+   * itself once there is space.
+   */
+  private writeFailure: { error: string; since: number } | undefined;
+  private reopening: Promise<void> | undefined;
+  private reopenTimer: NodeJS.Timeout | undefined;
+  /** Operations inside LevelDB right now; a reopen waits for them. */
+  private inUse = 0;
+  private idle: (() => void) | undefined;
 
   private constructor(db: Db, dir: string, topics: Map<string, TopicState>, highWater: HighWater, nextTopicNo: number, logger: WalLogger) {
     this.db = db;
@@ -249,7 +265,7 @@ export class LocalLogStore implements LogStore {
       this.checkOpen();
       if (this.topics.has(topic)) return;
       const no = this.nextTopicNo++;
-      await this.db.put(metaKey(topic), metaValue(no, 0), { sync: true });
+      await this.level((db) => db.put(metaKey(topic), metaValue(no, 0), { sync: true }));
       this.topics.set(topic, { name: topic, no, earliest: 0, next: 0, holes: [], appending: Promise.resolve(), tails: new Set() });
       // Its name in the high-water file names it in reports even if LevelDB loses it.
       this.highWater.set(no, topic, 0);
@@ -317,21 +333,21 @@ export class LocalLogStore implements LogStore {
       const t = this.topic(topic);
       const earliest = Math.min(below, t.next);
       if (earliest <= t.earliest) return;
-      await this.db.put(metaKey(topic), metaValue(t.no, earliest), { sync: true });
+      await this.level((db) => db.put(metaKey(topic), metaValue(t.no, earliest), { sync: true }));
       // Set synchronously after the synced write: a read checks `earliest`
       // and opens its iterator (a LevelDB snapshot) in one step, so it either
       // sees the old bound and all its records, or the new bound.
       t.earliest = earliest;
-      await this.db.clear({ gte: recordKey(t.no, 0), lt: recordKey(t.no, earliest) });
+      await this.level((db) => db.clear({ gte: recordKey(t.no, 0), lt: recordKey(t.no, earliest) }));
       const gone = t.holes.filter((h) => h.to <= earliest);
       if (gone.length > 0) {
         t.holes = t.holes.filter((h) => h.to > earliest);
-        await this.db.batch(gone.map((h) => ({ type: 'del' as const, key: recordKey(t.no, h.from, HOLE) })));
+        await this.level((db) => db.batch(gone.map((h) => ({ type: 'del' as const, key: recordKey(t.no, h.from, HOLE) }))));
       }
       // In the background: the prune is durable already, and a compaction
       // can take a while; close() waits for it.
       const range = [recordKey(t.no, 0), recordKey(t.no, earliest)] as const;
-      this.compacting = this.compacting.then(() => this.db.compactRange(range[0], range[1]))
+      this.compacting = this.compacting.then(() => this.level((db) => db.compactRange(range[0], range[1])))
         .catch((err: unknown) => this.logger.warn({ dir: this.dir, topic, err: String(err) }, `local WAL at ${this.dir}: compacting topic "${topic}" after a prune failed (its pruned records keep their disk until LevelDB compacts them): ${String(err)}`));
     });
   }
@@ -346,6 +362,8 @@ export class LocalLogStore implements LogStore {
       }
       await Promise.all(pending);
       await this.compacting; // after metaChain: a prune in it may have queued one
+      clearTimeout(this.reopenTimer);
+      await this.reopening?.catch(() => undefined);
       await this.db.close();
       await this.highWater.close();
     })();
@@ -382,7 +400,15 @@ export class LocalLogStore implements LogStore {
     const end = Math.min(to, t.next);
     if (from >= end) return;
     const holes = t.holes;
-    const it = this.db.iterator({ gte: recordKey(t.no, from), lt: recordKey(t.no, end) });
+    // Held until the scan ends: a consumer must not wait for an append of this store between records (a reopen would wait for the scan).
+    const db = await this.acquire();
+    let it: ReturnType<typeof db.iterator<Uint8Array, Uint8Array>>;
+    try {
+      it = db.iterator({ gte: recordKey(t.no, from), lt: recordKey(t.no, end) });
+    } catch (err) {
+      this.release();
+      throw err;
+    }
     let expected = pastHoles(holes, from);
     // Ask for the next batch before handing out the current one, so LevelDB
     // reads on its thread while the consumer decodes on the main one.
@@ -412,6 +438,7 @@ export class LocalLogStore implements LogStore {
       // The consumer may stop early: settle the prefetch before closing.
       await fetching.catch(() => undefined);
       await it.close();
+      this.release();
     }
     if (expected < end) throw gap(topic, expected, end);
   }
@@ -422,18 +449,22 @@ export class LocalLogStore implements LogStore {
     if (n === 0) return [];
     // A chained batch hands each put to LevelDB as it goes; several times
     // faster than db.batch(array) for thousands of records.
-    const batch = this.db.batch();
+    const db = await this.acquire();
+    const batch = db.batch();
     try {
       for (let i = 0; i < n; i++) batch.put(recordKey(t.no, first + i), records[i]!);
       await batch.write({ sync: true });
     } catch (err) {
       await batch.close();
+      this.failedWrite(err);
       throw new RepriseError(
         'WAL_APPEND_FAILED',
         `append of ${n} records to WAL topic "${t.name}" (ids ${first}..${first + n - 1}) failed: ${(err as Error).message}`,
         { topic: t.name, firstId: first, records: n },
         { cause: err },
       );
+    } finally {
+      this.release();
     }
     // Acknowledged only once the high-water mark covers it: a log that later
     // ends below these ids has lost them, and says so at open.
@@ -459,6 +490,84 @@ export class LocalLogStore implements LogStore {
       for (const tail of t.tails) tail.offer(appended);
     }
     return ids;
+  }
+
+  /** Why appends fail now (LevelDB refuses writes until it is reopened), or undefined. */
+  appendFailure(): string | undefined {
+    const f = this.writeFailure;
+    return f && `the local WAL at ${this.dir} refuses writes since ${new Date(f.since).toISOString()}: ${f.error}; it reopens LevelDB once there is space`;
+  }
+
+  /** Run `fn` on LevelDB (after a pending reopen); an I/O error it meets marks the store for one. */
+  private async level<T>(fn: (db: Db) => Promise<T>): Promise<T> {
+    const db = await this.acquire();
+    try {
+      return await fn(db);
+    } catch (err) {
+      this.failedWrite(err);
+      throw err;
+    } finally {
+      this.release();
+    }
+  }
+
+  /** LevelDB, once any reopen it needs has succeeded; every call is paired with release(). */
+  private async acquire(): Promise<Db> {
+    if (this.writeFailure) await this.reopen();
+    this.inUse++;
+    return this.db;
+  }
+
+  private release(): void {
+    if (--this.inUse === 0) this.idle?.();
+  }
+
+  /** A LevelDB I/O error (disk full): reopen before the next operation, and keep trying meanwhile. */
+  private failedWrite(err: unknown): void {
+    const cause = (err as { code?: string; cause?: { code?: string } }) ?? {};
+    if (cause.code !== 'LEVEL_IO_ERROR' && cause.cause?.code !== 'LEVEL_IO_ERROR') return;
+    if (this.writeFailure === undefined) {
+      this.writeFailure = { error: (err as Error).message, since: Date.now() };
+      this.logger.error({ dir: this.dir, err: (err as Error).message }, `local WAL at ${this.dir}: a write failed (${(err as Error).message}); LevelDB is reopened before the next one`);
+    }
+    this.scheduleReopen();
+  }
+
+  private scheduleReopen(): void {
+    if (this.reopenTimer !== undefined || this.closing) return;
+    this.reopenTimer = setTimeout(() => {
+      this.reopenTimer = undefined;
+      if (this.writeFailure && !this.closing) this.reopen().catch(() => this.scheduleReopen());
+    }, REOPEN_RETRY_MS);
+    this.reopenTimer.unref();
+  }
+
+  /**
+   * Close and open LevelDB again, once the operations inside it have
+   * finished (new ones wait for this). Its recovery keeps every synced
+   * batch; this process's topic state (next ids, bounds) stays as it is.
+   * One at a time; UNAVAILABLE while it cannot open (the disk still full).
+   */
+  private reopen(): Promise<void> {
+    this.reopening ??= (async () => {
+      try {
+        while (this.inUse > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+        this.idle = undefined;
+        const failure = this.writeFailure;
+        if (!failure) return;
+        await this.db.close().catch(() => undefined);
+        try {
+          this.db = await openLevel(this.dir);
+        } catch (err) {
+          throw new RepriseError('UNAVAILABLE', `${this.appendFailure()}; reopening it failed: ${(err as Error).message}`, { dir: this.dir }, { cause: err });
+        }
+        this.writeFailure = undefined;
+        this.logger.warn({ dir: this.dir }, `local WAL at ${this.dir}: reopened LevelDB ${Date.now() - failure.since} ms after a failed write (${failure.error}); writes go on`);
+      } finally {
+        this.reopening = undefined;
+      }
+    })();
+    return this.reopening;
   }
 
   private withMeta<T>(fn: () => Promise<T>): Promise<T> {

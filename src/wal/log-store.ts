@@ -40,6 +40,9 @@ export interface LogStore {
   /** Provider name, for status and errors: 'local' | 'kafka'. */
   readonly provider: string;
 
+  /** Why appends fail right now, if the store knows they will (local: LevelDB refuses writes until reopened); undefined otherwise. */
+  appendFailure?(): string | undefined;
+
   /** Create the topic if it does not exist. Idempotent. */
   createTopic(topic: string): Promise<void>;
 
