@@ -47,15 +47,20 @@ describe('operator endpoints (in process)', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('GET /health: 200 ok while everything serves, 503 degraded naming a failed region and its reason (issue 14, finding 8)', async () => {
-    let app = createHttpServer(db, { logger });
-    expect((await app.inject({ method: 'GET', url: '/health' })).json()).toMatchObject({ status: 'ok', state: 'serving' });
+  /** The table with its rows flushed, the runtime closed: the first region and its SST directory, to damage. */
+  async function flushedAndClosed(app: ReturnType<typeof createHttpServer>) {
     const table = (await app.inject({ method: 'POST', url: '/v1/tables', payload: schema })).json();
     await app.inject({ method: 'POST', url: '/v1/tables/system_metrics/rows', payload: rows });
     await app.inject({ method: 'POST', url: '/v1/flush' });
     await db.close();
     const victim = table.regions[0].id as number;
-    const sstDir = join(dir, 'objects', 'regions', String(victim), 'sst');
+    return { victim, sstDir: join(dir, 'objects', 'regions', String(victim), 'sst') };
+  }
+
+  it('GET /health: 200 ok while everything serves, 503 degraded naming a failed region and its reason (issue 14, finding 8)', async () => {
+    let app = createHttpServer(db, { logger });
+    expect((await app.inject({ method: 'GET', url: '/health' })).json()).toMatchObject({ status: 'ok', state: 'serving' });
+    const { victim, sstDir } = await flushedAndClosed(app);
     for (const file of await readdir(sstDir)) await unlink(join(sstDir, file));
     db = await open({ dataDir: dir, shards: 3, logger: false });
     app = createHttpServer(db, { logger });
@@ -67,12 +72,7 @@ describe('operator endpoints (in process)', () => {
 
   it('an SST found corrupt by a query fails its region: /health is degraded and the region refuses writes, the others serve (issue 14, finding 8)', async () => {
     let app = createHttpServer(db, { logger });
-    const table = (await app.inject({ method: 'POST', url: '/v1/tables', payload: schema })).json();
-    await app.inject({ method: 'POST', url: '/v1/tables/system_metrics/rows', payload: rows });
-    await app.inject({ method: 'POST', url: '/v1/flush' });
-    await db.close();
-    const victim = table.regions[0].id as number;
-    const sstDir = join(dir, 'objects', 'regions', String(victim), 'sst');
+    const { victim, sstDir } = await flushedAndClosed(app);
     const [file] = await readdir(sstDir);
     // Flipped bytes in every column chunk (between Parquet's magic and the
     // engine's index, which sits before the footer): found when a chunk is
