@@ -179,7 +179,11 @@ export class LocalLogStore implements LogStore {
     // 2. LevelDB, whose recovery now drops what the check reported.
     const db = await openLevel(dir);
     try {
-      const topics = await loadTopics(db, dir);
+      const topics = await loadTopics(db, dir).catch((err: unknown) => {
+        const code = (err as { code?: string }).code;
+        if (code !== 'LEVEL_CORRUPTION' && code !== 'LEVEL_IO_ERROR') throw err;
+        throw new RepriseError('WAL_CORRUPT', `the local WAL at ${dir} is damaged: reading its topics failed: ${(err as Error).message}. Nothing was changed; restore the WAL directory from a copy`, { dir }, { cause: err });
+      });
       const byNo = new Map([...topics.values()].map((t) => [t.no, t]));
       let maxNo = -1;
       for (const t of topics.values()) maxNo = Math.max(maxNo, t.no);
@@ -587,7 +591,9 @@ export class LocalLogStore implements LogStore {
         topic,
       });
     }
-    const corruption = (err as { code?: string }).code === 'LEVEL_CORRUPTION';
+    // A table file LevelDB cannot read back (damaged, cut short) is as lost as a corrupt one.
+    const code = (err as { code?: string }).code;
+    const corruption = code === 'LEVEL_CORRUPTION' || code === 'LEVEL_IO_ERROR';
     return new RepriseError(
       corruption ? 'WAL_CORRUPT' : 'INTERNAL',
       `reading WAL topic "${topic}" at entry id ${id} failed: ${(err as Error).message}`,
@@ -604,10 +610,12 @@ async function openLevel(dir: string): Promise<Db> {
   } catch (err) {
     // abstract-level wraps the LevelDB error ("lock ... already held") as the cause.
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    const reason =
-      cause?.code === 'LEVEL_LOCKED'
-        ? `it is in use by another process (${cause.message})`
-        : (cause?.message ?? (err as Error).message);
+    const reason = cause?.message ?? (err as Error).message;
+    if (cause?.code === 'LEVEL_LOCKED') throw new RepriseError('INTERNAL', `cannot open the local WAL at ${dir}: it is in use by another process (${reason})`, { dir }, { cause: err });
+    // Its own files damaged (a table, MANIFEST, CURRENT naming a manifest that is not there): no skipping past that.
+    if (cause?.code === 'LEVEL_CORRUPTION' || (cause?.code === 'LEVEL_IO_ERROR' && /No such file/.test(reason))) {
+      throw new RepriseError('WAL_CORRUPT', `the local WAL at ${dir} is damaged: LevelDB cannot open it: ${reason}. Nothing was changed; restore the WAL directory from a copy`, { dir }, { cause: err });
+    }
     throw new RepriseError('INTERNAL', `cannot open the local WAL at ${dir}: ${reason}`, { dir }, { cause: err });
   }
   return db;
