@@ -139,10 +139,10 @@ export class RegionActor {
   }
 
   /** Apply a durable data entry. A body the engine cannot decode fails this region only. */
-  apply(entryId: EntryId, body: Uint8Array, decoded?: unknown): void {
+  apply(entryId: EntryId, body: Uint8Array): void {
     if (!this.region) return;
     try {
-      this.region.apply(entryId, body, decoded);
+      this.region.apply(entryId, body);
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
       this.actor.send({ type: 'FAIL', reason: `entry ${entryId} cannot be applied: ${reason}` });

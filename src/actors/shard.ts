@@ -6,11 +6,12 @@ import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
 import type { RegionInfo } from '../meta/model.js';
 import type { Entry, LoggedEntry } from '../wal/entry.js';
 import type { EntryId, TailSubscription } from '../wal/log-store.js';
-import { EpochFence, replayShard, tailEntries } from '../wal/shard-reader.js';
+import { replayShard, tailEntries } from '../wal/shard-reader.js';
 import { TopicWriter } from '../wal/topic-writer.js';
 import { TEST_FAULTS, TEST_OBSERVER } from '../testing/faults.js';
 import { reportTransitions, runThrough, type ActorContext } from './context.js';
 import { RegionActor, type RegionStatus } from './region.js';
+import { ShardLog } from './shard-log.js';
 import { shardMachine, type ShardRole, type ShardState } from './shard-machine.js';
 
 export interface ShardStatus {
@@ -41,11 +42,6 @@ const LAG_SAMPLE_MS = 250;
 
 const EMPTY = new Uint8Array();
 
-/** A data entry from the write path, carrying the engine's decoded form of its body. */
-interface WriteEntry extends Entry {
-  readonly decoded?: unknown;
-}
-
 /**
  * A shard on this node: the shard machine, its regions and, on the leader,
  * the group-committing writer of its topic. Entries are applied to regions
@@ -66,13 +62,11 @@ export class ShardActor {
   private writer: TopicWriter | undefined;
   private topic: string;
   private epoch = 0;
-  private appliedEntryId: EntryId = -1;
-  private walBytesSinceFlush = 0;
+  /** Every entry reaches the regions through it; it keeps the position, the bytes since a flush and the fence. */
+  private readonly shardLog: ShardLog;
   private flushOnClose = true;
   /** Failed on LEASE_LOST: its data is intact, but until meta renews the lease and the shard is reopened, another node may lead it. */
   private fencedByLease = false;
-  /** Epoch markers seen by every read of this shard's topic. */
-  private readonly fence = new EpochFence();
   private role: ShardRole;
   private tail: TailSubscription | undefined;
   private tailFailure: string | undefined;
@@ -88,6 +82,26 @@ export class ShardActor {
   ) {
     this.role = role;
     this.topic = ctx.meta.shard(id).topic;
+    this.shardLog = new ShardLog(
+      {
+        region: (regionId) => this.regions.get(regionId),
+        flushDue: (entryId, source) => {
+          // A long log must not replay into unbounded memtables: flush as the write path would.
+          if (source === 'replayed') return this.flushDuringReplay(entryId);
+          if (this.state() === 'serving') this.actor.send({ type: 'FLUSH' });
+        },
+        followRegionCreate: (regionId, createdAt) => this.followRegionCreate(regionId, createdAt),
+        followRegionDrop: (regionId) => this.followRegionDrop(regionId),
+        followFlush: (at) => this.reloadFlushedRegions(at),
+        // The leader's generation, for status (a follower writes nothing with it).
+        followEpoch: (epoch) => (this.epoch = Math.max(this.epoch, epoch)),
+        followedAt: (entryId, appendedAt) => {
+          this.lagMs = Math.max(0, Date.now() - appendedAt);
+          ctx.onFollowerApply?.({ shardId: id, entryId, lagMs: this.lagMs });
+        },
+      },
+      ctx.flushPolicy,
+    );
     const machine = shardMachine.provide({
       actors: {
         openShard: fromPromise(async () => this.open()),
@@ -166,7 +180,7 @@ export class ShardActor {
    * landed after a pruned marker would be applied.
    */
   private seedFence(): void {
-    for (const region of this.regions.values()) this.fence.seed(region.flushedEntryId(), region.fenceEpoch());
+    for (const region of this.regions.values()) this.shardLog.fence.seed(region.flushedEntryId(), region.fenceEpoch());
   }
 
   /** A new epoch from meta, and the writer of the topic. */
@@ -177,7 +191,7 @@ export class ShardActor {
     this.role = 'leader';
     this.writer = new TopicWriter(this.ctx.log, topic, {
       maxBatchBytes: this.ctx.maxBatchBytes,
-      onDurable: (entry, id) => this.applyDurable(entry, id),
+      onDurable: (entry, id) => void this.shardLog.apply(entry, id, 'written'),
     });
   }
 
@@ -189,7 +203,7 @@ export class ShardActor {
    */
   private async replay(epoch: number): Promise<{ lastEntryId: EntryId }> {
     const { from, next } = await this.replayStart();
-    return { lastEntryId: await this.catchUpAndFence(from, next, epoch, (entry) => this.replayEntry(entry)) };
+    return { lastEntryId: await this.catchUpAndFence(from, next, epoch, 'replayed') };
   }
 
   /**
@@ -214,7 +228,7 @@ export class ShardActor {
     // TEST_FAULTS.replayFromWrongId: a deliberate off-by-one, for tests only.
     const skip = TEST_FAULTS.replayFromWrongId ? 2 : 1;
     const from = Math.max(earliest, Math.min(next, ...live.map((r) => r.flushedEntryId() + skip)));
-    this.appliedEntryId = Math.max(this.appliedEntryId, from - 1);
+    this.shardLog.advanceTo(from - 1);
     return { from, next };
   }
 
@@ -248,33 +262,22 @@ export class ShardActor {
    * the entries an older leader got in between (they belong to the log: it
    * may have acknowledged them while its lease held). Regions then serve.
    */
-  private async catchUpAndFence(from: EntryId, next: EntryId, epoch: number, onEntry: (entry: LoggedEntry) => void | Promise<void>): Promise<EntryId> {
+  private async catchUpAndFence(from: EntryId, next: EntryId, epoch: number, source: 'replayed' | 'followed'): Promise<EntryId> {
+    const onEntry = (entry: LoggedEntry) => this.shardLog.apply(entry, entry.id, source);
     if (from < next) await this.replayRange(from, next, onEntry);
-    this.appliedEntryId = Math.max(this.appliedEntryId, next - 1);
+    this.shardLog.advanceTo(next - 1);
     const marker = await this.writer!.append({ kind: 'epoch', region: 0, epoch, body: EMPTY });
     // Its own marker too: the fence at a flushed id (kept in the manifests) must count it.
-    this.fence.seed(marker, epoch);
+    this.shardLog.fence.seed(marker, epoch);
     if (marker > next) await this.replayRange(next, marker, onEntry);
-    this.appliedEntryId = Math.max(this.appliedEntryId, marker);
-    await this.pruneBelowFlushed(this.appliedEntryId);
+    this.shardLog.advanceTo(marker);
+    const applied = this.shardLog.appliedEntryId;
+    await this.pruneBelowFlushed(applied);
     for (const region of this.regions.values()) {
       const state = region.state();
-      if (state === 'replaying' || state === 'following') region.actor.send({ type: 'REPLAYED', appliedEntryId: this.appliedEntryId });
+      if (state === 'replaying' || state === 'following') region.actor.send({ type: 'REPLAYED', appliedEntryId: applied });
     }
-    return this.appliedEntryId;
-  }
-
-  /** A replaying leader's handling of one entry. */
-  private replayEntry(entry: LoggedEntry): void | Promise<void> {
-    this.appliedEntryId = entry.id;
-    if (entry.kind !== 'data') return;
-    const region = this.regions.get(entry.region);
-    if (!region) return;
-    region.apply(entry.id, entry.body);
-    this.walBytesSinceFlush += entry.body.byteLength;
-    // A long log must not replay into unbounded memtables: flush as the
-    // write path would. Every entry up to this one has been applied.
-    if (this.overFlushPolicy(region)) return this.flushDuringReplay(entry.id);
+    return applied;
   }
 
   // ---- hot standby ----
@@ -282,21 +285,21 @@ export class ShardActor {
   /** A follower's replaying effect: replay as a leader would (no marker, no flush), then tail the topic. */
   private async replayAndFollow(): Promise<{ lastEntryId: EntryId }> {
     const { from, next } = await this.replayStart();
-    const lastId = from < next ? await this.replayRange(from, next, (entry) => this.followEntry(entry, undefined)) : from - 1;
+    const lastId = from < next ? await this.replayRange(from, next, (entry) => this.shardLog.apply(entry, entry.id, 'followed')) : from - 1;
     this.tailFailure = undefined;
     this.tail = await tailEntries(
       this.ctx.log,
       this.topic,
       lastId + 1,
-      this.fence,
-      (entry, appendedAt) => this.followEntry(entry, appendedAt),
+      this.shardLog.fence,
+      (entry, appendedAt) => this.shardLog.apply(entry, entry.id, 'followed', { appendedAt }),
       (err) => this.followingFailed(err),
     );
     this.lagTimer = setInterval(() => void this.sampleLag(), LAG_SAMPLE_MS);
     this.lagTimer.unref();
     if (this.tailFailure) throw new RepriseError('INTERNAL', this.tailFailure);
     for (const region of this.regions.values()) if (region.state() === 'replaying') region.actor.send({ type: 'FOLLOW' });
-    return { lastEntryId: this.appliedEntryId };
+    return { lastEntryId: this.shardLog.appliedEntryId };
   }
 
   private followingFailed(err: Error): void {
@@ -304,34 +307,6 @@ export class ShardActor {
     const snapshot = this.actor.getSnapshot();
     if (snapshot.status === 'active' && (snapshot.value === 'following' || snapshot.value === 'promoting')) {
       this.actor.send({ type: 'FAIL', reason: this.tailFailure });
-    }
-  }
-
-  /** A follower's handling of one entry, from its replay, its tail or its promotion. */
-  private followEntry(entry: LoggedEntry, appendedAt: number | undefined): void | Promise<void> {
-    this.appliedEntryId = Math.max(this.appliedEntryId, entry.id);
-    switch (entry.kind) {
-      case 'data': {
-        this.regions.get(entry.region)?.apply(entry.id, entry.body);
-        if (appendedAt !== undefined) {
-          const ms = Math.max(0, Date.now() - appendedAt);
-          this.lagMs = ms;
-          this.ctx.onFollowerApply?.({ shardId: this.id, entryId: entry.id, lagMs: ms });
-        }
-        return;
-      }
-      case 'region_create':
-        return this.followRegionCreate(entry.region, entry.id);
-      case 'region_drop':
-        return this.followRegionDrop(entry.region);
-      case 'flushed':
-        return this.reloadFlushedRegions(entry.id);
-      case 'epoch':
-        // The leader's generation, for status (a follower writes nothing with it).
-        this.epoch = Math.max(this.epoch, entry.epoch);
-        return;
-      default:
-        return;
     }
   }
 
@@ -380,17 +355,15 @@ export class ShardActor {
     await replayShard(this.ctx.log, this.topic, {
       from,
       to: at,
-      fence: this.fence,
-      onEntry: (entry) => {
-        if (entry.kind === 'data') reloaded.get(entry.region)?.apply(entry.id, entry.body);
-      },
+      fence: this.shardLog.fence,
+      onEntry: (entry) => this.shardLog.apply(entry, entry.id, 'reapplied', { only: reloaded }),
     });
   }
 
   private async sampleLag(): Promise<void> {
     try {
       const { next } = await this.ctx.log.bounds(this.topic);
-      this.lagEntries = Math.max(0, next - 1 - this.appliedEntryId);
+      this.lagEntries = Math.max(0, next - 1 - this.shardLog.appliedEntryId);
     } catch {
       // The next sample tries again; status keeps the last one.
     }
@@ -416,7 +389,7 @@ export class ShardActor {
   private async promote(): Promise<{ epoch: number; lastEntryId: EntryId }> {
     await this.takeLeadership();
     await this.stopFollowing();
-    let from = this.appliedEntryId + 1;
+    let from = this.shardLog.appliedEntryId + 1;
     for (const region of this.regions.values()) {
       const flushed = await region.promote();
       if (flushed !== undefined) from = Math.min(from, flushed + 1);
@@ -430,7 +403,7 @@ export class ShardActor {
     this.seedFence();
     const { earliest, next } = await this.ctx.log.bounds(this.topic);
     from = Math.max(from, earliest);
-    const lastEntryId = await this.catchUpAndFence(from, next, this.epoch, (entry) => this.followEntry(entry, undefined));
+    const lastEntryId = await this.catchUpAndFence(from, next, this.epoch, 'followed');
     this.ctx.logger.info({ shard: this.id, epoch: this.epoch, from, to: lastEntryId }, `shard ${this.id} promoted: follower to leader at epoch ${this.epoch}`);
     return { epoch: this.epoch, lastEntryId };
   }
@@ -441,7 +414,7 @@ export class ShardActor {
     const stats = await replayShard(log, this.topic, {
       from,
       to,
-      fence: this.fence,
+      fence: this.shardLog.fence,
       onEntry,
       onProgress: (p) => {
         const rate = Math.round(p.entries / Math.max(p.elapsedMs / 1000, 1e-3));
@@ -460,25 +433,9 @@ export class ShardActor {
     return stats.lastId;
   }
 
-  /** Called by the writer, in entry id order, once an entry is durable. */
-  private applyDurable(entry: Entry, id: EntryId): void {
-    this.appliedEntryId = id;
-    if (entry.kind !== 'data') return;
-    this.walBytesSinceFlush += entry.body.byteLength;
-    const region = this.regions.get(entry.region);
-    if (!region) return;
-    region.apply(id, entry.body, (entry as WriteEntry).decoded);
-    if (this.overFlushPolicy(region) && this.state() === 'serving') this.actor.send({ type: 'FLUSH' });
-  }
-
-  private overFlushPolicy(region: RegionActor): boolean {
-    const policy = this.ctx.flushPolicy;
-    return region.memtableBytes() >= policy.memtableBytes || this.walBytesSinceFlush >= policy.walBytes;
-  }
-
   /** Part of the replaying effect: flush the regions being replayed, up to the entry reached. */
   private async flushDuringReplay(coveredUpTo: EntryId): Promise<void> {
-    this.walBytesSinceFlush = 0;
+    this.shardLog.flushStarted();
     const replaying = [...this.regions.values()].filter((r) => r.state() === 'replaying');
     await Promise.all(replaying.map((r) => r.flushWhileReplaying(coveredUpTo)));
     this.ctx.logger.info({ shard: this.id, coveredUpTo }, `shard ${this.id} flushed its regions during replay at entry ${coveredUpTo}`);
@@ -486,8 +443,8 @@ export class ShardActor {
 
   /** Flush every region, compact, prune what all of them flushed; FLUSH_FAILED naming the regions whose flush failed (the others are flushed). */
   private async flushRegionsAndPrune(): Promise<void> {
-    const coveredUpTo = this.appliedEntryId;
-    this.walBytesSinceFlush = 0;
+    const coveredUpTo = this.shardLog.appliedEntryId;
+    this.shardLog.flushStarted();
     const regions = [...this.regions.values()];
     const outcomes = await Promise.all(regions.map(async (r) => ({ id: r.id, error: await r.flush(coveredUpTo) })));
     for (const region of regions) await region.compact();
@@ -528,7 +485,7 @@ export class ShardActor {
     // follower never writes to the leader's files.
     // A failed flush fails the close (closing -> failed): the next start replays what it did not flush.
     try {
-      if (this.flushOnClose && this.role === 'leader' && this.appliedEntryId >= 0) await this.flushRegionsAndPrune();
+      if (this.flushOnClose && this.role === 'leader' && this.shardLog.appliedEntryId >= 0) await this.flushRegionsAndPrune();
     } finally {
       await Promise.all([...this.regions.values()].map((r) => r.close()));
     }
@@ -537,7 +494,7 @@ export class ShardActor {
   // ---- operations ----
 
   private addRegion(info: RegionInfo, schema: TableSchema): RegionActor {
-    const shardView = { appliedEntryId: () => this.appliedEntryId, fenceEpochAt: (id: EntryId) => this.fence.epochAt(id) };
+    const shardView = { appliedEntryId: () => this.shardLog.appliedEntryId, fenceEpochAt: (id: EntryId) => this.shardLog.fence.epochAt(id) };
     const region = new RegionActor(info, schema, this.ctx, shardView, this.role === 'follower').start();
     this.regions.set(info.id, region);
     return region;
@@ -577,7 +534,7 @@ export class ShardActor {
         state,
       });
     }
-    const entry: WriteEntry = { kind: 'data', region: regionId, epoch: this.epoch, body: mutation.body, decoded: mutation.decoded };
+    const entry: Entry = { kind: 'data', region: regionId, epoch: this.epoch, body: mutation.body };
     this.assertLease('refused');
     if (TEST_FAULTS.ackBeforeDurable) {
       // Deliberate bug, for tests only: acknowledge before the append is durable.
@@ -630,19 +587,17 @@ export class ShardActor {
     if ((await region.opened()) !== 'replaying') return;
     try {
       // Writes to the region are refused until it serves, so nothing of it lands beyond this id meanwhile.
-      const upTo = this.appliedEntryId;
+      const upTo = this.shardLog.appliedEntryId;
       const from = region.flushedEntryId() + 1;
       if (from <= upTo) {
         await replayShard(this.ctx.log, this.topic, {
           from,
           to: upTo + 1,
-          fence: this.fence,
-          onEntry: (entry) => {
-            if (entry.kind === 'data' && entry.region === info.id) region.apply(entry.id, entry.body);
-          },
+          fence: this.shardLog.fence,
+          onEntry: (entry) => this.shardLog.apply(entry, entry.id, 'reapplied', { only: new Map([[info.id, region]]) }),
         });
       }
-      if (region.state() === 'replaying') region.actor.send({ type: 'REPLAYED', appliedEntryId: this.appliedEntryId });
+      if (region.state() === 'replaying') region.actor.send({ type: 'REPLAYED', appliedEntryId: this.shardLog.appliedEntryId });
     } catch (err) {
       region.actor.send({ type: 'FAIL', reason: `opening late: ${(err as Error).message}` });
     }
@@ -764,14 +719,14 @@ export class ShardActor {
   status(): ShardStatus {
     const snapshot = this.actor.getSnapshot();
     const regions = [...this.regions.values()].map((r) => r.status()).sort((a, b) => a.id - b.id);
-    const flushed = regions.length ? Math.min(...regions.map((r) => r.flushedEntryId)) : this.appliedEntryId;
+    const flushed = regions.length ? Math.min(...regions.map((r) => r.flushedEntryId)) : this.shardLog.appliedEntryId;
     return {
       id: this.id,
       topic: this.topic,
       state: snapshot.value as ShardState,
       role: snapshot.context.role,
       epoch: this.epoch,
-      lastEntryId: this.appliedEntryId,
+      lastEntryId: this.shardLog.appliedEntryId,
       flushedEntryId: flushed,
       regions,
       ...(snapshot.context.role === 'follower' ? { lag: { entries: this.lagEntries, ms: this.lagMs } } : {}),

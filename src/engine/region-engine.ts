@@ -72,11 +72,8 @@ export interface Region {
    * throws a RepriseError REGION_FAILED naming the table, region and entry
    * id; every later apply, query and flush throws it again. Nothing of that
    * body is applied and no later entry takes effect.
-   *
-   * `decoded`, when given, is this engine's PreparedMutation.decoded for
-   * exactly this body (the write path); the table engine makes none.
    */
-  apply(entryId: EntryId, body: Uint8Array, decoded?: unknown): void;
+  apply(entryId: EntryId, body: Uint8Array): void;
   /** Bytes held in memtables (active + frozen), for flush triggers. */
   memtableBytes(): number;
   /**
@@ -109,11 +106,9 @@ export type RegionQueryResult =
   | { readonly kind: 'rows'; readonly rows: ColumnarRows }
   | { readonly kind: 'aggregates'; readonly partial: PartialAggregates };
 
-/** A WAL entry body together with the engine's decoded form of it, if the engine keeps one. */
+/** A WAL entry body, as the engine encodes a write. */
 export interface PreparedMutation {
   readonly body: Uint8Array;
-  /** Passed back to Region.apply on the write path so the region need not decode the body it was built from. */
-  readonly decoded?: unknown;
 }
 
 /** A write split by range partition: one prepared body per partition it touches. */

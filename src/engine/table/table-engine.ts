@@ -308,7 +308,7 @@ export class TableRegion implements Region {
    * Queue the body (see QueuedMemtable): nothing is decoded here. `decoded`
    * is not used: the table engine's prepared mutations carry none.
    */
-  apply(entryId: number, body: Uint8Array, _decoded?: unknown): void {
+  apply(entryId: number, body: Uint8Array): void {
     this.assertUsable();
     if (entryId <= this.applied) return;
     this.active.enqueue(entryId, body);
