@@ -88,6 +88,13 @@ export interface MetaState {
    * and never deleted on a guess.
    */
   readonly retiredRegions: Map<number, 'dropped' | 'aborted'>;
+  /**
+   * Shards an operator migrated (a migrate procedure without a parent that
+   * finished done), by the node it sent each to, while the shard is still
+   * there: a rebalance moves other shards first. Folded from the procedure
+   * events, so every meta (and replica) knows it.
+   */
+  readonly operatorPlacements: Map<number, string>;
 }
 
 export type MetaEvent =
@@ -130,7 +137,7 @@ export type MetaEvent =
   | { type: 'procedure_finished'; id: number; outcome: ProcedureOutcome; reason?: string; at: number };
 
 export function emptyMetaState(): MetaState {
-  return { nextTableId: 1, nextRegionId: 1, shards: new Map(), tables: new Map(), nodes: new Map(), nextProcedureId: 1, procedures: new Map(), retiredRegions: new Map() };
+  return { nextTableId: 1, nextRegionId: 1, shards: new Map(), tables: new Map(), nodes: new Map(), nextProcedureId: 1, procedures: new Map(), retiredRegions: new Map(), operatorPlacements: new Map() };
 }
 
 function tableById(state: MetaState, tableId: number): TableInfo | undefined {
@@ -162,6 +169,8 @@ export function applyMetaEvent(state: MetaState, event: MetaEvent): MetaState {
         // A follower promoted (or a node made leader) no longer follows.
         shard.followers = shard.followers.filter((n) => n !== event.node);
       }
+      // Moved elsewhere (a failover, a later migration): no longer where the operator put it.
+      if (state.operatorPlacements.get(event.shard) !== event.node) state.operatorPlacements.delete(event.shard);
       break;
     }
     case 'followers_assigned': {
@@ -214,9 +223,12 @@ export function applyMetaEvent(state: MetaState, event: MetaEvent): MetaState {
       }
       break;
     }
-    case 'procedure_finished':
+    case 'procedure_finished': {
+      const p = state.procedures.get(event.id);
+      if (p?.kind === 'migrate' && p.parent === null && event.outcome === 'done' && p.shard !== null && p.to !== null) state.operatorPlacements.set(p.shard, p.to);
       state.procedures.delete(event.id);
       break;
+    }
   }
   return state;
 }

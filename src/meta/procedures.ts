@@ -38,6 +38,7 @@ import type { ProcedureInfo, ProcedureKind, ProcedureOutcome, ShardInfo, TableIn
  *     planning     wait until the cluster is settled (every shard placed, led by
  *                  a live node that reports it serving, no other procedure),
  *                  then pick a move from the most to the least loaded node
+ *                  (a shard an operator migrated last: the meta log knows them)
  *     moving       run that move as a migrate procedure of its own (parent:
  *                  the rebalance); resumed at planning, which first waits for
  *                  the move it was making
@@ -342,9 +343,11 @@ export const PROCEDURE_MACHINES: Record<ProcedureKind, AnyStateMachine> = {
 
 /**
  * One rebalancing move, or null when leader counts of the live nodes differ
- * by at most one: the lowest shard id of the most loaded node goes to the
- * least loaded one (ties: lowest node id). Shards in `avoid` (e.g. moved
- * there on purpose by an operator) move only if the node has no other.
+ * by at most one: a shard of the most loaded node goes to the least loaded
+ * one (ties: lowest node id), first a shard the target follows, then the
+ * lowest id. Shards in `avoid` (placed by an operator) move last: another
+ * node as loaded gives one of its own shards instead, and only a node with
+ * nothing else gives an avoided one.
  */
 export function planRebalanceMove(shards: readonly (Pick<ShardInfo, 'id' | 'leader'> & { readonly followers?: readonly string[] })[], live: readonly string[], avoid: ReadonlySet<number> = new Set()): Move | null {
   const load = new Map([...live].sort().map((id) => [id, [] as number[]]));
@@ -353,12 +356,15 @@ export function planRebalanceMove(shards: readonly (Pick<ShardInfo, 'id' | 'lead
   const byLoad = [...load.entries()].sort((a, b) => a[1].length - b[1].length || (a[0] < b[0] ? -1 : 1));
   const [to, least] = byLoad[0]!;
   const most = Math.max(...byLoad.map(([, s]) => s.length));
-  const [from, held] = byLoad.find(([, s]) => s.length === most)!;
-  if (held.length - least.length <= 1) return null;
+  if (most - least.length <= 1) return null;
   // A shard the target follows moves fastest: it is promoted, not opened.
   const followedByTarget = new Set(shards.filter((s) => s.followers?.includes(to)).map((s) => s.id));
-  const candidates = [...held].sort((a, b) => Number(followedByTarget.has(b)) - Number(followedByTarget.has(a)) || a - b);
-  const shard = candidates.find((id) => !avoid.has(id)) ?? candidates[0]!;
+  const preferred = (a: number, b: number) => Number(followedByTarget.has(b)) - Number(followedByTarget.has(a)) || a - b;
+  const givers = byLoad.filter(([, held]) => held.length === most);
+  // Only when every shard of the most loaded nodes was placed by an operator does the preference give way to balance.
+  const [from, held] = givers.find(([, held]) => held.some((id) => !avoid.has(id))) ?? givers[0]!;
+  const movable = held.filter((id) => !avoid.has(id));
+  const shard = (movable.length > 0 ? movable : [...held]).sort(preferred)[0]!;
   return { shard, from, to };
 }
 
@@ -524,8 +530,6 @@ export class ProcedureRunner extends MachineDriver {
   private readonly running = new Map<number, Promise<unknown>>();
   /** Failovers being started: resolved once the shard is assigned (placement waits for that, not for the new leader). */
   private readonly assigned = new Map<number, () => void>();
-  /** Shards an operator migrated: a rebalance moves others first (in memory: a preference, not a rule). */
-  private readonly placedOnPurpose = new Set<number>();
   private rebalancing = false;
   private rebalanceNotBefore = 0;
   /** Rebalances in a row that did not end balanced: each doubles the wait before the next (the log is never pruned). */
@@ -539,7 +543,6 @@ export class ProcedureRunner extends MachineDriver {
   async migrate(move: Move, parent: number | null = null): Promise<MigrateResult> {
     this.assertOpen(null);
     const p = await this.meta.startProcedure({ kind: 'migrate', shard: move.shard, from: move.from, to: move.to, parent, state: 'handing_off' });
-    if (parent === null) this.placedOnPurpose.add(move.shard);
     return (await this.run(p)) as MigrateResult;
   }
 
@@ -590,7 +593,6 @@ export class ProcedureRunner extends MachineDriver {
     for (const p of [...shardProcedures, ...unfinished.filter((q) => q.kind === 'rebalance')]) {
       this.logger.warn({ procedure: p.id, kind: p.kind, shard: p.shard, from: p.from, to: p.to, step: p.state }, `resuming ${describe(p)} at step '${p.state}'`);
       if (p.kind !== 'rebalance') {
-        if (p.kind === 'migrate' && p.parent === null && p.shard !== null) this.placedOnPurpose.add(p.shard);
         this.run(p).catch(() => undefined);
         continue;
       }
@@ -808,7 +810,7 @@ export class ProcedureRunner extends MachineDriver {
     if (other) return { wait: `${describe(other)} is running` };
     const idle = shards.find((s) => !this.host.serves(s.leader!, s.id, s.epoch));
     if (idle) return { wait: `shard ${idle.id} is not serving on '${idle.leader}' at epoch ${idle.epoch} yet` };
-    const move = planRebalanceMove(shards, live, this.placedOnPurpose);
+    const move = planRebalanceMove(shards, live, this.meta.placedByOperator());
     return move ? { move } : { balanced: true };
   }
 }

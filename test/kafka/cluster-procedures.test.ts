@@ -105,6 +105,14 @@ describe('procedures of a cluster of real processes: meta + nodes over NATS, Kaf
     return { acked, insertAll };
   }
 
+  /** `reprise migrate` as an operator runs it; `at`: when it answered. */
+  function migrateCli(via: Server, shard: number, to: string) {
+    return promisify(execFile)(process.execPath, [BIN, 'migrate', '--shard', String(shard), '--to', to, '--server', via.url]).then(
+      (r) => ({ ok: true as const, out: r.stdout, at: Date.now() }),
+      (err: { code?: number; stderr?: string }) => ({ ok: false as const, code: err.code, out: err.stderr ?? '', at: Date.now() }),
+    );
+  }
+
   async function queryKeys(via: Server): Promise<string[]> {
     const response = await call(via, 'POST', '/v1/tables/system_metrics/query', {});
     expect(response.status, JSON.stringify(response.body)).toBe(200);
@@ -133,10 +141,7 @@ describe('procedures of a cluster of real processes: meta + nodes over NATS, Kaf
     const before = placed.find((s) => s.leader !== 'n1' && regionShards.has(s.id))!;
     const source = before.leader!;
     const target = ['n2', 'n3'].find((id) => id !== source)!;
-    const cli = promisify(execFile)(process.execPath, [BIN, 'migrate', '--shard', String(before.id), '--to', target, '--server', front.url]).then(
-      (r) => ({ ok: true as const, out: r.stdout }),
-      (err: { code?: number; stderr?: string }) => ({ ok: false as const, code: err.code, out: err.stderr ?? '' }),
-    );
+    const cli = migrateCli(front, before.id, target);
 
     // In the log: the procedure at handing_off. Done: the source no longer holds the shard.
     const running = await until(async () => {
@@ -196,6 +201,63 @@ describe('procedures of a cluster of real processes: meta + nodes over NATS, Kaf
     for (let i = 40; i < 45; i++) expect((await insertAll(front, i)).status).toBe(200);
     expect(await queryKeys(front)).toEqual([...acked].sort());
     console.log(`meta SIGKILLed mid-migration: the restarted meta finished it ${resumedMs} ms after the kill; shard ${before.id} ${source} -> ${target}, epoch ${before.epoch} -> ${after.meta.shards.find((x) => x.id === before.id)!.epoch}`);
+  });
+
+  /** Meta (with `metaEnv` on top of `env`) and nodes n1..n3, every shard led and opened, and the three-region table created through n1. */
+  async function threeNodeCluster(env: Record<string, string>, metaEnv: Record<string, string> = {}) {
+    const meta = await startMeta({ ...env, ...metaEnv }, 3);
+    const nodes = new Map<string, Server>();
+    await Promise.all(['n1', 'n2', 'n3'].map(async (id) => nodes.set(id, await startNode(env, id))));
+    const placed = await until(async () => {
+      const s = await metaStatus(meta);
+      return s.meta.shards.every((x) => x.leader !== null && x.epoch > 0) ? s.meta.shards : undefined;
+    }, 'every shard led and opened');
+    expect(new Set(placed.map((s) => s.leader))).toEqual(new Set(['n1', 'n2', 'n3']));
+    const created = await call(nodes.get('n1')!, 'POST', '/v1/tables', SCHEMA);
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const regions = created.body.regions as { id: number; shard: number }[];
+    return { meta, nodes, placed, regions };
+  }
+
+  it("an operator's migration stays where it was sent: the rebalance it causes moves another shard, also when meta restarts before the move", async () => {
+    // No followers: the planner's only preference among a node's shards is the operator's (then the lowest id).
+    const env = { ...(await clusterEnv()), REPRISE_CLUSTER_FOLLOWERS: '0' };
+    // The first meta holds each rebalance after it planned its move, before recording it: the window to kill it in.
+    const { meta, nodes, placed } = await threeNodeCluster(env, { REPRISE_TEST_PROCEDURE_PAUSE: 'rebalance.planning:120000' });
+    const leaderOf = (shard: number) => placed.find((s) => s.id === shard)!.leader!;
+    // Shard 0 goes to shard 1's node: the source is left with none, the target with shards 0 and 1.
+    const [source, target] = [leaderOf(0), leaderOf(1)];
+    const front = nodes.get(leaderOf(2))!;
+    const { acked, insertAll } = writer();
+    for (let i = 0; i < 10; i++) expect((await insertAll(front, i)).status).toBe(200);
+    const asked = await migrateCli(front, 0, target);
+    expect(asked.ok, asked.out).toBe(true);
+
+    // The rebalance that follows planned its move; meta dies before making it.
+    const rebalance = await until(async () => {
+      const p = (await metaStatus(meta)).meta.procedures.find((q) => q.kind === 'rebalance');
+      return p && tail('meta', 200).includes(`test pause: rebalance #${p.id} waits`) ? p : undefined;
+    }, `a rebalance planned (meta log: ${tail('meta', 10)})`);
+    meta.child.kill('SIGKILL');
+    await meta.exited;
+
+    // The next meta resumes it at planning and plans again, knowing (from the log) what the operator moved.
+    const restarted = await startMeta(env, 3, 'meta#2');
+    const balanced = await until(
+      async () => {
+        const s = await metaStatus(restarted);
+        const counts = ['n1', 'n2', 'n3'].map((id) => s.meta.shards.filter((x) => x.leader === id).length).join();
+        return counts === '1,1,1' && s.meta.procedures.length === 0 ? s : undefined;
+      },
+      `one shard per node again (meta log: ${tail('meta#2', 10)})`,
+    );
+    expect(balanced.meta.shards.find((x) => x.id === 0)!.leader).toBe(target);
+    expect(balanced.meta.shards.find((x) => x.id === 1)!.leader).toBe(source);
+    expect(balanced.meta.counters).toMatchObject({ rebalanceMoves: 1 });
+    // The same rebalance, resumed: it made the one move.
+    expect(tail('meta#2', 2000)).toContain(`rebalance #${rebalance.id} done: 1 shard(s) moved`);
+    for (let i = 10; i < 20; i++) expect((await insertAll(front, i)).status).toBe(200);
+    expect(await queryKeys(front)).toEqual([...acked].sort());
   });
 
   it('rebalance: a node joining a cluster of two gets a shard, moved while a writer keeps writing; nothing acknowledged is lost', async () => {

@@ -237,6 +237,10 @@ describe('procedure machines (specifications, effects injected)', () => {
     expect(planRebalanceMove(shards(['n1', 'n1']), ['n1'])).toBeNull();
     // A shard an operator placed moves last.
     expect(planRebalanceMove(shards(['n1', 'n1', 'n2']), ['n1', 'n2', 'n3'], new Set([0]))).toEqual({ shard: 1, from: 'n1', to: 'n3' });
+    // Another node as loaded gives one of its own instead (issue 14: the operator's move was undone while n2 had shards nobody moved).
+    expect(planRebalanceMove(shards(['n1', 'n1', 'n2', 'n2']), ['n1', 'n2', 'n3'], new Set([0, 1]))).toEqual({ shard: 2, from: 'n2', to: 'n3' });
+    // Only when nothing else can balance the counts does an operator's shard move.
+    expect(planRebalanceMove(shards(['n1', 'n1', 'n2']), ['n1', 'n2', 'n3'], new Set([0, 1]))).toEqual({ shard: 0, from: 'n1', to: 'n3' });
     // A shard the target already follows goes first: it is promoted, not opened.
     const followed = shards(['n1', 'n1', 'n2']).map((s) => ({ ...s, followers: s.id === 1 ? ['n3'] : ['n2'] }));
     expect(planRebalanceMove(followed, ['n1', 'n2', 'n3'])).toEqual({ shard: 1, from: 'n1', to: 'n3' });
@@ -979,6 +983,32 @@ describe('ProcedureRunner with a scripted host (liveness and hand-offs under the
       { type: 'procedure_finished', id: 1, outcome: 'done' },
     ]);
     second.close();
+    await again.close();
+  });
+
+  it("an operator's placement is in the meta log: after a meta restart the rebalance still moves another shard (in memory, the new meta moved it back)", async () => {
+    const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3 });
+    for (const [shard, node] of ['n1', 'n2', 'n3'].entries()) await meta.assignShard(shard, node);
+    // Rebalancing held off: only the operator's migration runs.
+    const first = new ProcedureRunner(host(meta, { topology: 'static' }));
+    await first.migrate({ shard: 0, from: 'n1', to: 'n2' });
+    expect(meta.placedByOperator()).toEqual(new Set([0]));
+    first.close();
+    await meta.close();
+
+    const again = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3 });
+    expect(again.placedByOperator()).toEqual(new Set([0]));
+    const h = host(again);
+    const runner = new ProcedureRunner(h);
+    runner.rebalanceIfNeeded();
+    await waitUntil(() => h.counters.rebalanceMoves === 1 && again.procedures().length === 0, 'one move');
+    // n2 held shards 0 (the operator's) and 1: shard 1 goes to n1.
+    expect(h.handOffs).toEqual([{ shard: 1, from: 'n2', to: 'n1' }]);
+    expect(again.shards().map((s) => s.leader)).toEqual(['n2', 'n1', 'n3']);
+    // A later move elsewhere (here a failover's assignment) ends the preference.
+    await again.assignShard(0, 'n3');
+    expect(again.placedByOperator()).toEqual(new Set());
+    runner.close();
     await again.close();
   });
 });
