@@ -63,14 +63,20 @@ export class LeaseKeeper {
     if (this.stopped) return;
     const sentAt = Date.now();
     try {
-      const shards = this.node.status().shards.map((s) => ({
-        id: s.id,
-        epoch: s.epoch,
-        state: s.state,
-        role: s.role,
-        lastEntryId: s.lastEntryId,
-        ...(s.lag ? { lag: s.lag } : {}),
-      }));
+      const shards = this.node.status().shards.map((s) => {
+        const failedRegions = s.regions.filter((r) => r.state === 'failed').map((r) => ({ id: r.id, error: r.error ?? 'failed' }));
+        return {
+          id: s.id,
+          epoch: s.epoch,
+          state: s.state,
+          role: s.role,
+          lastEntryId: s.lastEntryId,
+          ...(s.lag ? { lag: s.lag } : {}),
+          // What failed, for meta: a migration fails when its target cannot open the shard.
+          ...(s.state === 'failed' && s.error ? { error: s.error } : {}),
+          ...(failedRegions.length > 0 ? { failedRegions } : {}),
+        };
+      });
       const reply = await this.meta.heartbeat({ node: this.nodeId, shards }, this.heartbeatMs * 2);
       // A lapse the watchdog has not seen yet (the process was paused, or its
       // event loop stalled) is fenced before the answer extends the lease.

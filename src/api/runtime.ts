@@ -524,7 +524,8 @@ export class Reprise {
    * Move a shard's leadership to node `to` (cluster only): the leader stops
    * writing, flushes and closes, then `to` opens it with a new epoch.
    * Writes to the shard pause meanwhile (routers retry); nothing
-   * acknowledged is lost. Resolves once meta has assigned it to `to`.
+   * acknowledged is lost. Resolves once `to` serves it; rejects
+   * (SHARD_NOT_SERVING) if `to` failed to open it, the shard given back.
    */
   async migrateShard(shardId: number, to: string): Promise<{ shard: number; from: string; to: string; ms: number }> {
     this.assertOpen();

@@ -316,7 +316,7 @@ export function buildProgram(): Command {
 
   program
     .command('migrate')
-    .description('move a shard\'s leadership to another node: the leader flushes and hands off, then the target opens it')
+    .description('move a shard\'s leadership to another node: the leader flushes and hands off, then the target opens it; answers once the target serves it (if it cannot, the shard goes back and this fails)')
     .requiredOption('--shard <id>', 'shard id', integer)
     .requiredOption('--to <node>', 'target node id')
     .option('-s, --server <url>', 'any node\'s URL', DEFAULT_SERVER)

@@ -4,7 +4,7 @@ import { isRepriseError, RepriseError } from '../errors.js';
 import type { Subscription, Transport } from '../transport/transport.js';
 import type { EntryId } from '../wal/log-store.js';
 import type { MetaService } from './meta-service.js';
-import type { ProcedureInfo, ShardInfo, TableInfo } from './model.js';
+import type { ProcedureInfo, ShardInfo, ShardReport, TableInfo } from './model.js';
 import { isClosing, ProcedureRunner, type ProcedureHost } from './procedures.js';
 
 /**
@@ -62,15 +62,8 @@ export const DEFAULT_META_SERVER_OPTIONS: MetaServerOptions = {
 /** What a node reports with each heartbeat. */
 export interface HeartbeatRequest {
   readonly node: string;
-  /** Shards the node holds (leads, or follows as a hot standby), with their epochs, and a follower's lag. */
-  readonly shards: {
-    readonly id: number;
-    readonly epoch: number;
-    readonly state: string;
-    readonly role?: 'leader' | 'follower';
-    readonly lastEntryId?: EntryId;
-    readonly lag?: { readonly entries: number; readonly ms: number };
-  }[];
+  /** Shards the node holds (leads, or follows as a hot standby), with their epochs, a follower's lag, and what failed. */
+  readonly shards: ShardReport[];
 }
 
 export interface HeartbeatReply {
@@ -229,6 +222,9 @@ export class MetaServer {
    * writing, flushes, closes), and only then does meta assign it to `to`,
    * which opens it with a new epoch and nothing to replay. Two leaders never
    * serve the shard at once; writes pause for the flush and the open.
+   * Resolves once `to` reports the shard serving; if it fails to open it
+   * (or does not serve it in time) the shard goes back to its source and
+   * this rejects (SHARD_NOT_SERVING, naming shard and target).
    */
   async migrate(shardId: number, to: string): Promise<{ shard: number; from: string; to: string; entryId: EntryId; ms: number }> {
     const shard = this.meta.shard(shardId);
@@ -260,7 +256,7 @@ export class MetaServer {
       handOff: (shard, from, to) => this.requestHandOff(shard, from, to),
       nudge: (node) => this.nudge(node),
       liveNodes: () => [...this.live].filter(([, r]) => this.isAlive(r)).map(([id]) => id).sort(),
-      serves: (node, shard, epoch) => this.live.get(node)?.shards.some((s) => s.id === shard && s.epoch === epoch && s.state === 'serving' && s.role !== 'follower') ?? false,
+      report: (node, shard) => this.live.get(node)?.shards.find((s) => s.id === shard),
     };
   }
 

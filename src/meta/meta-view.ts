@@ -133,6 +133,11 @@ export class MetaView {
     return undefined;
   }
 
+  /** Shards still led by the node an operator migrated each to (a rebalance moves them last). */
+  placedByOperator(): Set<number> {
+    return new Set(this.state.operatorPlacements.keys());
+  }
+
   /** Running create_table procedures with a region on the shard (several tables may be created at once). */
   creationsOnShard(shardId: number): ProcedureInfo[] {
     const tables = new Set<number>();

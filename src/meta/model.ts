@@ -42,13 +42,28 @@ export interface NodeInfo {
   registeredAt: number;
 }
 
+/** What a node's heartbeat reports of one shard it holds (leads, or follows as a hot standby). */
+export interface ShardReport {
+  readonly id: number;
+  readonly epoch: number;
+  readonly state: string;
+  readonly role?: 'leader' | 'follower';
+  readonly lastEntryId?: EntryId;
+  readonly lag?: { readonly entries: number; readonly ms: number };
+  /** Why the shard failed (state `failed`). */
+  readonly error?: string;
+  /** Regions of the shard that failed (e.g. to open), with why: the shard serves the others. */
+  readonly failedRegions?: readonly { readonly id: number; readonly error: string }[];
+}
+
 /** Meta's procedures whose progress is in the meta log (src/meta/procedures.ts). */
 export type ProcedureKind = 'migrate' | 'rebalance' | 'failover' | 'create_table';
 export const PROCEDURE_KINDS: readonly ProcedureKind[] = ['migrate', 'rebalance', 'failover', 'create_table'];
 /**
  * done: it did what it was for; stopped: conditions changed and it gave up
  * (e.g. a node died); failed: a step failed; aborted: it was rolled back (a
- * create table the frontend gave up, or that a meta restart cut short).
+ * create table the frontend gave up, or that a meta restart cut short; a
+ * migration whose target did not serve the shard, given back to its source).
  */
 export type ProcedureOutcome = 'done' | 'stopped' | 'failed' | 'aborted';
 
@@ -64,7 +79,7 @@ export interface ProcedureInfo {
   readonly parent: number | null;
   /** create_table: the table's id (its regions' shards are the ones it works on). */
   readonly table?: number;
-  /** failover: the epoch of the shard when its leader was declared dead; the target must serve it above that. */
+  /** failover and migrate: the shard's epoch when the procedure started (a failover's: when its leader was declared dead); the target must serve it above that. */
   readonly epoch?: number;
   /** The last step recorded: its machine state, entered before the step's effect ran. */
   state: string;
@@ -88,6 +103,13 @@ export interface MetaState {
    * and never deleted on a guess.
    */
   readonly retiredRegions: Map<number, 'dropped' | 'aborted'>;
+  /**
+   * Shards an operator migrated (a migrate procedure without a parent that
+   * finished done), by the node it sent each to, while the shard is still
+   * there: a rebalance moves other shards first. Folded from the procedure
+   * events, so every meta (and replica) knows it.
+   */
+  readonly operatorPlacements: Map<number, string>;
 }
 
 export type MetaEvent =
@@ -120,7 +142,7 @@ export type MetaEvent =
       parent: number | null;
       /** create_table only. */
       table?: number;
-      /** failover only. */
+      /** failover and migrate (absent from migrations an older meta recorded). */
       epoch?: number;
       state: string;
       at: number;
@@ -130,7 +152,7 @@ export type MetaEvent =
   | { type: 'procedure_finished'; id: number; outcome: ProcedureOutcome; reason?: string; at: number };
 
 export function emptyMetaState(): MetaState {
-  return { nextTableId: 1, nextRegionId: 1, shards: new Map(), tables: new Map(), nodes: new Map(), nextProcedureId: 1, procedures: new Map(), retiredRegions: new Map() };
+  return { nextTableId: 1, nextRegionId: 1, shards: new Map(), tables: new Map(), nodes: new Map(), nextProcedureId: 1, procedures: new Map(), retiredRegions: new Map(), operatorPlacements: new Map() };
 }
 
 function tableById(state: MetaState, tableId: number): TableInfo | undefined {
@@ -162,6 +184,8 @@ export function applyMetaEvent(state: MetaState, event: MetaEvent): MetaState {
         // A follower promoted (or a node made leader) no longer follows.
         shard.followers = shard.followers.filter((n) => n !== event.node);
       }
+      // Moved elsewhere (a failover, a later migration): no longer where the operator put it.
+      if (state.operatorPlacements.get(event.shard) !== event.node) state.operatorPlacements.delete(event.shard);
       break;
     }
     case 'followers_assigned': {
@@ -214,9 +238,12 @@ export function applyMetaEvent(state: MetaState, event: MetaEvent): MetaState {
       }
       break;
     }
-    case 'procedure_finished':
+    case 'procedure_finished': {
+      const p = state.procedures.get(event.id);
+      if (p?.kind === 'migrate' && p.parent === null && event.outcome === 'done' && p.shard !== null && p.to !== null) state.operatorPlacements.set(p.shard, p.to);
       state.procedures.delete(event.id);
       break;
+    }
   }
   return state;
 }

@@ -6,7 +6,7 @@ import { testProcedurePauseMs } from '../testing/faults.js';
 import type { MetaService } from './meta-service.js';
 import type { TableSchema } from '../engine/schema.js';
 import type { EntryId } from '../wal/log-store.js';
-import type { ProcedureInfo, ProcedureKind, ProcedureOutcome, ShardInfo, TableInfo } from './model.js';
+import type { ProcedureInfo, ProcedureKind, ProcedureOutcome, ShardInfo, ShardReport, TableInfo } from './model.js';
 
 /**
  * Meta's procedures: multi-step changes of the cluster whose progress is in
@@ -18,13 +18,19 @@ import type { ProcedureInfo, ProcedureKind, ProcedureOutcome, ShardInfo, TableIn
  * the machine again at the recorded step, so each step's effect must be
  * safe to run twice:
  *
- *   migrate   (planned hand-off of one shard)
- *     handing_off  ask the leader to stop writing, flush and close the shard
- *                  (a node asked again for a shard it no longer holds says yes);
- *                  if the leader dies meanwhile the procedure fails and
- *                  failover takes the shard over
- *     assigning    assign the shard to the target (`shard_assigned`), which
- *                  opens it with a new epoch; a no-op if already done
+ *   migrate   (planned hand-off of one shard; recorded with the shard's epoch)
+ *     handing_off      ask the leader to stop writing, flush and close the shard
+ *                      (a node asked again for a shard it no longer holds says
+ *                      yes); if the leader dies meanwhile the procedure fails
+ *                      and failover takes the shard over
+ *     assigning        assign the shard to the target (`shard_assigned`), which
+ *                      opens it with a new epoch; a no-op if already done
+ *     awaiting_target  until the target's heartbeat reports the shard serving,
+ *                      every region of it, at a higher epoch (done); if it
+ *                      reports a failed open, dies, or has not served within
+ *                      the settle timeout:
+ *     rolling_back     assign the shard back to the source, which reopens it
+ *                      (outcome aborted, with the reason; the caller gets it)
  *   failover  (dynamic topology: a dead node's shard moves to a live node,
  *              started by MetaServer's placement)
  *     assigning        assign the shard to the target chosen by placement (a
@@ -38,6 +44,7 @@ import type { ProcedureInfo, ProcedureKind, ProcedureOutcome, ShardInfo, TableIn
  *     planning     wait until the cluster is settled (every shard placed, led by
  *                  a live node that reports it serving, no other procedure),
  *                  then pick a move from the most to the least loaded node
+ *                  (a shard an operator migrated last: the meta log knows them)
  *     moving       run that move as a migrate procedure of its own (parent:
  *                  the rebalance); resumed at planning, which first waits for
  *                  the move it was making
@@ -60,8 +67,8 @@ import type { ProcedureInfo, ProcedureKind, ProcedureOutcome, ShardInfo, TableIn
 
 // ---------------------------------------------------------------- migrate
 
-export type MigrateStep = 'handing_off' | 'assigning';
-export const MIGRATE_STEPS: readonly MigrateStep[] = ['handing_off', 'assigning'];
+export type MigrateStep = 'handing_off' | 'assigning' | 'awaiting_target' | 'rolling_back';
+export const MIGRATE_STEPS: readonly MigrateStep[] = ['handing_off', 'assigning', 'awaiting_target', 'rolling_back'];
 
 export interface Move {
   readonly shard: number;
@@ -69,7 +76,17 @@ export interface Move {
   readonly to: string;
 }
 
-export interface MigrateInput extends Move {
+/**
+ * A move with the shard's epoch when its procedure started (a failover's:
+ * when `from` was declared dead): the target must serve it at a higher one.
+ */
+export interface EpochMove extends Move {
+  readonly epoch: number;
+}
+
+const epochMoveOf = ({ context }: { context: EpochMove & { id: number } }): EpochMove & { id: number } => ({ id: context.id, shard: context.shard, from: context.from, to: context.to, epoch: context.epoch });
+
+export interface MigrateInput extends EpochMove {
   readonly id: number;
   /** The step recorded in the meta log: where the procedure (re)starts. */
   readonly resumeAt: MigrateStep;
@@ -79,8 +96,6 @@ export interface MigrateContext extends MigrateInput {
   error: string | undefined;
 }
 
-const moveOf = ({ context }: { context: MigrateContext }): Move & { id: number } => ({ id: context.id, shard: context.shard, from: context.from, to: context.to });
-
 export const migrateProcedure = setup({
   types: {
     context: {} as MigrateContext,
@@ -88,12 +103,16 @@ export const migrateProcedure = setup({
   },
   actors: {
     /** Ask the leader to hand the shard off (stop writes, flush, close); rejects if it dies meanwhile. */
-    handOff: fromPromise<void, Move & { id: number }>(effectNotProvided('handOff')),
+    handOff: fromPromise<void, EpochMove & { id: number }>(effectNotProvided('handOff')),
     /** Assign the shard to the target, which opens it with a new epoch (nothing to replay). */
-    assignTarget: fromPromise<void, Move & { id: number }>(effectNotProvided('assignTarget')),
+    assignTarget: fromPromise<void, EpochMove & { id: number }>(effectNotProvided('assignTarget')),
+    /** Until the target's heartbeat reports the shard serving (every region) at a higher epoch; rejects if it reports a failed open, dies, or takes too long. */
+    awaitTarget: fromPromise<void, EpochMove & { id: number }>(effectNotProvided('awaitTarget')),
+    /** Assign the shard back to the source, which reopens it. */
+    rollBack: fromPromise<void, EpochMove & { id: number }>(effectNotProvided('rollBack')),
   },
   guards: {
-    handedOff: ({ context }) => context.resumeAt === 'assigning',
+    resumedAt: ({ context }, params: { step: MigrateStep }) => context.resumeAt === params.step,
   },
   actions: {
     recordFailure: assign({ error: (_, params: { reason: string }) => params.reason }),
@@ -105,12 +124,18 @@ export const migrateProcedure = setup({
   initial: 'resuming',
   states: {
     resuming: {
-      always: [{ guard: 'handedOff', target: 'assigning' }, { target: 'handing_off' }],
+      always: [
+        { guard: { type: 'resumedAt', params: { step: 'assigning' } }, target: 'assigning' },
+        { guard: { type: 'resumedAt', params: { step: 'awaiting_target' } }, target: 'awaiting_target' },
+        // Why the target did not serve is not in the log: only that it did not.
+        { guard: { type: 'resumedAt', params: { step: 'rolling_back' } }, target: 'rolling_back', actions: assign({ error: 'the target did not serve the shard (meta restarted while giving it back)' }) },
+        { target: 'handing_off' },
+      ],
     },
     handing_off: {
       invoke: {
         src: 'handOff',
-        input: moveOf,
+        input: epochMoveOf,
         onDone: 'assigning',
         onError: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfError } },
       },
@@ -118,12 +143,30 @@ export const migrateProcedure = setup({
     assigning: {
       invoke: {
         src: 'assignTarget',
-        input: moveOf,
-        onDone: 'done',
+        input: epochMoveOf,
+        onDone: 'awaiting_target',
         onError: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfError } },
       },
     },
+    awaiting_target: {
+      invoke: {
+        src: 'awaitTarget',
+        input: epochMoveOf,
+        onDone: 'done',
+        onError: { target: 'rolling_back', actions: { type: 'recordFailure', params: reasonOfError } },
+      },
+    },
+    rolling_back: {
+      invoke: {
+        src: 'rollBack',
+        input: epochMoveOf,
+        onDone: 'rolled_back',
+        // The reason it was rolling back stays; the rollback's own error is added.
+        onError: { target: 'failed', actions: assign({ error: ({ context, event }) => `${context.error ?? 'rolling back'}; giving the shard back failed: ${errorReason(event.error)}` }) },
+      },
+    },
     done: { type: 'final' },
+    rolled_back: { type: 'final' },
     failed: { type: 'final' },
   },
 });
@@ -133,12 +176,7 @@ export const migrateProcedure = setup({
 export type FailoverStep = 'assigning' | 'awaiting_leader';
 export const FAILOVER_STEPS: readonly FailoverStep[] = ['assigning', 'awaiting_leader'];
 
-export interface FailoverMove extends Move {
-  /** The shard's epoch when `from` was declared dead: the target must serve it at a higher one. */
-  readonly epoch: number;
-}
-
-export interface FailoverInput extends FailoverMove {
+export interface FailoverInput extends EpochMove {
   readonly id: number;
   /** The step recorded in the meta log: where the procedure (re)starts. */
   readonly resumeAt: FailoverStep;
@@ -148,8 +186,6 @@ export interface FailoverContext extends FailoverInput {
   error: string | undefined;
 }
 
-const failoverOf = ({ context }: { context: FailoverContext }): FailoverMove & { id: number } => ({ id: context.id, shard: context.shard, from: context.from, to: context.to, epoch: context.epoch });
-
 export const failoverProcedure = setup({
   types: {
     context: {} as FailoverContext,
@@ -157,9 +193,9 @@ export const failoverProcedure = setup({
   },
   actors: {
     /** Assign the dead node's shard to the target (a follower is promoted, another node opens it with a new epoch). */
-    assignTarget: fromPromise<void, FailoverMove & { id: number }>(effectNotProvided('assignTarget')),
+    assignTarget: fromPromise<void, EpochMove & { id: number }>(effectNotProvided('assignTarget')),
     /** Wait until the target serves the shard at a higher epoch; rejects if it dies first. */
-    awaitLeader: fromPromise<void, FailoverMove & { id: number }>(effectNotProvided('awaitLeader')),
+    awaitLeader: fromPromise<void, EpochMove & { id: number }>(effectNotProvided('awaitLeader')),
   },
   guards: {
     assigned: ({ context }) => context.resumeAt === 'awaiting_leader',
@@ -178,7 +214,7 @@ export const failoverProcedure = setup({
     assigning: {
       invoke: {
         src: 'assignTarget',
-        input: failoverOf,
+        input: epochMoveOf,
         onDone: 'awaiting_leader',
         onError: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfError } },
       },
@@ -186,7 +222,7 @@ export const failoverProcedure = setup({
     awaiting_leader: {
       invoke: {
         src: 'awaitLeader',
-        input: failoverOf,
+        input: epochMoveOf,
         onDone: 'done',
         onError: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfError } },
       },
@@ -342,9 +378,11 @@ export const PROCEDURE_MACHINES: Record<ProcedureKind, AnyStateMachine> = {
 
 /**
  * One rebalancing move, or null when leader counts of the live nodes differ
- * by at most one: the lowest shard id of the most loaded node goes to the
- * least loaded one (ties: lowest node id). Shards in `avoid` (e.g. moved
- * there on purpose by an operator) move only if the node has no other.
+ * by at most one: a shard of the most loaded node goes to the least loaded
+ * one (ties: lowest node id), first a shard the target follows, then the
+ * lowest id. Shards in `avoid` (placed by an operator) move last: another
+ * node as loaded gives one of its own shards instead, and only a node with
+ * nothing else gives an avoided one.
  */
 export function planRebalanceMove(shards: readonly (Pick<ShardInfo, 'id' | 'leader'> & { readonly followers?: readonly string[] })[], live: readonly string[], avoid: ReadonlySet<number> = new Set()): Move | null {
   const load = new Map([...live].sort().map((id) => [id, [] as number[]]));
@@ -353,12 +391,15 @@ export function planRebalanceMove(shards: readonly (Pick<ShardInfo, 'id' | 'lead
   const byLoad = [...load.entries()].sort((a, b) => a[1].length - b[1].length || (a[0] < b[0] ? -1 : 1));
   const [to, least] = byLoad[0]!;
   const most = Math.max(...byLoad.map(([, s]) => s.length));
-  const [from, held] = byLoad.find(([, s]) => s.length === most)!;
-  if (held.length - least.length <= 1) return null;
+  if (most - least.length <= 1) return null;
   // A shard the target follows moves fastest: it is promoted, not opened.
   const followedByTarget = new Set(shards.filter((s) => s.followers?.includes(to)).map((s) => s.id));
-  const candidates = [...held].sort((a, b) => Number(followedByTarget.has(b)) - Number(followedByTarget.has(a)) || a - b);
-  const shard = candidates.find((id) => !avoid.has(id)) ?? candidates[0]!;
+  const preferred = (a: number, b: number) => Number(followedByTarget.has(b)) - Number(followedByTarget.has(a)) || a - b;
+  const givers = byLoad.filter(([, held]) => held.length === most);
+  // Only when every shard of the most loaded nodes was placed by an operator does the preference give way to balance.
+  const [from, held] = givers.find(([, held]) => held.some((id) => !avoid.has(id))) ?? givers[0]!;
+  const movable = held.filter((id) => !avoid.has(id));
+  const shard = (movable.length > 0 ? movable : [...held]).sort(preferred)[0]!;
   return { shard, from, to };
 }
 
@@ -491,7 +532,7 @@ export interface ProcedureHost {
   readonly counters: { migrations: number; migrationMs: number; rebalanceMoves: number };
   /** How often to look again while waiting (meta's heartbeat interval). */
   readonly pollMs: number;
-  /** How long a rebalance waits for the cluster to settle, and a hand-off for its shard to serve, before giving up. */
+  /** How long a rebalance waits for the cluster to settle, a hand-off for its shard to serve, and a migration for its target to serve it, before giving up. */
   readonly settleTimeoutMs: number;
   /** After a rebalance that did not finish balanced, wait this long before starting another (doubling while they keep failing, up to 5 min). */
   readonly rebalanceBackoffMs: number;
@@ -501,8 +542,8 @@ export interface ProcedureHost {
   nudge(node: string): void;
   /** Ids of the nodes meta considers alive. */
   liveNodes(): string[];
-  /** Whether `node`'s last heartbeat reports it serves `shard` at `epoch`. */
-  serves(node: string, shard: number, epoch: number): boolean;
+  /** What `node`'s last heartbeat reports of `shard` (undefined: it does not hold it). */
+  report(node: string, shard: number): ShardReport | undefined;
 }
 
 export interface MigrateResult extends Move {
@@ -524,8 +565,6 @@ export class ProcedureRunner extends MachineDriver {
   private readonly running = new Map<number, Promise<unknown>>();
   /** Failovers being started: resolved once the shard is assigned (placement waits for that, not for the new leader). */
   private readonly assigned = new Map<number, () => void>();
-  /** Shards an operator migrated: a rebalance moves others first (in memory: a preference, not a rule). */
-  private readonly placedOnPurpose = new Set<number>();
   private rebalancing = false;
   private rebalanceNotBefore = 0;
   /** Rebalances in a row that did not end balanced: each doubles the wait before the next (the log is never pruned). */
@@ -538,8 +577,8 @@ export class ProcedureRunner extends MachineDriver {
   /** Start a migration (recorded before anything moves) and run it to its end. */
   async migrate(move: Move, parent: number | null = null): Promise<MigrateResult> {
     this.assertOpen(null);
-    const p = await this.meta.startProcedure({ kind: 'migrate', shard: move.shard, from: move.from, to: move.to, parent, state: 'handing_off' });
-    if (parent === null) this.placedOnPurpose.add(move.shard);
+    const { epoch } = this.meta.shard(move.shard);
+    const p = await this.meta.startProcedure({ kind: 'migrate', shard: move.shard, from: move.from, to: move.to, parent, epoch, state: 'handing_off' });
     return (await this.run(p)) as MigrateResult;
   }
 
@@ -550,7 +589,7 @@ export class ProcedureRunner extends MachineDriver {
    * reads the shard's leader); waiting for the new leader to serve goes on
    * in the background.
    */
-  async failover(move: FailoverMove): Promise<ProcedureInfo> {
+  async failover(move: EpochMove): Promise<ProcedureInfo> {
     this.assertOpen(null);
     const p = await this.meta.startProcedure({ kind: 'failover', shard: move.shard, from: move.from, to: move.to, parent: null, epoch: move.epoch, state: 'assigning' });
     const assigned = new Promise<void>((resolve) => this.assigned.set(p.id, resolve));
@@ -590,7 +629,6 @@ export class ProcedureRunner extends MachineDriver {
     for (const p of [...shardProcedures, ...unfinished.filter((q) => q.kind === 'rebalance')]) {
       this.logger.warn({ procedure: p.id, kind: p.kind, shard: p.shard, from: p.from, to: p.to, step: p.state }, `resuming ${describe(p)} at step '${p.state}'`);
       if (p.kind !== 'rebalance') {
-        if (p.kind === 'migrate' && p.parent === null && p.shard !== null) this.placedOnPurpose.add(p.shard);
         this.run(p).catch(() => undefined);
         continue;
       }
@@ -638,12 +676,15 @@ export class ProcedureRunner extends MachineDriver {
   }
 
   private async runMigrate(p: ProcedureInfo): Promise<MigrateResult> {
-    const move: Move = { shard: p.shard!, from: p.from!, to: p.to! };
+    // A migration recorded without the epoch (by an older meta): any epoch the target takes is above it.
+    const move: EpochMove = { shard: p.shard!, from: p.from!, to: p.to!, epoch: p.epoch ?? -1 };
     await this.assertKnownStep(p, MIGRATE_STEPS);
     const machine = migrateProcedure.provide({
       actors: {
         handOff: this.step(p, 'handing_off', () => this.handOff(p, move)),
         assignTarget: this.step(p, 'assigning', () => this.assignTarget(move)),
+        awaitTarget: this.step(p, 'awaiting_target', () => this.awaitTarget(p, move)),
+        rollBack: this.step(p, 'rolling_back', () => this.rollBack(move)),
       },
     });
     const final = await this.drive(p, machine, { id: p.id, ...move, resumeAt: p.state as MigrateStep });
@@ -653,8 +694,14 @@ export class ProcedureRunner extends MachineDriver {
       this.host.counters.migrations++;
       this.host.counters.migrationMs += ms;
       if (p.parent !== null) this.host.counters.rebalanceMoves++;
-      this.logger.info({ procedure: p.id, ...move, ms }, `shard ${move.shard} handed off from '${move.from}' to '${move.to}' in ${ms} ms`);
-      return { id: p.id, ...move, ms };
+      this.logger.info({ procedure: p.id, ...move, ms }, `shard ${move.shard} handed off from '${move.from}' to '${move.to}', which serves it, in ${ms} ms`);
+      return { id: p.id, shard: move.shard, from: move.from, to: move.to, ms };
+    }
+    if (final.value === 'rolled_back') {
+      const reason = `${final.context.error}; shard ${move.shard} was given back to '${move.from}'`;
+      await this.finish(p, 'aborted', reason);
+      this.logger.warn({ procedure: p.id, ...move, reason }, `migration of shard ${move.shard} from '${move.from}' to '${move.to}' rolled back: ${reason}`);
+      throw this.failure(p, reason);
     }
     const reason = final.context.error ?? String(final.value);
     await this.finish(p, 'failed', reason);
@@ -664,7 +711,7 @@ export class ProcedureRunner extends MachineDriver {
 
   private async runFailover(p: ProcedureInfo): Promise<void> {
     // A failover recorded without the epoch (never written so): any epoch the target takes is above it.
-    const move: FailoverMove = { shard: p.shard!, from: p.from!, to: p.to!, epoch: p.epoch ?? -1 };
+    const move: EpochMove = { shard: p.shard!, from: p.from!, to: p.to!, epoch: p.epoch ?? -1 };
     await this.assertKnownStep(p, FAILOVER_STEPS);
     const machine = failoverProcedure.provide({
       actors: {
@@ -748,9 +795,47 @@ export class ProcedureRunner extends MachineDriver {
     this.host.nudge(move.to);
   }
 
+  /**
+   * Until the target's heartbeat reports the shard serving, every region
+   * included, as its leader at meta's epoch, above the one the migration
+   * started at. Rejects when the target reports the shard (or a region of
+   * it) failed at such an epoch: its node would open it again, but the
+   * source had it serving. Rejects too when the target dies, or has not
+   * served within the settle timeout.
+   */
+  private async awaitTarget(p: ProcedureInfo, move: EpochMove): Promise<void> {
+    const deadline = Date.now() + this.host.settleTimeoutMs;
+    const details = { shard: move.shard, node: move.to };
+    for (;;) {
+      this.assertOpen(p.id);
+      const shard = this.meta.shard(move.shard);
+      if (shard.leader !== move.to) throw new RepriseError('NOT_LEADER', `shard ${move.shard} is assigned to '${shard.leader}' now, not '${move.to}'`, { shard: move.shard });
+      const report = this.host.report(move.to, move.shard);
+      const opened = report !== undefined && report.epoch > move.epoch ? report : undefined;
+      if (opened?.epoch === shard.epoch && opened.state === 'serving' && opened.role !== 'follower' && !opened.failedRegions?.length) return;
+      const failure = opened?.state === 'failed' ? (opened.error ?? 'failed') : opened?.failedRegions?.map((r) => `region ${r.id}: ${r.error}`).join('; ');
+      if (failure) throw new RepriseError('SHARD_NOT_SERVING', `'${move.to}' failed to open shard ${move.shard}: ${failure}`, details);
+      if (!this.host.liveNodes().includes(move.to)) throw new RepriseError('UNAVAILABLE', `node '${move.to}' died before it served shard ${move.shard}`, details);
+      if (Date.now() >= deadline) {
+        throw new RepriseError('SHARD_NOT_SERVING', `'${move.to}' did not serve shard ${move.shard} within ${this.host.settleTimeoutMs} ms (it reports it ${report ? `${report.state} at epoch ${report.epoch}` : 'not at all'})`, details);
+      }
+      await this.sleep(this.host.pollMs, p.id);
+    }
+  }
+
+  /** The target did not serve the shard: assign it back to the source, which reopens it (a no-op if done already). */
+  private async rollBack(move: Move): Promise<void> {
+    const leader = this.meta.shard(move.shard).leader;
+    if (leader === move.from) return;
+    if (leader !== move.to) throw new RepriseError('NOT_LEADER', `shard ${move.shard} is assigned to '${leader}' now, not '${move.to}': not given back to '${move.from}'`, { shard: move.shard });
+    await this.meta.assignShard(move.shard, move.from);
+    this.host.nudge(move.from);
+    this.host.nudge(move.to);
+  }
+
   // ---- effects: failover
 
-  private async assignFailoverTarget(move: FailoverMove): Promise<void> {
+  private async assignFailoverTarget(move: EpochMove): Promise<void> {
     const leader = this.meta.shard(move.shard).leader;
     if (leader !== move.to) {
       if (leader !== move.from) throw new RepriseError('NOT_LEADER', `shard ${move.shard} is assigned to '${leader}' now, not '${move.from}'`, { shard: move.shard });
@@ -760,12 +845,12 @@ export class ProcedureRunner extends MachineDriver {
   }
 
   /** Until the target's heartbeat reports the shard serving at an epoch above the dead leader's; rejects if the target dies first. */
-  private async awaitLeader(p: ProcedureInfo, move: FailoverMove): Promise<void> {
+  private async awaitLeader(p: ProcedureInfo, move: EpochMove): Promise<void> {
     for (;;) {
       this.assertOpen(p.id);
       const shard = this.meta.shard(move.shard);
       if (shard.leader !== move.to) throw new RepriseError('NOT_LEADER', `shard ${move.shard} is assigned to '${shard.leader}' now, not '${move.to}'`, { shard: move.shard });
-      if (shard.epoch > move.epoch && this.host.serves(move.to, move.shard, shard.epoch)) return;
+      if (shard.epoch > move.epoch && this.serves(move.to, move.shard, shard.epoch)) return;
       if (!this.host.liveNodes().includes(move.to)) {
         throw new RepriseError('UNAVAILABLE', `node '${move.to}' died before it served shard ${move.shard}: placement starts another failover`, { shard: move.shard });
       }
@@ -806,10 +891,16 @@ export class ProcedureRunner extends MachineDriver {
     }
     const other = this.meta.procedures().find((q) => q.id !== self);
     if (other) return { wait: `${describe(other)} is running` };
-    const idle = shards.find((s) => !this.host.serves(s.leader!, s.id, s.epoch));
+    const idle = shards.find((s) => !this.serves(s.leader!, s.id, s.epoch));
     if (idle) return { wait: `shard ${idle.id} is not serving on '${idle.leader}' at epoch ${idle.epoch} yet` };
-    const move = planRebalanceMove(shards, live, this.placedOnPurpose);
+    const move = planRebalanceMove(shards, live, this.meta.placedByOperator());
     return move ? { move } : { balanced: true };
+  }
+
+  /** Whether `node`'s last heartbeat reports it leads `shard`, serving, at `epoch`. */
+  private serves(node: string, shard: number, epoch: number): boolean {
+    const report = this.host.report(node, shard);
+    return report?.epoch === epoch && report.state === 'serving' && report.role !== 'follower';
   }
 }
 

@@ -60,8 +60,10 @@ export class RemoteMeta {
 
   /**
    * Resolves once the log shows the shard led by `to` with no procedure on
-   * it; rejects once no procedure runs on it and it is led by another node,
-   * or when `waitMs` has passed with one still running.
+   * it (the migration ends only once `to` serves it); rejects once no
+   * procedure runs on it and it is led by another node (the migration
+   * failed, or gave the shard back), or when `waitMs` has passed with one
+   * still running.
    */
   private migrationOutcome(shardId: number, to: string, waitMs: number, timeout: RepriseError): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -71,7 +73,7 @@ export class RemoteMeta {
         const { leader } = this.replica.shard(shardId);
         if (running === undefined && leader === to) return settle();
         if (running === undefined) {
-          return settle(new RepriseError('TIMEOUT', `${what}, and meta's log shows none running: shard ${shardId} is led by '${leader}' (the migration failed, or never reached meta; see \`reprise cluster status\`)`, { shard: shardId, to }, { cause: timeout }));
+          return settle(new RepriseError('TIMEOUT', `${what}, and meta's log shows none running: shard ${shardId} is led by '${leader}' (the migration failed, gave the shard back, or never reached meta; see \`reprise cluster status\`)`, { shard: shardId, to }, { cause: timeout }));
         }
         if (expired) {
           return settle(new RepriseError('TIMEOUT', `${what}; ${running.kind} #${running.id} of shard ${shardId} is still at step ${running.state}: see \`reprise cluster status\``, { shard: shardId, to }, { cause: timeout }));

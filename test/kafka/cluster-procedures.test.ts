@@ -1,4 +1,6 @@
 import { execFile } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { decode } from '@msgpack/msgpack';
@@ -20,6 +22,12 @@ import { until as untilValue } from '../harness/wait.js';
  *   the shard off and before meta assigned it to the target (a window held
  *   open by REPRISE_TEST_PROCEDURE_PAUSE, see src/testing/faults.ts): the
  *   restarted meta resumes the procedure from the meta log and finishes it;
+ * - an operator's migration unbalances the cluster and meta is SIGKILLed
+ *   once the rebalance planned its move: the next meta moves another shard
+ *   (the operator's placement is in the meta log);
+ * - `reprise migrate` to a SIGSTOPped target answers only after the target
+ *   resumed and serves the shard; to a target that cannot open it (its
+ *   manifest damaged after the hand-off) it fails, and the shard goes back;
  * - a node joining a running cluster gets a shard by rebalancing while a
  *   writer keeps writing; SIGKILLed, its shard fails over, and the meta
  *   log holds the failover procedure from start to finish.
@@ -105,6 +113,14 @@ describe('procedures of a cluster of real processes: meta + nodes over NATS, Kaf
     return { acked, insertAll };
   }
 
+  /** `reprise migrate` as an operator runs it; `at`: when it answered. */
+  function migrateCli(via: Server, shard: number, to: string) {
+    return promisify(execFile)(process.execPath, [BIN, 'migrate', '--shard', String(shard), '--to', to, '--server', via.url]).then(
+      (r) => ({ ok: true as const, out: r.stdout, at: Date.now() }),
+      (err: { code?: number; stderr?: string }) => ({ ok: false as const, code: err.code, out: err.stderr ?? '', at: Date.now() }),
+    );
+  }
+
   async function queryKeys(via: Server): Promise<string[]> {
     const response = await call(via, 'POST', '/v1/tables/system_metrics/query', {});
     expect(response.status, JSON.stringify(response.body)).toBe(200);
@@ -133,10 +149,7 @@ describe('procedures of a cluster of real processes: meta + nodes over NATS, Kaf
     const before = placed.find((s) => s.leader !== 'n1' && regionShards.has(s.id))!;
     const source = before.leader!;
     const target = ['n2', 'n3'].find((id) => id !== source)!;
-    const cli = promisify(execFile)(process.execPath, [BIN, 'migrate', '--shard', String(before.id), '--to', target, '--server', front.url]).then(
-      (r) => ({ ok: true as const, out: r.stdout }),
-      (err: { code?: number; stderr?: string }) => ({ ok: false as const, code: err.code, out: err.stderr ?? '' }),
-    );
+    const cli = migrateCli(front, before.id, target);
 
     // In the log: the procedure at handing_off. Done: the source no longer holds the shard.
     const running = await until(async () => {
@@ -196,6 +209,145 @@ describe('procedures of a cluster of real processes: meta + nodes over NATS, Kaf
     for (let i = 40; i < 45; i++) expect((await insertAll(front, i)).status).toBe(200);
     expect(await queryKeys(front)).toEqual([...acked].sort());
     console.log(`meta SIGKILLed mid-migration: the restarted meta finished it ${resumedMs} ms after the kill; shard ${before.id} ${source} -> ${target}, epoch ${before.epoch} -> ${after.meta.shards.find((x) => x.id === before.id)!.epoch}`);
+  });
+
+  /** Meta (with `metaEnv` on top of `env`) and nodes n1..n3, every shard led and opened, and the three-region table created through n1. */
+  async function threeNodeCluster(env: Record<string, string>, metaEnv: Record<string, string> = {}) {
+    const meta = await startMeta({ ...env, ...metaEnv }, 3);
+    const nodes = new Map<string, Server>();
+    await Promise.all(['n1', 'n2', 'n3'].map(async (id) => nodes.set(id, await startNode(env, id))));
+    const placed = await until(async () => {
+      const s = await metaStatus(meta);
+      return s.meta.shards.every((x) => x.leader !== null && x.epoch > 0) ? s.meta.shards : undefined;
+    }, 'every shard led and opened');
+    expect(new Set(placed.map((s) => s.leader))).toEqual(new Set(['n1', 'n2', 'n3']));
+    const created = await call(nodes.get('n1')!, 'POST', '/v1/tables', SCHEMA);
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const regions = created.body.regions as { id: number; shard: number }[];
+    return { meta, nodes, placed, regions };
+  }
+
+  it("an operator's migration stays where it was sent: the rebalance it causes moves another shard, also when meta restarts before the move", async () => {
+    // No followers: the planner's only preference among a node's shards is the operator's (then the lowest id).
+    const env = { ...(await clusterEnv()), REPRISE_CLUSTER_FOLLOWERS: '0' };
+    // The first meta holds each rebalance after it planned its move, before recording it: the window to kill it in.
+    const { meta, nodes, placed } = await threeNodeCluster(env, { REPRISE_TEST_PROCEDURE_PAUSE: 'rebalance.planning:120000' });
+    const leaderOf = (shard: number) => placed.find((s) => s.id === shard)!.leader!;
+    // Shard 0 goes to shard 1's node: the source is left with none, the target with shards 0 and 1.
+    const [source, target] = [leaderOf(0), leaderOf(1)];
+    const front = nodes.get(leaderOf(2))!;
+    const { acked, insertAll } = writer();
+    for (let i = 0; i < 10; i++) expect((await insertAll(front, i)).status).toBe(200);
+    const asked = await migrateCli(front, 0, target);
+    expect(asked.ok, asked.out).toBe(true);
+
+    // The rebalance that follows planned its move; meta dies before making it.
+    const rebalance = await until(async () => {
+      const p = (await metaStatus(meta)).meta.procedures.find((q) => q.kind === 'rebalance');
+      return p && tail('meta', 200).includes(`test pause: rebalance #${p.id} waits`) ? p : undefined;
+    }, `a rebalance planned (meta log: ${tail('meta', 10)})`);
+    meta.child.kill('SIGKILL');
+    await meta.exited;
+
+    // The next meta resumes it at planning and plans again, knowing (from the log) what the operator moved.
+    const restarted = await startMeta(env, 3, 'meta#2');
+    const balanced = await until(
+      async () => {
+        const s = await metaStatus(restarted);
+        const counts = ['n1', 'n2', 'n3'].map((id) => s.meta.shards.filter((x) => x.leader === id).length).join();
+        return counts === '1,1,1' && s.meta.procedures.length === 0 ? s : undefined;
+      },
+      `one shard per node again (meta log: ${tail('meta#2', 10)})`,
+    );
+    expect(balanced.meta.shards.find((x) => x.id === 0)!.leader).toBe(target);
+    expect(balanced.meta.shards.find((x) => x.id === 1)!.leader).toBe(source);
+    expect(balanced.meta.counters).toMatchObject({ rebalanceMoves: 1 });
+    // The same rebalance, resumed: it made the one move.
+    expect(tail('meta#2', 2000)).toContain(`rebalance #${rebalance.id} done: 1 shard(s) moved`);
+    for (let i = 10; i < 20; i++) expect((await insertAll(front, i)).status).toBe(200);
+    expect(await queryKeys(front)).toEqual([...acked].sort());
+  });
+
+  it('`reprise migrate` answers once the target serves the shard: a target paused through its assignment makes the command wait', async () => {
+    // Failure detection slower than the pause below, so that the paused target stays alive to meta.
+    const env = { ...(await clusterEnv()), REPRISE_CLUSTER_LEASE_MS: '4000', REPRISE_CLUSTER_FAILURE_TIMEOUT_MS: '5000' };
+    const { meta, nodes, placed } = await threeNodeCluster(env);
+    const front = nodes.get('n1')!;
+    const { acked, insertAll } = writer();
+    for (let i = 0; i < 10; i++) expect((await insertAll(front, i)).status).toBe(200);
+    const shard = placed.find((s) => s.leader === 'n2')!;
+    const target = nodes.get('n3')!;
+
+    target.child.kill('SIGSTOP');
+    const asked = migrateCli(front, shard.id, 'n3');
+    // Meta assigns the shard to n3 while n3 cannot open it.
+    await until(async () => ((await metaStatus(meta)).meta.shards.find((s) => s.id === shard.id)!.leader === 'n3' ? true : undefined), `shard ${shard.id} assigned to n3`);
+    await sleep(1_000);
+    const resumedAt = Date.now();
+    target.child.kill('SIGCONT');
+    const answered = await asked;
+    expect(answered.ok, answered.out).toBe(true);
+    expect(answered.out).toContain(`shard ${shard.id}: n2 -> n3`);
+    expect(answered.at).toBeGreaterThan(resumedAt);
+
+    // Served by n3 when the command answered: its leader at meta's epoch, reads and writes through it.
+    const epoch = (await metaStatus(meta)).meta.shards.find((s) => s.id === shard.id)!.epoch;
+    expect(epoch).toBeGreaterThan(shard.epoch);
+    expect((await nodeShards(target)).find((s) => s.id === shard.id)).toMatchObject({ state: 'serving', role: 'leader', epoch });
+    expect(await queryKeys(target)).toEqual([...acked].sort());
+    for (let i = 10; i < 20; i++) expect((await insertAll(target, i)).status).toBe(200);
+    expect(await queryKeys(front)).toEqual([...acked].sort());
+    console.log(`migrate with the target paused: answered ${answered.at - resumedAt} ms after the target resumed`);
+  });
+
+  it('a target that fails to open the shard (its manifest damaged after the hand-off): the migration fails, naming shard and target, and the shard goes back to its source', async () => {
+    // No followers: the target opens the shard from the manifests. Failure
+    // detection slower than the source's pause below, so that it stays alive to meta.
+    const env: Record<string, string> = { ...(await clusterEnv()), REPRISE_CLUSTER_FOLLOWERS: '0', REPRISE_CLUSTER_LEASE_MS: '15000', REPRISE_CLUSTER_FAILURE_TIMEOUT_MS: '20000' };
+    // Meta waits after the hand-off: the window in which the test damages the manifest.
+    const { meta, nodes, placed, regions } = await threeNodeCluster(env, { REPRISE_TEST_PROCEDURE_PAUSE: 'migrate.handing_off:2000' });
+    const front = nodes.get('n1')!;
+    const { acked, insertAll } = writer();
+    for (let i = 0; i < 10; i++) expect((await insertAll(front, i)).status).toBe(200);
+    const shard = placed.find((s) => s.leader === 'n2')!;
+    const source = nodes.get('n2')!;
+    const asked = migrateCli(front, shard.id, 'n3');
+    await until(async () => {
+      const p = (await metaStatus(meta)).meta.procedures.find((q) => q.shard === shard.id);
+      return p?.state === 'handing_off' && !(await nodeShards(source)).some((s) => s.id === shard.id) ? true : undefined;
+    }, `shard ${shard.id} handed off by n2`);
+
+    // The hand-off flushed: the target will open the shard from its regions' manifests. Damage them.
+    const manifests = regions.filter((r) => r.shard === shard.id).map((r) => join(env.REPRISE_DATA_DIR!, 'regions', String(r.id), 'manifest'));
+    expect(manifests.length).toBeGreaterThan(0);
+    const originals = await Promise.all(manifests.map((file) => readFile(file)));
+    for (const [i, file] of manifests.entries()) {
+      const damaged = Buffer.from(originals[i]!);
+      damaged[damaged.length - 2] ^= 0x01;
+      await writeFile(file, damaged);
+    }
+    // The source, given the shard back, would find the damage too: paused until it is repaired.
+    source.child.kill('SIGSTOP');
+
+    const answered = await asked;
+    expect(answered.ok ? 0 : answered.code, answered.out).toBe(1);
+    expect(answered.out).toMatch(new RegExp(`^reprise: SHARD_NOT_SERVING: migration of shard ${shard.id} from 'n2' to 'n3' failed: .*'n3'.*MANIFEST_CORRUPT`, 'm'));
+    expect(answered.out).toContain(`shard ${shard.id} was given back to 'n2'`);
+    console.log(`migrate to a target that cannot open the shard: ${answered.out.trim()}`);
+    const after = await metaStatus(meta);
+    expect(after.meta.shards.find((s) => s.id === shard.id)!.leader).toBe('n2');
+    expect(after.meta.procedures.filter((p) => p.shard === shard.id)).toEqual([]);
+    expect(tail('meta', 100)).toMatch(new RegExp(`migration of shard ${shard.id} from 'n2' to 'n3' rolled back`));
+
+    // Repaired, the source serves the shard again: every acknowledged row, and writes go on.
+    for (const [i, file] of manifests.entries()) await writeFile(file, originals[i]!);
+    source.child.kill('SIGCONT');
+    await until(async () => ((await nodeShards(source)).some((s) => s.id === shard.id && s.state === 'serving' && s.role === 'leader') ? true : undefined), `n2 serves shard ${shard.id} again`);
+    for (let i = 10; i < 20; i++) {
+      const response = await insertAll(front, i);
+      expect(response.status, JSON.stringify(response.body)).toBe(200);
+    }
+    expect(await queryKeys(front)).toEqual([...acked].sort());
   });
 
   it('rebalance: a node joining a cluster of two gets a shard, moved while a writer keeps writing; nothing acknowledged is lost', async () => {

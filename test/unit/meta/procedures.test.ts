@@ -10,7 +10,7 @@ import type { TableSchema } from '../../../src/engine/schema.js';
 import { MetaServer, type MetaServerOptions } from '../../../src/meta/meta-server.js';
 import { MetaService, metaTopicOf } from '../../../src/meta/meta-service.js';
 import { applyMetaEvent, emptyMetaState, type MetaEvent } from '../../../src/meta/model.js';
-import { createTableProcedure, failoverProcedure, migrateProcedure, planRebalanceMove, PROCEDURE_MACHINES, ProcedureRunner, rebalanceProcedure, type Move, type ProcedureHost, type RebalancePlan } from '../../../src/meta/procedures.js';
+import { createTableProcedure, failoverProcedure, migrateProcedure, planRebalanceMove, PROCEDURE_MACHINES, ProcedureRunner, rebalanceProcedure, type EpochMove, type Move, type ProcedureHost, type RebalancePlan } from '../../../src/meta/procedures.js';
 import { InProcessNetwork, type InProcessTransport } from '../../../src/transport/in-process.js';
 import { LocalLogStore } from '../../../src/wal/local-log-store.js';
 import { readEntries } from '../../../src/wal/shard-reader.js';
@@ -54,33 +54,41 @@ async function runMachine(machine: AnyStateMachine, input: unknown): Promise<{ s
 }
 
 describe('procedure machines (specifications, effects injected)', () => {
-  const move = { id: 1, shard: 2, from: 'n1', to: 'n2' };
+  const move = { id: 1, shard: 2, from: 'n1', to: 'n2', epoch: 3 };
 
-  it('migrate: hands off, then assigns; resumed at assigning it does not hand off again', async () => {
+  it('migrate: hands off, assigns, awaits the target; resumed at a later step it does not repeat the earlier ones', async () => {
     const calls: string[] = [];
     const machine = migrateProcedure.provide({
       actors: {
         handOff: fromPromise(async ({ input }) => void calls.push(`handOff ${input.shard} ${input.from}->${input.to}`)),
         assignTarget: fromPromise(async ({ input }) => void calls.push(`assign ${input.shard} ${input.to}`)),
+        awaitTarget: fromPromise(async ({ input }) => void calls.push(`await ${input.to} above epoch ${input.epoch}`)),
+        rollBack: fromPromise(async () => {
+          calls.push('rollBack');
+        }),
       },
     });
     const fresh = await runMachine(machine, { ...move, resumeAt: 'handing_off' });
-    expect(fresh.states).toEqual(['handing_off', 'assigning', 'done']);
-    expect(calls).toEqual(['handOff 2 n1->n2', 'assign 2 n2']);
+    expect(fresh.states).toEqual(['handing_off', 'assigning', 'awaiting_target', 'done']);
+    expect(calls).toEqual(['handOff 2 n1->n2', 'assign 2 n2', 'await n2 above epoch 3']);
     calls.length = 0;
     const resumed = await runMachine(machine, { ...move, resumeAt: 'assigning' });
-    expect(resumed.states).toEqual(['assigning', 'done']);
-    expect(calls).toEqual(['assign 2 n2']);
+    expect(resumed.states).toEqual(['assigning', 'awaiting_target', 'done']);
+    expect(calls).toEqual(['assign 2 n2', 'await n2 above epoch 3']);
+    calls.length = 0;
+    const awaiting = await runMachine(machine, { ...move, resumeAt: 'awaiting_target' });
+    expect(awaiting.states).toEqual(['awaiting_target', 'done']);
+    expect(calls).toEqual(['await n2 above epoch 3']);
   });
 
   it('migrate: a failed hand-off (e.g. the source died) ends it, with the reason, and assigns nothing', async () => {
     let assigned = false;
     const machine = migrateProcedure.provide({
       actors: {
-        handOff: fromPromise<void, Move & { id: number }>(async () => {
+        handOff: fromPromise<void, EpochMove & { id: number }>(async () => {
           throw Object.assign(new Error("node 'n1' died"), { code: 'UNAVAILABLE' });
         }),
-        assignTarget: fromPromise<void, Move & { id: number }>(async () => {
+        assignTarget: fromPromise<void, EpochMove & { id: number }>(async () => {
           assigned = true;
         }),
       },
@@ -89,6 +97,42 @@ describe('procedure machines (specifications, effects injected)', () => {
     expect(run.states).toEqual(['handing_off', 'failed']);
     expect(run.context.error).toBe("UNAVAILABLE: node 'n1' died");
     expect(assigned).toBe(false);
+  });
+
+  it('migrate: a target that does not serve the shard rolls it back to the source (rolled_back, with the reason); a failed rollback ends failed; resumed at rolling_back it rolls back', async () => {
+    const calls: string[] = [];
+    const notServed = async () => {
+      throw Object.assign(new Error("'n2' failed to open shard 2: region 4: MANIFEST_CORRUPT"), { code: 'SHARD_NOT_SERVING' });
+    };
+    const machine = (rollBack: () => Promise<void>) =>
+      migrateProcedure.provide({
+        actors: {
+          handOff: fromPromise<void, EpochMove & { id: number }>(async () => undefined),
+          assignTarget: fromPromise<void, EpochMove & { id: number }>(async () => undefined),
+          awaitTarget: fromPromise<void, EpochMove & { id: number }>(notServed),
+          rollBack: fromPromise(async ({ input }) => {
+            calls.push(`give ${input.shard} back to ${input.from}`);
+            await rollBack();
+          }),
+        },
+      });
+    const rolledBack = await runMachine(machine(async () => undefined), { ...move, resumeAt: 'handing_off' });
+    expect(rolledBack.states).toEqual(['handing_off', 'assigning', 'awaiting_target', 'rolling_back', 'rolled_back']);
+    expect(rolledBack.context.error).toBe("SHARD_NOT_SERVING: 'n2' failed to open shard 2: region 4: MANIFEST_CORRUPT");
+    expect(calls).toEqual(['give 2 back to n1']);
+    const failed = await runMachine(
+      machine(async () => {
+        throw Object.assign(new Error('append failed'), { code: 'WAL_APPEND_FAILED' });
+      }),
+      { ...move, resumeAt: 'awaiting_target' },
+    );
+    expect(failed.states).toEqual(['awaiting_target', 'rolling_back', 'failed']);
+    expect(failed.context.error).toBe("SHARD_NOT_SERVING: 'n2' failed to open shard 2: region 4: MANIFEST_CORRUPT; giving the shard back failed: WAL_APPEND_FAILED: append failed");
+    calls.length = 0;
+    const resumed = await runMachine(machine(async () => undefined), { ...move, resumeAt: 'rolling_back' });
+    expect(resumed.states).toEqual(['rolling_back', 'rolled_back']);
+    expect(resumed.context.error).toMatch(/the target did not serve the shard/);
+    expect(calls).toEqual(['give 2 back to n1']);
   });
 
   it('failover: assigns, then awaits the new leader; resumed at awaiting_leader it does not assign again; fails if the target dies', async () => {
@@ -237,6 +281,10 @@ describe('procedure machines (specifications, effects injected)', () => {
     expect(planRebalanceMove(shards(['n1', 'n1']), ['n1'])).toBeNull();
     // A shard an operator placed moves last.
     expect(planRebalanceMove(shards(['n1', 'n1', 'n2']), ['n1', 'n2', 'n3'], new Set([0]))).toEqual({ shard: 1, from: 'n1', to: 'n3' });
+    // Another node as loaded gives one of its own instead (issue 14: the operator's move was undone while n2 had shards nobody moved).
+    expect(planRebalanceMove(shards(['n1', 'n1', 'n2', 'n2']), ['n1', 'n2', 'n3'], new Set([0, 1]))).toEqual({ shard: 2, from: 'n2', to: 'n3' });
+    // Only when nothing else can balance the counts does an operator's shard move.
+    expect(planRebalanceMove(shards(['n1', 'n1', 'n2']), ['n1', 'n2', 'n3'], new Set([0, 1]))).toEqual({ shard: 0, from: 'n1', to: 'n3' });
     // A shard the target already follows goes first: it is promoted, not opened.
     const followed = shards(['n1', 'n1', 'n2']).map((s) => ({ ...s, followers: s.id === 1 ? ['n3'] : ['n2'] }));
     expect(planRebalanceMove(followed, ['n1', 'n2', 'n3'])).toEqual({ shard: 1, from: 'n1', to: 'n3' });
@@ -480,6 +528,9 @@ class ScriptedNode {
   readonly replyNever = new Set<number>();
   /** Never open a shard newly assigned here (a node stuck opening it). */
   openNever = false;
+  /** Shards whose open fails here after taking the epoch, with the error reported (a damaged manifest, say). */
+  readonly openFails = new Map<number, string>();
+  private readonly failed = new Map<number, number>();
   alive = true;
   private readonly hanging: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -508,15 +559,16 @@ class ScriptedNode {
     if (!this.alive || this.beating) return;
     this.beating = true;
     try {
-      const shards = [...this.held].map(([id, epoch]) => ({ id, epoch, state: 'serving' }));
+      const shards = [...[...this.held].map(([id, epoch]) => ({ id, epoch, state: 'serving' })), ...[...this.failed].map(([id, epoch]) => ({ id, epoch, state: 'failed', error: this.openFails.get(id) }))];
       const reply = await this.transport.request<unknown, { assigned: number[] }>(this.transport.subject('meta', 'heartbeat'), { node: this.id, shards }, { timeoutMs: 1_000 });
       const assigned = new Set(reply.assigned);
       for (const id of [...this.held.keys()]) if (!assigned.has(id)) this.held.delete(id);
       for (const id of [...this.handedOff]) if (!assigned.has(id)) this.handedOff.delete(id);
+      for (const id of [...this.failed.keys()]) if (!assigned.has(id)) this.failed.delete(id);
       for (const id of assigned) {
-        if (this.held.has(id) || this.handedOff.has(id) || this.openNever) continue;
+        if (this.held.has(id) || this.handedOff.has(id) || this.failed.has(id) || this.openNever) continue;
         const { epoch } = await this.transport.request<unknown, { epoch: number }>(this.transport.subject('meta', 'grant'), { shard: id, node: this.id }, { timeoutMs: 1_000 });
-        this.held.set(id, epoch);
+        (this.openFails.has(id) ? this.failed : this.held).set(id, epoch);
       }
     } catch {
       // meta is restarting: beat again later
@@ -598,7 +650,7 @@ describe('procedures run by MetaServer, resumed after a meta restart (in-process
     expect(first.server.status().procedures[0]!.startedAt).toBeGreaterThan(0);
     await first.stop();
     await expect(asked).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringMatching(/meta is shutting down: procedure #1 resumes/) });
-    expect(await procedureEvents(log)).toEqual([{ type: 'procedure_started', id: 1, kind: 'migrate', shard: shard.id, from: 'n1', to: 'n2', parent: null, state: 'handing_off' }]);
+    expect(await procedureEvents(log)).toEqual([{ type: 'procedure_started', id: 1, kind: 'migrate', shard: shard.id, from: 'n1', to: 'n2', parent: null, epoch: before, state: 'handing_off' }]);
 
     nodes.get('n1')!.replyNever.clear();
     const second = await startMeta();
@@ -615,6 +667,7 @@ describe('procedures run by MetaServer, resumed after a meta restart (in-process
       'procedure_started:handing_off',
       'procedure_step:assigning',
       'shard_assigned:n2',
+      'procedure_step:awaiting_target',
       'procedure_finished:done',
     ]);
   });
@@ -634,7 +687,7 @@ describe('procedures run by MetaServer, resumed after a meta restart (in-process
     const second = await startMeta();
     await waitUntil(() => second.server.status().procedures.length === 0, 'the resumed migration finished');
     expect(nodes.get('n1')!.handOffs).toEqual([shard.id]);
-    expect((await procedureEvents(log)).map((e) => e.type)).toEqual(['procedure_started', 'procedure_step', 'procedure_finished']);
+    expect((await procedureEvents(log)).map((e) => (e.type === 'procedure_step' ? e.state : e.type))).toEqual(['procedure_started', 'assigning', 'awaiting_target', 'procedure_finished']);
     expect(second.server.status().shards.find((s) => s.id === shard.id)!.leader).toBe('n2');
   });
 
@@ -653,6 +706,34 @@ describe('procedures run by MetaServer, resumed after a meta restart (in-process
     });
     expect(await server.migrate(b!.id, 'n2')).toMatchObject({ shard: b!.id, from: 'n1', to: 'n2' });
     expect(server.status().procedures.map((p) => p.shard)).toEqual([a!.id]);
+  });
+
+  it('a migration answers once the target serves the shard; a target that fails to open it: SHARD_NOT_SERVING naming shard and target, the shard given back to the source', async () => {
+    const { server } = await startMeta();
+    const nodes = await startNodes(['n1', 'n2']);
+    await waitUntil(() => servingEverywhere(server, nodes), 'every shard served');
+    const [a, b] = server.status().shards.filter((s) => s.leader === 'n1');
+    expect(await server.migrate(a!.id, 'n2')).toMatchObject({ shard: a!.id, from: 'n1', to: 'n2' });
+    // Served when it answered, at the epoch the target took.
+    expect(nodes.get('n2')!.held.get(a!.id)).toBe(server.status().shards.find((s) => s.id === a!.id)!.epoch);
+
+    nodes.get('n2')!.openFails.set(b!.id, `REGION_FAILED: region 9 of table 't' failed: MANIFEST_CORRUPT: manifest of region 9 is corrupt`);
+    await expect(server.migrate(b!.id, 'n2')).rejects.toMatchObject({
+      code: 'SHARD_NOT_SERVING',
+      message: expect.stringMatching(new RegExp(`^migration of shard ${b!.id} from 'n1' to 'n2' failed: SHARD_NOT_SERVING: 'n2' failed to open shard ${b!.id}: REGION_FAILED: .*MANIFEST_CORRUPT.*; shard ${b!.id} was given back to 'n1'$`)),
+      details: { shard: b!.id },
+    });
+    expect(server.status().shards.find((s) => s.id === b!.id)!.leader).toBe('n1');
+    await waitUntil(() => nodes.get('n1')!.held.get(b!.id) === server.status().shards.find((s) => s.id === b!.id)!.epoch, 'the source serves it again');
+    const events = (await eventsOf('migrate', b!.id)).map(brief);
+    expect(events).toEqual([
+      expect.stringMatching(/^procedure_started:\d+:handing_off$/),
+      expect.stringMatching(/:assigning$/),
+      expect.stringMatching(/:awaiting_target$/),
+      expect.stringMatching(/:rolling_back$/),
+      expect.stringMatching(/:aborted$/),
+    ]);
+    expect(server.counters.migrations).toBe(1);
   });
 
   it('the source dies mid hand-off: the migration fails (UNAVAILABLE), is recorded failed, and failover moves the shard', async () => {
@@ -795,6 +876,7 @@ describe('procedures run by MetaServer, resumed after a meta restart (in-process
       'procedure_step:1:moving',
       'procedure_started:2:handing_off',
       'procedure_step:2:assigning',
+      'procedure_step:2:awaiting_target',
       'procedure_finished:2:done',
       'procedure_step:1:planning',
       'procedure_finished:1:done',
@@ -845,8 +927,11 @@ describe('ProcedureRunner with a scripted host (liveness and hand-offs under the
         h.handOffs.push({ shard, from, to });
       },
       liveNodes: () => h.live,
-      serves: () => true,
-      nudge: () => undefined,
+      // Every shard serving where meta put it, at meta's epoch; a node told of its assignment opens its shards (a new epoch).
+      report: (_node: string, shard: number) => ({ id: shard, epoch: meta.shard(shard).epoch, state: 'serving' }),
+      nudge: (node: string) => {
+        for (const s of meta.shardsFor(node, false)) meta.grantLeadership(s.id, node).catch(() => undefined);
+      },
       ...overrides,
     };
     return h;
@@ -863,7 +948,12 @@ describe('ProcedureRunner with a scripted host (liveness and hand-offs under the
     await meta.startProcedure({ kind: 'failover', shard: 1, from: 'n1', to: 'n3', parent: null, epoch: 1, state: 'assigning' });
     await meta.assignShard(1, 'n3');
     const serving = new Set<string>();
-    const h = host(meta, { serves: (node, shard, epoch) => serving.has(`${node}/${shard}/${epoch}`) });
+    const h = host(meta, {
+      report: (node, shard) => {
+        const { epoch } = meta.shard(shard);
+        return serving.has(`${node}/${shard}/${epoch}`) ? { id: shard, epoch, state: 'serving' } : undefined;
+      },
+    });
     h.live = ['n2', 'n3'];
     const runner = new ProcedureRunner(h);
     runner.resume();
@@ -979,6 +1069,52 @@ describe('ProcedureRunner with a scripted host (liveness and hand-offs under the
       { type: 'procedure_finished', id: 1, outcome: 'done' },
     ]);
     second.close();
+    await again.close();
+  });
+  it('a target that never serves the shard: the migration gives up after the settle timeout, naming shard and target, and gives the shard back', async () => {
+    const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 2 });
+    await meta.assignShard(0, 'n1');
+    await meta.assignShard(1, 'n2');
+    await meta.grantLeadership(0, 'n1');
+    // n2 is told of its assignment but never gets past replaying.
+    const h = host(meta, { settleTimeoutMs: 200, nudge: () => undefined, report: (node, shard) => (node === 'n2' && shard === 0 ? { id: 0, epoch: meta.shard(0).epoch + 1, state: 'replaying' } : undefined) });
+    const runner = new ProcedureRunner(h);
+    await expect(runner.migrate({ shard: 0, from: 'n1', to: 'n2' })).rejects.toMatchObject({
+      code: 'SHARD_NOT_SERVING',
+      message: expect.stringMatching(/^migration of shard 0 from 'n1' to 'n2' failed: SHARD_NOT_SERVING: 'n2' did not serve shard 0 within 200 ms \(it reports it replaying at epoch 2\); shard 0 was given back to 'n1'$/),
+    });
+    expect(meta.shard(0).leader).toBe('n1');
+    expect(meta.procedures()).toEqual([]);
+    const events = (await metaEvents(log)).filter((e) => e.type === 'shard_assigned' || e.type === 'procedure_finished');
+    expect(events.map((e) => (e.type === 'shard_assigned' ? `${e.shard}:${e.node}` : e.outcome))).toEqual(['0:n1', '1:n2', '0:n2', '0:n1', 'aborted']);
+    expect(meta.placedByOperator()).toEqual(new Set());
+    runner.close();
+    await meta.close();
+  });
+
+  it("an operator's placement is in the meta log: after a meta restart the rebalance still moves another shard (in memory, the new meta moved it back)", async () => {
+    const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3 });
+    for (const [shard, node] of ['n1', 'n2', 'n3'].entries()) await meta.assignShard(shard, node);
+    // Rebalancing held off: only the operator's migration runs.
+    const first = new ProcedureRunner(host(meta, { topology: 'static' }));
+    await first.migrate({ shard: 0, from: 'n1', to: 'n2' });
+    expect(meta.placedByOperator()).toEqual(new Set([0]));
+    first.close();
+    await meta.close();
+
+    const again = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3 });
+    expect(again.placedByOperator()).toEqual(new Set([0]));
+    const h = host(again);
+    const runner = new ProcedureRunner(h);
+    runner.rebalanceIfNeeded();
+    await waitUntil(() => h.counters.rebalanceMoves === 1 && again.procedures().length === 0, 'one move');
+    // n2 held shards 0 (the operator's) and 1: shard 1 goes to n1.
+    expect(h.handOffs).toEqual([{ shard: 1, from: 'n2', to: 'n1' }]);
+    expect(again.shards().map((s) => s.leader)).toEqual(['n2', 'n1', 'n3']);
+    // A later move elsewhere (here a failover's assignment) ends the preference.
+    await again.assignShard(0, 'n3');
+    expect(again.placedByOperator()).toEqual(new Set());
+    runner.close();
     await again.close();
   });
 });
