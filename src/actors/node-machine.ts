@@ -1,5 +1,5 @@
 import { assign, fromPromise, setup } from 'xstate';
-import { effectNotProvided, reasonOfError, reasonOfEvent } from './effects.js';
+import { effectNotProvided, reasonOfError, reasonOfEvent } from '../machine-effects.js';
 
 /**
  * The lifecycle of a node: the process that hosts shard leaders (and, in a

@@ -1,6 +1,6 @@
 import { assign, fromPromise, setup } from 'xstate';
 import type { EntryId } from '../wal/log-store.js';
-import { effectNotProvided, reasonOfError, reasonOfEvent } from './effects.js';
+import { effectNotProvided, reasonOfError, reasonOfEvent } from '../machine-effects.js';
 
 /**
  * The lifecycle of one region (one partition of a table) on the node that

@@ -5,7 +5,7 @@ import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
 import type { RegionInfo } from '../meta/model.js';
 import type { EntryId } from '../wal/log-store.js';
 import { reportTransitions, runThrough, type ActorContext } from './context.js';
-import { errorReason } from './effects.js';
+import { errorReason } from '../machine-effects.js';
 import { regionMachine, type RegionState } from './region-machine.js';
 
 /** Codes of a region's files found damaged or missing. */

@@ -1,6 +1,6 @@
 import { assign, fromPromise, setup } from 'xstate';
 import type { EntryId } from '../wal/log-store.js';
-import { effectNotProvided, reasonOfError, reasonOfEvent } from './effects.js';
+import { effectNotProvided, reasonOfError, reasonOfEvent } from '../machine-effects.js';
 
 /**
  * The lifecycle of one shard on one node: a group of regions sharing one WAL

@@ -5,7 +5,8 @@ import type { Subscription, Transport } from '../transport/transport.js';
 import type { EntryId } from '../wal/log-store.js';
 import type { MetaService } from './meta-service.js';
 import type { ProcedureInfo, ShardInfo, ShardReport, TableInfo } from './model.js';
-import { isClosing, ProcedureRunner, type ProcedureHost } from './procedures.js';
+import { isClosing } from './procedure-driver.js';
+import { ProcedureRunner, type ProcedureHost } from './procedure-runner.js';
 
 /**
  * Meta as a service of the cluster: the MetaService's operations as
@@ -26,7 +27,7 @@ import { isClosing, ProcedureRunner, type ProcedureHost } from './procedures.js'
  * open or close shards to match. Failovers, migrations, (dynamic)
  * rebalancing and table creations are procedures recorded step by step in
  * the meta log and resumed by the next meta if this one dies mid-way
- * (procedures.ts).
+ * (procedure-runner.ts).
  */
 
 export type Topology = 'static' | 'dynamic';
@@ -135,7 +136,7 @@ export class MetaServer {
   private closed = false;
   private readonly startedAt = Date.now();
   readonly counters: MetaCounters = { placements: 0, failovers: 0, migrations: 0, migrationMs: 0, leaves: 0, rebalanceMoves: 0 };
-  /** Failovers, migrations and rebalancing, persisted step by step in the meta log (procedures.ts). */
+  /** Failovers, migrations and rebalancing, persisted step by step in the meta log (procedure-runner.ts). */
   private readonly procedures: ProcedureRunner;
 
   private constructor(
@@ -238,7 +239,7 @@ export class MetaServer {
     if (running) throw new RepriseError('PROCEDURE_RUNNING', `shard ${shardId} already has a procedure running: ${running.kind} #${running.id} (${running.state}); one procedure per shard at a time`, { shard: shardId, procedure: running.id });
     this.logger.info({ shard: shardId, from, to }, `migrating shard ${shardId} from '${from}' to '${to}'`);
     // A procedure: each step is in the meta log before it runs, so a meta
-    // restarted mid-way finishes it (procedures.ts).
+    // restarted mid-way finishes it (procedure-runner.ts).
     const { ms } = await this.procedures.migrate({ shard: shardId, from, to });
     return { shard: shardId, from, to, entryId: this.meta.appliedEntryId, ms };
   }
@@ -397,7 +398,7 @@ export class MetaServer {
     await this.placeFollowers(alive);
   }
 
-  /** Start a failover procedure (procedures.ts); resolves once the shard is assigned to `target`. */
+  /** Start a failover procedure (procedure-runner.ts); resolves once the shard is assigned to `target`. */
   private async failover(shard: ShardInfo, from: string, target: string, promoted: boolean, now: number): Promise<void> {
     let procedure: ProcedureInfo;
     try {

@@ -9,7 +9,7 @@ import { readEntries } from '../wal/shard-reader.js';
 import { TopicWriter } from '../wal/topic-writer.js';
 import { MetaView } from './meta-view.js';
 import { applyMetaEvent, type MetaEvent, type ProcedureInfo, type ProcedureKind, type ProcedureOutcome, type TableInfo } from './model.js';
-import { TableCreations } from './procedures.js';
+import { TableCreations } from './table-creations.js';
 
 /**
  * The meta log's topic: beside the shards' topics, under the same prefix, so
@@ -42,7 +42,7 @@ export const DEFAULT_CREATE_TABLE_TIMEOUT_MS = 120_000;
  */
 export class MetaService extends MetaView {
   private queue: Promise<unknown> = Promise.resolve();
-  /** Create table procedures, driven by the frontend's begin, commit and abort (procedures.ts). */
+  /** Create table procedures, driven by the frontend's begin, commit and abort (procedure-machines.ts, run by table-creations.ts). */
   private readonly creations: TableCreations;
 
   private constructor(
@@ -136,7 +136,7 @@ export class MetaService extends MetaView {
 
   // ---- tables ----
   //
-  // Create table is a procedure (create_table, procedures.ts) that the
+  // Create table is a procedure (create_table, table-creations.ts) that the
   // frontend drives: begin, then create_region on each region's shard
   // leader, then commit (or abort). Each step is recorded before its effect.
 
@@ -221,7 +221,7 @@ export class MetaService extends MetaView {
     });
   }
 
-  // ---- procedures (their machines: procedures.ts) ----
+  // ---- procedures (their machines: procedure-machines.ts) ----
 
   /**
    * Record that a procedure begins at its first step. One procedure per

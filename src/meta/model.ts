@@ -56,7 +56,7 @@ export interface ShardReport {
   readonly failedRegions?: readonly { readonly id: number; readonly error: string }[];
 }
 
-/** Meta's procedures whose progress is in the meta log (src/meta/procedures.ts). */
+/** Meta's procedures whose progress is in the meta log (src/meta/procedure-machines.ts). */
 export type ProcedureKind = 'migrate' | 'rebalance' | 'failover' | 'create_table';
 export const PROCEDURE_KINDS: readonly ProcedureKind[] = ['migrate', 'rebalance', 'failover', 'create_table'];
 /**
