@@ -6,7 +6,7 @@ import type { TableSchema } from '../engine/schema.js';
 import type { RegionInfo, ShardInfo, TableInfo } from '../meta/model.js';
 import type { LogStore } from '../wal/log-store.js';
 
-/** Which actor changed state, for logs, status and (later) metrics and the dashboard. */
+/** Which actor changed state, for logs, status, metrics and the dashboard. */
 export interface Transition {
   readonly kind: 'node' | 'shard' | 'region';
   readonly id: string | number;

@@ -9,12 +9,12 @@ import { effectNotProvided, reasonOfError, reasonOfEvent } from '../machine-effe
  *               serves or has failed with a reason
  *   serving   - route writes and reads to its shards
  *   flushing  - flush every shard (on demand)
- *   migrating - drain: hand every shard to other nodes before stopping
+ * A cluster node that leaves hands its shards over through meta
+ * (`meta.leave`, runtime.ts) before it closes; the node itself only closes.
  * Effects are injected with `nodeMachine.provide({ actors })`.
  */
 export type NodeEvent =
   | { type: 'FLUSH' }
-  | { type: 'DRAIN' }
   | { type: 'CLOSE' }
   | { type: 'FAIL'; reason: string };
 
@@ -33,7 +33,6 @@ export const nodeMachine = setup({
     registerNode: fromPromise<void, { nodeId: string }>(effectNotProvided('registerNode')),
     openShards: fromPromise<void, { nodeId: string }>(effectNotProvided('openShards')),
     flushNode: fromPromise<void, { nodeId: string }>(effectNotProvided('flushNode')),
-    drainNode: fromPromise<void, { nodeId: string }>(effectNotProvided('drainNode')),
     closeNode: fromPromise<void, { nodeId: string }>(effectNotProvided('closeNode')),
   },
   actions: {
@@ -70,7 +69,6 @@ export const nodeMachine = setup({
     serving: {
       on: {
         FLUSH: 'flushing',
-        DRAIN: 'migrating',
         CLOSE: 'closing',
         FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
       },
@@ -86,17 +84,6 @@ export const nodeMachine = setup({
         },
       },
       on: { CLOSE: 'closing' },
-    },
-    migrating: {
-      invoke: {
-        src: 'drainNode',
-        input: ({ context }) => ({ nodeId: context.nodeId }),
-        onDone: 'closing',
-        onError: {
-          target: 'serving',
-          actions: { type: 'recordFailure', params: reasonOfError },
-        },
-      },
     },
     closing: {
       invoke: {
@@ -114,4 +101,4 @@ export const nodeMachine = setup({
   },
 });
 
-export type NodeState = 'opening' | 'replaying' | 'serving' | 'flushing' | 'migrating' | 'closing' | 'closed' | 'failed';
+export type NodeState = 'opening' | 'replaying' | 'serving' | 'flushing' | 'closing' | 'closed' | 'failed';

@@ -51,9 +51,6 @@ export class NodeActor {
         flushNode: fromPromise(async () => {
           await Promise.all([...this.shards.values()].map((s) => s.flush()));
         }),
-        drainNode: fromPromise<void, { nodeId: string }>(async () => {
-          throw new RepriseError('INVALID_ARGUMENT', `node '${ctx.nodeId}' cannot drain: no other node in embedded mode`);
-        }),
         closeNode: fromPromise(async () => {
           const shards = [...this.shards.values()];
           const failedBefore = new Set(shards.filter((s) => s.state() === 'failed'));

@@ -51,9 +51,11 @@ const WAL_TOPIC_CONFIG = [
  * Pruning uses DeleteRecords where the cluster allows it. Where it does not
  * (the mock cluster has no DeleteRecords), the store keeps a logical low-water
  * mark per topic, in memory: `bounds().earliest`, reads and tails treat ids
- * below it exactly as deleted. `logicalEarliest(topic)` exposes the mark so
- * the caller (meta) can persist it and hand it back through the
- * `logicalEarliest` option when it opens the store again.
+ * below it exactly as deleted. Nothing persists it: after a restart a shard
+ * prunes below its regions' flushed ids again once it has replayed
+ * (ShardActor.pruneBelowFlushed), which restores the mark from the
+ * manifests. `logicalEarliest(topic)` and the `logicalEarliest` option carry
+ * a mark across opens of a store explicitly (tests, tools).
  */
 export interface KafkaLogStoreOptions {
   /** Bootstrap brokers, `host:port` (GreptimeDB: `broker_endpoints`). */

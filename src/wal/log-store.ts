@@ -1,6 +1,6 @@
 /**
- * The log: the one interface every WAL provider implements (local LevelDB
- * now, Kafka next). A topic is an append-only sequence of opaque records,
+ * The log: the one interface every WAL provider implements (local LevelDB,
+ * Kafka). A topic is an append-only sequence of opaque records,
  * each with a topic-local entry id (the Kafka offset, or the local log's
  * sequence). Ids are assigned by the store, start at 0 and grow by one per
  * record. Records are bytes: framing, checksums and splitting live in the

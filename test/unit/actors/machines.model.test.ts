@@ -31,7 +31,7 @@ const DOMAIN_EVENTS: Record<string, EventObject[]> = {
     { type: 'FAIL', reason: 'fault' } as EventObject,
   ],
   shard: [{ type: 'FLUSH' }, { type: 'PROMOTE' }, { type: 'MIGRATE', to: 'n2' } as EventObject, { type: 'CLOSE' }, { type: 'LEASE_LOST' }, { type: 'FAIL', reason: 'fault' } as EventObject],
-  node: [{ type: 'FLUSH' }, { type: 'DRAIN' }, { type: 'CLOSE' }, { type: 'FAIL', reason: 'fault' } as EventObject],
+  node: [{ type: 'FLUSH' }, { type: 'CLOSE' }, { type: 'FAIL', reason: 'fault' } as EventObject],
 };
 
 /** Each machine is explored from each of its inputs (a shard starts as a leader or as a follower). */
