@@ -18,7 +18,8 @@ export interface MachineTransition {
 export interface MachineDescription {
   readonly id: string;
   readonly initial: string;
-  readonly states: { readonly name: string; readonly effect?: string; readonly final: boolean }[];
+  /** `tags`: what the state admits (`writable`, `readable`), as the actors ask. */
+  readonly states: { readonly name: string; readonly effect?: string; readonly final: boolean; readonly tags?: readonly string[] }[];
   readonly transitions: MachineTransition[];
 }
 
@@ -27,7 +28,7 @@ export function describeMachine(machine: AnyStateMachine): MachineDescription {
   const transitions: MachineTransition[] = [];
   for (const [name, node] of Object.entries(machine.root.states)) {
     const effect = node.invoke[0]?.src;
-    states.push({ name, final: node.type === 'final', ...(typeof effect === 'string' ? { effect } : {}) });
+    states.push({ name, final: node.type === 'final', ...(typeof effect === 'string' ? { effect } : {}), ...(node.tags.length > 0 ? { tags: [...node.tags] } : {}) });
     for (const [eventType, definitions] of node.transitions) {
       const event = eventType.startsWith('xstate.done.actor.')
         ? `${String(effect)} done`
@@ -64,8 +65,8 @@ export function machinesMarkdown(): string {
     const d = describeMachine(machine);
     out.push(`### ${name} machine\n`);
     out.push('```mermaid\n' + mermaidDiagram(machine) + '\n```\n');
-    out.push('| state | effect invoked on entry |\n| --- | --- |');
-    for (const s of d.states) out.push(`| \`${s.name}\`${s.final ? ' (final)' : ''} | ${s.effect ? `\`${s.effect}\`` : ''} |`);
+    out.push('| state | effect invoked on entry | admits (tags) |\n| --- | --- | --- |');
+    for (const s of d.states) out.push(`| \`${s.name}\`${s.final ? ' (final)' : ''} | ${s.effect ? `\`${s.effect}\`` : ''} | ${(s.tags ?? []).map((t) => `\`${t}\``).join(', ')} |`);
     const events = [...new Set(d.transitions.map((t) => t.event).filter((e) => !e.endsWith(' done') && !e.endsWith(' error')))];
     out.push(`\nEvents: ${events.map((e) => `\`${e}\``).join(', ')}.\n`);
   }

@@ -12,6 +12,8 @@ import { effectNotProvided, reasonOfError, reasonOfEvent } from '../machine-effe
  * the topic for all regions), which sends REPLAYED when it reaches the end.
  * On a follower shard the region goes on to `following`: read-only, fed by
  * the shard's tail of the topic, until the shard is promoted (REPLAYED).
+ * Admission is tagged on the states, and the actors ask the tags: `writable`
+ * (writes accepted) and `readable` (queries answered).
  * Writes are accepted in `serving` and `flushing`; reads also in `migrating`
  * and `following`.
  */
@@ -91,6 +93,7 @@ export const regionMachine = setup({
       },
     },
     following: {
+      tags: ['readable'],
       on: {
         REPLAYED: 'serving',
         FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
@@ -98,6 +101,7 @@ export const regionMachine = setup({
       },
     },
     serving: {
+      tags: ['writable', 'readable'],
       on: {
         FLUSH: 'flushing',
         MIGRATE: 'migrating',
@@ -106,6 +110,7 @@ export const regionMachine = setup({
       },
     },
     flushing: {
+      tags: ['writable', 'readable'],
       invoke: {
         src: 'flushRegion',
         input: ({ context, event }) => ({
@@ -129,6 +134,7 @@ export const regionMachine = setup({
       },
     },
     migrating: {
+      tags: ['readable'],
       invoke: {
         src: 'handOffRegion',
         input: ({ context }) => ({ regionId: context.regionId }),

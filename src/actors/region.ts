@@ -93,9 +93,9 @@ export class RegionActor {
     return this.region?.fenceEpoch() ?? 0;
   }
 
+  /** Whether the machine admits writes now (its state is tagged `writable`). */
   acceptsWrites(): boolean {
-    const state = this.state();
-    return state === 'serving' || state === 'flushing';
+    return this.actor.getSnapshot().hasTag('writable');
   }
 
   private openEngineRegion(): Promise<Region> {
@@ -184,7 +184,7 @@ export class RegionActor {
         table: this.info.table,
       });
     }
-    if (!this.region || (state !== 'serving' && state !== 'flushing' && state !== 'migrating' && state !== 'following')) {
+    if (!this.region || !this.actor.getSnapshot().hasTag('readable')) {
       throw new RepriseError('REGION_NOT_SERVING', `region ${this.id} of table '${this.info.table}' is ${state}`, {
         region: this.id,
         table: this.info.table,

@@ -142,6 +142,7 @@ export const shardMachine = setup({
       },
     },
     serving: {
+      tags: ['writable'],
       on: {
         FLUSH: 'flushing',
         MIGRATE: 'migrating',
@@ -151,6 +152,7 @@ export const shardMachine = setup({
       },
     },
     flushing: {
+      tags: ['writable'],
       invoke: {
         src: 'flushShard',
         input: ({ context }) => ({ shardId: context.shardId }),

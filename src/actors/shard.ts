@@ -502,7 +502,7 @@ export class ShardActor {
 
   private assertWritable(): TopicWriter {
     const state = this.state();
-    if (state === 'serving' || state === 'flushing') return this.writer!;
+    if (this.actor.getSnapshot().hasTag('writable')) return this.writer!;
     if (state === 'migrating' || state === 'closing' || state === 'closed' || state === 'following') {
       throw new RepriseError('NOT_LEADER', `shard ${this.id} is ${state} on node '${this.ctx.nodeId}'`, { shard: this.id, state });
     }
@@ -563,7 +563,7 @@ export class ShardActor {
     if (state === 'opening' || state === 'replaying') {
       return new RepriseError('SHARD_NOT_SERVING', `shard ${this.id} is ${state}; region ${regionId} is not open yet`, { region: regionId, shard: this.id, state });
     }
-    const found = this.role === 'leader' && (state === 'serving' || state === 'flushing') ? this.ctx.meta.regionById(regionId) : undefined;
+    const found = this.role === 'leader' && this.actor.getSnapshot().hasTag('writable') ? this.ctx.meta.regionById(regionId) : undefined;
     if (found && found.region.shard === this.id && found.region.createdAt >= 0) {
       void this.hostLateRegion(found.region, found.schema);
       return new RepriseError('REGION_NOT_SERVING', `region ${regionId} of table '${found.region.table}' is opening on shard ${this.id}`, { region: regionId, shard: this.id });
@@ -671,8 +671,7 @@ export class ShardActor {
     if (!region) return;
     this.regions.delete(regionId);
     await region.close();
-    const state = this.state();
-    if (state === 'serving' || state === 'flushing') {
+    if (this.actor.getSnapshot().hasTag('writable')) {
       await this.writer!.append({ kind: 'region_drop', region: regionId, epoch: this.epoch, body: EMPTY });
     }
     await this.ctx.engine.destroyRegion(regionId, this.ctx.objects);
