@@ -5,6 +5,7 @@ import type { RegionEngine } from '../engine/region-engine.js';
 import type { TableSchema } from '../engine/schema.js';
 import type { RegionInfo, ShardInfo, TableInfo } from '../meta/model.js';
 import type { LogStore } from '../wal/log-store.js';
+import type { TestHooks } from '../testing/faults.js';
 
 /** Which actor changed state, for logs, status, metrics and the dashboard. */
 export interface Transition {
@@ -92,6 +93,8 @@ export interface ActorContext {
   readonly onReplayProgress?: (p: ReplayProgress) => void;
   /** A follower applied a data entry `lagMs` after its append (where the log knows when). */
   readonly onFollowerApply?: (a: FollowerApply) => void;
+  /** Deliberate bugs and observation, for tests only (src/testing/faults.ts). */
+  readonly testHooks?: TestHooks;
 }
 
 /** Subscribe to an actor's state changes and report each transition once. */

@@ -1,6 +1,7 @@
 import type { Entry } from '../wal/entry.js';
 import type { EntryId } from '../wal/log-store.js';
 import { EpochFence } from '../wal/shard-reader.js';
+import type { TestFaults } from '../testing/faults.js';
 import type { FlushPolicy } from './context.js';
 import type { RegionActor } from './region.js';
 
@@ -38,14 +39,17 @@ export interface ShardLogHost {
  */
 export class ShardLog {
   /** Epoch markers seen by every read of this shard's topic. */
-  readonly fence = new EpochFence();
+  readonly fence: EpochFence;
   private applied: EntryId = -1;
   private walBytes = 0;
 
   constructor(
     private readonly host: ShardLogHost,
     private readonly policy: FlushPolicy,
-  ) {}
+    faults: TestFaults = {},
+  ) {
+    this.fence = new EpochFence(faults);
+  }
 
   /** The last entry applied (written, replayed or followed). */
   get appliedEntryId(): EntryId {

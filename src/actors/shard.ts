@@ -8,10 +8,10 @@ import type { Entry, LoggedEntry } from '../wal/entry.js';
 import type { EntryId, TailSubscription } from '../wal/log-store.js';
 import { replayShard, tailEntries } from '../wal/shard-reader.js';
 import { TopicWriter } from '../wal/topic-writer.js';
-import { TEST_FAULTS, TEST_OBSERVER } from '../testing/faults.js';
 import { reportTransitions, runThrough, type ActorContext } from './context.js';
 import { RegionActor, type RegionStatus } from './region.js';
 import { ShardLog } from './shard-log.js';
+import type { TestFaults } from '../testing/faults.js';
 import { shardMachine, type ShardRole, type ShardState } from './shard-machine.js';
 
 export interface ShardStatus {
@@ -74,6 +74,8 @@ export class ShardActor {
   /** A follower's lag (see FollowerLag): numbers, so the apply path allocates nothing. */
   private lagEntries = 0;
   private lagMs = 0;
+  /** Deliberate bugs a test switched on (none in production). */
+  private readonly faults: TestFaults;
 
   constructor(
     readonly id: number,
@@ -82,6 +84,7 @@ export class ShardActor {
   ) {
     this.role = role;
     this.topic = ctx.meta.shard(id).topic;
+    this.faults = ctx.testHooks?.faults ?? {};
     this.shardLog = new ShardLog(
       {
         region: (regionId) => this.regions.get(regionId),
@@ -101,6 +104,7 @@ export class ShardActor {
         },
       },
       ctx.flushPolicy,
+      this.faults,
     );
     const machine = shardMachine.provide({
       actors: {
@@ -225,8 +229,8 @@ export class ShardActor {
       }
     }
     const live = replaying.filter((r) => r.state() === 'replaying');
-    // TEST_FAULTS.replayFromWrongId: a deliberate off-by-one, for tests only.
-    const skip = TEST_FAULTS.replayFromWrongId ? 2 : 1;
+    // A deliberate off-by-one, for tests only.
+    const skip = this.faults.replayFromWrongId ? 2 : 1;
     const from = Math.max(earliest, Math.min(next, ...live.map((r) => r.flushedEntryId() + skip)));
     this.shardLog.advanceTo(from - 1);
     return { from, next };
@@ -536,10 +540,10 @@ export class ShardActor {
     }
     const entry: Entry = { kind: 'data', region: regionId, epoch: this.epoch, body: mutation.body };
     this.assertLease('refused');
-    if (TEST_FAULTS.ackBeforeDurable) {
+    if (this.faults.ackBeforeDurable) {
       // Deliberate bug, for tests only: acknowledge before the append is durable.
       writer.append(entry).catch(() => undefined);
-      TEST_OBSERVER.onAck?.({ node: this.ctx.nodeId, shard: this.id, epoch: this.epoch, region: regionId, entryId: -1 });
+      this.ctx.testHooks?.onAck?.({ node: this.ctx.nodeId, shard: this.id, epoch: this.epoch, region: regionId, entryId: -1 });
       return -1;
     }
     const id = await writer.append(entry, deadline).catch((err: unknown) => this.stoppedHere(err, 'write'));
@@ -550,10 +554,10 @@ export class ShardActor {
     // A shard that failed meanwhile (its lease lapsed, then a heartbeat
     // renewed it before the shard was closed) may have appended after the
     // next leader's marker: never acknowledge that.
-    if (this.state() === 'failed' && !TEST_FAULTS.skipLeaseFencing) {
+    if (this.state() === 'failed' && !this.faults.skipLeaseFencing) {
       throw new RepriseError('NOT_LEADER', `shard ${this.id} failed on node '${this.ctx.nodeId}' while entry ${id} was appended; not acknowledged (it may become visible)`, { shard: this.id });
     }
-    TEST_OBSERVER.onAck?.({ node: this.ctx.nodeId, shard: this.id, epoch: this.epoch, region: regionId, entryId: id });
+    this.ctx.testHooks?.onAck?.({ node: this.ctx.nodeId, shard: this.id, epoch: this.epoch, region: regionId, entryId: id });
     return id;
   }
 
@@ -604,7 +608,7 @@ export class ShardActor {
   }
 
   private assertLease(what: string): void {
-    if (this.ctx.leaseHeld?.() === false && !TEST_FAULTS.skipLeaseFencing) {
+    if (this.ctx.leaseHeld?.() === false && !this.faults.skipLeaseFencing) {
       throw new RepriseError('NOT_LEADER', `shard ${this.id}: node '${this.ctx.nodeId}' lost its lease from meta; write ${what}`, { shard: this.id });
     }
   }

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { NodeActor } from '../actors/node.js';
 import { isRepriseError } from '../errors.js';
-import { TEST_FAULTS } from '../testing/faults.js';
+import type { TestFaults } from '../testing/faults.js';
 import type { RemoteMeta } from '../meta/remote-meta.js';
 
 /**
@@ -39,6 +39,8 @@ export class LeaseKeeper {
     private readonly meta: RemoteMeta,
     private readonly logger: Logger,
     private readonly heartbeatMs: number,
+    /** `skipLeaseFencing`: a deliberate bug, for tests only. */
+    private readonly faults: TestFaults = {},
   ) {}
 
   /** For the actors: whether writes may be acknowledged now. */
@@ -106,7 +108,7 @@ export class LeaseKeeper {
   }
 
   private check(): void {
-    if (this.held && Date.now() >= this.leaseUntil && !TEST_FAULTS.skipLeaseFencing) {
+    if (this.held && Date.now() >= this.leaseUntil && !this.faults.skipLeaseFencing) {
       this.held = false;
       this.fenced = true;
       this.logger.warn({ node: this.nodeId }, `node '${this.nodeId}' lost its lease: its shards stop writing`);

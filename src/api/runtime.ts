@@ -5,6 +5,7 @@ import { DEFAULT_FLUSH_POLICY, type ActorContext, type FlushPolicy, type Followe
 import { NodeActor, type NodeStatus } from '../actors/node.js';
 import { errorReason } from '../machine-effects.js';
 import type { Deadline } from '../deadline.js';
+import type { TestHooks } from '../testing/faults.js';
 import { isRepriseError, RepriseError } from '../errors.js';
 import { FsObjectStore } from '../engine/fs-object-store.js';
 import type { ObjectStore } from '../engine/object-store.js';
@@ -112,6 +113,8 @@ export interface JoinOptions {
   readonly onFollowerApply?: (a: FollowerApply) => void;
   /** How long a node started before meta waits for meta's log to exist. Default META_LOG_WAIT_MS. */
   readonly metaWaitMs?: number;
+  /** Deliberate bugs and observation, for the simulation only (src/testing/faults.ts). */
+  readonly testHooks?: TestHooks;
 }
 
 /** A node started before meta (or with meta restarting) waits this long for meta's log before it gives up. */
@@ -297,7 +300,7 @@ export class Reprise {
         for (const s of subscriptions) await s.close();
       });
       await node.start();
-      keeper = new LeaseKeeper(options.nodeId, node, meta, logger, options.heartbeatMs ?? 200);
+      keeper = new LeaseKeeper(options.nodeId, node, meta, logger, options.heartbeatMs ?? 200, options.testHooks?.faults);
       keeper.start();
       const stopKeeper = keeper;
       // Meta's nudge after it changed what this node holds: learn it now, not at the next heartbeat.
@@ -573,7 +576,7 @@ function observedNode(
   observer: RuntimeObserver,
   log: LogStore,
   parts: Pick<ActorContext, 'nodeId' | 'meta' | 'leaseHeld' | 'objects' | 'logger'> & { readonly engine: TableEngine },
-  options: { readonly wal?: { readonly maxBatchBytes?: number }; readonly flush?: Partial<Omit<FlushPolicy, 'nodeMemtableBytes'>>; readonly memory?: MemoryOptions },
+  options: { readonly wal?: { readonly maxBatchBytes?: number }; readonly flush?: Partial<Omit<FlushPolicy, 'nodeMemtableBytes'>>; readonly memory?: MemoryOptions; readonly testHooks?: TestHooks },
 ): NodeActor {
   const flushPolicy: FlushPolicy = { ...DEFAULT_FLUSH_POLICY, ...options.flush, nodeMemtableBytes: options.memory?.memtableBytes ?? DEFAULT_FLUSH_POLICY.nodeMemtableBytes };
   const node = new NodeActor({
@@ -584,6 +587,7 @@ function observedNode(
     onTransition: observer.onTransition,
     onReplayProgress: observer.onReplayProgress,
     onFollowerApply: observer.onFollowerApply,
+    ...(options.testHooks ? { testHooks: options.testHooks } : {}),
   });
   const { engine } = parts;
   observer.bindStatus(() => {

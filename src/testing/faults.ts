@@ -1,24 +1,26 @@
 /**
- * Deliberate bugs, for tests only.
+ * Test hooks, injected (ActorContext.testHooks, the runtime's `testHooks`
+ * option), never read from a global: deliberate bugs and an observation
+ * hook. Production passes none.
  *
- * This module exists only to prove that the simulation and the tests can
- * fail: each flag switches on a known bug at one exact place in the runtime,
- * and test/sim/faults.test.ts switches it on and asserts that a check catches
- * it. Every flag is false by default and nothing outside tests sets them.
- * Never set one in production code.
+ * The faults exist only to prove that the simulation and the tests can
+ * fail: each switches on a known bug at one exact place in the runtime, and
+ * test/sim/faults.test.ts switches it on and asserts that a check catches
+ * it. (TigerBeetle's replica declares its simulator hooks as fields the same
+ * way.)
  */
-export const TEST_FAULTS = {
+export interface TestFaults {
   /** shard.ts `write`: acknowledge a write as soon as it is queued, before its WAL append is durable. */
-  ackBeforeDurable: false,
-  /** shard-reader.ts `replayShard`: deliver entries of a lower epoch that follow a higher epoch marker. */
-  skipEpochCheck: false,
+  readonly ackBeforeDurable?: boolean;
+  /** shard-reader.ts `EpochFence`: deliver entries of a lower epoch that follow a higher epoch marker. */
+  readonly skipEpochCheck?: boolean;
   /** shard.ts `replay`: start replay at the lowest flushed entry id + 2 instead of + 1. */
-  replayFromWrongId: false,
+  readonly replayFromWrongId?: boolean;
   /** lease.ts `check` and shard.ts `assertLease`: ignore an expired lease (no LEASE_LOST, writes acknowledged anyway). */
-  skipLeaseFencing: false,
-};
+  readonly skipLeaseFencing?: boolean;
+}
 
-export type TestFault = keyof typeof TEST_FAULTS;
+export type TestFault = keyof TestFaults;
 
 /** What a shard acknowledged: for the simulation's checker (who acknowledged which entry in which epoch). */
 export interface AckObservation {
@@ -29,16 +31,11 @@ export interface AckObservation {
   readonly entryId: number;
 }
 
-/**
- * Test-only observation hook: when set, a shard calls `onAck` each time it
- * acknowledges a write. Unset (the default) it costs one property read.
- */
-export const TEST_OBSERVER: { onAck?: ((ack: AckObservation) => void) | undefined } = {};
-
-/** Switch every deliberate bug off and drop the observer (tests call this in afterEach). */
-export function resetTestFaults(): void {
-  for (const key of Object.keys(TEST_FAULTS) as TestFault[]) TEST_FAULTS[key] = false;
-  TEST_OBSERVER.onAck = undefined;
+export interface TestHooks {
+  /** Deliberate bugs switched on (none unless a test says so). */
+  readonly faults?: TestFaults;
+  /** Called each time a shard acknowledges a write. */
+  readonly onAck?: (ack: AckObservation) => void;
 }
 
 /**

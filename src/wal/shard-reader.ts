@@ -1,4 +1,4 @@
-import { TEST_FAULTS } from '../testing/faults.js';
+import type { TestFaults } from '../testing/faults.js';
 import { EntryAssembler } from './codec.js';
 import type { LoggedEntry } from './entry.js';
 import type { EntryId, LogStore, TailSubscription } from './log-store.js';
@@ -41,13 +41,16 @@ export class EpochFence {
   /** Markers seen, in id order. */
   private readonly markers: { readonly id: EntryId; readonly epoch: number }[] = [];
 
+  /** `faults.skipEpochCheck`: a deliberate bug, for tests only. */
+  constructor(private readonly faults: TestFaults = {}) {}
+
   /** Whether `entry` is admitted; a marker is always admitted, and remembered. */
   admit(entry: LoggedEntry): boolean {
     if (entry.kind === 'epoch') {
       this.seed(entry.id, entry.epoch);
       return true;
     }
-    if (TEST_FAULTS.skipEpochCheck) return true;
+    if (this.faults.skipEpochCheck) return true;
     for (let i = this.markers.length - 1; i >= 0; i--) {
       const marker = this.markers[i]!;
       if (marker.id < entry.id && marker.epoch > entry.epoch) return false;

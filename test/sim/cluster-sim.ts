@@ -19,7 +19,7 @@ import { Reprise } from '../../src/api/runtime.js';
 import { RepriseError } from '../../src/errors.js';
 import { metaTopicOf } from '../../src/meta/meta-service.js';
 import type { MetaEvent } from '../../src/meta/model.js';
-import { TEST_OBSERVER, type AckObservation } from '../../src/testing/faults.js';
+import type { AckObservation, TestFaults, TestHooks } from '../../src/testing/faults.js';
 import { InProcessNetwork, type FaultRule, type InProcessTransport } from '../../src/transport/in-process.js';
 import { LocalLogStore } from '../../src/wal/local-log-store.js';
 import type { LogStore } from '../../src/wal/log-store.js';
@@ -131,6 +131,8 @@ export interface SimOptions {
   readonly followers?: number;
   /** Print each step as it runs. */
   readonly verbose?: boolean;
+  /** Deliberate bugs every node of the run has (test/sim/faults.test.ts). */
+  readonly faults?: TestFaults;
 }
 
 export interface SimResult {
@@ -219,8 +221,10 @@ class Cluster {
   constructor(
     private readonly store: LocalLogStore,
     private readonly objectStoreDir: string,
-    private readonly options: Required<Omit<SimOptions, 'verbose'>>,
+    private readonly options: Required<Omit<SimOptions, 'verbose' | 'faults'>>,
     random: () => number,
+    /** Given to every node: the run's faults, and the checker's acknowledgement log. */
+    private readonly testHooks: TestHooks,
   ) {
     this.network = new InProcessNetwork({ random });
   }
@@ -268,6 +272,7 @@ class Cluster {
       heartbeatMs: this.options.heartbeatMs,
       routing: { requestTimeoutMs: 1_500, deadlineMs: 10_000 },
       logger: false,
+      testHooks: this.testHooks,
     });
     const inc: Incarnation = { name, transport, runtime, plug, state: 'live' };
     this.nodes.set(nodeId, inc);
@@ -357,7 +362,7 @@ class Cluster {
 
 // ------------------------------------------------------------------ run
 
-const DEFAULTS: Required<Omit<SimOptions, 'verbose'>> = { nodes: 3, shards: 3, heartbeatMs: 50, leaseMs: 200, failureTimeoutMs: 300, followers: 1 };
+const DEFAULTS: Required<Omit<SimOptions, 'verbose' | 'faults'>> = { nodes: 3, shards: 3, heartbeatMs: 50, leaseMs: 200, failureTimeoutMs: 300, followers: 1 };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -400,19 +405,19 @@ interface WriteRecord {
 /** Play `steps` from `seed` against a fresh cluster, settle, check. Never throws for a violation: it is in the result. */
 export async function runSchedule(seed: number, steps: readonly Step[], simOptions: SimOptions = {}): Promise<SimResult> {
   const started = Date.now();
-  const options = { ...DEFAULTS, ...simOptions };
+  const { verbose: _verbose, faults = {}, ...overrides } = simOptions;
+  const options = { ...DEFAULTS, ...overrides };
   const verbose = simOptions.verbose ?? false;
   const dir = await mkdtemp(join(tmpdir(), 'reprise-sim-'));
   const store = await LocalLogStore.open(join(dir, 'wal'));
-  const cluster = new Cluster(store, join(dir, 'objects'), options, prng(seed ^ 0x5eed));
+  const acks: AckObservation[] = [];
+  const cluster = new Cluster(store, join(dir, 'objects'), options, prng(seed ^ 0x5eed), { faults, onAck: (ack) => acks.push(ack) });
   const violations: string[] = [];
   const reasons: string[] = [];
   /** Every acknowledged write's rows, by key. */
   const acked = new Set<string>();
   /** Every row ever attempted (acknowledged or not). */
   const attempted = new Set<string>();
-  const acks: AckObservation[] = [];
-  TEST_OBSERVER.onAck = (ack) => acks.push(ack);
   let ts = 1_000;
   const say = (line: string) => {
     if (verbose) console.log(`[seed ${seed}] ${line}`);
@@ -736,7 +741,6 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
   } catch (err) {
     violations.push(`run aborted: ${(err as Error).stack ?? String(err)}`);
   } finally {
-    TEST_OBSERVER.onAck = undefined;
     await cluster.close().catch(() => undefined);
     await store.close().catch(() => undefined);
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);

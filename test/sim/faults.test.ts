@@ -1,8 +1,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { resetTestFaults, TEST_FAULTS } from '../../src/testing/faults.js';
+import { describe, expect, it } from 'vitest';
+import { EpochFence } from '../../src/wal/shard-reader.js';
 import { LocalLogStore } from '../../src/wal/local-log-store.js';
 import { encodeEntry } from '../../src/wal/codec.js';
 import { replayShard } from '../../src/wal/shard-reader.js';
@@ -10,12 +10,10 @@ import { report, runSchedule, type SimOptions, type SimResult, type Step } from 
 
 /**
  * Prove the simulation fails when the runtime has a known bug: each test
- * switches one TEST_FAULTS flag on, runs a short schedule that exposes it,
+ * switches one deliberate bug on (SimOptions.faults, given to every node), runs a short schedule that exposes it,
  * and asserts the checker reports it. The same schedule passes with the flag
  * off. (b) also has a direct test of the reader.
  */
-
-afterEach(() => resetTestFaults());
 
 async function caught(steps: Step[], expected: RegExp, options: SimOptions = {}, tries = 3): Promise<SimResult> {
   let last: SimResult | undefined;
@@ -28,7 +26,6 @@ async function caught(steps: Step[], expected: RegExp, options: SimOptions = {},
 }
 
 async function clean(steps: Step[], options: SimOptions = {}): Promise<void> {
-  resetTestFaults();
   const result = await runSchedule(100, steps, options);
   expect(result.violations, report(result)).toEqual([]);
 }
@@ -62,18 +59,16 @@ const STALL_OF_A_LEADER: Step[] = [
 describe('deliberate bugs are caught', () => {
   it('(a) acknowledging a write before its WAL append is durable: a crash loses acknowledged rows', async () => {
     const steps = CRASH_AFTER_WRITES;
-    TEST_FAULTS.ackBeforeDurable = true;
-    const result = await caught(steps, /acknowledged row\(s\) (not readable|missing)/);
+    const result = await caught(steps, /acknowledged row\(s\) (not readable|missing)/, { faults: { ackBeforeDurable: true } });
     console.log(`(a) caught: ${result.violations.join(' | ')}`);
     await clean(steps);
   });
 
   it('(c) replaying from the wrong entry id (flushed + 2): the first entry after the flush is lost on failover', async () => {
     const steps = CRASH_AFTER_WRITES;
-    TEST_FAULTS.replayFromWrongId = true;
     // The bug is in replay, which a failover runs where no hot standby holds the shard.
     const noStandby = { followers: 0 };
-    const result = await caught(steps, /acknowledged row\(s\) (not readable|missing)/, noStandby);
+    const result = await caught(steps, /acknowledged row\(s\) (not readable|missing)/, { ...noStandby, faults: { replayFromWrongId: true } });
     console.log(`(c) caught: ${result.violations.join(' | ')}`);
     await clean(steps, noStandby);
   });
@@ -88,8 +83,7 @@ describe('deliberate bugs are caught', () => {
       { kind: 'write', pick: 0 },
       { kind: 'sleep', ms: 300 },
     ];
-    TEST_FAULTS.skipLeaseFencing = true;
-    const result = await caught(steps, /acknowledged row\(s\) (not readable|missing)|acknowledged writes but meta granted|it is fenced, never applied/);
+    const result = await caught(steps, /acknowledged row\(s\) (not readable|missing)|acknowledged writes but meta granted|it is fenced, never applied/, { faults: { skipLeaseFencing: true } });
     console.log(`(d) caught: ${result.violations.join(' | ')}`);
     await clean(steps);
   });
@@ -107,8 +101,7 @@ describe('deliberate bugs are caught', () => {
     // entry is dropped; without it, it is applied after the newer write and
     // the registers read the older write's value.
     const steps = STALL_OF_A_LEADER;
-    TEST_FAULTS.skipEpochCheck = true;
-    const result = await caught(steps, /a stale value, an older entry applied after a newer one/);
+    const result = await caught(steps, /a stale value, an older entry applied after a newer one/, { faults: { skipEpochCheck: true } });
     console.log(`(b) caught: ${result.violations.join(' | ')}`);
     await clean(steps);
   });
@@ -137,15 +130,14 @@ describe('deliberate bugs are caught', () => {
       await put('epoch', 2); // the new leader's marker
       const [zombie] = await put('data', 1); // the deposed leader's late append (never acknowledged)
       await put('data', 2);
-      const replayedIds = async () => {
+      const replayedIds = async (fence: EpochFence) => {
         const ids: number[] = [];
-        await replayShard(store, 't', { from: 0, onEntry: (e) => void (e.kind === 'data' && ids.push(e.id)) });
+        await replayShard(store, 't', { from: 0, fence, onEntry: (e) => void (e.kind === 'data' && ids.push(e.id)) });
         return ids;
       };
       // The check: no entry of a lower epoch after a higher marker is delivered.
-      expect(await replayedIds()).not.toContain(zombie);
-      TEST_FAULTS.skipEpochCheck = true;
-      expect(await replayedIds()).toContain(zombie);
+      expect(await replayedIds(new EpochFence())).not.toContain(zombie);
+      expect(await replayedIds(new EpochFence({ skipEpochCheck: true }))).toContain(zombie);
     } finally {
       await store.close();
       await rm(dir, { recursive: true, force: true });

@@ -1,5 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { resetTestFaults } from '../../src/testing/faults.js';
+import { describe, expect, it } from 'vitest';
 import { report, runSeed, shrink } from './cluster-sim.js';
 
 /**
@@ -10,8 +9,6 @@ import { report, runSeed, shrink } from './cluster-sim.js';
  * shard is handed to its hot standby. More seeds: `npm run sim -- --seeds N`.
  */
 export const FIXED_SEEDS = [1, 2, 3, 4, 5, 6, 7, 8];
-
-afterEach(() => resetTestFaults());
 
 describe('seeded cluster simulation', () => {
   for (const seed of FIXED_SEEDS) {
