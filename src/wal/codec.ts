@@ -2,6 +2,7 @@ import { RepriseError } from '../errors.js';
 import { crc32c } from './crc32c.js';
 import { DEFAULT_MAX_BATCH_BYTES, type Entry, type EntryKind, type LoggedEntry } from './entry.js';
 import type { EntryId, LogRecord } from './log-store.js';
+import { writeU32 } from './bytes.js';
 
 /**
  * The entry codec: what every LogStore provider stores as record bytes.
@@ -302,13 +303,6 @@ function writeFrame(
   }
   writeU32(buf, 2, crc32c(buf.subarray(6)));
   return buf;
-}
-
-function writeU32(buf: Uint8Array, p: number, v: number): void {
-  buf[p] = v >>> 24;
-  buf[p + 1] = (v >>> 16) & 0xff;
-  buf[p + 2] = (v >>> 8) & 0xff;
-  buf[p + 3] = v & 0xff;
 }
 
 /** MessagePack unsigned int in its smallest form (v is a safe non-negative integer). */

@@ -9,6 +9,7 @@ import {
   type Producer,
 } from 'kafkajs';
 import { RepriseError } from '../errors.js';
+import { checkId, walGap, walTruncated } from './log-errors.js';
 import type { EntryId, LogRecord, LogStore, ReadOptions, TailSubscription, TopicBounds } from './log-store.js';
 
 /**
@@ -410,7 +411,7 @@ export class KafkaLogStore implements LogStore {
   /** Fail with WAL_TRUNCATED if `id` is below the topic's logical mark. */
   private checkLogical(topic: string, id: EntryId): void {
     const mark = this.logical.get(topic) ?? 0;
-    if (id < mark) throw truncated(topic, id, mark);
+    if (id < mark) throw walTruncated(topic, id, mark);
   }
 
   /**
@@ -419,7 +420,7 @@ export class KafkaLogStore implements LogStore {
    */
   private async outOfRange(topic: string, id: EntryId): Promise<TopicBounds> {
     const bounds = await this.bounds(topic);
-    if (id < bounds.earliest) throw truncated(topic, id, bounds.earliest);
+    if (id < bounds.earliest) throw walTruncated(topic, id, bounds.earliest);
     return bounds;
   }
 
@@ -568,8 +569,8 @@ export class KafkaLogStore implements LogStore {
       }
       if (!more) return;
       const next = await more;
-      if (!next) throw missing(topic, pos, end);
-      if (next.next === pos) throw missing(topic, pos, next.highWatermark);
+      if (!next) throw walGap(topic, pos, end);
+      if (next.next === pos) throw walGap(topic, pos, next.highWatermark);
       batch = next;
     }
   }
@@ -794,8 +795,8 @@ function decode(topic: string, id: EntryId, response: FetchResponse): FetchResul
     // A record batch is returned whole, so it may start before `id`.
     if (offset < expected) continue;
     if (offset !== expected) {
-      if (logStart > expected) throw truncated(topic, expected, logStart);
-      throw missing(topic, expected, offset);
+      if (logStart > expected) throw walTruncated(topic, expected, logStart);
+      throw walGap(topic, expected, offset);
     }
     expected++;
     // Transaction markers take an offset but carry no record; this store never writes them.
@@ -881,36 +882,12 @@ class RetriableError extends Error {
   readonly retriable = true;
 }
 
-function truncated(topic: string, needed: EntryId, earliest: EntryId): RepriseError {
-  return new RepriseError(
-    'WAL_TRUNCATED',
-    `WAL topic "${topic}" no longer holds entry id ${needed}: earliest available id is ${earliest}`,
-    { topic, needed, earliest },
-  );
-}
-
-function missing(topic: string, expected: EntryId, found: EntryId): RepriseError {
-  return new RepriseError(
-    'WAL_CORRUPT',
-    `WAL topic "${topic}" is missing entry id ${expected} (next record found: ${found})`,
-    { topic, expected, found },
-  );
-}
-
 function checkTopicName(topic: string): void {
   if (typeof topic !== 'string' || !TOPIC_NAME.test(topic)) {
     throw new RepriseError(
       'INVALID_ARGUMENT',
       `WAL topic name must be 1-249 characters of a-z A-Z 0-9 . _ - (Kafka's rule), got ${JSON.stringify(topic)}`,
     );
-  }
-}
-
-function checkId(id: EntryId, what: string, topic: string): void {
-  if (!Number.isSafeInteger(id) || id < 0) {
-    throw new RepriseError('INVALID_ARGUMENT', `WAL topic "${topic}": ${what} must be an entry id (>= 0), got ${id}`, {
-      topic,
-    });
   }
 }
 

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import type { HighWaterTopic } from './high-water.js';
 import type { BatchOp, LogFileScan } from './leveldb-log.js';
-import { HOLE, idRanges, mergeRanges, META, META_VALUE_BYTES, metaName, parseRecordKey, readU32, readU64, recordKey, type IdRange } from './local-log-keys.js';
+import { HOLE, idRanges, mergeRanges, META, META_VALUE_BYTES, metaName, parseRecordKey, recordKey, type IdRange } from './local-log-keys.js';
+import { readU32, readU64 } from './bytes.js';
 import type { EntryId } from './log-store.js';
 
 /**

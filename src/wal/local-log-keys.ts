@@ -1,4 +1,5 @@
 import type { EntryId } from './log-store.js';
+import { readU32, readU64, writeU32, writeU64 } from './bytes.js';
 
 /**
  * Key layout of the local WAL's LevelDB (binary keys, so a topic's records
@@ -21,7 +22,6 @@ export const META_FORMAT = 1;
 export const META_VALUE_BYTES = 13;
 export const RECORD_KEY_BYTES = 13;
 export const HOLE_VALUE_BYTES = 8;
-const TWO_32 = 0x1_0000_0000;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -65,26 +65,6 @@ export function u64Value(v: EntryId): Uint8Array {
   const out = new Uint8Array(HOLE_VALUE_BYTES);
   writeU64(out, 0, v);
   return out;
-}
-
-export function writeU32(buf: Uint8Array, p: number, v: number): void {
-  buf[p] = v >>> 24;
-  buf[p + 1] = (v >>> 16) & 0xff;
-  buf[p + 2] = (v >>> 8) & 0xff;
-  buf[p + 3] = v & 0xff;
-}
-
-export function writeU64(buf: Uint8Array, p: number, v: number): void {
-  writeU32(buf, p, Math.floor(v / TWO_32));
-  writeU32(buf, p + 4, v >>> 0);
-}
-
-export function readU32(buf: Uint8Array, p: number): number {
-  return ((buf[p]! << 24) | (buf[p + 1]! << 16) | (buf[p + 2]! << 8) | buf[p + 3]!) >>> 0;
-}
-
-export function readU64(buf: Uint8Array, p: number): number {
-  return readU32(buf, p) * TWO_32 + readU32(buf, p + 4);
 }
 
 /** `[3, 4, 5, 9]` -> `3..5, 9`. */

@@ -1,6 +1,8 @@
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { RepriseError } from '../errors.js';
+import { readU32, readU64 } from './bytes.js';
+import { checkId, walGap, walTruncated } from './log-errors.js';
 import { decodeRecord } from './codec.js';
 import { HIGH_WATER_FILE, HighWater, type HighWaterTopic } from './high-water.js';
 import { scanLevelDbLogs, type LogFileScan } from './leveldb-log.js';
@@ -16,8 +18,6 @@ import {
   metaName,
   metaValue,
   parseRecordKey,
-  readU32,
-  readU64,
   recordKey,
   u64Value,
   type IdRange,
@@ -395,11 +395,7 @@ export class LocalLogStore implements LogStore {
     const t = this.topic(topic);
     checkId(from, 'from', topic);
     if (from < t.earliest) {
-      throw new RepriseError(
-        'WAL_TRUNCATED',
-        `WAL topic "${topic}" no longer holds entry id ${from}: earliest available id is ${t.earliest}`,
-        { topic, needed: from, earliest: t.earliest },
-      );
+      throw walTruncated(topic, from, t.earliest);
     }
     const end = Math.min(to, t.next);
     if (from >= end) return;
@@ -432,7 +428,7 @@ export class LocalLogStore implements LogStore {
           const id = readU64(key, 5);
           if (id !== expected) {
             if (id < expected) continue; // inside a hole: a part of an entry the hole took
-            throw gap(topic, expected, id);
+            throw walGap(topic, expected, id);
           }
           expected = holes.length === 0 ? expected + 1 : pastHoles(holes, expected + 1);
           yield { id, data };
@@ -444,7 +440,7 @@ export class LocalLogStore implements LogStore {
       await it.close();
       this.release();
     }
-    if (expected < end) throw gap(topic, expected, end);
+    if (expected < end) throw walGap(topic, expected, end);
   }
 
   private async write(t: TopicState, records: readonly Uint8Array[]): Promise<EntryId[]> {
@@ -851,19 +847,4 @@ class LocalTail implements TailSubscription {
   }
 }
 
-function gap(topic: string, expected: EntryId, found: EntryId): RepriseError {
-  return new RepriseError(
-    'WAL_CORRUPT',
-    `WAL topic "${topic}" is missing entry id ${expected} (next record found: ${found})`,
-    { topic, expected, found },
-  );
-}
-
-function checkId(id: EntryId, what: string, topic: string): void {
-  if (!Number.isSafeInteger(id) || id < 0) {
-    throw new RepriseError('INVALID_ARGUMENT', `WAL topic "${topic}": ${what} must be an entry id (>= 0), got ${id}`, {
-      topic,
-    });
-  }
-}
 
