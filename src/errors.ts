@@ -13,6 +13,8 @@ export type ErrorCode =
   | 'QUERY_TOO_LARGE'
   | 'MALFORMED_JSON'
   | 'REQUEST_TOO_LARGE'
+  /** An HTTP request not received whole (headers and body) within httpRequestTimeoutMs. */
+  | 'REQUEST_TIMEOUT'
   | 'TABLE_NOT_FOUND'
   | 'TABLE_EXISTS'
   | 'NOT_FOUND'

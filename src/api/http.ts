@@ -1,7 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
+import { maxHeaderSize, STATUS_CODES } from 'node:http';
+import { isIP, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import Fastify, { type FastifyError } from 'fastify';
+import Fastify, { type FastifyError, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import { describeMachine, MACHINES } from '../actors/diagram.js';
@@ -29,6 +30,7 @@ const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   NOT_FOUND: 404,
   TABLE_EXISTS: 409,
   PROCEDURE_RUNNING: 409,
+  REQUEST_TIMEOUT: 408,
   REQUEST_TOO_LARGE: 413,
   ENTRY_TOO_LARGE: 413,
   NOT_LEADER: 503,
@@ -45,6 +47,7 @@ function toRepriseError(err: FastifyError | Error): RepriseError {
   const fastifyError = err as FastifyError;
   const code = fastifyError.code ?? '';
   if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new RepriseError('REQUEST_TOO_LARGE', `request body is larger than the limit: ${err.message}`);
+  if (code === 'FST_ERR_BAD_URL') return new RepriseError('INVALID_ARGUMENT', `the URL is not valid (bad percent-encoding): ${err.message}`);
   if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return new RepriseError('INVALID_ARGUMENT', `${err.message}; send Content-Type: application/json`);
   if (err instanceof SyntaxError || code.startsWith('FST_ERR_CTP')) {
     return new RepriseError('MALFORMED_JSON', `request body is not valid JSON: ${err.message}`);
@@ -55,6 +58,51 @@ function toRepriseError(err: FastifyError | Error): RepriseError {
 
 function statusOf(err: RepriseError): number {
   return STATUS_BY_CODE[err.code] ?? 500;
+}
+
+/** The error body every non-2xx answer carries. */
+function envelope(err: RepriseError): { error: { code: ErrorCode; message: string } } {
+  return { error: { code: err.code, message: err.message } };
+}
+
+/**
+ * What Node's HTTP parser refuses before fastify sees a request (a server
+ * 'clientError'), as a coded error and its status: headers too large, a
+ * malformed request, a body shorter than announced, a request not received
+ * in time. Undefined when there is nobody left to answer (a reset).
+ */
+function clientErrorOf(err: Error & { code?: string; reason?: string }, requestTimeoutMs: number): { error: RepriseError; status: number } | undefined {
+  switch (err.code) {
+    case 'ECONNRESET':
+      return undefined;
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return {
+        error: new RepriseError('REQUEST_TIMEOUT', `the request was not received whole within ${requestTimeoutMs} ms (httpRequestTimeoutMs); the connection is closed`),
+        status: 408,
+      };
+    case 'HPE_HEADER_OVERFLOW':
+      // 431 (not REQUEST_TOO_LARGE's 413): it is the request line and headers, not the body.
+      return {
+        error: new RepriseError('REQUEST_TOO_LARGE', `the request line and headers are larger than the limit of ${maxHeaderSize} bytes (Node's --max-http-header-size); send a shorter URL or fewer headers`),
+        status: 431,
+      };
+    case 'HPE_INVALID_EOF_STATE':
+      return { error: new RepriseError('INVALID_ARGUMENT', 'the connection ended before the whole request was received (a body shorter than its Content-Length)'), status: 400 };
+    default:
+      return { error: new RepriseError('INVALID_ARGUMENT', `malformed HTTP request: ${err.reason ?? err.message}${err.code ? ` (${err.code})` : ''}`), status: 400 };
+  }
+}
+
+/** Answer a request Node's parser refused with the error envelope, then close the connection (the parser cannot go on). */
+function answerClientError(err: Error & { code?: string }, socket: Socket, requestTimeoutMs: number): void {
+  const answer = socket.destroyed ? undefined : clientErrorOf(err, requestTimeoutMs);
+  if (answer && socket.writable) {
+    const body = JSON.stringify(envelope(answer.error));
+    socket.write(
+      `HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
 }
 
 export interface HttpOptions {
@@ -167,6 +215,12 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     // Node checks the timeout this often (its default, 30 s, would let a stalled request live that much longer).
     http: { headersTimeout: requestTimeout, connectionsCheckingInterval: Math.max(10, Math.min(1000, requestTimeout / 4)) },
     // No idle-socket timeout: a long query keeps its socket quiet, and /v1/events sends a ping every 15 s.
+    // What Node's parser refuses, and URLs fastify cannot decode, get the error envelope too.
+    clientErrorHandler: (err, socket) => answerClientError(err, socket as Socket, requestTimeout),
+    frameworkErrors: (err, _request, reply) => {
+      const error = toRepriseError(err);
+      void (reply as FastifyReply).status(statusOf(error)).send(envelope(error));
+    },
   });
   app.server.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   const log = options.logger.child({ component: 'http' });
@@ -218,7 +272,7 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     const error = toRepriseError(err as Error);
     const status = statusOf(error);
     if (status >= 500) log.error({ err, code: error.code, method: request.method, url: request.url }, error.message);
-    void reply.status(status).send({ error: { code: error.code, message: error.message } });
+    void reply.status(status).send(envelope(error));
   });
   app.setNotFoundHandler((request, reply) => {
     void reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } });
@@ -284,7 +338,7 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
 
   // The dashboard: static files, no build step.
   const dashboard = dashboardDir();
-  const sendFile = (name: string, reply: import('fastify').FastifyReply) =>
+  const sendFile = (name: string, reply: FastifyReply) =>
     reply.header('content-type', DASHBOARD_FILES[name]!).header('cache-control', 'no-cache').send(readFileSync(`${dashboard}${name}`));
   app.get('/', async (_request, reply) => sendFile('index.html', reply));
   app.get<{ Params: { file: string } }>('/dashboard/:file', async (request, reply) => {

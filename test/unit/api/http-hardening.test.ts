@@ -151,4 +151,42 @@ describe('HTTP hardening', () => {
     expect(res.json().error.message).toContain('1025 columns, more than the limit of 1024 (maxColumns)');
     expect((await app.inject({ method: 'GET', url: '/v1/tables' })).json()).toEqual({ tables: [] });
   });
+
+  it('answers what Node\'s HTTP parser or the router refuses with the error envelope, not fastify\'s own format', async () => {
+    const app = createHttpServer(db, { logger, requestTimeoutMs: 300 });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const port = (app.server.address() as { port: number }).port;
+      /** Send these bytes, half-close after `endAfterMs` (undefined: never), and read the reply. */
+      const exchange = async (bytes: string, endAfterMs?: number) => {
+        const client = await rawClient(port);
+        client.socket.write(bytes);
+        if (endAfterMs !== undefined) setTimeout(() => client.socket.end(), endAfterMs);
+        await client.closed;
+        const text = client.received();
+        const [head = '', body = ''] = text.split('\r\n\r\n');
+        return { status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]), head, body: JSON.parse(body) as { error: { code: string; message: string } } };
+      };
+      const post = 'POST /v1/tables HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n';
+      const cases: [string, string, number | undefined, number, string, string][] = [
+        ['a 100 KB URL', `GET /${'a'.repeat(100_000)} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`, undefined, 431, 'REQUEST_TOO_LARGE', 'headers are larger than the limit'],
+        ['bad percent-encoding', 'GET /v1/tables/%zz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n', undefined, 400, 'INVALID_ARGUMENT', 'bad percent-encoding'],
+        ['a request not received in time', `${post}Content-Length: 100\r\n\r\n{"na`, undefined, 408, 'REQUEST_TIMEOUT', 'within 300 ms (httpRequestTimeoutMs)'],
+        ['NUL in a header', 'GET /v1/tables HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Note: a\0b\r\n\r\n', undefined, 400, 'INVALID_ARGUMENT', 'Invalid header value char'],
+        ['Content-Length with chunked', `${post}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`, undefined, 400, 'INVALID_ARGUMENT', "Transfer-Encoding can't be present with Content-Length"],
+        ['a short body', `${post}Content-Length: 100\r\n\r\n{"name":"t"}`, 50, 400, 'INVALID_ARGUMENT', 'shorter than its Content-Length'],
+      ];
+      for (const [what, bytes, endAfterMs, status, code, message] of cases) {
+        const reply = await exchange(bytes, endAfterMs);
+        expect(reply.status, what).toBe(status);
+        expect(reply.head.toLowerCase(), what).toContain('content-type: application/json');
+        expect(Object.keys(reply.body), what).toEqual(['error']);
+        expect(reply.body.error.code, what).toBe(code);
+        expect(reply.body.error.message, what).toContain(message);
+      }
+      expect((await fetch(`http://127.0.0.1:${port}/v1/tables`)).status).toBe(200);
+    } finally {
+      await app.close();
+    }
+  });
 });
