@@ -209,6 +209,11 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
   const app = Fastify({
     bodyLimit: options.bodyLimit ?? DEFAULT_BODY_LIMIT,
     logger: false,
+    // Valid JSON with a "__proto__" or "constructor" key is JSON: JSON.parse
+    // makes them own properties (no prototype changes), validation then names
+    // them as unknown keys or columns, and no name may be __proto__.
+    onProtoPoisoning: 'ignore',
+    onConstructorPoisoning: 'ignore',
     // fastify's default (0) turns Node's request timeout off: a client that
     // sent headers and never its body held its connection for ever.
     requestTimeout,

@@ -2,6 +2,7 @@ import { gunzip } from 'node:zlib';
 import { promisify } from 'node:util';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ColumnDef, ColumnType, Row, TableSchema } from '../engine/schema.js';
+import { isValidName } from '../engine/table/validate.js';
 import { RepriseError } from '../errors.js';
 import { parseLineProtocol, type FieldValue, type LineError, type Point } from './line-protocol.js';
 import type { Reprise } from './runtime.js';
@@ -25,7 +26,6 @@ const PRECISIONS: Record<string, Precision> = { ns: 'ns', n: 'ns', us: 'us', u: 
 /** The time column of tables created from line protocol. */
 export const TIME_COLUMN = 'ts';
 
-const NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 
 export function parsePrecision(value: string | undefined): Precision {
   if (value === undefined || value === '') return 'ns';
@@ -52,6 +52,8 @@ export function toEpochMs(timestamp: bigint, precision: Precision): bigint {
       return timestamp * 3_600_000n;
   }
 }
+
+const NAME_RULE = '(letters, digits and _, not starting with a digit; not __proto__)';
 
 /** A batch of line protocol rarely names more than a few measurements; each new one is a table with its regions. */
 export const DEFAULT_MAX_TABLES_PER_WRITE = 100;
@@ -128,7 +130,7 @@ function deriveSchema(measurement: string, points: readonly Point[], errors: Map
 function schemaProblem(p: Point, columns: Map<string, ColumnDef>): string | undefined {
   if (p.tags.length === 0) return `measurement '${p.measurement}' has no tags: a table needs at least one tag (its primary key)`;
   for (const [key, role] of [...p.tags.map(([k]) => [k, 'tag'] as const), ...p.fields.map(([k]) => [k, 'field'] as const)]) {
-    if (!NAME_RE.test(key)) return `${role} '${key}' is not a valid column name (letters, digits and _, not starting with a digit)`;
+    if (!isValidName(key)) return `${role} '${key}' is not a valid column name ${NAME_RULE}`;
     if (key === TIME_COLUMN) return `${role} '${key}' uses the name of the time column '${TIME_COLUMN}'`;
     const known = columns.get(key);
     if (known && known.role !== role) return `'${key}' is a ${role} here but a ${known.role} in earlier lines of measurement '${p.measurement}'`;
@@ -211,8 +213,8 @@ export async function writeLineProtocol(runtime: Reprise, body: string, options:
     }
     const problem = !options.autoCreateTables
       ? `table '${measurement}' does not exist (autoCreateTables is off)`
-      : !NAME_RE.test(measurement)
-        ? `measurement '${measurement}' is not a valid table name (letters, digits and _, not starting with a digit)`
+      : !isValidName(measurement)
+        ? `measurement '${measurement}' is not a valid table name ${NAME_RULE}`
         : undefined;
     if (problem) {
       for (const p of list) bad.set(p.line, `line ${p.line}: ${problem}`);

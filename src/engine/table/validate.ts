@@ -23,6 +23,18 @@ import { compareValues } from './keys.js';
  */
 
 const NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+/** Matches NAME_RE but names an object's prototype: a row object given it as a key would lose the value or change its prototype. */
+const RESERVED_NAME = '__proto__';
+
+/** A table, column or output name: letters, digits and _, not starting with a digit, at most 128, not `__proto__`. */
+export function isValidName(name: unknown): name is string {
+  return typeof name === 'string' && NAME_RE.test(name) && name !== RESERVED_NAME;
+}
+
+/** Why `name` is not a valid name (for messages). */
+function nameRule(name: unknown): string {
+  return name === RESERVED_NAME ? `is reserved (${RESERVED_NAME} is an object's prototype in JavaScript)` : `must match ${NAME_RE}`;
+}
 const SCHEMA_KEYS = new Set(['name', 'columns', 'partition']);
 const COLUMN_KEYS = new Set(['name', 'type', 'role']);
 const PARTITION_KEYS = new Set(['column', 'bounds']);
@@ -94,9 +106,7 @@ export function validateSchema(input: unknown, limits: SchemaLimits = DEFAULT_SC
   if (!isPlainObject(input)) fail('(unnamed)', `expected an object, got ${show(input)}`);
   const obj = input as Record<string, unknown>;
   const name = obj.name;
-  if (typeof name !== 'string' || !NAME_RE.test(name)) {
-    fail(show(name), `table name ${show(name)} must match ${NAME_RE}`);
-  }
+  if (!isValidName(name)) fail(show(name), `table name ${show(name)} ${nameRule(name)}`);
   const table = JSON.stringify(name);
   const extra = unknownKey(obj, SCHEMA_KEYS);
   if (extra !== undefined) fail(table, `unknown key "${extra}" (expected name, columns, partition)`, { key: extra });
@@ -111,9 +121,7 @@ export function validateSchema(input: unknown, limits: SchemaLimits = DEFAULT_SC
     const where = `column ${i}`;
     if (!isPlainObject(c)) return fail(table, `${where}: expected an object, got ${show(c)}`, { column: i });
     const colName = c.name;
-    if (typeof colName !== 'string' || !NAME_RE.test(colName)) {
-      return fail(table, `${where}: column name ${show(colName)} must match ${NAME_RE}`, { column: i });
-    }
+    if (!isValidName(colName)) return fail(table, `${where}: column name ${show(colName)} ${nameRule(colName)}`, { column: i });
     const col = `column "${colName}"`;
     const bad = unknownKey(c, COLUMN_KEYS);
     if (bad !== undefined) fail(table, `${col}: unknown key "${bad}" (expected name, type, role)`, { column: colName, key: bad });
@@ -327,7 +335,7 @@ export function validateQuery(schema: TableSchema, input: unknown): TableQuery {
         }
         column = c.name;
       }
-      if (a.as !== undefined && (typeof a.as !== 'string' || !NAME_RE.test(a.as))) queryFail(`${where}: as must be a name of letters, digits and _, got ${show(a.as)}`);
+      if (a.as !== undefined && !isValidName(a.as)) queryFail(`${where}: as must be a name of letters, digits and _ (not ${RESERVED_NAME}), got ${show(a.as)}`);
       const name = aggregateName({ fn: fn as AggregateFn, column, as: a.as as string | undefined });
       if (names.has(name) || byName.get(name)?.role === 'tag' || byName.get(name)?.role === 'time') queryFail(`${where}: output column "${name}" is used twice`);
       names.add(name);

@@ -189,4 +189,39 @@ describe('HTTP hardening', () => {
       await app.close();
     }
   });
+
+  it('parses valid JSON with __proto__ and constructor keys as JSON: validation names them, nothing is polluted, no name may be __proto__', async () => {
+    const app = createHttpServer(db, { logger });
+    const post = (url: string, payload: string) => app.inject({ method: 'POST', url, headers: { 'content-type': 'application/json' }, payload });
+    const table = JSON.stringify(schema).slice(0, -1);
+    const refusals: [string, string, string, string][] = [
+      ['/v1/tables', `${table},"__proto__":{"polluted":true}}`, 'INVALID_SCHEMA', 'unknown key "__proto__"'],
+      ['/v1/tables', JSON.stringify({ ...schema, columns: [...schema.columns, { name: '__proto__', type: 'string', role: 'field' }] }), 'INVALID_SCHEMA', 'is reserved'],
+    ];
+    for (const [url, payload, code, message] of refusals) {
+      const res = await post(url, payload);
+      expect(res.statusCode, payload).toBe(400);
+      expect(res.json().error.code, payload).toBe(code);
+      expect(res.json().error.message, payload).toContain(message);
+    }
+    expect((await post('/v1/tables', JSON.stringify(schema))).statusCode).toBe(201);
+    const more: [string, string, string, string][] = [
+      ['/v1/tables/system_metrics/rows', '[{"host":"h1","cpu_util":1,"ts":1000,"__proto__":{"polluted":true}}]', 'INVALID_ROW', 'unknown column "__proto__"'],
+      ['/v1/tables/system_metrics/delete', '[{"host":"h1","ts":1000,"__proto__":{"polluted":true}}]', 'INVALID_ROW', 'unknown column "__proto__"'],
+      ['/v1/tables/system_metrics/query', '{"where":{"__proto__":{"polluted":true}}}', 'INVALID_QUERY', 'unknown column "__proto__"'],
+      ['/v1/tables/system_metrics/query', '{"constructor":{"prototype":{"polluted":true}}}', 'INVALID_QUERY', 'unknown key "constructor"'],
+      ['/v1/tables/system_metrics/query', '{"aggregates":[{"fn":"count","as":"__proto__"}]}', 'INVALID_QUERY', 'not __proto__'],
+    ];
+    for (const [url, payload, code, message] of more) {
+      const res = await post(url, payload);
+      expect(res.statusCode, payload).toBe(400);
+      expect(res.json().error.code, payload).toBe(code);
+      expect(res.json().error.message, payload).toContain(message);
+    }
+    const line = await app.inject({ method: 'POST', url: '/v1/influxdb/write?precision=ms', payload: 'system_metrics,__proto__=x cpu_util=1 1000\nfresh,__proto__=x v=1 1000' });
+    expect(line.statusCode).toBe(400);
+    expect(line.json().error.lines).toHaveLength(2);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    expect(await rowsOf(app)).toEqual([]);
+  });
 });

@@ -254,9 +254,9 @@ describe('InfluxDB line protocol writes (in process)', () => {
   it('bad names, reserved ts, int64 outside the exact range, gzip bodies, the v2 path, ping', async () => {
     const bad = await write(['bad-name,host=a v=1', 'n,host=a ts=1', 'n,ho.st=a v=1', 'n,host=a v=9007199254740993i', 'n,host=a w=1 -1000000000'].join('\n'));
     expect(bad.json().error.lines.map((l: { message: string }) => l.message)).toEqual([
-      "line 1: measurement 'bad-name' is not a valid table name (letters, digits and _, not starting with a digit)",
+      "line 1: measurement 'bad-name' is not a valid table name (letters, digits and _, not starting with a digit; not __proto__)",
       "line 2: field 'ts' uses the name of the time column 'ts'",
-      "line 3: tag 'ho.st' is not a valid column name (letters, digits and _, not starting with a digit)",
+      "line 3: tag 'ho.st' is not a valid column name (letters, digits and _, not starting with a digit; not __proto__)",
       "line 4: field 'v': 9007199254740993 is outside the integers int64 columns hold exactly (±2^53-1)",
       'line 5: timestamp -1000000000 (ns) is not a time from 1970 on',
     ]);
