@@ -27,6 +27,13 @@ const PRECISIONS: Record<string, Precision> = { ns: 'ns', n: 'ns', us: 'us', u: 
 export const TIME_COLUMN = 'ts';
 
 
+/** The `partial` query parameter: true, false, 1 or 0 (absent: false). */
+export function parsePartial(value: unknown): boolean {
+  if (value === undefined || value === 'false' || value === '0') return false;
+  if (value === 'true' || value === '1') return true;
+  throw new RepriseError('INVALID_ARGUMENT', `query parameter partial must be true or false (or 1 or 0), got ${JSON.stringify(value)}`, { parameter: 'partial' });
+}
+
 export function parsePrecision(value: string | undefined): Precision {
   if (value === undefined || value === '') return 'ns';
   const precision = PRECISIONS[value];
@@ -128,7 +135,6 @@ function deriveSchema(measurement: string, points: readonly Point[], errors: Map
 
 /** Why a point cannot shape (or join) a table being derived, if it cannot. */
 function schemaProblem(p: Point, columns: Map<string, ColumnDef>): string | undefined {
-  if (p.tags.length === 0) return `measurement '${p.measurement}' has no tags: a table needs at least one tag (its primary key)`;
   for (const [key, role] of [...p.tags.map(([k]) => [k, 'tag'] as const), ...p.fields.map(([k]) => [k, 'field'] as const)]) {
     if (!isValidName(key)) return `${role} '${key}' is not a valid column name ${NAME_RULE}`;
     if (key === TIME_COLUMN) return `${role} '${key}' uses the name of the time column '${TIME_COLUMN}'`;
@@ -290,6 +296,13 @@ export function registerInfluxRoutes(app: FastifyInstance, runtime: Reprise, opt
     // Line protocol comes as text/plain, form-encoded (curl -d) or anything else: take the bytes.
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
+    // The body is line protocol whatever its Content-Type says, as InfluxDB
+    // takes it: an empty or unparseable one must not fail fastify's media-type
+    // check before the parser above is reached.
+    scope.addHook('onRequest', (request, _reply, done) => {
+      delete request.raw.headers['content-type'];
+      done();
+    });
     const gunzipAsync = promisify(gunzip);
 
     const write = async (
@@ -297,7 +310,7 @@ export function registerInfluxRoutes(app: FastifyInstance, runtime: Reprise, opt
       reply: FastifyReply,
     ) => {
       const precision = parsePrecision(request.query.precision);
-      const partial = request.query.partial === 'true' || request.query.partial === '1';
+      const partial = parsePartial(request.query.partial);
       let bytes = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
       const encoding = String(request.headers['content-encoding'] ?? 'identity').toLowerCase();
       if (encoding === 'gzip') {

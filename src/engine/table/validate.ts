@@ -147,7 +147,6 @@ export function validateSchema(input: unknown, limits: SchemaLimits = DEFAULT_SC
   if (times.length !== 1) {
     fail(table, `exactly one column must have role time, found ${times.length}${times.length ? ` (${times.map((c) => `"${c.name}"`).join(', ')})` : ''}`);
   }
-  if (!columns.some((c) => c.role === 'tag')) fail(table, 'at least one column must have role tag (the primary key)');
 
   const schema: { name: string; columns: ColumnDef[]; partition?: PartitionRule } = { name: name as string, columns };
   if (obj.partition !== undefined) schema.partition = validatePartition(table, columns, obj.partition, fail, limits);
