@@ -60,6 +60,23 @@ function statusOf(err: RepriseError): number {
   return STATUS_BY_CODE[err.code] ?? 500;
 }
 
+/**
+ * A JSON request body. Empty (or blank) is no body, undefined: routes whose
+ * body is optional (query, flush, drop) take it as {}, the others say what
+ * they need; clients that always send Content-Type: application/json send
+ * such bodies. Valid JSON with a "__proto__" or "constructor" key is JSON:
+ * JSON.parse makes them own properties (no prototype changes), validation
+ * then names them as unknown keys or columns, and no name may be __proto__.
+ */
+function parseJsonBody(text: string): unknown {
+  if (text.trim() === '') return undefined;
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new RepriseError('MALFORMED_JSON', `request body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
 /** The error body every non-2xx answer carries. */
 function envelope(err: RepriseError): { error: { code: ErrorCode; message: string } } {
   return { error: { code: err.code, message: err.message } };
@@ -209,11 +226,6 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
   const app = Fastify({
     bodyLimit: options.bodyLimit ?? DEFAULT_BODY_LIMIT,
     logger: false,
-    // Valid JSON with a "__proto__" or "constructor" key is JSON: JSON.parse
-    // makes them own properties (no prototype changes), validation then names
-    // them as unknown keys or columns, and no name may be __proto__.
-    onProtoPoisoning: 'ignore',
-    onConstructorPoisoning: 'ignore',
     // fastify's default (0) turns Node's request timeout off: a client that
     // sent headers and never its body held its connection for ever.
     requestTimeout,
@@ -266,6 +278,14 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
   // JSON routes take application/json only: text/plain is what a browser
   // sends cross-site without asking first (the line-protocol route keeps its own parser).
   app.removeContentTypeParser('text/plain');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, text, done) => {
+    try {
+      done(null, parseJsonBody(text as string));
+    } catch (err) {
+      done(err as Error);
+    }
+  });
 
   const streams = new EventStreams(runtime, options.events);
   app.addHook('preClose', (done) => {

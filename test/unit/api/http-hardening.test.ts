@@ -224,4 +224,27 @@ describe('HTTP hardening', () => {
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     expect(await rowsOf(app)).toEqual([]);
   });
+
+  it('takes an empty JSON body as no body: {} where the body is optional (flush, drop, query), a coded validation error where it is not', async () => {
+    const app = createHttpServer(db, { logger });
+    const json = { 'content-type': 'application/json' };
+    expect((await app.inject({ method: 'POST', url: '/v1/tables', payload: schema })).statusCode).toBe(201);
+    expect((await app.inject({ method: 'POST', url: '/v1/tables/system_metrics/rows', payload: [{ host: 'h1', cpu_util: 1, ts: 1000 }] })).statusCode).toBe(200);
+    for (const payload of ['', ' \n']) {
+      const flush = await app.inject({ method: 'POST', url: '/v1/flush', headers: json, payload });
+      expect(flush.statusCode).toBe(200);
+      expect(flush.json()).toEqual({ flushed: true });
+      const query = await app.inject({ method: 'POST', url: '/v1/tables/system_metrics/query', headers: json, payload });
+      expect(query.json()).toEqual({ rows: [{ host: 'h1', cpu_util: 1, ts: 1000 }] });
+      const rows = await app.inject({ method: 'POST', url: '/v1/tables/system_metrics/rows', headers: json, payload });
+      expect(rows.statusCode).toBe(400);
+      expect(rows.json().error.code).toBe('INVALID_ROW');
+    }
+    const malformed = await app.inject({ method: 'POST', url: '/v1/tables/system_metrics/query', headers: json, payload: '{"where":' });
+    expect(malformed.statusCode).toBe(400);
+    expect(malformed.json().error.code).toBe('MALFORMED_JSON');
+    const drop = await app.inject({ method: 'DELETE', url: '/v1/tables/system_metrics', headers: json, payload: '' });
+    expect(drop.statusCode).toBe(200);
+    expect(drop.json()).toEqual({ dropped: 'system_metrics' });
+  });
 });
