@@ -9,6 +9,7 @@ import { describeMachine, MACHINES } from '../actors/diagram.js';
 import { RepriseError, type ErrorCode } from '../errors.js';
 import { EventStreams, type EventStreamOptions } from './event-stream.js';
 import { registerInfluxRoutes } from './influxdb.js';
+import { parseJsonBody } from './json-body.js';
 import { machineSvg } from './machine-svg.js';
 import type { Reprise } from './runtime.js';
 
@@ -58,23 +59,6 @@ function toRepriseError(err: FastifyError | Error): RepriseError {
 
 function statusOf(err: RepriseError): number {
   return STATUS_BY_CODE[err.code] ?? 500;
-}
-
-/**
- * A JSON request body. Empty (or blank) is no body, undefined: routes whose
- * body is optional (query, flush, drop) take it as {}, the others say what
- * they need; clients that always send Content-Type: application/json send
- * such bodies. Valid JSON with a "__proto__" or "constructor" key is JSON:
- * JSON.parse makes them own properties (no prototype changes), validation
- * then names them as unknown keys or columns, and no name may be __proto__.
- */
-function parseJsonBody(text: string): unknown {
-  if (text.trim() === '') return undefined;
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new RepriseError('MALFORMED_JSON', `request body is not valid JSON: ${(err as Error).message}`);
-  }
 }
 
 /** The error body every non-2xx answer carries. */

@@ -14,6 +14,7 @@ import {
   type TableSchema,
   type Value,
 } from '../schema.js';
+import { writtenNumber } from '../written-numbers.js';
 import { compareValues } from './keys.js';
 
 /**
@@ -81,6 +82,11 @@ export function show(v: unknown): string {
   if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
   if (Array.isArray(v)) return 'an array';
   return typeof v === 'object' ? 'an object' : typeof v;
+}
+
+/** show(holder[key]), quoting an integer as the JSON text wrote it when parsing rounded it (see written-numbers.ts). */
+export function showAt(holder: object, key: string | number, v: unknown): string {
+  return (typeof v === 'number' ? writtenNumber(holder, key) : undefined) ?? show(v);
 }
 
 function unknownKey(obj: Record<string, unknown>, allowed: Set<string>): string | undefined {
@@ -174,7 +180,7 @@ function validatePartition(
   }
   bounds.forEach((b, i) => {
     if (!isValueOfType(column.type, b)) {
-      fail(table, `${col}: bound ${i} (${show(b)}) must be ${TYPE_DESCRIPTIONS[column.type]}`, { column: column.name, bound: i });
+      fail(table, `${col}: bound ${i} (${showAt(bounds, i, b)}) must be ${TYPE_DESCRIPTIONS[column.type]}`, { column: column.name, bound: i });
     }
     if (i > 0 && compareValues(bounds[i - 1] as Value, b as Value) >= 0) {
       fail(table, `${col}: bounds must be strictly increasing, but bound ${i} (${show(b)}) follows ${show(bounds[i - 1])}`, {
@@ -226,7 +232,7 @@ export function validateKeys(schema: TableSchema, input: unknown): Row[] {
       const v = raw[c.name];
       if (v === null || v === undefined) keysFail(`key ${i}: ${c.role} column "${c.name}" is required`, { row: i, column: c.name });
       if (!isValueOfType(c.type, v)) {
-        keysFail(`key ${i}: column "${c.name}" must be ${TYPE_DESCRIPTIONS[c.type]}, got ${show(v)}`, { row: i, column: c.name });
+        keysFail(`key ${i}: column "${c.name}" must be ${TYPE_DESCRIPTIONS[c.type]}, got ${showAt(raw, c.name, v)}`, { row: i, column: c.name });
       }
       key[c.name] = v as Value;
     }
@@ -256,9 +262,9 @@ export function validateQuery(schema: TableSchema, input: unknown): TableQuery {
       if (c === undefined) queryFail(`where: unknown column "${name}"`, { column: name });
       else if (c.role === 'field') queryFail(`where: column "${name}" is a field; only tag and time columns can be filtered`, { column: name });
       const col = c as ColumnDef;
-      const checkOperand = (op: string, v: unknown): Value => {
+      const checkOperand = (holder: object, op: string, v: unknown): Value => {
         if (!isValueOfType(col.type, v)) {
-          queryFail(`where: column "${name}"${op ? ` ${op}` : ''} must be ${TYPE_DESCRIPTIONS[col.type]}, got ${show(v)}`, { column: name });
+          queryFail(`where: column "${name}"${op ? ` ${op}` : ''} must be ${TYPE_DESCRIPTIONS[col.type]}, got ${showAt(holder, op || name, v)}`, { column: name });
         }
         return v as Value;
       };
@@ -268,10 +274,10 @@ export function validateQuery(schema: TableSchema, input: unknown): TableQuery {
         if (badOp !== undefined) queryFail(`where: column "${name}": unknown operator "${badOp}" (expected eq, gt, gte, lt, lte)`, { column: name });
         if (ops.length === 0) queryFail(`where: column "${name}": empty condition`, { column: name });
         const range: { -readonly [K in keyof RangeCondition]: RangeCondition[K] } = {};
-        for (const op of ops as (keyof RangeCondition)[]) range[op] = checkOperand(op, cond[op]);
+        for (const op of ops as (keyof RangeCondition)[]) range[op] = checkOperand(cond, op, cond[op]);
         where[name] = range;
       } else {
-        where[name] = checkOperand('', cond);
+        where[name] = checkOperand(input.where as object, '', cond);
       }
     }
     query.where = where;
@@ -302,7 +308,7 @@ export function validateQuery(schema: TableSchema, input: unknown): TableQuery {
   }
 
   if (input.limit !== undefined) {
-    if (!Number.isSafeInteger(input.limit) || (input.limit as number) <= 0) queryFail(`limit must be a positive integer, got ${show(input.limit)}`);
+    if (!Number.isSafeInteger(input.limit) || (input.limit as number) <= 0) queryFail(`limit must be a positive integer, got ${showAt(input, 'limit', input.limit)}`);
     query.limit = input.limit as number;
   }
 
@@ -357,7 +363,7 @@ export function validateQuery(schema: TableSchema, input: unknown): TableQuery {
 
   if (input.interval !== undefined) {
     if (query.aggregates === undefined) queryFail('interval needs aggregates');
-    if (!Number.isSafeInteger(input.interval) || (input.interval as number) <= 0) queryFail(`interval must be a positive integer (ms), got ${show(input.interval)}`);
+    if (!Number.isSafeInteger(input.interval) || (input.interval as number) <= 0) queryFail(`interval must be a positive integer (ms), got ${showAt(input, 'interval', input.interval)}`);
     query.interval = input.interval as number;
   }
   return query;

@@ -247,4 +247,34 @@ describe('HTTP hardening', () => {
     expect(drop.statusCode).toBe(200);
     expect(drop.json()).toEqual({ dropped: 'system_metrics' });
   });
+
+  it('an integer beyond ±(2^53-1) is quoted in errors as the client wrote it, not as JSON.parse rounded it', async () => {
+    const app = createHttpServer(db, { logger });
+    const post = (url: string, payload: string) => app.inject({ method: 'POST', url, headers: { 'content-type': 'application/json' }, payload });
+    const counters = { name: 'counters', columns: [{ name: 'id', type: 'int64', role: 'tag' }, { name: 'n', type: 'int64', role: 'field' }, { name: 'x', type: 'float64', role: 'field' }, { name: 'ts', type: 'timestamp', role: 'time' }] };
+    const bound = await post('/v1/tables', JSON.stringify({ ...counters, partition: { column: 'id', bounds: [0] } }).replace('"bounds":[0]', '"bounds":[9007199254740993]'));
+    expect(bound.json().error.message).toContain('bound 0 (9007199254740993)');
+    expect((await post('/v1/tables', JSON.stringify(counters))).statusCode).toBe(201);
+    const cases: [string, string, string][] = [
+      ['/v1/tables/counters/rows', '[{"id":1,"n":9007199254740993,"ts":1000}]', 'column "n" must be a safe integer, got 9007199254740993'],
+      ['/v1/tables/counters/rows', '[{"id":1,"n":1,"ts":1000},{"id":2,"n":-18446744073709551617,"ts":1000}]', 'row 1: column "n" must be a safe integer, got -18446744073709551617'],
+      // A key given twice holds its last value: that is the one quoted.
+      ['/v1/tables/counters/rows', '[{"id":1,"n":9007199254740993,"n":9007199254740995,"ts":1000}]', 'got 9007199254740995'],
+      ['/v1/tables/counters/delete', '[{"id":1,"ts":18446744073709551615}]', 'column "ts" must be a non-negative integer (epoch ms), got 18446744073709551615'],
+      ['/v1/tables/counters/query', '{"where":{"id":{"gte":9007199254740993}}}', 'gte must be a safe integer, got 9007199254740993'],
+      ['/v1/tables/counters/query', '{"where":{"id":12345678901234567891}}', 'got 12345678901234567891'],
+      ['/v1/tables/counters/query', '{"limit":9007199254740993}', 'limit must be a positive integer, got 9007199254740993'],
+    ];
+    for (const [url, payload, message] of cases) {
+      const res = await post(url, payload);
+      expect(res.statusCode, payload).toBe(400);
+      expect(res.json().error.message, payload).toContain(message);
+    }
+    // A float64 field takes a long integer literal as the double it is.
+    expect((await post('/v1/tables/counters/rows', '[{"id":1,"n":1,"x":12345678901234567890,"ts":1000}]')).statusCode).toBe(200);
+    expect((await post('/v1/tables/counters/query', '{}')).json().rows).toEqual([{ id: 1, n: 1, x: 12345678901234567000, ts: 1000 }]);
+    // Safe but long integers are not quoted from the record of a key given twice.
+    const duplicate = await post('/v1/tables/counters/rows', '[{"id":1,"n":9007199254740993,"n":"s","ts":1000}]');
+    expect(duplicate.json().error.message).toContain('got "s"');
+  });
 });
