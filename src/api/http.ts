@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { maxHeaderSize, STATUS_CODES } from 'node:http';
 import { isIP, type Socket } from 'node:net';
+import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyError, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
@@ -10,6 +11,7 @@ import { RepriseError, type ErrorCode } from '../errors.js';
 import { EventStreams, type EventStreamOptions } from './event-stream.js';
 import { registerInfluxRoutes } from './influxdb.js';
 import { parseJsonBody } from './json-body.js';
+import { jsonRowChunks, STREAMED_RESULT_ROWS } from './json-rows.js';
 import { machineSvg } from './machine-svg.js';
 import type { Reprise } from './runtime.js';
 
@@ -326,9 +328,13 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
 
   app.post<{ Params: { name: string } }>('/v1/tables/:name/delete', async (request) => runtime.delete(request.params.name, request.body));
 
-  app.post<{ Params: { name: string } }>('/v1/tables/:name/query', async (request) => ({
-    rows: await runtime.query(request.params.name, request.body ?? {}),
-  }));
+  app.post<{ Params: { name: string } }>('/v1/tables/:name/query', async (request, reply) => {
+    const result = await runtime.queryColumns(request.params.name, request.body ?? {});
+    const chunks = jsonRowChunks(result);
+    void reply.header('content-type', 'application/json; charset=utf-8');
+    if ((result.data[0]?.length ?? 0) <= STREAMED_RESULT_ROWS) return reply.send([...chunks].join(''));
+    return reply.send(Readable.from(chunks, { objectMode: false }));
+  });
 
   app.post('/v1/flush', async () => {
     await runtime.flush();
