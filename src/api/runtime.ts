@@ -8,9 +8,10 @@ import { isRepriseError, RepriseError } from '../errors.js';
 import { FsObjectStore } from '../engine/fs-object-store.js';
 import type { ObjectStore } from '../engine/object-store.js';
 import type { PreparedWrite, RegionEngine } from '../engine/region-engine.js';
-import { rowsOf, type ColumnarRows, type Row, type TableSchema } from '../engine/schema.js';
+import { rowsOf, type ColumnarRows, type Row, type TableSchema, type Value } from '../engine/schema.js';
 import { queryTable } from '../frontend/query.js';
 import { tableMutationCodec } from '../engine/table/codec.js';
+import { partitionOf } from '../engine/table/partition.js';
 import { TableEngine } from '../engine/table/table-engine.js';
 import { DEFAULT_SCHEMA_LIMITS, validateKeys, validateSchema, type SchemaLimits } from '../engine/table/validate.js';
 import { MetaService, metaTopicOf } from '../meta/meta-service.js';
@@ -111,6 +112,18 @@ export interface JoinOptions {
   readonly onFollowerApply?: (a: FollowerApply) => void;
   /** How long a node started before meta waits for meta's log to exist. Default META_LOG_WAIT_MS. */
   readonly metaWaitMs?: number;
+}
+
+/** Queries a delete runs at once to count the rows it removes. */
+const LIVE_LOOKUPS_AT_ONCE = 32;
+
+/** Run `tasks`, LIVE_LOOKUPS_AT_ONCE at a time. */
+async function inParallel(tasks: readonly (() => Promise<void>)[]): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < tasks.length) await tasks[next++]!();
+  };
+  await Promise.all(Array.from({ length: Math.min(LIVE_LOOKUPS_AT_ONCE, tasks.length) }, worker));
 }
 
 /** A node started before meta (or with meta restarting) waits this long for meta's log before it gives up. */
@@ -465,13 +478,79 @@ export class Reprise {
     return this.writeByRegion(table, prepared).then(() => ({ written: prepared.count }));
   }
 
-  /** Delete rows by primary key (tags + time). Durable when it resolves. */
+  /**
+   * Delete rows by primary key (tags + time). Durable when it resolves.
+   * `deleted` counts the rows removed: the distinct keys that held a live
+   * row when looked up, just before the tombstones (one per key given) are
+   * written. A write racing the delete on the same key may be counted
+   * either way; a key given twice counts once.
+   */
   async delete(tableName: string, keys: unknown): Promise<{ deleted: number }> {
     this.assertOpen();
     const table = await this.tableInfo(tableName);
     const valid = validateKeys(table.schema, keys);
     const prepared = tableMutationCodec.prepareDeletes(table.schema, valid);
-    return this.writeByRegion(table, prepared).then(() => ({ deleted: prepared.count }));
+    const deleted = await this.countLive(table, valid);
+    return this.writeByRegion(table, prepared).then(() => ({ deleted }));
+  }
+
+  /**
+   * How many distinct `keys` hold a live row. Keys are grouped by series,
+   * and each series' times from its first key to its last are read in
+   * pages, up to 64 rows per key plus 4,096 (deleting most rows of a span
+   * reads that span once); keys past what that reached (a few keys far
+   * apart) are looked up one by one. LIVE_LOOKUPS_AT_ONCE queries at once.
+   */
+  private async countLive(table: TableInfo, keys: readonly Row[]): Promise<number> {
+    const { schema } = table;
+    const time = schema.columns.find((c) => c.role === 'time')!.name;
+    const tags = schema.columns.filter((c) => c.role === 'tag').map((c) => c.name);
+    const series = new Map<string, { where: Record<string, Value>; times: Set<number> }>();
+    for (const key of keys) {
+      const id = JSON.stringify(tags.map((t) => key[t]));
+      let s = series.get(id);
+      if (s === undefined) series.set(id, (s = { where: Object.fromEntries(tags.map((t) => [t, key[t]!])), times: new Set() }));
+      s.times.add(key[time] as number);
+    }
+    /** The times of live rows of a series from `from` to `to` (inclusive), at most `limit`, ascending. */
+    const liveTimes = async (where: Record<string, Value>, from: number, to: number, limit: number): Promise<readonly Value[]> => {
+      const region = table.regions[partitionOf(schema, where)]!;
+      const found = await this.router.query(region.shard, region.id, { where, timeRange: { from, to: to + 1 }, columns: [time], limit });
+      return found.kind === 'rows' ? (found.rows.data[found.rows.columns.indexOf(time)] ?? []) : [];
+    };
+    let live = 0;
+    const lookUps: (() => Promise<void>)[] = [];
+    await inParallel(
+      [...series.values()].map(({ where, times }) => async () => {
+        const sorted = [...times].sort((a, b) => a - b);
+        const last = sorted[sorted.length - 1]!;
+        let budget = 64 * sorted.length + 4096;
+        let from = sorted[0]!;
+        let reached = from - 1;
+        const seen = new Set<Value>();
+        while (budget > 0) {
+          const limit = Math.min(budget, 65_536);
+          const page = await liveTimes(where, from, last, limit);
+          for (const t of page) seen.add(t);
+          budget -= page.length;
+          if (page.length < limit) {
+            reached = last;
+            break;
+          }
+          reached = page[page.length - 1] as number;
+          from = reached + 1;
+        }
+        for (const t of sorted) {
+          if (t <= reached) live += seen.has(t) ? 1 : 0;
+          else
+            lookUps.push(async () => {
+              if ((await liveTimes(where, t, t, 1)).length > 0) live++;
+            });
+        }
+      }),
+    );
+    await inParallel(lookUps);
+    return live;
   }
 
   /** Write each partition's part of a prepared write to its region, in parallel. */
