@@ -64,7 +64,7 @@ export interface OpenOptions {
   readonly objectStoreDir?: string;
   /** The WAL: the local LevelDB log under `<dataDir>/wal` (default), or Kafka. */
   readonly wal?: WalOptions;
-  /** Shards (WAL topics) created on first start. Default 4. */
+  /** Shards (WAL topics): created on first start (default DEFAULT_SHARDS, 4), added if more than the data dir has; fewer is INVALID_ARGUMENT. Default: what the data dir has. */
   readonly shards?: number;
   readonly nodeId?: string;
   readonly flush?: Partial<Omit<FlushPolicy, 'nodeMemtableBytes'>>;
@@ -241,7 +241,7 @@ export class Reprise {
     try {
       const meta = await MetaService.open(log, {
         topicPrefix: options.wal?.topicPrefix ?? 'reprise_wal',
-        numShards: options.shards ?? 4,
+        numShards: options.shards,
         logger,
       });
       const objectsDir = options.objectStoreDir ? resolve(options.objectStoreDir) : join(dataDir, 'objects');

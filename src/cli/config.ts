@@ -19,7 +19,8 @@ import type { KafkaWalOptions, WalOptions } from '../wal/open-log-store.js';
 export const standaloneConfigSchema = z.strictObject({
   dataDir: z.string().min(1),
   httpAddr: z.string().min(1),
-  shards: z.number().int().min(1).max(4096),
+  /** Shards on first start (4 when not set); a data dir keeps its count: more adds shards, fewer is refused. */
+  shards: z.number().int().min(1).max(4096).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   bodyLimitBytes: z.number().int().min(1024),
   /** A request not received whole within this many ms is answered 408 and its connection closed. */
@@ -110,7 +111,6 @@ export type StandaloneConfig = z.infer<typeof standaloneConfigSchema>;
 export const DEFAULT_CONFIG: StandaloneConfig = {
   dataDir: './reprise_data',
   httpAddr: '127.0.0.1:4000',
-  shards: 4,
   logLevel: 'info',
   bodyLimitBytes: DEFAULT_BODY_LIMIT,
   httpRequestTimeoutMs: DEFAULT_REQUEST_TIMEOUT_MS,

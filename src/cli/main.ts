@@ -285,7 +285,7 @@ export function buildProgram(): Command {
       .option('-c, --config <file>', 'config file: TOML (*.toml) or JSON (the same keys)')
       .option('--data-dir <dir>', `where the WAL, meta and SSTs live (default ./reprise_data; env REPRISE_DATA_DIR)`)
       .option('--http-addr <host:port>', 'HTTP API address (default 127.0.0.1:4000; env REPRISE_HTTP_ADDR)')
-      .option('--shards <n>', 'WAL topics created on first start (default 4; env REPRISE_SHARDS)', integer)
+      .option('--shards <n>', 'shards (WAL topics) on first start (default 4; env REPRISE_SHARDS); later, more adds shards and fewer is refused', integer)
       .addOption(new Option('--log-level <level>', 'log level (env REPRISE_LOG_LEVEL)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
       .addOption(new Option('--wal <provider>', 'WAL provider (default local; env REPRISE_WAL_PROVIDER)').choices(['local', 'kafka']))
       .option('--brokers <list>', 'Kafka bootstrap brokers, host:port,... (env REPRISE_WAL_BROKER_ENDPOINTS)', commaList)

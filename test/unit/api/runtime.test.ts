@@ -175,6 +175,22 @@ describe('embedded runtime', () => {
     expect(await rt.query('system_metrics')).toEqual([]);
   });
 
+  it('a data dir keeps its shards: fewer asked for is refused naming both counts, more adds shards, none keeps them (issue 14, smaller list)', async () => {
+    const shardCount = (rt: Reprise) => rt.status().nodes[0]!.shards.length;
+    expect(shardCount(await reopen({ shards: 4 }))).toBe(4);
+    await db!.close();
+    db = undefined;
+    const refused = await open({ dataDir: dir, logger: false, shards: 2 }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(isRepriseError(refused, 'INVALID_ARGUMENT')).toBe(true);
+    expect((refused as Error).message).toMatch(/^2 shards asked for .* already has 4: shards are never removed/);
+    expect(shardCount(await reopen())).toBe(4);
+    expect(shardCount(await reopen({ shards: 6 }))).toBe(6);
+    expect(shardCount(await reopen())).toBe(6);
+  });
+
   it('flush writes SSTs, prunes the WAL, and reopen replays only what is newer', async () => {
     let rt = await reopen();
     await rt.createTable(schema);
