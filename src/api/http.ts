@@ -9,7 +9,7 @@ import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import { describeMachine, MACHINES } from '../actors/diagram.js';
 import { RepriseError, type ErrorCode } from '../errors.js';
 import { EventStreams, type EventStreamOptions } from './event-stream.js';
-import { registerInfluxRoutes } from './influxdb.js';
+import { DEFAULT_MAX_ROWS_PER_WRITE, registerInfluxRoutes, tooManyRows } from './influxdb.js';
 import { parseJsonBody } from './json-body.js';
 import { jsonRowChunks, STREAMED_RESULT_ROWS } from './json-rows.js';
 import { machineSvg } from './machine-svg.js';
@@ -131,6 +131,8 @@ export interface HttpOptions {
   readonly maxConnections?: number;
   /** Tables one line-protocol request may create. Default DEFAULT_MAX_TABLES_PER_WRITE. */
   readonly maxTablesPerWrite?: number;
+  /** Rows one insert, keys one delete, lines one line-protocol request may hold. Default DEFAULT_MAX_ROWS_PER_WRITE. */
+  readonly maxRowsPerWrite?: number;
 }
 
 /** The host of a Host header or URL authority, without port or IPv6 brackets, lower case. */
@@ -324,9 +326,21 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     return { dropped: request.params.name };
   });
 
-  app.post<{ Params: { name: string } }>('/v1/tables/:name/rows', async (request) => runtime.insert(request.params.name, request.body));
+  // Past the parse (bounded by the body limit), before anything is validated or written.
+  const maxRows = options.maxRowsPerWrite ?? DEFAULT_MAX_ROWS_PER_WRITE;
+  const checkRowCount = (body: unknown) => {
+    if (Array.isArray(body) && body.length > maxRows) throw tooManyRows(`${body.length} rows`, maxRows);
+  };
 
-  app.post<{ Params: { name: string } }>('/v1/tables/:name/delete', async (request) => runtime.delete(request.params.name, request.body));
+  app.post<{ Params: { name: string } }>('/v1/tables/:name/rows', async (request) => {
+    checkRowCount(request.body);
+    return runtime.insert(request.params.name, request.body);
+  });
+
+  app.post<{ Params: { name: string } }>('/v1/tables/:name/delete', async (request) => {
+    checkRowCount(request.body);
+    return runtime.delete(request.params.name, request.body);
+  });
 
   app.post<{ Params: { name: string } }>('/v1/tables/:name/query', async (request, reply) => {
     const result = await runtime.queryColumns(request.params.name, request.body ?? {});
@@ -364,7 +378,7 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     return sendFile(name, reply);
   });
 
-  registerInfluxRoutes(app, runtime, { autoCreateTables: options.autoCreateTables ?? true, bodyLimit, maxTablesPerWrite: options.maxTablesPerWrite });
+  registerInfluxRoutes(app, runtime, { autoCreateTables: options.autoCreateTables ?? true, bodyLimit, maxTablesPerWrite: options.maxTablesPerWrite, maxRowsPerWrite: maxRows });
 
   return app;
 }

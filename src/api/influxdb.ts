@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ColumnDef, ColumnType, Row, TableSchema } from '../engine/schema.js';
 import { isValidName } from '../engine/table/validate.js';
 import { RepriseError } from '../errors.js';
-import { parseLineProtocol, type FieldValue, type LineError, type Point } from './line-protocol.js';
+import { parseLineProtocol, TooManyLinesError, type FieldValue, type LineError, type Point } from './line-protocol.js';
 import type { Reprise } from './runtime.js';
 
 /**
@@ -65,6 +65,18 @@ const NAME_RULE = '(letters, digits and _, not starting with a digit; not __prot
 /** A batch of line protocol rarely names more than a few measurements; each new one is a table with its regions. */
 export const DEFAULT_MAX_TABLES_PER_WRITE = 100;
 
+/**
+ * Rows (or keys, or lines) one write may carry: 20 times the batch InfluxDB
+ * recommends (5,000 lines), 100 times Telegraf's default (1,000). The body
+ * limit alone allows ten million short lines, each parsed into objects.
+ */
+export const DEFAULT_MAX_ROWS_PER_WRITE = 100_000;
+
+/** REQUEST_TOO_LARGE for a write that holds `what` ("12 rows", "more than 5 lines"), past `limit` (limits.maxRowsPerWrite): nothing is written. */
+export function tooManyRows(what: string, limit: number): RepriseError {
+  return new RepriseError('REQUEST_TOO_LARGE', `nothing written: the request holds ${what}, past the limit of ${limit} rows per write (maxRowsPerWrite); send them over several requests`, { limit });
+}
+
 export interface LineProtocolOptions {
   readonly precision: Precision;
   /** Write the good lines and report the bad ones (default: any bad line rejects the whole request). */
@@ -72,6 +84,8 @@ export interface LineProtocolOptions {
   readonly autoCreateTables: boolean;
   /** Tables one request may create (more: REQUEST_TOO_LARGE, nothing written). Default DEFAULT_MAX_TABLES_PER_WRITE. */
   readonly maxTablesPerWrite?: number;
+  /** Lines one request may hold (more: REQUEST_TOO_LARGE, nothing written). Default DEFAULT_MAX_ROWS_PER_WRITE. */
+  readonly maxRowsPerWrite?: number;
   /** The server's clock, for points without a timestamp. */
   readonly now?: () => number;
 }
@@ -201,7 +215,15 @@ function summary(errors: LineError[]): string {
 /** Parse, map and write a line protocol body. Throws LineProtocolError for bad lines unless `partial`. */
 export async function writeLineProtocol(runtime: Reprise, body: string, options: LineProtocolOptions): Promise<LineProtocolResult> {
   const nowMs = (options.now ?? Date.now)();
-  const { points, errors: syntaxErrors } = parseLineProtocol(body);
+  const maxRows = options.maxRowsPerWrite ?? DEFAULT_MAX_ROWS_PER_WRITE;
+  let parsed: ReturnType<typeof parseLineProtocol>;
+  try {
+    parsed = parseLineProtocol(body, maxRows);
+  } catch (err) {
+    if (err instanceof TooManyLinesError) throw tooManyRows(`more than ${maxRows} lines`, maxRows);
+    throw err;
+  }
+  const { points, errors: syntaxErrors } = parsed;
   const bad = new Map<number, string>(syntaxErrors.map((e) => [e.line, e.message]));
   const byMeasurement = new Map<string, Point[]>();
   for (const p of points) {
@@ -291,7 +313,11 @@ export async function writeLineProtocol(runtime: Reprise, body: string, options:
  * ping and health. `db`/`bucket`/`org` are accepted and ignored: reprise has
  * one database.
  */
-export function registerInfluxRoutes(app: FastifyInstance, runtime: Reprise, options: { autoCreateTables: boolean; bodyLimit: number; maxTablesPerWrite?: number }): void {
+export function registerInfluxRoutes(
+  app: FastifyInstance,
+  runtime: Reprise,
+  options: { autoCreateTables: boolean; bodyLimit: number; maxTablesPerWrite?: number; maxRowsPerWrite?: number },
+): void {
   void app.register(async (scope) => {
     // Line protocol comes as text/plain, form-encoded (curl -d) or anything else: take the bytes.
     scope.removeAllContentTypeParsers();
@@ -324,7 +350,13 @@ export function registerInfluxRoutes(app: FastifyInstance, runtime: Reprise, opt
         throw new RepriseError('INVALID_ARGUMENT', `Content-Encoding '${encoding}' is not supported (gzip or none)`);
       }
       try {
-        const result = await writeLineProtocol(runtime, bytes.toString('utf8'), { precision, partial, autoCreateTables: options.autoCreateTables, maxTablesPerWrite: options.maxTablesPerWrite });
+        const result = await writeLineProtocol(runtime, bytes.toString('utf8'), {
+          precision,
+          partial,
+          autoCreateTables: options.autoCreateTables,
+          maxTablesPerWrite: options.maxTablesPerWrite,
+          maxRowsPerWrite: options.maxRowsPerWrite,
+        });
         if (result.rejected.length === 0) return reply.status(204).send();
         if (result.written === 0) {
           return reply.status(400).send({

@@ -3,7 +3,7 @@ import { extname } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT_MS } from '../api/http.js';
-import { DEFAULT_MAX_TABLES_PER_WRITE } from '../api/influxdb.js';
+import { DEFAULT_MAX_ROWS_PER_WRITE, DEFAULT_MAX_TABLES_PER_WRITE } from '../api/influxdb.js';
 import { DEFAULT_FLUSH_POLICY } from '../actors/context.js';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MAX_RESULT_ROWS } from '../engine/table/table-engine.js';
 import { DEFAULT_SCHEMA_LIMITS } from '../engine/table/validate.js';
@@ -88,6 +88,8 @@ export const standaloneConfigSchema = z.strictObject({
     maxPartitionBounds: z.number().int().min(0),
     /** Tables one line-protocol request may create. */
     maxTablesPerWrite: z.number().int().min(1),
+    /** Rows one insert, keys one delete, lines one line-protocol request may hold. */
+    maxRowsPerWrite: z.number().int().min(1),
   }),
   /** Distributed mode (`reprise meta`, `reprise node`): NATS, this node's id, heartbeats and leases. */
   cluster: z.strictObject({
@@ -120,7 +122,7 @@ export const DEFAULT_CONFIG: StandaloneConfig = {
   autoCreateTables: true,
   wal: { provider: 'local', maxBatchBytes: 1024 * 1024, topicPrefix: 'reprise_wal' },
   memory: { memtableBytes: DEFAULT_FLUSH_POLICY.nodeMemtableBytes, cacheBytes: DEFAULT_CACHE_BYTES, maxResultRows: DEFAULT_MAX_RESULT_ROWS, heapGrowthPercent: 20 },
-  limits: { ...DEFAULT_SCHEMA_LIMITS, maxTablesPerWrite: DEFAULT_MAX_TABLES_PER_WRITE },
+  limits: { ...DEFAULT_SCHEMA_LIMITS, maxTablesPerWrite: DEFAULT_MAX_TABLES_PER_WRITE, maxRowsPerWrite: DEFAULT_MAX_ROWS_PER_WRITE },
   cluster: { name: 'reprise', natsServers: ['127.0.0.1:4222'], heartbeatMs: 200, leaseMs: 800, failureTimeoutMs: 1000, topology: 'dynamic', minNodes: 1, followers: 1 },
 };
 
@@ -150,6 +152,7 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_MAX_COLUMNS: { path: ['limits', 'maxColumns'], parse: Number },
   REPRISE_MAX_PARTITION_BOUNDS: { path: ['limits', 'maxPartitionBounds'], parse: Number },
   REPRISE_MAX_TABLES_PER_WRITE: { path: ['limits', 'maxTablesPerWrite'], parse: Number },
+  REPRISE_MAX_ROWS_PER_WRITE: { path: ['limits', 'maxRowsPerWrite'], parse: Number },
   REPRISE_CLUSTER_NAME: { path: ['cluster', 'name'], parse: String },
   REPRISE_NATS_SERVERS: { path: ['cluster', 'natsServers'], parse: commaList },
   REPRISE_NODE_ID: { path: ['cluster', 'nodeId'], parse: String },

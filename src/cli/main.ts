@@ -136,6 +136,7 @@ async function serveHttp(runtime: Reprise, config: StandaloneConfig, logger: pin
     requestTimeoutMs: config.httpRequestTimeoutMs,
     maxConnections: config.httpMaxConnections,
     maxTablesPerWrite: config.limits.maxTablesPerWrite,
+    maxRowsPerWrite: config.limits.maxRowsPerWrite,
   });
   let url: string;
   try {

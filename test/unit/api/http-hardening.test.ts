@@ -277,4 +277,27 @@ describe('HTTP hardening', () => {
     const duplicate = await post('/v1/tables/counters/rows', '[{"id":1,"n":9007199254740993,"n":"s","ts":1000}]');
     expect(duplicate.json().error.message).toContain('got "s"');
   });
+
+  it('refuses a write of more rows than maxRowsPerWrite (JSON rows, delete keys, line protocol lines) with REQUEST_TOO_LARGE, writing nothing (finding 13)', async () => {
+    const app = createHttpServer(db, { logger, maxRowsPerWrite: 3 });
+    expect((await app.inject({ method: 'POST', url: '/v1/tables', payload: schema })).statusCode).toBe(201);
+    const rows = (n: number) => Array.from({ length: n }, (_, i) => ({ host: `h${i}`, cpu_util: i, ts: 1000 }));
+    const lines = (n: number) => Array.from({ length: n }, (_, i) => `system_metrics,host=l${i} cpu_util=1 1000`).join('\n');
+    const refused = [
+      await app.inject({ method: 'POST', url: '/v1/tables/system_metrics/rows', payload: rows(4) }),
+      await app.inject({ method: 'POST', url: '/v1/tables/system_metrics/delete', payload: rows(4).map(({ host, ts }) => ({ host, ts })) }),
+      await app.inject({ method: 'POST', url: '/v1/influxdb/write?precision=ms', payload: lines(4) }),
+      await app.inject({ method: 'POST', url: '/v1/influxdb/write?precision=ms&partial=true', payload: `${lines(3)}\nbad line` }),
+    ];
+    for (const res of refused) {
+      expect(res.statusCode).toBe(413);
+      expect(res.json().error.code).toBe('REQUEST_TOO_LARGE');
+      expect(res.json().error.message).toMatch(/^nothing written: the request holds (4 rows|more than 3 lines), past the limit of 3 rows per write \(maxRowsPerWrite\)/);
+    }
+    expect(await rowsOf(app)).toEqual([]);
+    // At the limit, and blank lines or comments do not count.
+    expect((await app.inject({ method: 'POST', url: '/v1/tables/system_metrics/rows', payload: rows(3) })).statusCode).toBe(200);
+    expect((await app.inject({ method: 'POST', url: '/v1/influxdb/write?precision=ms', payload: `# three\n\n${lines(3)}\n\n` })).statusCode).toBe(204);
+    expect(await rowsOf(app)).toHaveLength(6);
+  });
 });
