@@ -24,6 +24,8 @@ export type ErrorCode =
   | 'SHARD_NOT_SERVING'
   | 'REGION_FAILED'
   | 'CLOSED'
+  /** This node holds as many query result rows as memory.maxResultRowsInFlight allows: retry shortly. */
+  | 'OVERLOADED'
   /** Meta already runs a procedure on that shard (one at a time), or a rebalance is already running. */
   | 'PROCEDURE_RUNNING'
   /** An HTTP request a browser was made to send: a Host this server does not answer to, or a write from a foreign Origin. */

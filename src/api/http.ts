@@ -40,6 +40,7 @@ const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   REGION_NOT_SERVING: 503,
   SHARD_NOT_SERVING: 503,
   CLOSED: 503,
+  OVERLOADED: 503,
   UNAVAILABLE: 503,
   TIMEOUT: 504,
 };
@@ -284,7 +285,9 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
   app.setErrorHandler((err, request, reply) => {
     const error = toRepriseError(err as Error);
     const status = statusOf(error);
-    if (status >= 500) log.error({ err, code: error.code, method: request.method, url: request.url }, error.message);
+    // A refusal for load is expected, and counted (reprise_queries_overloaded_total), not logged per request.
+    if (error.code === 'OVERLOADED') void reply.header('retry-after', '1');
+    else if (status >= 500) log.error({ err, code: error.code, method: request.method, url: request.url }, error.message);
     void reply.status(status).send(envelope(error));
   });
   app.setNotFoundHandler((request, reply) => {
@@ -343,7 +346,9 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
   });
 
   app.post<{ Params: { name: string } }>('/v1/tables/:name/query', async (request, reply) => {
-    const result = await runtime.queryColumns(request.params.name, request.body ?? {});
+    // The rows count against memory.maxResultRowsInFlight until the answer is sent (or the client is gone).
+    const { rows: result, release } = await runtime.queryHeld(request.params.name, request.body ?? {});
+    reply.raw.once('finish', release).once('close', release);
     const chunks = jsonRowChunks(result);
     void reply.header('content-type', 'application/json; charset=utf-8');
     if ((result.data[0]?.length ?? 0) <= STREAMED_RESULT_ROWS) return reply.send([...chunks].join(''));

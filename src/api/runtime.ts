@@ -24,6 +24,7 @@ import { RemoteMeta } from '../meta/remote-meta.js';
 import { ASSIGNMENT_CHANGED, type ClusterMetaStatus } from '../meta/meta-server.js';
 import type { Transport } from '../transport/transport.js';
 import { RuntimeObserver } from './observe.js';
+import { RESULT_ROWS_IN_FLIGHT_FACTOR, ResultBudget, rowsOfResult } from './result-budget.js';
 import { LeaseKeeper } from './lease.js';
 import { ClusterShardRouter, LocalShardRouter, serveNode, type ClusterRoutingOptions, type ShardRouter } from './routing.js';
 
@@ -182,6 +183,12 @@ export interface MemoryOptions {
   readonly cacheBytes?: number;
   /** A query result (rows, or groups of an aggregation) larger than this fails QUERY_TOO_LARGE. Default 1,000,000. */
   readonly maxResultRows?: number;
+  /**
+   * Result rows (or groups) this node's queries may hold at once; a query
+   * that would pass it fails OVERLOADED (retry). At least maxResultRows.
+   * Default RESULT_ROWS_IN_FLIGHT_FACTOR (2) x maxResultRows.
+   */
+  readonly maxResultRowsInFlight?: number;
 }
 
 export interface MemoryStatus {
@@ -192,6 +199,11 @@ export interface MemoryStatus {
   readonly cacheHits: number;
   readonly cacheMisses: number;
   readonly maxResultRows: number;
+  readonly maxResultRowsInFlight: number;
+  /** Result rows held now by queries in flight (until their answers are sent). */
+  readonly resultRowsInFlight: number;
+  /** Queries refused OVERLOADED since start. */
+  readonly queriesOverloaded: number;
 }
 
 /** Every node's actor tree and, in a cluster, meta's view: node liveness, shard leaders and epochs. */
@@ -230,6 +242,8 @@ export class Reprise {
     /** Closes what this assembly opened besides the node and the log (meta, transport, heartbeats). */
     private readonly release: () => Promise<void>,
     private readonly limits: SchemaLimits,
+    /** Result rows held by this node's queries (memory.maxResultRowsInFlight). */
+    private readonly results: ResultBudget,
   ) {}
 
   static async open(options: OpenOptions): Promise<Reprise> {
@@ -247,16 +261,17 @@ export class Reprise {
       const objectsDir = options.objectStoreDir ? resolve(options.objectStoreDir) : join(dataDir, 'objects');
       const objects = new FsObjectStore(objectsDir);
       const engine = engineOf(options.memory);
+      const results = resultBudgetOf(options.memory, engine);
       await meta.rollBackIncompleteCreates(logger);
       const catalog = options.wal?.provider === 'kafka' ? `the meta log (Kafka topic ${metaTopicOf(options.wal.topicPrefix ?? 'reprise_wal')})` : `the meta log in the local WAL at ${join(dataDir, 'wal')}`;
       await reconcileRegionFiles(objects, meta, engine, logger, { dataDir, objectsDir, catalog });
-      const node = observedNode(observer, log, { nodeId: options.nodeId ?? 'node-1', meta, engine, objects, logger }, options);
+      const node = observedNode(observer, log, { nodeId: options.nodeId ?? 'node-1', meta, engine, objects, logger }, options, results);
       await node.start();
       const release = async () => {
         objects.close?.();
         await meta.close();
       };
-      return new Reprise(log, meta, new LocalShardRouter(node), node, logger, observer, release, { ...DEFAULT_SCHEMA_LIMITS, ...options.limits });
+      return new Reprise(log, meta, new LocalShardRouter(node), node, logger, observer, release, { ...DEFAULT_SCHEMA_LIMITS, ...options.limits }, results);
     } catch (err) {
       await log.close().catch(() => undefined);
       throw err;
@@ -290,6 +305,8 @@ export class Reprise {
       const objects = new FsObjectStore(resolve(options.objectStoreDir));
       cleanup.push(async () => objects.close());
       let keeper: LeaseKeeper | undefined;
+      const engine = engineOf(options.memory);
+      const results = resultBudgetOf(options.memory, engine);
       const node = observedNode(
         observer,
         log,
@@ -297,11 +314,12 @@ export class Reprise {
           nodeId: options.nodeId,
           meta,
           leaseHeld: () => keeper?.leaseHeld() ?? false,
-          engine: engineOf(options.memory),
+          engine,
           objects,
           logger,
         },
         options,
+        results,
       );
       const subscriptions = await serveNode(options.transport, options.nodeId, node);
       cleanup.unshift(async () => {
@@ -326,7 +344,7 @@ export class Reprise {
       const release = async () => {
         for (const step of cleanup) await step();
       };
-      return new Reprise(log, meta, router, node, logger, observer, release, { ...DEFAULT_SCHEMA_LIMITS, ...options.limits });
+      return new Reprise(log, meta, router, node, logger, observer, release, { ...DEFAULT_SCHEMA_LIMITS, ...options.limits }, results);
     } catch (err) {
       for (const step of cleanup) await step().catch(() => undefined);
       await log.close().catch(() => undefined);
@@ -569,12 +587,34 @@ export class Reprise {
    * frontend/query.ts); as columns.
    */
   async queryColumns(tableName: string, input: unknown = {}): Promise<ColumnarRows> {
+    const { rows, release } = await this.queryHeld(tableName, input);
+    release();
+    return rows;
+  }
+
+  /**
+   * queryColumns, its rows held against memory.maxResultRowsInFlight until
+   * `release` is called (the HTTP API calls it once the answer is sent).
+   * OVERLOADED, before any region is asked, when the node's queries already
+   * hold the bound, and as soon as a region's answer would pass it.
+   */
+  async queryHeld(tableName: string, input: unknown = {}): Promise<{ rows: ColumnarRows; release: () => void }> {
     this.assertOpen();
     const table = await this.tableInfo(tableName);
-    return queryTable(table.schema, input, (p, q) => {
-      const region = table.regions[p]!;
-      return this.router.query(region.shard, region.id, q);
-    });
+    const lease = this.results.lease();
+    try {
+      const rows = await queryTable(table.schema, input, async (p, q) => {
+        const region = table.regions[p]!;
+        const answer = await this.router.query(region.shard, region.id, q);
+        lease.take(rowsOfResult(answer));
+        return answer;
+      });
+      lease.resize(rows.data[0]?.length ?? 0);
+      return { rows, release: () => lease.release() };
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
   }
 
   /** queryColumns as row objects. */
@@ -643,6 +683,7 @@ function observedNode(
   log: LogStore,
   parts: Pick<ActorContext, 'nodeId' | 'meta' | 'leaseHeld' | 'objects' | 'logger'> & { readonly engine: TableEngine },
   options: { readonly wal?: { readonly maxBatchBytes?: number }; readonly flush?: Partial<Omit<FlushPolicy, 'nodeMemtableBytes'>>; readonly memory?: MemoryOptions },
+  results: ResultBudget,
 ): NodeActor {
   const flushPolicy: FlushPolicy = { ...DEFAULT_FLUSH_POLICY, ...options.flush, nodeMemtableBytes: options.memory?.memtableBytes ?? DEFAULT_FLUSH_POLICY.nodeMemtableBytes };
   const node = new NodeActor({
@@ -665,10 +706,25 @@ function observedNode(
       cacheHits: cache.hits,
       cacheMisses: cache.misses,
       maxResultRows: engine.maxResultRows,
+      maxResultRowsInFlight: results.limit,
+      resultRowsInFlight: results.inFlight,
+      queriesOverloaded: results.refused,
     };
     return { wal: { provider: log.provider }, nodes: [node.status()], memory };
   });
   return node;
+}
+
+/** The node-wide bound on result rows held at once: maxResultRowsInFlight, at least the engine's maxResultRows. */
+function resultBudgetOf(memory: MemoryOptions | undefined, engine: TableEngine): ResultBudget {
+  const limit = memory?.maxResultRowsInFlight ?? RESULT_ROWS_IN_FLIGHT_FACTOR * engine.maxResultRows;
+  if (!Number.isSafeInteger(limit) || limit < engine.maxResultRows) {
+    throw new RepriseError(
+      'INVALID_ARGUMENT',
+      `memory.maxResultRowsInFlight must be an integer of at least maxResultRows (${engine.maxResultRows}), or one query could never run; got ${limit}`,
+    );
+  }
+  return new ResultBudget(limit);
 }
 
 /** The table engine with a process's memory options. */

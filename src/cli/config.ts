@@ -72,6 +72,8 @@ export const standaloneConfigSchema = z.strictObject({
     cacheBytes: z.number().int().min(0),
     /** Rows (or groups) a query may return; more is QUERY_TOO_LARGE. */
     maxResultRows: z.number().int().min(1),
+    /** Result rows this node's queries may hold at once; past it a query is OVERLOADED (retry). Unset: 2 x maxResultRows. */
+    maxResultRowsInFlight: z.number().int().min(1).optional(),
     /**
      * How far V8 lets the JavaScript heap grow past what the last full GC
      * kept, in percent (V8's --heap-growing-percent; 0: V8's own factor, up
@@ -79,6 +81,9 @@ export const standaloneConfigSchema = z.strictObject({
      * it; an embedding application keeps its own.
      */
     heapGrowthPercent: z.number().int().min(0).max(400),
+  }).refine((memory) => memory.maxResultRowsInFlight === undefined || memory.maxResultRowsInFlight >= memory.maxResultRows, {
+    path: ['maxResultRowsInFlight'],
+    message: 'must be at least maxResultRows, or one query could never run',
   }),
   /** Caps on what one request may ask for, each refused with a coded error naming it. */
   limits: z.strictObject({
@@ -148,6 +153,7 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_MEMTABLE_BYTES: { path: ['memory', 'memtableBytes'], parse: Number },
   REPRISE_CACHE_BYTES: { path: ['memory', 'cacheBytes'], parse: Number },
   REPRISE_MAX_RESULT_ROWS: { path: ['memory', 'maxResultRows'], parse: Number },
+  REPRISE_MAX_RESULT_ROWS_IN_FLIGHT: { path: ['memory', 'maxResultRowsInFlight'], parse: Number },
   REPRISE_HEAP_GROWTH_PERCENT: { path: ['memory', 'heapGrowthPercent'], parse: Number },
   REPRISE_MAX_COLUMNS: { path: ['limits', 'maxColumns'], parse: Number },
   REPRISE_MAX_PARTITION_BOUNDS: { path: ['limits', 'maxPartitionBounds'], parse: Number },
