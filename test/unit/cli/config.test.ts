@@ -35,6 +35,9 @@ describe('standalone configuration', () => {
       maxRowsPerWrite: 7,
     });
     expect(resolveConfig({ env: {}, flags: {} }).limits.maxRowsPerWrite).toBe(100_000);
+    expect(resolveConfig({ env: { REPRISE_MAX_RESULT_ROWS_IN_FLIGHT: '3000000' }, flags: {} }).memory.maxResultRowsInFlight).toBe(3_000_000);
+    expect(resolveConfig({ env: {}, flags: {} }).memory.maxResultRowsInFlight).toBeUndefined();
+    expect(() => resolveConfig({ env: { REPRISE_MAX_RESULT_ROWS: '10', REPRISE_MAX_RESULT_ROWS_IN_FLIGHT: '9' }, flags: {} })).toThrow(/memory\.maxResultRowsInFlight: must be at least maxResultRows/);
     const dir = await mkdtemp(join(tmpdir(), 'reprise-config-'));
     const file = join(dir, 'bad.json');
     await writeFile(file, JSON.stringify({ dataDri: '/typo' }));
