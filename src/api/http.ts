@@ -97,10 +97,15 @@ function clientErrorOf(err: Error & { code?: string; reason?: string }, requestT
   }
 }
 
-/** Answer a request Node's parser refused with the error envelope, then close the connection (the parser cannot go on). */
-function answerClientError(err: Error & { code?: string }, socket: Socket, requestTimeoutMs: number): void {
-  const answer = socket.destroyed ? undefined : clientErrorOf(err, requestTimeoutMs);
-  if (answer && socket.writable) {
+/**
+ * Answer with the error envelope on a socket Node's HTTP server handed over,
+ * then close it. Not when an answer to an earlier request on it has begun
+ * (the parser can fail after a request went out, e.g. on a body framed by an
+ * unknown Transfer-Encoding): a second one would corrupt the stream. Node's
+ * own default checks the same, on the socket's current response.
+ */
+function answerRaw(socket: Socket & { _httpMessage?: { headersSent?: boolean } | null }, answer: { error: RepriseError; status: number } | undefined): void {
+  if (answer && !socket.destroyed && socket.writable && !socket._httpMessage?.headersSent) {
     const body = JSON.stringify(envelope(answer.error));
     socket.write(
       `HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
@@ -222,13 +227,17 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     http: { headersTimeout: requestTimeout, connectionsCheckingInterval: Math.max(10, Math.min(1000, requestTimeout / 4)) },
     // No idle-socket timeout: a long query keeps its socket quiet, and /v1/events sends a ping every 15 s.
     // What Node's parser refuses, and URLs fastify cannot decode, get the error envelope too.
-    clientErrorHandler: (err, socket) => answerClientError(err, socket as Socket, requestTimeout),
+    clientErrorHandler: (err, socket) => answerRaw(socket as Socket, clientErrorOf(err, requestTimeout)),
     frameworkErrors: (err, _request, reply) => {
       const error = toRepriseError(err);
       void (reply as FastifyReply).status(statusOf(error)).send(envelope(error));
     },
   });
   app.server.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  // Node hands CONNECT (a proxy's method) to this event, and without a listener drops the connection unanswered.
+  app.server.on('connect', (request: { url?: string }, socket: Socket) =>
+    answerRaw(socket, { error: new RepriseError('INVALID_ARGUMENT', `CONNECT ${request.url ?? ''} refused: this server is not a proxy`), status: 400 }),
+  );
   const log = options.logger.child({ component: 'http' });
   const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
 
