@@ -13,6 +13,8 @@ export type ErrorCode =
   | 'QUERY_TOO_LARGE'
   | 'MALFORMED_JSON'
   | 'REQUEST_TOO_LARGE'
+  /** An HTTP request not received whole (headers and body) within httpRequestTimeoutMs. */
+  | 'REQUEST_TIMEOUT'
   | 'TABLE_NOT_FOUND'
   | 'TABLE_EXISTS'
   | 'NOT_FOUND'
@@ -22,6 +24,8 @@ export type ErrorCode =
   | 'SHARD_NOT_SERVING'
   | 'REGION_FAILED'
   | 'CLOSED'
+  /** This node holds as many query result rows as memory.maxResultRowsInFlight allows: retry shortly. */
+  | 'OVERLOADED'
   /** Meta already runs a procedure on that shard (one at a time), or a rebalance is already running. */
   | 'PROCEDURE_RUNNING'
   /** An HTTP request a browser was made to send: a Host this server does not answer to, or a write from a foreign Origin. */

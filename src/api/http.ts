@@ -1,14 +1,18 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
+import { maxHeaderSize, STATUS_CODES } from 'node:http';
+import { isIP, type Socket } from 'node:net';
+import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import Fastify, { type FastifyError } from 'fastify';
+import Fastify, { type FastifyError, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import { describeMachine, MACHINES } from '../actors/diagram.js';
 import { RepriseError, type ErrorCode } from '../errors.js';
 import { clientDeadline } from './client-deadline.js';
 import { EventStreams, type EventStreamOptions } from './event-stream.js';
-import { registerInfluxRoutes } from './influxdb.js';
+import { DEFAULT_MAX_ROWS_PER_WRITE, registerInfluxRoutes, tooManyRows } from './influxdb.js';
+import { parseJsonBody } from './json-body.js';
+import { jsonRowChunks, STREAMED_RESULT_ROWS } from './json-rows.js';
 import { machineSvg } from './machine-svg.js';
 import type { Reprise } from './runtime.js';
 
@@ -30,12 +34,14 @@ const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   NOT_FOUND: 404,
   TABLE_EXISTS: 409,
   PROCEDURE_RUNNING: 409,
+  REQUEST_TIMEOUT: 408,
   REQUEST_TOO_LARGE: 413,
   ENTRY_TOO_LARGE: 413,
   NOT_LEADER: 503,
   REGION_NOT_SERVING: 503,
   SHARD_NOT_SERVING: 503,
   CLOSED: 503,
+  OVERLOADED: 503,
   UNAVAILABLE: 503,
   TIMEOUT: 504,
   DEADLINE_EXCEEDED: 504,
@@ -47,6 +53,7 @@ function toRepriseError(err: FastifyError | Error): RepriseError {
   const fastifyError = err as FastifyError;
   const code = fastifyError.code ?? '';
   if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new RepriseError('REQUEST_TOO_LARGE', `request body is larger than the limit: ${err.message}`);
+  if (code === 'FST_ERR_BAD_URL') return new RepriseError('INVALID_ARGUMENT', `the URL is not valid (bad percent-encoding): ${err.message}`);
   if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return new RepriseError('INVALID_ARGUMENT', `${err.message}; send Content-Type: application/json`);
   if (err instanceof SyntaxError || code.startsWith('FST_ERR_CTP')) {
     return new RepriseError('MALFORMED_JSON', `request body is not valid JSON: ${err.message}`);
@@ -57,6 +64,56 @@ function toRepriseError(err: FastifyError | Error): RepriseError {
 
 function statusOf(err: RepriseError): number {
   return STATUS_BY_CODE[err.code] ?? 500;
+}
+
+/** The error body every non-2xx answer carries. */
+function envelope(err: RepriseError): { error: { code: ErrorCode; message: string } } {
+  return { error: { code: err.code, message: err.message } };
+}
+
+/**
+ * What Node's HTTP parser refuses before fastify sees a request (a server
+ * 'clientError'), as a coded error and its status: headers too large, a
+ * malformed request, a body shorter than announced, a request not received
+ * in time. Undefined when there is nobody left to answer (a reset).
+ */
+function clientErrorOf(err: Error & { code?: string; reason?: string }, requestTimeoutMs: number): { error: RepriseError; status: number } | undefined {
+  switch (err.code) {
+    case 'ECONNRESET':
+      return undefined;
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return {
+        error: new RepriseError('REQUEST_TIMEOUT', `the request was not received whole within ${requestTimeoutMs} ms (httpRequestTimeoutMs); the connection is closed`),
+        status: 408,
+      };
+    case 'HPE_HEADER_OVERFLOW':
+      // 431 (not REQUEST_TOO_LARGE's 413): it is the request line and headers, not the body.
+      return {
+        error: new RepriseError('REQUEST_TOO_LARGE', `the request line and headers are larger than the limit of ${maxHeaderSize} bytes (Node's --max-http-header-size); send a shorter URL or fewer headers`),
+        status: 431,
+      };
+    case 'HPE_INVALID_EOF_STATE':
+      return { error: new RepriseError('INVALID_ARGUMENT', 'the connection ended before the whole request was received (a body shorter than its Content-Length)'), status: 400 };
+    default:
+      return { error: new RepriseError('INVALID_ARGUMENT', `malformed HTTP request: ${err.reason ?? err.message}${err.code ? ` (${err.code})` : ''}`), status: 400 };
+  }
+}
+
+/**
+ * Answer with the error envelope on a socket Node's HTTP server handed over,
+ * then close it. Not when an answer to an earlier request on it has begun
+ * (the parser can fail after a request went out, e.g. on a body framed by an
+ * unknown Transfer-Encoding): a second one would corrupt the stream. Node's
+ * own default checks the same, on the socket's current response.
+ */
+function answerRaw(socket: Socket & { _httpMessage?: { headersSent?: boolean } | null }, answer: { error: RepriseError; status: number } | undefined): void {
+  if (answer && !socket.destroyed && socket.writable && !socket._httpMessage?.headersSent) {
+    const body = JSON.stringify(envelope(answer.error));
+    socket.write(
+      `HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
 }
 
 export interface HttpOptions {
@@ -82,6 +139,8 @@ export interface HttpOptions {
   readonly maxConnections?: number;
   /** Tables one line-protocol request may create. Default DEFAULT_MAX_TABLES_PER_WRITE. */
   readonly maxTablesPerWrite?: number;
+  /** Rows one insert, keys one delete, lines one line-protocol request may hold. Default DEFAULT_MAX_ROWS_PER_WRITE. */
+  readonly maxRowsPerWrite?: number;
 }
 
 /** The host of a Host header or URL authority, without port or IPv6 brackets, lower case. */
@@ -169,8 +228,18 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     // Node checks the timeout this often (its default, 30 s, would let a stalled request live that much longer).
     http: { headersTimeout: requestTimeout, connectionsCheckingInterval: Math.max(10, Math.min(1000, requestTimeout / 4)) },
     // No idle-socket timeout: a long query keeps its socket quiet, and /v1/events sends a ping every 15 s.
+    // What Node's parser refuses, and URLs fastify cannot decode, get the error envelope too.
+    clientErrorHandler: (err, socket) => answerRaw(socket as Socket, clientErrorOf(err, requestTimeout)),
+    frameworkErrors: (err, _request, reply) => {
+      const error = toRepriseError(err);
+      void (reply as FastifyReply).status(statusOf(error)).send(envelope(error));
+    },
   });
   app.server.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  // Node hands CONNECT (a proxy's method) to this event, and without a listener drops the connection unanswered.
+  app.server.on('connect', (request: { url?: string }, socket: Socket) =>
+    answerRaw(socket, { error: new RepriseError('INVALID_ARGUMENT', `CONNECT ${request.url ?? ''} refused: this server is not a proxy`), status: 400 }),
+  );
   const log = options.logger.child({ component: 'http' });
   const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
 
@@ -209,6 +278,14 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
   // JSON routes take application/json only: text/plain is what a browser
   // sends cross-site without asking first (the line-protocol route keeps its own parser).
   app.removeContentTypeParser('text/plain');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, text, done) => {
+    try {
+      done(null, parseJsonBody(text as string));
+    } catch (err) {
+      done(err as Error);
+    }
+  });
 
   const streams = new EventStreams(runtime, options.events);
   app.addHook('preClose', (done) => {
@@ -219,8 +296,10 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
   app.setErrorHandler((err, request, reply) => {
     const error = toRepriseError(err as Error);
     const status = statusOf(error);
-    if (status >= 500) log.error({ err, code: error.code, method: request.method, url: request.url }, error.message);
-    void reply.status(status).send({ error: { code: error.code, message: error.message } });
+    // A refusal for load is expected, and counted (reprise_queries_overloaded_total), not logged per request.
+    if (error.code === 'OVERLOADED') void reply.header('retry-after', '1');
+    else if (status >= 500) log.error({ err, code: error.code, method: request.method, url: request.url }, error.message);
+    void reply.status(status).send(envelope(error));
   });
   app.setNotFoundHandler((request, reply) => {
     void reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } });
@@ -266,13 +345,31 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     return { dropped: request.params.name };
   });
 
-  app.post<{ Params: { name: string } }>('/v1/tables/:name/rows', async (request, reply) => runtime.insert(request.params.name, request.body, clientDeadline(reply)));
+  // Past the parse (bounded by the body limit), before anything is validated or written.
+  const maxRows = options.maxRowsPerWrite ?? DEFAULT_MAX_ROWS_PER_WRITE;
+  const checkRowCount = (body: unknown) => {
+    if (Array.isArray(body) && body.length > maxRows) throw tooManyRows(`${body.length} rows`, maxRows);
+  };
 
-  app.post<{ Params: { name: string } }>('/v1/tables/:name/delete', async (request, reply) => runtime.delete(request.params.name, request.body, clientDeadline(reply)));
+  app.post<{ Params: { name: string } }>('/v1/tables/:name/rows', async (request, reply) => {
+    checkRowCount(request.body);
+    return runtime.insert(request.params.name, request.body, clientDeadline(reply));
+  });
 
-  app.post<{ Params: { name: string } }>('/v1/tables/:name/query', async (request) => ({
-    rows: await runtime.query(request.params.name, request.body ?? {}),
-  }));
+  app.post<{ Params: { name: string } }>('/v1/tables/:name/delete', async (request, reply) => {
+    checkRowCount(request.body);
+    return runtime.delete(request.params.name, request.body, clientDeadline(reply));
+  });
+
+  app.post<{ Params: { name: string } }>('/v1/tables/:name/query', async (request, reply) => {
+    // The rows count against memory.maxResultRowsInFlight until the answer is sent (or the client is gone).
+    const { rows: result, release } = await runtime.queryHeld(request.params.name, request.body ?? {});
+    reply.raw.once('finish', release).once('close', release);
+    const chunks = jsonRowChunks(result);
+    void reply.header('content-type', 'application/json; charset=utf-8');
+    if ((result.data[0]?.length ?? 0) <= STREAMED_RESULT_ROWS) return reply.send([...chunks].join(''));
+    return reply.send(Readable.from(chunks, { objectMode: false }));
+  });
 
   app.post('/v1/flush', async () => {
     await runtime.flush();
@@ -291,7 +388,7 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
 
   // The dashboard: static files, no build step.
   const dashboard = dashboardDir();
-  const sendFile = (name: string, reply: import('fastify').FastifyReply) =>
+  const sendFile = (name: string, reply: FastifyReply) =>
     reply.header('content-type', DASHBOARD_FILES[name]!).header('cache-control', 'no-cache').send(readFileSync(`${dashboard}${name}`));
   app.get('/', async (_request, reply) => sendFile('index.html', reply));
   app.get<{ Params: { file: string } }>('/dashboard/:file', async (request, reply) => {
@@ -302,7 +399,7 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     return sendFile(name, reply);
   });
 
-  registerInfluxRoutes(app, runtime, { autoCreateTables: options.autoCreateTables ?? true, bodyLimit, maxTablesPerWrite: options.maxTablesPerWrite });
+  registerInfluxRoutes(app, runtime, { autoCreateTables: options.autoCreateTables ?? true, bodyLimit, maxTablesPerWrite: options.maxTablesPerWrite, maxRowsPerWrite: maxRows });
 
   return app;
 }

@@ -3,9 +3,10 @@ import { promisify } from 'node:util';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ColumnDef, ColumnType, Row, TableSchema } from '../engine/schema.js';
 import type { Deadline } from '../deadline.js';
+import { isValidName } from '../engine/table/validate.js';
 import { RepriseError } from '../errors.js';
 import { clientDeadline } from './client-deadline.js';
-import { parseLineProtocol, type FieldValue, type LineError, type Point } from './line-protocol.js';
+import { parseLineProtocol, TooManyLinesError, type FieldValue, type LineError, type Point } from './line-protocol.js';
 import type { Reprise } from './runtime.js';
 
 /**
@@ -27,7 +28,13 @@ const PRECISIONS: Record<string, Precision> = { ns: 'ns', n: 'ns', us: 'us', u: 
 /** The time column of tables created from line protocol. */
 export const TIME_COLUMN = 'ts';
 
-const NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+
+/** The `partial` query parameter: true, false, 1 or 0 (absent: false). */
+export function parsePartial(value: unknown): boolean {
+  if (value === undefined || value === 'false' || value === '0') return false;
+  if (value === 'true' || value === '1') return true;
+  throw new RepriseError('INVALID_ARGUMENT', `query parameter partial must be true or false (or 1 or 0), got ${JSON.stringify(value)}`, { parameter: 'partial' });
+}
 
 export function parsePrecision(value: string | undefined): Precision {
   if (value === undefined || value === '') return 'ns';
@@ -55,8 +62,22 @@ export function toEpochMs(timestamp: bigint, precision: Precision): bigint {
   }
 }
 
+const NAME_RULE = '(letters, digits and _, not starting with a digit; not __proto__)';
+
 /** A batch of line protocol rarely names more than a few measurements; each new one is a table with its regions. */
 export const DEFAULT_MAX_TABLES_PER_WRITE = 100;
+
+/**
+ * Rows (or keys, or lines) one write may carry: 20 times the batch InfluxDB
+ * recommends (5,000 lines), 100 times Telegraf's default (1,000). The body
+ * limit alone allows ten million short lines, each parsed into objects.
+ */
+export const DEFAULT_MAX_ROWS_PER_WRITE = 100_000;
+
+/** REQUEST_TOO_LARGE for a write that holds `what` ("12 rows", "more than 5 lines"), past `limit` (limits.maxRowsPerWrite): nothing is written. */
+export function tooManyRows(what: string, limit: number): RepriseError {
+  return new RepriseError('REQUEST_TOO_LARGE', `nothing written: the request holds ${what}, past the limit of ${limit} rows per write (maxRowsPerWrite); send them over several requests`, { limit });
+}
 
 export interface LineProtocolOptions {
   readonly precision: Precision;
@@ -65,6 +86,8 @@ export interface LineProtocolOptions {
   readonly autoCreateTables: boolean;
   /** Tables one request may create (more: REQUEST_TOO_LARGE, nothing written). Default DEFAULT_MAX_TABLES_PER_WRITE. */
   readonly maxTablesPerWrite?: number;
+  /** Lines one request may hold (more: REQUEST_TOO_LARGE, nothing written). Default DEFAULT_MAX_ROWS_PER_WRITE. */
+  readonly maxRowsPerWrite?: number;
   /** The server's clock, for points without a timestamp. */
   readonly now?: () => number;
   /** Rows whose appends have not started when it passes are dropped (DEADLINE_EXCEEDED). */
@@ -130,9 +153,8 @@ function deriveSchema(measurement: string, points: readonly Point[], errors: Map
 
 /** Why a point cannot shape (or join) a table being derived, if it cannot. */
 function schemaProblem(p: Point, columns: Map<string, ColumnDef>): string | undefined {
-  if (p.tags.length === 0) return `measurement '${p.measurement}' has no tags: a table needs at least one tag (its primary key)`;
   for (const [key, role] of [...p.tags.map(([k]) => [k, 'tag'] as const), ...p.fields.map(([k]) => [k, 'field'] as const)]) {
-    if (!NAME_RE.test(key)) return `${role} '${key}' is not a valid column name (letters, digits and _, not starting with a digit)`;
+    if (!isValidName(key)) return `${role} '${key}' is not a valid column name ${NAME_RULE}`;
     if (key === TIME_COLUMN) return `${role} '${key}' uses the name of the time column '${TIME_COLUMN}'`;
     const known = columns.get(key);
     if (known && known.role !== role) return `'${key}' is a ${role} here but a ${known.role} in earlier lines of measurement '${p.measurement}'`;
@@ -197,7 +219,15 @@ function summary(errors: LineError[]): string {
 /** Parse, map and write a line protocol body. Throws LineProtocolError for bad lines unless `partial`. */
 export async function writeLineProtocol(runtime: Reprise, body: string, options: LineProtocolOptions): Promise<LineProtocolResult> {
   const nowMs = (options.now ?? Date.now)();
-  const { points, errors: syntaxErrors } = parseLineProtocol(body);
+  const maxRows = options.maxRowsPerWrite ?? DEFAULT_MAX_ROWS_PER_WRITE;
+  let parsed: ReturnType<typeof parseLineProtocol>;
+  try {
+    parsed = parseLineProtocol(body, maxRows);
+  } catch (err) {
+    if (err instanceof TooManyLinesError) throw tooManyRows(`more than ${maxRows} lines`, maxRows);
+    throw err;
+  }
+  const { points, errors: syntaxErrors } = parsed;
   const bad = new Map<number, string>(syntaxErrors.map((e) => [e.line, e.message]));
   const byMeasurement = new Map<string, Point[]>();
   for (const p of points) {
@@ -215,8 +245,8 @@ export async function writeLineProtocol(runtime: Reprise, body: string, options:
     }
     const problem = !options.autoCreateTables
       ? `table '${measurement}' does not exist (autoCreateTables is off)`
-      : !NAME_RE.test(measurement)
-        ? `measurement '${measurement}' is not a valid table name (letters, digits and _, not starting with a digit)`
+      : !isValidName(measurement)
+        ? `measurement '${measurement}' is not a valid table name ${NAME_RULE}`
         : undefined;
     if (problem) {
       for (const p of list) bad.set(p.line, `line ${p.line}: ${problem}`);
@@ -287,11 +317,22 @@ export async function writeLineProtocol(runtime: Reprise, body: string, options:
  * ping and health. `db`/`bucket`/`org` are accepted and ignored: reprise has
  * one database.
  */
-export function registerInfluxRoutes(app: FastifyInstance, runtime: Reprise, options: { autoCreateTables: boolean; bodyLimit: number; maxTablesPerWrite?: number }): void {
+export function registerInfluxRoutes(
+  app: FastifyInstance,
+  runtime: Reprise,
+  options: { autoCreateTables: boolean; bodyLimit: number; maxTablesPerWrite?: number; maxRowsPerWrite?: number },
+): void {
   void app.register(async (scope) => {
     // Line protocol comes as text/plain, form-encoded (curl -d) or anything else: take the bytes.
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
+    // The body is line protocol whatever its Content-Type says, as InfluxDB
+    // takes it: an empty or unparseable one must not fail fastify's media-type
+    // check before the parser above is reached.
+    scope.addHook('onRequest', (request, _reply, done) => {
+      delete request.raw.headers['content-type'];
+      done();
+    });
     const gunzipAsync = promisify(gunzip);
 
     const write = async (
@@ -299,7 +340,7 @@ export function registerInfluxRoutes(app: FastifyInstance, runtime: Reprise, opt
       reply: FastifyReply,
     ) => {
       const precision = parsePrecision(request.query.precision);
-      const partial = request.query.partial === 'true' || request.query.partial === '1';
+      const partial = parsePartial(request.query.partial);
       let bytes = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
       const encoding = String(request.headers['content-encoding'] ?? 'identity').toLowerCase();
       if (encoding === 'gzip') {
@@ -319,6 +360,7 @@ export function registerInfluxRoutes(app: FastifyInstance, runtime: Reprise, opt
           autoCreateTables: options.autoCreateTables,
           maxTablesPerWrite: options.maxTablesPerWrite,
           deadline: clientDeadline(reply),
+          maxRowsPerWrite: options.maxRowsPerWrite,
         });
         if (result.rejected.length === 0) return reply.status(204).send();
         if (result.written === 0) {

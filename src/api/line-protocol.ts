@@ -57,8 +57,19 @@ const FALSE = new Set(['f', 'F', 'false', 'False', 'FALSE']);
 
 class LineSyntaxError extends Error {}
 
-/** Parse a request body: every good line's point, and an error for every bad one. */
-export function parseLineProtocol(text: string): ParsedLines {
+/** The lines of a body past `maxLines` (blank lines and comments aside): parsing stops there. */
+export class TooManyLinesError extends Error {
+  constructor(readonly maxLines: number) {
+    super(`more than ${maxLines} lines`);
+  }
+}
+
+/**
+ * Parse a request body: every good line's point, and an error for every bad
+ * one. Throws TooManyLinesError, having built no more than `maxLines`
+ * points, once the body holds more lines than that.
+ */
+export function parseLineProtocol(text: string, maxLines = Infinity): ParsedLines {
   const points: Point[] = [];
   const errors: LineError[] = [];
   let start = 0;
@@ -72,6 +83,7 @@ export function parseLineProtocol(text: string): ParsedLines {
     if (raw.endsWith('\r')) raw = raw.slice(0, -1);
     const trimmed = raw.replace(/^[ \t]+/, '');
     if (trimmed === '' || trimmed.trim() === '' || trimmed.startsWith('#')) continue;
+    if (points.length + errors.length >= maxLines) throw new TooManyLinesError(maxLines);
     try {
       points.push(parseLine(trimmed, line));
     } catch (err) {

@@ -98,7 +98,7 @@ export async function startMeta(options: MetaProcessOptions): Promise<MetaProces
   }
   const log = options.log ? borrowedLog(options.log) : await openLogStore(options.wal, '');
   try {
-    const meta = await MetaService.open(log, { topicPrefix: options.wal.topicPrefix ?? 'reprise_wal', numShards: options.shards ?? 4, logger });
+    const meta = await MetaService.open(log, { topicPrefix: options.wal.topicPrefix ?? 'reprise_wal', numShards: options.shards, logger });
     // A create table cut short by a crash never became visible: roll it back.
     await meta.rollBackIncompleteCreates(logger);
     const { transport: _t, wal: _w, log: _g, shards: _s, logger: _l, httpAddr: _h, ...schedulerOptions } = options;

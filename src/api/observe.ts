@@ -176,6 +176,29 @@ export class RuntimeObserver {
       },
     });
     new Gauge({
+      name: 'reprise_result_rows_in_flight',
+      help: 'Query result rows (or groups) held now by queries in flight, and their bound (memory.maxResultRowsInFlight)',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        const m = memory();
+        if (!m) return;
+        this.set({ kind: 'held' }, m.resultRowsInFlight);
+        this.set({ kind: 'limit' }, m.maxResultRowsInFlight);
+      },
+    });
+    new Counter({
+      name: 'reprise_queries_overloaded_total',
+      help: 'Queries refused OVERLOADED: they would have passed memory.maxResultRowsInFlight',
+      registers,
+      collect() {
+        const m = memory();
+        if (!m) return;
+        this.reset();
+        this.inc(m.queriesOverloaded);
+      },
+    });
+    new Gauge({
       name: 'reprise_cache_lookups',
       help: 'SST cache lookups since start, by result (hit, miss)',
       labelNames: ['result'],

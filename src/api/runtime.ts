@@ -10,9 +10,10 @@ import { isRepriseError, RepriseError } from '../errors.js';
 import { FsObjectStore } from '../engine/fs-object-store.js';
 import type { ObjectStore } from '../engine/object-store.js';
 import type { PreparedWrite, RegionEngine } from '../engine/region-engine.js';
-import { rowsOf, type ColumnarRows, type Row, type TableSchema } from '../engine/schema.js';
+import { rowsOf, type ColumnarRows, type Row, type TableSchema, type Value } from '../engine/schema.js';
 import { queryTable } from '../frontend/query.js';
 import { tableMutationCodec } from '../engine/table/codec.js';
+import { partitionOf } from '../engine/table/partition.js';
 import { TableEngine } from '../engine/table/table-engine.js';
 import { DEFAULT_SCHEMA_LIMITS, validateKeys, validateSchema, type SchemaLimits } from '../engine/table/validate.js';
 import { MetaService, metaTopicOf } from '../meta/meta-service.js';
@@ -25,6 +26,7 @@ import { RemoteMeta } from '../meta/remote-meta.js';
 import { ASSIGNMENT_CHANGED, type ClusterMetaStatus } from '../meta/meta-server.js';
 import type { Transport } from '../transport/transport.js';
 import { RuntimeObserver } from './observe.js';
+import { RESULT_ROWS_IN_FLIGHT_FACTOR, ResultBudget, rowsOfResult } from './result-budget.js';
 import { LeaseKeeper } from './lease.js';
 import { ClusterShardRouter, LocalShardRouter, serveNode, type ClusterRoutingOptions, type ShardRouter } from './routing.js';
 
@@ -65,7 +67,7 @@ export interface OpenOptions {
   readonly objectStoreDir?: string;
   /** The WAL: the local LevelDB log under `<dataDir>/wal` (default), or Kafka. */
   readonly wal?: WalOptions;
-  /** Shards (WAL topics) created on first start. Default 4. */
+  /** Shards (WAL topics): created on first start (default DEFAULT_SHARDS, 4), added if more than the data dir has; fewer is INVALID_ARGUMENT. Default: what the data dir has. */
   readonly shards?: number;
   readonly nodeId?: string;
   readonly flush?: Partial<Omit<FlushPolicy, 'nodeMemtableBytes'>>;
@@ -115,6 +117,18 @@ export interface JoinOptions {
   readonly metaWaitMs?: number;
   /** Deliberate bugs and observation, for the simulation only (src/testing/faults.ts). */
   readonly testHooks?: TestHooks;
+}
+
+/** Queries a delete runs at once to count the rows it removes. */
+const LIVE_LOOKUPS_AT_ONCE = 32;
+
+/** Run `tasks`, LIVE_LOOKUPS_AT_ONCE at a time. */
+async function inParallel(tasks: readonly (() => Promise<void>)[]): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < tasks.length) await tasks[next++]!();
+  };
+  await Promise.all(Array.from({ length: Math.min(LIVE_LOOKUPS_AT_ONCE, tasks.length) }, worker));
 }
 
 /** A node started before meta (or with meta restarting) waits this long for meta's log before it gives up. */
@@ -174,6 +188,12 @@ export interface MemoryOptions {
   readonly cacheBytes?: number;
   /** A query result (rows, or groups of an aggregation) larger than this fails QUERY_TOO_LARGE. Default 1,000,000. */
   readonly maxResultRows?: number;
+  /**
+   * Result rows (or groups) this node's queries may hold at once; a query
+   * that would pass it fails OVERLOADED (retry). At least maxResultRows.
+   * Default RESULT_ROWS_IN_FLIGHT_FACTOR (2) x maxResultRows.
+   */
+  readonly maxResultRowsInFlight?: number;
 }
 
 export interface MemoryStatus {
@@ -184,6 +204,11 @@ export interface MemoryStatus {
   readonly cacheHits: number;
   readonly cacheMisses: number;
   readonly maxResultRows: number;
+  readonly maxResultRowsInFlight: number;
+  /** Result rows held now by queries in flight (until their answers are sent). */
+  readonly resultRowsInFlight: number;
+  /** Queries refused OVERLOADED since start. */
+  readonly queriesOverloaded: number;
 }
 
 /** Every node's actor tree and, in a cluster, meta's view: node liveness, shard leaders and epochs. */
@@ -222,6 +247,8 @@ export class Reprise {
     /** Closes what this assembly opened besides the node and the log (meta, transport, heartbeats). */
     private readonly release: () => Promise<void>,
     private readonly limits: SchemaLimits,
+    /** Result rows held by this node's queries (memory.maxResultRowsInFlight). */
+    private readonly results: ResultBudget,
   ) {}
 
   static async open(options: OpenOptions): Promise<Reprise> {
@@ -233,22 +260,23 @@ export class Reprise {
     try {
       const meta = await MetaService.open(log, {
         topicPrefix: options.wal?.topicPrefix ?? 'reprise_wal',
-        numShards: options.shards ?? 4,
+        numShards: options.shards,
         logger,
       });
       const objectsDir = options.objectStoreDir ? resolve(options.objectStoreDir) : join(dataDir, 'objects');
       const objects = new FsObjectStore(objectsDir);
       const engine = engineOf(options.memory);
+      const results = resultBudgetOf(options.memory, engine);
       await meta.rollBackIncompleteCreates(logger);
       const catalog = options.wal?.provider === 'kafka' ? `the meta log (Kafka topic ${metaTopicOf(options.wal.topicPrefix ?? 'reprise_wal')})` : `the meta log in the local WAL at ${join(dataDir, 'wal')}`;
       await reconcileRegionFiles(objects, meta, engine, logger, { dataDir, objectsDir, catalog });
-      const node = observedNode(observer, log, { nodeId: options.nodeId ?? 'node-1', meta, engine, objects, logger }, options);
+      const node = observedNode(observer, log, { nodeId: options.nodeId ?? 'node-1', meta, engine, objects, logger }, options, results);
       await node.start();
       const release = async () => {
         objects.close?.();
         await meta.close();
       };
-      return new Reprise(log, meta, new LocalShardRouter(node), node, logger, observer, release, { ...DEFAULT_SCHEMA_LIMITS, ...options.limits });
+      return new Reprise(log, meta, new LocalShardRouter(node), node, logger, observer, release, { ...DEFAULT_SCHEMA_LIMITS, ...options.limits }, results);
     } catch (err) {
       await log.close().catch(() => undefined);
       throw err;
@@ -282,6 +310,8 @@ export class Reprise {
       const objects = new FsObjectStore(resolve(options.objectStoreDir));
       cleanup.push(async () => objects.close());
       let keeper: LeaseKeeper | undefined;
+      const engine = engineOf(options.memory);
+      const results = resultBudgetOf(options.memory, engine);
       const node = observedNode(
         observer,
         log,
@@ -289,11 +319,12 @@ export class Reprise {
           nodeId: options.nodeId,
           meta,
           leaseHeld: () => keeper?.leaseHeld() ?? false,
-          engine: engineOf(options.memory),
+          engine,
           objects,
           logger,
         },
         options,
+        results,
       );
       const subscriptions = await serveNode(options.transport, options.nodeId, node);
       cleanup.unshift(async () => {
@@ -318,7 +349,7 @@ export class Reprise {
       const release = async () => {
         for (const step of cleanup) await step();
       };
-      return new Reprise(log, meta, router, node, logger, observer, release, { ...DEFAULT_SCHEMA_LIMITS, ...options.limits });
+      return new Reprise(log, meta, router, node, logger, observer, release, { ...DEFAULT_SCHEMA_LIMITS, ...options.limits }, results);
     } catch (err) {
       for (const step of cleanup) await step().catch(() => undefined);
       await log.close().catch(() => undefined);
@@ -470,13 +501,79 @@ export class Reprise {
     return this.writeByRegion(table, prepared, deadline).then(() => ({ written: prepared.count }));
   }
 
-  /** Delete rows by primary key (tags + time). Durable when it resolves. */
+  /**
+   * Delete rows by primary key (tags + time). Durable when it resolves.
+   * `deleted` counts the rows removed: the distinct keys that held a live
+   * row when looked up, just before the tombstones (one per key given) are
+   * written. A write racing the delete on the same key may be counted
+   * either way; a key given twice counts once.
+   */
   async delete(tableName: string, keys: unknown, deadline?: Deadline): Promise<{ deleted: number }> {
     this.assertOpen();
     const table = await this.tableInfo(tableName);
     const valid = validateKeys(table.schema, keys);
     const prepared = tableMutationCodec.prepareDeletes(table.schema, valid);
-    return this.writeByRegion(table, prepared, deadline).then(() => ({ deleted: prepared.count }));
+    const deleted = await this.countLive(table, valid);
+    return this.writeByRegion(table, prepared, deadline).then(() => ({ deleted }));
+  }
+
+  /**
+   * How many distinct `keys` hold a live row. Keys are grouped by series,
+   * and each series' times from its first key to its last are read in
+   * pages, up to 64 rows per key plus 4,096 (deleting most rows of a span
+   * reads that span once); keys past what that reached (a few keys far
+   * apart) are looked up one by one. LIVE_LOOKUPS_AT_ONCE queries at once.
+   */
+  private async countLive(table: TableInfo, keys: readonly Row[]): Promise<number> {
+    const { schema } = table;
+    const time = schema.columns.find((c) => c.role === 'time')!.name;
+    const tags = schema.columns.filter((c) => c.role === 'tag').map((c) => c.name);
+    const series = new Map<string, { where: Record<string, Value>; times: Set<number> }>();
+    for (const key of keys) {
+      const id = JSON.stringify(tags.map((t) => key[t]));
+      let s = series.get(id);
+      if (s === undefined) series.set(id, (s = { where: Object.fromEntries(tags.map((t) => [t, key[t]!])), times: new Set() }));
+      s.times.add(key[time] as number);
+    }
+    /** The times of live rows of a series from `from` to `to` (inclusive), at most `limit`, ascending. */
+    const liveTimes = async (where: Record<string, Value>, from: number, to: number, limit: number): Promise<readonly Value[]> => {
+      const region = table.regions[partitionOf(schema, where)]!;
+      const found = await this.router.query(region.shard, region.id, { where, timeRange: { from, to: to + 1 }, columns: [time], limit });
+      return found.kind === 'rows' ? (found.rows.data[found.rows.columns.indexOf(time)] ?? []) : [];
+    };
+    let live = 0;
+    const lookUps: (() => Promise<void>)[] = [];
+    await inParallel(
+      [...series.values()].map(({ where, times }) => async () => {
+        const sorted = [...times].sort((a, b) => a - b);
+        const last = sorted[sorted.length - 1]!;
+        let budget = 64 * sorted.length + 4096;
+        let from = sorted[0]!;
+        let reached = from - 1;
+        const seen = new Set<Value>();
+        while (budget > 0) {
+          const limit = Math.min(budget, 65_536);
+          const page = await liveTimes(where, from, last, limit);
+          for (const t of page) seen.add(t);
+          budget -= page.length;
+          if (page.length < limit) {
+            reached = last;
+            break;
+          }
+          reached = page[page.length - 1] as number;
+          from = reached + 1;
+        }
+        for (const t of sorted) {
+          if (t <= reached) live += seen.has(t) ? 1 : 0;
+          else
+            lookUps.push(async () => {
+              if ((await liveTimes(where, t, t, 1)).length > 0) live++;
+            });
+        }
+      }),
+    );
+    await inParallel(lookUps);
+    return live;
   }
 
   /**
@@ -499,12 +596,34 @@ export class Reprise {
    * frontend/query.ts); as columns.
    */
   async queryColumns(tableName: string, input: unknown = {}): Promise<ColumnarRows> {
+    const { rows, release } = await this.queryHeld(tableName, input);
+    release();
+    return rows;
+  }
+
+  /**
+   * queryColumns, its rows held against memory.maxResultRowsInFlight until
+   * `release` is called (the HTTP API calls it once the answer is sent).
+   * OVERLOADED, before any region is asked, when the node's queries already
+   * hold the bound, and as soon as a region's answer would pass it.
+   */
+  async queryHeld(tableName: string, input: unknown = {}): Promise<{ rows: ColumnarRows; release: () => void }> {
     this.assertOpen();
     const table = await this.tableInfo(tableName);
-    return queryTable(table.schema, input, (p, q) => {
-      const region = table.regions[p]!;
-      return this.router.query(region.shard, region.id, q);
-    });
+    const lease = this.results.lease();
+    try {
+      const rows = await queryTable(table.schema, input, async (p, q) => {
+        const region = table.regions[p]!;
+        const answer = await this.router.query(region.shard, region.id, q);
+        lease.take(rowsOfResult(answer));
+        return answer;
+      });
+      lease.resize(rows.data[0]?.length ?? 0);
+      return { rows, release: () => lease.release() };
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
   }
 
   /** queryColumns as row objects. */
@@ -577,6 +696,7 @@ function observedNode(
   log: LogStore,
   parts: Pick<ActorContext, 'nodeId' | 'meta' | 'leaseHeld' | 'objects' | 'logger'> & { readonly engine: TableEngine },
   options: { readonly wal?: { readonly maxBatchBytes?: number }; readonly flush?: Partial<Omit<FlushPolicy, 'nodeMemtableBytes'>>; readonly memory?: MemoryOptions; readonly testHooks?: TestHooks },
+  results: ResultBudget,
 ): NodeActor {
   const flushPolicy: FlushPolicy = { ...DEFAULT_FLUSH_POLICY, ...options.flush, nodeMemtableBytes: options.memory?.memtableBytes ?? DEFAULT_FLUSH_POLICY.nodeMemtableBytes };
   const node = new NodeActor({
@@ -600,11 +720,26 @@ function observedNode(
       cacheHits: cache.hits,
       cacheMisses: cache.misses,
       maxResultRows: engine.maxResultRows,
+      maxResultRowsInFlight: results.limit,
+      resultRowsInFlight: results.inFlight,
+      queriesOverloaded: results.refused,
     };
     const walFailure = log.appendFailure?.();
     return { wal: { provider: log.provider, ...(walFailure ? { error: walFailure } : {}) }, nodes: [node.status()], memory };
   });
   return node;
+}
+
+/** The node-wide bound on result rows held at once: maxResultRowsInFlight, at least the engine's maxResultRows. */
+function resultBudgetOf(memory: MemoryOptions | undefined, engine: TableEngine): ResultBudget {
+  const limit = memory?.maxResultRowsInFlight ?? RESULT_ROWS_IN_FLIGHT_FACTOR * engine.maxResultRows;
+  if (!Number.isSafeInteger(limit) || limit < engine.maxResultRows) {
+    throw new RepriseError(
+      'INVALID_ARGUMENT',
+      `memory.maxResultRowsInFlight must be an integer of at least maxResultRows (${engine.maxResultRows}), or one query could never run; got ${limit}`,
+    );
+  }
+  return new ResultBudget(limit);
 }
 
 /** The table engine with a process's memory options. */

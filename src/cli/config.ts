@@ -3,7 +3,7 @@ import { extname } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT_MS } from '../api/http.js';
-import { DEFAULT_MAX_TABLES_PER_WRITE } from '../api/influxdb.js';
+import { DEFAULT_MAX_ROWS_PER_WRITE, DEFAULT_MAX_TABLES_PER_WRITE } from '../api/influxdb.js';
 import { DEFAULT_FLUSH_POLICY } from '../actors/context.js';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MAX_RESULT_ROWS } from '../engine/table/table-engine.js';
 import { DEFAULT_SCHEMA_LIMITS } from '../engine/table/validate.js';
@@ -19,7 +19,8 @@ import type { KafkaWalOptions, WalOptions } from '../wal/open-log-store.js';
 export const standaloneConfigSchema = z.strictObject({
   dataDir: z.string().min(1),
   httpAddr: z.string().min(1),
-  shards: z.number().int().min(1).max(4096),
+  /** Shards on first start (4 when not set); a data dir keeps its count: more adds shards, fewer is refused. */
+  shards: z.number().int().min(1).max(4096).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   bodyLimitBytes: z.number().int().min(1024),
   /** A request not received whole within this many ms is answered 408 and its connection closed. */
@@ -71,6 +72,8 @@ export const standaloneConfigSchema = z.strictObject({
     cacheBytes: z.number().int().min(0),
     /** Rows (or groups) a query may return; more is QUERY_TOO_LARGE. */
     maxResultRows: z.number().int().min(1),
+    /** Result rows this node's queries may hold at once; past it a query is OVERLOADED (retry). Unset: 2 x maxResultRows. */
+    maxResultRowsInFlight: z.number().int().min(1).optional(),
     /**
      * How far V8 lets the JavaScript heap grow past what the last full GC
      * kept, in percent (V8's --heap-growing-percent; 0: V8's own factor, up
@@ -78,6 +81,9 @@ export const standaloneConfigSchema = z.strictObject({
      * it; an embedding application keeps its own.
      */
     heapGrowthPercent: z.number().int().min(0).max(400),
+  }).refine((memory) => memory.maxResultRowsInFlight === undefined || memory.maxResultRowsInFlight >= memory.maxResultRows, {
+    path: ['maxResultRowsInFlight'],
+    message: 'must be at least maxResultRows, or one query could never run',
   }),
   /** Caps on what one request may ask for, each refused with a coded error naming it. */
   limits: z.strictObject({
@@ -87,6 +93,8 @@ export const standaloneConfigSchema = z.strictObject({
     maxPartitionBounds: z.number().int().min(0),
     /** Tables one line-protocol request may create. */
     maxTablesPerWrite: z.number().int().min(1),
+    /** Rows one insert, keys one delete, lines one line-protocol request may hold. */
+    maxRowsPerWrite: z.number().int().min(1),
   }),
   /** Distributed mode (`reprise meta`, `reprise node`): NATS, this node's id, heartbeats and leases. */
   cluster: z.strictObject({
@@ -110,7 +118,6 @@ export type StandaloneConfig = z.infer<typeof standaloneConfigSchema>;
 export const DEFAULT_CONFIG: StandaloneConfig = {
   dataDir: './reprise_data',
   httpAddr: '127.0.0.1:4000',
-  shards: 4,
   logLevel: 'info',
   bodyLimitBytes: DEFAULT_BODY_LIMIT,
   httpRequestTimeoutMs: DEFAULT_REQUEST_TIMEOUT_MS,
@@ -120,7 +127,7 @@ export const DEFAULT_CONFIG: StandaloneConfig = {
   autoCreateTables: true,
   wal: { provider: 'local', maxBatchBytes: 1024 * 1024, topicPrefix: 'reprise_wal' },
   memory: { memtableBytes: DEFAULT_FLUSH_POLICY.nodeMemtableBytes, cacheBytes: DEFAULT_CACHE_BYTES, maxResultRows: DEFAULT_MAX_RESULT_ROWS, heapGrowthPercent: 20 },
-  limits: { ...DEFAULT_SCHEMA_LIMITS, maxTablesPerWrite: DEFAULT_MAX_TABLES_PER_WRITE },
+  limits: { ...DEFAULT_SCHEMA_LIMITS, maxTablesPerWrite: DEFAULT_MAX_TABLES_PER_WRITE, maxRowsPerWrite: DEFAULT_MAX_ROWS_PER_WRITE },
   cluster: { name: 'reprise', natsServers: ['127.0.0.1:4222'], heartbeatMs: 200, leaseMs: 800, failureTimeoutMs: 1000, topology: 'dynamic', minNodes: 1, followers: 1 },
 };
 
@@ -146,10 +153,12 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_MEMTABLE_BYTES: { path: ['memory', 'memtableBytes'], parse: Number },
   REPRISE_CACHE_BYTES: { path: ['memory', 'cacheBytes'], parse: Number },
   REPRISE_MAX_RESULT_ROWS: { path: ['memory', 'maxResultRows'], parse: Number },
+  REPRISE_MAX_RESULT_ROWS_IN_FLIGHT: { path: ['memory', 'maxResultRowsInFlight'], parse: Number },
   REPRISE_HEAP_GROWTH_PERCENT: { path: ['memory', 'heapGrowthPercent'], parse: Number },
   REPRISE_MAX_COLUMNS: { path: ['limits', 'maxColumns'], parse: Number },
   REPRISE_MAX_PARTITION_BOUNDS: { path: ['limits', 'maxPartitionBounds'], parse: Number },
   REPRISE_MAX_TABLES_PER_WRITE: { path: ['limits', 'maxTablesPerWrite'], parse: Number },
+  REPRISE_MAX_ROWS_PER_WRITE: { path: ['limits', 'maxRowsPerWrite'], parse: Number },
   REPRISE_CLUSTER_NAME: { path: ['cluster', 'name'], parse: String },
   REPRISE_NATS_SERVERS: { path: ['cluster', 'natsServers'], parse: commaList },
   REPRISE_NODE_ID: { path: ['cluster', 'nodeId'], parse: String },

@@ -14,6 +14,12 @@ import { renderClusterStatus, renderStatus, renderRows } from './render.js';
 
 const DEFAULT_SERVER = 'http://127.0.0.1:4000';
 
+/** What --data-dir and --http-addr are to `standalone` (and `config print`). */
+const STANDALONE_PLACES = {
+  dataDir: 'where the WAL, meta and SSTs live (default ./reprise_data; env REPRISE_DATA_DIR)',
+  httpAddr: 'HTTP API address (default 127.0.0.1:4000; env REPRISE_HTTP_ADDR)',
+};
+
 function integer(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n)) throw new InvalidArgumentError(`'${value}' is not an integer`);
@@ -130,6 +136,7 @@ async function serveHttp(runtime: Reprise, config: StandaloneConfig, logger: pin
     requestTimeoutMs: config.httpRequestTimeoutMs,
     maxConnections: config.httpMaxConnections,
     maxTablesPerWrite: config.limits.maxTablesPerWrite,
+    maxRowsPerWrite: config.limits.maxRowsPerWrite,
   });
   let url: string;
   try {
@@ -279,13 +286,13 @@ export function buildProgram(): Command {
     // Usage errors become CommanderErrors, so main can exit 2 for them (1 stays for failures).
     .exitOverride();
 
-  /** The options that make up the standalone configuration (shared by `standalone` and `config print`). */
-  const configOptions = (command: Command) =>
+  /** The options that make up the configuration (shared by every service and `config print`); `places`: what --data-dir and --http-addr are to this command. */
+  const configOptions = (command: Command, places: { dataDir: string; httpAddr: string } = STANDALONE_PLACES) =>
     command
       .option('-c, --config <file>', 'config file: TOML (*.toml) or JSON (the same keys)')
-      .option('--data-dir <dir>', `where the WAL, meta and SSTs live (default ./reprise_data; env REPRISE_DATA_DIR)`)
-      .option('--http-addr <host:port>', 'HTTP API address (default 127.0.0.1:4000; env REPRISE_HTTP_ADDR)')
-      .option('--shards <n>', 'WAL topics created on first start (default 4; env REPRISE_SHARDS)', integer)
+      .option('--data-dir <dir>', places.dataDir)
+      .option('--http-addr <host:port>', places.httpAddr)
+      .option('--shards <n>', 'shards (WAL topics) on first start (default 4; env REPRISE_SHARDS); later, more adds shards and fewer is refused', integer)
       .addOption(new Option('--log-level <level>', 'log level (env REPRISE_LOG_LEVEL)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
       .addOption(new Option('--wal <provider>', 'WAL provider (default local; env REPRISE_WAL_PROVIDER)').choices(['local', 'kafka']))
       .option('--brokers <list>', 'Kafka bootstrap brokers, host:port,... (env REPRISE_WAL_BROKER_ENDPOINTS)', commaList)
@@ -299,18 +306,24 @@ export function buildProgram(): Command {
   ).action(standalone);
 
   /** The distributed mode's options, on top of the configuration's. */
-  const clusterOptions = (command: Command) =>
-    configOptions(command)
+  const clusterOptions = (command: Command, places: { dataDir: string; httpAddr: string }) =>
+    configOptions(command, places)
       .option('--nats <list>', 'NATS servers, host:port,... (default 127.0.0.1:4222; env REPRISE_NATS_SERVERS)', commaList)
       .option('--cluster <name>', 'cluster name: subjects are reprise.<name>.* (default reprise; env REPRISE_CLUSTER_NAME)');
 
-  clusterOptions(program.command('meta').description("run the cluster's meta: tables, shards, leases, failure detection and failover (needs --wal kafka)"))
+  clusterOptions(program.command('meta').description("run the cluster's meta: tables, shards, leases, failure detection and failover (needs --wal kafka)"), {
+    dataDir: 'not used by meta: its state is the meta log in Kafka, and it writes nothing to disk',
+    httpAddr: 'serve /health, /metrics and /v1/cluster/status at this address (no HTTP unless set; env REPRISE_META_HTTP_ADDR)',
+  })
     .addOption(new Option('--topology <kind>', "dynamic: a dead node's shards move to live nodes; static: they wait for it (env REPRISE_CLUSTER_TOPOLOGY)").choices(['static', 'dynamic']))
     .option('--min-nodes <n>', 'place shards once this many nodes are up (default 1; env REPRISE_CLUSTER_MIN_NODES)', integer)
     .option('--followers <n>', 'hot-standby followers per shard, on other nodes (default 1; env REPRISE_CLUSTER_FOLLOWERS)', integer)
     .action(metaCommand);
 
-  clusterOptions(program.command('node').description('run a cluster node: leads the shards meta assigns, serves the HTTP API for the whole cluster (--data-dir: the shared SST directory)'))
+  clusterOptions(program.command('node').description('run a cluster node: leads the shards meta assigns, serves the HTTP API for the whole cluster (--data-dir: the shared SST directory)'), {
+    dataDir: 'the SST and manifest directory every node shares (default ./reprise_data; env REPRISE_DATA_DIR); the WAL and meta are in Kafka',
+    httpAddr: STANDALONE_PLACES.httpAddr,
+  })
     .option('--id <node>', 'this node\'s id (env REPRISE_NODE_ID)')
     .action(nodeCommand);
 

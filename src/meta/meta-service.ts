@@ -23,13 +23,20 @@ export function metaTopicOf(topicPrefix: string): string {
 export interface MetaOptions {
   /** Topic name prefix: shard s lives in `<prefix>_<s>`, meta in `<prefix>_meta`. */
   readonly topicPrefix: string;
-  /** Shards to create on first start (existing shards are kept). */
-  readonly numShards: number;
+  /**
+   * Shards the cluster has: created on first start (DEFAULT_SHARDS when not
+   * given), added when more than the log has; fewer is refused (a shard
+   * holds regions and their WAL, and is never removed).
+   */
+  readonly numShards?: number;
   /** For the create_table procedures' warnings (rollbacks). Default: silent. */
   readonly logger?: Logger;
   /** A create table the frontend leaves unfinished this long is rolled back. Default 2 min. */
   readonly createTableTimeoutMs?: number;
 }
+
+/** Shards created on first start when none is asked for. */
+export const DEFAULT_SHARDS = 4;
 
 /** How long a frontend may take between begin_create and commit_create (or abort_create). */
 export const DEFAULT_CREATE_TABLE_TIMEOUT_MS = 120_000;
@@ -66,7 +73,17 @@ export class MetaService extends MetaView {
   }
 
   private async ensureShards(): Promise<void> {
-    for (let shard = 0; shard < this.options.numShards; shard++) {
+    const existing = this.state.shards.size;
+    const wanted = this.options.numShards ?? (existing > 0 ? existing : DEFAULT_SHARDS);
+    if (wanted < existing) {
+      throw new RepriseError(
+        'INVALID_ARGUMENT',
+        `${wanted} shard${wanted === 1 ? '' : 's'} asked for (shards, --shards or REPRISE_SHARDS), but this cluster's meta log (${metaTopicOf(this.options.topicPrefix)}) already has ${existing}: shards are never removed; ask for ${existing} or more, or leave the setting out to keep ${existing}`,
+        { requested: wanted, existing },
+      );
+    }
+    if (existing > 0 && wanted > existing) this.options.logger?.info({ from: existing, to: wanted }, `adding shards ${existing}..${wanted - 1} (the meta log had ${existing})`);
+    for (let shard = 0; shard < wanted; shard++) {
       if (this.state.shards.has(shard)) continue;
       const topic = `${this.options.topicPrefix}_${shard}`;
       await this.log.createTopic(topic);

@@ -73,6 +73,18 @@ describe('reprise CLI: config print, exit codes, shutdown', () => {
     expect(taken.stderr).toMatch(/EADDRINUSE/);
   });
 
+  it('help says what --data-dir and --http-addr are to each service: meta serves no HTTP unless asked and writes nothing to its data dir (issue 14, smaller list)', async () => {
+    const [meta, node, standalone] = await Promise.all(['meta', 'node', 'standalone'].map((command) => cli([command, '--help'])));
+    const option = (help: string, flag: string) => new RegExp(`^  ${flag} <[^>]+>\\s+([\\s\\S]*?)\\n  -`, 'm').exec(help)?.[1]?.replace(/\s+/g, ' ');
+    expect(meta.code).toBe(0);
+    expect(option(meta.stdout, '--http-addr')).toBe('serve /health, /metrics and /v1/cluster/status at this address (no HTTP unless set; env REPRISE_META_HTTP_ADDR)');
+    expect(option(meta.stdout, '--data-dir')).toBe('not used by meta: its state is the meta log in Kafka, and it writes nothing to disk');
+    expect(meta.stdout).not.toContain('127.0.0.1:4000');
+    expect(option(node.stdout, '--data-dir')).toMatch(/^the SST and manifest directory every node shares/);
+    expect(option(node.stdout, '--http-addr')).toBe('HTTP API address (default 127.0.0.1:4000; env REPRISE_HTTP_ADDR)');
+    expect(option(standalone.stdout, '--data-dir')).toBe('where the WAL, meta and SSTs live (default ./reprise_data; env REPRISE_DATA_DIR)');
+  });
+
   it('SIGTERM with a dashboard event stream open still flushes and exits 0', async () => {
     const data = join(dir, 'sse');
     let server = await startServer(data);

@@ -5,7 +5,7 @@ import { keyOf, layoutOf, toValues, type RowValues, type TableLayout } from './k
 import { isNumberColumn, RowBatch } from './memtable.js';
 import { MsgpackFormatError, MsgpackReader, MsgpackWriter, NIL_READ, NUMBER_READ, OTHER_READ, TRUE_READ } from './msgpack-rows.js';
 import { partitionOf, partitionOfValue } from './partition.js';
-import { hasOwn, isPlainObject, rowsError, show, TYPE_DESCRIPTIONS, type ValidateRowsOptions } from './validate.js';
+import { hasOwn, isPlainObject, rowsError, show, showAt, TYPE_DESCRIPTIONS, type ValidateRowsOptions } from './validate.js';
 
 /**
  * WAL entry bodies of the table engine, msgpack:
@@ -264,7 +264,7 @@ function writeRow(
       if (requireAll && !hasOwn(raw, names[c])) fail(`row ${i}: column "${names[c]}" is missing`, { row: i, column: names[c] });
       out.nil();
     } else if (!writeValue(out, typeCodes[c], v)) {
-      fail(`row ${i}: column "${names[c]}" must be ${TYPE_DESCRIPTIONS[layout.types[c]]}, got ${show(v)}`, { row: i, column: names[c] });
+      fail(`row ${i}: column "${names[c]}" must be ${TYPE_DESCRIPTIONS[layout.types[c]]}, got ${showAt(raw, names[c], v)}`, { row: i, column: names[c] });
     } else if (c === partitionColumn) {
       partition = partitionOfValue(codec.bounds, v as Value);
     }

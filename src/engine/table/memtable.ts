@@ -304,7 +304,8 @@ export class Memtable {
       }
       map = next;
     }
-    const v = this.tagOf(batch, off, tagIdx[last]);
+    // A table without tags has one series, under null.
+    const v = last < 0 ? null : this.tagOf(batch, off, tagIdx[last]);
     let series = map.get(v) as Series | undefined;
     if (series === undefined) {
       const key: RowValues = new Array(this.width).fill(null);

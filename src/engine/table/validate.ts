@@ -14,6 +14,7 @@ import {
   type TableSchema,
   type Value,
 } from '../schema.js';
+import { writtenNumber } from '../written-numbers.js';
 import { compareValues } from './keys.js';
 
 /**
@@ -23,6 +24,18 @@ import { compareValues } from './keys.js';
  */
 
 const NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+/** Matches NAME_RE but names an object's prototype: a row object given it as a key would lose the value or change its prototype. */
+const RESERVED_NAME = '__proto__';
+
+/** A table, column or output name: letters, digits and _, not starting with a digit, at most 128, not `__proto__`. */
+export function isValidName(name: unknown): name is string {
+  return typeof name === 'string' && NAME_RE.test(name) && name !== RESERVED_NAME;
+}
+
+/** Why `name` is not a valid name (for messages). */
+function nameRule(name: unknown): string {
+  return name === RESERVED_NAME ? `is reserved (${RESERVED_NAME} is an object's prototype in JavaScript)` : `must match ${NAME_RE}`;
+}
 const SCHEMA_KEYS = new Set(['name', 'columns', 'partition']);
 const COLUMN_KEYS = new Set(['name', 'type', 'role']);
 const PARTITION_KEYS = new Set(['column', 'bounds']);
@@ -71,6 +84,11 @@ export function show(v: unknown): string {
   return typeof v === 'object' ? 'an object' : typeof v;
 }
 
+/** show(holder[key]), quoting an integer as the JSON text wrote it when parsing rounded it (see written-numbers.ts). */
+export function showAt(holder: object, key: string | number, v: unknown): string {
+  return (typeof v === 'number' ? writtenNumber(holder, key) : undefined) ?? show(v);
+}
+
 function unknownKey(obj: Record<string, unknown>, allowed: Set<string>): string | undefined {
   return Object.keys(obj).find((k) => !allowed.has(k));
 }
@@ -94,9 +112,7 @@ export function validateSchema(input: unknown, limits: SchemaLimits = DEFAULT_SC
   if (!isPlainObject(input)) fail('(unnamed)', `expected an object, got ${show(input)}`);
   const obj = input as Record<string, unknown>;
   const name = obj.name;
-  if (typeof name !== 'string' || !NAME_RE.test(name)) {
-    fail(show(name), `table name ${show(name)} must match ${NAME_RE}`);
-  }
+  if (!isValidName(name)) fail(show(name), `table name ${show(name)} ${nameRule(name)}`);
   const table = JSON.stringify(name);
   const extra = unknownKey(obj, SCHEMA_KEYS);
   if (extra !== undefined) fail(table, `unknown key "${extra}" (expected name, columns, partition)`, { key: extra });
@@ -111,9 +127,7 @@ export function validateSchema(input: unknown, limits: SchemaLimits = DEFAULT_SC
     const where = `column ${i}`;
     if (!isPlainObject(c)) return fail(table, `${where}: expected an object, got ${show(c)}`, { column: i });
     const colName = c.name;
-    if (typeof colName !== 'string' || !NAME_RE.test(colName)) {
-      return fail(table, `${where}: column name ${show(colName)} must match ${NAME_RE}`, { column: i });
-    }
+    if (!isValidName(colName)) return fail(table, `${where}: column name ${show(colName)} ${nameRule(colName)}`, { column: i });
     const col = `column "${colName}"`;
     const bad = unknownKey(c, COLUMN_KEYS);
     if (bad !== undefined) fail(table, `${col}: unknown key "${bad}" (expected name, type, role)`, { column: colName, key: bad });
@@ -139,7 +153,6 @@ export function validateSchema(input: unknown, limits: SchemaLimits = DEFAULT_SC
   if (times.length !== 1) {
     fail(table, `exactly one column must have role time, found ${times.length}${times.length ? ` (${times.map((c) => `"${c.name}"`).join(', ')})` : ''}`);
   }
-  if (!columns.some((c) => c.role === 'tag')) fail(table, 'at least one column must have role tag (the primary key)');
 
   const schema: { name: string; columns: ColumnDef[]; partition?: PartitionRule } = { name: name as string, columns };
   if (obj.partition !== undefined) schema.partition = validatePartition(table, columns, obj.partition, fail, limits);
@@ -167,7 +180,7 @@ function validatePartition(
   }
   bounds.forEach((b, i) => {
     if (!isValueOfType(column.type, b)) {
-      fail(table, `${col}: bound ${i} (${show(b)}) must be ${TYPE_DESCRIPTIONS[column.type]}`, { column: column.name, bound: i });
+      fail(table, `${col}: bound ${i} (${showAt(bounds, i, b)}) must be ${TYPE_DESCRIPTIONS[column.type]}`, { column: column.name, bound: i });
     }
     if (i > 0 && compareValues(bounds[i - 1] as Value, b as Value) >= 0) {
       fail(table, `${col}: bounds must be strictly increasing, but bound ${i} (${show(b)}) follows ${show(bounds[i - 1])}`, {
@@ -219,7 +232,7 @@ export function validateKeys(schema: TableSchema, input: unknown): Row[] {
       const v = raw[c.name];
       if (v === null || v === undefined) keysFail(`key ${i}: ${c.role} column "${c.name}" is required`, { row: i, column: c.name });
       if (!isValueOfType(c.type, v)) {
-        keysFail(`key ${i}: column "${c.name}" must be ${TYPE_DESCRIPTIONS[c.type]}, got ${show(v)}`, { row: i, column: c.name });
+        keysFail(`key ${i}: column "${c.name}" must be ${TYPE_DESCRIPTIONS[c.type]}, got ${showAt(raw, c.name, v)}`, { row: i, column: c.name });
       }
       key[c.name] = v as Value;
     }
@@ -249,9 +262,9 @@ export function validateQuery(schema: TableSchema, input: unknown): TableQuery {
       if (c === undefined) queryFail(`where: unknown column "${name}"`, { column: name });
       else if (c.role === 'field') queryFail(`where: column "${name}" is a field; only tag and time columns can be filtered`, { column: name });
       const col = c as ColumnDef;
-      const checkOperand = (op: string, v: unknown): Value => {
+      const checkOperand = (holder: object, op: string, v: unknown): Value => {
         if (!isValueOfType(col.type, v)) {
-          queryFail(`where: column "${name}"${op ? ` ${op}` : ''} must be ${TYPE_DESCRIPTIONS[col.type]}, got ${show(v)}`, { column: name });
+          queryFail(`where: column "${name}"${op ? ` ${op}` : ''} must be ${TYPE_DESCRIPTIONS[col.type]}, got ${showAt(holder, op || name, v)}`, { column: name });
         }
         return v as Value;
       };
@@ -261,10 +274,10 @@ export function validateQuery(schema: TableSchema, input: unknown): TableQuery {
         if (badOp !== undefined) queryFail(`where: column "${name}": unknown operator "${badOp}" (expected eq, gt, gte, lt, lte)`, { column: name });
         if (ops.length === 0) queryFail(`where: column "${name}": empty condition`, { column: name });
         const range: { -readonly [K in keyof RangeCondition]: RangeCondition[K] } = {};
-        for (const op of ops as (keyof RangeCondition)[]) range[op] = checkOperand(op, cond[op]);
+        for (const op of ops as (keyof RangeCondition)[]) range[op] = checkOperand(cond, op, cond[op]);
         where[name] = range;
       } else {
-        where[name] = checkOperand('', cond);
+        where[name] = checkOperand(input.where as object, '', cond);
       }
     }
     query.where = where;
@@ -295,7 +308,7 @@ export function validateQuery(schema: TableSchema, input: unknown): TableQuery {
   }
 
   if (input.limit !== undefined) {
-    if (!Number.isSafeInteger(input.limit) || (input.limit as number) <= 0) queryFail(`limit must be a positive integer, got ${show(input.limit)}`);
+    if (!Number.isSafeInteger(input.limit) || (input.limit as number) <= 0) queryFail(`limit must be a positive integer, got ${showAt(input, 'limit', input.limit)}`);
     query.limit = input.limit as number;
   }
 
@@ -327,7 +340,7 @@ export function validateQuery(schema: TableSchema, input: unknown): TableQuery {
         }
         column = c.name;
       }
-      if (a.as !== undefined && (typeof a.as !== 'string' || !NAME_RE.test(a.as))) queryFail(`${where}: as must be a name of letters, digits and _, got ${show(a.as)}`);
+      if (a.as !== undefined && !isValidName(a.as)) queryFail(`${where}: as must be a name of letters, digits and _ (not ${RESERVED_NAME}), got ${show(a.as)}`);
       const name = aggregateName({ fn: fn as AggregateFn, column, as: a.as as string | undefined });
       if (names.has(name) || byName.get(name)?.role === 'tag' || byName.get(name)?.role === 'time') queryFail(`${where}: output column "${name}" is used twice`);
       names.add(name);
@@ -350,7 +363,7 @@ export function validateQuery(schema: TableSchema, input: unknown): TableQuery {
 
   if (input.interval !== undefined) {
     if (query.aggregates === undefined) queryFail('interval needs aggregates');
-    if (!Number.isSafeInteger(input.interval) || (input.interval as number) <= 0) queryFail(`interval must be a positive integer (ms), got ${show(input.interval)}`);
+    if (!Number.isSafeInteger(input.interval) || (input.interval as number) <= 0) queryFail(`interval must be a positive integer (ms), got ${showAt(input, 'interval', input.interval)}`);
     query.interval = input.interval as number;
   }
   return query;

@@ -98,14 +98,63 @@ describe('InfluxDB line protocol writes (in process)', () => {
   });
 
   it('all or nothing by default: any bad line is a 400 naming each bad line, nothing written, no table created', async () => {
-    const reply = await write(['ok,host=a v=1 1000000', 'ok,host=b v=oops 1000000', 'ok,host=c v=1 1000000', 'ok v=1 1000000'].join('\n'));
+    const reply = await write(['ok,host=a v=1 1000000', 'ok,host=b v=oops 1000000', 'ok,host=c v=1 1000000', 'ok,host=d v="one" 1000000'].join('\n'));
     expect(reply.statusCode).toBe(400);
     const { error } = reply.json() as { error: { code: string; message: string; lines: { line: number; message: string }[] } };
     expect(error.code).toBe('INVALID_ROW');
     expect(error.message).toMatch(/^nothing written: 2 bad lines: line 2: field 'v' has an invalid value 'oops'/);
     expect(error.lines.map((l) => l.line)).toEqual([2, 4]);
-    expect(error.lines[1]!.message).toBe("line 4: measurement 'ok' has no tags: a table needs at least one tag (its primary key)");
+    expect(error.lines[1]!.message).toBe("line 4: field 'v' is a string here but float64 in earlier lines of measurement 'ok'");
     expect(db.listTables()).toEqual([]);
+  });
+
+  it('a measurement without tags is a table without tag columns: one series, keyed by time (as InfluxDB and GreptimeDB take it)', async () => {
+    expect((await write(['uptime seconds=10i 3000000', 'uptime seconds=20i 1000000', 'uptime seconds=30i 2000000', 'uptime seconds=11i 3000000'].join('\n'), '&precision=ns')).statusCode).toBe(204);
+    expect(db.describeTable('uptime').schema.columns).toEqual([
+      { name: 'seconds', type: 'int64', role: 'field' },
+      { name: 'ts', type: 'timestamp', role: 'time' },
+    ]);
+    // The same time replaces (the last line wins), as for any series.
+    expect(await rowsOf('uptime')).toEqual([
+      { seconds: 20, ts: 1 },
+      { seconds: 30, ts: 2 },
+      { seconds: 11, ts: 3 },
+    ]);
+    await db.flush();
+    expect((await write('uptime seconds=40i 4000000')).statusCode).toBe(204);
+    expect(await db.query('uptime', { order: 'desc', limit: 2 })).toEqual([
+      { seconds: 40, ts: 4 },
+      { seconds: 11, ts: 3 },
+    ]);
+    expect(await db.query('uptime', { aggregates: [{ fn: 'sum', column: 'seconds' }] })).toEqual([{ 'sum(seconds)': 101 }]);
+    expect(await db.delete('uptime', [{ ts: 2 }])).toEqual({ deleted: 1 });
+    expect((await rowsOf('uptime')).map((r) => r.ts)).toEqual([1, 3, 4]);
+    // A line with tags for a table without them names the missing column.
+    const tagged = await write('uptime,host=a seconds=1i 5000000');
+    expect(tagged.statusCode).toBe(400);
+    expect(tagged.json().error.message).toContain("table 'uptime' has no column 'host'");
+  });
+
+  it('takes the body as line protocol whatever the Content-Type: none, empty, unparseable, JSON', async () => {
+    const headersOf: Record<string, string>[] = [{}, { 'content-type': '' }, { 'content-type': 'garbage' }, { 'content-type': 'application/json' }, { 'content-type': 'application/x-www-form-urlencoded' }];
+    for (const [i, headers] of headersOf.entries()) {
+      const res = await app.inject({ method: 'POST', url: '/v1/influxdb/write?precision=ms', payload: Buffer.from(`ct,host=h${i} v=1 1000`), headers });
+      expect(res.statusCode, JSON.stringify(headers)).toBe(204);
+    }
+    expect(await rowsOf('ct')).toHaveLength(headersOf.length);
+  });
+
+  it('?partial takes true, false, 1 or 0; anything else is a 400 naming the parameter, nothing written', async () => {
+    for (const value of ['maybe', 'yes', '']) {
+      const res = await write('pm,host=a v=1 1000000', `&partial=${value}`);
+      expect(res.statusCode, value).toBe(400);
+      expect(res.json().error.code).toBe('INVALID_ARGUMENT');
+      expect(res.json().error.message).toContain('query parameter partial must be true or false');
+    }
+    expect(db.listTables()).toEqual([]);
+    expect((await write('pm,host=a v=1 1000000\nbad', '&partial=1')).statusCode).toBe(200);
+    expect((await write('pm,host=a v=1 1000000\nbad', '&partial=0')).statusCode).toBe(400);
+    expect((await write('pm,host=b v=1 1000000', '&partial=false')).statusCode).toBe(204);
   });
 
   it('?partial=true writes the good lines and reports the bad ones', async () => {
@@ -254,9 +303,9 @@ describe('InfluxDB line protocol writes (in process)', () => {
   it('bad names, reserved ts, int64 outside the exact range, gzip bodies, the v2 path, ping', async () => {
     const bad = await write(['bad-name,host=a v=1', 'n,host=a ts=1', 'n,ho.st=a v=1', 'n,host=a v=9007199254740993i', 'n,host=a w=1 -1000000000'].join('\n'));
     expect(bad.json().error.lines.map((l: { message: string }) => l.message)).toEqual([
-      "line 1: measurement 'bad-name' is not a valid table name (letters, digits and _, not starting with a digit)",
+      "line 1: measurement 'bad-name' is not a valid table name (letters, digits and _, not starting with a digit; not __proto__)",
       "line 2: field 'ts' uses the name of the time column 'ts'",
-      "line 3: tag 'ho.st' is not a valid column name (letters, digits and _, not starting with a digit)",
+      "line 3: tag 'ho.st' is not a valid column name (letters, digits and _, not starting with a digit; not __proto__)",
       "line 4: field 'v': 9007199254740993 is outside the integers int64 columns hold exactly (±2^53-1)",
       'line 5: timestamp -1000000000 (ns) is not a time from 1970 on',
     ]);

@@ -143,6 +143,55 @@ describe('embedded runtime', () => {
     expect(rt.status().nodes[0]!.shards.every((s) => s.epoch === 2)).toBe(true);
   });
 
+  it('a delete reports the rows it removed: keys live in an SST or a memtable, not ones never written or already deleted (issue 14, smaller list)', async () => {
+    const rt = await reopen();
+    await rt.createTable(schema);
+    await rt.insert('system_metrics', rows(30));
+    await rt.flush();
+    await rt.insert('system_metrics', rows(6, 30));
+    expect(await rt.delete('system_metrics', [{ host: 'alpha', idc: 'idc0', ts: 1_000 }])).toEqual({ deleted: 1 });
+    const keys = [
+      { host: 'golf', idc: 'idc1', ts: 1_001 }, // in an SST, partition 1
+      { host: 'zulu', idc: 'idc0', ts: 1_002 }, // in an SST, partition 2
+      { host: 'alpha', idc: 'idc0', ts: 1_030 }, // in the memtable
+      { host: 'alpha', idc: 'idc0', ts: 1_030 }, // the same key again
+      { host: 'alpha', idc: 'idc0', ts: 1_000 }, // deleted above
+      { host: 'alpha', idc: 'idc1', ts: 1_000 }, // never written (that series has other times)
+      { host: 'nobody', idc: 'idc0', ts: 1_001 },
+    ];
+    expect(await rt.delete('system_metrics', keys)).toEqual({ deleted: 3 });
+    expect(await rt.delete('system_metrics', keys)).toEqual({ deleted: 0 });
+    expect(await rt.query('system_metrics')).toHaveLength(36 - 4);
+    // Keys far apart in a long series: read up to 64 rows per key plus 4,096, then looked up one by one.
+    await rt.insert('system_metrics', Array.from({ length: 6000 }, (_, i) => ({ host: 'bravo', idc: 'idc0', cpu_util: i, ts: 10_000 + i })));
+    const sparse = [10_000, 15_999, 16_500].map((ts) => ({ host: 'bravo', idc: 'idc0', ts }));
+    expect(await rt.delete('system_metrics', sparse)).toEqual({ deleted: 2 });
+    expect(await rt.query('system_metrics', { where: { host: 'bravo' } })).toHaveLength(5998);
+    expect(await rt.delete('system_metrics', Array.from({ length: 5998 }, (_, i) => ({ host: 'bravo', idc: 'idc0', ts: 10_001 + i })))).toEqual({ deleted: 5998 });
+    // Every row of the table: each key looked up once.
+    const all = (await rt.query('system_metrics')).map(({ host, idc, ts }) => ({ host, idc, ts }));
+    const t0 = performance.now();
+    expect(await rt.delete('system_metrics', all)).toEqual({ deleted: 32 });
+    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(await rt.query('system_metrics')).toEqual([]);
+  });
+
+  it('a data dir keeps its shards: fewer asked for is refused naming both counts, more adds shards, none keeps them (issue 14, smaller list)', async () => {
+    const shardCount = (rt: Reprise) => rt.status().nodes[0]!.shards.length;
+    expect(shardCount(await reopen({ shards: 4 }))).toBe(4);
+    await db!.close();
+    db = undefined;
+    const refused = await open({ dataDir: dir, logger: false, shards: 2 }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(isRepriseError(refused, 'INVALID_ARGUMENT')).toBe(true);
+    expect((refused as Error).message).toMatch(/^2 shards asked for .* already has 4: shards are never removed/);
+    expect(shardCount(await reopen())).toBe(4);
+    expect(shardCount(await reopen({ shards: 6 }))).toBe(6);
+    expect(shardCount(await reopen())).toBe(6);
+  });
+
   it('flush writes SSTs, prunes the WAL, and reopen replays only what is newer', async () => {
     let rt = await reopen();
     await rt.createTable(schema);

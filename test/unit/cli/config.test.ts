@@ -28,7 +28,16 @@ describe('standalone configuration', () => {
     expect(() => resolveConfig({ env: { REPRISE_WAL_MAX_BATCH_BYTES: '10' }, flags: {} })).toThrow(/wal\.maxBatchBytes/);
     expect(resolveConfig({ env: { REPRISE_HEAP_GROWTH_PERCENT: '0' }, flags: {} }).memory.heapGrowthPercent).toBe(0);
     expect(() => resolveConfig({ env: { REPRISE_HEAP_GROWTH_PERCENT: '1000' }, flags: {} })).toThrow(/memory\.heapGrowthPercent/);
-    expect(resolveConfig({ env: { REPRISE_MAX_COLUMNS: '64', REPRISE_MAX_TABLES_PER_WRITE: '5' }, flags: {} }).limits).toEqual({ maxColumns: 64, maxPartitionBounds: 1023, maxTablesPerWrite: 5 });
+    expect(resolveConfig({ env: { REPRISE_MAX_COLUMNS: '64', REPRISE_MAX_TABLES_PER_WRITE: '5', REPRISE_MAX_ROWS_PER_WRITE: '7' }, flags: {} }).limits).toEqual({
+      maxColumns: 64,
+      maxPartitionBounds: 1023,
+      maxTablesPerWrite: 5,
+      maxRowsPerWrite: 7,
+    });
+    expect(resolveConfig({ env: {}, flags: {} }).limits.maxRowsPerWrite).toBe(100_000);
+    expect(resolveConfig({ env: { REPRISE_MAX_RESULT_ROWS_IN_FLIGHT: '3000000' }, flags: {} }).memory.maxResultRowsInFlight).toBe(3_000_000);
+    expect(resolveConfig({ env: {}, flags: {} }).memory.maxResultRowsInFlight).toBeUndefined();
+    expect(() => resolveConfig({ env: { REPRISE_MAX_RESULT_ROWS: '10', REPRISE_MAX_RESULT_ROWS_IN_FLIGHT: '9' }, flags: {} })).toThrow(/memory\.maxResultRowsInFlight: must be at least maxResultRows/);
     const dir = await mkdtemp(join(tmpdir(), 'reprise-config-'));
     const file = join(dir, 'bad.json');
     await writeFile(file, JSON.stringify({ dataDri: '/typo' }));

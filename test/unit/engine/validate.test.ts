@@ -28,6 +28,11 @@ describe('validateSchema', () => {
     expect(validateSchema(base())).toEqual(base());
   });
 
+  it('accepts a table without tags: its primary key is the time alone (one series)', () => {
+    const input = { name: 'uptime', columns: [col('v', 'float64', 'field'), col('ts', 'timestamp', 'time')] };
+    expect(validateSchema(input)).toEqual(input);
+  });
+
   it('accepts tags of every non-float type and empty bounds', () => {
     const input = {
       name: '_T1',
@@ -56,7 +61,7 @@ describe('validateSchema', () => {
       [/found 2/, '"ts", "ts2"'],
     ],
     ['time column not timestamp', { ...base(), columns: [col('host', 'string', 'tag'), col('ts', 'int64', 'time')] }, ['column "ts"', /timestamp/]],
-    ['no tag column', { ...base(), columns: [col('v', 'float64', 'field'), col('ts', 'timestamp', 'time')] }, [/role tag/]],
+    ['a column named __proto__', { ...base(), columns: [...base().columns, col('__proto__', 'string', 'field')] }, ['column 3', /is reserved/]],
     ['float tag', { ...base(), columns: [...base().columns, col('f', 'float64', 'tag')] }, ['column "f"', /float64/]],
     ['partition on unknown column', { ...base(), partition: { column: 'nope', bounds: [] } }, ['"nope"']],
     ['partition on a field', { ...base(), partition: { column: 'v', bounds: [] } }, ['partition column "v"', /tag/]],
