@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { FollowerApply, ReplayProgress, Transition } from '../actors/context.js';
 import { describeMachine, MACHINES } from '../actors/diagram.js';
 import type { LogStore } from '../wal/log-store.js';
-import type { MemoryStatus, RuntimeStatus } from './runtime.js';
+import type { MemoryStatus, RuntimeStatus } from './runtime-status.js';
 
 /**
  * What a runtime shows of itself while it runs: Prometheus metrics (one

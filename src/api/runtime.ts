@@ -26,6 +26,9 @@ import { RemoteMeta } from '../meta/remote-meta.js';
 import { ASSIGNMENT_CHANGED, type ClusterMetaStatus } from '../meta/meta-server.js';
 import type { Transport } from '../transport/transport.js';
 import { RuntimeObserver } from './observe.js';
+import type { MemoryStatus, RuntimeStatus } from './runtime-status.js';
+
+export type { MemoryStatus, RuntimeStatus } from './runtime-status.js';
 import { RESULT_ROWS_IN_FLIGHT_FACTOR, ResultBudget, rowsOfResult } from './result-budget.js';
 import { LeaseKeeper } from './lease.js';
 import { ClusterShardRouter, LocalShardRouter, serveNode, type ClusterRoutingOptions, type ShardRouter } from './routing.js';
@@ -172,13 +175,6 @@ export interface TableDescription {
   readonly regions: { readonly id: number; readonly partition: number; readonly shard: number }[];
 }
 
-export interface RuntimeStatus {
-  /** `error`: why appends fail right now, while the store knows they will (see LogStore.appendFailure). */
-  readonly wal: { readonly provider: string; readonly error?: string };
-  readonly nodes: NodeStatus[];
-  /** This process's memory budgets and what is held against them. */
-  readonly memory?: MemoryStatus;
-}
 
 /** Memory is set by configuration, not by the data: these bound it. */
 export interface MemoryOptions {
@@ -196,20 +192,6 @@ export interface MemoryOptions {
   readonly maxResultRowsInFlight?: number;
 }
 
-export interface MemoryStatus {
-  readonly memtableBudgetBytes: number;
-  readonly memtableBytes: number;
-  readonly cacheBudgetBytes: number;
-  readonly cacheBytes: number;
-  readonly cacheHits: number;
-  readonly cacheMisses: number;
-  readonly maxResultRows: number;
-  readonly maxResultRowsInFlight: number;
-  /** Result rows held now by queries in flight (until their answers are sent). */
-  readonly resultRowsInFlight: number;
-  /** Queries refused OVERLOADED since start. */
-  readonly queriesOverloaded: number;
-}
 
 /** Every node's actor tree and, in a cluster, meta's view: node liveness, shard leaders and epochs. */
 export interface ClusterStatus extends RuntimeStatus {
