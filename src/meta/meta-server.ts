@@ -7,6 +7,7 @@ import type { MetaService } from './meta-service.js';
 import type { ProcedureInfo, ShardInfo, ShardReport, TableInfo } from './model.js';
 import { isClosing } from './procedure-driver.js';
 import { ProcedureRunner, type ProcedureHost } from './procedure-runner.js';
+import { planFollowers, planLeaders } from './placement.js';
 
 /**
  * Meta as a service of the cluster: the MetaService's operations as
@@ -356,45 +357,24 @@ export class MetaServer {
     const now = Date.now();
     const alive = [...this.live].filter(([, r]) => this.isAlive(r, now)).map(([id]) => id).sort();
     if (alive.length === 0) return;
-    const placingNew = alive.length >= this.options.minNodes;
-    const load = new Map(alive.map((id) => [id, 0]));
-    for (const shard of this.meta.shards()) if (shard.leader !== null && load.has(shard.leader)) load.set(shard.leader, load.get(shard.leader)! + 1);
-    const failovers: { shard: ShardInfo; from: string; target: string; promoted: boolean }[] = [];
-    for (const shard of this.meta.shards()) {
-      const holderAlive = shard.leader !== null && load.has(shard.leader);
-      if (holderAlive) continue;
-      if (shard.leader !== null && this.options.topology === 'static') continue;
-      if (shard.leader === null && !placingNew) continue;
-      const from = shard.leader;
-      if (from !== null) {
-        // Failover is a procedure of its own, one per shard: a failover
-        // already moving the shard (one whose target died fails within a
-        // heartbeat interval, and the next run starts another), or a
-        // migration, which ends once its source is declared dead: wait.
-        const running = this.meta.procedureOfShard(shard.id);
-        if (running) {
-          this.procedures.ensureRunning(running);
-          continue;
-        }
-      }
-      // A live hot standby first: it has the shard in memory and needs only the last few entries.
-      const standby = leastLoaded(load, shard.followers);
-      const target = standby ?? leastLoaded(load)!;
-      load.set(target, load.get(target)! + 1);
-      if (from !== null) {
-        failovers.push({ shard, from, target, promoted: standby !== undefined });
-        continue;
-      }
-      await this.meta.assignShard(shard.id, target);
+    const shards = this.meta.shards();
+    // Failover is a procedure of its own, one per shard: a failover already
+    // moving the shard (one whose target died fails within a heartbeat
+    // interval, and the next run starts another), or a migration, which
+    // ends once its source is declared dead: wait for it.
+    const plan = planLeaders(shards, alive, { placeNew: alive.length >= this.options.minNodes, topology: this.options.topology, busy: (id) => this.meta.procedureOfShard(id) !== undefined });
+    for (const id of plan.waiting) this.procedures.ensureRunning(this.meta.procedureOfShard(id)!);
+    for (const { shard, target } of plan.place) {
+      await this.meta.assignShard(shard, target);
       this.nudge(target);
       this.counters.placements++;
-      this.logger.info({ shard: shard.id, node: target }, `shard ${shard.id} placed on node '${target}'`);
+      this.logger.info({ shard, node: target }, `shard ${shard} placed on node '${target}'`);
     }
     // Failovers start together, so that a dead node's last shard is not
     // assigned only after the others' records: each is one append (the
     // procedure's start) and then the assignment; waiting for the new
     // leader goes on in the background.
-    await Promise.all(failovers.map((f) => this.failover(f.shard, f.from, f.target, f.promoted, now)));
+    await Promise.all(plan.failovers.map((f) => this.failover(this.meta.shard(f.shard), f.from, f.target, f.promoted, now)));
     await this.placeFollowers(alive);
   }
 
@@ -414,45 +394,14 @@ export class MetaServer {
     this.logger.warn({ shard: shard.id, from, to: target, silentMs: since, promoted, procedure: procedure.id }, `failover #${procedure.id}: shard ${shard.id} of dead node '${from}' (silent ${since} ms) ${how} '${target}'`);
   }
 
-  /**
-   * Keep `followers` hot standbys per led shard on live nodes other than
-   * its leader: dead ones are replaced, missing ones added on the least
-   * loaded nodes (leaders and followers both count), and a follower moves
-   * to a node carrying two or more fewer shards (e.g. one that rejoined).
-   */
+  /** Keep `followers` hot standbys per led shard (planFollowers). */
   private async placeFollowers(alive: readonly string[]): Promise<void> {
-    const live = new Set(alive);
     const want = Math.max(0, Math.min(this.options.followers, alive.length - 1));
-    const load = new Map(alive.map((id) => [id, 0]));
-    const count = (id: string, by: number) => load.has(id) && load.set(id, load.get(id)! + by);
-    for (const shard of this.meta.shards()) {
-      if (shard.leader !== null) count(shard.leader, 1);
-      for (const f of shard.followers) count(f, 1);
-    }
-    for (const shard of this.meta.shards()) {
-      if (shard.leader === null || !live.has(shard.leader)) continue;
-      const leader = shard.leader;
-      const keep = shard.followers.filter((n) => live.has(n) && n !== leader);
-      for (const n of keep.splice(want)) count(n, -1);
-      const candidates = () => alive.filter((n) => n !== leader && !keep.includes(n));
-      while (keep.length < want) {
-        const next = leastLoaded(load, candidates());
-        if (next === undefined) break;
-        keep.push(next);
-        count(next, 1);
-      }
-      const idle = leastLoaded(load, candidates());
-      const busiest = keep.slice().sort((a, b) => load.get(b)! - load.get(a)!)[0];
-      if (idle !== undefined && busiest !== undefined && load.get(busiest)! - load.get(idle)! >= 2) {
-        keep[keep.indexOf(busiest)] = idle;
-        count(busiest, -1);
-        count(idle, 1);
-      }
-      const was = [...shard.followers];
-      if (keep.join(',') === was.join(',')) continue;
-      await this.meta.assignFollowers(shard.id, keep);
-      for (const n of new Set([...keep, ...was])) this.nudge(n);
-      this.logger.info({ shard: shard.id, leader, followers: keep, was }, `shard ${shard.id} followers: [${keep.join(', ')}]`);
+    for (const { shard, followers } of planFollowers(this.meta.shards(), alive, want)) {
+      const was = [...this.meta.shard(shard).followers];
+      await this.meta.assignFollowers(shard, followers);
+      for (const n of new Set([...followers, ...was])) this.nudge(n);
+      this.logger.info({ shard, leader: this.meta.shard(shard).leader, followers, was }, `shard ${shard} followers: [${followers.join(', ')}]`);
     }
   }
 
@@ -485,15 +434,4 @@ export class MetaServer {
     this.procedures.close();
     await this.placing;
   }
-}
-
-/** The node with the fewest shards among `among` (all of `load` by default) that `load` knows (live), ties by id. */
-function leastLoaded(load: ReadonlyMap<string, number>, among: readonly string[] = [...load.keys()]): string | undefined {
-  let best: string | undefined;
-  for (const id of among) {
-    const n = load.get(id);
-    if (n === undefined) continue;
-    if (best === undefined || n < load.get(best)! || (n === load.get(best)! && id < best)) best = id;
-  }
-  return best;
 }

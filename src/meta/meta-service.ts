@@ -10,6 +10,7 @@ import { TopicWriter } from '../wal/topic-writer.js';
 import { MetaView } from './meta-view.js';
 import { applyMetaEvent, type MetaEvent, type ProcedureInfo, type ProcedureKind, type ProcedureOutcome, type TableInfo } from './model.js';
 import { TableCreations } from './table-creations.js';
+import { planRegions } from './placement.js';
 
 /**
  * The meta log's topic: beside the shards' topics, under the same prefix, so
@@ -200,12 +201,7 @@ export class MetaService extends MetaView {
       for (const table of this.state.tables.values()) {
         for (const region of table.regions) if (load.has(region.shard)) load.set(region.shard, load.get(region.shard)! + 1);
       }
-      const regions: { id: number; partition: number; shard: number }[] = [];
-      for (let partition = 0; partition < partitionCount(schema); partition++) {
-        const [shard] = [...load.entries()].sort((a, b) => a[1] - b[1] || a[0] - b[0])[0]!;
-        load.set(shard, load.get(shard)! + 1);
-        regions.push({ id: this.state.nextRegionId + partition, partition, shard });
-      }
+      const regions = planRegions(load, partitionCount(schema)).map((shard, partition) => ({ id: this.state.nextRegionId + partition, partition, shard }));
       const tableId = this.state.nextTableId;
       const id = this.state.nextProcedureId;
       await this.persist({ type: 'procedure_started', id, kind: 'create_table', shard: null, from: null, to: null, parent: null, table: tableId, state: 'creating_regions', at: Date.now() });
