@@ -18,6 +18,9 @@ import { effectNotProvided, reasonOfError, reasonOfEvent } from '../machine-effe
  *   following - tail the topic into read-only regions
  *   promoting - meta made it leader: take a new epoch, apply the last few
  *               entries, append the marker, then serve
+ * Admission is tagged on the states: `writable` (serving, flushing) and
+ * `readable` (also migrating); a leader still opening, replaying or
+ * promoting has not applied everything acknowledged, and answers neither.
  * Effects are injected with `shardMachine.provide({ actors })`.
  */
 export type ShardRole = 'leader' | 'follower';
@@ -31,14 +34,17 @@ export type ShardEvent =
   /** Meta did not renew (or revoked) the lease: stop writing at once. */
   | { type: 'LEASE_LOST' }
   /** A fault outside the machine's effects (e.g. the log store failed). */
-  | { type: 'FAIL'; reason: string };
+  | { type: 'FAIL'; reason: string }
+  /** A follower read the leader's epoch marker: its status shows that generation. */
+  | { type: 'EPOCH_SEEN'; epoch: number };
 
+/** The one copy of the shard's role and epoch: the actor reads them from here. */
 export interface ShardContext {
   readonly shardId: number;
+  /** 'leader' from PROMOTE on: a promoting shard acts as the leader it is becoming (it owns its files). */
   role: ShardRole;
+  /** A leader's own epoch once opened or promoted; a follower's, the leader's generation it last saw. */
   epoch: number;
-  /** Last entry id when replay finished. */
-  replayedTo: EntryId;
   error: string | undefined;
 }
 
@@ -77,8 +83,11 @@ export const shardMachine = setup({
   },
 }).createMachine({
   id: 'shard',
-  context: ({ input }) => ({ shardId: input.shardId, role: input.role, epoch: 0, replayedTo: -1, error: undefined }),
+  context: ({ input }) => ({ shardId: input.shardId, role: input.role, epoch: 0, error: undefined }),
   initial: 'opening',
+  on: {
+    EPOCH_SEEN: { actions: assign({ epoch: ({ context, event }) => Math.max(context.epoch, event.epoch) }) },
+  },
   states: {
     opening: {
       invoke: {
@@ -97,8 +106,8 @@ export const shardMachine = setup({
         src: 'replayShard',
         input: ({ context }) => ({ shardId: context.shardId, epoch: context.epoch, role: context.role }),
         onDone: [
-          { guard: 'isFollower', target: 'following', actions: assign({ replayedTo: ({ event }) => event.output.lastEntryId }) },
-          { target: 'serving', actions: assign({ replayedTo: ({ event }) => event.output.lastEntryId }) },
+          { guard: 'isFollower', target: 'following' },
+          { target: 'serving' },
         ],
         onError: {
           target: 'failed',
@@ -113,7 +122,7 @@ export const shardMachine = setup({
     // A follower holds no lease, so losing one changes nothing here.
     following: {
       on: {
-        PROMOTE: 'promoting',
+        PROMOTE: { target: 'promoting', actions: assign({ role: 'leader' }) },
         CLOSE: 'closing',
         FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
       },
@@ -124,11 +133,7 @@ export const shardMachine = setup({
         input: ({ context }) => ({ shardId: context.shardId }),
         onDone: {
           target: 'serving',
-          actions: assign({
-            role: 'leader',
-            epoch: ({ event }) => event.output.epoch,
-            replayedTo: ({ event }) => event.output.lastEntryId,
-          }),
+          actions: assign({ epoch: ({ event }) => event.output.epoch }),
         },
         onError: {
           target: 'failed',
@@ -142,7 +147,7 @@ export const shardMachine = setup({
       },
     },
     serving: {
-      tags: ['writable'],
+      tags: ['writable', 'readable'],
       on: {
         FLUSH: 'flushing',
         MIGRATE: 'migrating',
@@ -152,7 +157,7 @@ export const shardMachine = setup({
       },
     },
     flushing: {
-      tags: ['writable'],
+      tags: ['writable', 'readable'],
       invoke: {
         src: 'flushShard',
         input: ({ context }) => ({ shardId: context.shardId }),
@@ -170,6 +175,7 @@ export const shardMachine = setup({
       },
     },
     migrating: {
+      tags: ['readable'],
       invoke: {
         src: 'migrateShard',
         input: ({ context, event }) => ({ shardId: context.shardId, to: event.type === 'MIGRATE' ? event.to : '' }),

@@ -61,13 +61,11 @@ export class ShardActor {
   private readonly regions = new Map<number, RegionActor>();
   private writer: TopicWriter | undefined;
   private topic: string;
-  private epoch = 0;
   /** Every entry reaches the regions through it; it keeps the position, the bytes since a flush and the fence. */
   private readonly shardLog: ShardLog;
   private flushOnClose = true;
   /** Failed on LEASE_LOST: its data is intact, but until meta renews the lease and the shard is reopened, another node may lead it. */
   private fencedByLease = false;
-  private role: ShardRole;
   private tail: TailSubscription | undefined;
   private tailFailure: string | undefined;
   private lagTimer: NodeJS.Timeout | undefined;
@@ -82,7 +80,6 @@ export class ShardActor {
     private readonly ctx: ActorContext,
     role: ShardRole = 'leader',
   ) {
-    this.role = role;
     this.topic = ctx.meta.shard(id).topic;
     this.faults = ctx.testHooks?.faults ?? {};
     this.shardLog = new ShardLog(
@@ -97,7 +94,7 @@ export class ShardActor {
         followRegionDrop: (regionId) => this.followRegionDrop(regionId),
         followFlush: (at) => this.reloadFlushedRegions(at),
         // The leader's generation, for status (a follower writes nothing with it).
-        followEpoch: (epoch) => (this.epoch = Math.max(this.epoch, epoch)),
+        followEpoch: (epoch) => this.actor.send({ type: 'EPOCH_SEEN', epoch }),
         followedAt: (entryId, appendedAt) => {
           this.lagMs = Math.max(0, Date.now() - appendedAt);
           ctx.onFollowerApply?.({ shardId: id, entryId, lagMs: this.lagMs });
@@ -161,12 +158,11 @@ export class ShardActor {
   // ---- effects ----
 
   private async open(): Promise<{ epoch: number }> {
+    let epoch: number;
     if (this.role === 'follower') {
-      const { epoch, topic } = this.ctx.meta.shard(this.id);
-      this.epoch = epoch;
-      this.topic = topic;
+      ({ epoch, topic: this.topic } = this.ctx.meta.shard(this.id));
     } else {
-      await this.takeLeadership();
+      epoch = await this.takeLeadership();
     }
     const tables = new Map(this.ctx.meta.tables().map((t) => [t.id, t.schema]));
     for (const info of this.ctx.meta.regionsOfShard(this.id)) {
@@ -174,7 +170,7 @@ export class ShardActor {
     }
     await Promise.all([...this.regions.values()].map((r) => r.opened()));
     this.seedFence();
-    return { epoch: this.epoch };
+    return { epoch };
   }
 
   /**
@@ -187,16 +183,15 @@ export class ShardActor {
     for (const region of this.regions.values()) this.shardLog.fence.seed(region.flushedEntryId(), region.fenceEpoch());
   }
 
-  /** A new epoch from meta, and the writer of the topic. */
-  private async takeLeadership(): Promise<void> {
+  /** A new epoch from meta (the machine records it once the effect is done), and the writer of the topic. */
+  private async takeLeadership(): Promise<number> {
     const { epoch, topic } = await this.ctx.meta.grantLeadership(this.id, this.ctx.nodeId);
-    this.epoch = epoch;
     this.topic = topic;
-    this.role = 'leader';
     this.writer = new TopicWriter(this.ctx.log, topic, {
       maxBatchBytes: this.ctx.maxBatchBytes,
       onDurable: (entry, id) => void this.shardLog.apply(entry, id, 'written'),
     });
+    return epoch;
   }
 
   /**
@@ -391,7 +386,7 @@ export class ShardActor {
    * low enough for all of them.
    */
   private async promote(): Promise<{ epoch: number; lastEntryId: EntryId }> {
-    await this.takeLeadership();
+    const epoch = await this.takeLeadership();
     await this.stopFollowing();
     let from = this.shardLog.appliedEntryId + 1;
     for (const region of this.regions.values()) {
@@ -407,9 +402,9 @@ export class ShardActor {
     this.seedFence();
     const { earliest, next } = await this.ctx.log.bounds(this.topic);
     from = Math.max(from, earliest);
-    const lastEntryId = await this.catchUpAndFence(from, next, this.epoch, 'followed');
-    this.ctx.logger.info({ shard: this.id, epoch: this.epoch, from, to: lastEntryId }, `shard ${this.id} promoted: follower to leader at epoch ${this.epoch}`);
-    return { epoch: this.epoch, lastEntryId };
+    const lastEntryId = await this.catchUpAndFence(from, next, epoch, 'followed');
+    this.ctx.logger.info({ shard: this.id, epoch, from, to: lastEntryId }, `shard ${this.id} promoted: follower to leader at epoch ${epoch}`);
+    return { epoch, lastEntryId };
   }
 
   /** Replay entries [from, to) of the topic through `onEntry`, with progress logs; returns the last entry id read. */
@@ -636,6 +631,11 @@ export class ShardActor {
     }
     const region = this.regions.get(regionId);
     if (!region) throw this.regionNotHosted(regionId);
+    // A leader still promoting (or opening, replaying) has not applied everything acknowledged yet.
+    const snapshot = this.actor.getSnapshot();
+    if (snapshot.status === 'active' && !snapshot.hasTag('readable')) {
+      throw new RepriseError('SHARD_NOT_SERVING', `shard ${this.id} is ${this.state()} on node '${this.ctx.nodeId}': reads wait until it serves`, { shard: this.id, state: this.state() });
+    }
     return region.query(q).catch((err: unknown) => this.stoppedHere(err, 'query'));
   }
 
@@ -747,5 +747,15 @@ export class ShardActor {
 
   get shardRole(): ShardRole {
     return this.role;
+  }
+
+  /** The machine's: 'leader' once opened as one or promoted (from PROMOTE on). */
+  private get role(): ShardRole {
+    return this.actor.getSnapshot().context.role;
+  }
+
+  /** The machine's: this leader's epoch (once its open or promotion is done), or the leader's a follower last saw. */
+  private get epoch(): number {
+    return this.actor.getSnapshot().context.epoch;
   }
 }
