@@ -5,7 +5,7 @@ import type { Region } from '../src/engine/region-engine.js';
 import type { TableSchema } from '../src/engine/schema.js';
 import { TableEngine } from '../src/engine/table/table-engine.js';
 import { DEFAULT_MAX_BATCH_BYTES, type Entry } from '../src/wal/entry.js';
-import { KafkaLogStore } from '../src/wal/kafka-log-store.js';
+import { KafkaLogStore } from '../src/wal/kafka/kafka-log-store.js';
 import { LocalLogStore } from '../src/wal/local-log-store.js';
 import type { LogStore } from '../src/wal/log-store.js';
 import { replayShard } from '../src/wal/shard-reader.js';

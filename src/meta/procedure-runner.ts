@@ -1,5 +1,4 @@
 import type { Logger } from 'pino';
-import { assign } from 'xstate';
 import { errorReason } from '../machine-effects.js';
 import { asRepriseError, isRepriseError, RepriseError } from '../errors.js';
 import type { MetaService } from './meta-service.js';

@@ -1,4 +1,4 @@
-import { KafkaLogStore, type KafkaLogStoreOptions } from './kafka-log-store.js';
+import { KafkaLogStore, type KafkaLogStoreOptions } from './kafka/kafka-log-store.js';
 import { LocalLogStore, type WalLogger } from './local-log-store.js';
 import type { LogStore } from './log-store.js';
 

@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { decode } from '@msgpack/msgpack';
 import { metaTopicOf } from '../../src/meta/meta-service.js';
 import type { MetaEvent } from '../../src/meta/model.js';
-import { KafkaLogStore } from '../../src/wal/kafka-log-store.js';
+import { KafkaLogStore } from '../../src/wal/kafka/kafka-log-store.js';
 import { readEntries } from '../../src/wal/shard-reader.js';
 import { startTestKafka, usingRealKafka, type TestKafka } from '../harness/kafka-mock.js';
 import { CLUSTER_HOSTS, CLUSTER_SCHEMA, ProcessGroup } from '../harness/cluster.js';

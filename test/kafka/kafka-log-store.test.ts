@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KafkaLogStore, type KafkaLogStoreOptions } from '../../src/wal/kafka-log-store.js';
+import { KafkaLogStore, type KafkaLogStoreOptions } from '../../src/wal/kafka/kafka-log-store.js';
 import type { LogRecord } from '../../src/wal/log-store.js';
 import { ApiKey, startTestKafka, usingRealKafka, type KafkaMock, type TestKafka } from '../harness/kafka-mock.js';
 import { bytes, collect, expectCode, ids, utf8, waitFor } from '../unit/wal/helpers.js';

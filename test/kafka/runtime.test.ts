@@ -6,7 +6,7 @@ import { open, type Reprise } from '../../src/api/runtime.js';
 import { isRepriseError } from '../../src/errors.js';
 import { decodeMutation } from '../../src/engine/table/codec.js';
 import type { TableSchema } from '../../src/engine/schema.js';
-import { KafkaLogStore } from '../../src/wal/kafka-log-store.js';
+import { KafkaLogStore } from '../../src/wal/kafka/kafka-log-store.js';
 import type { KafkaWalOptions } from '../../src/wal/open-log-store.js';
 import { readEntries } from '../../src/wal/shard-reader.js';
 import { expectAcknowledgedBatches, CRASH_SCHEMA, runAndKill } from '../harness/crash.js';
