@@ -39,6 +39,14 @@ export function describeMachine(machine: AnyStateMachine): MachineDescription {
         for (const target of definition.target ?? []) transitions.push({ from: name, event, to: target.key });
       }
     }
+    // The machine's own `on`: every running state takes it, unless it handles (or forbids) the event itself.
+    if (node.type === 'final') continue;
+    for (const [event, definitions] of machine.root.transitions) {
+      if (node.transitions.has(event)) continue;
+      for (const definition of definitions) {
+        for (const target of definition.target ?? []) if (target.key !== name) transitions.push({ from: name, event, to: target.key });
+      }
+    }
   }
   return { id: machine.id, initial: String(machine.root.initial?.target[0]?.key), states, transitions };
 }

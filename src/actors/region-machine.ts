@@ -65,6 +65,10 @@ export const regionMachine = setup({
   id: 'region',
   context: ({ input }) => ({ regionId: input.regionId, flushedEntryId: -1, error: undefined }),
   initial: 'opening',
+  // A fault outside the effects (an entry it cannot apply, damaged files, its shard failing) fails it in any state that does not say otherwise.
+  on: {
+    FAIL: { target: '.failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
+  },
   states: {
     opening: {
       invoke: {
@@ -79,16 +83,12 @@ export const regionMachine = setup({
           actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
-      on: {
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
-        CLOSE: 'closed',
-      },
+      on: { CLOSE: 'closed' },
     },
     replaying: {
       on: {
         REPLAYED: 'serving',
         FOLLOW: 'following',
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
         CLOSE: 'closing',
       },
     },
@@ -96,7 +96,6 @@ export const regionMachine = setup({
       tags: ['readable'],
       on: {
         REPLAYED: 'serving',
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
         CLOSE: 'closing',
       },
     },
@@ -106,7 +105,6 @@ export const regionMachine = setup({
         FLUSH: 'flushing',
         MIGRATE: 'migrating',
         CLOSE: 'closing',
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
       },
     },
     flushing: {
@@ -128,10 +126,7 @@ export const regionMachine = setup({
           actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
-      on: {
-        CLOSE: 'closing',
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
-      },
+      on: { CLOSE: 'closing' },
     },
     migrating: {
       tags: ['readable'],
@@ -144,9 +139,6 @@ export const regionMachine = setup({
           actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
-      on: {
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
-      },
     },
     closing: {
       invoke: {
@@ -158,9 +150,12 @@ export const regionMachine = setup({
           actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
+      // It is closing already; its close reports how that went.
+      on: { FAIL: undefined },
     },
-    closed: { type: 'final' },
-    failed: { type: 'final' },
+    // Final: nothing more happens to a closed or failed region.
+    closed: { type: 'final', on: { FAIL: undefined } },
+    failed: { type: 'final', on: { FAIL: undefined } },
   },
 });
 

@@ -85,8 +85,13 @@ export const shardMachine = setup({
   id: 'shard',
   context: ({ input }) => ({ shardId: input.shardId, role: input.role, epoch: 0, error: undefined }),
   initial: 'opening',
+  // In every state that does not say otherwise: a lost lease stops the
+  // shard at once (it neither issues nor acknowledges an append without
+  // one), and so does a fault outside its effects.
   on: {
     EPOCH_SEEN: { actions: assign({ epoch: ({ context, event }) => Math.max(context.epoch, event.epoch) }) },
+    LEASE_LOST: { target: '.failed', actions: { type: 'recordFailure', params: { reason: 'lease lost' } } },
+    FAIL: { target: '.failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
   },
   states: {
     opening: {
@@ -99,7 +104,8 @@ export const shardMachine = setup({
           actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
-      on: { CLOSE: 'closing' },
+      // Its effect fails on its own if meta or the log does: nothing to stop.
+      on: { CLOSE: 'closing', LEASE_LOST: undefined, FAIL: undefined },
     },
     replaying: {
       invoke: {
@@ -114,17 +120,14 @@ export const shardMachine = setup({
           actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
-      on: {
-        CLOSE: 'closing',
-        LEASE_LOST: { target: 'failed', actions: { type: 'recordFailure', params: { reason: 'lease lost' } } },
-      },
+      on: { CLOSE: 'closing', FAIL: undefined },
     },
     // A follower holds no lease, so losing one changes nothing here.
     following: {
       on: {
         PROMOTE: { target: 'promoting', actions: assign({ role: 'leader' }) },
         CLOSE: 'closing',
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
+        LEASE_LOST: undefined,
       },
     },
     promoting: {
@@ -140,11 +143,7 @@ export const shardMachine = setup({
           actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
-      on: {
-        CLOSE: 'closing',
-        LEASE_LOST: { target: 'failed', actions: { type: 'recordFailure', params: { reason: 'lease lost' } } },
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
-      },
+      on: { CLOSE: 'closing' },
     },
     serving: {
       tags: ['writable', 'readable'],
@@ -152,8 +151,6 @@ export const shardMachine = setup({
         FLUSH: 'flushing',
         MIGRATE: 'migrating',
         CLOSE: 'closing',
-        LEASE_LOST: { target: 'failed', actions: { type: 'recordFailure', params: { reason: 'lease lost' } } },
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
       },
     },
     flushing: {
@@ -168,11 +165,7 @@ export const shardMachine = setup({
           actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
-      on: {
-        CLOSE: 'closing',
-        LEASE_LOST: { target: 'failed', actions: { type: 'recordFailure', params: { reason: 'lease lost' } } },
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
-      },
+      on: { CLOSE: 'closing' },
     },
     migrating: {
       tags: ['readable'],
@@ -185,10 +178,6 @@ export const shardMachine = setup({
           actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
-      on: {
-        LEASE_LOST: { target: 'failed', actions: { type: 'recordFailure', params: { reason: 'lease lost' } } },
-        FAIL: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfEvent } },
-      },
     },
     closing: {
       invoke: {
@@ -200,9 +189,12 @@ export const shardMachine = setup({
           actions: { type: 'recordFailure', params: reasonOfError },
         },
       },
+      // It is stopping already; its close reports how that went.
+      on: { LEASE_LOST: undefined, FAIL: undefined },
     },
-    closed: { type: 'final' },
-    failed: { type: 'final' },
+    // Final: nothing more happens to a closed or failed shard.
+    closed: { type: 'final', on: { LEASE_LOST: undefined, FAIL: undefined } },
+    failed: { type: 'final', on: { LEASE_LOST: undefined, FAIL: undefined } },
   },
 });
 
