@@ -1,7 +1,7 @@
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { isRepriseError, RepriseError } from '../errors.js';
 import type { Region, RegionQueryResult } from '../engine/region-engine.js';
-import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
+import type { TableQuery, TableSchema } from '../engine/schema.js';
 import type { RegionInfo } from '../meta/model.js';
 import type { EntryId } from '../wal/log-store.js';
 import { reportTransitions, runThrough, type ActorContext } from './context.js';

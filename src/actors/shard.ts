@@ -2,15 +2,18 @@ import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { deadlineExceeded, deadlinePassed, type Deadline } from '../deadline.js';
 import { isRepriseError, RepriseError } from '../errors.js';
 import type { PreparedMutation, RegionQueryResult } from '../engine/region-engine.js';
-import type { Row, TableQuery, TableSchema } from '../engine/schema.js';
+import type { TableQuery, TableSchema } from '../engine/schema.js';
 import type { RegionInfo } from '../meta/model.js';
 import type { Entry, LoggedEntry } from '../wal/entry.js';
-import type { EntryId, TailSubscription } from '../wal/log-store.js';
-import { replayShard, tailEntries } from '../wal/shard-reader.js';
+import type { EntryId } from '../wal/log-store.js';
+import { replayShard } from '../wal/shard-reader.js';
 import { TopicWriter } from '../wal/topic-writer.js';
 import { reportTransitions, runThrough, type ActorContext } from './context.js';
 import { RegionActor, type RegionStatus } from './region.js';
+import { ShardFollower, type FollowerLag } from './shard-follower.js';
 import { ShardLog } from './shard-log.js';
+
+export type { FollowerLag } from './shard-follower.js';
 import type { TestFaults } from '../testing/faults.js';
 import { shardMachine, type ShardRole, type ShardState } from './shard-machine.js';
 
@@ -29,16 +32,6 @@ export interface ShardStatus {
   readonly lag?: FollowerLag;
   readonly error?: string;
 }
-
-export interface FollowerLag {
-  /** Entries in the topic the follower has not applied yet (sampled every LAG_SAMPLE_MS). */
-  readonly entries: number;
-  /** Time from the append of the last entry the follower applied to its apply (0 before any). */
-  readonly ms: number;
-}
-
-/** How often a follower compares its position with the end of the topic. */
-const LAG_SAMPLE_MS = 250;
 
 const EMPTY = new Uint8Array();
 
@@ -66,12 +59,8 @@ export class ShardActor {
   private flushOnClose = true;
   /** Failed on LEASE_LOST: its data is intact, but until meta renews the lease and the shard is reopened, another node may lead it. */
   private fencedByLease = false;
-  private tail: TailSubscription | undefined;
-  private tailFailure: string | undefined;
-  private lagTimer: NodeJS.Timeout | undefined;
-  /** A follower's lag (see FollowerLag): numbers, so the apply path allocates nothing. */
-  private lagEntries = 0;
-  private lagMs = 0;
+  /** The hot-standby part: tail, lag, the leader's region changes. */
+  private readonly follower: ShardFollower;
   /** Deliberate bugs a test switched on (none in production). */
   private readonly faults: TestFaults;
 
@@ -90,19 +79,27 @@ export class ShardActor {
           if (source === 'replayed') return this.flushDuringReplay(entryId);
           if (this.state() === 'serving') this.actor.send({ type: 'FLUSH' });
         },
-        followRegionCreate: (regionId, createdAt) => this.followRegionCreate(regionId, createdAt),
-        followRegionDrop: (regionId) => this.followRegionDrop(regionId),
-        followFlush: (at) => this.reloadFlushedRegions(at),
+        followRegionCreate: (regionId, createdAt) => this.follower.regionCreated(regionId, createdAt),
+        followRegionDrop: (regionId) => this.follower.regionDropped(regionId),
+        followFlush: (at) => this.follower.leaderFlushed(at),
         // The leader's generation, for status (a follower writes nothing with it).
         followEpoch: (epoch) => this.actor.send({ type: 'EPOCH_SEEN', epoch }),
-        followedAt: (entryId, appendedAt) => {
-          this.lagMs = Math.max(0, Date.now() - appendedAt);
-          ctx.onFollowerApply?.({ shardId: id, entryId, lagMs: this.lagMs });
-        },
+        followedAt: (entryId, appendedAt) => this.follower.applied(entryId, appendedAt),
       },
       ctx.flushPolicy,
       this.faults,
     );
+    this.follower = new ShardFollower({
+      id,
+      ctx,
+      log: this.shardLog,
+      regions: this.regions,
+      topic: () => this.topic,
+      state: () => this.state(),
+      addRegion: (info, schema) => this.addRegion(info, schema),
+      seedFence: () => this.seedFence(),
+      fail: (reason) => this.actor.send({ type: 'FAIL', reason }),
+    });
     const machine = shardMachine.provide({
       actors: {
         openShard: fromPromise(async () => this.open()),
@@ -285,95 +282,9 @@ export class ShardActor {
   private async replayAndFollow(): Promise<{ lastEntryId: EntryId }> {
     const { from, next } = await this.replayStart();
     const lastId = from < next ? await this.replayRange(from, next, (entry) => this.shardLog.apply(entry, entry.id, 'followed')) : from - 1;
-    this.tailFailure = undefined;
-    this.tail = await tailEntries(
-      this.ctx.log,
-      this.topic,
-      lastId + 1,
-      this.shardLog.fence,
-      (entry, appendedAt) => this.shardLog.apply(entry, entry.id, 'followed', { appendedAt }),
-      (err) => this.followingFailed(err),
-    );
-    this.lagTimer = setInterval(() => void this.sampleLag(), LAG_SAMPLE_MS);
-    this.lagTimer.unref();
-    if (this.tailFailure) throw new RepriseError('INTERNAL', this.tailFailure);
+    await this.follower.follow(lastId + 1);
     for (const region of this.regions.values()) if (region.state() === 'replaying') region.actor.send({ type: 'FOLLOW' });
     return { lastEntryId: this.shardLog.appliedEntryId };
-  }
-
-  private followingFailed(err: Error): void {
-    this.tailFailure = `shard ${this.id} stopped following topic '${this.topic}': ${err.message}`;
-    const snapshot = this.actor.getSnapshot();
-    if (snapshot.status === 'active' && (snapshot.value === 'following' || snapshot.value === 'promoting')) {
-      this.actor.send({ type: 'FAIL', reason: this.tailFailure });
-    }
-  }
-
-  /** The leader created a region: host it too (meta has the table, maybe only in the replica's next entries). */
-  private async followRegionCreate(regionId: number, createdAt: EntryId): Promise<void> {
-    if (this.regions.has(regionId)) return;
-    let found = this.ctx.meta.regionById(regionId);
-    if (!found) {
-      await this.ctx.meta.sync();
-      found = this.ctx.meta.regionById(regionId);
-    }
-    // Not in meta: the create was aborted or the table dropped since; nothing to host.
-    if (!found) return;
-    const region = this.addRegion({ ...found.region, createdAt }, found.schema);
-    const state = await region.opened();
-    if (state === 'replaying' && this.state() === 'following') region.actor.send({ type: 'FOLLOW' });
-  }
-
-  /** The leader dropped a region (and deletes its files): stop hosting it. */
-  private async followRegionDrop(regionId: number): Promise<void> {
-    const region = this.regions.get(regionId);
-    if (!region) return;
-    this.regions.delete(regionId);
-    await region.close();
-  }
-
-  /**
-   * The leader flushed (its 'flushed' entry is `at`): switch each region to
-   * its newest manifest and re-apply, from the log, the entries after the
-   * new flushed id that the old memtable held. The leader prunes only below
-   * the lowest flushed id, so they are still there.
-   */
-  private async reloadFlushedRegions(at: EntryId): Promise<void> {
-    const reloaded = new Map<number, RegionActor>();
-    let from = at;
-    for (const region of this.regions.values()) {
-      const state = region.state();
-      if (state !== 'following' && state !== 'replaying') continue;
-      const flushed = await region.reload();
-      if (flushed === undefined) continue;
-      reloaded.set(region.id, region);
-      from = Math.min(from, flushed + 1);
-    }
-    this.seedFence();
-    if (reloaded.size === 0 || from >= at) return;
-    await replayShard(this.ctx.log, this.topic, {
-      from,
-      to: at,
-      fence: this.shardLog.fence,
-      onEntry: (entry) => this.shardLog.apply(entry, entry.id, 'reapplied', { only: reloaded }),
-    });
-  }
-
-  private async sampleLag(): Promise<void> {
-    try {
-      const { next } = await this.ctx.log.bounds(this.topic);
-      this.lagEntries = Math.max(0, next - 1 - this.shardLog.appliedEntryId);
-    } catch {
-      // The next sample tries again; status keeps the last one.
-    }
-  }
-
-  private async stopFollowing(): Promise<void> {
-    clearInterval(this.lagTimer);
-    this.lagTimer = undefined;
-    const tail = this.tail;
-    this.tail = undefined;
-    await tail?.close();
   }
 
   /**
@@ -387,7 +298,7 @@ export class ShardActor {
    */
   private async promote(): Promise<{ epoch: number; lastEntryId: EntryId }> {
     const epoch = await this.takeLeadership();
-    await this.stopFollowing();
+    await this.follower.stop();
     let from = this.shardLog.appliedEntryId + 1;
     for (const region of this.regions.values()) {
       const flushed = await region.promote();
@@ -477,7 +388,7 @@ export class ShardActor {
   }
 
   private async release(): Promise<void> {
-    await this.stopFollowing();
+    await this.follower.stop();
     // Let writes already handed to the writer finish; new ones are refused by state.
     await this.writer?.close();
     // A clean close flushes, so the next open has nothing to replay. A
@@ -732,7 +643,7 @@ export class ShardActor {
       lastEntryId: this.shardLog.appliedEntryId,
       flushedEntryId: flushed,
       regions,
-      ...(snapshot.context.role === 'follower' ? { lag: { entries: this.lagEntries, ms: this.lagMs } } : {}),
+      ...(snapshot.context.role === 'follower' ? { lag: this.follower.lag() } : {}),
       ...(snapshot.context.error ? { error: snapshot.context.error } : {}),
     };
   }
