@@ -58,7 +58,7 @@ export class ShardFollower {
       this.shard.topic(),
       from,
       log.fence,
-      (entry, appendedAt) => log.apply(entry, entry.id, 'followed', { appendedAt }),
+      (entry, appendedAt) => log.apply(entry, entry.id, 'followed', appendedAt),
       (err) => this.failed(err),
     );
     this.lagTimer = setInterval(() => void this.sampleLag(), LAG_SAMPLE_MS);
@@ -133,7 +133,7 @@ export class ShardFollower {
       from,
       to: at,
       fence: log.fence,
-      onEntry: (entry) => log.apply(entry, entry.id, 'reapplied', { only: reloaded }),
+      onEntry: (entry) => log.reapply(entry, entry.id, reloaded),
     });
   }
 

@@ -9,12 +9,12 @@ import type { RegionActor } from './region.js';
  * Where an entry reaching a shard comes from:
  * - `written`: the leader's own append, once durable (TopicWriter's onDurable);
  * - `replayed`: a leader's replay before it serves;
- * - `followed`: a follower's replay, its tail, and its catch-up when promoted;
- * - `reapplied`: entries read again for some regions only (a follower's
- *   regions after a reload, a region opened late): their data, nothing else,
- *   and the shard's position does not move.
+ * - `followed`: a follower's replay, its tail, and its catch-up when promoted.
+ * Entries read again for some regions only (a follower's regions after a
+ * reload, a region opened late) go through `reapply`: their data, nothing
+ * else, and the shard's position does not move.
  */
-export type EntrySource = 'written' | 'replayed' | 'followed' | 'reapplied';
+export type EntrySource = 'written' | 'replayed' | 'followed';
 
 /** What the shard does about what its log says; the log applier decides when. */
 export interface ShardLogHost {
@@ -66,15 +66,16 @@ export class ShardLog {
     this.walBytes = 0;
   }
 
+  /** An entry read again for the regions in `only` (see EntrySource): its data, if it is for one of them. */
+  reapply(entry: Entry, id: EntryId, only: ReadonlyMap<number, RegionActor>): void {
+    if (entry.kind === 'data') only.get(entry.region)?.apply(id, entry.body);
+  }
+
   /**
-   * Apply one entry. `only`: for `reapplied`, the regions it is for.
-   * `appendedAt`: for a tailed entry, when it was appended.
+   * Apply one entry. `appendedAt`: for a tailed entry, when it was appended
+   * (positional, not an options object: this runs once per entry written).
    */
-  apply(entry: Entry, id: EntryId, source: EntrySource, extra: { only?: ReadonlyMap<number, RegionActor>; appendedAt?: number } = {}): void | Promise<void> {
-    if (source === 'reapplied') {
-      if (entry.kind === 'data') extra.only?.get(entry.region)?.apply(id, entry.body);
-      return;
-    }
+  apply(entry: Entry, id: EntryId, source: EntrySource, appendedAt?: number): void | Promise<void> {
     this.applied = Math.max(this.applied, id);
     const follower = source === 'followed';
     switch (entry.kind) {
@@ -84,7 +85,7 @@ export class ShardLog {
         if (!region) return;
         region.apply(id, entry.body);
         if (follower) {
-          if (extra.appendedAt !== undefined) this.host.followedAt(id, extra.appendedAt);
+          if (appendedAt !== undefined) this.host.followedAt(id, appendedAt);
           return;
         }
         if (region.memtableBytes() >= this.policy.memtableBytes || this.walBytes >= this.policy.walBytes) return this.host.flushDue(id, source);

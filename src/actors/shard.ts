@@ -498,13 +498,14 @@ export class ShardActor {
     try {
       // Writes to the region are refused until it serves, so nothing of it lands beyond this id meanwhile.
       const upTo = this.shardLog.appliedEntryId;
+      const only = new Map([[info.id, region]]);
       const from = region.flushedEntryId() + 1;
       if (from <= upTo) {
         await replayShard(this.ctx.log, this.topic, {
           from,
           to: upTo + 1,
           fence: this.shardLog.fence,
-          onEntry: (entry) => this.shardLog.apply(entry, entry.id, 'reapplied', { only: new Map([[info.id, region]]) }),
+          onEntry: (entry) => this.shardLog.reapply(entry, entry.id, only),
         });
       }
       if (region.state() === 'replaying') region.actor.send({ type: 'REPLAYED', appliedEntryId: this.shardLog.appliedEntryId });

@@ -46,7 +46,7 @@ describe('ShardLog: the one apply path of a shard', () => {
     log.apply(data(2, 10), 3, 'written'); // a region it does not host: position only
     expect(r1.applied).toEqual([0, 1, 2]);
     expect(log.appliedEntryId).toBe(3);
-    log.apply(data(1, 10), 1, 'reapplied', { only: new Map([[1, r1.actor]]) });
+    log.reapply(data(1, 10), 1, new Map([[1, r1.actor]]));
     expect(r1.applied).toEqual([0, 1, 2, 1]);
     expect(log.appliedEntryId).toBe(3);
     log.advanceTo(2);
@@ -79,7 +79,7 @@ describe('ShardLog: the one apply path of a shard', () => {
     }
     expect(calls).toEqual(['create 7 at 20', 'drop 7', 'reload at 22', 'epoch 3']);
     expect(log.appliedEntryId).toBe(23);
-    log.apply(data(1, 1), 24, 'followed', { appendedAt: Date.now() });
+    log.apply(data(1, 1), 24, 'followed', Date.now());
     expect(calls.at(-1)).toBe('lag 24');
   });
 });
