@@ -1,60 +1,76 @@
 /**
  * One error type for the whole runtime: a stable machine-readable code and a
  * message that names the thing (table, region, topic, entry id) at fault.
- * The HTTP API maps codes to status codes; nothing else inspects messages.
+ * The HTTP API maps codes to status codes; apart from codeOfReason (machine
+ * contexts keep failures as text), nothing inspects messages.
  */
-export type ErrorCode =
+export const ERROR_CODES = [
   // client input
-  | 'INVALID_ARGUMENT'
-  | 'INVALID_SCHEMA'
-  | 'INVALID_ROW'
-  | 'INVALID_QUERY'
+  'INVALID_ARGUMENT',
+  'INVALID_SCHEMA',
+  'INVALID_ROW',
+  'INVALID_QUERY',
   /** A query's result would pass the configured bound (maxResultRows). */
-  | 'QUERY_TOO_LARGE'
-  | 'MALFORMED_JSON'
-  | 'REQUEST_TOO_LARGE'
+  'QUERY_TOO_LARGE',
+  'MALFORMED_JSON',
+  'REQUEST_TOO_LARGE',
   /** An HTTP request not received whole (headers and body) within httpRequestTimeoutMs. */
-  | 'REQUEST_TIMEOUT'
-  | 'TABLE_NOT_FOUND'
-  | 'TABLE_EXISTS'
-  | 'NOT_FOUND'
+  'REQUEST_TIMEOUT',
+  'TABLE_NOT_FOUND',
+  'TABLE_EXISTS',
+  'NOT_FOUND',
   // runtime state
-  | 'NOT_LEADER'
-  | 'REGION_NOT_SERVING'
-  | 'SHARD_NOT_SERVING'
-  | 'REGION_FAILED'
-  | 'CLOSED'
+  'NOT_LEADER',
+  'REGION_NOT_SERVING',
+  'SHARD_NOT_SERVING',
+  'REGION_FAILED',
+  'CLOSED',
   /** This node holds as many query result rows as memory.maxResultRowsInFlight allows: retry shortly. */
-  | 'OVERLOADED'
+  'OVERLOADED',
   /** Meta already runs a procedure on that shard (one at a time), or a rebalance is already running. */
-  | 'PROCEDURE_RUNNING'
+  'PROCEDURE_RUNNING',
   /** An HTTP request a browser was made to send: a Host this server does not answer to, or a write from a foreign Origin. */
-  | 'FORBIDDEN'
+  'FORBIDDEN',
   // transport: nobody serves the subject / no reply in time
-  | 'UNAVAILABLE'
-  | 'TIMEOUT'
+  'UNAVAILABLE',
+  'TIMEOUT',
   /** The caller stopped waiting (its deadline passed, its client went away) before the write's WAL append started: nothing was written. */
-  | 'DEADLINE_EXCEEDED'
+  'DEADLINE_EXCEEDED',
   // storage faults
-  | 'WAL_CORRUPT'
-  | 'WAL_TRUNCATED'
+  'WAL_CORRUPT',
+  'WAL_TRUNCATED',
   /** The log ends before entries it acknowledged (its high-water mark, or a region's manifest, knows more). */
-  | 'WAL_TAIL_LOST'
-  | 'WAL_APPEND_FAILED'
+  'WAL_TAIL_LOST',
+  'WAL_APPEND_FAILED',
   /** The object store could not write an object (a full disk, permissions), named with its key. */
-  | 'STORE_WRITE_FAILED'
+  'STORE_WRITE_FAILED',
   /** A flush could not write its SST or manifest (a full disk): nothing is lost, the rows stay in memory and in the WAL. */
-  | 'FLUSH_FAILED'
-  | 'ENTRY_TOO_LARGE'
-  | 'SST_MISSING'
-  | 'SST_CORRUPT'
+  'FLUSH_FAILED',
+  'ENTRY_TOO_LARGE',
+  'SST_MISSING',
+  'SST_CORRUPT',
   /** An SST of a format this version does not read (named with its format). */
-  | 'SST_FORMAT_UNSUPPORTED'
-  | 'MANIFEST_CORRUPT'
-  | 'META_CORRUPT'
+  'SST_FORMAT_UNSUPPORTED',
+  'MANIFEST_CORRUPT',
+  'META_CORRUPT',
   /** The object store holds regions the catalog (meta log) does not know: the WAL looks lost or replaced. */
-  | 'CATALOG_LOST'
-  | 'INTERNAL';
+  'CATALOG_LOST',
+  'INTERNAL',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+const KNOWN_CODES: ReadonlySet<string> = new Set(ERROR_CODES);
+
+/**
+ * The code a failure reason kept as text (`CODE: message`, as machine
+ * contexts record errors) starts with, or `fallback`: so a failure reported
+ * later keeps the code it had.
+ */
+export function codeOfReason(reason: string | undefined, fallback: ErrorCode = 'INTERNAL'): ErrorCode {
+  const code = reason === undefined ? undefined : /^([A-Z_]+): /.exec(reason)?.[1];
+  return code !== undefined && KNOWN_CODES.has(code) ? (code as ErrorCode) : fallback;
+}
 
 export class RepriseError extends Error {
   readonly code: ErrorCode;

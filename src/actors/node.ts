@@ -1,5 +1,5 @@
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
-import { RepriseError } from '../errors.js';
+import { codeOfReason, RepriseError } from '../errors.js';
 import { MEMTABLE_BUDGET_CHECK_MS, reportTransitions, runThrough, type ActorContext } from './context.js';
 import { nodeMachine, type NodeState } from './node-machine.js';
 import { ShardActor, type ShardStatus } from './shard.js';
@@ -60,7 +60,7 @@ export class NodeActor {
           if (failed.length > 0) {
             const reasons = failed.map((s) => `shard ${s.id}: ${s.error}`);
             this.closeError = new RepriseError(
-              reasons.every((r) => r.includes('FLUSH_FAILED')) ? 'FLUSH_FAILED' : 'INTERNAL',
+              codeOfReason(failed[0]!.error),
               `node '${ctx.nodeId}' closed, but ${reasons.join('; ')}; nothing acknowledged is lost: the next start replays from the WAL what was not flushed`,
               { shards: failed.map((s) => s.id) },
             );
@@ -131,7 +131,7 @@ export class NodeActor {
     const snapshot = await runThrough(this.actor, 'serving', 'flushing', { type: 'FLUSH' });
     if (!snapshot) throw new RepriseError('CLOSED', `node '${this.id}' is ${this.state()}`);
     const error = snapshot.context.error;
-    if (error) throw new RepriseError(error.startsWith('FLUSH_FAILED') ? 'FLUSH_FAILED' : 'INTERNAL', `flush failed on node '${this.id}': ${error}`);
+    if (error) throw new RepriseError(codeOfReason(error), `flush failed on node '${this.id}': ${error}`);
   }
 
   /**

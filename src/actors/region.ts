@@ -11,6 +11,11 @@ import { regionMachine, type RegionState } from './region-machine.js';
 /** Codes of a region's files found damaged or missing. */
 const FILE_DAMAGE: ReadonlySet<string> = new Set(['SST_CORRUPT', 'SST_MISSING', 'SST_FORMAT_UNSUPPORTED', 'MANIFEST_CORRUPT']);
 
+/** Damage the region cannot serve past: an entry it cannot apply (REGION_FAILED), or its files. */
+function isDamage(err: unknown): err is RepriseError {
+  return isRepriseError(err) && (err.code === 'REGION_FAILED' || FILE_DAMAGE.has(err.code));
+}
+
 export interface RegionStatus {
   readonly id: number;
   readonly table: string;
@@ -209,7 +214,8 @@ export class RegionActor {
     try {
       return await work;
     } catch (err) {
-      const damaged = isRepriseError(err) && (err.code === 'REGION_FAILED' || (FILE_DAMAGE.has(err.code) && this.acceptsWrites()));
+      // A follower or a migrating region does not own the files: damage to them is the leader's to report.
+      const damaged = isDamage(err) && (err.code === 'REGION_FAILED' || this.acceptsWrites());
       if (damaged && this.actor.getSnapshot().status === 'active') this.actor.send({ type: 'FAIL', reason: errorReason(err) });
       throw err;
     }
@@ -243,7 +249,7 @@ export class RegionActor {
     const region = this.region;
     if (!region) throw new RepriseError('REGION_NOT_SERVING', `region ${this.id} is not open`);
     const result = this.failOnDamage(region.flush(coveredUpTo, this.shard.fenceEpochAt(coveredUpTo))).catch((err: unknown) => {
-      if (isRepriseError(err) && (err.code === 'REGION_FAILED' || FILE_DAMAGE.has(err.code))) throw err;
+      if (isDamage(err)) throw err;
       // Anything else (the object store full, unwritable): say what it cost.
       throw new RepriseError('FLUSH_FAILED', `region ${this.id} of table '${this.info.table}': flush failed: ${errorReason(err)}; nothing is lost, its rows stay in memory and in the WAL`, { region: this.id }, { cause: err });
     });

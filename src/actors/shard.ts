@@ -1,6 +1,6 @@
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { deadlineExceeded, deadlinePassed, type Deadline } from '../deadline.js';
-import { isRepriseError, RepriseError } from '../errors.js';
+import { codeOfReason, isRepriseError, RepriseError } from '../errors.js';
 import type { PreparedMutation, RegionQueryResult } from '../engine/region-engine.js';
 import type { TableQuery, TableSchema } from '../engine/schema.js';
 import type { RegionInfo } from '../meta/model.js';
@@ -604,7 +604,7 @@ export class ShardActor {
   async flush(): Promise<void> {
     const snapshot = await runThrough(this.actor, 'serving', 'flushing', { type: 'FLUSH' });
     const error = snapshot?.context.error;
-    if (error && snapshot.value === 'serving') throw new RepriseError(error.startsWith('FLUSH_FAILED') ? 'FLUSH_FAILED' : 'INTERNAL', `flush of shard ${this.id} failed: ${error}`);
+    if (error && snapshot.value === 'serving') throw new RepriseError(codeOfReason(error), `flush of shard ${this.id} failed: ${error}`);
   }
 
   /** Hand this shard off (cluster): stop writes, flush, close. Resolves once closed; rejects if it stayed here. */

@@ -10,7 +10,7 @@ import type { ObjectStore } from '../../../src/engine/object-store.js';
 import type { TableSchema } from '../../../src/engine/schema.js';
 import { tableMutationCodec } from '../../../src/engine/table/codec.js';
 import { TableEngine } from '../../../src/engine/table/table-engine.js';
-import { RepriseError } from '../../../src/errors.js';
+import { codeOfReason, RepriseError } from '../../../src/errors.js';
 import { MetaService } from '../../../src/meta/meta-service.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../../../src/wal/entry.js';
 import { LocalLogStore } from '../../../src/wal/local-log-store.js';
@@ -113,5 +113,14 @@ describe('NodeActor', () => {
     n.shard(1).actor.send({ type: 'FAIL', reason: 'fault before the close' });
     await n.close();
     expect(n.status().state).toBe('closed');
+  });
+});
+
+describe('codeOfReason', () => {
+  it('reads the code a failure kept as text starts with, if it is a code of ours', () => {
+    expect(codeOfReason('FLUSH_FAILED: shard 0: 1 region not flushed')).toBe('FLUSH_FAILED');
+    expect(codeOfReason('ENOSPC: no space left on device')).toBe('INTERNAL');
+    expect(codeOfReason('lease lost', 'SHARD_NOT_SERVING')).toBe('SHARD_NOT_SERVING');
+    expect(codeOfReason(undefined)).toBe('INTERNAL');
   });
 });
