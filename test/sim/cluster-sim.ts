@@ -405,7 +405,7 @@ interface WriteRecord {
 /** Play `steps` from `seed` against a fresh cluster, settle, check. Never throws for a violation: it is in the result. */
 export async function runSchedule(seed: number, steps: readonly Step[], simOptions: SimOptions = {}): Promise<SimResult> {
   const started = Date.now();
-  const { verbose: _verbose, faults = {}, ...overrides } = simOptions;
+  const { faults = {}, ...overrides } = simOptions;
   const options = { ...DEFAULTS, ...overrides };
   const verbose = simOptions.verbose ?? false;
   const dir = await mkdtemp(join(tmpdir(), 'reprise-sim-'));

@@ -1,34 +1,24 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DEFAULT_FLUSH_POLICY, type ActorContext } from '../../../src/actors/context.js';
 import { NodeActor } from '../../../src/actors/node.js';
 import { FsObjectStore } from '../../../src/engine/fs-object-store.js';
-import type { ObjectStore } from '../../../src/engine/object-store.js';
 import type { TableSchema } from '../../../src/engine/schema.js';
 import { tableMutationCodec } from '../../../src/engine/table/codec.js';
-import { TableEngine } from '../../../src/engine/table/table-engine.js';
 import { codeOfReason, RepriseError } from '../../../src/errors.js';
 import { MetaService } from '../../../src/meta/meta-service.js';
-import { DEFAULT_MAX_BATCH_BYTES } from '../../../src/wal/entry.js';
 import { LocalLogStore } from '../../../src/wal/local-log-store.js';
+import { withOverrides } from '../../harness/tamper.js';
+import { actorContext, SCHEMA as ONE_REGION } from './parts.js';
 
 /**
  * NodeActor on its own, over real parts: it opens the shards meta gives it,
  * and its close says whether it was clean.
  */
 
-const SCHEMA: TableSchema = {
-  name: 'm',
-  columns: [
-    { name: 'host', type: 'string', role: 'tag' },
-    { name: 'v', type: 'float64', role: 'field' },
-    { name: 'ts', type: 'timestamp', role: 'time' },
-  ],
-  partition: { column: 'host', bounds: ['m'] },
-};
+/** Two regions, one per shard. */
+const SCHEMA: TableSchema = { ...ONE_REGION, partition: { column: 'host', bounds: ['m'] } };
 
 describe('NodeActor', () => {
   let dir: string;
@@ -50,29 +40,13 @@ describe('NodeActor', () => {
 
   async function node(): Promise<NodeActor> {
     const objects = new FsObjectStore(join(dir, 'objects'));
-    const failing = new Proxy(objects, {
-      get(target, prop) {
-        if (prop === 'put') {
-          return async (key: string, data: Uint8Array) => {
-            if (putFailure) throw putFailure;
-            return target.put(key, data);
-          };
-        }
-        const value: unknown = Reflect.get(target, prop, target);
-        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    const failing = withOverrides(objects, {
+      put: async (key: string, data: Uint8Array) => {
+        if (putFailure) throw putFailure;
+        return objects.put(key, data);
       },
-    }) as ObjectStore;
-    const ctx: ActorContext = {
-      nodeId: 'n1',
-      meta,
-      log,
-      engine: new TableEngine(),
-      objects: failing,
-      logger: pino({ level: 'silent' }),
-      maxBatchBytes: DEFAULT_MAX_BATCH_BYTES,
-      flushPolicy: DEFAULT_FLUSH_POLICY,
-    };
-    const n = new NodeActor(ctx);
+    });
+    const n = new NodeActor(actorContext({ meta, log, objects: failing }));
     await n.start();
     return n;
   }

@@ -1,18 +1,14 @@
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DEFAULT_FLUSH_POLICY, type ActorContext } from '../../../src/actors/context.js';
 import { RegionActor } from '../../../src/actors/region.js';
 import { FsObjectStore } from '../../../src/engine/fs-object-store.js';
-import type { ObjectStore } from '../../../src/engine/object-store.js';
-import type { TableSchema } from '../../../src/engine/schema.js';
 import { tableMutationCodec } from '../../../src/engine/table/codec.js';
-import { TableEngine } from '../../../src/engine/table/table-engine.js';
 import { RepriseError } from '../../../src/errors.js';
-import { DEFAULT_MAX_BATCH_BYTES } from '../../../src/wal/entry.js';
 import type { LogStore } from '../../../src/wal/log-store.js';
+import { damageColumnChunks, withOverrides } from '../../harness/tamper.js';
+import { actorContext, SCHEMA } from './parts.js';
 
 /**
  * RegionActor on its own, over the table engine and a directory: what its
@@ -20,14 +16,6 @@ import type { LogStore } from '../../../src/wal/log-store.js';
  * fails it.
  */
 
-const SCHEMA: TableSchema = {
-  name: 'm',
-  columns: [
-    { name: 'host', type: 'string', role: 'tag' },
-    { name: 'v', type: 'float64', role: 'field' },
-    { name: 'ts', type: 'timestamp', role: 'time' },
-  ],
-};
 const INFO = { id: 1, tableId: 1, table: 'm', partition: 0, shard: 0, createdAt: 0 };
 
 describe('RegionActor', () => {
@@ -48,32 +36,18 @@ describe('RegionActor', () => {
   });
 
   /** The object store, with puts that fail while `putFailure` is set. */
-  const store = (): ObjectStore =>
-    new Proxy(objects, {
-      get(target, prop) {
-        if (prop === 'put') {
-          return async (key: string, data: Uint8Array) => {
-            if (putFailure) throw putFailure;
-            return target.put(key, data);
-          };
-        }
-        const value: unknown = Reflect.get(target, prop, target);
-        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+  const store = () =>
+    withOverrides(objects, {
+      put: async (key: string, data: Uint8Array) => {
+        if (putFailure) throw putFailure;
+        return objects.put(key, data);
       },
     });
 
   let applied = 0;
   async function serving(): Promise<RegionActor> {
-    const ctx: ActorContext = {
-      nodeId: 'n1',
-      meta: undefined as never,
-      log: undefined as unknown as LogStore,
-      engine: new TableEngine(),
-      objects: store(),
-      logger: pino({ level: 'silent' }),
-      maxBatchBytes: DEFAULT_MAX_BATCH_BYTES,
-      flushPolicy: DEFAULT_FLUSH_POLICY,
-    };
+    // A region reads neither meta nor the log.
+    const ctx = actorContext({ meta: undefined as never, log: undefined as unknown as LogStore, objects: store() });
     const region = new RegionActor(INFO, SCHEMA, ctx, { appliedEntryId: () => applied, fenceEpochAt: () => 1 }).start();
     regions.push(region);
     expect(await region.opened()).toBe('replaying');
@@ -122,11 +96,7 @@ describe('RegionActor', () => {
     await region.close();
     const sstDir = join(dir, 'regions', '1', 'sst');
     const [file] = await readdir(sstDir);
-    const bytes = await readFile(join(sstDir, file!));
-    const trailerAt = bytes.length - 8 - bytes.readUInt32LE(bytes.length - 8) - 12;
-    const indexStart = trailerAt - bytes.readUInt32LE(trailerAt);
-    for (let at = 4; at < indexStart; at += 3) bytes[at] ^= 0xff;
-    await writeFile(join(sstDir, file!), bytes);
+    await damageColumnChunks(join(sstDir, file!));
 
     const reopened = await serving();
     await expect(reopened.query({})).rejects.toMatchObject({ code: 'SST_CORRUPT' });

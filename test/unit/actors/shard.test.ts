@@ -1,21 +1,18 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DEFAULT_FLUSH_POLICY, type ActorContext } from '../../../src/actors/context.js';
+import type { ActorContext } from '../../../src/actors/context.js';
 import { ShardActor } from '../../../src/actors/shard.js';
 import { FsObjectStore } from '../../../src/engine/fs-object-store.js';
-import type { TableSchema } from '../../../src/engine/schema.js';
 import { tableMutationCodec } from '../../../src/engine/table/codec.js';
-import { TableEngine } from '../../../src/engine/table/table-engine.js';
 import { isRepriseError } from '../../../src/errors.js';
 import { MetaService } from '../../../src/meta/meta-service.js';
 import type { TableInfo } from '../../../src/meta/model.js';
-import { DEFAULT_MAX_BATCH_BYTES } from '../../../src/wal/entry.js';
 import { LocalLogStore } from '../../../src/wal/local-log-store.js';
-import type { LogStore } from '../../../src/wal/log-store.js';
+import { withOverrides } from '../../harness/tamper.js';
 import { waitUntil } from '../../harness/wait.js';
+import { actorContext, SCHEMA } from './parts.js';
 
 /**
  * ShardActor on its own, over real parts (a local WAL, meta's service, the
@@ -23,14 +20,6 @@ import { waitUntil } from '../../harness/wait.js';
  * as its machine says, and what it admits in which state.
  */
 
-const SCHEMA: TableSchema = {
-  name: 'm',
-  columns: [
-    { name: 'host', type: 'string', role: 'tag' },
-    { name: 'v', type: 'float64', role: 'field' },
-    { name: 'ts', type: 'timestamp', role: 'time' },
-  ],
-};
 
 describe('ShardActor', () => {
   let dir: string;
@@ -52,17 +41,7 @@ describe('ShardActor', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const context = (overrides: Partial<ActorContext> = {}): ActorContext => ({
-    nodeId: 'n1',
-    meta,
-    log,
-    engine: new TableEngine(),
-    objects,
-    logger: pino({ level: 'silent' }),
-    maxBatchBytes: DEFAULT_MAX_BATCH_BYTES,
-    flushPolicy: DEFAULT_FLUSH_POLICY,
-    ...overrides,
-  });
+  const context = (overrides: Partial<ActorContext> = {}): ActorContext => actorContext({ meta, log, objects, ...overrides });
 
   /** A leader once it serves; a follower once it follows. */
   async function started(ctx = context(), role: 'leader' | 'follower' = 'leader'): Promise<ShardActor> {
@@ -133,18 +112,12 @@ describe('ShardActor', () => {
     // The follower's log: its reads of the topic's bounds wait while `hold` is set (promotion reads them before catching up).
     let release: (() => void) | undefined;
     let held: Promise<void> | undefined;
-    const gated = new Proxy(log, {
-      get(target, prop) {
-        if (prop === 'bounds') {
-          return async (topic: string) => {
-            await held;
-            return target.bounds(topic);
-          };
-        }
-        const value: unknown = Reflect.get(target, prop, target);
-        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    const gated = withOverrides(log, {
+      bounds: async (topic: string) => {
+        await held;
+        return log.bounds(topic);
       },
-    }) as LogStore;
+    });
     const follower = await started(context({ nodeId: 'n2', log: gated }), 'follower');
     expect(follower.state()).toBe('following');
     await expect(follower.query(id, {})).rejects.toMatchObject({ code: 'NOT_LEADER' });

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createHttpServer } from '../../../src/api/http.js';
 import { open, type Reprise } from '../../../src/api/runtime.js';
 import { describeMachine, MACHINES } from '../../../src/actors/diagram.js';
+import { damageColumnChunks } from '../../harness/tamper.js';
 
 const schema = {
   name: 'system_metrics',
@@ -74,14 +75,8 @@ describe('operator endpoints (in process)', () => {
     let app = createHttpServer(db, { logger });
     const { victim, sstDir } = await flushedAndClosed(app);
     const [file] = await readdir(sstDir);
-    // Flipped bytes in every column chunk (between Parquet's magic and the
-    // engine's index, which sits before the footer): found when a chunk is
-    // read, not at open.
-    const bytes = await readFile(join(sstDir, file!));
-    const trailerAt = bytes.length - 8 - bytes.readUInt32LE(bytes.length - 8) - 12;
-    const indexStart = trailerAt - bytes.readUInt32LE(trailerAt);
-    for (let at = 4; at < indexStart; at += 3) bytes[at] ^= 0xff;
-    await writeFile(join(sstDir, file!), bytes);
+    // Found when a chunk is read, not at open.
+    await damageColumnChunks(join(sstDir, file!));
     db = await open({ dataDir: dir, shards: 3, logger: false });
     app = createHttpServer(db, { logger });
     expect((await app.inject({ method: 'GET', url: '/health' })).statusCode).toBe(200);
