@@ -13,6 +13,8 @@ export interface MachineTransition {
   /** The event, or `<effect> done` / `<effect> error` for an invoked effect settling. */
   readonly event: string;
   readonly to: string;
+  /** The guard that must hold, when the transition has a named one. */
+  readonly guard?: string;
 }
 
 export interface MachineDescription {
@@ -34,9 +36,12 @@ export function describeMachine(machine: AnyStateMachine): MachineDescription {
         ? `${String(effect)} done`
         : eventType.startsWith('xstate.error.actor.')
           ? `${String(effect)} error`
-          : eventType;
+          : eventType.startsWith('xstate.after.')
+            ? `after ${eventType.split('.')[2]}`
+            : eventType;
       for (const definition of definitions) {
-        for (const target of definition.target ?? []) transitions.push({ from: name, event, to: target.key });
+        const guard = guardName(definition.guard);
+        for (const target of definition.target ?? []) transitions.push({ from: name, event, to: target.key, ...(guard ? { guard } : {}) });
       }
     }
     // The machine's own `on`: every running state takes it, unless it handles (or forbids) the event itself.
@@ -51,6 +56,23 @@ export function describeMachine(machine: AnyStateMachine): MachineDescription {
   return { id: machine.id, initial: String(machine.root.initial?.target[0]?.key), states, transitions };
 }
 
+/** A guard as the machine names it: `patient`, `sourceOpening and patient`; undefined for none or an inline function. */
+function guardName(guard: unknown): string | undefined {
+  if (typeof guard === 'string') return guard;
+  // xstate's and/or: a function carrying its operands.
+  const operands = (guard as { guards?: unknown } | undefined)?.guards;
+  if (typeof guard === 'function' && Array.isArray(operands)) return operands.map((g) => guardName(g) ?? '?').join(` ${guard.name} `);
+  if (typeof guard !== 'object' || guard === null) return undefined;
+  const { type, params } = guard as { type?: unknown; params?: unknown };
+  if (typeof type === 'string') return params && typeof params === 'object' && !Array.isArray(params) ? `${type}(${Object.values(params).join(', ')})` : type;
+  return undefined;
+}
+
+/** A transition's label in a diagram: its event, and its guard in brackets. */
+export function transitionLabel(t: MachineTransition): string {
+  return t.guard ? `${t.event} [${t.guard}]` : t.event;
+}
+
 export const MACHINES: Record<string, AnyStateMachine> = {
   node: nodeMachine,
   shard: shardMachine,
@@ -61,7 +83,7 @@ export const MACHINES: Record<string, AnyStateMachine> = {
 export function mermaidDiagram(machine: AnyStateMachine): string {
   const d = describeMachine(machine);
   const lines = ['stateDiagram-v2', `  [*] --> ${d.initial}`];
-  for (const t of d.transitions) lines.push(`  ${t.from} --> ${t.to}: ${t.event}`);
+  for (const t of d.transitions) lines.push(`  ${t.from} --> ${t.to}: ${transitionLabel(t)}`);
   for (const s of d.states) if (s.final) lines.push(`  ${s.name} --> [*]`);
   return lines.join('\n');
 }

@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { DEFAULT_FLUSH_POLICY, type ActorContext, type FlushPolicy, type FollowerApply, type ReplayProgress, type Transition } from '../actors/context.js';
-import { NodeActor, type NodeStatus } from '../actors/node.js';
+import { NodeActor } from '../actors/node.js';
 import { errorReason } from '../machine-effects.js';
 import type { Deadline } from '../deadline.js';
 import type { TestHooks } from '../testing/faults.js';

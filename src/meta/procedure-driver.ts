@@ -89,6 +89,8 @@ export abstract class MachineDriver<Log extends ProcedureLog = ProcedureLog> {
         const recorded = this.meta.procedures().find((q) => q.id === p.id);
         if (recorded && recorded.state !== state) await this.meta.recordProcedureStep(p.id, state);
         const output = await effect(input);
+        // A step the machine ran again (it waited, then looked) keeps only the error of its last run.
+        this.errors.delete(p.id);
         const pause = testProcedurePauseMs(p.kind, state);
         if (pause > 0) {
           this.logger.warn({ procedure: p.id, step: state, ms: pause }, `test pause: ${p.kind} #${p.id} waits ${pause} ms after step '${state}'`);

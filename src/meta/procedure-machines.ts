@@ -1,4 +1,5 @@
-import { assign, fromPromise, setup, type AnyStateMachine } from 'xstate';
+import { and, assign, fromPromise, setup, type AnyStateMachine } from 'xstate';
+import { codeOfReason } from '../errors.js';
 import { effectNotProvided, errorReason, reasonOfError } from '../machine-effects.js';
 import type { EntryId } from '../wal/log-store.js';
 import type { ProcedureKind } from './model.js';
@@ -12,19 +13,24 @@ import type { Move } from './placement.js';
  * provides the effects and runs them. Every step is recorded
  * (`procedure_step`) before its effect runs, and a restarted meta starts
  * the machine again at the recorded step, so each step's effect must be
- * safe to run twice:
+ * safe to run twice. Waiting is part of the machines: a step that looks
+ * and finds it must wait goes to a `*_pending` state, whose `after poll`
+ * (meta's heartbeat interval) runs the step again, and a step that may
+ * give up does so after settleTimeout / poll looks (the count is in the
+ * context, so the machines stay pure):
  *
  *   migrate   (planned hand-off of one shard; recorded with the shard's epoch)
  *     handing_off      ask the leader to stop writing, flush and close the shard
  *                      (a node asked again for a shard it no longer holds says
  *                      yes); if the leader dies meanwhile the procedure fails
- *                      and failover takes the shard over
+ *                      and failover takes the shard over. A source still
+ *                      (re)opening the shard is asked again (source_pending)
  *     assigning        assign the shard to the target (`shard_assigned`), which
  *                      opens it with a new epoch; a no-op if already done
  *     awaiting_target  until the target's heartbeat reports the shard serving,
  *                      every region of it, at a higher epoch (done); if it
  *                      reports a failed open, dies, or has not served within
- *                      the settle timeout:
+ *                      the settle timeout (target_pending between looks):
  *     rolling_back     assign the shard back to the source, which reopens it
  *                      (outcome aborted, with the reason; the caller gets it)
  *   failover  (dynamic topology: a dead node's shard moves to a live node,
@@ -33,20 +39,23 @@ import type { Move } from './placement.js';
  *                      live follower first); a no-op if already done. The
  *                      procedure's start is the only append before it
  *     awaiting_leader  until the target's heartbeat reports the shard serving
- *                      at an epoch above the dead leader's; fails if the
- *                      target dies meanwhile (placement then starts another)
+ *                      at an epoch above the dead leader's (leader_pending
+ *                      between looks); fails if the target dies meanwhile
+ *                      (placement then starts another)
  *   rebalance (dynamic topology: one move at a time until leader counts of
  *              live nodes differ by at most one)
  *     planning     wait until the cluster is settled (every shard placed, led by
  *                  a live node that reports it serving, no other procedure),
  *                  then pick a move from the most to the least loaded node
- *                  (a shard an operator migrated last: the meta log knows them)
+ *                  (a shard an operator migrated last: the meta log knows them);
+ *                  unsettled, it looks again (settling) until the settle timeout
  *     moving       run that move as a migrate procedure of its own (parent:
  *                  the rebalance); resumed at planning, which first waits for
  *                  the move it was making
  *   create_table (driven by the frontend: begin_create, commit_create, abort_create)
  *     creating_regions  recorded with `table_creating`: the frontend writes each
  *                       region's region_create on its shard's leader
+ *                       (or, after the commit timeout, gives up: aborting)
  *     committing        `table_created`: the table becomes visible
  *     aborting          `table_create_aborted`: the frontend gave up, or a meta
  *                       restart cut the procedure short. Meta alone cannot
@@ -60,6 +69,38 @@ import type { Move } from './placement.js';
  * move); it waits for a running migration, which ends once its source is
  * declared dead.
  */
+
+// ---------------------------------------------------------------- shared
+
+/** What a step that waits found when it looked: done, or what it still waits for. */
+export type Poll = { readonly done: true } | { readonly waiting: string };
+
+/** How a procedure waits: meta's look-again interval, and how long a step that may give up waits. */
+export interface Patience {
+  /** Between looks (meta's heartbeat interval). */
+  readonly pollMs: number;
+  /** A step that may give up (a hand-off, a migration's target, a rebalance waiting to settle) does so after this long. */
+  readonly settleTimeoutMs: number;
+}
+
+/** Looks a step that may give up takes before it does. */
+const looksWithin = ({ pollMs, settleTimeoutMs }: Patience): number => Math.max(1, Math.ceil(settleTimeoutMs / pollMs));
+
+interface Waiting extends Patience {
+  /** Looks taken by the current waiting step. */
+  looks: number;
+  /** What it last found it waits for. */
+  waitingFor: string | undefined;
+}
+
+/** Whether the current waiting step may look again (fewer than settleTimeout / poll looks so far). */
+const hasPatience = (context: Waiting): boolean => context.looks + 1 < looksWithin(context);
+const pollDone = (event: unknown): boolean => 'done' in (event as { output: Poll }).output;
+/** The context after a look that found it must wait (an effect's output), or an error it may retry. */
+const nextLook = (context: Waiting, event: unknown): Pick<Waiting, 'looks' | 'waitingFor'> => {
+  const { output, error } = event as { output?: Poll; error?: unknown };
+  return { looks: context.looks + 1, waitingFor: output && 'waiting' in output ? output.waiting : error === undefined ? context.waitingFor : errorReason(error) };
+};
 
 // ---------------------------------------------------------------- migrate
 
@@ -76,13 +117,13 @@ export interface EpochMove extends Move {
 
 const epochMoveOf = ({ context }: { context: EpochMove & { id: number } }): EpochMove & { id: number } => ({ id: context.id, shard: context.shard, from: context.from, to: context.to, epoch: context.epoch });
 
-export interface MigrateInput extends EpochMove {
+export interface MigrateInput extends EpochMove, Patience {
   readonly id: number;
   /** The step recorded in the meta log: where the procedure (re)starts. */
   readonly resumeAt: MigrateStep;
 }
 
-export interface MigrateContext extends MigrateInput {
+export interface MigrateContext extends MigrateInput, Waiting {
   error: string | undefined;
 }
 
@@ -92,24 +133,31 @@ export const migrateProcedure = setup({
     input: {} as MigrateInput,
   },
   actors: {
-    /** Ask the leader to hand the shard off (stop writes, flush, close); rejects if it dies meanwhile. */
+    /** Ask the leader to hand the shard off (stop writes, flush, close); rejects if it dies meanwhile, or (SHARD_NOT_SERVING) while it is opening the shard. */
     handOff: fromPromise<void, EpochMove & { id: number }>(effectNotProvided('handOff')),
     /** Assign the shard to the target, which opens it with a new epoch (nothing to replay). */
     assignTarget: fromPromise<void, EpochMove & { id: number }>(effectNotProvided('assignTarget')),
-    /** Until the target's heartbeat reports the shard serving (every region) at a higher epoch; rejects if it reports a failed open, dies, or takes too long. */
-    awaitTarget: fromPromise<void, EpochMove & { id: number }>(effectNotProvided('awaitTarget')),
+    /** Whether the target's heartbeat reports the shard serving (every region) at a higher epoch; rejects if it reports a failed open or died. */
+    checkTarget: fromPromise<Poll, EpochMove & { id: number }>(effectNotProvided('checkTarget')),
     /** Assign the shard back to the source, which reopens it. */
     rollBack: fromPromise<void, EpochMove & { id: number }>(effectNotProvided('rollBack')),
   },
   guards: {
     resumedAt: ({ context }, params: { step: MigrateStep }) => context.resumeAt === params.step,
+    patient: ({ context }) => hasPatience(context),
+    isDone: ({ event }) => pollDone(event),
+    /** The source is (re)opening the shard, e.g. it reopened after meta's restart outlasted its hand-off grace: ask again once it serves. */
+    sourceOpening: ({ event }) => codeOfReason(errorReason((event as { error?: unknown }).error)) === 'SHARD_NOT_SERVING',
   },
   actions: {
     recordFailure: assign({ error: (_, params: { reason: string }) => params.reason }),
+    lookedAgain: assign(({ context, event }) => nextLook(context, event)),
+    startWaiting: assign({ looks: 0, waitingFor: undefined }),
   },
+  delays: { poll: ({ context }) => context.pollMs },
 }).createMachine({
   id: 'migrate',
-  context: ({ input }) => ({ ...input, error: undefined }),
+  context: ({ input }) => ({ ...input, looks: 0, waitingFor: undefined, error: undefined }),
   // Start (or resume) at the step the meta log holds.
   initial: 'resuming',
   states: {
@@ -126,10 +174,14 @@ export const migrateProcedure = setup({
       invoke: {
         src: 'handOff',
         input: epochMoveOf,
-        onDone: 'assigning',
-        onError: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfError } },
+        onDone: { target: 'assigning', actions: 'startWaiting' },
+        onError: [
+          { guard: and(['sourceOpening', 'patient']), target: 'source_pending', actions: 'lookedAgain' },
+          { target: 'failed', actions: { type: 'recordFailure', params: reasonOfError } },
+        ],
       },
     },
+    source_pending: { after: { poll: 'handing_off' } },
     assigning: {
       invoke: {
         src: 'assignTarget',
@@ -140,12 +192,22 @@ export const migrateProcedure = setup({
     },
     awaiting_target: {
       invoke: {
-        src: 'awaitTarget',
+        src: 'checkTarget',
         input: epochMoveOf,
-        onDone: 'done',
+        onDone: [
+          { guard: 'isDone', target: 'done' },
+          { guard: 'patient', target: 'target_pending', actions: 'lookedAgain' },
+          {
+            target: 'rolling_back',
+            actions: assign({
+              error: ({ context, event }) => `SHARD_NOT_SERVING: '${context.to}' did not serve shard ${context.shard} within ${context.settleTimeoutMs} ms (${'waiting' in event.output ? event.output.waiting : 'it serves it now'})`,
+            }),
+          },
+        ],
         onError: { target: 'rolling_back', actions: { type: 'recordFailure', params: reasonOfError } },
       },
     },
+    target_pending: { after: { poll: 'awaiting_target' } },
     rolling_back: {
       invoke: {
         src: 'rollBack',
@@ -170,6 +232,8 @@ export interface FailoverInput extends EpochMove {
   readonly id: number;
   /** The step recorded in the meta log: where the procedure (re)starts. */
   readonly resumeAt: FailoverStep;
+  /** Between looks at the new leader (meta's heartbeat interval). */
+  readonly pollMs: number;
 }
 
 export interface FailoverContext extends FailoverInput {
@@ -184,15 +248,17 @@ export const failoverProcedure = setup({
   actors: {
     /** Assign the dead node's shard to the target (a follower is promoted, another node opens it with a new epoch). */
     assignTarget: fromPromise<void, EpochMove & { id: number }>(effectNotProvided('assignTarget')),
-    /** Wait until the target serves the shard at a higher epoch; rejects if it dies first. */
-    awaitLeader: fromPromise<void, EpochMove & { id: number }>(effectNotProvided('awaitLeader')),
+    /** Whether the target serves the shard at a higher epoch; rejects if it died. */
+    checkLeader: fromPromise<Poll, EpochMove & { id: number }>(effectNotProvided('checkLeader')),
   },
   guards: {
     assigned: ({ context }) => context.resumeAt === 'awaiting_leader',
+    isDone: ({ event }) => pollDone(event),
   },
   actions: {
     recordFailure: assign({ error: (_, params: { reason: string }) => params.reason }),
   },
+  delays: { poll: ({ context }) => context.pollMs },
 }).createMachine({
   id: 'failover',
   context: ({ input }) => ({ ...input, error: undefined }),
@@ -209,14 +275,16 @@ export const failoverProcedure = setup({
         onError: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfError } },
       },
     },
+    // No timeout: the target serves, dies (placement starts another failover), or meta closes.
     awaiting_leader: {
       invoke: {
-        src: 'awaitLeader',
+        src: 'checkLeader',
         input: epochMoveOf,
-        onDone: 'done',
+        onDone: [{ guard: 'isDone', target: 'done' }, { target: 'leader_pending' }],
         onError: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfError } },
       },
     },
+    leader_pending: { after: { poll: 'awaiting_leader' } },
     done: { type: 'final' },
     failed: { type: 'final' },
   },
@@ -224,10 +292,10 @@ export const failoverProcedure = setup({
 
 // ---------------------------------------------------------------- rebalance
 
-/** What planning decided: one move, nothing to do, or stop (the cluster is not in a state to rebalance). */
-export type RebalancePlan = { readonly move: Move } | { readonly balanced: true } | { readonly stop: string };
+/** What planning decided: one move, nothing to do, stop (the cluster is not in a state to rebalance), or wait for it to settle. */
+export type RebalancePlan = { readonly move: Move } | { readonly balanced: true } | { readonly stop: string } | { readonly wait: string };
 
-export interface RebalanceContext {
+export interface RebalanceContext extends Waiting {
   readonly id: number;
   move: Move | undefined;
   moves: number;
@@ -237,20 +305,26 @@ export interface RebalanceContext {
 export const rebalanceProcedure = setup({
   types: {
     context: {} as RebalanceContext,
-    input: {} as { id: number },
+    input: {} as { id: number } & Patience,
   },
   actors: {
-    /** Wait until the cluster is settled, then pick one move (or none). */
+    /** Pick one move, none, or say what the cluster has yet to settle (a resumed rebalance first waits for the move it was making). */
     planMove: fromPromise<RebalancePlan, { id: number }>(effectNotProvided('planMove')),
     /** Run the move as a migrate procedure (parent: this rebalance). */
     moveShard: fromPromise<void, { id: number; move: Move }>(effectNotProvided('moveShard')),
   },
+  guards: {
+    patient: ({ context }) => hasPatience(context),
+    planned: ({ event }, params: { plan: 'move' | 'balanced' | 'wait' }) => params.plan in (event as unknown as { output: RebalancePlan }).output,
+  },
   actions: {
     recordFailure: assign({ error: (_, params: { reason: string }) => params.reason }),
+    lookedAgain: assign(({ context, event }) => nextLook(context, event)),
   },
+  delays: { poll: ({ context }) => context.pollMs },
 }).createMachine({
   id: 'rebalance',
-  context: ({ input }) => ({ id: input.id, move: undefined, moves: 0, error: undefined }),
+  context: ({ input }) => ({ id: input.id, pollMs: input.pollMs, settleTimeoutMs: input.settleTimeoutMs, looks: 0, waitingFor: undefined, move: undefined, moves: 0, error: undefined }),
   // A resumed rebalance starts here too: planning first waits for the move it was making.
   initial: 'planning',
   states: {
@@ -259,24 +333,100 @@ export const rebalanceProcedure = setup({
         src: 'planMove',
         input: ({ context }) => ({ id: context.id }),
         onDone: [
-          { guard: ({ event }) => 'move' in event.output, target: 'moving', actions: assign({ move: ({ event }) => ('move' in event.output ? event.output.move : undefined) }) },
-          { guard: ({ event }) => 'balanced' in event.output, target: 'balanced' },
-          { target: 'stopped', actions: assign({ error: ({ event }) => ('stop' in event.output ? event.output.stop : undefined) }) },
+          { guard: { type: 'planned', params: { plan: 'move' as const } }, target: 'moving', actions: assign({ move: ({ event }) => ('move' in event.output ? event.output.move : undefined) }) },
+          { guard: { type: 'planned', params: { plan: 'balanced' as const } }, target: 'balanced' },
+          { guard: and([{ type: 'planned', params: { plan: 'wait' as const } }, 'patient']), target: 'settling', actions: 'lookedAgain' },
+          {
+            target: 'stopped',
+            actions: assign({ error: ({ context, event }) => ('stop' in event.output ? event.output.stop : `the cluster did not settle within ${context.settleTimeoutMs} ms: ${'wait' in event.output ? event.output.wait : ''}`) }),
+          },
         ],
         onError: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfError } },
       },
     },
+    settling: { after: { poll: 'planning' } },
     moving: {
       invoke: {
         src: 'moveShard',
         input: ({ context }) => ({ id: context.id, move: context.move! }),
-        onDone: { target: 'planning', actions: assign({ moves: ({ context }) => context.moves + 1, move: undefined }) },
+        onDone: { target: 'planning', actions: assign({ moves: ({ context }) => context.moves + 1, move: undefined, looks: 0, waitingFor: undefined }) },
         onError: { target: 'failed', actions: { type: 'recordFailure', params: reasonOfError } },
       },
     },
     balanced: { type: 'final' },
     stopped: { type: 'final' },
     failed: { type: 'final' },
+  },
+});
+
+/**
+ * When meta starts a rebalance (dynamic topology): on a scheduler tick
+ * that finds the cluster unbalanced, one at a time, and after one that did
+ * not end balanced not again for a backoff that doubles while they keep
+ * not finishing (e.g. a hand-off that fails every time), up to a cap.
+ * Not a procedure (nothing of it is in the log): a restarted meta starts
+ * idle, or rebalancing when it resumes one.
+ */
+export interface RebalanceSchedulerContext {
+  readonly backoffMs: number;
+  readonly maxBackoffMs: number;
+  /** Rebalances in a row that did not end balanced. */
+  unfinished: number;
+  /** A rebalance the log has unfinished, to resume rather than start. */
+  resume: number | undefined;
+}
+
+export type RebalanceSchedulerEvent = { type: 'TICK' } | { type: 'RESUME'; procedure: number };
+
+export const rebalanceScheduler = setup({
+  types: {
+    context: {} as RebalanceSchedulerContext,
+    input: {} as { backoffMs: number; maxBackoffMs: number },
+    events: {} as RebalanceSchedulerEvent,
+  },
+  actors: {
+    /** Whether the settled cluster's leader counts differ by more than one. */
+    unbalanced: fromPromise<boolean, void>(effectNotProvided('unbalanced')),
+    /** Start (or resume) a rebalance procedure and run it; resolves with whether it ended balanced. */
+    rebalance: fromPromise<boolean, { resume: number | undefined }>(effectNotProvided('rebalance')),
+  },
+  guards: {
+    /** The effect found what it looked for: an unbalanced cluster, a rebalance that ended balanced. */
+    found: ({ event }) => (event as { output?: boolean }).output === true,
+  },
+  delays: {
+    backoff: ({ context }) => Math.min(context.maxBackoffMs, context.backoffMs * 2 ** Math.max(0, context.unfinished - 1)),
+  },
+}).createMachine({
+  id: 'rebalance_scheduler',
+  context: ({ input }) => ({ ...input, unfinished: 0, resume: undefined }),
+  initial: 'idle',
+  states: {
+    idle: {
+      on: {
+        TICK: 'checking',
+        RESUME: { target: 'rebalancing', actions: assign({ resume: ({ event }) => event.procedure }) },
+      },
+    },
+    checking: {
+      invoke: {
+        src: 'unbalanced',
+        onDone: [{ guard: 'found', target: 'rebalancing' }, { target: 'idle' }],
+        onError: 'idle',
+      },
+    },
+    rebalancing: {
+      invoke: {
+        src: 'rebalance',
+        input: ({ context }) => ({ resume: context.resume }),
+        onDone: [
+          { guard: 'found', target: 'idle', actions: assign({ unfinished: 0, resume: undefined }) },
+          { target: 'backing_off', actions: assign({ unfinished: ({ context }) => context.unfinished + 1, resume: undefined }) },
+        ],
+        onError: { target: 'backing_off', actions: assign({ unfinished: ({ context }) => context.unfinished + 1, resume: undefined }) },
+      },
+    },
+    backing_off: { after: { backoff: 'idle' } },
   },
 });
 
@@ -290,6 +440,8 @@ export interface CreateTableInput {
   readonly tableId: number;
   /** A procedure a meta restart cut short: rolled back, whatever its step (meta alone cannot create regions). */
   readonly resumed: boolean;
+  /** How long the frontend has to commit or abort before meta rolls the creation back (it may have died mid-way). */
+  readonly commitTimeoutMs: number;
 }
 
 export interface CreateTableContext extends CreateTableInput {
@@ -303,7 +455,7 @@ export const createTableProcedure = setup({
     input: {} as CreateTableInput,
   },
   actors: {
-    /** The frontend's step: resolves with each region's region_create entry id when it commits; rejects when it aborts (or gives up). */
+    /** The frontend's step: resolves with each region's region_create entry id when it commits; rejects when it aborts. */
     regionsCreated: fromPromise<Record<number, EntryId>, { id: number; tableId: number }>(effectNotProvided('regionsCreated')),
     /** `table_created`: the table becomes visible. */
     commit: fromPromise<void, { id: number; tableId: number; createdAt: Record<number, EntryId> }>(effectNotProvided('commit')),
@@ -315,6 +467,9 @@ export const createTableProcedure = setup({
   },
   actions: {
     recordFailure: assign({ error: (_, params: { reason: string }) => params.reason }),
+  },
+  delays: {
+    commitTimeout: ({ context }) => context.commitTimeoutMs,
   },
 }).createMachine({
   id: 'create_table',
@@ -334,6 +489,8 @@ export const createTableProcedure = setup({
         onDone: { target: 'committing', actions: assign({ createdAt: ({ event }) => event.output }) },
         onError: { target: 'aborting', actions: { type: 'recordFailure', params: reasonOfError } },
       },
+      // The frontend died mid-way: the creation neither holds its name nor blocks migrations of its shards until the next meta restart.
+      after: { commitTimeout: { target: 'aborting', actions: assign({ error: ({ context }) => `the frontend did not commit or abort it within ${context.commitTimeoutMs} ms` }) } },
     },
     committing: {
       invoke: {

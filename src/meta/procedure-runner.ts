@@ -1,11 +1,24 @@
 import type { Logger } from 'pino';
 import { errorReason } from '../machine-effects.js';
-import { asRepriseError, isRepriseError, RepriseError } from '../errors.js';
+import { codeOfReason, isRepriseError, RepriseError } from '../errors.js';
 import type { MetaService } from './meta-service.js';
 import type { ProcedureInfo, ShardReport } from './model.js';
 import { Closing, MachineDriver } from './procedure-driver.js';
 import { planRebalanceMove, type Move } from './placement.js';
-import { FAILOVER_STEPS, failoverProcedure, MIGRATE_STEPS, migrateProcedure, rebalanceProcedure, type EpochMove, type FailoverStep, type MigrateStep, type RebalancePlan } from './procedure-machines.js';
+import { createActor, fromPromise, type Actor } from 'xstate';
+import {
+  FAILOVER_STEPS,
+  failoverProcedure,
+  MIGRATE_STEPS,
+  migrateProcedure,
+  rebalanceProcedure,
+  rebalanceScheduler,
+  type EpochMove,
+  type FailoverStep,
+  type MigrateStep,
+  type Poll,
+  type RebalancePlan,
+} from './procedure-machines.js';
 
 // ---------------------------------------------------------------- runner
 
@@ -50,13 +63,24 @@ export class ProcedureRunner extends MachineDriver<MetaService> {
   private readonly running = new Map<number, Promise<unknown>>();
   /** Failovers being started: resolved once the shard is assigned (placement waits for that, not for the new leader). */
   private readonly assigned = new Map<number, () => void>();
-  private rebalancing = false;
-  private rebalanceNotBefore = 0;
-  /** Rebalances in a row that did not end balanced: each doubles the wait before the next (the log is never pruned). */
-  private rebalancesUnfinished = 0;
+  /** When to start a rebalance (one at a time, backing off after unfinished ones): see rebalanceScheduler. */
+  private readonly rebalances: Actor<typeof rebalanceScheduler>;
 
   constructor(private readonly host: ProcedureHost) {
     super(host.meta, host.logger);
+    const scheduler = rebalanceScheduler.provide({
+      actors: {
+        unbalanced: fromPromise(async () => !this.closed && 'move' in this.plan(-1)),
+        rebalance: fromPromise(({ input }: { input: { resume: number | undefined } }) => this.rebalance(input.resume)),
+      },
+    });
+    this.rebalances = createActor(scheduler, { input: { backoffMs: host.rebalanceBackoffMs, maxBackoffMs: MAX_REBALANCE_BACKOFF_MS } });
+    this.rebalances.start();
+  }
+
+  override close(): void {
+    this.rebalances.stop();
+    super.close();
   }
 
   /** Start a migration (recorded before anything moves) and run it to its end. */
@@ -113,37 +137,35 @@ export class ProcedureRunner extends MachineDriver<MetaService> {
     const shardProcedures = unfinished.filter((q) => q.kind === 'migrate' || q.kind === 'failover');
     for (const p of [...shardProcedures, ...unfinished.filter((q) => q.kind === 'rebalance')]) {
       this.logger.warn({ procedure: p.id, kind: p.kind, shard: p.shard, from: p.from, to: p.to, step: p.state }, `resuming ${describe(p)} at step '${p.state}'`);
-      if (p.kind !== 'rebalance') {
-        this.run(p).catch(() => undefined);
-        continue;
-      }
-      this.rebalancing = true;
-      this.run(p)
-        .catch(() => undefined)
-        .finally(() => (this.rebalancing = false));
+      if (p.kind === 'rebalance') this.rebalances.send({ type: 'RESUME', procedure: p.id });
+      else this.run(p).catch(() => undefined);
     }
   }
 
   /**
    * Called by meta's scheduler each tick: in the dynamic topology, when no
    * procedure runs and the settled cluster's leader counts differ by more
-   * than one, start a rebalance (in the background).
+   * than one, start a rebalance (in the background), unless one runs or
+   * the last ones did not finish (rebalanceScheduler backs off).
    */
   rebalanceIfNeeded(): void {
-    if (this.closed || this.host.topology !== 'dynamic' || this.rebalancing || Date.now() < this.rebalanceNotBefore) return;
-    if (!('move' in this.plan(-1))) return;
-    this.rebalancing = true;
-    void (async () => {
-      try {
-        const p = await this.meta.startProcedure({ kind: 'rebalance', shard: null, from: null, to: null, parent: null, state: 'planning' });
+    if (this.closed || this.host.topology !== 'dynamic') return;
+    this.rebalances.send({ type: 'TICK' });
+  }
+
+  /** Start a rebalance (or resume the log's), run it to its end; whether it ended balanced. */
+  private async rebalance(resume: number | undefined): Promise<boolean> {
+    try {
+      let p = resume === undefined ? undefined : this.meta.procedures().find((q) => q.id === resume);
+      if (!p) {
+        p = await this.meta.startProcedure({ kind: 'rebalance', shard: null, from: null, to: null, parent: null, state: 'planning' });
         this.logger.info({ procedure: p.id }, `rebalance #${p.id}: leader counts of live nodes differ by more than one`);
-        await this.run(p);
-      } catch (err) {
-        if (!(err instanceof Closing)) this.logger.warn({ err }, `rebalance did not start or failed: ${errorReason(err)}`);
-      } finally {
-        this.rebalancing = false;
       }
-    })();
+      return await this.runRebalance(p);
+    } catch (err) {
+      if (!(err instanceof Closing)) this.logger.warn({ err }, `rebalance did not start or failed: ${errorReason(err)}`);
+      return false;
+    }
   }
 
   // ---- running a procedure
@@ -151,7 +173,8 @@ export class ProcedureRunner extends MachineDriver<MetaService> {
   private run(p: ProcedureInfo): Promise<unknown> {
     const existing = this.running.get(p.id);
     if (existing) return existing;
-    const promise = p.kind === 'migrate' ? this.runMigrate(p) : p.kind === 'failover' ? this.runFailover(p) : this.runRebalance(p);
+    // A rebalance runs through rebalanceScheduler (one at a time), not here.
+    const promise = p.kind === 'migrate' ? this.runMigrate(p) : this.runFailover(p);
     this.running.set(p.id, promise);
     promise.then(
       () => this.running.delete(p.id),
@@ -166,13 +189,13 @@ export class ProcedureRunner extends MachineDriver<MetaService> {
     await this.assertKnownStep(p, MIGRATE_STEPS);
     const machine = migrateProcedure.provide({
       actors: {
-        handOff: this.step(p, 'handing_off', () => this.handOff(p, move)),
+        handOff: this.step(p, 'handing_off', () => this.handOff(move)),
         assignTarget: this.step(p, 'assigning', () => this.assignTarget(move)),
-        awaitTarget: this.step(p, 'awaiting_target', () => this.awaitTarget(p, move)),
+        checkTarget: this.step(p, 'awaiting_target', async () => this.checkTarget(move)),
         rollBack: this.step(p, 'rolling_back', () => this.rollBack(move)),
       },
     });
-    const final = await this.drive(p, machine, { id: p.id, ...move, resumeAt: p.state as MigrateStep });
+    const final = await this.drive(p, machine, { id: p.id, ...move, resumeAt: p.state as MigrateStep, pollMs: this.host.pollMs, settleTimeoutMs: this.host.settleTimeoutMs });
     const ms = Date.now() - p.startedAt;
     if (final.value === 'done') {
       await this.finish(p, 'done');
@@ -204,10 +227,10 @@ export class ProcedureRunner extends MachineDriver<MetaService> {
           await this.assignFailoverTarget(move);
           this.assigned.get(p.id)?.();
         }),
-        awaitLeader: this.step(p, 'awaiting_leader', () => this.awaitLeader(p, move)),
+        checkLeader: this.step(p, 'awaiting_leader', async () => this.checkLeader(move)),
       },
     });
-    const final = await this.drive(p, machine, { id: p.id, ...move, resumeAt: p.state as FailoverStep });
+    const final = await this.drive(p, machine, { id: p.id, ...move, resumeAt: p.state as FailoverStep, pollMs: this.host.pollMs });
     this.errors.delete(p.id);
     const ms = Date.now() - p.startedAt;
     if (final.value === 'done') {
@@ -220,7 +243,8 @@ export class ProcedureRunner extends MachineDriver<MetaService> {
     this.logger.warn({ procedure: p.id, ...move, reason }, `failover #${p.id} of shard ${move.shard} to '${move.to}' failed: ${reason}`);
   }
 
-  private async runRebalance(p: ProcedureInfo): Promise<void> {
+  /** Run a rebalance procedure to its end; whether it ended balanced. */
+  private async runRebalance(p: ProcedureInfo): Promise<boolean> {
     const machine = rebalanceProcedure.provide({
       actors: {
         planMove: this.step(p, 'planning', () => this.planMove(p)),
@@ -229,47 +253,36 @@ export class ProcedureRunner extends MachineDriver<MetaService> {
         }),
       },
     });
-    const final = await this.drive(p, machine, { id: p.id });
+    const final = await this.drive(p, machine, { id: p.id, pollMs: this.host.pollMs, settleTimeoutMs: this.host.settleTimeoutMs });
     const moves = final.context.moves as number;
     if (final.value === 'balanced') {
-      this.rebalancesUnfinished = 0;
       await this.finish(p, 'done');
       this.logger.info({ procedure: p.id, moves }, `rebalance #${p.id} done: ${moves} shard(s) moved`);
-      return;
+      return true;
     }
     const reason = final.context.error ?? String(final.value);
-    this.rebalanceNotBefore = Date.now() + Math.min(MAX_REBALANCE_BACKOFF_MS, this.host.rebalanceBackoffMs * 2 ** this.rebalancesUnfinished++);
     await this.finish(p, final.value === 'stopped' ? 'stopped' : 'failed', reason);
     this.logger.warn({ procedure: p.id, moves, reason }, `rebalance #${p.id} ${final.value} after ${moves} move(s): ${reason}`);
+    return false;
   }
 
   /** The error to give the caller: the failed step's own (its code), prefixed with what failed. */
   private failure(p: ProcedureInfo, reason: string): RepriseError {
     const cause = this.errors.get(p.id);
     this.errors.delete(p.id);
-    const code = cause === undefined ? 'INTERNAL' : asRepriseError(cause).code;
+    // A step that gave up waiting failed no effect: its code is in the reason.
+    const code = isRepriseError(cause) ? cause.code : codeOfReason(reason);
     return new RepriseError(code, `migration of shard ${p.shard} from '${p.from}' to '${p.to}' failed: ${reason}`, { shard: p.shard, procedure: p.id }, { cause });
   }
 
   // ---- effects: migrate
 
-  private async handOff(p: ProcedureInfo, move: Move): Promise<void> {
-    const deadline = Date.now() + this.host.settleTimeoutMs;
-    for (;;) {
-      this.assertOpen(p.id);
-      const leader = this.meta.shard(move.shard).leader;
-      if (leader === move.to) return; // a resumed procedure whose assignment was done
-      if (leader !== move.from) throw new RepriseError('NOT_LEADER', `shard ${move.shard} is led by '${leader}' now, not '${move.from}' (failover moved it)`, { shard: move.shard });
-      try {
-        await this.host.handOff(move.shard, move.from, move.to);
-        return;
-      } catch (err) {
-        // The source's shard is (re)opening, e.g. it reopened after meta's
-        // restart outlasted its hand-off grace: ask again once it serves.
-        if (!isRepriseError(err, 'SHARD_NOT_SERVING') || Date.now() >= deadline) throw err;
-        await this.sleep(this.host.pollMs, p.id);
-      }
-    }
+  /** One request to the source; SHARD_NOT_SERVING while it (re)opens the shard (the machine asks again). */
+  private async handOff(move: Move): Promise<void> {
+    const leader = this.meta.shard(move.shard).leader;
+    if (leader === move.to) return; // a resumed procedure whose assignment was done
+    if (leader !== move.from) throw new RepriseError('NOT_LEADER', `shard ${move.shard} is led by '${leader}' now, not '${move.from}' (failover moved it)`, { shard: move.shard });
+    await this.host.handOff(move.shard, move.from, move.to);
   }
 
   private async assignTarget(move: Move): Promise<void> {
@@ -281,31 +294,23 @@ export class ProcedureRunner extends MachineDriver<MetaService> {
   }
 
   /**
-   * Until the target's heartbeat reports the shard serving, every region
+   * Whether the target's heartbeat reports the shard serving, every region
    * included, as its leader at meta's epoch, above the one the migration
    * started at. Rejects when the target reports the shard (or a region of
    * it) failed at such an epoch: its node would open it again, but the
-   * source had it serving. Rejects too when the target dies, or has not
-   * served within the settle timeout.
+   * source had it serving. Rejects too when the target has died.
    */
-  private async awaitTarget(p: ProcedureInfo, move: EpochMove): Promise<void> {
-    const deadline = Date.now() + this.host.settleTimeoutMs;
+  private checkTarget(move: EpochMove): Poll {
     const details = { shard: move.shard, node: move.to };
-    for (;;) {
-      this.assertOpen(p.id);
-      const shard = this.meta.shard(move.shard);
-      if (shard.leader !== move.to) throw new RepriseError('NOT_LEADER', `shard ${move.shard} is assigned to '${shard.leader}' now, not '${move.to}'`, { shard: move.shard });
-      const report = this.host.report(move.to, move.shard);
-      const opened = report !== undefined && report.epoch > move.epoch ? report : undefined;
-      if (opened?.epoch === shard.epoch && opened.state === 'serving' && opened.role !== 'follower' && !opened.failedRegions?.length) return;
-      const failure = opened?.state === 'failed' ? (opened.error ?? 'failed') : opened?.failedRegions?.map((r) => `region ${r.id}: ${r.error}`).join('; ');
-      if (failure) throw new RepriseError('SHARD_NOT_SERVING', `'${move.to}' failed to open shard ${move.shard}: ${failure}`, details);
-      if (!this.host.liveNodes().includes(move.to)) throw new RepriseError('UNAVAILABLE', `node '${move.to}' died before it served shard ${move.shard}`, details);
-      if (Date.now() >= deadline) {
-        throw new RepriseError('SHARD_NOT_SERVING', `'${move.to}' did not serve shard ${move.shard} within ${this.host.settleTimeoutMs} ms (it reports it ${report ? `${report.state} at epoch ${report.epoch}` : 'not at all'})`, details);
-      }
-      await this.sleep(this.host.pollMs, p.id);
-    }
+    const shard = this.meta.shard(move.shard);
+    if (shard.leader !== move.to) throw new RepriseError('NOT_LEADER', `shard ${move.shard} is assigned to '${shard.leader}' now, not '${move.to}'`, { shard: move.shard });
+    const report = this.host.report(move.to, move.shard);
+    const opened = report !== undefined && report.epoch > move.epoch ? report : undefined;
+    if (opened?.epoch === shard.epoch && opened.state === 'serving' && opened.role !== 'follower' && !opened.failedRegions?.length) return { done: true };
+    const failure = opened?.state === 'failed' ? (opened.error ?? 'failed') : opened?.failedRegions?.map((r) => `region ${r.id}: ${r.error}`).join('; ');
+    if (failure) throw new RepriseError('SHARD_NOT_SERVING', `'${move.to}' failed to open shard ${move.shard}: ${failure}`, details);
+    if (!this.host.liveNodes().includes(move.to)) throw new RepriseError('UNAVAILABLE', `node '${move.to}' died before it served shard ${move.shard}`, details);
+    return { waiting: `it reports it ${report ? `${report.state} at epoch ${report.epoch}` : 'not at all'}` };
   }
 
   /** The target did not serve the shard: assign it back to the source, which reopens it (a no-op if done already). */
@@ -329,18 +334,15 @@ export class ProcedureRunner extends MachineDriver<MetaService> {
     this.host.nudge(move.to);
   }
 
-  /** Until the target's heartbeat reports the shard serving at an epoch above the dead leader's; rejects if the target dies first. */
-  private async awaitLeader(p: ProcedureInfo, move: EpochMove): Promise<void> {
-    for (;;) {
-      this.assertOpen(p.id);
-      const shard = this.meta.shard(move.shard);
-      if (shard.leader !== move.to) throw new RepriseError('NOT_LEADER', `shard ${move.shard} is assigned to '${shard.leader}' now, not '${move.to}'`, { shard: move.shard });
-      if (shard.epoch > move.epoch && this.serves(move.to, move.shard, shard.epoch)) return;
-      if (!this.host.liveNodes().includes(move.to)) {
-        throw new RepriseError('UNAVAILABLE', `node '${move.to}' died before it served shard ${move.shard}: placement starts another failover`, { shard: move.shard });
-      }
-      await this.sleep(this.host.pollMs, p.id);
+  /** Whether the target's heartbeat reports the shard serving at an epoch above the dead leader's; rejects if the target has died. */
+  private checkLeader(move: EpochMove): Poll {
+    const shard = this.meta.shard(move.shard);
+    if (shard.leader !== move.to) throw new RepriseError('NOT_LEADER', `shard ${move.shard} is assigned to '${shard.leader}' now, not '${move.to}'`, { shard: move.shard });
+    if (shard.epoch > move.epoch && this.serves(move.to, move.shard, shard.epoch)) return { done: true };
+    if (!this.host.liveNodes().includes(move.to)) {
+      throw new RepriseError('UNAVAILABLE', `node '${move.to}' died before it served shard ${move.shard}: placement starts another failover`, { shard: move.shard });
     }
+    return { waiting: `'${move.to}' does not serve it at an epoch above ${move.epoch} yet` };
   }
 
   // ---- effects: rebalance
@@ -350,14 +352,8 @@ export class ProcedureRunner extends MachineDriver<MetaService> {
     for (const child of this.meta.procedures().filter((q) => q.parent === p.id)) {
       await this.running.get(child.id)?.catch(() => undefined);
     }
-    const deadline = Date.now() + this.host.settleTimeoutMs;
-    for (;;) {
-      this.assertOpen(p.id);
-      const plan = this.plan(p.id);
-      if (!('wait' in plan)) return plan;
-      if (Date.now() >= deadline) return { stop: `the cluster did not settle within ${this.host.settleTimeoutMs} ms: ${plan.wait}` };
-      await this.sleep(this.host.pollMs, p.id);
-    }
+    this.assertOpen(p.id);
+    return this.plan(p.id);
   }
 
   /**
@@ -366,7 +362,7 @@ export class ProcedureRunner extends MachineDriver<MetaService> {
    * serving where meta put it, another procedure running: a failover, a
    * migration, a table being created), nothing (balanced), or one move.
    */
-  private plan(self: number): RebalancePlan | { wait: string } {
+  private plan(self: number): RebalancePlan {
     if (this.host.topology !== 'dynamic') return { stop: `topology is ${this.host.topology}: shards stay where they are` };
     const live = this.host.liveNodes();
     const shards = this.meta.shards();

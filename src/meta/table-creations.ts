@@ -108,14 +108,9 @@ export class TableCreations extends MachineDriver<TableCreationLog> {
     let report!: Creation['report'];
     const reported = new Promise<Record<number, EntryId>>((resolve, reject) => (report = { resolve, reject }));
     reported.catch(() => undefined);
-    let timer: NodeJS.Timeout | undefined;
     const machine = createTableProcedure.provide({
       actors: {
-        regionsCreated: this.step(p, 'creating_regions', () => {
-          timer = setTimeout(() => report.reject(new Error(`the frontend did not commit or abort it within ${this.timeoutMs} ms`)), this.timeoutMs);
-          timer.unref();
-          return reported;
-        }),
+        regionsCreated: this.step(p, 'creating_regions', () => reported),
         commit: this.step(p, 'committing', ({ createdAt }: { id: number; tableId: number; createdAt: Record<number, EntryId> }) => this.meta.recordTableCreated(tableId, createdAt)),
         abort: this.step(p, 'aborting', async () => {
           if (this.tableById(tableId)) await this.meta.recordTableCreateAborted(tableId);
@@ -124,14 +119,13 @@ export class TableCreations extends MachineDriver<TableCreationLog> {
     });
     const final = (async () => {
       try {
-        const end = await this.drive(p, machine, { id: p.id, tableId, resumed });
+        const end = await this.drive(p, machine, { id: p.id, tableId, resumed, commitTimeoutMs: this.timeoutMs });
         const reason = end.context.error;
         if (end.value === 'done') await this.finish(p, 'done');
         else await this.finish(p, end.value === 'aborted' ? 'aborted' : 'failed', reason ?? end.value);
         if (end.value !== 'done') this.logger.warn({ procedure: p.id, tableId, reason }, `create_table #${p.id} (table #${tableId}) ${end.value}: ${reason}`);
         return { ...end, cause: this.errors.get(p.id) };
       } finally {
-        clearTimeout(timer);
         this.running.delete(tableId);
         this.errors.delete(p.id);
       }

@@ -5,13 +5,23 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createActor, fromPromise, type AnyStateMachine } from 'xstate';
-import { describeMachine } from '../../../src/actors/diagram.js';
+import { describeMachine, transitionLabel } from '../../../src/actors/diagram.js';
 import type { TableSchema } from '../../../src/engine/schema.js';
 import { MetaServer, type MetaServerOptions } from '../../../src/meta/meta-server.js';
 import { MetaService, metaTopicOf } from '../../../src/meta/meta-service.js';
 import { applyMetaEvent, emptyMetaState, type MetaEvent } from '../../../src/meta/model.js';
 import { planRebalanceMove, type Move } from '../../../src/meta/placement.js';
-import { createTableProcedure, failoverProcedure, migrateProcedure, PROCEDURE_MACHINES, rebalanceProcedure, type EpochMove, type RebalancePlan } from '../../../src/meta/procedure-machines.js';
+import {
+  createTableProcedure,
+  failoverProcedure,
+  migrateProcedure,
+  PROCEDURE_MACHINES,
+  rebalanceProcedure,
+  rebalanceScheduler,
+  type EpochMove,
+  type Poll,
+  type RebalancePlan,
+} from '../../../src/meta/procedure-machines.js';
 import { ProcedureRunner, type ProcedureHost } from '../../../src/meta/procedure-runner.js';
 import { InProcessNetwork, type InProcessTransport } from '../../../src/transport/in-process.js';
 import { LocalLogStore } from '../../../src/wal/local-log-store.js';
@@ -56,7 +66,7 @@ async function runMachine(machine: AnyStateMachine, input: unknown): Promise<{ s
 }
 
 describe('procedure machines (specifications, effects injected)', () => {
-  const move = { id: 1, shard: 2, from: 'n1', to: 'n2', epoch: 3 };
+  const move = { id: 1, shard: 2, from: 'n1', to: 'n2', epoch: 3, pollMs: 5, settleTimeoutMs: 50 };
 
   it('migrate: hands off, assigns, awaits the target; resumed at a later step it does not repeat the earlier ones', async () => {
     const calls: string[] = [];
@@ -64,7 +74,10 @@ describe('procedure machines (specifications, effects injected)', () => {
       actors: {
         handOff: fromPromise(async ({ input }) => void calls.push(`handOff ${input.shard} ${input.from}->${input.to}`)),
         assignTarget: fromPromise(async ({ input }) => void calls.push(`assign ${input.shard} ${input.to}`)),
-        awaitTarget: fromPromise(async ({ input }) => void calls.push(`await ${input.to} above epoch ${input.epoch}`)),
+        checkTarget: fromPromise(async ({ input }) => {
+          calls.push(`await ${input.to} above epoch ${input.epoch}`);
+          return { done: true } as const;
+        }),
         rollBack: fromPromise(async () => {
           calls.push('rollBack');
         }),
@@ -111,7 +124,7 @@ describe('procedure machines (specifications, effects injected)', () => {
         actors: {
           handOff: fromPromise<void, EpochMove & { id: number }>(async () => undefined),
           assignTarget: fromPromise<void, EpochMove & { id: number }>(async () => undefined),
-          awaitTarget: fromPromise<void, EpochMove & { id: number }>(notServed),
+          checkTarget: fromPromise<Poll, EpochMove & { id: number }>(notServed),
           rollBack: fromPromise(async ({ input }) => {
             calls.push(`give ${input.shard} back to ${input.from}`);
             await rollBack();
@@ -139,14 +152,15 @@ describe('procedure machines (specifications, effects injected)', () => {
 
   it('failover: assigns, then awaits the new leader; resumed at awaiting_leader it does not assign again; fails if the target dies', async () => {
     const calls: string[] = [];
-    const failover = { id: 3, shard: 1, from: 'n1', to: 'n2', epoch: 4 };
+    const failover = { id: 3, shard: 1, from: 'n1', to: 'n2', epoch: 4, pollMs: 5 };
     const machine = (awaitLeader: () => Promise<void>) =>
       failoverProcedure.provide({
         actors: {
           assignTarget: fromPromise(async ({ input }) => void calls.push(`assign ${input.shard} ${input.from}->${input.to}`)),
-          awaitLeader: fromPromise(async ({ input }) => {
+          checkLeader: fromPromise(async ({ input }) => {
             calls.push(`await ${input.to} above epoch ${input.epoch}`);
             await awaitLeader();
+            return { done: true } as const;
           }),
         },
       });
@@ -180,7 +194,7 @@ describe('procedure machines (specifications, effects injected)', () => {
           abort: fromPromise(async ({ input }) => void calls.push(`abort ${input.tableId}`)),
         },
       });
-    const input = { id: 5, tableId: 2, resumed: false };
+    const input = { id: 5, tableId: 2, resumed: false, commitTimeoutMs: 60_000 };
     const committed = await runMachine(machine(async () => ({ 7: 40 })), input);
     expect(committed.states).toEqual(['creating_regions', 'committing', 'done']);
     expect(calls).toEqual(['commit 2 {"7":40}']);
@@ -219,15 +233,127 @@ describe('procedure machines (specifications, effects injected)', () => {
     expect(calls).toEqual(['abort 2']);
   });
 
+  it('migrate waits in states: a source (re)opening the shard is asked again, a target is looked at until it serves; each gives up after settleTimeout / poll looks', async () => {
+    const opening = () => Object.assign(new Error('shard 2 is opening'), { code: 'SHARD_NOT_SERVING' });
+    const machine = (handOffs: (() => void)[], checks: Poll[]) =>
+      migrateProcedure.provide({
+        actors: {
+          handOff: fromPromise<void, EpochMove & { id: number }>(async () => {
+            handOffs.shift()?.();
+          }),
+          assignTarget: fromPromise<void, EpochMove & { id: number }>(async () => undefined),
+          checkTarget: fromPromise(async () => checks.shift() ?? { waiting: 'it reports it opening at epoch 3' }),
+          rollBack: fromPromise<void, EpochMove & { id: number }>(async () => undefined),
+        },
+      });
+    const thrown = (err: () => Error) => () => {
+      throw err();
+    };
+    const patient = await runMachine(machine([thrown(opening), thrown(opening)], [{ waiting: 'not yet' }, { done: true }]), { ...move, resumeAt: 'handing_off' });
+    expect(patient.states).toEqual(['handing_off', 'source_pending', 'handing_off', 'source_pending', 'handing_off', 'assigning', 'awaiting_target', 'target_pending', 'awaiting_target', 'done']);
+    // 50 ms at 5 ms a look: the tenth look that finds it waiting gives up.
+    const neverServed = await runMachine(machine([], []), { ...move, resumeAt: 'awaiting_target' });
+    expect(neverServed.states.filter((s) => s === 'awaiting_target')).toHaveLength(10);
+    expect(neverServed.states.slice(-2)).toEqual(['rolling_back', 'rolled_back']);
+    expect(neverServed.context.error).toBe("SHARD_NOT_SERVING: 'n2' did not serve shard 2 within 50 ms (it reports it opening at epoch 3)");
+    const stillOpening = await runMachine(machine(Array.from({ length: 20 }, () => thrown(opening)), []), { ...move, resumeAt: 'handing_off' });
+    expect(stillOpening.states.filter((s) => s === 'handing_off')).toHaveLength(10);
+    expect(stillOpening.states.at(-1)).toBe('failed');
+    expect(stillOpening.context.error).toBe('SHARD_NOT_SERVING: shard 2 is opening');
+    // Any other refusal fails at once.
+    const refused = await runMachine(machine([thrown(() => Object.assign(new Error("node 'n1' died"), { code: 'UNAVAILABLE' }))], []), { ...move, resumeAt: 'handing_off' });
+    expect(refused.states).toEqual(['handing_off', 'failed']);
+  });
+
+  it('failover looks at the new leader until it serves (leader_pending between looks), with no timeout', async () => {
+    const checks: Poll[] = [{ waiting: 'a' }, { waiting: 'b' }, { done: true }];
+    const machine = failoverProcedure.provide({
+      actors: { assignTarget: fromPromise<void, EpochMove & { id: number }>(async () => undefined), checkLeader: fromPromise(async () => checks.shift()!) },
+    });
+    const run = await runMachine(machine, { id: 3, shard: 1, from: 'n1', to: 'n2', epoch: 4, resumeAt: 'assigning', pollMs: 5 });
+    expect(run.states).toEqual(['assigning', 'awaiting_leader', 'leader_pending', 'awaiting_leader', 'leader_pending', 'awaiting_leader', 'done']);
+  });
+
+  it('rebalance: an unsettled cluster is planned again (settling) until the settle timeout, then the rebalance stops saying what it waited for', async () => {
+    const machine = (plans: RebalancePlan[]) =>
+      rebalanceProcedure.provide({
+        actors: { planMove: fromPromise(async () => plans.shift() ?? { wait: 'shard 3 is not serving yet' }), moveShard: fromPromise<void, { id: number; move: Move }>(async () => undefined) },
+      });
+    const settled = await runMachine(machine([{ wait: 'x' }, { balanced: true }]), { id: 1, pollMs: 5, settleTimeoutMs: 50 });
+    expect(settled.states).toEqual(['planning', 'settling', 'planning', 'balanced']);
+    const unsettled = await runMachine(machine([]), { id: 2, pollMs: 5, settleTimeoutMs: 50 });
+    expect(unsettled.states.filter((s) => s === 'planning')).toHaveLength(10);
+    expect(unsettled.states.at(-1)).toBe('stopped');
+    expect(unsettled.context.error).toBe('the cluster did not settle within 50 ms: shard 3 is not serving yet');
+  });
+
+  it('create_table: a frontend that neither commits nor aborts within the commit timeout is rolled back', async () => {
+    const aborted: number[] = [];
+    const machine = createTableProcedure.provide({
+      actors: {
+        regionsCreated: fromPromise(() => new Promise<Record<number, number>>(() => undefined)),
+        commit: fromPromise(async () => {}),
+        abort: fromPromise(async ({ input }) => void aborted.push(input.tableId)),
+      },
+    });
+    const run = await runMachine(machine, { id: 5, tableId: 2, resumed: false, commitTimeoutMs: 20 });
+    expect(run.states).toEqual(['creating_regions', 'aborting', 'aborted']);
+    expect(run.context.error).toBe('the frontend did not commit or abort it within 20 ms');
+    expect(aborted).toEqual([2]);
+  });
+
+  it('rebalance scheduler: one rebalance at a time, started on a tick that finds the cluster unbalanced; after one that did not end balanced it backs off, doubling', async () => {
+    const outcomes = [false, false, true];
+    const started: (number | undefined)[] = [];
+    let unbalanced = true;
+    const actor = createActor(
+      rebalanceScheduler.provide({
+        actors: {
+          unbalanced: fromPromise(async () => unbalanced),
+          rebalance: fromPromise(async ({ input }) => {
+            started.push(input.resume);
+            return outcomes.shift()!;
+          }),
+        },
+      }),
+      { input: { backoffMs: 40, maxBackoffMs: 60 } },
+    );
+    const states: string[] = [];
+    actor.subscribe((s) => states.at(-1) !== String(s.value) && states.push(String(s.value)));
+    actor.start();
+    actor.send({ type: 'RESUME', procedure: 9 });
+    await waitUntil(() => actor.getSnapshot().value === 'backing_off', 'backing off');
+    actor.send({ type: 'TICK' }); // ignored while backing off
+    const firstBackoff = Date.now();
+    await waitUntil(() => actor.getSnapshot().value === 'idle', 'idle');
+    expect(Date.now() - firstBackoff).toBeGreaterThanOrEqual(30);
+    actor.send({ type: 'TICK' });
+    await waitUntil(() => actor.getSnapshot().value === 'backing_off', 'backing off');
+    const secondBackoff = Date.now();
+    expect(actor.getSnapshot().context.unfinished).toBe(2);
+    await waitUntil(() => actor.getSnapshot().value === 'idle', 'idle');
+    // 40 ms doubled is 80, capped at 60.
+    expect(Date.now() - secondBackoff).toBeGreaterThanOrEqual(50);
+    actor.send({ type: 'TICK' });
+    await waitUntil(() => started.length === 3 && actor.getSnapshot().value === 'idle', 'third rebalance balanced');
+    expect(actor.getSnapshot().context.unfinished).toBe(0);
+    unbalanced = false;
+    actor.send({ type: 'TICK' });
+    await waitUntil(() => actor.getSnapshot().value === 'idle' && states.at(-1) === 'idle', 'checked, balanced');
+    expect(started).toEqual([9, undefined, undefined]);
+    expect(states.slice(0, 4)).toEqual(['idle', 'rebalancing', 'backing_off', 'idle']);
+    actor.stop();
+  });
+
   it('a machine run without its effects fails loudly', async () => {
     const run = await runMachine(migrateProcedure, { ...move, resumeAt: 'handing_off' });
     expect(run.states.at(-1)).toBe('failed');
     expect(run.context.error).toMatch(/effect 'handOff' was not provided/);
-    const rebalance = await runMachine(rebalanceProcedure, { id: 1 });
+    const rebalance = await runMachine(rebalanceProcedure, { id: 1, pollMs: 5, settleTimeoutMs: 50 });
     expect(rebalance.context.error).toMatch(/effect 'planMove' was not provided/);
-    const failover = await runMachine(failoverProcedure, { id: 1, shard: 0, from: 'n1', to: 'n2', epoch: 1, resumeAt: 'assigning' });
+    const failover = await runMachine(failoverProcedure, { id: 1, shard: 0, from: 'n1', to: 'n2', epoch: 1, resumeAt: 'assigning', pollMs: 5 });
     expect(failover.context.error).toMatch(/effect 'assignTarget' was not provided/);
-    const create = await runMachine(createTableProcedure, { id: 1, tableId: 1, resumed: false });
+    const create = await runMachine(createTableProcedure, { id: 1, tableId: 1, resumed: false, commitTimeoutMs: 60_000 });
     expect(create.states.at(-1)).toBe('failed');
   });
 
@@ -246,13 +372,13 @@ describe('procedure machines (specifications, effects injected)', () => {
         () => plans.shift()!,
         async (m) => void moved.push(m),
       ),
-      { id: 7 },
+      { id: 7, pollMs: 5, settleTimeoutMs: 50 },
     );
     expect(balanced.states).toEqual(['planning', 'moving', 'planning', 'moving', 'planning', 'balanced']);
     expect(balanced.context.moves).toBe(2);
     expect(moved.map((m) => m.shard)).toEqual([0, 1]);
 
-    const stopped = await runMachine(machine(() => ({ stop: 'shard 1 is led by a dead node' }), async () => undefined), { id: 8 });
+    const stopped = await runMachine(machine(() => ({ stop: 'shard 1 is led by a dead node' }), async () => undefined), { id: 8, pollMs: 5, settleTimeoutMs: 50 });
     expect(stopped.states).toEqual(['planning', 'stopped']);
     expect(stopped.context.error).toBe('shard 1 is led by a dead node');
 
@@ -263,7 +389,7 @@ describe('procedure machines (specifications, effects injected)', () => {
           throw new Error('hand-off refused');
         },
       ),
-      { id: 9 },
+      { id: 9, pollMs: 5, settleTimeoutMs: 50 },
     );
     expect(failed.states).toEqual(['planning', 'moving', 'failed']);
     expect(failed.context.error).toBe('hand-off refused');
@@ -313,15 +439,15 @@ const END = '<!-- procedures:end -->';
 
 function proceduresMarkdown(): string {
   const parts: string[] = [];
-  for (const [kind, machine] of Object.entries(PROCEDURE_MACHINES)) {
+  for (const [kind, machine] of [...Object.entries(PROCEDURE_MACHINES), ['rebalance scheduler (not a procedure)', rebalanceScheduler] as const]) {
     const d = describeMachine(machine);
     const lines = ['stateDiagram-v2', `  [*] --> ${d.initial}`];
     for (const [name, node] of Object.entries(machine.root.states)) {
       for (const t of node.always ?? []) for (const target of t.target ?? []) lines.push(`  ${name} --> ${target.key}: step in the log`);
     }
-    for (const t of d.transitions) lines.push(`  ${t.from} --> ${t.to}: ${t.event}`);
+    for (const t of d.transitions) lines.push(`  ${t.from} --> ${t.to}: ${transitionLabel(t)}`);
     for (const s of d.states) if (s.final) lines.push(`  ${s.name} --> [*]`);
-    parts.push(`#### ${kind} procedure\n\n\`\`\`mermaid\n${lines.join('\n')}\n\`\`\`\n`);
+    parts.push(`#### ${kind.includes(' ') ? kind : `${kind} procedure`}\n\n\`\`\`mermaid\n${lines.join('\n')}\n\`\`\`\n`);
   }
   return parts.join('\n');
 }
