@@ -8,6 +8,7 @@ import { PROCEDURE_KINDS } from '../meta/model.js';
 import type { Transport } from '../transport/transport.js';
 import { RepriseError } from '../errors.js';
 import type { LogStore } from '../wal/log-store.js';
+import type { TestHooks } from '../testing/faults.js';
 import { openLogStore, type KafkaWalOptions, type LocalWalOptions } from '../wal/open-log-store.js';
 import { borrowedLog, loggerOf } from './runtime.js';
 
@@ -26,6 +27,8 @@ export interface MetaProcessOptions extends Partial<MetaServerOptions> {
   readonly logger?: Logger | false;
   /** Serve `/health`, `/metrics` and `/v1/cluster/status` (meta's view) here, e.g. 127.0.0.1:4100 (port 0: any). */
   readonly httpAddr?: string;
+  /** Tests only (src/testing/faults.ts): pauses in meta's procedures. */
+  readonly testHooks?: Pick<TestHooks, 'procedurePause'>;
 }
 
 export interface MetaProcess {
@@ -98,11 +101,12 @@ export async function startMeta(options: MetaProcessOptions): Promise<MetaProces
   }
   const log = options.log ? borrowedLog(options.log) : await openLogStore(options.wal, '');
   try {
-    const meta = await MetaService.open(log, { topicPrefix: options.wal.topicPrefix ?? 'reprise_wal', numShards: options.shards, logger });
+    const procedurePause = options.testHooks?.procedurePause;
+    const meta = await MetaService.open(log, { topicPrefix: options.wal.topicPrefix ?? 'reprise_wal', numShards: options.shards, logger, ...(procedurePause ? { procedurePause } : {}) });
     // A create table cut short by a crash never became visible: roll it back.
     await meta.rollBackIncompleteCreates(logger);
-    const { transport: _t, wal: _w, log: _g, shards: _s, logger: _l, httpAddr: _h, ...schedulerOptions } = options;
-    const server = await MetaServer.start(meta, options.transport, logger, schedulerOptions);
+    const { transport: _t, wal: _w, log: _g, shards: _s, logger: _l, httpAddr: _h, testHooks: _k, ...schedulerOptions } = options;
+    const server = await MetaServer.start(meta, options.transport, logger, schedulerOptions, procedurePause);
     let app: FastifyInstance | undefined;
     let url: string | undefined;
     if (options.httpAddr) {

@@ -8,6 +8,7 @@ import { Reprise } from '../api/runtime.js';
 import { isRepriseError, RepriseError } from '../errors.js';
 import { startMeta } from '../api/meta-process.js';
 import { NatsTransport } from '../transport/nats.js';
+import { procedurePauseOf } from '../testing/faults.js';
 import type { KafkaWalOptions } from '../wal/open-log-store.js';
 import { commaList, redactConfig, resolveConfig, walOptionsOf, type StandaloneConfig } from './config.js';
 import { renderClusterStatus, renderStatus, renderRows } from './render.js';
@@ -216,6 +217,8 @@ async function metaCommand(flags: ClusterFlags): Promise<void> {
       minNodes,
       followers,
       ...(httpAddr ? { httpAddr } : {}),
+      // The one way a test reaches into a meta process (test/kafka/cluster-procedures.test.ts).
+      ...(process.env.REPRISE_TEST_PROCEDURE_PAUSE ? { testHooks: { procedurePause: procedurePauseOf(process.env.REPRISE_TEST_PROCEDURE_PAUSE) } } : {}),
     });
     return async () => {
       await meta.close();

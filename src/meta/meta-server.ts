@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { TableSchema } from '../engine/schema.js';
 import { isRepriseError, RepriseError } from '../errors.js';
+import type { ProcedurePause } from '../testing/faults.js';
 import type { Subscription, Transport } from '../transport/transport.js';
 import type { EntryId } from '../wal/log-store.js';
 import type { MetaService } from './meta-service.js';
@@ -145,6 +146,7 @@ export class MetaServer {
     private readonly transport: Transport,
     private readonly options: MetaServerOptions,
     private readonly logger: Logger,
+    private readonly procedurePause: ProcedurePause | undefined,
   ) {
     if (options.failureTimeoutMs <= options.leaseMs) {
       throw new RepriseError('INVALID_ARGUMENT', `failureTimeoutMs (${options.failureTimeoutMs}) must exceed leaseMs (${options.leaseMs}): a node must lose its lease before meta moves its shards`);
@@ -152,8 +154,9 @@ export class MetaServer {
     this.procedures = new ProcedureRunner(this.procedureHost());
   }
 
-  static async start(meta: MetaService, transport: Transport, logger: Logger, options: Partial<MetaServerOptions> = {}): Promise<MetaServer> {
-    const server = new MetaServer(meta, transport, { ...DEFAULT_META_SERVER_OPTIONS, ...options }, logger);
+  /** `procedurePause`: tests only (pauses in the procedures this server runs). */
+  static async start(meta: MetaService, transport: Transport, logger: Logger, options: Partial<MetaServerOptions> = {}, procedurePause?: ProcedurePause): Promise<MetaServer> {
+    const server = new MetaServer(meta, transport, { ...DEFAULT_META_SERVER_OPTIONS, ...options }, logger, procedurePause);
     // After a meta restart every known node gets a full timeout to check in.
     for (const node of meta.nodes()) server.live.set(node.id, { lastHeartbeat: Date.now(), shards: [] });
     const handlers: Record<MetaOp, (req: never) => unknown> = {
@@ -253,6 +256,7 @@ export class MetaServer {
       topology: this.options.topology,
       counters: this.counters,
       pollMs: this.options.heartbeatMs,
+      ...(this.procedurePause ? { procedurePause: this.procedurePause } : {}),
       settleTimeoutMs: Math.max(5_000, 10 * this.options.failureTimeoutMs),
       rebalanceBackoffMs: Math.max(2_000, 2 * this.options.failureTimeoutMs),
       handOff: (shard, from, to) => this.requestHandOff(shard, from, to),

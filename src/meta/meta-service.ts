@@ -3,6 +3,7 @@ import pino, { type Logger } from 'pino';
 import { RepriseError } from '../errors.js';
 import { partitionCount } from '../engine/table/partition.js';
 import type { TableSchema } from '../engine/schema.js';
+import type { ProcedurePause } from '../testing/faults.js';
 import type { EntryId, LogStore } from '../wal/log-store.js';
 import { encodeEntry } from '../wal/codec.js';
 import { readEntries } from '../wal/shard-reader.js';
@@ -34,6 +35,8 @@ export interface MetaOptions {
   readonly logger?: Logger;
   /** A create table the frontend leaves unfinished this long is rolled back. Default 2 min. */
   readonly createTableTimeoutMs?: number;
+  /** Tests only: pauses in the create_table procedure. */
+  readonly procedurePause?: ProcedurePause;
 }
 
 /** Shards created on first start when none is asked for. */
@@ -59,7 +62,7 @@ export class MetaService extends MetaView {
     private readonly options: MetaOptions,
   ) {
     super();
-    this.creations = new TableCreations(this, options.logger ?? pino({ level: 'silent' }), options.createTableTimeoutMs ?? DEFAULT_CREATE_TABLE_TIMEOUT_MS);
+    this.creations = new TableCreations(this, options.logger ?? pino({ level: 'silent' }), options.createTableTimeoutMs ?? DEFAULT_CREATE_TABLE_TIMEOUT_MS, options.procedurePause);
   }
 
   static async open(log: LogStore, options: MetaOptions): Promise<MetaService> {

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { createActor, fromPromise, type AnyActorRef, type AnyStateMachine } from 'xstate';
 import { RepriseError } from '../errors.js';
-import { testProcedurePauseMs } from '../testing/faults.js';
+import type { ProcedurePause } from '../testing/faults.js';
 import type { ProcedureInfo, ProcedureOutcome } from './model.js';
 
 /** What driving a procedure needs of meta's log: the procedures it holds, and appends of steps and outcomes. */
@@ -44,6 +44,8 @@ export abstract class MachineDriver<Log extends ProcedureLog = ProcedureLog> {
   constructor(
     protected readonly meta: Log,
     protected readonly logger: Logger,
+    /** Tests only: pauses after steps (none in production). */
+    private readonly pause: ProcedurePause = () => 0,
   ) {}
 
   close(): void {
@@ -91,7 +93,7 @@ export abstract class MachineDriver<Log extends ProcedureLog = ProcedureLog> {
         const output = await effect(input);
         // A step the machine ran again (it waited, then looked) keeps only the error of its last run.
         this.errors.delete(p.id);
-        const pause = testProcedurePauseMs(p.kind, state);
+        const pause = this.pause(p.kind, state);
         if (pause > 0) {
           this.logger.warn({ procedure: p.id, step: state, ms: pause }, `test pause: ${p.kind} #${p.id} waits ${pause} ms after step '${state}'`);
           await this.sleep(pause, p.id);

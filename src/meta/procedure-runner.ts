@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { errorReason } from '../machine-effects.js';
 import { codeOfReason, isRepriseError, RepriseError } from '../errors.js';
+import type { ProcedurePause } from '../testing/faults.js';
 import type { MetaService } from './meta-service.js';
 import type { ProcedureInfo, ShardReport } from './model.js';
 import { Closing, MachineDriver } from './procedure-driver.js';
@@ -40,6 +41,8 @@ export interface ProcedureHost {
   nudge(node: string): void;
   /** Ids of the nodes meta considers alive. */
   liveNodes(): string[];
+  /** Tests only: pauses after steps. */
+  readonly procedurePause?: ProcedurePause;
   /** What `node`'s last heartbeat reports of `shard` (undefined: it does not hold it). */
   report(node: string, shard: number): ShardReport | undefined;
 }
@@ -67,7 +70,7 @@ export class ProcedureRunner extends MachineDriver<MetaService> {
   private readonly rebalances: Actor<typeof rebalanceScheduler>;
 
   constructor(private readonly host: ProcedureHost) {
-    super(host.meta, host.logger);
+    super(host.meta, host.logger, host.procedurePause);
     const scheduler = rebalanceScheduler.provide({
       actors: {
         unbalanced: fromPromise(async () => !this.closed && 'move' in this.plan(-1)),

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { isRepriseError, RepriseError } from '../errors.js';
 import type { TableSchema } from '../engine/schema.js';
+import type { ProcedurePause } from '../testing/faults.js';
 import type { EntryId } from '../wal/log-store.js';
 import type { ProcedureInfo, TableInfo } from './model.js';
 import { MachineDriver, type Final, type ProcedureLog } from './procedure-driver.js';
@@ -39,8 +40,13 @@ export class TableCreations extends MachineDriver<TableCreationLog> {
   /** Running creations by table id. */
   private readonly running = new Map<number, Creation>();
 
-  constructor(meta: TableCreationLog, logger: Logger, private readonly timeoutMs: number) {
-    super(meta, logger);
+  constructor(
+    meta: TableCreationLog,
+    logger: Logger,
+    private readonly timeoutMs: number,
+    pause?: ProcedurePause,
+  ) {
+    super(meta, logger, pause);
   }
 
   /** Step one: ids and placement fixed, the procedure recorded; the frontend now creates the regions. */

@@ -31,26 +31,31 @@ export interface AckObservation {
   readonly entryId: number;
 }
 
+/**
+ * A pause in meta's procedures: how long a procedure of `kind` waits after
+ * `step`'s effect succeeded and before its next step is recorded (0: none).
+ * A window in which a test kills meta mid-procedure, knowing what is in the
+ * meta log (the step) and what is done (its effect).
+ */
+export type ProcedurePause = (kind: string, step: string) => number;
+
 export interface TestHooks {
   /** Deliberate bugs switched on (none unless a test says so). */
   readonly faults?: TestFaults;
   /** Called each time a shard acknowledges a write. */
   readonly onAck?: (ack: AckObservation) => void;
+  /** Meta only: pauses in its procedures. */
+  readonly procedurePause?: ProcedurePause;
 }
 
 /**
- * Test-only pause in meta's procedures, from the environment of a meta
- * process: REPRISE_TEST_PROCEDURE_PAUSE=<kind>.<step>:<ms> (e.g.
- * `migrate.handing_off:60000`) makes the procedure wait `ms` after that
- * step's effect succeeded and before its next step is recorded: a window in
- * which a test kills meta mid-procedure, knowing what is in the meta log
- * (the step) and what is done (its effect). Unset (always, outside tests):
- * 0, no pause.
+ * A procedure pause from its spec, `<kind>.<step>:<ms>` (e.g.
+ * `migrate.handing_off:60000`): how a test asks a meta *process* for one,
+ * through REPRISE_TEST_PROCEDURE_PAUSE, which the CLI reads.
  */
-export function testProcedurePauseMs(kind: string, step: string): number {
-  const spec = process.env.REPRISE_TEST_PROCEDURE_PAUSE;
-  if (!spec) return 0;
+export function procedurePauseOf(spec: string): ProcedurePause {
   const match = /^([a-z_]+)\.([a-z_]+):(\d+)$/.exec(spec);
   if (!match) throw new Error(`REPRISE_TEST_PROCEDURE_PAUSE must be <kind>.<step>:<ms>, got '${spec}'`);
-  return match[1] === kind && match[2] === step ? Number(match[3]) : 0;
+  const [, kind, step, ms] = match;
+  return (k, s) => (k === kind && s === step ? Number(ms) : 0);
 }

@@ -23,6 +23,7 @@ import {
   type RebalancePlan,
 } from '../../../src/meta/procedure-machines.js';
 import { ProcedureRunner, type ProcedureHost } from '../../../src/meta/procedure-runner.js';
+import { procedurePauseOf, type ProcedurePause } from '../../../src/testing/faults.js';
 import { InProcessNetwork, type InProcessTransport } from '../../../src/transport/in-process.js';
 import { LocalLogStore } from '../../../src/wal/local-log-store.js';
 import { readEntries } from '../../../src/wal/shard-reader.js';
@@ -491,7 +492,6 @@ describe('procedures in the meta log (MetaService)', () => {
     log = await LocalLogStore.open(dir);
   });
   afterEach(async () => {
-    delete process.env.REPRISE_TEST_PROCEDURE_PAUSE;
     await log.close();
     await rm(dir, { recursive: true, force: true });
   });
@@ -563,16 +563,16 @@ describe('procedures in the meta log (MetaService)', () => {
   });
 
   it('a create_table a meta restart cut short is rolled back at start, at either step, recorded aborted with the reason', async () => {
-    const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3 });
+    let pause = 'create_table.none:0';
+    const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3, procedurePause: (kind, step) => procedurePauseOf(pause)(kind, step) });
     const t = await meta.beginCreateTable(TABLE);
     // Committed (table_created appended) but not finished: the frontend was never told it succeeded.
-    process.env.REPRISE_TEST_PROCEDURE_PAUSE = 'create_table.committing:60000';
+    pause = 'create_table.committing:60000';
     const u = await meta.beginCreateTable({ ...TABLE, name: 'u' });
     const committing = meta.commitCreateTable(u.id, {});
     committing.catch(() => undefined);
     await waitUntil(() => meta.tables().length === 1, 'u committed');
     await meta.close();
-    delete process.env.REPRISE_TEST_PROCEDURE_PAUSE;
     await expect(committing).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringMatching(/meta is shutting down/) });
 
     const again = await MetaService.open(log, { topicPrefix: PREFIX, numShards: 3 });
@@ -723,7 +723,6 @@ describe('procedures run by MetaServer, resumed after a meta restart (in-process
     network = new InProcessNetwork();
   });
   afterEach(async () => {
-    delete process.env.REPRISE_TEST_PROCEDURE_PAUSE;
     for (const close of closers.splice(0).reverse()) await close().catch(() => undefined);
     await log.close();
     await rm(dir, { recursive: true, force: true });
@@ -731,10 +730,10 @@ describe('procedures run by MetaServer, resumed after a meta restart (in-process
 
   let incarnation = 0;
   /** One meta process: MetaService over the shared log, MetaServer on its own transport. `stop` is a crash as far as the log is concerned: nothing more is recorded. */
-  async function startMeta(options: Partial<MetaServerOptions> = {}, numShards = 3) {
+  async function startMeta(options: Partial<MetaServerOptions> = {}, numShards = 3, procedurePause?: ProcedurePause) {
     const transport = network.transport({ cluster: 'test', name: `meta#${++incarnation}` });
     const meta = await MetaService.open(log, { topicPrefix: PREFIX, numShards });
-    const server = await MetaServer.start(meta, transport, silent, { heartbeatMs: 30, leaseMs: 150, failureTimeoutMs: 250, minNodes: 2, followers: 0, ...options } as Partial<MetaServerOptions>);
+    const server = await MetaServer.start(meta, transport, silent, { heartbeatMs: 30, leaseMs: 150, failureTimeoutMs: 250, minNodes: 2, followers: 0, ...options } as Partial<MetaServerOptions>, procedurePause);
     let stopped = false;
     const stop = async () => {
       if (stopped) return;
@@ -800,17 +799,17 @@ describe('procedures run by MetaServer, resumed after a meta restart (in-process
     ]);
   });
 
-  it('a migration recorded at assigning (assigned, not finished) resumes without a second hand-off (REPRISE_TEST_PROCEDURE_PAUSE)', async () => {
-    const first = await startMeta();
+  it('a migration recorded at assigning (assigned, not finished) resumes without a second hand-off (a procedure pause)', async () => {
+    let pause = 'migrate.none:0';
+    const first = await startMeta({}, 3, (kind, step) => procedurePauseOf(pause)(kind, step));
     const nodes = await startNodes(['n1', 'n2']);
     await waitUntil(() => servingEverywhere(first.server, nodes), 'every shard served');
     const shard = first.server.status().shards.find((s) => s.leader === 'n1')!;
-    process.env.REPRISE_TEST_PROCEDURE_PAUSE = 'migrate.assigning:60000';
+    pause = 'migrate.assigning:60000';
     first.server.migrate(shard.id, 'n2').catch(() => undefined);
     await waitUntil(() => first.server.status().shards.find((s) => s.id === shard.id)!.leader === 'n2', 'assigned to the target');
     expect(first.server.status().procedures.map((p) => p.state)).toEqual(['assigning']);
     await first.stop();
-    delete process.env.REPRISE_TEST_PROCEDURE_PAUSE;
 
     const second = await startMeta();
     await waitUntil(() => second.server.status().procedures.length === 0, 'the resumed migration finished');
