@@ -118,7 +118,7 @@ async function openRegions(schema: TableSchema, n: number): Promise<{ regions: M
   const engine = new TableEngine();
   const objects = new FsObjectStore(dir);
   const regions = new Map<number, Region>();
-  for (let r = 0; r < n; r++) regions.set(1 + r, await engine.openRegion({ regionId: 1 + r, table: schema, partition: r, createdAt: -1 }, objects));
+  for (let r = 0; r < n; r++) regions.set(1 + r, await engine.openRegion({ regionId: 1 + r, table: schema, partition: r, createdAt: -1 }, objects, { writer: { epoch: 1, mayDelete: () => true } }));
   return {
     regions,
     close: async () => {

@@ -245,7 +245,7 @@ export async function engineApply(log: BuiltLog): Promise<Rate> {
     const engine = new TableEngine();
     const objects = new FsObjectStore(objectsDir);
     for (const [partition, regionId] of log.regionIds.entries()) {
-      regions.set(regionId, await engine.openRegion({ regionId, table: log.schema, partition, createdAt: log.from - 1 }, objects));
+      regions.set(regionId, await engine.openRegion({ regionId, table: log.schema, partition, createdAt: log.from - 1 }, objects, { writer: { epoch: 1, mayDelete: () => true } }));
     }
     const { next } = await store.bounds(TOPIC);
     const stats = await replayShard(store, TOPIC, {

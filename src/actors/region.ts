@@ -48,8 +48,13 @@ export class RegionActor {
      * (kept with every flush; see Region.flush).
      */
     private readonly shard: { appliedEntryId(): EntryId; fenceEpochAt(id: EntryId): number },
-    /** On a follower: the leader owns the region's files; open it without writing to them (until promote). */
-    private readOnly = false,
+    /**
+     * The shard's leadership epoch when this node leads it: the region's
+     * files are its to write, under that epoch. Undefined on a follower: the
+     * leader owns the files, and the region is opened without writing to
+     * them (until promote).
+     */
+    private writerEpoch: number | undefined,
   ) {
     this.ctx = ctx;
     const machine = regionMachine.provide({
@@ -105,11 +110,10 @@ export class RegionActor {
 
   private openEngineRegion(): Promise<Region> {
     const { info, schema } = this;
-    return this.ctx.engine.openRegion(
-      { regionId: info.id, table: schema, partition: info.partition, createdAt: info.createdAt },
-      this.ctx.objects,
-      { readOnly: this.readOnly },
-    );
+    const { writerEpoch } = this;
+    // A node whose lease lapsed deletes nothing: a newer leader may be reading it (see RegionWriter).
+    const writer = writerEpoch === undefined ? undefined : { epoch: writerEpoch, mayDelete: () => this.ctx.leaseHeld?.() !== false };
+    return this.ctx.engine.openRegion({ regionId: info.id, table: schema, partition: info.partition, createdAt: info.createdAt }, this.ctx.objects, writer ? { writer } : {});
   }
 
   /**
@@ -122,24 +126,29 @@ export class RegionActor {
     const current = this.region;
     if (!current) return undefined;
     const fresh = await this.openEngineRegion();
-    if (fresh.flushedEntryId() <= current.flushedEntryId()) {
+    // A leader's region must be the one opened with its writer (promote).
+    const owning = this.writerEpoch !== undefined;
+    const same = fresh.flushedEntryId() === current.flushedEntryId();
+    if (!owning && fresh.flushedEntryId() <= current.flushedEntryId()) {
       await fresh.close();
       return undefined;
     }
+    // Promoted with nothing newer flushed: the open wrote this leader's manifest, and the memtables carry on.
+    if (same) fresh.takeOver(current);
     this.region = fresh;
     await current.close().catch(() => undefined);
-    return fresh.flushedEntryId();
+    return same ? undefined : fresh.flushedEntryId();
   }
 
   /**
-   * The follower's shard now leads: the region's files are this node's. As
-   * reload, except that the newest manifest is opened as its owner, which
-   * deletes the SSTs a compaction of the old leader left behind (a crash
-   * between its manifest write and their deletion); later opens are the
-   * owner's too.
+   * The follower's shard now leads, at `epoch`: the region's files are this
+   * node's. As reload, except that the newest manifest is opened as its
+   * owner, which writes this leader's own version of it (fencing off the
+   * old leader's later writes) and deletes what the old leader left
+   * behind; later opens are the owner's too.
    */
-  promote(): Promise<EntryId | undefined> {
-    this.readOnly = false;
+  promote(epoch: number): Promise<EntryId | undefined> {
+    this.writerEpoch = epoch;
     return this.reload();
   }
 

@@ -96,7 +96,7 @@ export class ShardActor {
       regions: this.regions,
       topic: () => this.topic,
       state: () => this.state(),
-      addRegion: (info, schema) => this.addRegion(info, schema),
+      addRegion: (info, schema) => this.addRegion(info, schema, undefined),
       seedFence: () => this.seedFence(),
       fail: (reason) => this.actor.send({ type: 'FAIL', reason }),
     });
@@ -163,7 +163,7 @@ export class ShardActor {
     }
     const tables = new Map(this.ctx.meta.tables().map((t) => [t.id, t.schema]));
     for (const info of this.ctx.meta.regionsOfShard(this.id)) {
-      this.addRegion(info, tables.get(info.tableId)!);
+      this.addRegion(info, tables.get(info.tableId)!, this.role === 'follower' ? undefined : epoch);
     }
     await Promise.all([...this.regions.values()].map((r) => r.opened()));
     this.seedFence();
@@ -301,13 +301,13 @@ export class ShardActor {
     await this.follower.stop();
     let from = this.shardLog.appliedEntryId + 1;
     for (const region of this.regions.values()) {
-      const flushed = await region.promote();
+      const flushed = await region.promote(epoch);
       if (flushed !== undefined) from = Math.min(from, flushed + 1);
     }
     const tables = new Map(this.ctx.meta.tables().map((t) => [t.id, t.schema]));
     const missing = this.ctx.meta.regionsOfShard(this.id).filter((info) => !this.regions.has(info.id));
     for (const info of missing) {
-      const region = this.addRegion(info, tables.get(info.tableId)!);
+      const region = this.addRegion(info, tables.get(info.tableId)!, epoch);
       if ((await region.opened()) === 'replaying') from = Math.min(from, region.flushedEntryId() + 1);
     }
     this.seedFence();
@@ -377,6 +377,11 @@ export class ShardActor {
    * in step with them.
    */
   private async pruneBelowFlushed(coveredUpTo: EntryId): Promise<void> {
+    // A node whose lease lapsed prunes nothing: a newer leader may have read
+    // manifests older than this node's and need the log below them. Checked
+    // after those manifests were written; a new epoch is granted only once
+    // the lease has run out, so a leader that gets one reads them.
+    if (this.ctx.leaseHeld?.() === false) return;
     const regions = [...this.regions.values()];
     // A region that failed before its manifest was read pins the whole log.
     if (regions.some((r) => r.state() === 'failed' && r.flushedEntryId() < 0)) return;
@@ -403,9 +408,10 @@ export class ShardActor {
 
   // ---- operations ----
 
-  private addRegion(info: RegionInfo, schema: TableSchema): RegionActor {
+  /** `writerEpoch`: this leader's epoch (it writes the region's files); undefined on a follower. */
+  private addRegion(info: RegionInfo, schema: TableSchema, writerEpoch: number | undefined): RegionActor {
     const shardView = { appliedEntryId: () => this.shardLog.appliedEntryId, fenceEpochAt: (id: EntryId) => this.shardLog.fence.epochAt(id) };
-    const region = new RegionActor(info, schema, this.ctx, shardView, this.role === 'follower').start();
+    const region = new RegionActor(info, schema, this.ctx, shardView, writerEpoch).start();
     this.regions.set(info.id, region);
     return region;
   }
@@ -492,7 +498,7 @@ export class ShardActor {
    */
   private async hostLateRegion(info: RegionInfo, schema: TableSchema): Promise<void> {
     if (this.regions.has(info.id)) return;
-    const region = this.addRegion(info, schema);
+    const region = this.addRegion(info, schema, this.epoch);
     this.ctx.logger.info({ shard: this.id, region: info.id, table: info.table }, `shard ${this.id} opens region ${info.id} of table '${info.table}', created before this leader's epoch`);
     if ((await region.opened()) !== 'replaying') return;
     try {
@@ -572,7 +578,7 @@ export class ShardActor {
   async createRegion(info: RegionInfo, schema: TableSchema): Promise<EntryId> {
     const writer = this.assertWritable();
     const createdAt = await writer.append({ kind: 'region_create', region: info.id, epoch: this.epoch, body: EMPTY });
-    const region = this.addRegion({ ...info, createdAt }, schema);
+    const region = this.addRegion({ ...info, createdAt }, schema, this.epoch);
     const state = await region.opened();
     if (state !== 'replaying') {
       throw new RepriseError('INTERNAL', `region ${info.id} of table '${info.table}' failed to open: ${region.status().error}`);

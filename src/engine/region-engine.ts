@@ -27,20 +27,34 @@ export interface FlushResult {
   readonly rows: number;
 }
 
+/** How a region's leader writes its files. */
+export interface RegionWriter {
+  /** The shard's leadership epoch: what this leader writes is named by it, and outranks every lower epoch's. */
+  readonly epoch: number;
+  /**
+   * Whether this node may still delete files (its lease holds). Asked after
+   * the manifest a deletion follows from is written, right before deleting:
+   * a deposed leader then deletes nothing a newer one could still read.
+   */
+  readonly mayDelete: () => boolean;
+}
+
 export interface RegionEngine {
   readonly name: string;
   /**
-   * Load the region's manifest (creating it at `createdAt` if absent) and
-   * check its SSTs exist. Rejects SST_MISSING / MANIFEST_CORRUPT naming the
-   * region and file.
+   * Load the region's newest manifest and check its SSTs exist. Rejects
+   * SST_MISSING / MANIFEST_CORRUPT naming the region and file.
    *
-   * `readOnly` (a hot-standby follower, while another node leads the
-   * region): write nothing to the store at open, neither a missing manifest
-   * nor the removal of SSTs the manifest does not list (the leader may be
-   * writing one right now). Such a region is applied to and queried, never
-   * flushed or compacted by its follower; it may be once promoted.
+   * With a `writer` (this node leads the region's shard) the region is its
+   * to flush and compact: it writes its own version of the manifest at once
+   * (created at `createdAt` if there was none), which fences off whatever
+   * an older leader writes later, and removes what older leaders left
+   * behind. Without one (a hot-standby follower, while another node leads
+   * the region) it writes nothing to the store; such a region is applied to
+   * and queried, never flushed or compacted; it may be opened again with a
+   * writer once promoted.
    */
-  openRegion(desc: RegionDescriptor, store: ObjectStore, options?: { readonly readOnly?: boolean }): Promise<Region>;
+  openRegion(desc: RegionDescriptor, store: ObjectStore, options?: { readonly writer?: RegionWriter }): Promise<Region>;
   /** Delete a dropped region's files. */
   destroyRegion(regionId: number, store: ObjectStore): Promise<void>;
   /** Ids of the regions that have files in the store (to find ones no table owns). */
@@ -49,6 +63,12 @@ export interface RegionEngine {
 
 export interface Region {
   readonly regionId: number;
+  /**
+   * Take over the memtables of `previous`: the same region, opened before
+   * without a writer at the same flushed entry id (a follower's, now
+   * promoted). This one must have nothing applied yet.
+   */
+  takeOver(previous: Region): void;
   /** Highest entry id whose effects are in flushed SSTs; replay starts after it. */
   flushedEntryId(): EntryId;
   /** The epoch fence at flushedEntryId, as the last flush recorded it (0 if none did): see flush. */

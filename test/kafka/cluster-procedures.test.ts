@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { decode } from '@msgpack/msgpack';
+import { FsObjectStore } from '../../src/engine/fs-object-store.js';
+import { manifestKeys } from '../../src/engine/table/manifest.js';
 import { metaTopicOf } from '../../src/meta/meta-service.js';
 import type { MetaEvent } from '../../src/meta/model.js';
 import { KafkaLogStore } from '../../src/wal/kafka/kafka-log-store.js';
@@ -318,7 +320,9 @@ describe('procedures of a cluster of real processes: meta + nodes over NATS, Kaf
     }, `shard ${shard.id} handed off by n2`);
 
     // The hand-off flushed: the target will open the shard from its regions' manifests. Damage them.
-    const manifests = regions.filter((r) => r.shard === shard.id).map((r) => join(env.REPRISE_DATA_DIR!, 'regions', String(r.id), 'manifest'));
+    const store = new FsObjectStore(env.REPRISE_DATA_DIR!);
+    const newest = await Promise.all(regions.filter((r) => r.shard === shard.id).map(async (r) => (await manifestKeys(store, r.id)).at(-1)!));
+    const manifests = newest.map((key) => join(env.REPRISE_DATA_DIR!, key));
     expect(manifests.length).toBeGreaterThan(0);
     const originals = await Promise.all(manifests.map((file) => readFile(file)));
     for (const [i, file] of manifests.entries()) {

@@ -235,12 +235,12 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     };
     await insert(0, 20);
     const region = table.regions.find((r) => r.shard === victim.id)!;
-    // An SST a compaction of the leader left behind (its seq is below the
-    // manifest's next, and the manifest does not list it): the follower does
+    // An SST of an older epoch that no manifest lists (a compaction's input
+    // a crash left behind, or a deposed leader's flush): the follower does
     // not own the files, so its reloads keep it; once promoted it does, and
     // deletes it.
     const objects = new FsObjectStore(objectStoreDir);
-    const leftover = sstKey(region.id, 0);
+    const leftover = sstKey(region.id, 0, 7);
     await objects.put(leftover, new Uint8Array([1]));
     // The leader flushes: the follower reloads the manifests it wrote and keeps only the newer entries in memory.
     await leader.flush();

@@ -5,13 +5,30 @@ import { crc32 } from './checksum.js';
 
 /**
  * A region's manifest: which SSTs make up its flushed state and the entry id
- * they cover. Stored at `regions/<regionId>/manifest` as a header line
- * holding the format and a CRC-32 of the JSON body that follows:
+ * they cover. Each version is an object of its own, never overwritten, at
  *
- *   reprise-manifest 1 <crc32 hex>\n{...}
+ *   regions/<regionId>/manifests/<epoch, 10 digits>-<version, 12 digits>
  *
- * It is replaced whole through ObjectStore.put (atomic), which is what makes
- * a flush or a compaction take effect.
+ * holding a header line with the format and a CRC-32 of the JSON body that
+ * follows (`reprise-manifest 1 <crc32 hex>\n{...}`). `epoch` is the shard
+ * leadership epoch of the node that wrote it; readers take the greatest
+ * key, so the newest version of the newest leader wins.
+ *
+ * That is the fence between two nodes that both think they lead a shard
+ * (a leader paused past its lease, a partition; GreptimeDB #2289): a new
+ * leader writes its own manifest as soon as it opens the region (a copy of
+ * the newest it read, at its epoch), and whatever a deposed leader writes
+ * afterwards sorts below it and is never read. It does not need the store
+ * to enforce any condition. What a deposed leader deletes (compacted SSTs,
+ * the log below what it flushed) is fenced by its lease instead: it checks
+ * the lease after writing the manifest the deletion follows from and before
+ * deleting, and a new epoch is granted only once that lease has run out,
+ * so a new leader reads a manifest at least as new as the deletion assumes.
+ * SST keys carry the epoch too, so two leaders never write the same key.
+ *
+ * A store written before manifests were versioned holds one object at
+ * `regions/<regionId>/manifest`: it is read as epoch 0, and removed once
+ * the region writes a versioned one.
  */
 
 export interface SstRef {
@@ -41,6 +58,8 @@ export interface SstRef {
 export interface Manifest {
   /** Bumped on every write. */
   readonly version: number;
+  /** Leadership epoch of the shard when this version was written (absent in a manifest written before they were versioned: 0). */
+  readonly epoch?: number;
   readonly regionId: number;
   /** Highest entry id whose effects are in `ssts`. */
   readonly flushedEntryId: number;
@@ -65,13 +84,31 @@ export function regionPrefix(regionId: number): string {
   return `${REGIONS_PREFIX}${regionId}/`;
 }
 
-export function manifestKey(regionId: number): string {
+function manifestsPrefix(regionId: number): string {
+  return `${regionPrefix(regionId)}manifests/`;
+}
+
+/** The key of one version of a region's manifest, written at `epoch`. */
+export function manifestKey(regionId: number, epoch: number, version: number): string {
+  return `${manifestsPrefix(regionId)}${String(epoch).padStart(10, '0')}-${String(version).padStart(12, '0')}`;
+}
+
+/** Where a store written before manifests were versioned keeps a region's one manifest. */
+export function legacyManifestKey(regionId: number): string {
   return `${regionPrefix(regionId)}manifest`;
 }
 
-/** Seqs are zero-padded so that listing order is creation order. */
-export function sstKey(regionId: number, seq: number): string {
-  return `${regionPrefix(regionId)}sst/${String(seq).padStart(12, '0')}.sst`;
+const MANIFEST_NAME_RE = /\/manifests\/(\d{10})-(\d{12})$/;
+
+/** Epoch and seq are zero-padded so that listing order is (epoch, creation) order. */
+export function sstKey(regionId: number, epoch: number, seq: number): string {
+  return `${regionPrefix(regionId)}sst/${String(epoch).padStart(10, '0')}-${String(seq).padStart(12, '0')}.sst`;
+}
+
+/** The epoch and seq an SST key names (epoch 0 for the unversioned `sst/<seq>.sst`), or undefined for another key. */
+export function sstNameOf(key: string): { epoch: number; seq: number } | undefined {
+  const m = /\/sst\/(?:(\d{10})-)?(\d+)\.sst$/.exec(key);
+  return m === null ? undefined : { epoch: m[1] === undefined ? 0 : Number(m[1]), seq: Number(m[2]) };
 }
 
 export function encodeManifest(m: Manifest): Uint8Array {
@@ -83,9 +120,8 @@ export function encodeManifest(m: Manifest): Uint8Array {
   return out;
 }
 
-/** Parse and verify; any damage is MANIFEST_CORRUPT naming the region and key. */
-export function decodeManifest(regionId: number, bytes: Uint8Array): Manifest {
-  const key = manifestKey(regionId);
+/** Parse and verify the manifest stored at `key`; any damage is MANIFEST_CORRUPT naming the region and key. */
+export function decodeManifest(regionId: number, bytes: Uint8Array, key: string): Manifest {
   const corrupt = (why: string, cause?: unknown): never => {
     throw new RepriseError('MANIFEST_CORRUPT', `region ${regionId}: manifest ${key} is corrupt: ${why}`, { regionId, file: key }, { cause });
   };
@@ -109,6 +145,11 @@ export function decodeManifest(regionId: number, bytes: Uint8Array): Manifest {
   }
   if (m.regionId !== regionId) corrupt(`it belongs to region ${String(m.regionId)}`);
   if (m.fenceEpoch !== undefined && !isCount(m.fenceEpoch)) corrupt('malformed fenceEpoch');
+  if (m.epoch !== undefined && !isCount(m.epoch)) corrupt('malformed epoch');
+  const named = MANIFEST_NAME_RE.exec(key);
+  if (named !== null && (Number(named[1]) !== (m.epoch ?? 0) || Number(named[2]) !== m.version)) {
+    corrupt(`it holds epoch ${String(m.epoch ?? 0)} version ${String(m.version)}, its key says epoch ${Number(named[1])} version ${Number(named[2])}`);
+  }
   m.ssts.forEach((s, i) => {
     const ok =
       typeof s === 'object' &&
@@ -129,18 +170,34 @@ export function decodeManifest(regionId: number, bytes: Uint8Array): Manifest {
   return m;
 }
 
-/** The region's manifest, or undefined if it has none yet. */
-export async function readManifest(store: ObjectStore, regionId: number): Promise<Manifest | undefined> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await store.get(manifestKey(regionId));
-  } catch (err) {
-    if (isRepriseError(err, 'NOT_FOUND')) return undefined;
-    throw err;
-  }
-  return decodeManifest(regionId, bytes);
+/** Keys of the region's manifest versions, oldest first. */
+export async function manifestKeys(store: ObjectStore, regionId: number): Promise<string[]> {
+  return (await store.list(manifestsPrefix(regionId))).filter((key) => MANIFEST_NAME_RE.test(key));
 }
 
-export async function writeManifest(store: ObjectStore, m: Manifest): Promise<void> {
-  await store.put(manifestKey(m.regionId), encodeManifest(m));
+/**
+ * The region's newest manifest (greatest epoch, then version) and its key,
+ * or undefined if it has none yet. A newest version that is damaged is
+ * MANIFEST_CORRUPT, not a reason to fall back to an older one: the log
+ * below the newest may be pruned already.
+ */
+export async function readManifest(store: ObjectStore, regionId: number): Promise<{ manifest: Manifest; key: string } | undefined> {
+  // The leader deletes versions two behind its newest: a listing can name one gone by the time it is read.
+  for (let attempt = 1; ; attempt++) {
+    const key = (await manifestKeys(store, regionId)).at(-1) ?? legacyManifestKey(regionId);
+    try {
+      return { manifest: decodeManifest(regionId, await store.get(key), key), key };
+    } catch (err) {
+      if (!isRepriseError(err, 'NOT_FOUND')) throw err;
+      if (key === legacyManifestKey(regionId)) return undefined;
+      if (attempt === 3) throw err;
+    }
+  }
+}
+
+/** Write a new version (never overwrites one: epoch and version name it); returns its key. */
+export async function writeManifest(store: ObjectStore, m: Manifest & { readonly epoch: number }): Promise<string> {
+  const key = manifestKey(m.regionId, m.epoch, m.version);
+  await store.put(key, encodeManifest(m));
+  return key;
 }

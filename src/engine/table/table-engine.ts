@@ -1,7 +1,7 @@
 import { RepriseError } from '../../errors.js';
 import type { ObjectStore } from '../object-store.js';
-import type { RegionDescriptor, RegionEngine } from '../region-engine.js';
-import { readManifest, REGIONS_PREFIX, regionPrefix, writeManifest } from './manifest.js';
+import type { RegionDescriptor, RegionWriter, RegionEngine } from '../region-engine.js';
+import { legacyManifestKey, manifestKeys, readManifest, REGIONS_PREFIX, regionPrefix, writeManifest, type Manifest } from './manifest.js';
 import { ByteLru } from './sst-cache.js';
 import { IdleIndexer } from './idle-indexer.js';
 import { removeLeftovers, TableRegion, type ReadContext } from './table-region.js';
@@ -68,16 +68,13 @@ export class TableEngine implements RegionEngine {
     return { budgetBytes: indexes.capacity + chunks.capacity, usedBytes: indexes.bytes + chunks.bytes, hits: indexes.hits + chunks.hits, misses: indexes.misses + chunks.misses };
   }
 
-  async openRegion(desc: RegionDescriptor, store: ObjectStore, options: { readonly readOnly?: boolean } = {}): Promise<TableRegion> {
+  async openRegion(desc: RegionDescriptor, store: ObjectStore, options: { readonly writer?: RegionWriter } = {}): Promise<TableRegion> {
     const { regionId } = desc;
-    let manifest = await readManifest(store, regionId);
-    if (manifest === undefined) {
-      manifest = { version: 1, regionId, flushedEntryId: desc.createdAt, ssts: [], nextSeq: 1 };
-      if (!options.readOnly) await writeManifest(store, manifest);
-    }
-    const current = manifest;
+    const { writer } = options;
+    const found = await readManifest(store, regionId);
+    const read: Manifest = found?.manifest ?? { version: 0, regionId, flushedEntryId: desc.createdAt, ssts: [], nextSeq: 1 };
     await Promise.all(
-      current.ssts.map(async (s) => {
+      read.ssts.map(async (s) => {
         if (!(await store.exists(s.file))) {
           throw new RepriseError('SST_MISSING', `region ${regionId}: SST ${s.file} listed in its manifest is missing from the object store`, {
             regionId,
@@ -86,8 +83,27 @@ export class TableEngine implements RegionEngine {
         }
       }),
     );
-    if (!options.readOnly) await removeLeftovers(store, current);
-    const region = new TableRegion(desc, store, current, this.reads, `${this.nextInstance++}:`, this.compactAt, this.indexer);
+    let current = read;
+    const ownKeys: string[] = [];
+    if (writer) {
+      // This leader's own version: it outranks anything an older leader writes from now on.
+      const claimed = { ...read, epoch: writer.epoch, version: read.version + 1 };
+      const claimedKey = await writeManifest(store, claimed);
+      current = claimed;
+      ownKeys.push(claimedKey);
+      if (writer.mayDelete()) {
+        await removeLeftovers(store, claimed, writer.epoch);
+        if (found?.key === legacyManifestKey(regionId)) {
+          await store.delete(found.key);
+        } else {
+          // The version just read stays until the next flush (a reader may be reading it); older ones go.
+          const older = (await manifestKeys(store, regionId)).filter((key) => key < claimedKey && key !== found?.key);
+          await Promise.all(older.map((key) => store.delete(key)));
+          if (found) ownKeys.unshift(found.key);
+        }
+      }
+    }
+    const region = new TableRegion(desc, store, current, this.reads, `${this.nextInstance++}:`, this.compactAt, this.indexer, writer, ownKeys);
     region.warmIndexes();
     if (!this.readPathWarmed && current.ssts.length > 0) {
       this.readPathWarmed = true;

@@ -1,10 +1,10 @@
 import { RepriseError } from '../../errors.js';
 import type { ObjectStore } from '../object-store.js';
-import type { FlushResult, Region, RegionDescriptor, RegionQueryResult } from '../region-engine.js';
+import type { FlushResult, Region, RegionDescriptor, RegionQueryResult, RegionWriter } from '../region-engine.js';
 import type { TableQuery, Value } from '../schema.js';
 import { aggregatePlanOf, Aggregator, type AggregatePlan } from './aggregate.js';
 import { compareKeys, layoutOf, rowFromKey, type TableLayout, type RowValues } from './keys.js';
-import { regionPrefix, sstKey, writeManifest, type Manifest, type SstRef } from './manifest.js';
+import { regionPrefix, sstKey, sstNameOf, writeManifest, type Manifest, type SstRef } from './manifest.js';
 import { QueuedMemtable, UnindexableEntry } from './queued-memtable.js';
 import { aggregateSink, blockOfEntries, filterBlock, mergeRuns, RowsSink, sourceOf, type Block, type BlockSource, type ScanStop } from './read.js';
 import { planScan, type ScanPlan } from './scan.js';
@@ -38,23 +38,25 @@ export interface TableRegionStats {
   readonly appliedEntryId: number;
 }
 
-const SST_NAME_RE = /\/sst\/(\d+)\.sst$/;
-
 /**
- * Delete SSTs the manifest no longer lists but whose seq it has passed: the
- * inputs of a compaction whose deletion a crash interrupted. An unlisted SST
- * at or above nextSeq may be a flush in progress elsewhere; it is left alone
- * (a later flush of this lineage overwrites it).
+ * Delete the SSTs of older epochs that the manifest does not list: the
+ * inputs of a compaction whose deletion a crash interrupted, or what a
+ * deposed leader wrote that no manifest read will ever list. An SST of
+ * this epoch or a later one is left alone (a later epoch's belongs to a
+ * leader newer than this one).
  */
-export async function removeLeftovers(store: ObjectStore, manifest: Manifest): Promise<void> {
+export async function removeLeftovers(store: ObjectStore, manifest: Manifest, epoch: number): Promise<void> {
   const listed = new Set(manifest.ssts.map((s) => s.file));
   const keys = await store.list(`${regionPrefix(manifest.regionId)}sst/`);
   const leftovers = keys.filter((key) => {
-    const m = SST_NAME_RE.exec(key);
-    return m !== null && Number(m[1]) < manifest.nextSeq && !listed.has(key);
+    const name = sstNameOf(key);
+    return name !== undefined && name.epoch < epoch && !listed.has(key);
   });
   await Promise.all(leftovers.map((key) => store.delete(key)));
 }
+
+/** Manifest versions a leader keeps: its newest, and the one before (a reader may have just listed it). */
+const MANIFESTS_KEPT = 2;
 
 /** A frozen memtable waiting to be written, and the entry id its flush covers. */
 interface Frozen {
@@ -103,6 +105,10 @@ export class TableRegion implements Region {
     cacheTag: string,
     compactAt: number,
     indexer: IdleIndexer,
+    /** Set when this node leads the region (it flushes and compacts); undefined on a follower. */
+    private readonly writer: RegionWriter | undefined,
+    /** Keys of the manifest versions this leader may delete once newer ones are written, oldest first. */
+    private readonly manifestKeys: string[],
   ) {
     this.regionId = desc.regionId;
     this.layout = layoutOf(desc.table);
@@ -129,9 +135,25 @@ export class TableRegion implements Region {
   }
 
   /**
-   * Queue the body (see QueuedMemtable): nothing is decoded here. `decoded`
-   * is not used: the table engine's prepared mutations carry none.
+   * Carry on from `previous`, this region opened before without a writer at
+   * the same flushed entry id (a follower being promoted): take over its
+   * memtables, so that nothing it applied is read from the log again.
    */
+  takeOver(previous: Region): void {
+    if (!(previous instanceof TableRegion) || previous.regionId !== this.regionId || previous.flushedEntryId() !== this.flushedEntryId() || this.applied !== this.flushedEntryId()) {
+      throw new RepriseError('INTERNAL', `region ${this.regionId}: only a region opened at the same flushed entry id, with nothing applied, takes over another's memtables`, { regionId: this.regionId });
+    }
+    previous.assertUsable();
+    this.active = previous.active;
+    this.frozen.push(...previous.frozen);
+    this.applied = previous.applied;
+    previous.active = new QueuedMemtable(previous.layout);
+    previous.frozen.length = 0;
+    previous.indexer.forget(previous);
+    this.indexer.applied(this);
+  }
+
+  /** Queue the body (see QueuedMemtable): nothing is decoded here. */
   apply(entryId: number, body: Uint8Array): void {
     this.assertUsable();
     if (entryId <= this.applied) return;
@@ -164,7 +186,7 @@ export class TableRegion implements Region {
         // Index its queue a slice at a time: writes and reads go on meanwhile.
         await this.indexInSlices(mem);
         const m = this.manifest;
-        const key = sstKey(this.regionId, m.nextSeq);
+        const key = sstKey(this.regionId, this.writerOf().epoch, m.nextSeq);
         // Undefined when the queue held no rows (empty bodies): no SST then.
         const data = await this.writeSst(key, mem.scan());
         if (data === undefined) {
@@ -216,7 +238,7 @@ export class TableRegion implements Region {
         const overlapping = inputs.filter((s) => s.minTime < w + W && s.maxTime >= w);
         if (overlapping.length === 0) continue;
         const plan = planScan(this.layout, { timeRange: { from: w, to: w + W } });
-        const key = sstKey(this.regionId, seq);
+        const key = sstKey(this.regionId, this.writerOf().epoch, seq);
         const writer = new SstWriter(this.layout, this.regionId);
         const columns = this.layout.names.map((_, i) => i);
         const readers = await Promise.all([...overlapping].reverse().map((s) => this.reader(s)));
@@ -245,10 +267,12 @@ export class TableRegion implements Region {
       const replaced = new Set(inputs.map((s) => s.file));
       await this.commit({ ...m, ssts: [...m.ssts.filter((s) => !replaced.has(s.file)), ...outputs], nextSeq: seq });
       const deletions: Promise<void>[] = [];
+      // A deposed leader deletes nothing: the next leader's open removes what is unlisted.
+      const mayDelete = this.writerOf().mayDelete();
       for (const s of inputs) {
         this.forget(s.file);
         if (this.readers.has(s.file)) this.doomed.add(s.file);
-        else deletions.push(this.store.delete(s.file));
+        else if (mayDelete) deletions.push(this.store.delete(s.file));
       }
       await Promise.all(deletions);
     });
@@ -432,9 +456,17 @@ export class TableRegion implements Region {
   }
 
   private async commit(next: Manifest): Promise<void> {
-    const m = { ...next, version: this.manifest.version + 1 };
-    await writeManifest(this.store, m);
+    const writer = this.writerOf();
+    const m = { ...next, epoch: writer.epoch, version: this.manifest.version + 1 };
+    this.manifestKeys.push(await writeManifest(this.store, m));
     this.manifest = m;
+    while (this.manifestKeys.length > MANIFESTS_KEPT && writer.mayDelete()) await this.store.delete(this.manifestKeys.shift()!);
+  }
+
+  /** Flushes and compactions are the leader's: a follower's region has no writer. */
+  private writerOf(): RegionWriter {
+    if (this.writer === undefined) throw new RepriseError('INTERNAL', `region ${this.regionId} is open read-only (a follower's): it is not flushed or compacted here`, { regionId: this.regionId });
+    return this.writer;
   }
 
   /** Encode sorted entries and store them under `key`; undefined (nothing written) when there are none. */
@@ -657,6 +689,7 @@ export class TableRegion implements Region {
     this.readers.delete(file);
     if (this.doomed.delete(file)) {
       this.forget(file);
+      if (this.writer?.mayDelete() !== true) return;
       // A failure leaves an unlisted SST behind, which the next open removes.
       const deletion = this.store.delete(file).catch(() => undefined);
       this.deleting.add(deletion);

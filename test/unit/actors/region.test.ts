@@ -48,7 +48,7 @@ describe('RegionActor', () => {
   async function serving(): Promise<RegionActor> {
     // A region reads neither meta nor the log.
     const ctx = actorContext({ meta: undefined as never, log: undefined as unknown as LogStore, objects: store() });
-    const region = new RegionActor(INFO, SCHEMA, ctx, { appliedEntryId: () => applied, fenceEpochAt: () => 1 }).start();
+    const region = new RegionActor(INFO, SCHEMA, ctx, { appliedEntryId: () => applied, fenceEpochAt: () => 1 }, 1).start();
     regions.push(region);
     expect(await region.opened()).toBe('replaying');
     expect(region.acceptsWrites()).toBe(false);

@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { LEADER } from '../../harness/region-writer.js';
 import { open } from '../../../src/api/runtime.js';
 import { FsObjectStore } from '../../../src/engine/fs-object-store.js';
 import type { ObjectStore } from '../../../src/engine/object-store.js';
@@ -32,7 +33,7 @@ const bad = encode({ op: 'put', rows: [['a', 'dc1', 'not a number', null, null, 
 async function setup() {
   const store = new FsObjectStore(await tempDir());
   const engine = new TableEngine();
-  const region = await engine.openRegion(desc, store);
+  const region = await engine.openRegion(desc, store, LEADER);
   return { store, engine, region };
 }
 
@@ -155,7 +156,7 @@ describe('TableRegion with a queue of mutations', () => {
     expect(await flushing).toMatchObject({ flushedEntryId: 7, rows: 2 });
     expect(brief(await queryRows(region))).toEqual(['a/1=3']);
     // The SST holds exactly the frozen entries, in order.
-    const reopened = await engine.openRegion(desc, store);
+    const reopened = await engine.openRegion(desc, store, LEADER);
     expect(brief(await queryRows(reopened))).toEqual(['a/1=2', 'b/1=1']);
     await reopened.close();
     await region.close();
@@ -171,7 +172,7 @@ describe('TableRegion with a queue of mutations', () => {
         return fs.put(key, data);
       },
     });
-    const region = await new TableEngine().openRegion(desc, store);
+    const region = await new TableEngine().openRegion(desc, store, LEADER);
     region.apply(6, put(['e', 'f'].flatMap((h) => [1, 2, 3].map((t) => m(h, t, 10)))));
     await region.flush(6);
     region.apply(7, put(['a', 'b', 'c', 'e'].flatMap((h) => [2, 4].map((t) => m(h, t, 20)))));

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { FsObjectStore } from '../../../src/engine/fs-object-store.js';
 import { crc32, crc32Js } from '../../../src/engine/table/checksum.js';
 import { layoutOf, rowFromKey, toValues } from '../../../src/engine/table/keys.js';
-import { decodeManifest, encodeManifest, manifestKey, readManifest, sstKey, writeManifest, type Manifest } from '../../../src/engine/table/manifest.js';
+import { decodeManifest, encodeManifest, legacyManifestKey, manifestKey, manifestKeys, readManifest, sstKey, writeManifest, type Manifest } from '../../../src/engine/table/manifest.js';
 import type { Entry } from '../../../src/engine/table/scan.js';
 import { DELETED_COLUMN, encodeSst, MIN_GROUP_ROWS, ROW_GROUP_ROWS, SstReader } from '../../../src/engine/table/sst.js';
 import type { Value } from '../../../src/engine/schema.js';
@@ -84,16 +84,16 @@ describe('SST (Parquet)', () => {
     expect(encodeSst(layout, 7, [])).toBeUndefined();
     // One host's rows fill whole groups of ROW_GROUP_ROWS.
     const one = Array.from({ length: 5000 }, (_, t): Entry => [toValues(layout, { host: 'h', idc: 'dc1', cpu: t, mem: null, up: null, ts: t }), false]);
-    const big = await stored(one, 7, sstKey(7, 9));
-    const bigReader = await SstReader.open(big.store, sstKey(7, 9), layout, 7);
+    const big = await stored(one, 7, sstKey(7, 1, 9));
+    const bigReader = await SstReader.open(big.store, sstKey(7, 1, 9), layout, 7);
     expect(bigReader.groups.map((g) => g.rows)).toEqual([ROW_GROUP_ROWS, ROW_GROUP_ROWS, 5000 - 2 * ROW_GROUP_ROWS]);
     // A change of any tag ends a group: one host, series of 600 rows told apart by idc.
     const perSeries = MIN_GROUP_ROWS + 88;
     const idcs = Array.from({ length: 4 }, (_, d) =>
       Array.from({ length: perSeries }, (_, t): Entry => [toValues(layout, { host: 'h', idc: `dc${d}`, cpu: t, mem: null, up: null, ts: t }), false]),
     ).flat();
-    const split = await stored(idcs, 7, sstKey(7, 10));
-    const splitReader = await SstReader.open(split.store, sstKey(7, 10), layout, 7);
+    const split = await stored(idcs, 7, sstKey(7, 1, 10));
+    const splitReader = await SstReader.open(split.store, sstKey(7, 1, 10), layout, 7);
     expect(splitReader.groups.map((g) => g.rows)).toEqual([perSeries, perSeries, perSeries, perSeries]);
     expect(splitReader.groups.map((g) => g.mins[1])).toEqual(['dc0', 'dc1', 'dc2', 'dc3']);
   });
@@ -111,8 +111,8 @@ describe('SST (Parquet)', () => {
     const entries: Entry[] = ks.flatMap((k, i) => [0, 2 ** 31, 2 ** 53 - 2].map((ts, j): Entry => [toValues(counters, { k, n: j === 1 ? null : k - i, ts }), false]));
     const encoded = encodeSst(counters, 3, entries)!;
     const store = new FsObjectStore(await tempDir());
-    await store.put(sstKey(3, 1), encoded.bytes);
-    const reader = await SstReader.open(store, sstKey(3, 1), counters, 3, encoded.meta);
+    await store.put(sstKey(3, 1, 1), encoded.bytes);
+    const reader = await SstReader.open(store, sstKey(3, 1, 1), counters, 3, encoded.meta);
     const cols = await reader.readGroup(0, ['k', 'n', 'ts']);
     expect(Array.from(cols.get('k')!)).toEqual(entries.map(([row]) => row[0]));
     expect(Array.from(cols.get('n')!)).toEqual(entries.map(([row]) => row[1]));
@@ -183,33 +183,55 @@ describe('SST (Parquet)', () => {
     const par1 = new TextEncoder().encode('PAR1');
     await store.put(KEY, Uint8Array.from([...par1, ...new Array(40).fill(0), ...footer, ...length, ...par1]));
     await expectError(() => SstReader.open(store, KEY, layout, 7), 'SST_FORMAT_UNSUPPORTED', KEY, /format 2/, /any Parquet reader/);
-    await expectError(() => SstReader.open(store, sstKey(7, 2), layout, 7), 'SST_MISSING', 'region 7', sstKey(7, 2));
+    await expectError(() => SstReader.open(store, sstKey(7, 1, 2), layout, 7), 'SST_MISSING', 'region 7', sstKey(7, 1, 2));
   });
 });
 
 describe('manifest', () => {
-  const manifest: Manifest = {
+  const manifest: Manifest & { epoch: number } = {
     version: 3,
+    epoch: 2,
     regionId: 9,
     flushedEntryId: 41,
     nextSeq: 3,
     ssts: [
-      { file: sstKey(9, 1), seq: 1, rows: 10, bytes: 500, minTime: 0, maxTime: 9, minKey: ['a', 'x', 0], maxKey: ['b', 'x', 9] },
-      { file: sstKey(9, 2), seq: 2, rows: 1, bytes: 90, minTime: 5, maxTime: 5, minKey: ['c', 'y', 5], maxKey: ['c', 'y', 5] },
+      { file: sstKey(9, 1, 1), seq: 1, rows: 10, bytes: 500, minTime: 0, maxTime: 9, minKey: ['a', 'x', 0], maxKey: ['b', 'x', 9] },
+      { file: sstKey(9, 2, 2), seq: 2, rows: 1, bytes: 90, minTime: 5, maxTime: 5, minKey: ['c', 'y', 5], maxKey: ['c', 'y', 5] },
     ],
   };
+  const KEY = manifestKey(9, 2, 3);
 
-  it('round-trips and is written atomically through the store', async () => {
+  it('round-trips; every version is an object of its own, named by epoch and version, and the newest is read', async () => {
     const dir = await tempDir();
     const store = new FsObjectStore(dir);
     expect(await readManifest(store, 9)).toBeUndefined();
-    await writeManifest(store, manifest);
-    expect(await readManifest(store, 9)).toEqual(manifest);
+    expect(await writeManifest(store, manifest)).toBe(KEY);
+    expect(await readManifest(store, 9)).toEqual({ manifest, key: KEY });
     await writeManifest(store, { ...manifest, version: 4, ssts: [] });
-    expect((await readManifest(store, 9))?.version).toBe(4);
-    // Only the manifest itself remains: the temp file was renamed over it.
-    expect(await readdir(join(dir, 'regions', '9'))).toEqual(['manifest']);
-    expect(await readFile(join(dir, 'regions', '9', 'manifest'), 'utf8')).toMatch(/^reprise-manifest 1 [0-9a-f]{8}\n\{/);
+    expect((await readManifest(store, 9))?.manifest.version).toBe(4);
+    // Nothing overwritten, no temp file left.
+    expect(await readdir(join(dir, 'regions', '9', 'manifests'))).toEqual(['0000000002-000000000003', '0000000002-000000000004']);
+    expect(await readFile(join(dir, KEY), 'utf8')).toMatch(/^reprise-manifest 1 [0-9a-f]{8}\n\{/);
+  });
+
+  it("a newer epoch's manifest outranks any version of an older epoch: what a deposed leader writes later is never read", async () => {
+    const store = new FsObjectStore(await tempDir());
+    await writeManifest(store, { ...manifest, epoch: 3, version: 4, flushedEntryId: 50 });
+    // The deposed leader (epoch 2) flushes after the new one opened: a higher version, a lower epoch.
+    await writeManifest(store, { ...manifest, epoch: 2, version: 9, flushedEntryId: 60 });
+    expect((await readManifest(store, 9))?.manifest).toMatchObject({ epoch: 3, version: 4, flushedEntryId: 50 });
+    expect(await manifestKeys(store, 9)).toEqual([manifestKey(9, 2, 9), manifestKey(9, 3, 4)]);
+  });
+
+  it('reads the one manifest of a store written before manifests were versioned, as epoch 0', async () => {
+    const dir = await tempDir();
+    const store = new FsObjectStore(dir);
+    const { epoch: _epoch, ...unversioned } = manifest;
+    await store.put(legacyManifestKey(9), encodeManifest(unversioned));
+    expect(await readManifest(store, 9)).toEqual({ manifest: unversioned, key: 'regions/9/manifest' });
+    // Once a versioned one exists, it is read.
+    await writeManifest(store, { ...manifest, epoch: 1, version: 4 });
+    expect((await readManifest(store, 9))?.key).toBe(manifestKey(9, 1, 4));
   });
 
   it('detects damage with MANIFEST_CORRUPT naming region and key', async () => {
@@ -217,25 +239,27 @@ describe('manifest', () => {
     for (let at = 0; at < bytes.length; at++) {
       const damaged = bytes.slice();
       damaged[at] ^= 0x04;
-      await expectError(() => decodeManifest(9, damaged), 'MANIFEST_CORRUPT', 'region 9', 'regions/9/manifest');
+      await expectError(() => decodeManifest(9, damaged, KEY), 'MANIFEST_CORRUPT', 'region 9', KEY);
     }
-    await expectError(() => decodeManifest(9, bytes.subarray(0, bytes.length - 2)), 'MANIFEST_CORRUPT');
-    await expectError(() => decodeManifest(9, new Uint8Array()), 'MANIFEST_CORRUPT', /header/);
+    await expectError(() => decodeManifest(9, bytes.subarray(0, bytes.length - 2), KEY), 'MANIFEST_CORRUPT');
+    await expectError(() => decodeManifest(9, new Uint8Array(), KEY), 'MANIFEST_CORRUPT', /header/);
   });
 
-  it('rejects a well-formed manifest of another region or with a bad SST list', async () => {
-    await expectError(() => decodeManifest(8, encodeManifest(manifest)), 'MANIFEST_CORRUPT', 'region 8', /belongs to region 9/);
+  it('rejects a well-formed manifest of another region, at another key, or with a bad SST list', async () => {
+    await expectError(() => decodeManifest(8, encodeManifest(manifest), KEY), 'MANIFEST_CORRUPT', 'region 8', /belongs to region 9/);
+    await expectError(() => decodeManifest(9, encodeManifest(manifest), manifestKey(9, 3, 3)), 'MANIFEST_CORRUPT', /its key says epoch 3 version 3/);
     const unordered = { ...manifest, ssts: [...manifest.ssts].reverse() };
-    await expectError(() => decodeManifest(9, encodeManifest(unordered)), 'MANIFEST_CORRUPT', /SST entry 1/);
+    await expectError(() => decodeManifest(9, encodeManifest(unordered), KEY), 'MANIFEST_CORRUPT', /SST entry 1/);
     const beyond = { ...manifest, nextSeq: 2 };
-    await expectError(() => decodeManifest(9, encodeManifest(beyond)), 'MANIFEST_CORRUPT', /SST entry 1/);
+    await expectError(() => decodeManifest(9, encodeManifest(beyond), KEY), 'MANIFEST_CORRUPT', /SST entry 1/);
   });
 
-  it('a corrupt manifest in the store fails readManifest', async () => {
+  it('a corrupt newest manifest fails readManifest (no falling back to an older version: the log below it may be pruned)', async () => {
     const dir = await tempDir();
     const store = new FsObjectStore(dir);
+    await writeManifest(store, { ...manifest, version: 2 });
     await writeManifest(store, manifest);
-    const path = join(dir, manifestKey(9));
+    const path = join(dir, KEY);
     await writeFile(path, (await readFile(path, 'utf8')).replace('"flushedEntryId":41', '"flushedEntryId":42'));
     await expectError(() => readManifest(store, 9), 'MANIFEST_CORRUPT', /checksum mismatch/);
   });

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { LEADER } from '../../harness/region-writer.js';
 import { FsObjectStore } from '../../../src/engine/fs-object-store.js';
 import type { RegionDescriptor } from '../../../src/engine/region-engine.js';
 import { aggregateName, rowsOf, type Row, type TableQuery } from '../../../src/engine/schema.js';
@@ -169,7 +170,7 @@ describe('TableEngine against a model', () => {
         const desc: RegionDescriptor = { regionId: 3, table: metrics, partition: 0, createdAt: 100 };
         // Windows of 2 ms: times 0..5 span three, so compaction splits its output.
         let engine = new TableEngine({ compactAt, compactionWindowMs: 2 });
-        let region: TableRegion = await engine.openRegion(desc, store);
+        let region: TableRegion = await engine.openRegion(desc, store, LEADER);
         const model = new Map<string, Row>();
         // The WAL: every entry ever applied, replayed after a reopen.
         const log: { id: number; body: Uint8Array }[] = [];
@@ -212,7 +213,7 @@ describe('TableEngine against a model', () => {
               const flushed = region.flushedEntryId();
               await region.close();
               engine = new TableEngine({ compactAt, compactionWindowMs: 2 });
-              region = await engine.openRegion(desc, store);
+              region = await engine.openRegion(desc, store, LEADER);
               expect(region.flushedEntryId()).toBe(flushed);
               for (const e of log) region.apply(e.id, e.body);
               break;

@@ -1,11 +1,12 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { LEADER } from '../../harness/region-writer.js';
 import { FsObjectStore } from '../../../src/engine/fs-object-store.js';
 import type { ObjectStore } from '../../../src/engine/object-store.js';
 import type { RegionDescriptor } from '../../../src/engine/region-engine.js';
 import type { Row } from '../../../src/engine/schema.js';
-import { manifestKey, readManifest, sstKey } from '../../../src/engine/table/manifest.js';
+import { manifestKey, manifestKeys, readManifest, sstKey } from '../../../src/engine/table/manifest.js';
 import { TableEngine, type TableEngineOptions } from '../../../src/engine/table/table-engine.js';
 import { deleteBody, expectError, metrics, putBody, queryRows, tempDir } from './helpers.js';
 import { waitUntil } from '../../harness/wait.js';
@@ -68,7 +69,7 @@ async function setup(options?: TableEngineOptions) {
   const dir = await tempDir();
   const store = new TestStore(dir);
   const engine = new TableEngine(options);
-  const region = await engine.openRegion(desc, store);
+  const region = await engine.openRegion(desc, store, LEADER);
   return { dir, store, engine, region };
 }
 
@@ -78,7 +79,32 @@ describe('TableEngine', () => {
     expect(region.regionId).toBe(1);
     expect(region.flushedEntryId()).toBe(5);
     expect(region.appliedEntryId()).toBe(5);
-    expect(await readManifest(store, 1)).toEqual({ version: 1, regionId: 1, flushedEntryId: 5, ssts: [], nextSeq: 1 });
+    expect(await readManifest(store, 1)).toEqual({ manifest: { version: 1, epoch: 1, regionId: 1, flushedEntryId: 5, ssts: [], nextSeq: 1 }, key: manifestKey(1, 1, 1) });
+  });
+
+  it("a leader's open writes its own version of the manifest (fencing off what an older leader writes later) and keeps two; a follower's writes nothing", async () => {
+    const { store, region } = await setup();
+    region.apply(6, put([m('a', 1)]));
+    await region.flush(6);
+    await region.flush(7);
+    expect(await manifestKeys(store, 1)).toEqual([manifestKey(1, 1, 2), manifestKey(1, 1, 3)]);
+    const follower = await new TableEngine().openRegion(desc, store);
+    expect(await manifestKeys(store, 1)).toEqual([manifestKey(1, 1, 2), manifestKey(1, 1, 3)]);
+    await expectError(() => follower.flush(8), 'INTERNAL', /read-only/);
+    const next = await new TableEngine().openRegion(desc, store, { writer: { epoch: 4, mayDelete: () => true } });
+    expect(await manifestKeys(store, 1)).toEqual([manifestKey(1, 1, 3), manifestKey(1, 4, 4)]);
+    // The old leader, deposed, flushes once more: its version sorts below the new leader's and is never read.
+    region.apply(8, put([m('b', 1)]));
+    await region.flush(8);
+    expect((await readManifest(store, 1))?.key).toBe(manifestKey(1, 4, 4));
+    expect(brief(await queryRows(await new TableEngine().openRegion(desc, store)))).toEqual(['a/dc1/1=null']);
+    // A deposed leader deletes nothing (its lease is gone): neither compaction inputs nor manifests.
+    const lapsed = await new TableEngine().openRegion(desc, store, { writer: { epoch: 5, mayDelete: () => false } });
+    lapsed.apply(9, put([m('c', 1)]));
+    await lapsed.flush(9);
+    await lapsed.flush(10);
+    expect((await manifestKeys(store, 1)).filter((k) => k.includes('/0000000005-'))).toHaveLength(3);
+    await Promise.all([follower.close(), next.close(), lapsed.close()]);
   });
 
   it('applies puts and deletes in order, ignoring entries already applied', async () => {
@@ -119,12 +145,12 @@ describe('TableEngine', () => {
     expect(result.bytes).toBeGreaterThan(0);
     expect(region.flushedEntryId()).toBe(10);
     expect(region.memtableBytes()).toBe(0);
-    expect(await store.list('regions/1/sst/')).toEqual([sstKey(1, 1)]);
-    const manifest = await readManifest(store, 1);
-    expect(manifest).toMatchObject({ version: 2, flushedEntryId: 10, nextSeq: 2, ssts: [{ file: sstKey(1, 1), seq: 1, rows: 3, minTime: 1, maxTime: 3 }] });
+    expect(await store.list('regions/1/sst/')).toEqual([sstKey(1, 1, 1)]);
+    const manifest = (await readManifest(store, 1))?.manifest;
+    expect(manifest).toMatchObject({ version: 2, epoch: 1, flushedEntryId: 10, nextSeq: 2, ssts: [{ file: sstKey(1, 1, 1), seq: 1, rows: 3, minTime: 1, maxTime: 3 }] });
     await region.close();
 
-    const reopened = await new TableEngine().openRegion(desc, store);
+    const reopened = await new TableEngine().openRegion(desc, store, LEADER);
     expect(reopened.flushedEntryId()).toBe(10);
     expect(reopened.appliedEntryId()).toBe(10);
     reopened.apply(9, put([m('a', 1, 99)])); // replay below the flushed id is skipped
@@ -136,10 +162,10 @@ describe('TableEngine', () => {
     const { store, region } = await setup();
     expect(await region.flush(20)).toEqual({ flushedEntryId: 20, bytes: 0, rows: 0 });
     expect(await store.list('regions/1/sst/')).toEqual([]);
-    expect((await readManifest(store, 1))?.flushedEntryId).toBe(20);
+    expect((await readManifest(store, 1))?.manifest.flushedEntryId).toBe(20);
     // Not advancing: no manifest write, no regression.
     expect(await region.flush(15)).toEqual({ flushedEntryId: 20, bytes: 0, rows: 0 });
-    expect((await readManifest(store, 1))?.version).toBe(2);
+    expect((await readManifest(store, 1))?.manifest.version).toBe(2);
   });
 
   it('keeps writes flowing during a flush: rows applied after the freeze land in the new memtable and survive', async () => {
@@ -162,7 +188,7 @@ describe('TableEngine', () => {
     store.beforePut = async () => {};
     await region.flush(8);
     await region.close();
-    const reopened = await new TableEngine().openRegion(desc, store);
+    const reopened = await new TableEngine().openRegion(desc, store, LEADER);
     expect(reopened.flushedEntryId()).toBe(8);
     expect(brief(await queryRows(reopened))).toEqual(['a/dc1/1=2', 'c/dc1/1=1']);
   });
@@ -184,14 +210,14 @@ describe('TableEngine', () => {
       expect.objectContaining({ flushedEntryId: 7, rows: 1 }),
       { flushedEntryId: 9, bytes: 0, rows: 0 },
     ]);
-    expect(order).toEqual([sstKey(1, 1), manifestKey(1), sstKey(1, 2), manifestKey(1), manifestKey(1)]);
-    expect((await readManifest(store, 1))?.ssts.map((s) => s.seq)).toEqual([1, 2]);
+    expect(order).toEqual([sstKey(1, 1, 1), manifestKey(1, 1, 2), sstKey(1, 1, 2), manifestKey(1, 1, 3), manifestKey(1, 1, 4)]);
+    expect((await readManifest(store, 1))?.manifest.ssts.map((s) => s.seq)).toEqual([1, 2]);
   });
 
   it('keeps the memtable of a failed flush and writes it with the next one', async () => {
     const { store, region } = await setup();
     store.beforePut = async (key) => {
-      if (key.endsWith('manifest')) throw new Error('disk full');
+      if (key.includes('/manifests/')) throw new Error('disk full');
     };
     region.apply(6, put([m('a', 1)]));
     await expect(region.flush(6)).rejects.toThrow('disk full');
@@ -201,7 +227,7 @@ describe('TableEngine', () => {
     store.beforePut = async () => {};
     region.apply(7, put([m('b', 1)]));
     expect(await region.flush(7)).toMatchObject({ flushedEntryId: 7, rows: 2 });
-    expect((await readManifest(store, 1))?.ssts.map((s) => [s.seq, s.rows])).toEqual([
+    expect((await readManifest(store, 1))?.manifest.ssts.map((s) => [s.seq, s.rows])).toEqual([
       [1, 1],
       [2, 1],
     ]);
@@ -223,7 +249,7 @@ describe('TableEngine', () => {
     expect(region.stats().ssts).toBe(3);
     await region.compact();
     expect(region.stats()).toMatchObject({ ssts: 1, sstRows: 2 }); // tombstones gone
-    expect(await store.list('regions/1/sst/')).toEqual([sstKey(1, 4)]);
+    expect(await store.list('regions/1/sst/')).toEqual([sstKey(1, 1, 4)]);
     expect(brief(await queryRows(region))).toEqual(['a/dc1/1=5', 'a/dc1/2=1']);
   });
 
@@ -238,14 +264,14 @@ describe('TableEngine', () => {
       }
     }
     const before = await queryRows(region);
-    const versionBefore = (await readManifest(store, 1))?.version as number;
+    const versionBefore = (await readManifest(store, 1))?.manifest.version as number;
     await region.compact();
     expect(await queryRows(region)).toEqual(before);
-    const manifest = await readManifest(store, 1);
+    const manifest = (await readManifest(store, 1))?.manifest;
     expect(manifest).toMatchObject({ version: versionBefore + 1, flushedEntryId: 8, nextSeq: 5, ssts: [{ seq: 4, rows: 7 }] });
-    expect(await store.list('regions/1/sst/')).toEqual([sstKey(1, 4)]);
+    expect(await store.list('regions/1/sst/')).toEqual([sstKey(1, 1, 4)]);
     await region.close();
-    const reopened = await new TableEngine().openRegion(desc, store);
+    const reopened = await new TableEngine().openRegion(desc, store, LEADER);
     expect(await queryRows(reopened)).toEqual(before);
   });
 
@@ -269,7 +295,7 @@ describe('TableEngine', () => {
     getGate.open();
     expect(brief(await reading)).toEqual(['a/dc1/1=1', 'b/dc1/1=1']);
     await region.close();
-    expect(await store.list('regions/1/sst/')).toEqual([sstKey(1, 3)]);
+    expect(await store.list('regions/1/sst/')).toEqual([sstKey(1, 1, 3)]);
   });
 
   it('caches decoded SSTs across queries', async () => {
@@ -277,11 +303,11 @@ describe('TableEngine', () => {
     region.apply(6, put([m('a', 1, 1)]));
     await region.flush(6);
     await region.close();
-    const cold = await engine.openRegion(desc, store);
+    const cold = await engine.openRegion(desc, store, LEADER);
     store.gets.length = 0;
     await queryRows(cold);
     const firstReads = [...store.gets];
-    expect(new Set(firstReads)).toEqual(new Set([sstKey(1, 1)]));
+    expect(new Set(firstReads)).toEqual(new Set([sstKey(1, 1, 1)]));
     await queryRows(cold, { where: { host: 'a' } });
     await Promise.all([queryRows(cold), queryRows(cold)]);
     expect(store.gets).toEqual(firstReads);
@@ -290,7 +316,7 @@ describe('TableEngine', () => {
     await cold.flush(7);
     await queryRows(cold);
     await queryRows(cold);
-    expect(new Set(store.gets.slice(firstReads.length))).toEqual(new Set([sstKey(1, 2)]));
+    expect(new Set(store.gets.slice(firstReads.length))).toEqual(new Set([sstKey(1, 1, 2)]));
   });
 
   it('skips SSTs outside the queried time and key range', async () => {
@@ -300,13 +326,13 @@ describe('TableEngine', () => {
     region.apply(7, put([m('c', 200), m('d', 250)]));
     await region.flush(7);
     await region.close();
-    const cold = await engine.openRegion(desc, store);
+    const cold = await engine.openRegion(desc, store, LEADER);
     await cold.warmed;
     store.gets.length = 0;
     expect(brief(await queryRows(cold, { timeRange: { from: 200 } }))).toEqual(['c/dc1/200=null', 'd/dc1/250=null']);
-    expect(new Set(store.gets)).toEqual(new Set([sstKey(1, 2)]));
+    expect(new Set(store.gets)).toEqual(new Set([sstKey(1, 1, 2)]));
     expect(brief(await queryRows(cold, { where: { host: 'b' } }))).toEqual(['b/dc1/150=null']);
-    expect(new Set(store.gets)).toEqual(new Set([sstKey(1, 2), sstKey(1, 1)]));
+    expect(new Set(store.gets)).toEqual(new Set([sstKey(1, 1, 2), sstKey(1, 1, 1)]));
     const reads = store.gets.length;
     expect(await queryRows(cold, { where: { host: 'zz' } })).toEqual([]);
     expect(store.gets).toHaveLength(reads);
@@ -319,11 +345,11 @@ describe('TableEngine', () => {
       await region.flush(6 + f);
     }
     await region.close();
-    const cold = await engine.openRegion(desc, store);
+    const cold = await engine.openRegion(desc, store, LEADER);
     await cold.warmed;
     store.gets.length = 0;
     expect(brief(await queryRows(cold, { where: { host: 'a' }, order: 'desc', limit: 1 }))).toEqual(['a/dc1/202=2']);
-    expect(new Set(store.gets)).toEqual(new Set([sstKey(1, 3)]));
+    expect(new Set(store.gets)).toEqual(new Set([sstKey(1, 1, 3)]));
     expect(brief(await queryRows(cold, { where: { host: 'a' }, order: 'desc' }))).toEqual(['a/dc1/202=2', 'a/dc1/201=2', 'a/dc1/102=1', 'a/dc1/101=1', 'a/dc1/2=0', 'a/dc1/1=0']);
   });
 
@@ -375,8 +401,8 @@ describe('TableEngine', () => {
     region.apply(6, put([m('a', 1)]));
     await region.flush(6);
     await region.close();
-    await store.delete(sstKey(1, 1));
-    await expectError(() => new TableEngine().openRegion(desc, store), 'SST_MISSING', 'region 1', sstKey(1, 1));
+    await store.delete(sstKey(1, 1, 1));
+    await expectError(() => new TableEngine().openRegion(desc, store, LEADER), 'SST_MISSING', 'region 1', sstKey(1, 1, 1));
   });
 
   it('fails to open with MANIFEST_CORRUPT on a damaged manifest, and queries fail with SST_CORRUPT on a damaged SST', async () => {
@@ -384,37 +410,40 @@ describe('TableEngine', () => {
     region.apply(6, put([m('a', 1)]));
     await region.flush(6);
     await region.close();
-    const sst = await store.get(sstKey(1, 1));
+    const sst = await store.get(sstKey(1, 1, 1));
     // The last byte of the engine's index, which lies before the Parquet footer, its length and PAR1.
     const footerLength = new DataView(sst.buffer, sst.byteOffset).getUint32(sst.length - 8, true);
     sst[sst.length - 8 - footerLength - 12 - 1] ^= 0x10;
-    await writeFile(join(dir, sstKey(1, 1)), sst);
-    const damaged = await new TableEngine().openRegion(desc, store);
-    await expectError(() => queryRows(damaged), 'SST_CORRUPT', 'region 1', sstKey(1, 1));
-    await writeFile(join(dir, manifestKey(1)), 'reprise-manifest 1 00000000\n{}');
-    await expectError(() => new TableEngine().openRegion(desc, store), 'MANIFEST_CORRUPT', 'region 1', manifestKey(1));
+    await writeFile(join(dir, sstKey(1, 1, 1)), sst);
+    const damaged = await new TableEngine().openRegion(desc, store, LEADER);
+    await expectError(() => queryRows(damaged), 'SST_CORRUPT', 'region 1', sstKey(1, 1, 1));
+    // The newest version (the one the last open wrote) is what a reader takes: damaged, the open fails rather than fall back.
+    const newest = (await manifestKeys(store, 1)).at(-1)!;
+    await writeFile(join(dir, newest), 'reprise-manifest 1 00000000\n{}');
+    await expectError(() => new TableEngine().openRegion(desc, store, LEADER), 'MANIFEST_CORRUPT', 'region 1', newest);
   });
 
-  it('removes SSTs left behind by an interrupted compaction on open', async () => {
+  it("removes on open the unlisted SSTs of older epochs (an interrupted compaction, a deposed leader's flush), never a newer epoch's", async () => {
     const { store, region } = await setup();
     region.apply(6, put([m('a', 1)]));
     await region.flush(6);
     await region.close();
-    await store.put(sstKey(1, 0), new Uint8Array([1])); // below nextSeq, unlisted: garbage
-    await store.put(sstKey(1, 2), new Uint8Array([1])); // at nextSeq: possibly a flush in progress
-    await new TableEngine().openRegion(desc, store);
-    expect(await store.list('regions/1/sst/')).toEqual([sstKey(1, 1), sstKey(1, 2)]);
+    await store.put(sstKey(1, 0, 9), new Uint8Array([1])); // an older epoch's, unlisted: garbage
+    await store.put(`regions/1/sst/${'7'.padStart(12, '0')}.sst`, new Uint8Array([1])); // unversioned, unlisted: garbage
+    await store.put(sstKey(1, 3, 1), new Uint8Array([1])); // a newer epoch's: a leader newer than this open
+    await new TableEngine().openRegion(desc, store, { writer: { epoch: 2, mayDelete: () => true } });
+    expect(await store.list('regions/1/sst/')).toEqual([sstKey(1, 1, 1), sstKey(1, 3, 1)]);
   });
 
   it('destroys a region by deleting its prefix only', async () => {
     const { store, engine, region } = await setup();
-    const other = await engine.openRegion({ ...desc, regionId: 10 }, store);
+    const other = await engine.openRegion({ ...desc, regionId: 10 }, store, LEADER);
     region.apply(6, put([m('a', 1)]));
     await region.flush(6);
     await region.close();
     await engine.destroyRegion(1, store);
-    expect(await store.list('')).toEqual([manifestKey(10)]);
-    const fresh = await engine.openRegion({ ...desc, createdAt: 50 }, store);
+    expect(await store.list('')).toEqual([manifestKey(10, 1, 1)]);
+    const fresh = await engine.openRegion({ ...desc, createdAt: 50 }, store, LEADER);
     expect(fresh.flushedEntryId()).toBe(50);
     expect(await queryRows(fresh)).toEqual([]);
     await other.close();
