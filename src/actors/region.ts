@@ -112,7 +112,7 @@ export class RegionActor {
     const { info, schema } = this;
     const { writerEpoch } = this;
     // A node whose lease lapsed deletes nothing: a newer leader may be reading it (see RegionWriter).
-    const writer = writerEpoch === undefined ? undefined : { epoch: writerEpoch, mayDelete: () => this.ctx.leaseHeld?.() !== false };
+    const writer = writerEpoch === undefined ? undefined : { epoch: writerEpoch, mayDelete: () => this.ctx.leaseHeld?.() !== false, faults: this.ctx.testHooks?.faults };
     return this.ctx.engine.openRegion({ regionId: info.id, table: schema, partition: info.partition, createdAt: info.createdAt }, this.ctx.objects, writer ? { writer } : {});
   }
 

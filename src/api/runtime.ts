@@ -103,6 +103,11 @@ export interface JoinOptions {
   readonly log?: LogStore;
   /** The object store every node shares. */
   readonly objectStoreDir: string;
+  /**
+   * For tests and simulation: an object store to use instead of the
+   * directory (e.g. one whose writes a test holds). The caller owns it.
+   */
+  readonly objects?: ObjectStore;
   /** Heartbeat interval; meta's reply sets the lease. Default 200 ms. */
   readonly heartbeatMs?: number;
   /** Deadlines of operations routed to shard leaders (tests shorten them). */
@@ -289,8 +294,8 @@ export class Reprise {
       const replica = await MetaReplica.open(log, topicPrefix);
       cleanup.unshift(() => replica.close());
       const meta = new RemoteMeta(options.transport, replica);
-      const objects = new FsObjectStore(resolve(options.objectStoreDir));
-      cleanup.push(async () => objects.close());
+      const objects = options.objects ?? new FsObjectStore(resolve(options.objectStoreDir));
+      if (!options.objects) cleanup.push(async () => objects.close?.());
       let keeper: LeaseKeeper | undefined;
       const engine = engineOf(options.memory);
       const results = resultBudgetOf(options.memory, engine);

@@ -1,4 +1,5 @@
 import type { EntryId } from '../wal/log-store.js';
+import type { TestFaults } from '../testing/faults.js';
 import type { ObjectStore } from './object-store.js';
 import type { ColumnarRows, Row, TableQuery, TableSchema } from './schema.js';
 import type { PartialAggregates } from './table/aggregate.js';
@@ -37,6 +38,8 @@ export interface RegionWriter {
    * a deposed leader then deletes nothing a newer one could still read.
    */
   readonly mayDelete: () => boolean;
+  /** Deliberate bugs, for the simulation only. */
+  readonly faults?: Pick<TestFaults, 'unfencedManifests'>;
 }
 
 export interface RegionEngine {

@@ -18,6 +18,8 @@ export interface TestFaults {
   readonly replayFromWrongId?: boolean;
   /** lease.ts `check` and shard.ts `assertLease`: ignore an expired lease (no LEASE_LOST, writes acknowledged anyway). */
   readonly skipLeaseFencing?: boolean;
+  /** manifest.ts `writeManifest`: every version replaces the one object (the last writer wins, whatever its epoch), as before manifests were fenced. */
+  readonly unfencedManifests?: boolean;
 }
 
 export type TestFault = keyof TestFaults;

@@ -21,10 +21,13 @@ import { metaTopicOf } from '../../src/meta/meta-service.js';
 import type { MetaEvent } from '../../src/meta/model.js';
 import type { AckObservation, TestFaults, TestHooks } from '../../src/testing/faults.js';
 import { InProcessNetwork, type FaultRule, type InProcessTransport } from '../../src/transport/in-process.js';
+import { FsObjectStore } from '../../src/engine/fs-object-store.js';
+import type { ObjectStore } from '../../src/engine/object-store.js';
 import { LocalLogStore } from '../../src/wal/local-log-store.js';
 import type { LogStore } from '../../src/wal/log-store.js';
 import { readEntries } from '../../src/wal/shard-reader.js';
 import { prng } from '../../bench/lib/cpu-lines.js';
+import { withOverrides } from '../harness/tamper.js';
 
 // ------------------------------------------------------------------ PRNG
 
@@ -47,6 +50,7 @@ export type Step =
   | { readonly kind: 'lose'; readonly pick: number }
   | { readonly kind: 'partition'; readonly pick: number; readonly ms: number }
   | { readonly kind: 'stall'; readonly pick: number; readonly ms: number }
+  | { readonly kind: 'stale_flush'; readonly pick: number; readonly ms: number }
   | { readonly kind: 'meta_restart' }
   | { readonly kind: 'shutdown'; readonly pick: number }
   | { readonly kind: 'migrate'; readonly pick: number; readonly shard: number; readonly to: number }
@@ -65,6 +69,10 @@ const WEIGHTS: [StepKind, number][] = [
   // A stalled WAL append (disk or broker) on a node that meta meanwhile
   // declares dead: its append lands after the next leader's epoch marker.
   ['stall', 3],
+  // Two leaders of a shard at once: a leader whose flush stalls in the
+  // object store while meta moves its shards; the flush lands after the new
+  // leaders have flushed (and pruned the log below it).
+  ['stale_flush', 2],
   ['meta_restart', 3],
   ['shutdown', 3],
   // A migration whose source is then cut off ends when meta declares the
@@ -95,6 +103,7 @@ export function generateSchedule(seed: number, length = 24): Step[] {
         steps.push({ kind, pick, ms: 400 + Math.floor(random() * 600) });
         break;
       case 'stall':
+      case 'stale_flush':
         steps.push({ kind, pick, ms: 200 + Math.floor(random() * 1300) });
         break;
       case 'meta_restart':
@@ -198,11 +207,43 @@ class LogPlug {
   }
 }
 
+/**
+ * A node's handle on the shared object-store directory. A stall (`hold`)
+ * keeps its writes and deletes, in flight and new, from landing until then,
+ * as a slow store or a process paused mid-flush would; a crash makes them
+ * fail (a killed process's requests never arrive).
+ */
+class StorePlug {
+  dead = false;
+  readonly objects: ObjectStore;
+  private heldUntil = 0;
+  constructor(dir: string) {
+    const store = new FsObjectStore(dir);
+    const held =
+      <A extends unknown[]>(op: (...args: A) => Promise<void>) =>
+      async (...args: A): Promise<void> => {
+        for (let wait = this.heldUntil - Date.now(); wait > 0; wait = this.heldUntil - Date.now()) await new Promise((r) => setTimeout(r, wait));
+        if (this.dead) throw new RepriseError('STORE_WRITE_FAILED', 'simulated crash: object-store write lost');
+        return op(...args);
+      };
+    this.objects = withOverrides(store, {
+      put: held((key: string, data: Uint8Array) => store.put(key, data)),
+      delete: held((key: string) => store.delete(key)),
+      deletePrefix: held((prefix: string) => store.deletePrefix(prefix)),
+    });
+  }
+
+  hold(ms: number): void {
+    this.heldUntil = Math.max(this.heldUntil, Date.now() + ms);
+  }
+}
+
 interface Incarnation {
   readonly name: string;
   readonly transport: InProcessTransport;
   readonly runtime: Reprise;
   readonly plug: LogPlug;
+  readonly store: StorePlug;
   /** 'live', 'crashed' (cut off, abandoned, not yet closed) or 'closed'. */
   state: 'live' | 'crashed' | 'closed';
 }
@@ -263,18 +304,20 @@ class Cluster {
     const name = `${nodeId}#${n}`;
     const transport = this.network.transport({ cluster: CLUSTER, name });
     const plug = new LogPlug(this.store);
+    const objects = new StorePlug(this.objectStoreDir);
     const runtime = await Reprise.join({
       nodeId,
       transport,
       wal: { provider: 'local', topicPrefix: TOPIC_PREFIX },
       log: plug.log,
       objectStoreDir: this.objectStoreDir,
+      objects: objects.objects,
       heartbeatMs: this.options.heartbeatMs,
       routing: { requestTimeoutMs: 1_500, deadlineMs: 10_000 },
       logger: false,
       testHooks: this.testHooks,
     });
-    const inc: Incarnation = { name, transport, runtime, plug, state: 'live' };
+    const inc: Incarnation = { name, transport, runtime, plug, store: objects, state: 'live' };
     this.nodes.set(nodeId, inc);
     return inc;
   }
@@ -321,10 +364,17 @@ class Cluster {
     await Promise.all([...this.timers]);
   }
 
+  /** Flush one node's shards (Reprise.flush asks every leader, and one that crashed meanwhile would hold it for a minute). */
+  async flushNode(nodeId: string): Promise<void> {
+    const inc = this.nodes.get(nodeId)!;
+    await inc.transport.request(inc.transport.subject('node', nodeId, 'flush'), {}, { timeoutMs: 5_000 });
+  }
+
   /** Cut the node off, pull its log plug, and abandon it (closed later, without flush). */
   crash(nodeId: string): void {
     const inc = this.nodes.get(nodeId)!;
     inc.plug.dead = true;
+    inc.store.dead = true;
     inc.state = 'crashed';
     const name = inc.name;
     this.network.faults.drop((m) => m.from === name || m.to === name);
@@ -337,6 +387,7 @@ class Cluster {
     inc.state = 'closed';
     await inc.transport.close();
     await inc.runtime.close({ flush: false });
+    inc.store.objects.close?.();
   }
 
   async shutdown(nodeId: string): Promise<void> {
@@ -344,6 +395,7 @@ class Cluster {
     inc.state = 'closed';
     await inc.runtime.close();
     await inc.transport.close();
+    inc.store.objects.close?.();
   }
 
   async close(): Promise<void> {
@@ -354,6 +406,7 @@ class Cluster {
         inc.state = 'closed';
         await inc.runtime.close({ flush: false }).catch(() => undefined);
         await inc.transport.close().catch(() => undefined);
+        inc.store.objects.close?.();
       }
     }
     await this.stopMeta().catch(() => undefined);
@@ -601,6 +654,33 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
           node[1].plug.hold(step.ms);
           cluster.temporary(cluster.network.faults.drop((m) => (m.from === name && isMeta(m.to)) || (isMeta(m.from) && m.to === name)), step.ms, node[0]);
           cluster.background(write(node, 'write sent into the stall'));
+          break;
+        }
+        case 'stale_flush': {
+          // A leader starts a flush whose object-store writes stall for
+          // `ms` (a slow store, or the process paused mid-flush) while its
+          // link to meta is cut as long: its lease lapses and meta moves its
+          // shards (failure timeout 300 ms). Their new leaders open them,
+          // take the writes of the steps that follow and flush them, which
+          // prunes the log below what they flushed; then the stalled flush
+          // lands, with the old leader's older view of the regions. The
+          // manifests must not go back to it (issue 17: GreptimeDB #2289).
+          const node = choose(live, step.pick);
+          if (!node) break;
+          const [id, inc] = node;
+          const isMeta = (n: string) => n.startsWith('meta#');
+          inc.store.hold(step.ms);
+          cluster.temporary(cluster.network.faults.drop((m) => (m.from === inc.name && isMeta(m.to)) || (isMeta(m.from) && m.to === inc.name)), step.ms, id);
+          cluster.background(cluster.flushNode(id).then(() => say(`  the stalled flush of ${id} landed`), (err: unknown) => say(`  the stalled flush of ${id} failed: ${(err as Error).message}`)));
+          cluster.background(
+            (async () => {
+              // Before the stall ends: the new leaders flush what they took meanwhile.
+              await sleep(Math.max(0, step.ms - 150));
+              for (const [other] of cluster.live()) {
+                if (other !== id) await cluster.flushNode(other).catch((err: unknown) => say(`  flush of ${other} failed: ${(err as Error).message}`));
+              }
+            })(),
+          );
           break;
         }
         case 'meta_restart': {

@@ -56,6 +56,21 @@ const STALL_OF_A_LEADER: Step[] = [
   { kind: 'sleep', ms: 1_500 },
 ];
 
+/**
+ * A leader's flush stalls in the object store while meta moves its shards
+ * (cut off as long): the new leaders take writes and flush them, pruning
+ * the log below; then the stalled flush lands.
+ */
+const STALE_FLUSH: Step[] = [
+  { kind: 'write', pick: 0 },
+  { kind: 'write', pick: 0.5 },
+  { kind: 'stale_flush', pick: 0.9, ms: 1_500 },
+  { kind: 'sleep', ms: 700 },
+  { kind: 'write', pick: 0 },
+  { kind: 'write', pick: 0.5 },
+  { kind: 'sleep', ms: 1_200 },
+];
+
 describe('deliberate bugs are caught', () => {
   it('(a) acknowledging a write before its WAL append is durable: a crash loses acknowledged rows', async () => {
     const steps = CRASH_AFTER_WRITES;
@@ -142,5 +157,11 @@ describe('deliberate bugs are caught', () => {
       await store.close();
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  it("(e) manifests unfenced: a deposed leader's stalled flush replaces the new leader's manifest, whose log is pruned", async () => {
+    const result = await caught(STALE_FLUSH, /acknowledged row\(s\) (not readable|missing)|final query failed/, { faults: { unfencedManifests: true } });
+    expect(result.violations.length).toBeGreaterThan(0);
+    await clean(STALE_FLUSH);
   });
 });

@@ -1,4 +1,5 @@
 import { isRepriseError, RepriseError } from '../../errors.js';
+import type { TestFaults } from '../../testing/faults.js';
 import type { ObjectStore } from '../object-store.js';
 import type { Value } from '../schema.js';
 import { crc32 } from './checksum.js';
@@ -196,8 +197,9 @@ export async function readManifest(store: ObjectStore, regionId: number): Promis
 }
 
 /** Write a new version (never overwrites one: epoch and version name it); returns its key. */
-export async function writeManifest(store: ObjectStore, m: Manifest & { readonly epoch: number }): Promise<string> {
-  const key = manifestKey(m.regionId, m.epoch, m.version);
+export async function writeManifest(store: ObjectStore, m: Manifest & { readonly epoch: number }, faults?: Pick<TestFaults, 'unfencedManifests'>): Promise<string> {
+  // A deliberate bug, for the simulation only: one object, the last writer wins.
+  const key = faults?.unfencedManifests ? legacyManifestKey(m.regionId) : manifestKey(m.regionId, m.epoch, m.version);
   await store.put(key, encodeManifest(m));
   return key;
 }

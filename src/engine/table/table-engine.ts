@@ -88,13 +88,13 @@ export class TableEngine implements RegionEngine {
     if (writer) {
       // This leader's own version: it outranks anything an older leader writes from now on.
       const claimed = { ...read, epoch: writer.epoch, version: read.version + 1 };
-      const claimedKey = await writeManifest(store, claimed);
+      const claimedKey = await writeManifest(store, claimed, writer.faults);
       current = claimed;
       ownKeys.push(claimedKey);
       if (writer.mayDelete()) {
         await removeLeftovers(store, claimed, writer.epoch);
         if (found?.key === legacyManifestKey(regionId)) {
-          await store.delete(found.key);
+          if (claimedKey !== found.key) await store.delete(found.key);
         } else {
           // The version just read stays until the next flush (a reader may be reading it); older ones go.
           const older = (await manifestKeys(store, regionId)).filter((key) => key < claimedKey && key !== found?.key);

@@ -458,7 +458,8 @@ export class TableRegion implements Region {
   private async commit(next: Manifest): Promise<void> {
     const writer = this.writerOf();
     const m = { ...next, epoch: writer.epoch, version: this.manifest.version + 1 };
-    this.manifestKeys.push(await writeManifest(this.store, m));
+    const key = await writeManifest(this.store, m, writer.faults);
+    if (this.manifestKeys.at(-1) !== key) this.manifestKeys.push(key);
     this.manifest = m;
     while (this.manifestKeys.length > MANIFESTS_KEPT && writer.mayDelete()) await this.store.delete(this.manifestKeys.shift()!);
   }
