@@ -47,6 +47,8 @@ export interface S3ObjectStoreOptions {
   readonly partBytes?: number;
   /** Parts uploaded at once. Default 4. */
   readonly partConcurrency?: number;
+  /** Keys per ListObjectsV2 page (S3's maximum, 1000, by default; tests page sooner). */
+  readonly listPageSize?: number;
 }
 
 export const S3_DEFAULTS = {
@@ -59,6 +61,7 @@ export const S3_DEFAULTS = {
   multipartThresholdBytes: 16 * 1024 * 1024,
   partBytes: 8 * 1024 * 1024,
   partConcurrency: 4,
+  listPageSize: 1000,
 } as const;
 
 /** DeleteObjects takes at most this many keys. */
@@ -102,6 +105,10 @@ export class S3ObjectStore implements ObjectStore {
   readonly root: string;
   private readonly opts: Required<Omit<S3ObjectStoreOptions, 'endpoint' | 'credentials' | 'root' | 'forcePathStyle'>> & S3ObjectStoreOptions;
   private client: S3Client | undefined;
+  /** The last operation that ran out of retries (cleared by the next success), for failure(). */
+  private lastFailure: string | undefined;
+  private retries = 0;
+  private failures = 0;
 
   constructor(options: S3ObjectStoreOptions) {
     if (!options.bucket) throw new RepriseError('INVALID_ARGUMENT', 'the s3 object store needs a bucket');
@@ -153,7 +160,7 @@ export class S3ObjectStore implements ObjectStore {
   private async putMultipart(key: string, Key: string, data: Uint8Array): Promise<void> {
     const created = await this.retrying('put', key, (abortSignal) => this.s3().send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key }), { abortSignal }));
     const UploadId = created.UploadId;
-    if (!UploadId) throw this.failure('put', key, 'STORE_WRITE_FAILED', 'CreateMultipartUpload returned no upload id');
+    if (!UploadId) throw this.error('put', key, 'STORE_WRITE_FAILED', 'CreateMultipartUpload returned no upload id');
     const partBytes = this.opts.partBytes;
     const count = Math.ceil(data.byteLength / partBytes);
     const etags: string[] = new Array<string>(count);
@@ -166,7 +173,7 @@ export class S3ObjectStore implements ObjectStore {
           const part = await this.retrying('put', key, (abortSignal) =>
             this.s3().send(new UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber: i + 1, Body, ContentLength: Body.byteLength }), { abortSignal }),
           );
-          if (!part.ETag) throw this.failure('put', key, 'STORE_WRITE_FAILED', `UploadPart ${i + 1} returned no ETag`);
+          if (!part.ETag) throw this.error('put', key, 'STORE_WRITE_FAILED', `UploadPart ${i + 1} returned no ETag`);
           etags[i] = part.ETag;
         }
       };
@@ -246,7 +253,7 @@ export class S3ObjectStore implements ObjectStore {
     let ContinuationToken: string | undefined;
     do {
       const page = await this.retrying(op, prefix, (abortSignal) =>
-        this.s3().send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix, ...(ContinuationToken ? { ContinuationToken } : {}) }), { abortSignal }),
+        this.s3().send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix, MaxKeys: this.opts.listPageSize, ...(ContinuationToken ? { ContinuationToken } : {}) }), { abortSignal }),
       );
       for (const o of page.Contents ?? []) if (o.Key && !o.Key.endsWith('/')) keys.push(o.Key);
       ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -264,9 +271,19 @@ export class S3ObjectStore implements ObjectStore {
       const errors = res.Errors ?? [];
       if (errors.length > 0) {
         const first = errors[0]!;
-        throw this.failure('deletePrefix', prefix, 'STORE_WRITE_FAILED', `${errors.length} objects not deleted, e.g. "${first.Key ?? '?'}": ${first.Code ?? ''} ${first.Message ?? ''}`.trim());
+        throw this.error('deletePrefix', prefix, 'STORE_WRITE_FAILED', `${errors.length} objects not deleted, e.g. "${first.Key ?? '?'}": ${first.Code ?? ''} ${first.Message ?? ''}`.trim());
       }
     }
+  }
+
+  /** Why the store fails right now: the last operation that ran out of retries, until one succeeds. */
+  failure(): string | undefined {
+    return this.lastFailure;
+  }
+
+  /** Attempts retried, and operations that failed for good (unreachable or refused), since start. */
+  stats(): { retries: number; failures: number } {
+    return { retries: this.retries, failures: this.failures };
   }
 
   /** Close the client's connections; the next operation opens a new client. */
@@ -287,7 +304,9 @@ export class S3ObjectStore implements ObjectStore {
     for (let attempts = 1; ; attempts++) {
       const budget = Math.max(1, Math.min(this.opts.requestTimeoutMs, deadline - Date.now()));
       try {
-        return await withTimeout(attempt, budget);
+        const result = await withTimeout(attempt, budget);
+        this.lastFailure = undefined;
+        return result;
       } catch (err) {
         const status = statusOf(err);
         const name = (err as SdkError).name ?? '';
@@ -295,19 +314,28 @@ export class S3ObjectStore implements ObjectStore {
           throw new RepriseError('NOT_FOUND', `object store ${this.where}: no object "${key}"`, { bucket: this.bucket, key }, { cause: err });
         }
         if (!isRetryable(err)) {
-          throw this.failure(op, key, op === 'put' || op === 'delete' || op === 'deletePrefix' ? 'STORE_WRITE_FAILED' : 'STORE_UNAVAILABLE', `refused: ${describeError(err)}`, err);
+          throw this.fail(op, key, op === 'put' || op === 'delete' || op === 'deletePrefix' ? 'STORE_WRITE_FAILED' : 'STORE_UNAVAILABLE', `refused: ${describeError(err)}`, err);
         }
         const wait = Math.round(delay / 2 + (Math.random() * delay) / 2);
         if (Date.now() + wait >= deadline) {
-          throw this.failure(op, key, 'STORE_UNAVAILABLE', `no success in ${attempts} attempt${attempts > 1 ? 's' : ''} over ${Date.now() - started} ms (retry deadline ${this.opts.retryDeadlineMs} ms); last error: ${describeError(err)}`, err, attempts);
+          throw this.fail(op, key, 'STORE_UNAVAILABLE', `no success in ${attempts} attempt${attempts > 1 ? 's' : ''} over ${Date.now() - started} ms (retry deadline ${this.opts.retryDeadlineMs} ms); last error: ${describeError(err)}`, err, attempts);
         }
+        this.retries++;
         await new Promise((resolve) => setTimeout(resolve, wait));
         delay = Math.min(this.opts.backoffMaxMs, delay * 2);
       }
     }
   }
 
-  private failure(op: Op, key: string, code: ErrorCode, why: string, cause?: unknown, attempts?: number): RepriseError {
+  /** An operation failed for good: remembered for failure() and counted. */
+  private fail(op: Op, key: string, code: ErrorCode, why: string, cause?: unknown, attempts?: number): RepriseError {
+    const err = this.error(op, key, code, why, cause, attempts);
+    this.failures++;
+    this.lastFailure = `${err.code}: ${err.message}`;
+    return err;
+  }
+
+  private error(op: Op, key: string, code: ErrorCode, why: string, cause?: unknown, attempts?: number): RepriseError {
     const what = op === 'list' || op === 'deletePrefix' ? `${op} of prefix "${key}"` : `${op} of "${key}"`;
     return new RepriseError(
       code,
