@@ -74,6 +74,14 @@ export function sstKey(regionId: number, seq: number): string {
   return `${regionPrefix(regionId)}sst/${String(seq).padStart(12, '0')}.sst`;
 }
 
+/**
+ * Whether a key names an SST: written once under a fresh seq and never
+ * rewritten in place (a manifest is), so a node may keep a local copy.
+ */
+export function isSstKey(key: string): boolean {
+  return key.startsWith(REGIONS_PREFIX) && key.endsWith('.sst') && key.includes('/sst/');
+}
+
 export function encodeManifest(m: Manifest): Uint8Array {
   const body = new TextEncoder().encode(JSON.stringify(m));
   const header = new TextEncoder().encode(`reprise-manifest 1 ${crc32(body).toString(16).padStart(8, '0')}\n`);
