@@ -2,7 +2,7 @@ import { join, resolve } from 'node:path';
 import { CachedObjectStore, type ObjectCacheStats } from '../engine/cached-object-store.js';
 import { FsObjectStore } from '../engine/fs-object-store.js';
 import type { ObjectStore } from '../engine/object-store.js';
-import { S3ObjectStore, type S3ObjectStoreOptions } from '../engine/s3-object-store.js';
+import type { S3ObjectStoreOptions } from '../engine/s3-object-store.js';
 import { isSstKey } from '../engine/table/manifest.js';
 import { RepriseError } from '../errors.js';
 
@@ -38,6 +38,8 @@ export async function openObjectStore(storage: StorageOptions | undefined, where
     return { objects: new FsObjectStore(directory), where: directory, type: 'local' };
   }
   const { type: _type, cacheBytes, ...s3 } = storage;
+  // Loaded only for s3: the AWS SDK takes ~250 ms to import, which every CLI start and local embedding would pay.
+  const { S3ObjectStore } = await import('../engine/s3-object-store.js');
   const remote = new S3ObjectStore(s3);
   const budget = cacheBytes ?? DEFAULT_OBJECT_CACHE_BYTES;
   if (budget === 0) return { objects: remote, where: remote.where, type: 's3' };
