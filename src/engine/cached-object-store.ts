@@ -26,7 +26,7 @@ export interface ObjectCacheStats {
   readonly objects: number;
   /** Reads (get, getRange, size, exists) answered from the local copy. */
   readonly hits: number;
-  /** Reads of cacheable keys that went to the remote store. */
+  /** First reads of cacheable keys: each fetched the object from the remote store (or found it too large to cache). */
   readonly misses: number;
   readonly evictions: number;
   /** Bytes fetched from the remote store into the cache (misses and warm). */
@@ -39,7 +39,8 @@ export interface ObjectCacheStats {
  * - put writes the remote store first (it is the durable copy), then the
  *   local file (write-through: a node that just flushed reads its SSTs
  *   locally);
- * - the first read of a cacheable key fetches the whole object, later
+ * - the first read of a cacheable key (get, getRange, or size: an SST's
+ *   size is asked to find its footer) fetches the whole object, later
  *   get/getRange/size/exists are answered from the local file;
  * - least recently used objects are evicted past `maxBytes`;
  * - delete and deletePrefix drop the local copies, and list goes to the
@@ -152,8 +153,10 @@ export class CachedObjectStore implements ObjectStore {
       this.hit(key);
       return cached;
     }
-    if (this.cacheable(key)) this.misses++;
-    return this.remote.size(key);
+    if (!this.cacheable(key)) return this.remote.size(key);
+    // Its size is asked to read it (an SST's footer is at its end): fetch it now, one miss.
+    const fetched = await this.fetch(key, 'if-small');
+    return fetched?.byteLength ?? this.remote.size(key);
   }
 
   async exists(key: string): Promise<boolean> {
