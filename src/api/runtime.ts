@@ -245,13 +245,14 @@ export class Reprise {
     await mkdir(dataDir, { recursive: true });
     const observer = new RuntimeObserver(options);
     const log = observer.instrumentLog(await openLogStore(options.wal ?? { provider: 'local' }, join(dataDir, 'wal'), logger));
+    let store: OpenedObjectStore | undefined;
     try {
       const meta = await MetaService.open(log, {
         topicPrefix: options.wal?.topicPrefix ?? 'reprise_wal',
         numShards: options.shards,
         logger,
       });
-      const store = await openObjectStore(options.storage, { directory: options.objectStoreDir ? resolve(options.objectStoreDir) : join(dataDir, 'objects'), dataDir });
+      store = await openObjectStore(options.storage, { directory: options.objectStoreDir ? resolve(options.objectStoreDir) : join(dataDir, 'objects'), dataDir });
       const { objects } = store;
       const engine = engineOf(options.memory);
       const results = resultBudgetOf(options.memory, engine);
@@ -266,6 +267,7 @@ export class Reprise {
       };
       return new Reprise(log, meta, new LocalShardRouter(node), node, logger, observer, release, { ...DEFAULT_SCHEMA_LIMITS, ...options.limits }, results);
     } catch (err) {
+      store?.objects.close?.();
       await log.close().catch(() => undefined);
       throw err;
     }

@@ -119,9 +119,9 @@ export class S3ObjectStore implements ObjectStore {
     if (this.opts.partBytes < 1 || this.opts.multipartThresholdBytes < 1) throw new RepriseError('INVALID_ARGUMENT', 'the s3 object store needs positive part and multipart threshold sizes');
   }
 
-  /** `s3://bucket/root`, for messages. */
+  /** `s3://bucket/root` (`s3://bucket` without a root), for messages. */
   get where(): string {
-    return `s3://${this.bucket}/${this.root}`;
+    return `s3://${this.bucket}${this.root === '' ? '' : `/${this.root.slice(0, -1)}`}`;
   }
 
   private s3(): S3Client {

@@ -110,7 +110,7 @@ describe('standalone on S3 storage through a faulty network', () => {
     expect(flushed.some((k) => k.endsWith('/manifest'))).toBe(true);
     expect((await call(server, 'GET', '/health')).status).toBe(200);
     let status = (await call(server, 'GET', '/v1/status')).body;
-    expect(status.objectStore).toMatchObject({ type: 's3', where: `s3://${s3.bucket}/e2e/` });
+    expect(status.objectStore).toMatchObject({ type: 's3', where: `s3://${s3.bucket}/e2e` });
     expect(status.objectStore.error).toBeUndefined();
 
     // Down: writes are acknowledged (the WAL has them), the node's own flushes fail.

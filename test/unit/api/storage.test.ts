@@ -47,7 +47,7 @@ describe('Reprise.open with storage s3', () => {
     expect(existsSync(join(dataDir, 'objects'))).toBe(false);
     expect((await readdir(join(dataDir, 'cache'), { recursive: true })).filter((p) => p.endsWith('.sst'))).toHaveLength(2);
     expect(await db.query('cpu')).toEqual(rows);
-    expect(db.status().objectStore).toMatchObject({ type: 's3', where: `s3://${s3.bucket}/unit/`, cache: { objects: 2, misses: 0 } });
+    expect(db.status().objectStore).toMatchObject({ type: 's3', where: `s3://${s3.bucket}/unit`, cache: { objects: 2, misses: 0 } });
     expect(db.status().objectStore!.cache!.hits).toBeGreaterThan(0);
     expect(await db.observer.registry.metrics()).toMatch(/reprise_object_store_failing\{type="s3"\} 0/);
     await db.close();
