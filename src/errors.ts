@@ -44,6 +44,8 @@ export const ERROR_CODES = [
   'WAL_APPEND_FAILED',
   /** The object store could not write an object (a full disk, permissions), named with its key. */
   'STORE_WRITE_FAILED',
+  /** The object store (S3) did not answer, kept failing (5xx, timeouts, resets) past its retry deadline, or refused a read: named with bucket and key. Nothing is lost; retry. */
+  'STORE_UNAVAILABLE',
   /** A flush could not write its SST or manifest (a full disk): nothing is lost, the rows stay in memory and in the WAL. */
   'FLUSH_FAILED',
   'ENTRY_TOO_LARGE',

@@ -43,6 +43,7 @@ const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   CLOSED: 503,
   OVERLOADED: 503,
   UNAVAILABLE: 503,
+  STORE_UNAVAILABLE: 503,
   TIMEOUT: 504,
   DEADLINE_EXCEEDED: 504,
 };
@@ -316,8 +317,9 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     const regions = node.shards.flatMap((s) => s.regions.filter((r) => r.state === 'failed').map((r) => ({ id: r.id, table: r.table, shard: s.id, error: r.error })));
     if (!serving) return reply.status(503).send({ status: 'unavailable', node: node.id, state: node.state });
     const wal = status.wal.error;
-    if (shards.length > 0 || regions.length > 0 || wal) {
-      return reply.status(503).send({ status: 'degraded', node: node.id, state: node.state, failed: { shards, regions, ...(wal ? { wal } : {}) } });
+    const objectStore = status.objectStore?.error;
+    if (shards.length > 0 || regions.length > 0 || wal || objectStore) {
+      return reply.status(503).send({ status: 'degraded', node: node.id, state: node.state, failed: { shards, regions, ...(wal ? { wal } : {}), ...(objectStore ? { objectStore } : {}) } });
     }
     return reply.status(200).send({ status: 'ok', node: node.id, state: node.state });
   });

@@ -210,6 +210,50 @@ export class RuntimeObserver {
         this.set({ result: 'miss' }, m.cacheMisses);
       },
     });
+    // The local SST cache in front of S3 (storage.type "s3"); absent with local storage.
+    const objectStore = () => observer.status?.().objectStore;
+    const cache = () => objectStore()?.cache;
+    const cacheCounter = (name: string, help: string, value: (c: NonNullable<ReturnType<typeof cache>>) => number): void => {
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          const c = cache();
+          if (!c) return;
+          this.reset();
+          this.inc(value(c));
+        },
+      });
+    };
+    cacheCounter('reprise_object_cache_hits_total', 'Reads of SSTs answered from the local object cache (storage s3)', (c) => c.hits);
+    cacheCounter('reprise_object_cache_misses_total', 'Reads of SSTs that went to the object store (storage s3): the whole SST is then fetched into the cache', (c) => c.misses);
+    cacheCounter('reprise_object_cache_evictions_total', 'SSTs evicted from the local object cache (least recently used first, past storage.cacheBytes)', (c) => c.evictions);
+    cacheCounter('reprise_object_cache_fetched_bytes_total', 'Bytes fetched from the object store into the local object cache', (c) => c.fetchedBytes);
+    new Gauge({
+      name: 'reprise_object_cache_bytes',
+      help: 'Bytes of SSTs held by the local object cache, and its budget (storage.cacheBytes)',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        const c = cache();
+        if (!c) return;
+        this.set({ kind: 'held' }, c.bytes);
+        this.set({ kind: 'budget' }, c.budgetBytes);
+      },
+    });
+    new Gauge({
+      name: 'reprise_object_store_failing',
+      help: '1 while the object store fails (an operation ran out of retries and none has succeeded since), else 0',
+      labelNames: ['type'],
+      registers,
+      collect() {
+        const store = objectStore();
+        if (!store) return;
+        this.reset();
+        this.set({ type: store.type }, store.error === undefined ? 0 : 1);
+      },
+    });
     new Gauge({
       name: 'reprise_follower_lag_entries',
       help: 'WAL entries a hot-standby follower on this node has not applied yet, by shard',

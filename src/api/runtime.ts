@@ -7,7 +7,6 @@ import { errorReason } from '../machine-effects.js';
 import type { Deadline } from '../deadline.js';
 import type { TestHooks } from '../testing/faults.js';
 import { isRepriseError, RepriseError } from '../errors.js';
-import { FsObjectStore } from '../engine/fs-object-store.js';
 import type { ObjectStore } from '../engine/object-store.js';
 import type { PreparedWrite, RegionEngine } from '../engine/region-engine.js';
 import { rowsOf, type ColumnarRows, type Row, type TableSchema, type Value } from '../engine/schema.js';
@@ -26,6 +25,7 @@ import { RemoteMeta } from '../meta/remote-meta.js';
 import { ASSIGNMENT_CHANGED, type ClusterMetaStatus } from '../meta/meta-server.js';
 import type { Transport } from '../transport/transport.js';
 import { RuntimeObserver } from './observe.js';
+import { openObjectStore, type OpenedObjectStore, type StorageOptions } from './storage.js';
 import type { MemoryStatus, RuntimeStatus } from './runtime-status.js';
 
 export type { MemoryStatus, RuntimeStatus } from './runtime-status.js';
@@ -66,8 +66,10 @@ export const TABLE_CREATE_WAIT_MS = 30_000;
 export interface OpenOptions {
   /** Where the local WAL, meta and (by default) the object store live. */
   readonly dataDir: string;
-  /** Directory for SSTs and manifests; default `<dataDir>/objects`. */
+  /** Directory for SSTs and manifests with storage `local` (the default); default `<dataDir>/objects`. */
   readonly objectStoreDir?: string;
+  /** Where SSTs and manifests live: `{ type: 'local' }` (objectStoreDir, the default) or an S3 bucket, cached under `<dataDir>/cache`. */
+  readonly storage?: StorageOptions;
   /** The WAL: the local LevelDB log under `<dataDir>/wal` (default), or Kafka. */
   readonly wal?: WalOptions;
   /** Shards (WAL topics): created on first start (default DEFAULT_SHARDS, 4), added if more than the data dir has; fewer is INVALID_ARGUMENT. Default: what the data dir has. */
@@ -101,11 +103,15 @@ export interface JoinOptions {
    * runtime does not close it.
    */
   readonly log?: LogStore;
-  /** The object store every node shares. */
-  readonly objectStoreDir: string;
+  /** The directory every node shares for SSTs and manifests (storage `local`, the default). */
+  readonly objectStoreDir?: string;
+  /** Where SSTs and manifests live: a shared directory (`local`, objectStoreDir) or an S3 bucket every node uses. */
+  readonly storage?: StorageOptions;
+  /** This node's own directory: with storage `s3`, its SST cache lives in `<dataDir>/cache`. */
+  readonly dataDir?: string;
   /**
-   * For tests and simulation: an object store to use instead of the
-   * directory (e.g. one whose writes a test holds). The caller owns it.
+   * For tests and simulation: an object store to use instead of `storage`
+   * (e.g. one whose writes a test holds). The caller owns it.
    */
   readonly objects?: ObjectStore;
   /** Heartbeat interval; meta's reply sets the lease. Default 200 ms. */
@@ -244,20 +250,21 @@ export class Reprise {
     await mkdir(dataDir, { recursive: true });
     const observer = new RuntimeObserver(options);
     const log = observer.instrumentLog(await openLogStore(options.wal ?? { provider: 'local' }, join(dataDir, 'wal'), logger));
+    let store: OpenedObjectStore | undefined;
     try {
       const meta = await MetaService.open(log, {
         topicPrefix: options.wal?.topicPrefix ?? 'reprise_wal',
         numShards: options.shards,
         logger,
       });
-      const objectsDir = options.objectStoreDir ? resolve(options.objectStoreDir) : join(dataDir, 'objects');
-      const objects = new FsObjectStore(objectsDir);
+      store = await openObjectStore(options.storage, { directory: options.objectStoreDir ? resolve(options.objectStoreDir) : join(dataDir, 'objects'), dataDir });
+      const { objects } = store;
       const engine = engineOf(options.memory);
       const results = resultBudgetOf(options.memory, engine);
       await meta.rollBackIncompleteCreates(logger);
       const catalog = options.wal?.provider === 'kafka' ? `the meta log (Kafka topic ${metaTopicOf(options.wal.topicPrefix ?? 'reprise_wal')})` : `the meta log in the local WAL at ${join(dataDir, 'wal')}`;
-      await reconcileRegionFiles(objects, meta, engine, logger, { dataDir, objectsDir, catalog });
-      const node = observedNode(observer, log, { nodeId: options.nodeId ?? 'node-1', meta, engine, objects, logger }, options, results);
+      await reconcileRegionFiles(objects, meta, engine, logger, { dataDir, objectsDir: store.where, catalog });
+      const node = observedNode(observer, log, { nodeId: options.nodeId ?? 'node-1', meta, engine, objects, logger }, options, results, store);
       await node.start();
       const release = async () => {
         objects.close?.();
@@ -265,6 +272,7 @@ export class Reprise {
       };
       return new Reprise(log, meta, new LocalShardRouter(node), node, logger, observer, release, { ...DEFAULT_SCHEMA_LIMITS, ...options.limits }, results);
     } catch (err) {
+      store?.objects.close?.();
       await log.close().catch(() => undefined);
       throw err;
     }
@@ -294,7 +302,13 @@ export class Reprise {
       const replica = await MetaReplica.open(log, topicPrefix);
       cleanup.unshift(() => replica.close());
       const meta = new RemoteMeta(options.transport, replica);
-      const objects = options.objects ?? new FsObjectStore(resolve(options.objectStoreDir));
+      if (!options.objects && (options.storage?.type ?? 'local') === 'local' && !options.objectStoreDir) {
+        throw new RepriseError('INVALID_ARGUMENT', `node '${options.nodeId}': storage 'local' needs objectStoreDir, the directory every node shares (or use storage 's3')`);
+      }
+      const store: OpenedObjectStore = options.objects
+        ? { objects: options.objects, where: 'the object store given to Reprise.join', type: 'local' }
+        : await openObjectStore(options.storage, { directory: options.objectStoreDir ?? '', ...(options.dataDir ? { dataDir: options.dataDir } : {}) });
+      const { objects } = store;
       if (!options.objects) cleanup.push(async () => objects.close?.());
       let keeper: LeaseKeeper | undefined;
       const engine = engineOf(options.memory);
@@ -312,6 +326,7 @@ export class Reprise {
         },
         options,
         results,
+        store,
       );
       const subscriptions = await serveNode(options.transport, options.nodeId, node);
       cleanup.unshift(async () => {
@@ -684,6 +699,7 @@ function observedNode(
   parts: Pick<ActorContext, 'nodeId' | 'meta' | 'leaseHeld' | 'objects' | 'logger'> & { readonly engine: TableEngine },
   options: { readonly wal?: { readonly maxBatchBytes?: number }; readonly flush?: Partial<Omit<FlushPolicy, 'nodeMemtableBytes'>>; readonly memory?: MemoryOptions; readonly testHooks?: TestHooks },
   results: ResultBudget,
+  store: OpenedObjectStore,
 ): NodeActor {
   const flushPolicy: FlushPolicy = { ...DEFAULT_FLUSH_POLICY, ...options.flush, nodeMemtableBytes: options.memory?.memtableBytes ?? DEFAULT_FLUSH_POLICY.nodeMemtableBytes };
   const node = new NodeActor({
@@ -712,7 +728,13 @@ function observedNode(
       queriesOverloaded: results.refused,
     };
     const walFailure = log.appendFailure?.();
-    return { wal: { provider: log.provider, ...(walFailure ? { error: walFailure } : {}) }, nodes: [node.status()], memory };
+    const storeFailure = store.objects.failure?.();
+    return {
+      wal: { provider: log.provider, ...(walFailure ? { error: walFailure } : {}) },
+      objectStore: { type: store.type, where: store.where, ...(storeFailure ? { error: storeFailure } : {}), ...(store.cache ? { cache: store.cache.stats() } : {}) },
+      nodes: [node.status()],
+      memory,
+    };
   });
   return node;
 }

@@ -9,6 +9,7 @@ import { DEFAULT_CACHE_BYTES, DEFAULT_MAX_RESULT_ROWS } from '../engine/table/ta
 import { DEFAULT_SCHEMA_LIMITS } from '../engine/table/validate.js';
 import { RepriseError } from '../errors.js';
 import type { KafkaWalOptions, WalOptions } from '../wal/open-log-store.js';
+import { DEFAULT_OBJECT_CACHE_BYTES, type StorageOptions } from '../api/storage.js';
 
 /**
  * Standalone configuration. Precedence, highest first (as GreptimeDB):
@@ -63,6 +64,48 @@ export const standaloneConfigSchema = z.strictObject({
     .refine((wal) => wal.provider === 'local' || wal.skipCorrupt !== true, {
       path: ['skipCorrupt'],
       message: 'applies to the local WAL only (a Kafka topic is repaired on the broker)',
+    }),
+  /**
+   * Where SSTs and manifests live (the seed's [storage] section, keys
+   * camelCased as the [wal] ones; the file also takes the seed's
+   * access_key_id, secret_access_key, force_path_style and cache_bytes).
+   * `local`: a directory (`<dataDir>/objects` standalone; a cluster node's
+   * --data-dir, shared by every node). `s3`: a bucket, with a local cache of
+   * SSTs under `<dataDir>/cache`.
+   */
+  storage: z
+    .strictObject({
+      type: z.enum(['local', 's3']),
+      bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'an S3 bucket name: 3-63 lowercase letters, digits, dots and hyphens').optional(),
+      /** Key prefix inside the bucket. */
+      root: z.string().regex(/^[^\s]*$/, 'no whitespace').optional(),
+      /** An S3-compatible store's URL (MinIO, Ceph RGW, R2, OSS); unset: AWS. */
+      endpoint: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' }).optional(),
+      region: z.string().min(1).optional(),
+      /** Unset (both): the SDK's default chain (AWS_* env, ~/.aws, instance roles). */
+      accessKeyId: z.string().min(1).optional(),
+      secretAccessKey: z.string().min(1).optional(),
+      forcePathStyle: z.boolean().optional(),
+      /** Bytes of the local SST cache in front of S3 (0: none). */
+      cacheBytes: z.number().int().min(0),
+      /** One S3 request, from sending to the last byte of its answer. */
+      requestTimeoutMs: z.number().int().min(100).optional(),
+      /** An S3 operation retries (5xx, throttling, resets, timeouts) until this long after it started, then fails STORE_UNAVAILABLE. */
+      retryDeadlineMs: z.number().int().min(100).optional(),
+    })
+    .refine((st) => st.type !== 's3' || st.bucket !== undefined, {
+      path: ['bucket'],
+      message: 'storage type "s3" needs a bucket (storage.bucket, or REPRISE_STORAGE_BUCKET)',
+    })
+    .refine((st) => (st.accessKeyId === undefined) === (st.secretAccessKey === undefined), {
+      path: ['secretAccessKey'],
+      message: 'give both accessKeyId and secretAccessKey, or neither (the SDK\'s default credential chain)',
+    })
+    .superRefine((st, ctx) => {
+      if (st.type !== 'local') return;
+      for (const key of ['bucket', 'root', 'endpoint', 'region', 'accessKeyId', 'secretAccessKey', 'forcePathStyle', 'requestTimeoutMs', 'retryDeadlineMs'] as const) {
+        if (st[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'applies to storage type "s3" only' });
+      }
     }),
   /** Memory budgets: memory is set by these, not by the size of the data. */
   memory: z.strictObject({
@@ -126,6 +169,7 @@ export const DEFAULT_CONFIG: StandaloneConfig = {
   allowedOrigins: [],
   autoCreateTables: true,
   wal: { provider: 'local', maxBatchBytes: 1024 * 1024, topicPrefix: 'reprise_wal' },
+  storage: { type: 'local', cacheBytes: DEFAULT_OBJECT_CACHE_BYTES },
   memory: { memtableBytes: DEFAULT_FLUSH_POLICY.nodeMemtableBytes, cacheBytes: DEFAULT_CACHE_BYTES, maxResultRows: DEFAULT_MAX_RESULT_ROWS, heapGrowthPercent: 20 },
   limits: { ...DEFAULT_SCHEMA_LIMITS, maxTablesPerWrite: DEFAULT_MAX_TABLES_PER_WRITE, maxRowsPerWrite: DEFAULT_MAX_ROWS_PER_WRITE },
   cluster: { name: 'reprise', natsServers: ['127.0.0.1:4222'], heartbeatMs: 200, leaseMs: 800, failureTimeoutMs: 1000, topology: 'dynamic', minNodes: 1, followers: 1 },
@@ -150,6 +194,17 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_WAL_BROKER_ENDPOINTS: { path: ['wal', 'brokerEndpoints'], parse: commaList },
   REPRISE_WAL_REPLICATION_FACTOR: { path: ['wal', 'replicationFactor'], parse: Number },
   REPRISE_WAL_IDEMPOTENT: { path: ['wal', 'idempotent'], parse: boolean },
+  REPRISE_STORAGE_TYPE: { path: ['storage', 'type'], parse: String },
+  REPRISE_STORAGE_BUCKET: { path: ['storage', 'bucket'], parse: String },
+  REPRISE_STORAGE_ROOT: { path: ['storage', 'root'], parse: String },
+  REPRISE_STORAGE_ENDPOINT: { path: ['storage', 'endpoint'], parse: String },
+  REPRISE_STORAGE_REGION: { path: ['storage', 'region'], parse: String },
+  REPRISE_STORAGE_ACCESS_KEY_ID: { path: ['storage', 'accessKeyId'], parse: String },
+  REPRISE_STORAGE_SECRET_ACCESS_KEY: { path: ['storage', 'secretAccessKey'], parse: String },
+  REPRISE_STORAGE_FORCE_PATH_STYLE: { path: ['storage', 'forcePathStyle'], parse: boolean },
+  REPRISE_STORAGE_CACHE_BYTES: { path: ['storage', 'cacheBytes'], parse: Number },
+  REPRISE_STORAGE_REQUEST_TIMEOUT_MS: { path: ['storage', 'requestTimeoutMs'], parse: Number },
+  REPRISE_STORAGE_RETRY_DEADLINE_MS: { path: ['storage', 'retryDeadlineMs'], parse: Number },
   REPRISE_MEMTABLE_BYTES: { path: ['memory', 'memtableBytes'], parse: Number },
   REPRISE_CACHE_BYTES: { path: ['memory', 'cacheBytes'], parse: Number },
   REPRISE_MAX_RESULT_ROWS: { path: ['memory', 'maxResultRows'], parse: Number },
@@ -253,9 +308,44 @@ export function walOptionsOf(wal: StandaloneConfig['wal']): WalOptions {
   };
 }
 
+/** The seed's snake_case names of [storage] keys, taken in a config file as their camelCase keys. */
+const STORAGE_FILE_ALIASES: Record<string, string> = {
+  access_key_id: 'accessKeyId',
+  secret_access_key: 'secretAccessKey',
+  force_path_style: 'forcePathStyle',
+  cache_bytes: 'cacheBytes',
+  request_timeout_ms: 'requestTimeoutMs',
+  retry_deadline_ms: 'retryDeadlineMs',
+};
+
+/** A file's [storage] with the seed's snake_case names renamed; both spellings of one key is an error naming both. */
+function normalizeStorageKeys(file: Layer, source: string): Layer {
+  const storage = file['storage'];
+  if (!storage || typeof storage !== 'object' || Array.isArray(storage)) return file;
+  const out: Layer = {};
+  for (const [key, value] of Object.entries(storage as Layer)) {
+    const camel = STORAGE_FILE_ALIASES[key] ?? key;
+    if (camel in out) throw new RepriseError('INVALID_ARGUMENT', `invalid configuration: storage.${camel}: given twice in ${source} (as ${camel} and ${key}); keep one`);
+    out[camel] = value;
+  }
+  return { ...file, storage: out };
+}
+
+/** The runtime's storage options from a resolved config (the schema guarantees a bucket for s3). */
+export function storageOptionsOf(storage: StandaloneConfig['storage']): StorageOptions {
+  if (storage.type === 'local') return { type: 'local' };
+  const { type: _type, accessKeyId, secretAccessKey, bucket, ...rest } = storage;
+  return {
+    ...rest,
+    type: 's3',
+    bucket: bucket ?? '',
+    ...(accessKeyId !== undefined && secretAccessKey !== undefined ? { credentials: { accessKeyId, secretAccessKey } } : {}),
+  };
+}
+
 /** Resolve the effective config; errors name the offending key and where it came from. */
 export function resolveConfig(opts: { configFile?: string; env: NodeJS.ProcessEnv; flags: Layer }): StandaloneConfig {
-  const file = opts.configFile ? readConfigFile(opts.configFile) : {};
+  const file = opts.configFile ? normalizeStorageKeys(readConfigFile(opts.configFile), opts.configFile) : {};
   const merged = merge(merge(merge(DEFAULT_CONFIG as unknown as Layer, file), envLayer(opts.env)), opts.flags);
   const result = standaloneConfigSchema.safeParse(merged);
   if (!result.success) {

@@ -10,7 +10,7 @@ import { startMeta } from '../api/meta-process.js';
 import { NatsTransport } from '../transport/nats.js';
 import { procedurePauseOf } from '../testing/faults.js';
 import type { KafkaWalOptions } from '../wal/open-log-store.js';
-import { commaList, redactConfig, resolveConfig, walOptionsOf, type StandaloneConfig } from './config.js';
+import { commaList, redactConfig, resolveConfig, storageOptionsOf, walOptionsOf, type StandaloneConfig } from './config.js';
 import { renderClusterStatus, renderStatus, renderRows } from './render.js';
 
 const DEFAULT_SERVER = 'http://127.0.0.1:4000';
@@ -174,6 +174,7 @@ async function standalone(flags: StandaloneFlags): Promise<void> {
       dataDir: config.dataDir,
       shards: config.shards,
       wal: walOptionsOf(config.wal),
+      storage: storageOptionsOf(config.storage),
       memory: config.memory,
       limits: config.limits,
       logger,
@@ -240,7 +241,11 @@ async function nodeCommand(flags: ClusterFlags): Promise<void> {
         nodeId,
         transport,
         wal: clusterWal(config),
+        // Storage local: the data dir is the SST directory every node shares;
+        // s3: the bucket is, and the data dir is this node's own (its cache).
         objectStoreDir: config.dataDir,
+        storage: storageOptionsOf(config.storage),
+        dataDir: config.dataDir,
         heartbeatMs: config.cluster.heartbeatMs,
         memory: config.memory,
         limits: config.limits,

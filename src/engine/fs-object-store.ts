@@ -20,9 +20,12 @@ export class FsObjectStore implements ObjectStore {
   readonly dir: string;
   /** Key -> open descriptor for ranged reads; Map order is recency. */
   private readonly fds = new Map<string, number>();
+  /** fsync files and directories (false for a cache that is cleared at open: nothing in it must survive a crash). */
+  private readonly durable: boolean;
 
-  constructor(dir: string) {
+  constructor(dir: string, options: { durable?: boolean } = {}) {
     this.dir = dir;
+    this.durable = options.durable ?? true;
   }
 
   async put(key: string, data: Uint8Array): Promise<void> {
@@ -35,7 +38,7 @@ export class FsObjectStore implements ObjectStore {
       const fh = await open(temp, 'wx');
       try {
         await fh.writeFile(data);
-        await fh.sync();
+        if (this.durable) await fh.sync();
       } finally {
         await fh.close();
       }
@@ -45,7 +48,7 @@ export class FsObjectStore implements ObjectStore {
       await rm(temp, { force: true });
       throw new RepriseError('STORE_WRITE_FAILED', `object store ${this.dir}: cannot write "${key}": ${(err as Error).message}`, { key }, { cause: err });
     }
-    await syncDir(parent);
+    if (this.durable) await syncDir(parent);
   }
 
   async get(key: string): Promise<Uint8Array> {
@@ -137,7 +140,7 @@ export class FsObjectStore implements ObjectStore {
       if (isMissing(err)) return;
       throw err;
     }
-    await syncDir(dirname(path));
+    if (this.durable) await syncDir(dirname(path));
   }
 
   async list(prefix: string): Promise<string[]> {
@@ -174,7 +177,7 @@ export class FsObjectStore implements ObjectStore {
     }
     const doomed = names.filter((name) => name.startsWith(namePrefix));
     await Promise.all(doomed.map((name) => rm(join(dir, name), { recursive: true, force: true })));
-    if (doomed.length > 0) await syncDir(dir);
+    if (doomed.length > 0 && this.durable) await syncDir(dir);
   }
 
   /** Validate a key and map it to its path under the store's directory. */
@@ -211,7 +214,7 @@ export class FsObjectStore implements ObjectStore {
   /** mkdir -p, then fsync the parents of every directory it created so they survive a crash. */
   private async ensureDir(path: string): Promise<void> {
     const firstCreated = await mkdir(path, { recursive: true });
-    if (firstCreated === undefined) return;
+    if (firstCreated === undefined || !this.durable) return;
     for (let d = path; ; d = dirname(d)) {
       await syncDir(dirname(d));
       if (d === firstCreated) break;

@@ -1,7 +1,8 @@
 /**
  * Where flushed region data lives: SST files and manifests. A directory by
- * default, shared by every node so a region can open anywhere. Keys are
- * '/'-separated relative paths.
+ * default (FsObjectStore), or an S3 bucket (S3ObjectStore, usually behind a
+ * CachedObjectStore), shared by every node so a region can open anywhere.
+ * Keys are '/'-separated relative paths.
  */
 export interface ObjectStore {
   /** Write durably and atomically (readers see the old object or the whole new one). */
@@ -19,6 +20,12 @@ export interface ObjectStore {
   list(prefix: string): Promise<string[]>;
   /** Delete every object under a prefix. */
   deletePrefix(prefix: string): Promise<void>;
+  /**
+   * Why the store fails right now, if it knows (a remote store whose last
+   * operation ran out of retries; cleared by the next success), for status
+   * and /health; undefined otherwise.
+   */
+  failure?(): string | undefined;
   /** Release what the store holds open (it may be used again after). */
   close?(): void;
 }

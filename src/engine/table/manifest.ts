@@ -112,6 +112,16 @@ export function sstNameOf(key: string): { epoch: number; seq: number } | undefin
   return m === null ? undefined : { epoch: m[1] === undefined ? 0 : Number(m[1]), seq: Number(m[2]) };
 }
 
+/**
+ * Whether a key names an SST: written once (its epoch and seq are never
+ * reused) and read again and again, so a node may keep a local copy. A
+ * manifest version is written once too, but read once per open, right
+ * after a listing that must go to the store anyway.
+ */
+export function isSstKey(key: string): boolean {
+  return key.startsWith(REGIONS_PREFIX) && sstNameOf(key) !== undefined;
+}
+
 export function encodeManifest(m: Manifest): Uint8Array {
   const body = new TextEncoder().encode(JSON.stringify(m));
   const header = new TextEncoder().encode(`reprise-manifest 1 ${crc32(body).toString(16).padStart(8, '0')}\n`);
