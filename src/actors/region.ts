@@ -61,6 +61,7 @@ export class RegionActor {
       actors: {
         openRegion: fromPromise(async () => {
           this.region = await this.openEngineRegion();
+          this.reportCacheWarm(this.region, this.writerEpoch === undefined ? 'opened as a follower' : 'opened');
           return { flushedEntryId: this.region.flushedEntryId() };
         }),
         flushRegion: fromPromise(async ({ input }) => this.flushNow(input.coveredUpTo)),
@@ -122,7 +123,7 @@ export class RegionActor {
    * and return the new flushed entry id: the caller re-applies the entries
    * after it that the old memtable held. Undefined when nothing changed.
    */
-  async reload(): Promise<EntryId | undefined> {
+  async reload(why: 'reloaded' | 'promoted' = 'reloaded'): Promise<EntryId | undefined> {
     const current = this.region;
     if (!current) return undefined;
     const fresh = await this.openEngineRegion();
@@ -136,6 +137,7 @@ export class RegionActor {
     // Promoted with nothing newer flushed: the open wrote this leader's manifest, and the memtables carry on.
     if (same) fresh.takeOver(current);
     this.region = fresh;
+    this.reportCacheWarm(fresh, why);
     await current.close().catch(() => undefined);
     return same ? undefined : fresh.flushedEntryId();
   }
@@ -149,7 +151,26 @@ export class RegionActor {
    */
   promote(epoch: number): Promise<EntryId | undefined> {
     this.writerEpoch = epoch;
-    return this.reload();
+    return this.reload('promoted');
+  }
+
+  /**
+   * Log what the open's warm-up of the local SST cache did (the engine runs
+   * it in the background: see Region.cacheWarmed): at info for a leader's
+   * open or promotion that fetched anything, at warn if SSTs could not be
+   * fetched (their first queries read the store instead), at debug for a
+   * follower's opens. Never fails the region.
+   */
+  private reportCacheWarm(region: Region, why: 'opened' | 'opened as a follower' | 'reloaded' | 'promoted'): void {
+    void region.cacheWarmed?.then((w) => {
+      if (w === undefined) return;
+      const fields = { region: this.id, table: this.info.table, ...w };
+      const message = `region ${this.id} ${why}: ${w.fetched} of ${w.ssts} SSTs fetched into the local cache in ${w.ms} ms (${w.skipped} cached already)`;
+      const leading = why === 'opened' || why === 'promoted';
+      if (w.failed > 0) this.ctx.logger.warn(fields, `${message}; ${w.failed} could not be fetched${w.error ? `: ${w.error}` : ''}, their first reads go to the store`);
+      else if (leading && w.fetched > 0) this.ctx.logger.info(fields, message);
+      else this.ctx.logger.debug(fields, message);
+    });
   }
 
   /** Apply a durable data entry. A body the engine cannot decode fails this region only. */

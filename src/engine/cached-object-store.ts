@@ -1,7 +1,7 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { isRepriseError } from '../errors.js';
 import { FsObjectStore } from './fs-object-store.js';
-import type { ObjectStore } from './object-store.js';
+import type { ObjectStore, WarmOutcome } from './object-store.js';
 
 export interface CachedObjectStoreOptions {
   /** The cache's own directory (`<dataDir>/cache`): emptied at open. */
@@ -194,26 +194,30 @@ export class CachedObjectStore implements ObjectStore {
 
   /**
    * Fetch `keys` that are cacheable and not cached yet (warmConcurrency at a
-   * time), so their first reads are local: for a follower promoted to
-   * leader. Best effort: keys gone or unreadable are counted, not thrown.
+   * time), so their first reads are local: every region open warms its
+   * SSTs (TableRegion.warmIndexes), so a follower is warm when promoted and
+   * a leader opened elsewhere soon is. Best effort: keys gone or unreadable
+   * are counted, not thrown. A warm fetch is not a miss (no read waited).
    */
-  async warm(keys: readonly string[]): Promise<{ cached: number; failed: number }> {
-    const todo = keys.filter((k) => this.cacheable(k) && !this.entries.has(k));
+  async warm(keys: readonly string[]): Promise<WarmOutcome> {
+    const unique = [...new Set(keys)];
+    const todo = unique.filter((k) => this.cacheable(k) && !this.entries.has(k));
     let next = 0;
-    let cached = 0;
+    let fetched = 0;
     let failed = 0;
     const worker = async (): Promise<void> => {
       while (next < todo.length) {
         const key = todo[next++]!;
         try {
-          if ((await this.fetch(key, 'if-small', false)) !== undefined) cached++;
+          if ((await this.fetch(key, 'if-small', false)) !== undefined) fetched++;
         } catch {
           failed++;
         }
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.options.warmConcurrency ?? 4, todo.length) }, worker));
-    return { cached, failed };
+    // Skipped: cached already, not cacheable, or larger than the whole budget.
+    return { fetched, skipped: unique.length - fetched - failed, failed };
   }
 
   close(): void {

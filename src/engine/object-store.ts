@@ -26,6 +26,23 @@ export interface ObjectStore {
    * and /health; undefined otherwise.
    */
   failure?(): string | undefined;
+  /**
+   * A store with a local cache (CachedObjectStore): fetch `keys` into it
+   * ahead of their first read, skipping what is cached already (that costs
+   * no request). Best effort: keys gone or unreadable are counted in
+   * `failed`, never thrown. Stores without a cache do not have it.
+   */
+  warm?(keys: readonly string[]): Promise<WarmOutcome>;
   /** Release what the store holds open (it may be used again after). */
   close?(): void;
+}
+
+/** What ObjectStore.warm did. */
+export interface WarmOutcome {
+  /** Keys fetched into the cache now. */
+  readonly fetched: number;
+  /** Keys cached already (or not cacheable): nothing fetched. */
+  readonly skipped: number;
+  /** Keys gone or unreadable. */
+  readonly failed: number;
 }

@@ -1,6 +1,6 @@
 import type { EntryId } from '../wal/log-store.js';
 import type { TestFaults } from '../testing/faults.js';
-import type { ObjectStore } from './object-store.js';
+import type { ObjectStore, WarmOutcome } from './object-store.js';
 import type { ColumnarRows, Row, TableQuery, TableSchema } from './schema.js';
 import type { PartialAggregates } from './table/aggregate.js';
 
@@ -64,8 +64,25 @@ export interface RegionEngine {
   listRegions(store: ObjectStore): Promise<number[]>;
 }
 
+/** What an open's warm-up of the object store's local cache did (see Region.cacheWarmed). */
+export interface CacheWarmOutcome extends WarmOutcome {
+  /** SSTs the opened manifest lists. */
+  readonly ssts: number;
+  readonly ms: number;
+  /** Why the warm-up failed as a whole (the store's warm rejected), if it did. */
+  readonly error?: string;
+}
+
 export interface Region {
   readonly regionId: number;
+  /**
+   * An engine whose files an object store may cache locally (ObjectStore.warm)
+   * starts fetching them when the region opens, in the background, so its
+   * first queries read local copies: this settles (never rejects) with what
+   * was fetched, or undefined when the store has no cache or the region no
+   * files. Nothing waits for it; the runtime logs it.
+   */
+  readonly cacheWarmed?: Promise<CacheWarmOutcome | undefined>;
   /**
    * Take over the memtables of `previous`: the same region, opened before
    * without a writer at the same flushed entry id (a follower's, now

@@ -164,7 +164,7 @@ describe('standalone on S3 storage through a faulty network', () => {
     ({ server, stderr } = await start());
     expect(await visible()).toEqual(acked);
     const restarted = await metrics(server);
-    expect(metric(restarted, 'reprise_object_cache_misses_total')).toBeGreaterThan(0);
+    // Fetched back by the regions' opens (the cache warm-up) or by the query's misses, whichever came first.
     expect(metric(restarted, 'reprise_object_cache_fetched_bytes_total')).toBeGreaterThan(0);
     expect(acked.size).toBe(5 * 20 + 15 * 100);
   });

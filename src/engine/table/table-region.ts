@@ -1,6 +1,6 @@
 import { RepriseError } from '../../errors.js';
 import type { ObjectStore } from '../object-store.js';
-import type { FlushResult, Region, RegionDescriptor, RegionQueryResult, RegionWriter } from '../region-engine.js';
+import type { CacheWarmOutcome, FlushResult, Region, RegionDescriptor, RegionQueryResult, RegionWriter } from '../region-engine.js';
 import type { TableQuery, Value } from '../schema.js';
 import { aggregatePlanOf, Aggregator, type AggregatePlan } from './aggregate.js';
 import { compareKeys, layoutOf, rowFromKey, type TableLayout, type RowValues } from './keys.js';
@@ -94,6 +94,8 @@ export class TableRegion implements Region {
   private readonly indexer: IdleIndexer;
   /** Settles once warmIndexes is done (for tests and benchmarks that want the cold read path). */
   warmed: Promise<void> = Promise.resolve();
+  /** Settles once warmIndexes fetched the SSTs into the store's cache (undefined: no cache, or no SSTs); never rejects. */
+  cacheWarmed: Promise<CacheWarmOutcome | undefined> = Promise.resolve(undefined);
   /** Whether the engine's IdleIndexer holds this region (its flag, kept here to save a lookup per apply). */
   awaitingIndexer = false;
 
@@ -479,13 +481,27 @@ export class TableRegion implements Region {
   }
 
   /**
-   * Load the indexes of the region's SSTs into the cache in the background,
-   * newest first, so the first queries after an open (a restart, a
-   * promotion) do not pay for them. A damaged SST is reported by the query
-   * that reads it (a failed load is not cached).
+   * In the background, so the first queries after an open (a restart, a
+   * promotion) do not pay for them: fetch the region's SSTs into the
+   * object store's local cache, if it has one (ObjectStore.warm: several
+   * at once, the ones cached already cost nothing), then load their
+   * indexes into the engine's cache, newest first. A damaged SST is
+   * reported by the query that reads it (a failed load is not cached).
+   * `cacheWarmed` settles with what the store's warm did.
    */
   warmIndexes(): void {
+    const started = Date.now();
+    const files = this.manifest.ssts.map((s) => s.file);
+    const store = this.store;
+    this.cacheWarmed =
+      store.warm === undefined || files.length === 0
+        ? Promise.resolve(undefined)
+        : store.warm(files).then(
+            (outcome) => ({ ssts: files.length, ...outcome, ms: Date.now() - started }),
+            (err: unknown) => ({ ssts: files.length, fetched: 0, skipped: 0, failed: files.length, ms: Date.now() - started, error: err instanceof Error ? err.message : String(err) }),
+          );
     this.warmed = (async () => {
+      await this.cacheWarmed;
       for (const s of [...this.manifest.ssts].reverse()) {
         if (this.closed) return;
         await this.reader(s).catch(() => undefined);

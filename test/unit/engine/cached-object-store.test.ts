@@ -131,9 +131,11 @@ describe('CachedObjectStore', () => {
     const { cache, remote } = await cached();
     await remote.put('regions/1/sst/1.sst', data(100, 1));
     await remote.put('regions/1/sst/2.sst', data(100, 2));
-    expect(await cache.warm(['regions/1/sst/1.sst', 'regions/1/sst/2.sst', 'regions/1/sst/3.sst'])).toEqual({ cached: 2, failed: 1 });
+    expect(await cache.warm(['regions/1/sst/1.sst', 'regions/1/sst/2.sst', 'regions/1/sst/3.sst'])).toEqual({ fetched: 2, skipped: 0, failed: 1 });
     expect(cache.stats()).toMatchObject({ objects: 2, misses: 0, fetchedBytes: 200 });
     await proxy.down();
+    // Asked again with the store down: nothing to fetch, no request made.
+    expect(await cache.warm(['regions/1/sst/1.sst', 'regions/1/sst/1.sst'])).toEqual({ fetched: 0, skipped: 1, failed: 0 });
     expect(same(await cache.get('regions/1/sst/2.sst'), data(100, 2))).toBe(true);
   });
 
