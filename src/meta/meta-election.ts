@@ -311,6 +311,9 @@ export class MetaElection {
   private obs: Observation | undefined;
   private lastReadAt = -Infinity;
   private forceRead = true;
+  /** Checking reads in a row that found a revision below the one we know. */
+  private lowerReads = 0;
+  private reading: Promise<boolean> | undefined;
   private highestEpoch = 0;
   /** No takeover before this (after resigning). */
   private holdOffUntil = 0;
@@ -372,7 +375,10 @@ export class MetaElection {
     for (let attempt = 1; ; attempt++) {
       if (options.signal?.aborted) throw new RepriseError('CLOSED', `meta election: stopped while binding bucket ${options.bucket}`);
       try {
-        kv = await js.views.kv(options.bucket, { replicas: options.replicas ?? 3, history: 1, timeout: requestTimeoutMs });
+        // No direct gets: those are answered by any replica, and a lagging
+        // one returns an older revision (seen here: a candidate read back a
+        // revision older than the one its watch had shown, and waited again).
+        kv = await js.views.kv(options.bucket, { replicas: options.replicas ?? 3, history: 1, timeout: requestTimeoutMs, allow_direct: false });
         break;
       } catch (err) {
         if (classify(err) === 'closed') throw new RepriseError('CLOSED', `meta election: the NATS connection closed while binding bucket ${options.bucket}`, undefined, { cause: err });
@@ -555,13 +561,18 @@ export class MetaElection {
 
   /**
    * A revision seen (watch, read, or our own write). Older or equal revisions
-   * are ignored unless `reset` (after a failed CAS, the read is believed even
-   * if it went backwards, e.g. a recreated bucket).
+   * are ignored: a read can be stale, and a stale read going backwards would
+   * only restart the wait. Only reads made to check (`reset`: after a failed
+   * CAS or a step down) that keep finding a lower revision, three in a row,
+   * are believed (a bucket deleted and made again).
    */
   private observe(entry: KvEntry | null, reset = false): void {
     const revision = entry?.revision ?? 0;
-    if (this.obs && !reset && revision <= this.obs.revision) return;
-    if (this.obs && reset && revision === this.obs.revision) return;
+    if (this.obs && revision === this.obs.revision) return;
+    if (this.obs && revision < this.obs.revision) {
+      if (!reset || ++this.lowerReads < 3) return;
+    }
+    this.lowerReads = 0;
     const record = entry && entry.operation === 'PUT' ? decodeRecord(entry) : undefined;
     const previous = this.obs;
     const obs: Observation = { revision, record, foreign: entry !== null && record === undefined, seenAt: now() };
@@ -678,11 +689,21 @@ export class MetaElection {
     }
   }
 
+  /** `read`, unless one is in flight: then that one. */
+  private readOnce(reset: boolean): Promise<boolean> {
+    if (!this.reading) {
+      this.reading = this.read(reset).finally(() => {
+        this.reading = undefined;
+      });
+    }
+    return this.reading;
+  }
+
   /** Read the key; false on a NATS error. */
   private async read(reset = false): Promise<boolean> {
+    this.lastReadAt = now();
     try {
       const entry = await this.kv.get(this.key);
-      this.lastReadAt = now();
       await this.gate();
       if (!this.closed) this.observe(entry, reset);
       return true;
@@ -732,7 +753,7 @@ export class MetaElection {
     }
     if (outcome.kind === 'closed') return;
     // Conflict: someone wrote since our revision; maybe our own lost answer.
-    if (!(await this.read(true))) {
+    if (!(await this.readOnce(true))) {
       this.nextRenewAt = now() + this.backoff(++this.renewFailures);
       return;
     }
@@ -855,12 +876,19 @@ export class MetaElection {
       this.becomeLeader(own.record.epoch, own.revision, own.sentAt, undefined);
       if (this.role === 'leader') return;
     }
-    const t = now();
-    if (this.forceRead || !this.obs || t - this.lastReadAt >= this.pollMs) {
-      if (await this.read(this.forceRead)) this.forceRead = false;
-      else await this.pause(this.backoff(3));
+    // A read is needed before anything (none yet, or after a failed CAS or a
+    // step down), but a newer revision from the watch meanwhile will do: a
+    // slow read (a fresh stream's first reads time out) does not hold us.
+    if (this.forceRead || !this.obs) {
+      const before = this.obs?.revision;
+      const result = await Promise.race([this.readOnce(this.forceRead), this.pause(this.pollMs).then(() => undefined)]);
+      if (result === true || (this.obs !== undefined && this.obs.revision !== before)) this.forceRead = false;
+      else if (result === false) await this.pause(this.backoff(3));
       return;
     }
+    // Besides the watch, a read every pollMs, in the background.
+    const t = now();
+    if (t - this.lastReadAt >= this.pollMs) void this.readOnce(false);
     const obs = this.obs;
     const at = this.takeoverAt(obs);
     if (this.hooks?.renewalsPaused) {
@@ -868,7 +896,7 @@ export class MetaElection {
       return;
     }
     if (t < at) {
-      await this.pause(Math.min(at - t, this.lastReadAt + this.pollMs - t));
+      await this.pause(Math.min(at - t, Math.max(5, this.lastReadAt + this.pollMs - t)));
       return;
     }
     const epoch = Math.max(obs.record?.epoch ?? 0, this.highestEpoch, this.minEpoch) + 1;

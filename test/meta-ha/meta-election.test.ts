@@ -200,7 +200,7 @@ describe('MetaElection on a 3-server JetStream cluster', () => {
 
       const killedAt = performance.now();
       await cluster.kill(victim);
-      await sleep(2500);
+      await sleep(1500);
       await cluster.start(victim);
       await cluster.waitForJetStream();
       const leader = await oneLeader(g, 10_000);
@@ -220,11 +220,44 @@ describe('MetaElection on a 3-server JetStream cluster', () => {
     });
   }
 
+  it('without a JetStream quorum the leader loses its lease at the deadline, nobody is elected, and one leader returns with the quorum', async () => {
+    const g = newGroup();
+    g.startMonitor();
+    await Promise.all(['a', 'b', 'c'].map((id) => g.add(id)));
+    const old = await oneLeader(g);
+    const epoch = old.election.epoch()!;
+    await allAgree(g.all, old.id, epoch);
+    const electedBefore = g.log.elected.length;
+
+    const lostAt = performance.now();
+    await Promise.all([cluster.kill(1), cluster.kill(2)]);
+    await waitUntil(() => old.deposed.length > 0, 'the leader to lose its lease', { timeoutMs: LEASE + 500 });
+    const down = old.deposed[0]!;
+    expect(down.reason).toBe('lease-expired');
+    expect(down.at - lostAt).toBeLessThanOrEqual(LEASE + 50);
+    // Nobody can win while the KV has no quorum.
+    await sleep(1.5 * LEASE);
+    expect(g.leaders()).toEqual([]);
+    expect(g.log.elected.length).toBe(electedBefore);
+    expect(old.election.stats().renewalErrors).toBeGreaterThan(0);
+
+    const backAt = performance.now();
+    await Promise.all([cluster.start(1), cluster.start(2)]);
+    await cluster.waitForJetStream();
+    const next = await oneLeader(g, 15_000);
+    const won = next.elected.at(-1)!;
+    console.log(`quorum lost: leader deposed after ${(down.at - lostAt).toFixed(0)} ms; quorum back -> ${next.id}@${won.epoch} after ${(won.at - backAt).toFixed(0)} ms`);
+    expect(won.epoch).toBe(epoch + 1);
+    expect(g.log.elected.length).toBe(electedBefore + 1);
+    await allAgree(g.all, next.id, epoch + 1);
+    expect(g.overlaps).toEqual([]);
+  });
+
   it('property: under random pauses, freezes, closes and resignations, never two valid leases at once and epochs strictly increase', async () => {
     const { runSchedule } = await import('./election-schedule.js');
     const g = newGroup();
     g.startMonitor(1);
-    const report = await runSchedule(g, { seed: Number(process.env['ELECTION_SEED'] ?? 16), durationMs: 12_000 });
+    const report = await runSchedule(g, { seed: Number(process.env['ELECTION_SEED'] ?? 16), durationMs: 10_000 });
     console.log(`schedule seed ${report.seed}: ${report.steps.length} steps, ${g.log.elected.length} elections, ${g.samples} samples`);
     expect(g.overlaps).toEqual([]);
     const epochs = g.electedEpochs();
