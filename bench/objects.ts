@@ -33,14 +33,16 @@ import type { Suite, SuiteContext, SuiteResult } from './lib/suite.js';
  *    and the manifest's. A fresh root per run.
  *  - promotion: a region of `--objects-scan-rows` rows in 4 SSTs, opened as
  *    the leader at a new, higher epoch (it writes its own manifest version)
- *    by a fresh engine over a cold cache, then one first query: one series
+ *    over a cold cache (a new, empty cache directory), as a new region
+ *    instance of the suite's one read engine (see engine()), then one
+ *    first query: one series
  *    (the whole time range) or a full scan, each on its own open. Also with
  *    the cache filled by CachedObjectStore.warm() before the open (what
  *    warm-on-promotion does), its time reported beside.
  *  - scan throughput: rows/s and MB/s (SST bytes) of a full scan. Cold: the
  *    promotion's first full scan (index and, with a cache, the whole SSTs
- *    fetched during it). Warm: a fresh engine (its decoded-chunk cache
- *    empty), the region's indexes loaded (`warmed`), the store warm: the
+ *    fetched during it). Warm: a new region instance (no decoded chunk of
+ *    it cached), its indexes loaded (`warmed`), the store warm: the
  *    cache holding the SSTs, or without a cache the connection open; the
  *    local directory is in the page cache in both (not dropped on a shared
  *    machine).
