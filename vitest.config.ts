@@ -1,8 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
-// Five projects: fast unit/contract/model tests, the seeded cluster simulation, the Kafka provider against
-// a Kafka-protocol cluster, the transport against a real nats-server, and
-// end-to-end suites that start real processes (slower, serialised).
+// Six projects: fast unit/contract/model tests, the seeded cluster simulation, the Kafka provider against
+// a Kafka-protocol cluster, the transport against a real nats-server, meta
+// high availability on a real nats-server cluster, and end-to-end suites that start real processes (slower, serialised).
 // `npm test` runs them all.
 export default defineConfig({
   test: {
@@ -36,6 +36,19 @@ export default defineConfig({
           name: 'transport',
           include: ['test/transport/**/*.test.ts'],
           testTimeout: 30_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        // Meta high availability on a real 3-server nats-server JetStream
+        // cluster (test/harness/nats-cluster.ts): the leader election and its
+        // faults. Files one at a time: the tests measure leases and takeovers.
+        extends: true,
+        test: {
+          name: 'meta-ha',
+          include: ['test/meta-ha/**/*.test.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
           fileParallelism: false,
         },
       },

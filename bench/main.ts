@@ -2,7 +2,7 @@
  * reprise benchmarks: `npm run bench [-- options]`.
  *
  *   --quick              short smoke run (small logs, short runs)
- *   --only a,b           suites to run: insert, latency, replay, cost, kafka, cluster, peer, scale
+ *   --only a,b           suites to run: insert, latency, replay, cost, kafka, cluster, objects, peer, scale
  *                        (default all but peer and scale, which run only when named)
  *   --runs N             repetitions per measurement, median reported (default 3)
  *   --insert-ms MS       duration of one insert-throughput run (default 1500)
@@ -12,6 +12,8 @@
  *   --peer-series N      peer: series loaded into reprise and InfluxDB (default 1000; 5 per host)
  *   --peer-points N      peer: points per series (default 10000)
  *   --peer-runs N        peer and scale: timed runs per query shape and system (default 50)
+ *   --objects-rows N     objects: rows flushed at once over 4 regions (default 200000)
+ *   --objects-scan-rows N objects: rows of the region opened and scanned (default 200000)
  *   --out DIR            where JSON results go (default bench/results)
  *   --strict             exit 1 when a target is missed
  *
@@ -25,19 +27,21 @@ import { costSuite } from './cost.js';
 import { insertSuite } from './insert.js';
 import { kafkaSuite } from './kafka.js';
 import { latencySuite } from './latency.js';
+import { objectsSuite } from './objects.js';
 import { peerSuite } from './peer.js';
 import { replaySuite } from './replay.js';
 import { scaleSuite } from './scale.js';
 import { machineInfo, passOf, renderTable, writeResults, type Metric } from './lib/report.js';
 import type { BenchOptions, Suite } from './lib/suite.js';
 
-const SUITES: readonly Suite[] = [insertSuite, latencySuite, replaySuite, costSuite, kafkaSuite, clusterSuite, peerSuite, scaleSuite];
+const SUITES: readonly Suite[] = [insertSuite, latencySuite, replaySuite, costSuite, kafkaSuite, clusterSuite, objectsSuite, peerSuite, scaleSuite];
 
 function usage(): string {
   return [
-    'usage: npm run bench -- [--quick] [--only insert,latency,replay,cost,kafka,cluster,peer,scale] [--runs N] [--insert-ms MS]',
+    'usage: npm run bench -- [--quick] [--only insert,latency,replay,cost,kafka,cluster,objects,peer,scale] [--runs N] [--insert-ms MS]',
     '                        [--latency-ops N] [--replay-entries N] [--replay-small N]',
-    '                        [--peer-series N] [--peer-points N] [--peer-runs N] [--out DIR] [--strict]',
+    '                        [--peer-series N] [--peer-points N] [--peer-runs N] [--objects-rows N] [--objects-scan-rows N]',
+    '                        [--out DIR] [--strict]',
     '',
     ...SUITES.map((s) => `  ${s.name.padEnd(8)} ${s.description}${s.optIn ? ' (only with --only)' : ''}`),
   ].join('\n');
@@ -63,6 +67,8 @@ async function main(): Promise<number> {
       'peer-series': { type: 'string' },
       'peer-points': { type: 'string' },
       'peer-runs': { type: 'string' },
+      'objects-rows': { type: 'string' },
+      'objects-scan-rows': { type: 'string' },
       out: { type: 'string' },
       strict: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -84,6 +90,8 @@ async function main(): Promise<number> {
     peerSeries: positiveInt('peer-series', values['peer-series'], quick ? 100 : 1000),
     peerPoints: positiveInt('peer-points', values['peer-points'], quick ? 2000 : 10000),
     peerRuns: positiveInt('peer-runs', values['peer-runs'], quick ? 20 : 50),
+    objectsRows: positiveInt('objects-rows', values['objects-rows'], quick ? 50_000 : 200_000),
+    objectsScanRows: positiveInt('objects-scan-rows', values['objects-scan-rows'], quick ? 100_000 : 200_000),
   };
   let suites = SUITES.filter((s) => !s.optIn);
   if (values.only !== undefined) {

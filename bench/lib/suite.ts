@@ -18,6 +18,10 @@ export interface BenchOptions {
   readonly peerPoints: number;
   /** peer: timed runs of each query shape per system. */
   readonly peerRuns: number;
+  /** objects: rows flushed at once over 4 regions. */
+  readonly objectsRows: number;
+  /** objects: rows of the region scanned and opened on promotion (4 SSTs). */
+  readonly objectsScanRows: number;
 }
 
 export interface SuiteContext {

@@ -37,6 +37,13 @@ export interface MetaOptions {
   readonly createTableTimeoutMs?: number;
   /** Tests only: pauses in the create_table procedure. */
   readonly procedurePause?: ProcedurePause;
+  /**
+   * This meta's epoch, from the election that made it leader. Its first
+   * append is a marker of it, and every entry it writes carries it, so
+   * readers drop whatever an older meta leader appends afterwards. Default
+   * (one meta, nothing to elect): one above the newest marker in the log.
+   */
+  readonly epoch?: number;
 }
 
 /** Shards created on first start when none is asked for. */
@@ -72,8 +79,30 @@ export class MetaService extends MetaView {
     // The meta log is never pruned: reading it from 0 makes a log that lost
     // its head (retention) a loud WAL_TRUNCATED instead of a partial state.
     for await (const entry of readEntries(log, topic, 0)) meta.applyEntry(topic, entry);
+    await meta.fenceOlderMetas();
     await meta.ensureShards();
     return meta;
+  }
+
+  /** This meta's epoch (its marker is the first thing it appended). */
+  get epoch(): number {
+    return this.metaEpoch;
+  }
+
+  /** Append this meta's epoch marker, before anything else it appends. */
+  private async fenceOlderMetas(): Promise<void> {
+    const newest = this.metaEpoch;
+    const epoch = this.options.epoch ?? newest + 1;
+    if (epoch <= newest) {
+      throw new RepriseError(
+        'NOT_LEADER',
+        `meta epoch ${epoch} is not above the newest in the meta log (${metaTopicOf(this.options.topicPrefix)}), ${newest}: a newer meta leader has written; this one must not`,
+        { epoch, newest },
+      );
+    }
+    const id = await this.writer.append({ kind: 'epoch', region: 0, epoch, body: new Uint8Array() });
+    this.fence.seed(id, epoch);
+    this.applied = id;
   }
 
   private async ensureShards(): Promise<void> {
@@ -101,7 +130,7 @@ export class MetaService extends MetaView {
 
   /** Append the event durably, then apply it. */
   private async persist(event: MetaEvent): Promise<void> {
-    const id = await this.writer.append({ kind: 'data', region: 0, epoch: 0, body: encode(event) });
+    const id = await this.writer.append({ kind: 'data', region: 0, epoch: this.epoch, body: encode(event) });
     applyMetaEvent(this.state, event);
     this.applied = id;
     this.notifyChange();

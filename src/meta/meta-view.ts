@@ -3,6 +3,7 @@ import type { TableSchema } from '../engine/schema.js';
 import { RepriseError } from '../errors.js';
 import type { LoggedEntry } from '../wal/entry.js';
 import type { EntryId } from '../wal/log-store.js';
+import { EpochFence } from '../wal/shard-reader.js';
 import { applyMetaEvent, emptyMetaState, type MetaEvent, type MetaState, type NodeInfo, type ProcedureInfo, type RegionInfo, type ShardInfo, type TableInfo, type TableStatus } from './model.js';
 
 /**
@@ -15,6 +16,14 @@ export class MetaView {
   protected readonly state: MetaState = emptyMetaState();
   /** Id of the last meta log entry folded into the state (-1: none). */
   protected applied: EntryId = -1;
+  /**
+   * Meta's epoch markers, as a shard's: an entry of a lower epoch after a
+   * higher marker is a deposed meta leader's, and is never folded (every
+   * reader drops it alike, so all agree on the state).
+   */
+  protected readonly fence = new EpochFence();
+  /** Entries dropped by the fence. */
+  fencedEntries = 0;
   private readonly listeners = new Set<() => void>();
 
   /** The meta log entry id the state reflects. */
@@ -37,8 +46,14 @@ export class MetaView {
 
   /** Fold one meta log entry (non-data entries only advance the id). */
   protected applyEntry(topic: string, entry: LoggedEntry): void {
-    if (entry.kind === 'data') applyMetaEvent(this.state, decodeMetaEvent(topic, entry));
+    if (!this.fence.admit(entry)) this.fencedEntries++;
+    else if (entry.kind === 'data') applyMetaEvent(this.state, decodeMetaEvent(topic, entry));
     this.applied = entry.id;
+  }
+
+  /** The meta epoch of the newest marker folded (0: none): the epoch of the meta that wrote last. */
+  get metaEpoch(): number {
+    return this.fence.epochAt(Number.MAX_SAFE_INTEGER);
   }
 
   /**

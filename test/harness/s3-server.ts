@@ -17,7 +17,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { PROJECT_ROOT } from './project-root.js';
 
 /** The credentials s3rver accepts. */
 export const S3RVER_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
@@ -41,7 +41,8 @@ export interface TestS3Server {
   stop(): Promise<void>;
 }
 
-const MAIN = fileURLToPath(new URL('./s3rver-main.mjs', import.meta.url));
+// From the package root, not this file: the benchmarks run this harness compiled, from dist/test/harness, where the .mjs is not copied.
+const MAIN = join(PROJECT_ROOT, 'test', 'harness', 's3rver-main.mjs');
 
 export async function startS3Server(options: { bucket?: string; startTimeoutMs?: number } = {}): Promise<TestS3Server> {
   const bucket = options.bucket ?? 'reprise-test';

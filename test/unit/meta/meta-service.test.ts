@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { TableSchema } from '../../../src/engine/schema.js';
+import { MetaReplica } from '../../../src/meta/meta-replica.js';
 import { MetaService } from '../../../src/meta/meta-service.js';
 import { applyMetaEvent, emptyMetaState } from '../../../src/meta/model.js';
 import { LocalLogStore } from '../../../src/wal/local-log-store.js';
@@ -38,6 +39,30 @@ describe('MetaService (event-sourced in the <prefix>_meta topic)', () => {
     expect(again.shards()).toHaveLength(3);
     for (const s of again.shards()) expect((await log.bounds(s.topic)).next).toBe(1);
     await again.close();
+  });
+
+  it("meta's log is fenced by epochs: each meta appends its marker first, and what an older meta appends after a newer one's marker is never folded", async () => {
+    // One meta, no election: each start takes the epoch above the newest marker.
+    const first = await reopen();
+    expect(first.epoch).toBe(1);
+    await first.close();
+    const second = await reopen();
+    expect(second.epoch).toBe(2);
+    await second.close();
+    // Two metas that both think they lead (a deposed one paused, then resumed): elected epochs 5 and 6.
+    const deposed = await MetaService.open(log, { topicPrefix: 'wal', epoch: 5 });
+    const leader = await MetaService.open(log, { topicPrefix: 'wal', epoch: 6 });
+    await leader.registerNode('n1');
+    await deposed.registerNode('stale');
+    const replica = await MetaReplica.open(log, 'wal');
+    expect(replica.nodes().map((n) => n.id)).toEqual(['n1']);
+    expect(replica.fencedEntries).toBe(1);
+    const restarted = await MetaService.open(log, { topicPrefix: 'wal', epoch: 7 });
+    expect(restarted.nodes().map((n) => n.id)).toEqual(['n1']);
+    // An elected epoch not above the log's newest marker: a newer meta has written.
+    await expect(MetaService.open(log, { topicPrefix: 'wal', epoch: 7 })).rejects.toMatchObject({ code: 'NOT_LEADER', message: expect.stringMatching(/not above the newest/) });
+    await replica.close();
+    await Promise.all([deposed.close(), leader.close(), restarted.close()]);
   });
 
   it('spreads regions over the least loaded shards and survives restart', async () => {
