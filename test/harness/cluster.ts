@@ -56,6 +56,13 @@ export class ProcessGroup {
     };
   }
 
+  /** A fresh directory removed by `stop` (a node's own data dir, for storage s3). */
+  async tempDir(name: string): Promise<string> {
+    const dir = await mkdtemp(join(tmpdir(), `reprise-${this.label}-${name}-`));
+    this.dirs.push(dir);
+    return dir;
+  }
+
   /** A `reprise` process (meta or node, with --http-addr) that resolves once it serves; its stdout is kept under `name`. */
   async launch(name: string, args: string[], env: Record<string, string>): Promise<Server> {
     const server = await startReprise(args, env, (log) => log.url as string | undefined);
