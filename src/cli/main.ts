@@ -328,8 +328,9 @@ export function buildProgram(): Command {
     .option('--followers <n>', 'hot-standby followers per shard, on other nodes (default 1; env REPRISE_CLUSTER_FOLLOWERS)', integer)
     .action(metaCommand);
 
-  clusterOptions(program.command('node').description('run a cluster node: leads the shards meta assigns, serves the HTTP API for the whole cluster (--data-dir: the shared SST directory)'), {
-    dataDir: 'the SST and manifest directory every node shares (default ./reprise_data; env REPRISE_DATA_DIR); the WAL and meta are in Kafka',
+  clusterOptions(program.command('node').description('run a cluster node: leads the shards meta assigns, serves the HTTP API for the whole cluster (--data-dir: the shared SST directory, or with storage s3 its own cache)'), {
+    dataDir:
+      'storage local: the SST and manifest directory every node shares; storage s3: this node\'s own, its SST cache in <dir>/cache (default ./reprise_data; env REPRISE_DATA_DIR); the WAL and meta are in Kafka',
     httpAddr: STANDALONE_PLACES.httpAddr,
   })
     .option('--id <node>', 'this node\'s id (env REPRISE_NODE_ID)')

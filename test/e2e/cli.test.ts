@@ -80,7 +80,7 @@ describe('reprise CLI: config print, exit codes, shutdown', () => {
     expect(option(meta.stdout, '--http-addr')).toBe('serve /health, /metrics and /v1/cluster/status at this address (no HTTP unless set; env REPRISE_META_HTTP_ADDR)');
     expect(option(meta.stdout, '--data-dir')).toBe('not used by meta: its state is the meta log in Kafka, and it writes nothing to disk');
     expect(meta.stdout).not.toContain('127.0.0.1:4000');
-    expect(option(node.stdout, '--data-dir')).toMatch(/^the SST and manifest directory every node shares/);
+    expect(option(node.stdout, '--data-dir')).toMatch(/^storage local: the SST and manifest directory every node shares; storage s3: this node's own, its SST cache in <dir>\/cache/);
     expect(option(node.stdout, '--http-addr')).toBe('HTTP API address (default 127.0.0.1:4000; env REPRISE_HTTP_ADDR)');
     expect(option(standalone.stdout, '--data-dir')).toBe('where the WAL, meta and SSTs live (default ./reprise_data; env REPRISE_DATA_DIR)');
   });
