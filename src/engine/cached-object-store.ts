@@ -1,5 +1,7 @@
-import { mkdir, rm } from 'node:fs/promises';
-import { isRepriseError } from '../errors.js';
+import { rmSync } from 'node:fs';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { isRepriseError, RepriseError } from '../errors.js';
 import { FsObjectStore } from './fs-object-store.js';
 import type { ObjectStore, WarmOutcome } from './object-store.js';
 
@@ -74,6 +76,8 @@ export class CachedObjectStore implements ObjectStore {
   private prefixDeletions = 0;
   private deletingPrefixes = 0;
   private readonly cacheable: (key: string) => boolean;
+  /** The LOCK file this process holds, until close. */
+  private lockPath: string | undefined;
 
   private constructor(
     readonly remote: ObjectStore,
@@ -83,11 +87,29 @@ export class CachedObjectStore implements ObjectStore {
     this.cacheable = options.cacheable ?? (() => true);
   }
 
-  /** A cache over `remote` in `options.dir`, emptied first (see the class comment). */
+  /**
+   * A cache over `remote` in `options.dir`, emptied first (see the class
+   * comment). The directory is this process's: a `LOCK` file in it names
+   * the process that holds it, and another live process's lock is refused
+   * (INVALID_ARGUMENT) rather than emptying a cache in use, as two nodes
+   * started with one `--data-dir` would. A lock left by a process that is
+   * gone (SIGKILL) is taken over, and so is one naming this process (a
+   * container restarted with the same pid; one process opening a directory
+   * twice is not caught).
+   */
   static async open(remote: ObjectStore, options: CachedObjectStoreOptions): Promise<CachedObjectStore> {
-    await rm(options.dir, { recursive: true, force: true });
     await mkdir(options.dir, { recursive: true });
-    return new CachedObjectStore(remote, options);
+    const lock = join(options.dir, LOCK_FILE);
+    await takeLock(lock);
+    try {
+      await Promise.all((await readdir(options.dir)).filter((name) => name !== LOCK_FILE).map((name) => rm(join(options.dir, name), { recursive: true, force: true })));
+    } catch (err) {
+      rmSync(lock, { force: true });
+      throw err;
+    }
+    const cache = new CachedObjectStore(remote, options);
+    cache.lockPath = lock;
+    return cache;
   }
 
   stats(): ObjectCacheStats {
@@ -223,6 +245,8 @@ export class CachedObjectStore implements ObjectStore {
   close(): void {
     this.local.close();
     this.remote.close?.();
+    if (this.lockPath !== undefined) rmSync(this.lockPath, { force: true });
+    this.lockPath = undefined;
   }
 
   // ---- internals ----
@@ -317,5 +341,41 @@ export class CachedObjectStore implements ObjectStore {
       if (this.locks.get(key) === tail) this.locks.delete(key);
     });
     return run;
+  }
+}
+
+/** In the cache directory: the pid of the process using it. */
+const LOCK_FILE = 'LOCK';
+
+/** Whether process `pid` exists (EPERM: it does, someone else's). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Create `path` holding this pid, or take it over from a process that is gone; refuse a live one's. */
+async function takeLock(path: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await writeFile(path, `${process.pid}\n`, { flag: 'wx' });
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
+    }
+    const holder = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
+    // Our own pid is a lock from an earlier life (a container restarted: pids repeat).
+    if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && alive(holder)) {
+      throw new RepriseError(
+        'INVALID_ARGUMENT',
+        `the SST cache ${path.slice(0, -LOCK_FILE.length - 1)} is in use by process ${holder}: with storage s3 every process needs a data dir of its own ` +
+          `(the cache is emptied at start). If process ${holder} is not reprise, remove ${path}`,
+        { lock: path, pid: holder },
+      );
+    }
+    await rm(path, { force: true });
   }
 }

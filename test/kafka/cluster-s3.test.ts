@@ -23,7 +23,9 @@ import { BIN, call, type Server } from '../harness/standalone.js';
  * - the killed node restarted on its own (now stale) data dir, and a shard
  *   migrated to it: it opens from the bucket, never from another node's disk.
  * At the end every acknowledged row is readable exactly once through every
- * node, and no node's data dir holds an SST outside its cache.
+ * node, and no node's data dir holds an SST outside its cache. A fourth
+ * node started on another's data dir is refused (it would empty that
+ * node's cache).
  */
 
 const HOSTS = CLUSTER_HOSTS;
@@ -125,6 +127,12 @@ describe('a cluster on S3 storage: three nodes with their own data dirs, one buc
       return m.shards.every((s) => s.leader !== null && s.epoch > 0 && s.followers.length === 1) ? m.shards : undefined;
     });
     expect(new Set(shards.map((s) => s.leader))).toEqual(new Set(NODE_IDS));
+    // A fourth node started on n1's data dir is refused: it would empty n1's cache under it.
+    const intruder = await group.launch('n4', ['node', '--id', 'n4', '--data-dir', dataDirs.get('n1')!, '--http-addr', '127.0.0.1:0'], env).then(
+      () => 'started',
+      (err: Error) => err.message,
+    );
+    expect(intruder).toMatch(/exited \(1\).*SST cache .* is in use by process \d+/s);
     const created = await call(front, 'POST', '/v1/tables', CLUSTER_SCHEMA);
     expect(created.status, JSON.stringify(created.body)).toBe(201);
     const regions = created.body.regions as { id: number; partition: number; shard: number }[];

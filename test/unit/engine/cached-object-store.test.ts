@@ -3,10 +3,12 @@
  * what the cache answers locally keeps working with the store down, which
  * is how these tests tell a hit from a trip to S3.
  */
-import { readdir, writeFile, mkdir } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { readdir, readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CachedObjectStore } from '../../../src/engine/cached-object-store.js';
+import { isRepriseError } from '../../../src/errors.js';
 import { S3ObjectStore } from '../../../src/engine/s3-object-store.js';
 import { isSstKey } from '../../../src/engine/table/manifest.js';
 import { startFaultProxy, type FaultProxy } from '../../harness/fault-proxy.js';
@@ -110,7 +112,7 @@ describe('CachedObjectStore', () => {
     await expectError(() => cache.getRange('regions/1/sst/2.sst', 0, 1), 'NOT_FOUND');
     expect(await cache.exists('regions/1/sst/2.sst')).toBe(false);
     expect(cache.stats()).toMatchObject({ objects: 1, bytes: 10 });
-    const files = (await readdir(dir, { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => e.name);
+    const files = (await readdir(dir, { recursive: true, withFileTypes: true })).filter((e) => e.isFile() && e.name !== 'LOCK').map((e) => e.name);
     expect(files).toEqual(['1.sst']); // regions/12/sst/1.sst
   });
 
@@ -144,10 +146,37 @@ describe('CachedObjectStore', () => {
     await mkdir(join(dir, 'regions', '1'), { recursive: true });
     await writeFile(join(dir, 'regions', '1', 'stale.sst'), 'left by an earlier run');
     const { cache, remote } = await cached({ dir });
-    expect(await readdir(dir)).toEqual([]);
+    expect(await readdir(dir)).toEqual(['LOCK']);
     await remote.put('regions/1/stale.sst', data(5));
     expect(same(await cache.get('regions/1/stale.sst'), data(5))).toBe(true);
     expect(cache.stats()).toMatchObject({ misses: 1 });
+  });
+
+  it("refuses a directory another live process holds (two nodes on one data dir), takes over a dead one's, and frees it at close", async () => {
+    const dir = join(await tempDir(), 'cache');
+    // A live process that is not this one holds it.
+    const other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30_000)'], { stdio: 'ignore' });
+    try {
+      await mkdir(dir, { recursive: true });
+      await writeFile(join(dir, 'LOCK'), `${other.pid}\n`);
+      await writeFile(join(dir, 'kept.sst'), 'the other process is using this');
+      const refused = await cached({ dir }).catch((err: unknown) => err);
+      expect(isRepriseError(refused, 'INVALID_ARGUMENT'), String(refused)).toBe(true);
+      expect((refused as Error).message).toContain(`in use by process ${other.pid}`);
+      expect((await readdir(dir)).sort()).toEqual(['LOCK', 'kept.sst']);
+    } finally {
+      other.kill('SIGKILL');
+      await new Promise((r) => other.once('exit', r));
+    }
+    // Gone now (as after a SIGKILL): its lock is taken over and the directory emptied.
+    const { cache } = await cached({ dir });
+    expect(await readdir(dir)).toEqual(['LOCK']);
+    expect((await readFile(join(dir, 'LOCK'), 'utf8')).trim()).toBe(String(process.pid));
+    cache.close();
+    expect(await readdir(dir)).toEqual([]);
+    const again = await cached({ dir });
+    expect(await readdir(dir)).toEqual(['LOCK']);
+    again.cache.close();
   });
 
   it('reports the remote store\'s failure', async () => {
