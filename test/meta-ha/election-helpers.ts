@@ -1,5 +1,6 @@
 import { connect, type NatsConnection } from 'nats';
 import { ElectionTestHooks, MetaElection, type DeposedEvent, type ElectedEvent, type MetaElectionOptions } from '../../src/meta/meta-election.js';
+import { prng } from '../../bench/lib/cpu-lines.js';
 import type { TestNatsCluster } from '../harness/nats-cluster.js';
 
 const debug = process.env['ELECTION_DEBUG'] !== undefined;
@@ -118,14 +119,5 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-/** A small seeded PRNG (mulberry32), so a failing schedule can be replayed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seeded PRNG, so a failing schedule can be replayed (the simulation's). */
+export { prng };
