@@ -48,6 +48,12 @@ function isExecutable(path: string): boolean {
   }
 }
 
+/** The program `name` on PATH or in the sbin directories (which not every user's PATH has), if there is one. */
+export function findExecutable(name: string): string | undefined {
+  const dirs = [...(process.env['PATH'] ?? '').split(delimiter).filter(Boolean), '/usr/sbin', '/usr/local/sbin', '/sbin', '/usr/local/bin'];
+  return dirs.map((dir) => join(dir, name)).find(isExecutable);
+}
+
 /** The nats-server binary, or a clear error saying how to install it. */
 export function findNatsServer(): string {
   const explicit = process.env['NATS_SERVER_BIN'];
@@ -55,11 +61,8 @@ export function findNatsServer(): string {
     if (isExecutable(explicit)) return explicit;
     throw new Error(`NATS_SERVER_BIN=${explicit} is not an executable file; ${INSTALL_HINT}`);
   }
-  const dirs = [...(process.env['PATH'] ?? '').split(delimiter).filter(Boolean), '/usr/sbin', '/usr/local/sbin', '/sbin', '/usr/local/bin'];
-  for (const dir of dirs) {
-    const candidate = join(dir, 'nats-server');
-    if (isExecutable(candidate)) return candidate;
-  }
+  const found = findExecutable('nats-server');
+  if (found) return found;
   throw new Error(`nats-server not found on PATH nor in /usr/sbin; ${INSTALL_HINT}`);
 }
 
