@@ -10,11 +10,17 @@
  * `startNatsCluster` returns once JetStream has a meta leader (the account
  * info request answers), so a test can create a replicated stream or KV
  * bucket at once.
+ *
+ * With `inNetwork`, server i runs inside host i of a test network
+ * (test/harness/netns.ts): its client port and cluster route listen on that
+ * host's ip, and the routes name the other hosts' ips, so partitioning the
+ * hosts partitions the cluster.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
+import type { TestNetwork } from './netns.js';
 import { freePort, startNatsServer, type TestNatsServer } from './nats-server.js';
 
 export interface TestNatsClusterServer {
@@ -24,6 +30,8 @@ export interface TestNatsClusterServer {
   readonly url: string;
   readonly clusterPort: number;
   readonly storeDir: string;
+  /** The test network host it runs in (with `inNetwork`). */
+  readonly host: string | undefined;
 }
 
 export interface TestNatsCluster {
@@ -45,12 +53,14 @@ export interface TestNatsCluster {
 }
 
 export interface StartNatsClusterOptions {
-  /** Number of servers (default 3). */
+  /** Number of servers (default 3, or one per host with `inNetwork`). */
   readonly size?: number;
   /** Cluster name (default `reprise-test`). */
   readonly name?: string;
   /** How long to wait for a JetStream meta leader (default 20 s). */
   readonly readyTimeoutMs?: number;
+  /** Run server i inside `hosts[i]` of `network`, on that host's ip; one host per server. */
+  readonly inNetwork?: { readonly network: TestNetwork; readonly hosts: readonly string[] };
 }
 
 const quietDelay = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -66,7 +76,12 @@ async function withConnection<T>(urls: string[], fn: (nc: NatsConnection) => Pro
 }
 
 export async function startNatsCluster(options: StartNatsClusterOptions = {}): Promise<TestNatsCluster> {
-  const size = options.size ?? 3;
+  const placement = options.inNetwork;
+  const size = options.size ?? placement?.hosts.length ?? 3;
+  if (placement && placement.hosts.length !== size) {
+    throw new Error(`startNatsCluster: ${size} servers need ${size} hosts, got ${placement.hosts.length} (${placement.hosts.join(', ')})`);
+  }
+  const addressOf = (i: number) => (placement ? placement.network.host(placement.hosts[i]!).ip : '127.0.0.1');
   const clusterName = options.name ?? 'reprise-test';
   const root = mkdtempSync(join(tmpdir(), 'reprise-nats-cluster-'));
   // Cluster ports are chosen before any server starts, as every config names all routes.
@@ -80,7 +95,7 @@ export async function startNatsCluster(options: StartNatsClusterOptions = {}): P
     for (let i = 0; i < size; i++) {
       const name = `n${i}`;
       const storeDir = join(root, name);
-      const routes = clusterPorts.filter((_, j) => j !== i).map((p) => `nats-route://127.0.0.1:${p}`);
+      const routes = clusterPorts.map((p, j) => `nats-route://${addressOf(j)}:${p}`).filter((_, j) => j !== i);
       const config = [
         `server_name: ${name}`,
         `jetstream {`,
@@ -88,7 +103,7 @@ export async function startNatsCluster(options: StartNatsClusterOptions = {}): P
         `}`,
         `cluster {`,
         `  name: ${clusterName}`,
-        `  listen: 127.0.0.1:${clusterPorts[i]}`,
+        `  listen: ${addressOf(i)}:${clusterPorts[i]}`,
         `  routes: [`,
         ...routes.map((r) => `    ${r}`),
         `  ]`,
@@ -97,8 +112,10 @@ export async function startNatsCluster(options: StartNatsClusterOptions = {}): P
       ].join('\n');
       const configFile = join(root, `${name}.conf`);
       writeFileSync(configFile, config);
-      const server = await startNatsServer({ args: ['-c', configFile] });
-      servers.push({ name, server, url: server.url, clusterPort: clusterPorts[i]!, storeDir });
+      const host = placement?.hosts[i];
+      const inNetwork = placement && host !== undefined ? { network: placement.network, host } : undefined;
+      const server = await startNatsServer({ args: ['-c', configFile], inNetwork });
+      servers.push({ name, server, url: server.url, clusterPort: clusterPorts[i]!, storeDir, host });
     }
   } catch (err) {
     await Promise.all(servers.map((s) => s.server.stop()));

@@ -8,14 +8,19 @@
  * The binary is looked up as $NATS_SERVER_BIN, then on PATH, then in the
  * sbin directories (Debian installs it as /usr/sbin/nats-server, and /usr/sbin
  * is not on every user's PATH).
+ *
+ * With `inNetwork` the server runs inside a host of a test network
+ * (test/harness/netns.ts) and listens on that host's ip, so a test can cut
+ * it off from other hosts with a real partition.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
+import type { TestNetwork } from './netns.js';
 
 export interface TestNatsServer {
-  /** `nats://127.0.0.1:<port>` */
+  /** `nats://127.0.0.1:<port>`, or the host's ip instead of 127.0.0.1 with `inNetwork`. */
   readonly url: string;
   readonly port: number;
   /** Whether the process is running. */
@@ -35,6 +40,12 @@ export interface StartNatsServerOptions {
   readonly args?: readonly string[];
   /** How long to wait for the server to accept clients (default 10 s). */
   readonly startTimeoutMs?: number;
+  /**
+   * Run the server inside this host of a test network, listening on the host's
+   * ip instead of 127.0.0.1. Starting probes it from the test process, so the
+   * host must not be partitioned from 'root' then.
+   */
+  readonly inNetwork?: { readonly network: TestNetwork; readonly host: string };
 }
 
 const INSTALL_HINT = 'install it with: apt-get install -y nats-server (or set NATS_SERVER_BIN)';
@@ -80,10 +91,10 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Whether a NATS server answers on the port: it greets every client with an INFO line. */
-function greets(port: number): Promise<boolean> {
+/** Whether a NATS server answers at host:port: it greets every client with an INFO line. */
+function greets(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = createConnection({ host: '127.0.0.1', port });
+    const socket = createConnection({ host, port });
     let buffered = '';
     const done = (ok: boolean) => {
       socket.destroy();
@@ -108,10 +119,15 @@ function killAllOnExit(): void {
   });
 }
 
-/** Start a nats-server on a free loopback port. */
+/** Start a nats-server on a free loopback port (or a free port of its host with `inNetwork`). */
 export async function startNatsServer(options: StartNatsServerOptions = {}): Promise<TestNatsServer> {
   const bin = findNatsServer();
   const startTimeoutMs = options.startTimeoutMs ?? 10_000;
+  const placement = options.inNetwork;
+  // The test process reaches a host's ip over the network's bridge, so the readiness probe and the url work from here.
+  const address = placement ? placement.network.host(placement.host).ip : '127.0.0.1';
+  const spawnServer = (args: string[], spawnOptions: SpawnOptions) =>
+    placement ? placement.network.spawn(placement.host, bin, args, spawnOptions) : spawn(bin, args, spawnOptions);
   killAllOnExit();
 
   let child: ChildProcess | undefined;
@@ -120,8 +136,8 @@ export async function startNatsServer(options: StartNatsServerOptions = {}): Pro
   let stopped = false;
 
   async function launch(): Promise<void> {
-    const args = ['-a', '127.0.0.1', '-p', String(port), ...(options.args ?? [])];
-    const proc = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const args = ['-a', address, '-p', String(port), ...(options.args ?? [])];
+    const proc = spawnServer(args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let log = '';
     proc.stderr?.on('data', (chunk: Buffer) => {
       log = (log + chunk.toString()).slice(-4000);
@@ -149,7 +165,7 @@ export async function startNatsServer(options: StartNatsServerOptions = {}): Pro
       if (hasExited) {
         throw new Error(`nats-server (${bin} ${args.join(' ')}) exited at start (${exitInfo}):\n${log.trim()}`);
       }
-      if (await greets(port)) return;
+      if (await greets(address, port)) return;
       if (Date.now() > deadline) {
         proc.kill('SIGKILL');
         await exited;
@@ -165,7 +181,8 @@ export async function startNatsServer(options: StartNatsServerOptions = {}): Pro
     child = undefined;
   }
 
-  // The port is only "probably free": retry a few times on a lost race.
+  // The port is only "probably free": retry a few times on a lost race. (freePort
+  // asks the root namespace; a host's namespace has only what the test started in it.)
   for (let attempt = 1; ; attempt++) {
     port = await freePort();
     try {
@@ -177,7 +194,7 @@ export async function startNatsServer(options: StartNatsServerOptions = {}): Pro
   }
 
   const handle: TestNatsServer = {
-    url: `nats://127.0.0.1:${port}`,
+    url: `nats://${address}:${port}`,
     port,
     get running() {
       return child !== undefined && child.exitCode === null && child.signalCode === null;
