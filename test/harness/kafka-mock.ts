@@ -10,10 +10,19 @@
  *
  * With KAFKA_BROKERS set (a comma list), `startTestKafka` hands out that real
  * cluster instead and no fault injection is available.
+ *
+ * The brokers listen on 127.0.0.1 unless `listenAddress` says otherwise. A
+ * process in a namespace of a test network (test/harness/netns.ts) cannot
+ * reach the root namespace's loopback, and running the mock in a namespace of
+ * its own would not help (it would listen on that namespace's loopback), so
+ * for such processes the mock listens on, and advertises, the network's
+ * `rootIp`. librdkafka's mock has no setting for this; the helper moves its
+ * bind (see kafka-mock/mock-cluster.c).
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { access, mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { isIPv4 } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
@@ -81,8 +90,18 @@ export interface TestKafka {
   stop(): Promise<void>;
 }
 
+export interface StartKafkaMockOptions {
+  /** Number of brokers (default 3). */
+  readonly brokers?: number;
+  /**
+   * The IPv4 address the brokers listen on and advertise (default 127.0.0.1),
+   * e.g. a test network's `rootIp`, which its hosts and the test process both reach.
+   */
+  readonly listenAddress?: string;
+}
+
 /** The cluster tests should use: KAFKA_BROKERS if set, else a fresh mock cluster. */
-export async function startTestKafka(options: { brokers?: number } = {}): Promise<TestKafka> {
+export async function startTestKafka(options: StartKafkaMockOptions = {}): Promise<TestKafka> {
   const real = process.env.KAFKA_BROKERS?.trim();
   if (real) {
     const brokers = real
@@ -101,13 +120,15 @@ export function usingRealKafka(): boolean {
 }
 
 /** Start a mock cluster of `brokers` brokers (default 3), compiling the helper if needed. */
-export async function startKafkaMock(options: { brokers?: number } = {}): Promise<KafkaMock> {
+export async function startKafkaMock(options: StartKafkaMockOptions = {}): Promise<KafkaMock> {
   const brokerCount = options.brokers ?? 3;
+  const listenAddress = options.listenAddress ?? '127.0.0.1';
   if (!Number.isInteger(brokerCount) || brokerCount < 1 || brokerCount > 100) {
     throw new Error(`startKafkaMock: brokers must be an integer in 1..100, got ${brokerCount}`);
   }
+  if (!isIPv4(listenAddress)) throw new Error(`startKafkaMock: listenAddress must be an IPv4 address, got ${listenAddress}`);
   const binary = await buildHelper();
-  const child = spawn(binary, [String(brokerCount)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(binary, [String(brokerCount), listenAddress], { stdio: ['pipe', 'pipe', 'pipe'] });
   return MockProcess.start(child, brokerCount);
 }
 

@@ -2,9 +2,10 @@
  * A Kafka-protocol test cluster for reprise's tests: librdkafka's built-in
  * mock cluster (rdkafka_mock.h) behind a line protocol on stdin/stdout.
  *
- *   mock-cluster [brokers]        (default 3 brokers, ids 1..brokers)
+ *   mock-cluster [brokers [address]]   (default 3 brokers, ids 1..brokers;
+ *                                        address: IPv4, default 127.0.0.1)
  *
- * Once listening it prints one JSON line, {"bootstrap":"127.0.0.1:port,..."},
+ * Once listening it prints one JSON line, {"bootstrap":"<address>:port,..."},
  * then answers each command line on stdin with one JSON line,
  * {"ok":true} or {"ok":false,"error":"..."}. Commands (space separated):
  *
@@ -23,15 +24,32 @@
  * The cluster exits on `quit` or when stdin reaches EOF, so it never
  * outlives the test process that started it.
  *
+ * The brokers listen on, and advertise, `address`. librdkafka's mock (2.0,
+ * Debian 12) binds every broker to 127.0.0.1, with no option to change it,
+ * and advertises the address it bound. A loopback address is reachable only
+ * inside its own network namespace, so processes in a test network's
+ * namespaces (test/harness/netns.ts) could reach no broker, wherever the mock
+ * ran. So this program defines bind() itself, which moves a bind to
+ * 127.0.0.1 to `address`: the linker exports the executable's bind() because
+ * librdkafka.so needs the symbol, and the dynamic loader then resolves
+ * librdkafka's calls to it ahead of libc's. The mock reads the bound address
+ * back (getsockname) and advertises that.
+ *
  * Built by test/harness/kafka-mock.ts with
  *   gcc -O1 -o mock-cluster mock-cluster.c $(pkg-config --cflags --libs rdkafka)
  */
+#define _GNU_SOURCE /* syscall() */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -40,6 +58,20 @@
 #define MAX_WORDS 256
 
 static rd_kafka_mock_cluster_t *mcluster;
+static struct in_addr listen_address; /* 127.0.0.1 unless argv[2] says otherwise */
+
+/* Every bind() of this process, librdkafka's included: a bind to 127.0.0.1
+ * (the mock brokers' listeners) goes to listen_address instead. */
+int bind(int fd, const struct sockaddr *addr, socklen_t len) {
+        if (addr->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+                struct sockaddr_in moved = *(const struct sockaddr_in *)addr;
+                if (moved.sin_addr.s_addr == htonl(INADDR_LOOPBACK)) {
+                        moved.sin_addr = listen_address;
+                        return (int)syscall(SYS_bind, fd, &moved, sizeof(moved));
+                }
+        }
+        return (int)syscall(SYS_bind, fd, addr, len);
+}
 
 /* Print a JSON string literal (quotes included) for `s`. */
 static void print_json_string(const char *s) {
@@ -179,8 +211,10 @@ int main(int argc, char **argv) {
         rd_kafka_conf_t *conf;
         rd_kafka_t *rk;
 
-        if (argc > 2 || (argc == 2 && !parse_int(argv[1], 1, 100, &brokers))) {
-                fprintf(stderr, "usage: %s [brokers (1..100, default 3)]\n", argv[0]);
+        listen_address.s_addr = htonl(INADDR_LOOPBACK);
+        if (argc > 3 || (argc >= 2 && !parse_int(argv[1], 1, 100, &brokers)) ||
+            (argc == 3 && inet_pton(AF_INET, argv[2], &listen_address) != 1)) {
+                fprintf(stderr, "usage: %s [brokers (1..100, default 3) [IPv4 address (default 127.0.0.1)]]\n", argv[0]);
                 return 2;
         }
 
