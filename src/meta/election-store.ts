@@ -1,10 +1,11 @@
 /**
  * Where the meta leader election (meta-election.ts) keeps its one key: a
  * register with compare-and-set on a revision, read and watched. The election
- * logic is written once against `ElectionStore`, so that a backend other
- * than NATS (the cluster simulation's) can hold the key:
+ * logic is written once against `ElectionStore`; two backends hold the key:
  *
  * - `NatsKvElectionStore`: a NATS JetStream KV bucket (production).
+ * - `MemoryElectionStore`: an in-process register with fault controls (the
+ *   cluster simulation and unit tests), shared by several candidates.
  *
  * A failed call rejects with a RepriseError: code CLOSED when the store is
  * gone for good (the election stops), any other code is transient (the
@@ -12,7 +13,7 @@
  * `conflict` outcome.
  */
 import type { JetStreamClient, KV, KvEntry, NatsConnection } from 'nats';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { RepriseError } from '../errors.js';
 import { stderrLogger, type TransportLogger } from '../transport/transport.js';
 
@@ -189,4 +190,204 @@ function isConnectionClosed(err: unknown): boolean {
 /** A DEL or PURGE marker keeps its revision but has no value. */
 function storedValueOf(entry: KvEntry): StoredValue {
   return { revision: entry.revision, value: entry.operation === 'PUT' ? entry.value : null };
+}
+
+// ------------------------------------------------------------ in-process
+
+/** The key as every connection of one memory store sees it. */
+interface MemoryRegister {
+  current: StoredValue | undefined;
+  readonly watches: Set<MemoryWatch>;
+}
+
+/** Faults of one link: the store as a whole, or one connection to it. */
+interface LinkFaults {
+  /** Set: every call fails, after this many ms. */
+  failAfterMs: number | undefined;
+  answerDelayMs: number;
+  lostWriteAnswers: number;
+  lostAnswerAfterMs: number;
+  watchesStalled: boolean;
+}
+
+const noFaults = (): LinkFaults => ({ failAfterMs: undefined, answerDelayMs: 0, lostWriteAnswers: 0, lostAnswerAfterMs: 0, watchesStalled: false });
+
+/** An answer goes out on the next turn of the event loop at the earliest, as it would from I/O. */
+const later = (ms: number): Promise<unknown> => (ms > 0 ? sleep(ms) : nextTurn());
+
+class MemoryWatch implements ElectionWatch {
+  private readonly queue: StoredValue[] = [];
+  private waiting: ((result: IteratorResult<StoredValue>) => void) | undefined;
+  private ended = false;
+  /** Deliveries in order, each after the delay its links had when it was written. */
+  private deliveries: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    readonly links: readonly LinkFaults[],
+    private readonly onStop: (watch: MemoryWatch) => void,
+  ) {}
+
+  /** Nothing gets through a stalled or an unavailable link (a partition cuts the watch too); the watch stays open. */
+  deliver(stored: StoredValue): void {
+    if (this.ended || this.links.some((l) => l.watchesStalled || l.failAfterMs !== undefined)) return;
+    const delay = totalDelay(this.links);
+    this.deliveries = this.deliveries.then(() => later(delay)).then(() => this.push(stored));
+  }
+
+  stop(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.onStop(this);
+    this.waiting?.({ value: undefined, done: true });
+    this.waiting = undefined;
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<StoredValue> {
+    return {
+      next: () => {
+        const stored = this.queue.shift();
+        if (stored) return Promise.resolve({ value: stored, done: false });
+        if (this.ended) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((resolve) => (this.waiting = resolve));
+      },
+      return: () => {
+        this.stop();
+        return Promise.resolve({ value: undefined, done: true });
+      },
+    };
+  }
+
+  private push(stored: StoredValue): void {
+    if (this.ended) return;
+    const waiting = this.waiting;
+    this.waiting = undefined;
+    if (waiting) waiting({ value: stored, done: false });
+    else this.queue.push(stored);
+  }
+}
+
+function totalDelay(links: readonly LinkFaults[]): number {
+  return links.reduce((sum, l) => sum + l.answerDelayMs, 0);
+}
+
+export interface MemoryElectionStoreOptions {
+  /** For logs (default `memory`). */
+  readonly name?: string;
+}
+
+/**
+ * The key in process memory: revisions grow by one per write, the
+ * compare-and-set is the NATS store's (expect the last revision, or 0 for a
+ * key never written), and a watch gets each write on a later turn of the
+ * event loop. Every call takes effect when made; its answer comes on a later
+ * turn (or later still, see delayAnswers).
+ *
+ * Candidates share one store, or each takes a `connect`ion to it: the same
+ * key, with faults of its own on top of the store's (a partitioned
+ * candidate). Fault controls act on the link they are called on: the store
+ * (every caller) or one connection.
+ */
+export class MemoryElectionStore implements ElectionStore {
+  readonly name: string;
+  readonly closed = undefined;
+  private register: MemoryRegister = { current: undefined, watches: new Set() };
+  private readonly faults = noFaults();
+  /** This link's faults and those of the links it goes through (a connection: the store's). */
+  private links: readonly LinkFaults[] = [this.faults];
+
+  constructor(options: MemoryElectionStoreOptions = {}) {
+    this.name = options.name ?? 'memory';
+  }
+
+  /** Another way to the same key, with faults of its own (e.g. one candidate's, to partition it). */
+  connect(name: string): MemoryElectionStore {
+    const connection = new MemoryElectionStore({ name: `${this.name}/${name}` });
+    connection.register = this.register;
+    connection.links = [...this.links, connection.faults];
+    return connection;
+  }
+
+  read(): Promise<StoredValue | undefined> {
+    return this.answer('read', () => this.register.current);
+  }
+
+  compareAndSet(value: Uint8Array, expectedRevision: number): Promise<CompareAndSetOutcome> {
+    return this.answer(
+      'write',
+      (): CompareAndSetOutcome => {
+        const revision = this.register.current?.revision ?? 0;
+        if (revision !== expectedRevision) return CONFLICT;
+        const stored: StoredValue = { revision: revision + 1, value: value.slice() };
+        this.register.current = stored;
+        for (const watch of this.register.watches) watch.deliver(stored);
+        return { kind: 'written', revision: stored.revision };
+      },
+      (outcome) => outcome.kind === 'written',
+    );
+  }
+
+  watch(): Promise<ElectionWatch> {
+    return this.answer('watch', () => {
+      const watch = new MemoryWatch(this.links, (w) => this.register.watches.delete(w));
+      this.register.watches.add(watch);
+      if (this.register.current) watch.deliver(this.register.current);
+      return watch;
+    });
+  }
+
+  // ------------------------------------------------------------ faults
+
+  /** Every call fails until makeAvailable: at once (UNAVAILABLE), or after failAfterMs (TIMEOUT: a store that hangs). Open watches get nothing meanwhile. */
+  makeUnavailable(failAfterMs = 0): void {
+    this.faults.failAfterMs = failAfterMs;
+  }
+
+  makeAvailable(): void {
+    this.faults.failAfterMs = undefined;
+  }
+
+  /** Every answer, and every watch delivery, comes `ms` later (0: no delay). The call itself still takes effect at once. */
+  delayAnswers(ms: number): void {
+    this.faults.answerDelayMs = ms;
+  }
+
+  /** The next `count` writes that take effect fail for their caller anyway (TIMEOUT after afterMs): their answers are lost. */
+  loseWriteAnswers(count = 1, afterMs = 0): void {
+    this.faults.lostWriteAnswers = count;
+    this.faults.lostAnswerAfterMs = afterMs;
+  }
+
+  /** Open watches stay open but get nothing written meanwhile (a NATS watch whose consumer was lost), until called with false. */
+  stallWatches(stalled = true): void {
+    this.faults.watchesStalled = stalled;
+  }
+
+  /** End the watches opened through this link (their callers watch again). */
+  endWatches(): void {
+    for (const watch of this.register.watches) if (watch.links.includes(this.faults)) watch.stop();
+  }
+
+  /** Clear this link's faults. */
+  heal(): void {
+    Object.assign(this.faults, noFaults());
+  }
+
+  /** Take effect now, answer on a later turn, as this link's faults (and those it goes through) say. */
+  private async answer<T>(what: string, effect: () => T, answerMayBeLost?: (result: T) => boolean): Promise<T> {
+    const down = this.links.find((l) => l.failAfterMs !== undefined);
+    if (down) {
+      const afterMs = down.failAfterMs!;
+      await later(afterMs);
+      throw new RepriseError(afterMs > 0 ? 'TIMEOUT' : 'UNAVAILABLE', `${this.name}: ${what}: the store is unavailable`);
+    }
+    const result = effect();
+    const losing = answerMayBeLost?.(result) ? this.links.find((l) => l.lostWriteAnswers > 0) : undefined;
+    if (losing) {
+      losing.lostWriteAnswers--;
+      await later(losing.lostAnswerAfterMs);
+      throw new RepriseError('TIMEOUT', `${this.name}: ${what}: the answer was lost (the write took effect)`);
+    }
+    await later(totalDelay(this.links));
+    return result;
+  }
 }
