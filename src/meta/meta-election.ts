@@ -1,8 +1,10 @@
 /**
- * The meta leader election: one leader among the meta replicas, elected on a
- * NATS JetStream KV bucket (one key, Raft-replicated with R3), with an epoch
- * that grows by one on every takeover and a lease the leader can check
- * synchronously before it acts.
+ * The meta leader election: one leader among the meta replicas, elected on
+ * one key of an ElectionStore (election-store.ts): in production a NATS
+ * JetStream KV bucket (Raft-replicated with R3), in the cluster simulation an
+ * in-process register. An epoch grows by one on every takeover and a lease
+ * the leader can check synchronously before it acts. All of the logic below
+ * is here, once; a store only reads, compare-and-sets and watches the key.
  *
  * ## The record
  * The key holds `{ leader, epoch, incarnation, nonce, renewedAt, resigned? }`
@@ -15,12 +17,12 @@
  *
  * ## Safety
  * Every write is a compare-and-set on the key's revision, so the key's
- * revisions form one sequence in which each write knew its predecessor. The
- * CAS is a publish to the key's subject that expects the stream's last
- * sequence to be that revision (or, for a key never written, the key to have
- * no message), not `kv.update`: see `write` for why (nats-server 2.9's
- * clustered `kv.update` lets concurrent updates of one revision all win).
- * The bucket must therefore hold this key alone.
+ * revisions form one sequence in which each write knew its predecessor. On
+ * NATS the CAS is a publish to the key's subject that expects the stream's
+ * last sequence to be that revision (or, for a key never written, the key to
+ * have no message), not `kv.update`: see NatsKvElectionStore.compareAndSet
+ * for why (nats-server 2.9's clustered `kv.update` lets concurrent updates of
+ * one revision all win). The bucket must therefore hold this key alone.
  *
  * 1. *One winner per epoch.* A takeover from revision r writes epoch
  *    `epoch(r) + 1`; a renewal or a tombstone keeps its epoch. Two takeovers
@@ -76,23 +78,17 @@
  * epoch markers fence those: every entry carries its epoch and readers drop a
  * lower epoch's entries after a higher marker.
  *
- * Liveness: NATS errors (no JetStream quorum, timeouts, 503) are retried with
- * backoff; the key is also read every `pollMs` while a candidate, so a watch
- * that stalls (its consumer lost with a server) delays nothing by more than
- * that.
+ * Liveness: store errors (on NATS: no JetStream quorum, timeouts, 503) are
+ * retried with backoff; the key is also read every `pollMs` while a
+ * candidate, so a watch that stalls (its consumer lost with a server) delays
+ * nothing by more than that.
  */
-import type { JetStreamClient, KV, KvEntry, NatsConnection, QueuedIterator } from 'nats';
 import { RepriseError } from '../errors.js';
 import { stderrLogger, type TransportLogger } from '../transport/transport.js';
+import { describeError as describe, isStoreClosed, NatsKvElectionStore, type ElectionStore, type ElectionWatch, type NatsKvElectionStoreOptions, type StoredValue } from './election-store.js';
 
-export interface MetaElectionOptions {
-  /** The connection (a JetStream client is made from it), or give `js`. */
-  readonly nc?: NatsConnection;
-  readonly js?: JetStreamClient;
-  /** KV bucket (created if missing, with `replicas`, history 1). */
-  readonly bucket: string;
-  /** The key in the bucket (default `leader`). */
-  readonly key?: string;
+/** What an election needs whatever holds its key. */
+export interface MetaElectionBaseOptions {
   /** This candidate's id (unique among live candidates), e.g. the meta replica's name. */
   readonly candidateId: string;
   /** How long a successful renewal lets the leader lead, from when it was sent. */
@@ -101,24 +97,32 @@ export interface MetaElectionOptions {
   readonly renewMs: number;
   /** Added to leaseMs before a candidate takes over: covers clock rate differences (default 20% of leaseMs, at least 50). */
   readonly marginMs?: number;
-  /** Replicas of the bucket's stream when this creates it (default 3). */
-  readonly replicas?: number;
-  /** Timeout of one KV request (default half of leaseMs, at most 2000). */
-  readonly requestTimeoutMs?: number;
   /** A candidate reads the key at least this often, besides the watch (default half of leaseMs). */
   readonly pollMs?: number;
-  /** Backoff after a NATS error: first wait and cap (default 25 ms, then doubling up to renewMs). */
+  /** Backoff after a store error: first wait and cap (default 25 ms, then doubling up to renewMs). */
   readonly backoffInitialMs?: number;
   readonly backoffMaxMs?: number;
   /** Takeovers win epochs above this (e.g. the highest meta epoch in the meta log). Default 0. */
   readonly minEpoch?: number;
-  /** Stops `start` retrying to bind the bucket. */
-  readonly signal?: AbortSignal;
   readonly logger?: TransportLogger;
   /** Listeners attached before the election starts, so none misses the first event. */
   readonly on?: Partial<{ [K in keyof ElectionEvents]: ElectionEvents[K] }>;
   /** Faults for tests (see ElectionTestHooks). */
   readonly testHooks?: ElectionTestHooks;
+}
+
+/**
+ * An election on a NATS JetStream KV bucket: `start` opens the
+ * NatsKvElectionStore, with requestTimeoutMs defaulting to half of leaseMs,
+ * at most 2000.
+ */
+export interface MetaElectionOptions extends MetaElectionBaseOptions, NatsKvElectionStoreOptions {
+  readonly store?: undefined;
+}
+
+/** An election on a store given ready: the simulation's MemoryElectionStore, or a NatsKvElectionStore opened beforehand. */
+export interface MetaElectionOnStoreOptions extends MetaElectionBaseOptions {
+  readonly store: ElectionStore;
 }
 
 /** Who leads, as this candidate last observed it. `leaderId` null: the last leader resigned. */
@@ -141,7 +145,7 @@ export type DeposeReason =
   | 'superseded'
   | 'resigned'
   | 'closed'
-  /** The NATS connection was closed under the election. */
+  /** The store is gone for good (a NATS store: its connection was closed) under the election. */
   | 'connection-closed';
 
 export interface ElectedEvent {
@@ -182,7 +186,7 @@ export interface ElectionStats {
   /** Times it stepped down, any reason. */
   deposed: number;
   renewals: number;
-  /** Renewal attempts that failed with a NATS error (retried). */
+  /** Renewal attempts that failed with a store error (retried). */
   renewalErrors: number;
   /** The last election time observed (see the electionTime event), if any. */
   lastElectionMs: number | undefined;
@@ -195,7 +199,7 @@ export interface ElectionStats {
  * election does on its own (loop, lease timer, watch handling), as SIGSTOP
  * would, until `thaw`; `forceRenewal` sends a renewal now at the epoch and
  * revision the candidate last led with, whatever its lease says (as a stale
- * leader would), and reports what the KV answered.
+ * leader would), and reports what the store answered.
  */
 export class ElectionTestHooks {
   renewalsPaused = false;
@@ -246,20 +250,11 @@ const now = () => performance.now();
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-function classify(err: unknown): 'conflict' | 'closed' | 'transient' {
-  const e = err as { code?: string; api_error?: { err_code?: number } } | undefined;
-  if (e?.api_error?.err_code === 10071) return 'conflict';
-  if (e?.code === 'CONNECTION_CLOSED') return 'closed';
-  return 'transient';
-}
-
-function describe(err: unknown): string {
-  return err instanceof Error ? `${(err as { code?: string }).code ?? err.name}: ${err.message}` : String(err);
-}
-
-function decodeRecord(entry: KvEntry): Record_ | undefined {
+/** The record a stored revision holds; undefined for a delete marker or a value that is not a record. */
+function decodeRecord(stored: StoredValue): Record_ | undefined {
+  if (stored.value === null) return undefined;
   try {
-    const value = JSON.parse(decoder.decode(entry.value)) as Partial<Record_>;
+    const value = JSON.parse(decoder.decode(stored.value)) as Partial<Record_>;
     if (typeof value.epoch !== 'number' || !Number.isInteger(value.epoch) || typeof value.incarnation !== 'string' || typeof value.nonce !== 'number') return undefined;
     if (value.leader !== null && typeof value.leader !== 'string') return undefined;
     return value as Record_;
@@ -282,7 +277,6 @@ export class MetaElection {
   private readonly backoffInitialMs: number;
   private readonly backoffMaxMs: number;
   private readonly minEpoch: number;
-  private readonly key: string;
   private readonly logger: TransportLogger;
   private readonly hooks: ElectionTestHooks | undefined;
   private readonly listeners: { [K in keyof ElectionEvents]: Set<ElectionEvents[K]> } = {
@@ -329,21 +323,16 @@ export class MetaElection {
   };
 
   private readonly sleepers = new Set<() => void>();
-  private watcher: QueuedIterator<KvEntry> | undefined;
+  private watcher: ElectionWatch | undefined;
   private watchReady = false;
   private readonly frozenQueue: (() => void)[] = [];
   private loops: Promise<void>[] = [];
 
-  private readonly subject: string;
-
   private constructor(
-    private readonly js: JetStreamClient,
-    private readonly kv: KV,
-    options: MetaElectionOptions,
+    private readonly store: ElectionStore,
+    options: MetaElectionBaseOptions,
   ) {
     this.candidateId = options.candidateId;
-    this.key = options.key ?? 'leader';
-    this.subject = `$KV.${options.bucket}.${this.key}`;
     this.leaseMs = options.leaseMs;
     this.renewMs = options.renewMs;
     this.marginMs = options.marginMs ?? Math.max(50, Math.round(options.leaseMs * 0.2));
@@ -358,37 +347,22 @@ export class MetaElection {
     }
   }
 
-  /** Bind (or create) the bucket, retrying NATS errors with backoff, then start campaigning. */
-  static async start(options: MetaElectionOptions): Promise<MetaElection> {
+  /**
+   * Start campaigning on `store`, or on a NATS KV bucket: then first bind
+   * (or create) it, retrying NATS errors with backoff.
+   */
+  static async start(options: MetaElectionOptions | MetaElectionOnStoreOptions): Promise<MetaElection> {
     const { leaseMs, renewMs } = options;
     if (!options.candidateId) throw new RepriseError('INVALID_ARGUMENT', 'meta election: candidateId is required');
     if (!(leaseMs > 0) || !(renewMs > 0) || renewMs >= leaseMs) {
       throw new RepriseError('INVALID_ARGUMENT', `meta election: renewMs (${renewMs}) must be positive and below leaseMs (${leaseMs})`);
     }
     if (options.marginMs !== undefined && !(options.marginMs >= 0)) throw new RepriseError('INVALID_ARGUMENT', `meta election: marginMs (${options.marginMs}) must be >= 0`);
-    const requestTimeoutMs = options.requestTimeoutMs ?? Math.min(2000, Math.round(leaseMs / 2));
-    const js = options.js ?? options.nc?.jetstream({ timeout: requestTimeoutMs });
-    if (!js) throw new RepriseError('INVALID_ARGUMENT', 'meta election: give nc or js');
-    const logger = options.logger ?? stderrLogger;
-    let wait = options.backoffInitialMs ?? 25;
-    let kv: KV;
-    for (let attempt = 1; ; attempt++) {
-      if (options.signal?.aborted) throw new RepriseError('CLOSED', `meta election: stopped while binding bucket ${options.bucket}`);
-      try {
-        // No direct gets: those are answered by any replica, and a lagging
-        // one returns an older revision (seen here: a candidate read back a
-        // revision older than the one its watch had shown, and waited again).
-        kv = await js.views.kv(options.bucket, { replicas: options.replicas ?? 3, history: 1, timeout: requestTimeoutMs, allow_direct: false });
-        break;
-      } catch (err) {
-        if (classify(err) === 'closed') throw new RepriseError('CLOSED', `meta election: the NATS connection closed while binding bucket ${options.bucket}`, undefined, { cause: err });
-        if (attempt === 1 || attempt % 20 === 0) logger.warn({ bucket: options.bucket, attempt, err: describe(err) }, 'meta election: cannot bind the KV bucket yet, retrying');
-        await new Promise((r) => setTimeout(r, wait * (0.5 + Math.random())));
-        wait = Math.min(wait * 2, 1000);
-      }
-    }
-    const election = new MetaElection(js, kv, options);
-    election.begin(options.nc);
+    const store =
+      options.store ??
+      (await NatsKvElectionStore.open({ ...options, requestTimeoutMs: options.requestTimeoutMs ?? Math.min(2000, Math.round(leaseMs / 2)) }));
+    const election = new MetaElection(store, options);
+    election.begin();
     return election;
   }
 
@@ -452,15 +426,15 @@ export class MetaElection {
         await this.pause(this.backoff(attempt + 1));
         continue;
       }
-      let entry: KvEntry | null;
+      let stored: StoredValue | undefined;
       try {
-        entry = await this.kv.get(this.key);
+        stored = await this.store.read();
       } catch {
         continue;
       }
-      const record = entry && entry.operation === 'PUT' ? decodeRecord(entry) : undefined;
-      if (!entry || !record || record.incarnation !== this.incarnation || record.epoch !== epoch) return;
-      revision = entry.revision;
+      const record = stored && decodeRecord(stored);
+      if (!stored || !record || record.incarnation !== this.incarnation || record.epoch !== epoch) return;
+      revision = stored.revision;
     }
   }
 
@@ -474,7 +448,7 @@ export class MetaElection {
 
   // ------------------------------------------------------------ internals
 
-  private begin(nc: NatsConnection | undefined): void {
+  private begin(): void {
     if (this.hooks) {
       this.hooks.onThaw = () => {
         for (const fn of this.frozenQueue.splice(0)) fn();
@@ -487,10 +461,7 @@ export class MetaElection {
         return outcome.kind === 'ok' ? 'ok' : outcome.kind === 'conflict' ? 'conflict' : 'error';
       };
     }
-    nc?.closed().then(
-      () => this.shutdown('connection-closed'),
-      () => this.shutdown('connection-closed'),
-    );
+    void this.store.closed?.then(() => this.shutdown('connection-closed'));
     this.loops = [this.watchLoop(), this.runLoop()];
   }
 
@@ -566,16 +537,16 @@ export class MetaElection {
    * CAS or a step down) that keep finding a lower revision, three in a row,
    * are believed (a bucket deleted and made again).
    */
-  private observe(entry: KvEntry | null, reset = false): void {
-    const revision = entry?.revision ?? 0;
+  private observe(stored: StoredValue | undefined, reset = false): void {
+    const revision = stored?.revision ?? 0;
     if (this.obs && revision === this.obs.revision) return;
     if (this.obs && revision < this.obs.revision) {
       if (!reset || ++this.lowerReads < 3) return;
     }
     this.lowerReads = 0;
-    const record = entry && entry.operation === 'PUT' ? decodeRecord(entry) : undefined;
+    const record = stored && decodeRecord(stored);
     const previous = this.obs;
-    const obs: Observation = { revision, record, foreign: entry !== null && record === undefined, seenAt: now() };
+    const obs: Observation = { revision, record, foreign: stored !== undefined && record === undefined, seenAt: now() };
     this.obs = obs;
     if (record) this.highestEpoch = Math.max(this.highestEpoch, record.epoch);
     // Someone else's write replaced ours. One of our own renewals (our
@@ -612,21 +583,21 @@ export class MetaElection {
     let failures = 0;
     while (!this.closed) {
       try {
-        const watcher = await this.kv.watch({ key: this.key });
+        const watcher = await this.store.watch();
         this.watcher = watcher;
         if (this.closed) watcher.stop();
         failures = 0;
         this.watchReady = true;
-        for await (const entry of watcher) {
+        for await (const stored of watcher) {
           if (this.closed) break;
-          this.whenRunning(() => this.observe(entry));
+          this.whenRunning(() => this.observe(stored));
         }
         this.watchReady = false;
       } catch (err) {
         this.watchReady = false;
-        if (classify(err) === 'closed') return this.shutdown('connection-closed');
+        if (isStoreClosed(err)) return this.shutdown('connection-closed');
         failures++;
-        if (failures === 1 || failures % 20 === 0) this.logger.warn({ key: this.key, failures, err: describe(err) }, 'meta election: watch failed, retrying');
+        if (failures === 1 || failures % 20 === 0) this.logger.warn({ store: this.store.name, failures, err: describe(err) }, 'meta election: watch failed, retrying');
       }
       if (this.closed) return;
       await this.pause(this.backoff(Math.max(1, failures)));
@@ -649,18 +620,8 @@ export class MetaElection {
 
   /**
    * A CAS write of our record on `revision` (0: the key must not exist).
-   * Records the nonce until answered.
-   *
-   * Not `kv.update`: that expects the key's last sequence
-   * (Nats-Expected-Last-Subject-Sequence), which nats-server before 2.9.21
-   * checks on a clustered stream only before proposing, not when the write is
-   * applied, so concurrent updates on one revision can all succeed
-   * (nats-server#4320; measured here on 2.9.10, R3: two or three winners in
-   * most rounds of three racing updates). The stream's last sequence
-   * (Nats-Expected-Last-Sequence) is checked when each replica applies the
-   * write, in log order: one winner. It equals the key's revision because
-   * the bucket holds this key alone. "Must not exist" (subject sequence 0)
-   * is also checked at apply time.
+   * Records the nonce until answered: an error may hide a write that took
+   * effect, which a later CAS conflict then finds (ownUnansweredWrite).
    */
   private async write(fields: { leader: string | null; epoch: number; resigned?: boolean }, revision: number): Promise<WriteOutcome> {
     const nonce = ++this.nonce;
@@ -669,17 +630,11 @@ export class MetaElection {
     const sentAt = now();
     this.unanswered.set(nonce, sentAt);
     try {
-      const expect = revision === 0 ? { lastSubjectSequence: 0 } : { lastSequence: revision, lastSubjectSequence: revision };
-      const ack = await this.js.publish(this.subject, data, { expect });
+      const outcome = await this.store.compareAndSet(data, revision);
       this.unanswered.delete(nonce);
-      return { kind: 'ok', revision: ack.seq, sentAt };
+      return outcome.kind === 'written' ? { kind: 'ok', revision: outcome.revision, sentAt } : { kind: 'conflict' };
     } catch (err) {
-      const kind = classify(err);
-      if (kind === 'conflict') {
-        this.unanswered.delete(nonce);
-        return { kind: 'conflict' };
-      }
-      if (kind === 'closed') {
+      if (isStoreClosed(err)) {
         this.unanswered.delete(nonce);
         this.shutdown('connection-closed');
         return { kind: 'closed' };
@@ -699,16 +654,16 @@ export class MetaElection {
     return this.reading;
   }
 
-  /** Read the key; false on a NATS error. */
+  /** Read the key; false on a store error. */
   private async read(reset = false): Promise<boolean> {
     this.lastReadAt = now();
     try {
-      const entry = await this.kv.get(this.key);
+      const stored = await this.store.read();
       await this.gate();
-      if (!this.closed) this.observe(entry, reset);
+      if (!this.closed) this.observe(stored, reset);
       return true;
     } catch (err) {
-      if (classify(err) === 'closed') this.shutdown('connection-closed');
+      if (isStoreClosed(err)) this.shutdown('connection-closed');
       return false;
     }
   }
@@ -769,7 +724,7 @@ export class MetaElection {
       // write to another key of the bucket): retry until the lease ends.
       this.statsValue.renewalErrors++;
       this.nextRenewAt = now() + this.backoff(++this.renewFailures);
-      if (this.renewFailures % 10 === 1) this.logger.warn({ bucket: this.subject, revision: this.myRevision }, 'meta election: renewal refused while the key is at our revision: is the bucket used for anything else?');
+      if (this.renewFailures % 10 === 1) this.logger.warn({ store: this.store.name, revision: this.myRevision }, 'meta election: renewal refused while the key is at our revision: is the bucket used for anything else?');
       return;
     }
     this.stepDown('superseded', `renewal CAS on revision ${this.myRevision} failed: the key is at revision ${this.obs?.revision}`);
