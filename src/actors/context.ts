@@ -83,6 +83,8 @@ export interface ActorContext {
    * absent, always held.
    */
   readonly leaseHeld?: () => boolean;
+  /** Resolves true once the lease is held again after a lapse (at once if held), false after `timeoutMs`. */
+  readonly awaitLease?: (timeoutMs: number) => Promise<boolean>;
   readonly log: LogStore;
   readonly engine: RegionEngine;
   readonly objects: ObjectStore;

@@ -12,6 +12,8 @@ export interface NodeStatus {
   readonly state: NodeState;
   readonly shards: ShardStatus[];
   readonly error?: string;
+  /** Cluster mode: whether its lease from meta holds (while it has lapsed, no shard acknowledges a write). */
+  readonly leaseHeld?: boolean;
 }
 
 /**
@@ -216,10 +218,21 @@ export class NodeActor {
     this.shards.delete(shardId);
   }
 
-  /** The lease from meta ran out: every shard stops writing at once (its machine goes to failed). */
-  leaseLost(): void {
-    for (const shard of this.shards.values()) {
-      if (shard.actor.getSnapshot().status === 'active') shard.leaseLost();
+  /**
+   * After a lapsed lease, with meta's log as of the answer that renewed it:
+   * a shard this node leads stays only while meta still has this node
+   * leading it, at the shard's own epoch once it has one (a shard still
+   * opening or promoting takes its epoch from meta, which refuses a node
+   * that no longer leads it). Any other fails (LEASE_LOST, so nothing
+   * in flight is acknowledged), and the reconcile then closes it.
+   */
+  confirmLeadership(metaShard: (shardId: number) => { readonly leader: string | null; readonly epoch: number }): void {
+    for (const [id, shard] of this.shards) {
+      if (shard.actor.getSnapshot().status !== 'active' || shard.shardRole !== 'leader') continue;
+      const meta = metaShard(id);
+      const state = shard.state();
+      const epochFixed = state !== 'opening' && state !== 'promoting';
+      if (meta.leader !== this.id || (epochFixed && meta.epoch !== shard.leaderEpoch)) shard.leaseLost();
     }
   }
 
@@ -241,6 +254,7 @@ export class NodeActor {
       state: snapshot.value as NodeState,
       shards: [...this.shards.values()].map((s) => s.status()).sort((a, b) => a.id - b.id),
       ...(snapshot.context.error ? { error: snapshot.context.error } : {}),
+      ...(this.ctx.leaseHeld ? { leaseHeld: this.ctx.leaseHeld() } : {}),
     };
   }
 }

@@ -34,6 +34,9 @@ export interface ShardStatus {
 }
 
 const EMPTY = new Uint8Array();
+/** How long a write or read waits for a lapsed lease to be renewed (less if its deadline is sooner). */
+const LAPSE_WAIT_MS = 5_000;
+const LAPSE_REFUSAL_MARGIN_MS = 200;
 
 /**
  * A shard on this node: the shard machine, its regions and, on the leader,
@@ -437,6 +440,8 @@ export class ShardActor {
    */
   async write(regionId: number, mutation: PreparedMutation, deadline?: Deadline): Promise<EntryId> {
     if (deadlinePassed(deadline)) throw deadlineExceeded(`shard ${this.id}: write to region ${regionId}`, deadline);
+    await this.waitOutLapse(deadline);
+    if (deadlinePassed(deadline)) throw deadlineExceeded(`shard ${this.id}: write to region ${regionId}`, deadline);
     const writer = this.assertWritable();
     const region = this.regions.get(regionId);
     if (!region) throw this.regionNotHosted(regionId);
@@ -459,6 +464,7 @@ export class ShardActor {
       return -1;
     }
     const id = await writer.append(entry, deadline).catch((err: unknown) => this.stoppedHere(err, 'write'));
+    await this.waitOutLapse(deadline);
     // Acknowledge only under a valid lease: meta gives the shard to another
     // node only after this lease has run out, and that node replays every
     // entry before its epoch marker, so what is acknowledged is never lost.
@@ -520,6 +526,19 @@ export class ShardActor {
     }
   }
 
+  /**
+   * While the node's lease has lapsed (meta changing leader, a heartbeat
+   * lost), wait for its renewal rather than refuse at once: the renewal
+   * usually follows within a second, and refusing would cost the caller a
+   * retry and its backoff. Bounded by the caller's deadline.
+   */
+  private async waitOutLapse(deadline?: Deadline): Promise<void> {
+    if (this.ctx.leaseHeld?.() !== false || !this.ctx.awaitLease) return;
+    // Give up a little before the deadline, so the refusal (retryable: nothing was written) reaches the caller in time to try again.
+    const left = deadline?.at === undefined ? LAPSE_WAIT_MS : Math.min(LAPSE_WAIT_MS, deadline.at - Date.now() - LAPSE_REFUSAL_MARGIN_MS);
+    await this.ctx.awaitLease(left);
+  }
+
   private assertLease(what: string): void {
     if (this.ctx.leaseHeld?.() === false && !this.faults.skipLeaseFencing) {
       throw new RepriseError('NOT_LEADER', `shard ${this.id}: node '${this.ctx.nodeId}' lost its lease from meta; write ${what}`, { shard: this.id });
@@ -538,6 +557,7 @@ export class ShardActor {
     if (this.role === 'follower') {
       throw new RepriseError('NOT_LEADER', `shard ${this.id} is a follower on node '${this.ctx.nodeId}'`, { shard: this.id, state: this.state() });
     }
+    await this.waitOutLapse();
     // Without a lease this node may no longer lead the shard: a retryable
     // refusal (the router asks again, here once the lease is renewed and the
     // shard reopened, or at the new leader), not its regions' REGION_FAILED.
@@ -665,6 +685,11 @@ export class ShardActor {
 
   get shardRole(): ShardRole {
     return this.role;
+  }
+
+  /** This leader's epoch once opened or promoted (see `epoch`). */
+  get leaderEpoch(): number {
+    return this.epoch;
   }
 
   /** The machine's: 'leader' once opened as one or promoted (from PROMOTE on). */

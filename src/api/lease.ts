@@ -7,31 +7,47 @@ import type { RemoteMeta } from '../meta/remote-meta.js';
 /**
  * A cluster node's side of leases: heartbeat meta every `heartbeatMs`; each
  * answer extends the lease to (send time + leaseMs) and says which shards
- * this node should lead, which the node then opens or closes. When the
- * lease runs out (meta unreachable, process paused) every shard stops
- * writing at once, before meta can give them to another node.
+ * this node should lead, which the node then opens or closes.
+ *
+ * When the lease runs out (meta unreachable or changing leader, process
+ * paused) the lease has *lapsed*: no shard starts or acknowledges an append,
+ * and writes wait (awaitLease) rather than fail. The shards keep serving
+ * state: nothing is closed or replayed. The next answered heartbeat ends the
+ * lapse only after the node has checked, against meta's log as of that
+ * answer, that meta still has it leading each shard at the shard's own
+ * epoch; a shard meta has meanwhile given to another node (or to this one
+ * at a newer epoch) fails instead, and is closed by the reconcile. A meta
+ * leader change therefore costs the writes of the gap only their wait.
+ *
+ * Why a confirmed shard may go on at once: meta grants a shard to another
+ * node (a new epoch) only in its log, before that node's marker reaches the
+ * shard's topic. If the log, as of meta's answer, still shows this node
+ * leading at its epoch, no newer marker precedes anything this node
+ * appended before the heartbeat was sent, and the renewed lease covers what
+ * it appends from then on.
  */
 export class LeaseKeeper {
   private leaseUntil = 0;
   private held = false;
   /**
-   * The lease ran out (and every shard was told LEASE_LOST): it does not
-   * count as held again, even once a later heartbeat is answered, until the
-   * node has reconciled with that answer. An answer after a lapse may come
+   * The lease ran out: it does not count as held again, even once a later
+   * heartbeat is answered, until the node has confirmed its shards with that
+   * answer (and closed those that failed). An answer after a lapse may come
    * from a meta that has meanwhile declared this node dead and given its
-   * shards to others; until the shards that failed on LEASE_LOST are closed,
-   * a write of theirs still in flight (appended after the new leader's epoch
-   * marker, so fenced by every reader) must not be acknowledged, and the
-   * shards check only leaseHeld() after their append. Found by
-   * test/kafka/cluster-faults.test.ts: a SIGSTOPped leader, resumed after
-   * failover, acknowledged its in-flight writes under the renewed lease and
-   * those rows were lost.
+   * shards to others; a write of theirs still in flight (appended after the
+   * new leader's epoch marker, so fenced by every reader) must not be
+   * acknowledged, and the shards check only leaseHeld() after their append.
+   * Found by test/kafka/cluster-faults.test.ts: a SIGSTOPped leader, resumed
+   * after failover, acknowledged its in-flight writes under the renewed
+   * lease and those rows were lost.
    */
-  private fenced = false;
+  private lapsed = false;
   private stopped = false;
   private beating: Promise<void> = Promise.resolve();
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
+  /** Writes waiting for the lapse to end. */
+  private readonly waiters = new Set<(held: boolean) => void>();
 
   constructor(
     private readonly nodeId: string,
@@ -44,7 +60,22 @@ export class LeaseKeeper {
   ) {}
 
   /** For the actors: whether writes may be acknowledged now. */
-  readonly leaseHeld = (): boolean => !this.fenced && Date.now() < this.leaseUntil;
+  readonly leaseHeld = (): boolean => !this.lapsed && Date.now() < this.leaseUntil;
+
+  /** For the actors: resolves true once the lease is held (at once if it is), false after `timeoutMs` or on stop. */
+  readonly awaitLease = (timeoutMs: number): Promise<boolean> => {
+    if (this.leaseHeld()) return Promise.resolve(true);
+    if (this.stopped || timeoutMs <= 0) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const done = (held: boolean) => {
+        clearTimeout(timer);
+        this.waiters.delete(done);
+        resolve(held);
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      this.waiters.add(done);
+    });
+  };
 
   start(): void {
     this.heartbeatTimer = setInterval(() => {
@@ -84,15 +115,17 @@ export class LeaseKeeper {
       // event loop stalled) is fenced before the answer extends the lease.
       this.check();
       this.leaseUntil = sentAt + reply.leaseMs;
-      if (!this.fenced) this.nowHeld();
+      if (!this.lapsed) this.nowHeld();
       await this.meta.replica.waitFor(reply.entryId);
+      // After a lapse: a shard meta no longer has this node leading at its epoch fails here (not acknowledged, closed by the reconcile).
+      if (this.lapsed) this.node.confirmLeadership((shard) => this.meta.replica.shard(shard));
       await this.node.reconcile(reply.assigned, reply.following);
-      // The shards that failed on LEASE_LOST are closed now (reconcile closes
-      // failed shards, draining their writers: in-flight writes refused), so
-      // the renewed lease may count. A reconcile that did not run (node not
-      // serving) leaves them failed: stay fenced until one does.
-      if (this.fenced && Date.now() < this.leaseUntil && !this.node.status().shards.some((s) => s.state === 'failed')) {
-        this.fenced = false;
+      // The shards that failed are closed now (reconcile closes failed
+      // shards, draining their writers: in-flight writes refused), so the
+      // renewed lease may count. A reconcile that did not run (node not
+      // serving) leaves them failed: stay lapsed until one does.
+      if (this.lapsed && Date.now() < this.leaseUntil && !this.node.status().shards.some((s) => s.state === 'failed')) {
+        this.lapsed = false;
         this.nowHeld();
       }
     } catch (err) {
@@ -105,19 +138,20 @@ export class LeaseKeeper {
   private nowHeld(): void {
     if (!this.held) this.logger.info({ node: this.nodeId }, `node '${this.nodeId}' holds its lease`);
     this.held = true;
+    for (const wake of [...this.waiters]) wake(true);
   }
 
   private check(): void {
     if (this.held && Date.now() >= this.leaseUntil && !this.faults.skipLeaseFencing) {
       this.held = false;
-      this.fenced = true;
-      this.logger.warn({ node: this.nodeId }, `node '${this.nodeId}' lost its lease: its shards stop writing`);
-      this.node.leaseLost();
+      this.lapsed = true;
+      this.logger.warn({ node: this.nodeId }, `node '${this.nodeId}' lost its lease: its shards stop acknowledging writes until meta renews it`);
     }
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    for (const wake of [...this.waiters]) wake(false);
     clearInterval(this.heartbeatTimer);
     clearInterval(this.watchdog);
     await this.beating;

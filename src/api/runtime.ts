@@ -15,7 +15,8 @@ import { tableMutationCodec } from '../engine/table/codec.js';
 import { partitionOf } from '../engine/table/partition.js';
 import { TableEngine } from '../engine/table/table-engine.js';
 import { DEFAULT_SCHEMA_LIMITS, validateKeys, validateSchema, type SchemaLimits } from '../engine/table/validate.js';
-import { MetaService, metaTopicOf } from '../meta/meta-service.js';
+import { MetaService } from '../meta/meta-service.js';
+import { metaTopicOf } from '../meta/meta-view.js';
 import type { TableInfo, TableStatus } from '../meta/model.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../wal/entry.js';
 import type { LogStore } from '../wal/log-store.js';
@@ -320,6 +321,7 @@ export class Reprise {
           nodeId: options.nodeId,
           meta,
           leaseHeld: () => keeper?.leaseHeld() ?? false,
+          awaitLease: (timeoutMs) => keeper?.awaitLease(timeoutMs) ?? Promise.resolve(false),
           engine,
           objects,
           logger,
@@ -696,7 +698,7 @@ export function loggerOf(option: Logger | false | undefined): Logger {
 function observedNode(
   observer: RuntimeObserver,
   log: LogStore,
-  parts: Pick<ActorContext, 'nodeId' | 'meta' | 'leaseHeld' | 'objects' | 'logger'> & { readonly engine: TableEngine },
+  parts: Pick<ActorContext, 'nodeId' | 'meta' | 'leaseHeld' | 'awaitLease' | 'objects' | 'logger'> & { readonly engine: TableEngine },
   options: { readonly wal?: { readonly maxBatchBytes?: number }; readonly flush?: Partial<Omit<FlushPolicy, 'nodeMemtableBytes'>>; readonly memory?: MemoryOptions; readonly testHooks?: TestHooks },
   results: ResultBudget,
   store: OpenedObjectStore,

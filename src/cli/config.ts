@@ -10,6 +10,7 @@ import { DEFAULT_SCHEMA_LIMITS } from '../engine/table/validate.js';
 import { RepriseError } from '../errors.js';
 import type { KafkaWalOptions, WalOptions } from '../wal/open-log-store.js';
 import { DEFAULT_OBJECT_CACHE_BYTES, type StorageOptions } from '../api/storage.js';
+import { DEFAULT_META_ELECTION_LEASE_MS } from '../api/meta-process.js';
 
 /**
  * Standalone configuration. Precedence, highest first (as GreptimeDB):
@@ -153,6 +154,12 @@ export const standaloneConfigSchema = z.strictObject({
     followers: z.number().int().min(0),
     /** `reprise meta` serves /health, /metrics and /v1/cluster/status here when set. */
     metaHttpAddr: z.string().min(1).optional(),
+    /** This meta replica's name among the cluster's metas (default meta-<host>-<pid>). */
+    metaId: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, - and _').optional(),
+    /** The meta election's lease: how long a meta leader acts after a renewal, and about how long its successor waits after the last one. */
+    metaElectionLeaseMs: z.number().int().min(100),
+    /** Replicas of the election's JetStream KV bucket when it is created (default 3 on a NATS cluster, 1 on one server). */
+    metaElectionReplicas: z.number().int().min(1).max(5).optional(),
   }),
 });
 
@@ -172,7 +179,7 @@ export const DEFAULT_CONFIG: StandaloneConfig = {
   storage: { type: 'local', cacheBytes: DEFAULT_OBJECT_CACHE_BYTES },
   memory: { memtableBytes: DEFAULT_FLUSH_POLICY.nodeMemtableBytes, cacheBytes: DEFAULT_CACHE_BYTES, maxResultRows: DEFAULT_MAX_RESULT_ROWS, heapGrowthPercent: 20 },
   limits: { ...DEFAULT_SCHEMA_LIMITS, maxTablesPerWrite: DEFAULT_MAX_TABLES_PER_WRITE, maxRowsPerWrite: DEFAULT_MAX_ROWS_PER_WRITE },
-  cluster: { name: 'reprise', natsServers: ['127.0.0.1:4222'], heartbeatMs: 200, leaseMs: 800, failureTimeoutMs: 1000, topology: 'dynamic', minNodes: 1, followers: 1 },
+  cluster: { name: 'reprise', natsServers: ['127.0.0.1:4222'], heartbeatMs: 200, leaseMs: 800, failureTimeoutMs: 1000, topology: 'dynamic', minNodes: 1, followers: 1, metaElectionLeaseMs: DEFAULT_META_ELECTION_LEASE_MS },
 };
 
 /** REPRISE_* variable -> config key path and how to parse it. */
@@ -221,6 +228,9 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_CLUSTER_MIN_NODES: { path: ['cluster', 'minNodes'], parse: Number },
   REPRISE_CLUSTER_FOLLOWERS: { path: ['cluster', 'followers'], parse: Number },
   REPRISE_META_HTTP_ADDR: { path: ['cluster', 'metaHttpAddr'], parse: String },
+  REPRISE_META_ID: { path: ['cluster', 'metaId'], parse: String },
+  REPRISE_META_ELECTION_LEASE_MS: { path: ['cluster', 'metaElectionLeaseMs'], parse: Number },
+  REPRISE_META_ELECTION_REPLICAS: { path: ['cluster', 'metaElectionReplicas'], parse: Number },
   REPRISE_CLUSTER_HEARTBEAT_MS: { path: ['cluster', 'heartbeatMs'], parse: Number },
   REPRISE_CLUSTER_LEASE_MS: { path: ['cluster', 'leaseMs'], parse: Number },
   REPRISE_CLUSTER_FAILURE_TIMEOUT_MS: { path: ['cluster', 'failureTimeoutMs'], parse: Number },

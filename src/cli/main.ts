@@ -52,6 +52,8 @@ interface ClusterFlags extends StandaloneFlags {
   nats?: string[];
   cluster?: string;
   id?: string;
+  /** `reprise meta --id`: the replica's name (--id is a node's id on `reprise node`). */
+  metaId?: string;
   topology?: string;
   minNodes?: number;
   followers?: number;
@@ -79,7 +81,7 @@ function configOf(flags: StandaloneFlags & Partial<ClusterFlags>): StandaloneCon
       shards: flags.shards,
       logLevel: flags.logLevel,
       wal: { provider: flags.wal, brokerEndpoints: flags.brokers, skipCorrupt: flags.walSkipCorrupt },
-      cluster: { natsServers: flags.nats, name: flags.cluster, nodeId: flags.id, topology: flags.topology, minNodes: flags.minNodes, followers: flags.followers },
+      cluster: { natsServers: flags.nats, name: flags.cluster, nodeId: flags.id, metaId: flags.metaId, topology: flags.topology, minNodes: flags.minNodes, followers: flags.followers },
     },
   });
 }
@@ -198,12 +200,13 @@ async function connect(config: StandaloneConfig, name: string): Promise<NatsTran
 }
 
 async function metaCommand(flags: ClusterFlags): Promise<void> {
-  const config = configOf(flags);
+  const { id, ...rest } = flags;
+  const config = configOf({ ...rest, ...(id !== undefined ? { metaId: id } : {}) });
   limitHeapGrowth(config.memory.heapGrowthPercent);
   const logger = pino({ level: config.logLevel });
   await runService(logger, 'meta', async () => {
-    const transport = await connect(config, 'reprise-meta');
-    const { heartbeatMs, leaseMs, failureTimeoutMs, topology, minNodes, followers } = config.cluster;
+    const { heartbeatMs, leaseMs, failureTimeoutMs, topology, minNodes, followers, metaId, metaElectionLeaseMs, metaElectionReplicas } = config.cluster;
+    const transport = await connect(config, metaId ? `reprise-meta-${metaId}` : 'reprise-meta');
     // Meta has HTTP only when asked: --http-addr here, or cluster.metaHttpAddr.
     const httpAddr = flags.httpAddr ?? config.cluster.metaHttpAddr;
     const meta = await startMeta({
@@ -217,6 +220,8 @@ async function metaCommand(flags: ClusterFlags): Promise<void> {
       topology,
       minNodes,
       followers,
+      ...(metaId ? { id: metaId } : {}),
+      election: { leaseMs: metaElectionLeaseMs, ...(metaElectionReplicas !== undefined ? { replicas: metaElectionReplicas } : {}) },
       ...(httpAddr ? { httpAddr } : {}),
       // The one way a test reaches into a meta process (test/kafka/cluster-procedures.test.ts).
       ...(process.env.REPRISE_TEST_PROCEDURE_PAUSE ? { testHooks: { procedurePause: procedurePauseOf(process.env.REPRISE_TEST_PROCEDURE_PAUSE) } } : {}),
@@ -319,13 +324,18 @@ export function buildProgram(): Command {
       .option('--nats <list>', 'NATS servers, host:port,... (default 127.0.0.1:4222; env REPRISE_NATS_SERVERS)', commaList)
       .option('--cluster <name>', 'cluster name: subjects are reprise.<name>.* (default reprise; env REPRISE_CLUSTER_NAME)');
 
-  clusterOptions(program.command('meta').description("run the cluster's meta: tables, shards, leases, failure detection and failover (needs --wal kafka)"), {
+  clusterOptions(
+    program
+      .command('meta')
+      .description("run a replica of the cluster's meta: tables, shards, leases, failure detection and failover (needs --wal kafka, and NATS with JetStream: nats-server -js). Run several: one is elected leader, the others follow and take over if it fails"),
+    {
     dataDir: 'not used by meta: its state is the meta log in Kafka, and it writes nothing to disk',
     httpAddr: 'serve /health, /metrics and /v1/cluster/status at this address (no HTTP unless set; env REPRISE_META_HTTP_ADDR)',
   })
     .addOption(new Option('--topology <kind>', "dynamic: a dead node's shards move to live nodes; static: they wait for it (env REPRISE_CLUSTER_TOPOLOGY)").choices(['static', 'dynamic']))
     .option('--min-nodes <n>', 'place shards once this many nodes are up (default 1; env REPRISE_CLUSTER_MIN_NODES)', integer)
     .option('--followers <n>', 'hot-standby followers per shard, on other nodes (default 1; env REPRISE_CLUSTER_FOLLOWERS)', integer)
+    .option('--id <name>', "this meta replica's name, unique among the cluster's metas (default meta-<host>-<pid>; env REPRISE_META_ID)")
     .action(metaCommand);
 
   clusterOptions(program.command('node').description('run a cluster node: leads the shards meta assigns, serves the HTTP API for the whole cluster (--data-dir: the shared SST directory, or with storage s3 its own cache)'), {

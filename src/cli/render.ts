@@ -39,6 +39,15 @@ export function renderClusterStatus(status: ClusterStatus): string {
   const out: string[] = [];
   if (status.meta) {
     out.push(`cluster (topology: ${status.meta.topology}, meta log entry ${status.meta.entryId})\n`);
+    const members = status.meta.members ?? [];
+    if (members.length > 0) {
+      out.push(
+        renderTable(
+          ['meta', 'state', 'epoch', 'applied (lag)'],
+          members.map((m) => [m.id, m.state, m.epoch === null ? '-' : String(m.epoch), `${m.appliedEntryId} (${Math.max(0, status.meta!.entryId - m.appliedEntryId)})`]),
+        ),
+      );
+    }
     out.push(
       renderTable(
         ['node', 'alive', 'last heartbeat', 'holds'],

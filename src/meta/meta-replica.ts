@@ -1,8 +1,7 @@
 import { RepriseError } from '../errors.js';
 import { EntryAssembler } from '../wal/codec.js';
 import type { EntryId, LogStore, TailSubscription } from '../wal/log-store.js';
-import { metaTopicOf } from './meta-service.js';
-import { MetaView } from './meta-view.js';
+import { MetaView, metaTopicOf } from './meta-view.js';
 
 /**
  * A read-only copy of meta's state that follows the meta log: nodes and

@@ -2,10 +2,10 @@ import type { Logger } from 'pino';
 import type { TableSchema } from '../engine/schema.js';
 import { isRepriseError, RepriseError } from '../errors.js';
 import type { ProcedurePause } from '../testing/faults.js';
-import type { Subscription, Transport } from '../transport/transport.js';
+import { RequestDeclined, type Subscription, type Transport } from '../transport/transport.js';
 import type { EntryId } from '../wal/log-store.js';
 import type { MetaService } from './meta-service.js';
-import type { ProcedureInfo, ShardInfo, ShardReport, TableInfo } from './model.js';
+import type { MetaMemberStatus, ProcedureInfo, ShardInfo, ShardReport, TableInfo } from './model.js';
 import { isClosing } from './procedure-driver.js';
 import { ProcedureRunner, type ProcedureHost } from './procedure-runner.js';
 import { planFollowers, planLeaders } from './placement.js';
@@ -109,6 +109,8 @@ export interface ClusterMetaStatus {
   readonly nodes: NodeLiveness[];
   readonly shards: ShardInfo[];
   readonly entryId: EntryId;
+  /** The meta replicas: which leads, at which epoch, how far each has applied the meta log. */
+  readonly members: MetaMemberStatus[];
 }
 
 /**
@@ -147,6 +149,8 @@ export class MetaServer {
     private readonly options: MetaServerOptions,
     private readonly logger: Logger,
     private readonly procedurePause: ProcedurePause | undefined,
+    private readonly leading: () => boolean,
+    private readonly members: () => MetaMemberStatus[],
   ) {
     if (options.failureTimeoutMs <= options.leaseMs) {
       throw new RepriseError('INVALID_ARGUMENT', `failureTimeoutMs (${options.failureTimeoutMs}) must exceed leaseMs (${options.leaseMs}): a node must lose its lease before meta moves its shards`);
@@ -154,10 +158,27 @@ export class MetaServer {
     this.procedures = new ProcedureRunner(this.procedureHost());
   }
 
-  /** `procedurePause`: tests only (pauses in the procedures this server runs). */
-  static async start(meta: MetaService, transport: Transport, logger: Logger, options: Partial<MetaServerOptions> = {}, procedurePause?: ProcedurePause): Promise<MetaServer> {
-    const server = new MetaServer(meta, transport, { ...DEFAULT_META_SERVER_OPTIONS, ...options }, logger, procedurePause);
-    // After a meta restart every known node gets a full timeout to check in.
+  /**
+   * `leading`: whether this meta still leads (its election lease holds); a
+   * request that arrives or completes when it does not is not answered at
+   * all (RequestDeclined), so the caller gets the new leader's answer.
+   * `procedurePause`: tests only (pauses in the procedures this server runs).
+   */
+  static async start(
+    meta: MetaService,
+    transport: Transport,
+    logger: Logger,
+    options: Partial<MetaServerOptions> = {},
+    extras: { readonly leading?: () => boolean; readonly members?: () => MetaMemberStatus[]; readonly procedurePause?: ProcedurePause } = {},
+  ): Promise<MetaServer> {
+    const leading = extras.leading ?? (() => true);
+    const server = new MetaServer(meta, transport, { ...DEFAULT_META_SERVER_OPTIONS, ...options }, logger, extras.procedurePause, leading, extras.members ?? (() => []));
+    // Honour the leases a previous meta (a predecessor that crashed, or was
+    // deposed) may have granted: every known node gets a full failure
+    // timeout from now to check in before it can be declared dead, and
+    // failureTimeoutMs exceeds leaseMs. The predecessor answered no
+    // heartbeat after its own election lease ended, which was before this
+    // meta was elected, so every lease it granted ends before then.
     for (const node of meta.nodes()) server.live.set(node.id, { lastHeartbeat: Date.now(), shards: [] });
     const handlers: Record<MetaOp, (req: never) => unknown> = {
       register: (req: { node: string }) => server.register(req.node),
@@ -188,14 +209,34 @@ export class MetaServer {
       migrate: (req: { shard: number; to: string }) => server.migrate(req.shard, req.to),
     };
     for (const op of META_OPS) {
-      // A queue group: a standby meta process could share the subjects (only one writes the log).
-      server.subscriptions.push(await transport.serve(transport.subject('meta', op), handlers[op] as (req: unknown) => unknown, { queue: 'meta' }));
+      // No queue group: a deposed leader that has not noticed yet (paused)
+      // may still be subscribed; every subscriber gets each request and
+      // only the one that leads answers, so none is lost to the deposed one.
+      const handler = handlers[op] as (req: unknown) => unknown;
+      server.subscriptions.push(await transport.serve(transport.subject('meta', op), (req: unknown) => server.answerWhileLeading(op, handler, req)));
     }
     server.timer = setInterval(() => server.schedule(), Math.max(50, Math.floor(server.options.heartbeatMs / 2)));
     // Procedures a previous meta left unfinished go on from their last recorded step.
     server.procedures.resume();
     logger.info({ ...server.options }, `meta serving cluster '${transport.cluster}'`);
     return server;
+  }
+
+  /**
+   * Run a request only while this meta leads, and answer it only if it
+   * still does once done: an answer after the lease ran out could carry a
+   * decision that a newer leader's marker has fenced.
+   */
+  private async answerWhileLeading(op: MetaOp, handler: (req: unknown) => unknown, req: unknown): Promise<unknown> {
+    if (!this.leading()) throw new RequestDeclined(`meta ${op}: this meta does not lead`);
+    try {
+      const result = await handler(req);
+      if (!this.leading()) throw new RequestDeclined(`meta ${op}: this meta stopped leading while answering`);
+      return result;
+    } catch (err) {
+      if (!this.leading()) throw new RequestDeclined(`meta ${op}: this meta stopped leading while answering`);
+      throw err;
+    }
   }
 
   private async register(node: string): Promise<{ entryId: EntryId }> {
@@ -427,6 +468,7 @@ export class MetaServer {
       shards: this.meta.shards().map((s) => ({ ...s })),
       procedures: this.meta.procedures().map((p) => ({ ...p })),
       entryId: this.meta.appliedEntryId,
+      members: this.members(),
     };
   }
 

@@ -8,19 +8,11 @@ import type { EntryId, LogStore } from '../wal/log-store.js';
 import { encodeEntry } from '../wal/codec.js';
 import { readEntries } from '../wal/shard-reader.js';
 import { TopicWriter } from '../wal/topic-writer.js';
-import { MetaView } from './meta-view.js';
+import type { MetaReplica } from './meta-replica.js';
+import { MetaView, metaTopicOf } from './meta-view.js';
 import { applyMetaEvent, type MetaEvent, type ProcedureInfo, type ProcedureKind, type ProcedureOutcome, type TableInfo } from './model.js';
 import { TableCreations } from './table-creations.js';
 import { planRegions } from './placement.js';
-
-/**
- * The meta log's topic: beside the shards' topics, under the same prefix, so
- * that several reprise clusters can share one Kafka cluster (and Kafka's own
- * `__` prefix stays Kafka's).
- */
-export function metaTopicOf(topicPrefix: string): string {
-  return `${topicPrefix}_meta`;
-}
 
 export interface MetaOptions {
   /** Topic name prefix: shard s lives in `<prefix>_<s>`, meta in `<prefix>_meta`. */
@@ -44,6 +36,11 @@ export interface MetaOptions {
    * (one meta, nothing to elect): one above the newest marker in the log.
    */
   readonly epoch?: number;
+  /**
+   * Whether this meta still leads (its election lease holds). Checked
+   * before and after every append. Default: always (one meta, no election).
+   */
+  readonly leading?: () => boolean;
 }
 
 /** Shards created on first start when none is asked for. */
@@ -60,6 +57,7 @@ export const DEFAULT_CREATE_TABLE_TIMEOUT_MS = 120_000;
  */
 export class MetaService extends MetaView {
   private queue: Promise<unknown> = Promise.resolve();
+  private ownEpoch = 0;
   /** Create table procedures, driven by the frontend's begin, commit and abort (procedure-machines.ts, run by table-creations.ts). */
   private readonly creations: TableCreations;
 
@@ -72,37 +70,68 @@ export class MetaService extends MetaView {
     this.creations = new TableCreations(this, options.logger ?? pino({ level: 'silent' }), options.createTableTimeoutMs ?? DEFAULT_CREATE_TABLE_TIMEOUT_MS, options.procedurePause);
   }
 
-  static async open(log: LogStore, options: MetaOptions): Promise<MetaService> {
+  /**
+   * Open the service over the meta log: append this meta's epoch marker,
+   * then fold the log up to it, so entries an older leader appended before
+   * the marker (still in flight when it lost its lease) are folded, and any
+   * it appends after it are fenced. `from`: a replica that has been tailing
+   * the log (a meta replica taking over): its state is adopted and only the
+   * entries between it and the marker are read; it is closed.
+   */
+  static async open(log: LogStore, options: MetaOptions, from?: MetaReplica): Promise<MetaService> {
     const topic = metaTopicOf(options.topicPrefix);
     await log.createTopic(topic);
     const meta = new MetaService(log, new TopicWriter(log, topic), options);
-    // The meta log is never pruned: reading it from 0 makes a log that lost
-    // its head (retention) a loud WAL_TRUNCATED instead of a partial state.
-    for await (const entry of readEntries(log, topic, 0)) meta.applyEntry(topic, entry);
-    await meta.fenceOlderMetas();
+    let epoch: number;
+    if (from) {
+      if (options.epoch === undefined) throw new RepriseError('INVALID_ARGUMENT', 'a meta taking over from a replica needs the epoch it was elected at');
+      epoch = options.epoch;
+      meta.assertNewer(epoch, from.metaEpoch);
+      const marker = await meta.appendMarker(epoch);
+      await from.waitFor(marker);
+      await from.close();
+      meta.adopt(from);
+    } else {
+      // The meta log is never pruned: reading it from 0 makes a log that lost
+      // its head (retention) a loud WAL_TRUNCATED instead of a partial state.
+      for await (const entry of readEntries(log, topic, 0)) meta.applyEntry(topic, entry);
+      epoch = options.epoch ?? meta.metaEpoch + 1;
+      meta.assertNewer(epoch, meta.metaEpoch);
+      const marker = await meta.appendMarker(epoch);
+      for await (const entry of readEntries(log, topic, meta.applied + 1, { to: marker + 1 })) meta.applyEntry(topic, entry);
+    }
+    // A newer leader's marker landed before ours: ours is fenced, and so would be all this meta writes.
+    if (meta.metaEpoch !== epoch) meta.assertNewer(epoch, meta.metaEpoch);
+    meta.ownEpoch = epoch;
     await meta.ensureShards();
     return meta;
   }
 
   /** This meta's epoch (its marker is the first thing it appended). */
   get epoch(): number {
-    return this.metaEpoch;
+    return this.ownEpoch;
   }
 
-  /** Append this meta's epoch marker, before anything else it appends. */
-  private async fenceOlderMetas(): Promise<void> {
-    const newest = this.metaEpoch;
-    const epoch = this.options.epoch ?? newest + 1;
-    if (epoch <= newest) {
-      throw new RepriseError(
-        'NOT_LEADER',
-        `meta epoch ${epoch} is not above the newest in the meta log (${metaTopicOf(this.options.topicPrefix)}), ${newest}: a newer meta leader has written; this one must not`,
-        { epoch, newest },
-      );
+  private assertNewer(epoch: number, newest: number): void {
+    if (epoch > newest) return;
+    throw new RepriseError(
+      'NOT_LEADER',
+      `meta epoch ${epoch} is not above the newest in the meta log (${metaTopicOf(this.options.topicPrefix)}), ${newest}: a newer meta leader has written; this one must not`,
+      { epoch, newest },
+    );
+  }
+
+  /** Append this meta's epoch marker, before anything else it appends; returns its id. */
+  private async appendMarker(epoch: number): Promise<EntryId> {
+    this.assertLeading('append its epoch marker');
+    return this.writer.append({ kind: 'epoch', region: 0, epoch, body: new Uint8Array() });
+  }
+
+  /** Refuse to write once this meta may no longer lead (its election lease ran out). */
+  private assertLeading(what: string): void {
+    if (this.options.leading && !this.options.leading()) {
+      throw new RepriseError('NOT_LEADER', `meta (epoch ${this.ownEpoch}) no longer leads: it did not ${what}`, { epoch: this.ownEpoch });
     }
-    const id = await this.writer.append({ kind: 'epoch', region: 0, epoch, body: new Uint8Array() });
-    this.fence.seed(id, epoch);
-    this.applied = id;
   }
 
   private async ensureShards(): Promise<void> {
@@ -128,9 +157,16 @@ export class MetaService extends MetaView {
     }
   }
 
-  /** Append the event durably, then apply it. */
+  /**
+   * Append the event durably, then apply it. Only while this meta leads,
+   * checked before and after the append: an append that completes after the
+   * lease ran out may have landed after a newer leader's marker (fenced), so
+   * its outcome is unknown and nothing may act on it.
+   */
   private async persist(event: MetaEvent): Promise<void> {
+    this.assertLeading(`append ${event.type}`);
     const id = await this.writer.append({ kind: 'data', region: 0, epoch: this.epoch, body: encode(event) });
+    this.assertLeading(`confirm ${event.type} (entry ${id} may or may not take effect)`);
     applyMetaEvent(this.state, event);
     this.applied = id;
     this.notifyChange();

@@ -7,13 +7,22 @@ import { EpochFence } from '../wal/shard-reader.js';
 import { applyMetaEvent, emptyMetaState, type MetaEvent, type MetaState, type NodeInfo, type ProcedureInfo, type RegionInfo, type ShardInfo, type TableInfo, type TableStatus } from './model.js';
 
 /**
+ * The meta log's topic: beside the shards' topics, under the same prefix, so
+ * that several reprise clusters can share one Kafka cluster (and Kafka's own
+ * `__` prefix stays Kafka's).
+ */
+export function metaTopicOf(topicPrefix: string): string {
+  return `${topicPrefix}_meta`;
+}
+
+/**
  * Reads of meta's state, shared by the service that writes the meta log
  * (MetaService) and by the replicas that tail it (MetaReplica, on nodes and
  * frontends). Both fold the same events with `applyMetaEvent`, so a replica
  * that has applied entry N sees exactly what the service saw after N.
  */
 export class MetaView {
-  protected readonly state: MetaState = emptyMetaState();
+  protected state: MetaState = emptyMetaState();
   /** Id of the last meta log entry folded into the state (-1: none). */
   protected applied: EntryId = -1;
   /**
@@ -21,10 +30,18 @@ export class MetaView {
    * higher marker is a deposed meta leader's, and is never folded (every
    * reader drops it alike, so all agree on the state).
    */
-  protected readonly fence = new EpochFence();
+  protected fence = new EpochFence();
   /** Entries dropped by the fence. */
   fencedEntries = 0;
   private readonly listeners = new Set<() => void>();
+
+  /** Take over another view's folded state (a replica that stopped tailing; it must not be used after). */
+  protected adopt(from: MetaView): void {
+    this.state = from.state;
+    this.fence = from.fence;
+    this.applied = from.applied;
+    this.fencedEntries = from.fencedEntries;
+  }
 
   /** The meta log entry id the state reflects. */
   get appliedEntryId(): EntryId {

@@ -247,3 +247,17 @@ export function applyMetaEvent(state: MetaState, event: MetaEvent): MetaState {
   }
   return state;
 }
+
+/** A member's view of itself, and of its peers as they last reported. */
+export interface MetaMemberStatus {
+  readonly id: string;
+  /** Its machine's state (src/meta/meta-member-machine.ts): following, leading, ... */
+  readonly state: string;
+  /** The meta epoch it leads at (leading or taking over), if any. */
+  readonly epoch: number | null;
+  /** The leader this replica last observed in the election (null: none known, or it resigned). */
+  readonly leader: { readonly id: string | null; readonly epoch: number } | null;
+  /** The meta log entry its state reflects. */
+  readonly appliedEntryId: EntryId;
+  readonly error: string | null;
+}

@@ -8,6 +8,9 @@ import type { RegionInfo, ShardInfo, TableInfo, TableStatus } from './model.js';
 
 /** How long a meta request may take before it fails with TIMEOUT (per attempt). */
 const META_TIMEOUT_MS = 5_000;
+/** How long a request is sent again while no meta leads: a meta leader change takes about the election lease and a margin. */
+const META_FAILOVER_WAIT_MS = 10_000;
+const META_FAILOVER_POLL_MS = 50;
 /** How long a migration meta did not answer in time is followed in its log (meta allows a hand-off a minute). */
 const MIGRATE_OUTCOME_MS = 90_000;
 
@@ -24,9 +27,28 @@ export class RemoteMeta {
   ) {}
 
   private async call<T extends { entryId: EntryId }>(op: MetaOp, payload: unknown, retries = 2): Promise<T> {
-    const reply = await this.transport.request<unknown, T>(this.transport.subject('meta', op), payload, { timeoutMs: META_TIMEOUT_MS, retries });
+    const reply = await this.request<T>(op, payload, retries);
     await this.replica.waitFor(reply.entryId);
     return reply;
+  }
+
+  /**
+   * One meta request. While no meta leads (between a leader's end and its
+   * successor's start nobody serves the subjects) it is sent again until
+   * META_FAILOVER_WAIT_MS: UNAVAILABLE means it was never delivered, so
+   * that is safe for every operation. `retries`: after a TIMEOUT too, for
+   * the operations that may run twice.
+   */
+  private async request<T>(op: MetaOp, payload: unknown, retries: number): Promise<T> {
+    const until = Date.now() + META_FAILOVER_WAIT_MS;
+    for (;;) {
+      try {
+        return await this.transport.request<unknown, T>(this.transport.subject('meta', op), payload, { timeoutMs: META_TIMEOUT_MS, retries });
+      } catch (err) {
+        if (!isRepriseError(err, 'UNAVAILABLE') || Date.now() >= until) throw err;
+        await new Promise((resolve) => setTimeout(resolve, META_FAILOVER_POLL_MS));
+      }
+    }
   }
 
   /** Bring the replica up to everything meta has written so far (read-your-writes across frontends). */
@@ -170,6 +192,6 @@ export class RemoteMeta {
   }
 
   status(): Promise<ClusterMetaStatus> {
-    return this.transport.request<unknown, ClusterMetaStatus>(this.transport.subject('meta', 'status'), {}, { timeoutMs: META_TIMEOUT_MS, retries: 2 });
+    return this.request<ClusterMetaStatus>('status', {}, 2);
   }
 }

@@ -333,7 +333,7 @@ export class InProcessTransport implements Transport {
     return this.open(subject, false, options, (msgSubject, data, reply, running) => {
       const info: MessageInfo = { subject: msgSubject };
       running.track(
-        answerRequest(handler as RequestHandler<never, unknown>, data, info, this.maxPayloadBytes).then((bytes) => reply?.(bytes)),
+        answerRequest(handler as RequestHandler<never, unknown>, data, info, this.maxPayloadBytes).then((bytes) => bytes && reply?.(bytes)),
       );
     });
   }

@@ -269,7 +269,7 @@ export class NatsTransport implements Transport {
     return this.open(subject, false, options, (msg, running) => {
       running.track(
         answerRequest(handler as RequestHandler<never, unknown>, msg.data, { subject: msg.subject }, this.maxPayloadBytes).then((reply) => {
-          if (msg.reply) msg.respond(reply);
+          if (reply && msg.reply) msg.respond(reply);
         }),
       );
     });

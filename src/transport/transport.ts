@@ -66,6 +66,20 @@ export interface SubscriptionOptions {
   readonly queue?: string;
 }
 
+/**
+ * Thrown by a request handler that must not answer at all, e.g. a meta
+ * replica that no longer leads: no reply is sent, so the caller takes
+ * another responder's answer (subscriptions without a queue group all
+ * receive the request) or times out. An error reply would win the race
+ * against the real responder's answer.
+ */
+export class RequestDeclined extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'RequestDeclined';
+  }
+}
+
 /** What a handler learns about the message besides its payload. */
 export interface MessageInfo {
   /** The subject the message was sent to (concrete, also for wildcard subscriptions). */
@@ -340,13 +354,14 @@ export async function answerRequest(
   data: Uint8Array,
   info: MessageInfo,
   maxPayloadBytes: number,
-): Promise<Uint8Array> {
+): Promise<Uint8Array | undefined> {
   let reply: Uint8Array;
   try {
     const payload = decodePayload(`request to ${info.subject}`, data) as never;
     const result = await handler(payload, info);
     reply = encodePayload(`reply from ${info.subject}`, { ok: result });
   } catch (err) {
+    if (err instanceof RequestDeclined) return undefined;
     return encodeError(asRepriseError(err));
   }
   if (reply.length > maxPayloadBytes) return encodeError(tooLarge(`the reply from ${info.subject}`, reply.length, maxPayloadBytes));

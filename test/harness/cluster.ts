@@ -34,7 +34,8 @@ export class ProcessGroup {
 
   constructor(
     private readonly kafka: TestKafka,
-    private readonly nats: TestNatsServer,
+    /** The NATS servers' URLs (`url` of a TestNatsServer, or a cluster's URLs joined by commas). */
+    private readonly nats: Pick<TestNatsServer, 'url'>,
     /** Names this suite's topics and subjects. */
     private readonly label: string,
   ) {}
@@ -63,9 +64,13 @@ export class ProcessGroup {
     return dir;
   }
 
-  /** A `reprise` process (meta or node, with --http-addr) that resolves once it serves; its stdout is kept under `name`. */
-  async launch(name: string, args: string[], env: Record<string, string>): Promise<Server> {
-    const server = await startReprise(args, env, (log) => log.url as string | undefined);
+  /**
+   * A `reprise` process (meta or node, with --http-addr) that resolves once
+   * it serves; its stdout is kept under `name`. `spawnProcess`: to start it
+   * elsewhere, e.g. in a host of a test network (its --http-addr then on that host's ip).
+   */
+  async launch(name: string, args: string[], env: Record<string, string>, spawnProcess?: Parameters<typeof startReprise>[3]): Promise<Server> {
+    const server = await startReprise(args, env, (log) => log.url as string | undefined, spawnProcess);
     this.processes.push(server);
     const lines: string[] = [];
     this.logs.set(name, lines);

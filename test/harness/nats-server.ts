@@ -14,7 +14,8 @@
  * it off from other hosts with a real partition.
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createConnection, createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
 import type { TestNetwork } from './netns.js';
@@ -46,6 +47,11 @@ export interface StartNatsServerOptions {
    * host must not be partitioned from 'root' then.
    */
   readonly inNetwork?: { readonly network: TestNetwork; readonly host: string };
+  /**
+   * JetStream on (`-js`), with a store directory of its own (removed by
+   * stop), as `reprise meta` needs for its election.
+   */
+  readonly jetstream?: boolean;
 }
 
 const INSTALL_HINT = 'install it with: apt-get install -y nats-server (or set NATS_SERVER_BIN)';
@@ -134,9 +140,11 @@ export async function startNatsServer(options: StartNatsServerOptions = {}): Pro
   let exited: Promise<void> = Promise.resolve();
   let port = 0;
   let stopped = false;
+  const storeDir = options.jetstream ? mkdtempSync(join(tmpdir(), 'reprise-nats-js-')) : undefined;
+  const extraArgs = [...(storeDir ? ['-js', '-sd', storeDir] : []), ...(options.args ?? [])];
 
   async function launch(): Promise<void> {
-    const args = ['-a', address, '-p', String(port), ...(options.args ?? [])];
+    const args = ['-a', address, '-p', String(port), ...extraArgs];
     const proc = spawnServer(args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let log = '';
     proc.stderr?.on('data', (chunk: Buffer) => {
@@ -221,12 +229,14 @@ export async function startNatsServer(options: StartNatsServerOptions = {}): Pro
     async stop() {
       stopped = true;
       const proc = child;
-      if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-      proc.kill('SIGTERM');
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-      child = undefined;
+      if (proc && proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGTERM');
+        const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(timer);
+        child = undefined;
+      }
+      if (storeDir) rmSync(storeDir, { recursive: true, force: true });
     },
   };
   return handle;

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { PROJECT_ROOT } from './project-root.js';
@@ -42,9 +42,15 @@ export function startServer(dataDir: string, env: Record<string, string> = {}, a
  * Any long-running `reprise` command as a real process; resolves once a
  * JSON log line makes `ready` return a URL (or any string: meta has no HTTP).
  */
-export function startReprise(args: string[], env: Record<string, string>, ready: (log: Record<string, unknown>) => string | undefined): Promise<Server> {
+export function startReprise(
+  args: string[],
+  env: Record<string, string>,
+  ready: (log: Record<string, unknown>) => string | undefined,
+  /** How to start the process: here, or e.g. inside a host of a test network (TestNetwork.spawn). */
+  spawnProcess: (command: string, args: string[], options: SpawnOptions) => ChildProcess = spawn,
+): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
+    const child = spawnProcess(process.execPath, [BIN, ...args], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -67,7 +67,7 @@ describe('faults of a cluster of real processes: meta + 3 nodes over NATS, Kafka
 
   beforeAll(async () => {
     kafka = await startTestKafka({ brokers: 3 });
-    nats = await startNatsServer();
+    nats = await startNatsServer({ jetstream: true });
     group = new ProcessGroup(kafka, nats, 'faults');
   });
   afterEach(async () => {

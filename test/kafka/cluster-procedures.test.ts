@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { decode } from '@msgpack/msgpack';
 import { FsObjectStore } from '../../src/engine/fs-object-store.js';
 import { manifestKeys } from '../../src/engine/table/manifest.js';
-import { metaTopicOf } from '../../src/meta/meta-service.js';
+import { metaTopicOf } from '../../src/meta/meta-view.js';
 import type { MetaEvent } from '../../src/meta/model.js';
 import { KafkaLogStore } from '../../src/wal/kafka/kafka-log-store.js';
 import { readEntries } from '../../src/wal/shard-reader.js';
@@ -82,7 +82,7 @@ describe('procedures of a cluster of real processes: meta + nodes over NATS, Kaf
 
   beforeAll(async () => {
     kafka = await startTestKafka({ brokers: 3 });
-    nats = await startNatsServer();
+    nats = await startNatsServer({ jetstream: true });
     group = new ProcessGroup(kafka, nats, 'procs');
   });
   afterEach(async () => {

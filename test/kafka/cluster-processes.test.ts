@@ -31,7 +31,7 @@ describe('cluster of real processes: meta + 3 nodes over NATS, Kafka WAL', () =>
 
   beforeAll(async () => {
     kafka = await startTestKafka({ brokers: 3 });
-    nats = await startNatsServer();
+    nats = await startNatsServer({ jetstream: true });
     objects = await mkdtemp(join(tmpdir(), 'reprise-cluster-objects-'));
     env = {
       REPRISE_WAL_PROVIDER: 'kafka',

@@ -70,7 +70,7 @@ describe('a cluster on S3 storage: three nodes with their own data dirs, one buc
   let group: ProcessGroup;
 
   beforeAll(async () => {
-    [kafka, nats, s3] = await Promise.all([startTestKafka({ brokers: 3 }), startNatsServer(), startS3Server({ bucket: 'reprise-cluster' })]);
+    [kafka, nats, s3] = await Promise.all([startTestKafka({ brokers: 3 }), startNatsServer({ jetstream: true }), startS3Server({ bucket: 'reprise-cluster' })]);
     group = new ProcessGroup(kafka, nats, 's3c');
   });
   afterEach(async () => {

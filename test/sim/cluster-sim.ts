@@ -17,7 +17,8 @@ import { decode } from '@msgpack/msgpack';
 import { startMeta, type MetaProcess } from '../../src/api/meta-process.js';
 import { Reprise } from '../../src/api/runtime.js';
 import { RepriseError } from '../../src/errors.js';
-import { metaTopicOf } from '../../src/meta/meta-service.js';
+import { MemoryElectionStore } from '../../src/meta/election-store.js';
+import { metaTopicOf } from '../../src/meta/meta-view.js';
 import type { MetaEvent } from '../../src/meta/model.js';
 import type { AckObservation, TestFaults, TestHooks } from '../../src/testing/faults.js';
 import { InProcessNetwork, type FaultRule, type InProcessTransport } from '../../src/transport/in-process.js';
@@ -270,6 +271,9 @@ class Cluster {
     this.network = new InProcessNetwork({ random });
   }
 
+  /** The meta election's key, shared by every meta of this cluster. */
+  private readonly election = new MemoryElectionStore({ name: 'sim' });
+
   async startMeta(): Promise<void> {
     const name = `meta#${++this.metaIncarnation}`;
     this.metaTransport = this.network.transport({ cluster: CLUSTER, name });
@@ -285,7 +289,9 @@ class Cluster {
       failureTimeoutMs: o.failureTimeoutMs,
       minNodes: o.nodes,
       followers: o.followers,
+      election: { store: this.election, leaseMs: o.leaseMs },
     });
+    await this.meta.leading();
   }
 
   async stopMeta(): Promise<void> {

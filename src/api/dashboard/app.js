@@ -305,6 +305,14 @@ function drawCluster(meta) {
         <td class="num">${s.epoch}</td><td class="wrap">${cells || '<span class="muted">none</span>'}</td></tr>`;
     })
     .join('');
+  // The meta replicas: the one leading, its epoch, and how far each follower has applied the meta log.
+  $('cluster-metas').tBodies[0].innerHTML =
+    (meta.members ?? [])
+      .map(
+        (m) => `<tr data-meta="${esc(m.id)}" data-state="${esc(m.state)}"><td>${esc(m.id)}</td><td>${pill(m.state)}</td>
+          <td class="num">${m.epoch ?? (m.leader ? `<span class="muted">${m.leader.epoch}</span>` : '-')}</td><td class="num">${m.appliedEntryId} (${Math.max(0, meta.entryId - m.appliedEntryId)})</td></tr>`,
+      )
+      .join('') || `<tr><td colspan="4" class="empty">no meta replica reported</td></tr>`;
   $('cluster-procedures').tBodies[0].innerHTML =
     procedures
       .map(

@@ -65,6 +65,43 @@ describe('MetaService (event-sourced in the <prefix>_meta topic)', () => {
     await Promise.all([deposed.close(), leader.close(), restarted.close()]);
   });
 
+  it('a replica taking over appends its marker first, then folds what the old leader landed before it; the old one stops writing once it no longer leads', async () => {
+    let oldLeads = true;
+    const old = await MetaService.open(log, { topicPrefix: 'wal', numShards: 3, epoch: 1, leading: () => oldLeads });
+    await old.registerNode('n1');
+    const follower = await MetaReplica.open(log, 'wal');
+    await follower.waitFor(old.appliedEntryId);
+    // In flight at the takeover: lands after the follower's last fold, before the new marker.
+    await old.registerNode('in-flight');
+    const next = await MetaService.open(log, { topicPrefix: 'wal', epoch: 2 }, follower);
+    expect(next.epoch).toBe(2);
+    expect(next.nodes().map((n) => n.id)).toEqual(['in-flight', 'n1']);
+    expect(next.shards()).toHaveLength(3);
+    // The old leader's lease is gone: it refuses before appending anything.
+    oldLeads = false;
+    await expect(old.registerNode('late')).rejects.toMatchObject({ code: 'NOT_LEADER' });
+    // Had it appended anyway, every reader would drop it after the new marker.
+    const stale = await MetaService.open(log, { topicPrefix: 'wal', epoch: 1 }, await MetaReplica.open(log, 'wal')).catch((err: unknown) => err);
+    expect(stale).toMatchObject({ code: 'NOT_LEADER' });
+    await next.registerNode('n2');
+    const reader = await MetaReplica.open(log, 'wal');
+    expect(reader.nodes().map((n) => n.id)).toEqual(['in-flight', 'n1', 'n2']);
+    await reader.close();
+    await Promise.all([old.close(), next.close()]);
+  });
+
+  it('an append that completes after the lease ran out is not confirmed: its outcome is unknown', async () => {
+    // The lease holds when the append starts and has run out when it completes.
+    let checks = 0;
+    let leaseEndsAtCheck = Infinity;
+    const meta = await MetaService.open(log, { topicPrefix: 'wal', numShards: 1, epoch: 1, leading: () => ++checks < leaseEndsAtCheck });
+    leaseEndsAtCheck = checks + 2;
+    await expect(meta.registerNode('n1')).rejects.toMatchObject({ code: 'NOT_LEADER', message: expect.stringMatching(/may or may not take effect/) });
+    // Nothing was applied in memory: this meta acts on nothing it could not confirm.
+    expect(meta.nodes()).toEqual([]);
+    await meta.close();
+  });
+
   it('spreads regions over the least loaded shards and survives restart', async () => {
     const meta = await reopen();
     const table = await meta.beginCreateTable(schema);
