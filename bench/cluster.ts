@@ -2,12 +2,15 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startMeta } from '../src/api/meta-process.js';
+import { MemoryElectionStore } from '../src/meta/election-store.js';
 import { Reprise } from '../src/api/runtime.js';
 import { InProcessNetwork } from '../src/transport/in-process.js';
 import type { KafkaWalOptions } from '../src/wal/open-log-store.js';
 import { startTestKafka, usingRealKafka, type TestKafka } from '../test/harness/kafka-mock.js';
 import { CLUSTER_HOSTS, CLUSTER_SCHEMA, ProcessGroup } from '../test/harness/cluster.js';
-import { startNatsServer, type TestNatsServer } from '../test/harness/nats-server.js';
+import { awaitMetaLeader, startMetas, startNodes, startWriters } from '../test/harness/meta-ha.js';
+import { startNatsCluster } from '../test/harness/nats-cluster.js';
+import type { TestNatsServer } from '../test/harness/nats-server.js';
 import { call, type Server } from '../test/harness/standalone.js';
 import { removeDir } from './lib/fixtures.js';
 import { metric } from './lib/metric.js';
@@ -34,9 +37,20 @@ import type { Suite, SuiteContext, SuiteResult } from './lib/suite.js';
  *  - migration pause: the same in-process cluster, one writer inserting into
  *    the shard being migrated back to back; the longest write during the
  *    migration, and the hand-off itself as meta timed it.
+ *  - meta failover: three `reprise meta` replicas and three nodes, six
+ *    writers writing one row at a time through every node; a migration is
+ *    requested and the meta leader SIGKILLed at once. Time to a new leader
+ *    (until a replica reports leading at the next epoch), the writes from
+ *    the kill on that failed or took over 500 ms, and the time until the
+ *    migration completed (the target serves the shard). The election's
+ *    lease is 1000 ms (renewals every 250 ms; a successor waits 1200 ms
+ *    after the last renewal it saw).
+ * NATS is a real 3-server nats-server cluster with JetStream (the meta
+ * election's KV bucket is replicated on it).
  *
- * Targets (the issue's): failover with a follower p50 < 1.5 s, migration
- * pause < 200 ms, follower lag p99 < 100 ms.
+ * Targets (the issues'): failover with a follower p50 < 1.5 s, migration
+ * pause < 200 ms, follower lag p99 < 100 ms; meta failover: new leader p50
+ * < 2 s, no failed write, none slower than 1 s.
  */
 
 const SCHEMA = CLUSTER_SCHEMA;
@@ -57,7 +71,7 @@ interface ProcessCluster {
 }
 
 /** `reprise meta` (--min-nodes 3, --followers N) and nodes n1..n3, as in the real-process cluster tests. */
-async function startProcessCluster(kafka: TestKafka, nats: TestNatsServer, followers: number): Promise<ProcessCluster> {
+async function startProcessCluster(kafka: TestKafka, nats: Pick<TestNatsServer, 'url'>, followers: number): Promise<ProcessCluster> {
   const group = new ProcessGroup(kafka, nats, 'bench');
   try {
     const env = { ...(await group.clusterEnv()), REPRISE_CLUSTER_FOLLOWERS: String(followers) };
@@ -97,7 +111,7 @@ interface MetaShard {
 }
 
 /** One failover: SIGKILL to the first acknowledged write to the killed node's shard, ms. */
-async function failoverOnce(kafka: TestKafka, nats: TestNatsServer, followers: number, ctx: SuiteContext): Promise<number> {
+async function failoverOnce(kafka: TestKafka, nats: Pick<TestNatsServer, 'url'>, followers: number, ctx: SuiteContext): Promise<number> {
   const cluster = await startProcessCluster(kafka, nats, followers);
   try {
     const front = cluster.nodes.get('n1')!;
@@ -141,13 +155,63 @@ async function failoverOnce(kafka: TestKafka, nats: TestNatsServer, followers: n
   }
 }
 
+interface MetaFailoverRun {
+  /** SIGKILL of the meta leader to a replica reporting it leads the next epoch. */
+  readonly newLeaderMs: number;
+  /** Writes sent from the kill on (until 2 s after the migration completed), and how they fared. */
+  readonly writes: number;
+  readonly failed: number;
+  readonly slower500: number;
+  readonly maxWriteMs: number;
+  /** The migration requested at the kill: request to the target serving the shard. */
+  readonly migrationMs: number;
+}
+
+/** One meta failover under writes, with a migration requested at the kill. */
+async function metaFailoverOnce(kafka: TestKafka, nats: Pick<TestNatsServer, 'url'>, ctx: SuiteContext): Promise<MetaFailoverRun> {
+  const group = new ProcessGroup(kafka, nats, 'benchmeta');
+  try {
+    const env = await group.clusterEnv();
+    const metas = await startMetas(group, env, ['m1', 'm2', 'm3'], ['--min-nodes', '3']);
+    const leader = await awaitMetaLeader(metas);
+    const nodes = await startNodes(group, env, ['n1', 'n2', 'n3']);
+    const front = nodes.get('n1')!;
+    const shards = await until('placement', async () => {
+      const all = ((await call(front, 'GET', '/v1/cluster/status')).body as { meta: { shards: MetaShard[] } }).meta.shards;
+      return all.every((s) => s.leader !== null && s.epoch > 0 && s.followers.length === 1) ? all : undefined;
+    });
+    const created = await call(front, 'POST', '/v1/tables', SCHEMA);
+    if (created.status !== 201) throw new Error(`create table: ${JSON.stringify(created.body)}`);
+    const writers = startWriters([...nodes.values()]);
+    await new Promise((r) => setTimeout(r, 1_500));
+    const moving = shards.find((s) => s.leader !== 'n1')!;
+    const to = moving.followers[0]!;
+    const killedAt = Date.now();
+    const migration = call(front, 'POST', `/v1/shards/${moving.id}/migrate`, { to }).then((r) => ({ ...r, at: Date.now() }));
+    metas.get(leader.id)!.child.kill('SIGKILL');
+    const next = await awaitMetaLeader(metas, { above: leader.epoch, timeoutMs: 60_000 });
+    const newLeaderMs = Date.now() - killedAt;
+    const migrated = await migration;
+    if (migrated.status !== 200) throw new Error(`migration requested at the meta kill failed: ${JSON.stringify(migrated.body)}`);
+    await new Promise((r) => setTimeout(r, 2_000));
+    const report = await writers.stop();
+    const during = report.since(killedAt);
+    const run: MetaFailoverRun = { newLeaderMs, writes: during.sent, failed: during.failed, slower500: during.slowerThan(500), maxWriteMs: during.max, migrationMs: migrated.at - killedAt };
+    ctx.log(`  meta failover: ${leader.id} -> ${next.id} in ${newLeaderMs} ms; ${run.writes} writes, ${run.failed} failed, ${run.slower500} over 500 ms (max ${run.maxWriteMs} ms); migration ${run.migrationMs} ms`);
+    return run;
+  } finally {
+    await group.stop();
+  }
+}
+
 /** Follower lag under a steady load, and the write pause of a migration, in one in-process cluster. */
 async function lagAndMigration(kafka: TestKafka, ctx: SuiteContext, loadMs: number, fetchWaitMs: number): Promise<LagRun> {
   const network = new InProcessNetwork();
   const objectStoreDir = await mkdtemp(join(tmpdir(), 'reprise-bench-lag-'));
   const wal: KafkaWalOptions = { provider: 'kafka', brokerEndpoints: kafka.brokers, idempotent: usingRealKafka(), topicPrefix: `bench_lag_${process.pid}_${runSeq++}`, consumerWaitTimeoutMs: fetchWaitMs };
   const metaTransport = network.transport({ cluster: 'bench', name: 'meta' });
-  const meta = await startMeta({ transport: metaTransport, wal, shards: 3, logger: false, minNodes: 3, followers: 1 });
+  const meta = await startMeta({ transport: metaTransport, wal, shards: 3, logger: false, minNodes: 3, followers: 1, election: { store: new MemoryElectionStore() } });
+  await meta.leading();
   const lagMs: number[] = [];
   let measuring = false;
   const members: Reprise[] = [];
@@ -207,19 +271,24 @@ async function lagAndMigration(kafka: TestKafka, ctx: SuiteContext, loadMs: numb
 
 export const clusterSuite: Suite = {
   name: 'cluster',
-  description: 'failover (SIGKILL to first acknowledged write) with and without a hot-standby follower, follower lag, migration pause',
+  description: 'failover (SIGKILL to first acknowledged write) with and without a hot-standby follower, follower lag, migration pause, meta leader failover under writes',
   async run(ctx: SuiteContext): Promise<SuiteResult> {
     const runs = ctx.options.quick ? 1 : Math.max(ctx.options.runs, 5);
     const kafka = await startTestKafka({ brokers: 3 });
-    const nats = await startNatsServer();
+    const natsCluster = await startNatsCluster();
+    const nats = { url: natsCluster.urls.join(',') };
     try {
       const withFollower: number[] = [];
       const withoutFollower: number[] = [];
+      const metaRuns: MetaFailoverRun[] = [];
       // Alternate, so a noisy stretch of the machine does not land on one side only.
       for (let i = 0; i < runs; i++) {
         withFollower.push(await failoverOnce(kafka, nats, 1, ctx));
         withoutFollower.push(await failoverOnce(kafka, nats, 0, ctx));
       }
+      // The issue asks for p50 and p99 over at least 5 runs, also in a quick run.
+      for (let i = 0; i < Math.max(runs, 5); i++) metaRuns.push(await metaFailoverOnce(kafka, nats, ctx));
+      const newLeader = metaRuns.map((r) => r.newLeaderMs);
       // Follower lag with the default wal.consumerWaitTimeoutMs (100 ms) and with 10 ms: the mock
       // answers a Fetch at the end of the log only after its MaxWait, even when records arrive
       // meanwhile (a real broker answers once minBytes = 1 is there), so on the mock a tail's
@@ -297,11 +366,56 @@ export const clusterSuite: Suite = {
           unit: 'ms',
           samples: lagRuns.map((r) => r.handOffMs),
         }),
+        metric({
+          id: 'cluster.meta_failover.new_leader.ms',
+          suite: 'cluster',
+          name: 'meta leader SIGKILLed: -> new leader (p50)',
+          unit: 'ms',
+          samples: newLeader,
+          note: `p99 ${quantile(newLeader, 0.99).toFixed(0)} ms over ${newLeader.length} runs; target p50 < 2000 ms: ${median(newLeader) < 2000 ? 'met' : 'NOT met'}`,
+        }),
+        metric({
+          id: 'cluster.meta_failover.new_leader.p99.ms',
+          suite: 'cluster',
+          name: 'meta leader SIGKILLed: -> new leader (p99)',
+          unit: 'ms',
+          samples: [quantile(newLeader, 0.99)],
+        }),
+        metric({
+          id: 'cluster.meta_failover.failed_writes',
+          suite: 'cluster',
+          name: 'meta failover: writes failed (per run, from the kill)',
+          unit: 'writes',
+          samples: metaRuns.map((r) => r.failed),
+          note: `target 0: ${metaRuns.every((r) => r.failed === 0) ? 'met' : 'NOT met'}; of ${metaRuns.map((r) => r.writes).join(', ')} writes`,
+        }),
+        metric({
+          id: 'cluster.meta_failover.slow_writes',
+          suite: 'cluster',
+          name: 'meta failover: writes over 500 ms (per run)',
+          unit: 'writes',
+          samples: metaRuns.map((r) => r.slower500),
+        }),
+        metric({
+          id: 'cluster.meta_failover.max_write.ms',
+          suite: 'cluster',
+          name: 'meta failover: slowest write (per run)',
+          unit: 'ms',
+          samples: metaRuns.map((r) => r.maxWriteMs),
+          note: `target < 1000 ms: ${metaRuns.every((r) => r.maxWriteMs < 1000) ? 'met' : 'NOT met'}`,
+        }),
+        metric({
+          id: 'cluster.meta_failover.migration.ms',
+          suite: 'cluster',
+          name: 'meta failover: migration requested at the kill -> done',
+          unit: 'ms',
+          samples: metaRuns.map((r) => r.migrationMs),
+        }),
       ];
       const lagDetails = (r: LagRun) => ({ applies: r.lagMs.length, p50: median(r.lagMs), p99: quantile(r.lagMs, 0.99), pauseMs: r.pauseMs, handOffMs: r.handOffMs });
-      return { metrics, details: { withFollower, withoutFollower, lagWait100: lagRuns.map(lagDetails), lagWait10: shortWaitRuns.map(lagDetails) } };
+      return { metrics, details: { withFollower, withoutFollower, metaFailover: metaRuns, lagWait100: lagRuns.map(lagDetails), lagWait10: shortWaitRuns.map(lagDetails) } };
     } finally {
-      await nats.stop();
+      await natsCluster.stop();
       await kafka.stop();
     }
   },
