@@ -215,6 +215,8 @@ export class MetaServer {
       const handler = handlers[op] as (req: unknown) => unknown;
       server.subscriptions.push(await transport.serve(transport.subject('meta', op), (req: unknown) => server.answerWhileLeading(op, handler, req)));
     }
+    // Nodes whose lease lapsed while no meta led renew now rather than at their next heartbeat: their writes are waiting.
+    for (const node of meta.nodes()) server.nudge(node.id);
     server.timer = setInterval(() => server.schedule(), Math.max(50, Math.floor(server.options.heartbeatMs / 2)));
     // Procedures a previous meta left unfinished go on from their last recorded step.
     server.procedures.resume();

@@ -66,18 +66,43 @@ export class RemoteMeta {
    * without this caller: when meta's reply does not come in time (the
    * source's flush is long, or meta restarted and resumed the procedure),
    * its outcome is read from the log instead, for up to MIGRATE_OUTCOME_MS.
+   * If the meta leader changes meanwhile (a newer epoch marker in the log),
+   * its answer cannot come: a procedure it recorded is in the log before the
+   * new marker and is followed there; if there is none, the request died
+   * with that leader and goes to its successor.
    */
   async migrate(shardId: number, to: string): Promise<{ shard: number; from: string; to: string; ms: number }> {
     const started = Date.now();
-    const from = this.replica.shard(shardId).leader;
-    try {
-      const { shard, from: source, to: target, ms } = await this.call<{ shard: number; from: string; to: string; ms: number; entryId: EntryId }>('migrate', { shard: shardId, to }, 0);
-      return { shard, from: source, to: target, ms };
-    } catch (err) {
-      if (!isRepriseError(err, 'TIMEOUT') || from === null) throw err;
-      await this.migrationOutcome(shardId, to, started + MIGRATE_OUTCOME_MS - Date.now(), err);
-      return { shard: shardId, from, to, ms: Date.now() - started };
+    for (;;) {
+      const from = this.replica.shard(shardId).leader;
+      const sentAt = this.replica.metaEpoch;
+      const leaderChanged = this.metaLeaderChange(sentAt);
+      try {
+        const reply = await Promise.race([this.call<{ shard: number; from: string; to: string; ms: number; entryId: EntryId }>('migrate', { shard: shardId, to }, 0), leaderChanged.promise]);
+        return { shard: reply.shard, from: reply.from, to: reply.to, ms: reply.ms };
+      } catch (err) {
+        const changed = this.replica.metaEpoch > sentAt;
+        if ((!changed && !isRepriseError(err, 'TIMEOUT')) || from === null) throw err;
+        const lost = changed && this.replica.procedureOfShard(shardId) === undefined && this.replica.shard(shardId).leader === from;
+        if (lost && Date.now() < started + MIGRATE_OUTCOME_MS) continue;
+        await this.migrationOutcome(shardId, to, started + MIGRATE_OUTCOME_MS - Date.now(), err as RepriseError);
+        return { shard: shardId, from, to, ms: Date.now() - started };
+      } finally {
+        leaderChanged.cancel();
+      }
     }
+  }
+
+  /** Rejects UNAVAILABLE once the replica folds a meta epoch marker above `epoch` (a new meta leader), until cancelled. */
+  private metaLeaderChange(epoch: number): { promise: Promise<never>; cancel: () => void } {
+    let stop = (): void => undefined;
+    const promise = new Promise<never>((_, reject) => {
+      stop = this.replica.onChange(() => {
+        if (this.replica.metaEpoch > epoch) reject(new RepriseError('UNAVAILABLE', `the meta leader changed (epoch ${epoch} -> ${this.replica.metaEpoch})`));
+      });
+    });
+    promise.catch(() => undefined);
+    return { promise, cancel: () => stop() };
   }
 
   /**

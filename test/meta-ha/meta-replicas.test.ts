@@ -71,15 +71,23 @@ describe('meta replicas: one leads, a follower takes over, no write is lost or r
     expect(await invariantViolations(kafka, env.REPRISE_WAL_TOPIC_PREFIX!, via, acked)).toEqual([]);
   }
 
-  it('SIGKILL of the meta leader under writes through every node: a follower leads at the next epoch, and no write fails', async () => {
+  it('SIGKILL of the meta leader under writes through every node, with a migration asked at the kill: a follower leads at the next epoch, the migration completes, and no write fails', async () => {
     const { env, metas, nodes, front, leader } = await startCluster();
     const writers = startWriters([...nodes.values()]);
     await sleep(1_500);
+    // A migration asked at the kill: the dying leader recorded it (its successor resumes it) or not (the request goes to the successor).
+    const shards = ((await call(front, 'GET', '/v1/cluster/status')).body as { meta: { shards: { id: number; leader: string; followers: string[] }[] } }).meta.shards;
+    const moving = shards.find((s) => s.leader !== 'n1')!;
+    const target = moving.followers[0] ?? NODE_IDS.find((id) => id !== moving.leader)!;
     const killedAt = Date.now();
+    const migration = call(front, 'POST', `/v1/shards/${moving.id}/migrate`, { to: target });
     metas.get(leader.id)!.child.kill('SIGKILL');
     const next = await awaitMetaLeader(metas, { above: leader.epoch });
     const electedMs = Date.now() - killedAt;
     expect(next.id).not.toBe(leader.id);
+    const migrated = await migration;
+    expect(migrated.status, JSON.stringify(migrated.body)).toBe(200);
+    expect(migrated.body).toMatchObject({ from: moving.leader, to: target });
     await sleep(1_500);
     const report = await writers.stop();
     const during = report.since(killedAt);
