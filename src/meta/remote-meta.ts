@@ -73,7 +73,7 @@ export class RemoteMeta {
    */
   async migrate(shardId: number, to: string): Promise<{ shard: number; from: string; to: string; ms: number }> {
     const started = Date.now();
-    for (;;) {
+    for (let attempt = 0; ; attempt++) {
       const from = this.replica.shard(shardId).leader;
       const sentAt = this.replica.metaEpoch;
       const leaderChanged = this.metaLeaderChange(sentAt);
@@ -81,6 +81,14 @@ export class RemoteMeta {
         const reply = await Promise.race([this.call<{ shard: number; from: string; to: string; ms: number; entryId: EntryId }>('migrate', { shard: shardId, to }, 0), leaderChanged.promise]);
         return { shard: reply.shard, from: reply.from, to: reply.to, ms: reply.ms };
       } catch (err) {
+        // Sent again: the first request may have reached the new leader after all (it was sent while no meta led, and waited for one). The same migration running is this one.
+        if (attempt > 0 && isRepriseError(err, 'PROCEDURE_RUNNING') && from !== null) {
+          await this.sync();
+          const running = this.replica.procedureOfShard(shardId);
+          if (running?.kind !== 'migrate' || running.to !== to) throw err;
+          await this.migrationOutcome(shardId, to, started + MIGRATE_OUTCOME_MS - Date.now(), err);
+          return { shard: shardId, from, to, ms: Date.now() - started };
+        }
         const changed = this.replica.metaEpoch > sentAt;
         if ((!changed && !isRepriseError(err, 'TIMEOUT')) || from === null) throw err;
         const lost = changed && this.replica.procedureOfShard(shardId) === undefined && this.replica.shard(shardId).leader === from;

@@ -96,6 +96,19 @@ describe('meta replicas: one leads, a follower takes over, no write is lost or r
     // Timing is the benchmark's (bench --only cluster); here only that no write waited out a whole attempt.
     expect(during.max, `slowest write after the kill (new leader after ${electedMs} ms)`).toBeLessThan(3_000);
     await expectInvariants(env, front, report.acked);
+    // What an operator sees: the new leader's metrics, and the replicas through any node and the CLI.
+    const metrics = await (await fetch(new URL('/metrics', metas.get(next.id)!.url))).text();
+    expect(metrics).toMatch(/^reprise_meta_leader 1$/m);
+    expect(metrics).toMatch(/^reprise_meta_takeovers_total 1$/m);
+    expect(metrics).toMatch(/^reprise_meta_leader_changes_total [1-9]/m);
+    expect(metrics).toMatch(/^reprise_meta_election_seconds [0-9.]+$/m);
+    const follower = META_IDS.find((id) => id !== leader.id && id !== next.id)!;
+    expect(await (await fetch(new URL('/metrics', metas.get(follower)!.url))).text()).toMatch(/^reprise_meta_leader 0$/m);
+    const viaNode = (await call(front, 'GET', '/v1/cluster/status')).body as { meta: { members: { id: string; state: string; epoch: number | null }[] } };
+    expect(viaNode.meta.members.find((m) => m.id === next.id)).toMatchObject({ state: 'leading', epoch: next.epoch });
+    expect(viaNode.meta.members.find((m) => m.id === follower)).toMatchObject({ state: 'following' });
+    const { stdout } = await promisify(execFile)(process.execPath, [BIN, 'cluster', 'status', '--server', front.url]);
+    expect(stdout).toMatch(new RegExp(`${next.id}\\s+leading\\s+${next.epoch}`));
   });
 
   it('the leader SIGSTOPped past its election lease is replaced; after SIGCONT it steps down and changes nothing', async () => {
