@@ -4,7 +4,7 @@ import { Counter, Gauge, Registry } from 'prom-client';
 import { parseAddr } from './http.js';
 import { hostname } from 'node:os';
 import type { ElectionStore } from '../meta/election-store.js';
-import { MetaElection } from '../meta/meta-election.js';
+import { MetaElection, type DeposedEvent, type ElectedEvent, type ElectionTestHooks } from '../meta/meta-election.js';
 import { MetaMember, type ElectionStarter } from '../meta/meta-member.js';
 import type { MetaServer, MetaServerOptions } from '../meta/meta-server.js';
 import { NatsTransport } from '../transport/nats.js';
@@ -34,8 +34,14 @@ export interface MetaProcessOptions extends Partial<MetaServerOptions> {
   readonly election?: MetaElectionSettings;
   /** Serve `/health`, `/metrics` and `/v1/cluster/status` (meta's view) here, e.g. 127.0.0.1:4100 (port 0: any). */
   readonly httpAddr?: string;
-  /** Tests only (src/testing/faults.ts): pauses in meta's procedures. */
-  readonly testHooks?: Pick<TestHooks, 'procedurePause'>;
+  /** Tests only (src/testing/faults.ts): pauses in meta's procedures, deliberate bugs, the election's events and faults. */
+  readonly testHooks?: MetaTestHooks;
+}
+
+/** What a test may inject into a meta replica (production passes none). */
+export interface MetaTestHooks extends Pick<TestHooks, 'procedurePause' | 'faults' | 'onMetaElection'> {
+  /** Faults of this replica's election (freeze it as a paused process would be). */
+  readonly election?: ElectionTestHooks;
 }
 
 /** The meta leader election (src/meta/meta-election.ts), on the cluster's NATS JetStream. */
@@ -151,9 +157,11 @@ function metaRegistry(member: MetaMember): Registry {
 /** The election on the store given, else on the transport's NATS JetStream (a KV bucket per cluster). */
 function electionOf(options: MetaProcessOptions, id: string, logger: Logger): ElectionStarter {
   const leaseMs = options.election?.leaseMs ?? DEFAULT_META_ELECTION_LEASE_MS;
-  const timing = { candidateId: id, leaseMs, renewMs: Math.max(10, Math.floor(leaseMs / 4)), logger };
+  const hooks = options.testHooks;
+  const timing = { candidateId: id, leaseMs, renewMs: Math.max(10, Math.floor(leaseMs / 4)), logger, ...(hooks?.election ? { testHooks: hooks.election } : {}) };
+  const observed = hooks?.onMetaElection ? observedElection(hooks.onMetaElection) : <T>(on: T) => on;
   const store = options.election?.store;
-  if (store) return (minEpoch, on) => MetaElection.start({ store, ...timing, minEpoch, on });
+  if (store) return (minEpoch, on) => MetaElection.start({ store, ...timing, minEpoch, on: observed(on) });
   if (!(options.transport instanceof NatsTransport)) {
     throw new RepriseError('INVALID_ARGUMENT', `meta replica '${id}': the meta election runs on NATS JetStream, and the transport given is not NATS (give election.store)`);
   }
@@ -164,7 +172,23 @@ function electionOf(options: MetaProcessOptions, id: string, logger: Logger): El
   // One server: R1 (a bucket cannot have more replicas than servers); a NATS cluster: R3.
   const replicas = options.election?.replicas ?? (nc.info?.cluster ? 3 : 1);
   const bucket = options.election?.bucket ?? `reprise_meta_${cluster}`;
-  return (minEpoch, on) => MetaElection.start({ nc, bucket, replicas, ...timing, minEpoch, on });
+  return (minEpoch, on) => MetaElection.start({ nc, bucket, replicas, ...timing, minEpoch, on: observed(on) });
+}
+
+type ElectionListeners = Parameters<ElectionStarter>[1];
+
+/** The member's election listeners, with the test's observer told first. */
+function observedElection(observe: NonNullable<TestHooks['onMetaElection']>) {
+  return (on: ElectionListeners): ElectionListeners => ({
+    elected: (e: ElectedEvent) => {
+      observe({ kind: 'elected', epoch: e.epoch, at: e.at, leaseEnd: e.leaseEnd });
+      on.elected(e);
+    },
+    deposed: (e: DeposedEvent) => {
+      observe({ kind: 'deposed', epoch: e.epoch, at: e.at, leaseEnd: e.leaseEnd });
+      on.deposed(e);
+    },
+  });
 }
 
 /**
@@ -187,6 +211,7 @@ export async function startMeta(options: MetaProcessOptions): Promise<MetaProces
   try {
     const { transport: _t, wal: _w, log: _g, shards: _s, logger: _l, httpAddr: _h, testHooks: _k, id: _i, election: _e, ...serverOptions } = options;
     const procedurePause = options.testHooks?.procedurePause;
+    const faults = options.testHooks?.faults;
     member = new MetaMember({
       id,
       log,
@@ -197,6 +222,7 @@ export async function startMeta(options: MetaProcessOptions): Promise<MetaProces
       ...(options.shards !== undefined ? { numShards: options.shards } : {}),
       server: serverOptions,
       ...(procedurePause ? { procedurePause } : {}),
+      ...(faults ? { faults } : {}),
     });
     await member.start();
     const started = member;

@@ -16,7 +16,7 @@ import { partitionOf } from '../engine/table/partition.js';
 import { TableEngine } from '../engine/table/table-engine.js';
 import { DEFAULT_SCHEMA_LIMITS, validateKeys, validateSchema, type SchemaLimits } from '../engine/table/validate.js';
 import { MetaService } from '../meta/meta-service.js';
-import { metaTopicOf } from '../meta/meta-view.js';
+import { metaTopicOf, type MetaView } from '../meta/meta-view.js';
 import type { TableInfo, TableStatus } from '../meta/model.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../wal/entry.js';
 import type { LogStore } from '../wal/log-store.js';
@@ -233,6 +233,8 @@ export class Reprise {
   private constructor(
     private readonly log: LogStore,
     private readonly meta: RuntimeMeta,
+    /** What `meta` reads from: meta's state embedded, the node's replica of the meta log in a cluster. */
+    private readonly metaLog: MetaView,
     private readonly router: ShardRouter,
     private readonly node: NodeActor,
     readonly logger: Logger,
@@ -271,7 +273,7 @@ export class Reprise {
         objects.close?.();
         await meta.close();
       };
-      return new Reprise(log, meta, new LocalShardRouter(node), node, logger, observer, release, { ...DEFAULT_SCHEMA_LIMITS, ...options.limits }, results);
+      return new Reprise(log, meta, meta, new LocalShardRouter(node), node, logger, observer, release, { ...DEFAULT_SCHEMA_LIMITS, ...options.limits }, results);
     } catch (err) {
       store?.objects.close?.();
       await log.close().catch(() => undefined);
@@ -353,7 +355,7 @@ export class Reprise {
       const release = async () => {
         for (const step of cleanup) await step();
       };
-      return new Reprise(log, meta, router, node, logger, observer, release, { ...DEFAULT_SCHEMA_LIMITS, ...options.limits }, results);
+      return new Reprise(log, meta, replica, router, node, logger, observer, release, { ...DEFAULT_SCHEMA_LIMITS, ...options.limits }, results);
     } catch (err) {
       for (const step of cleanup) await step().catch(() => undefined);
       await log.close().catch(() => undefined);
@@ -644,6 +646,15 @@ export class Reprise {
   /** This process's node: its shards and regions with their machine states. */
   status(): RuntimeStatus {
     return this.observer.snapshot();
+  }
+
+  /**
+   * Meta's state as this process has folded the meta log (embedded: meta
+   * itself; in a cluster: this node's replica). Read it, never change it:
+   * it is there for checks that every reader of the log agrees.
+   */
+  metaView(): MetaView {
+    return this.metaLog;
   }
 
   /**

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { RepriseError } from '../errors.js';
-import type { ProcedurePause } from '../testing/faults.js';
+import type { ProcedurePause, TestFaults } from '../testing/faults.js';
 import type { Subscription, Transport } from '../transport/transport.js';
 import type { LogStore } from '../wal/log-store.js';
 import type { DeposedEvent, ElectedEvent, ElectionStats, LeaderInfo } from './meta-election.js';
@@ -39,6 +39,8 @@ export interface MetaMemberOptions {
   readonly server?: Partial<MetaServerOptions>;
   /** Tests only: pauses in meta's procedures. */
   readonly procedurePause?: ProcedurePause;
+  /** Tests only: deliberate bugs (src/testing/faults.ts). */
+  readonly faults?: TestFaults;
 }
 
 /** Peers' reports arrive every MEMBER_REPORT_MS; one older than MEMBER_STALE_MS is dropped. */
@@ -188,6 +190,7 @@ export class MetaMember {
         epoch,
         leading,
         ...(this.options.procedurePause ? { procedurePause: this.options.procedurePause } : {}),
+        ...(this.options.faults ? { faults: this.options.faults } : {}),
       },
       from,
     );
@@ -197,6 +200,7 @@ export class MetaMember {
       leading,
       members: () => this.members(),
       ...(this.options.procedurePause ? { procedurePause: this.options.procedurePause } : {}),
+      ...(this.options.faults ? { faults: this.options.faults } : {}),
     });
     this.counters.takeovers++;
     this.counters.lastTakeoverMs = performance.now() - started;

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { TableSchema } from '../engine/schema.js';
 import { isRepriseError, RepriseError } from '../errors.js';
-import type { ProcedurePause } from '../testing/faults.js';
+import type { ProcedurePause, TestFaults } from '../testing/faults.js';
 import { RequestDeclined, type Subscription, type Transport } from '../transport/transport.js';
 import type { EntryId } from '../wal/log-store.js';
 import type { MetaService } from './meta-service.js';
@@ -163,13 +163,14 @@ export class MetaServer {
    * request that arrives or completes when it does not is not answered at
    * all (RequestDeclined), so the caller gets the new leader's answer.
    * `procedurePause`: tests only (pauses in the procedures this server runs).
+   * `faults`: tests only (deliberate bugs, src/testing/faults.ts).
    */
   static async start(
     meta: MetaService,
     transport: Transport,
     logger: Logger,
     options: Partial<MetaServerOptions> = {},
-    extras: { readonly leading?: () => boolean; readonly members?: () => MetaMemberStatus[]; readonly procedurePause?: ProcedurePause } = {},
+    extras: { readonly leading?: () => boolean; readonly members?: () => MetaMemberStatus[]; readonly procedurePause?: ProcedurePause; readonly faults?: TestFaults } = {},
   ): Promise<MetaServer> {
     const leading = extras.leading ?? (() => true);
     const server = new MetaServer(meta, transport, { ...DEFAULT_META_SERVER_OPTIONS, ...options }, logger, extras.procedurePause, leading, extras.members ?? (() => []));
@@ -179,7 +180,8 @@ export class MetaServer {
     // failureTimeoutMs exceeds leaseMs. The predecessor answered no
     // heartbeat after its own election lease ended, which was before this
     // meta was elected, so every lease it granted ends before then.
-    for (const node of meta.nodes()) server.live.set(node.id, { lastHeartbeat: Date.now(), shards: [] });
+    // (The deliberate bug skipMetaLeaseWait leaves them out: a node is alive only once this meta hears it.)
+    if (!extras.faults?.skipMetaLeaseWait) for (const node of meta.nodes()) server.live.set(node.id, { lastHeartbeat: Date.now(), shards: [] });
     const handlers: Record<MetaOp, (req: never) => unknown> = {
       register: (req: { node: string }) => server.register(req.node),
       heartbeat: (req: HeartbeatRequest) => server.heartbeat(req),

@@ -3,7 +3,7 @@ import pino, { type Logger } from 'pino';
 import { RepriseError } from '../errors.js';
 import { partitionCount } from '../engine/table/partition.js';
 import type { TableSchema } from '../engine/schema.js';
-import type { ProcedurePause } from '../testing/faults.js';
+import type { ProcedurePause, TestFaults } from '../testing/faults.js';
 import type { EntryId, LogStore } from '../wal/log-store.js';
 import { encodeEntry } from '../wal/codec.js';
 import { readEntries } from '../wal/shard-reader.js';
@@ -41,6 +41,8 @@ export interface MetaOptions {
    * before and after every append. Default: always (one meta, no election).
    */
   readonly leading?: () => boolean;
+  /** Tests only: deliberate bugs (src/testing/faults.ts). */
+  readonly faults?: TestFaults;
 }
 
 /** Shards created on first start when none is asked for. */
@@ -124,6 +126,8 @@ export class MetaService extends MetaView {
   /** Append this meta's epoch marker, before anything else it appends; returns its id. */
   private async appendMarker(epoch: number): Promise<EntryId> {
     this.assertLeading('append its epoch marker');
+    // The deliberate bug: no marker; the fold goes to the log's end as it is now, and nothing fences what a deposed leader appends later.
+    if (this.options.faults?.skipMetaEpochMarker) return (await this.log.bounds(metaTopicOf(this.options.topicPrefix))).next - 1;
     return this.writer.append({ kind: 'epoch', region: 0, epoch, body: new Uint8Array() });
   }
 

@@ -20,6 +20,10 @@ export interface TestFaults {
   readonly skipLeaseFencing?: boolean;
   /** manifest.ts `writeManifest`: every version replaces the one object (the last writer wins, whatever its epoch), as before manifests were fenced. */
   readonly unfencedManifests?: boolean;
+  /** meta-service.ts `appendMarker`: a new meta leader appends no epoch marker, so nothing fences what a deposed leader appends after it took over. */
+  readonly skipMetaEpochMarker?: boolean;
+  /** meta-server.ts `start`: a new meta leader gives the nodes no failure timeout to check in, so it fails over the shards of every node it has not heard from yet, whose leases from its predecessor may still hold. */
+  readonly skipMetaLeaseWait?: boolean;
 }
 
 export type TestFault = keyof TestFaults;
@@ -41,6 +45,19 @@ export interface AckObservation {
  */
 export type ProcedurePause = (kind: string, step: string) => number;
 
+/**
+ * A meta replica's election made it leader at an epoch, or deposed it: for
+ * the simulation's checker (one leader per meta epoch, leases that never
+ * overlap). Times are the process's monotonic clock (performance.now()).
+ */
+export interface MetaElectionObservation {
+  readonly kind: 'elected' | 'deposed';
+  readonly epoch: number;
+  readonly at: number;
+  /** Where its lease ends (deposed: where it would have ended; it ended at `at` if that is earlier). */
+  readonly leaseEnd: number;
+}
+
 export interface TestHooks {
   /** Deliberate bugs switched on (none unless a test says so). */
   readonly faults?: TestFaults;
@@ -48,6 +65,8 @@ export interface TestHooks {
   readonly onAck?: (ack: AckObservation) => void;
   /** Meta only: pauses in its procedures. */
   readonly procedurePause?: ProcedurePause;
+  /** Meta only: called as the replica's election makes it leader and deposes it. */
+  readonly onMetaElection?: (observation: MetaElectionObservation) => void;
 }
 
 /**

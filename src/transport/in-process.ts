@@ -76,7 +76,7 @@ export interface FaultOptions {
 
 interface Rule {
   readonly predicate: FaultPredicate;
-  readonly delayMs: number | 'drop';
+  readonly delayMs: number | ((message: FaultMessage) => number) | 'drop';
   remaining: number;
   matched: number;
 }
@@ -95,9 +95,13 @@ export class Faults {
     return this.add(predicate, 'drop', options);
   }
 
-  /** Deliver every message matching `predicate` `ms` milliseconds late. */
-  delay(predicate: FaultPredicate, ms: number, options: FaultOptions = {}): FaultRule {
-    if (!Number.isFinite(ms) || ms < 0) throw new RepriseError('INVALID_ARGUMENT', `fault delay must be a non-negative number of ms, got ${ms}`);
+  /**
+   * Deliver every message matching `predicate` `ms` milliseconds late: a
+   * fixed delay, or one computed per message (e.g. until a paused process
+   * resumes, so that all it missed arrives at once).
+   */
+  delay(predicate: FaultPredicate, ms: number | ((message: FaultMessage) => number), options: FaultOptions = {}): FaultRule {
+    if (typeof ms === 'number') checkDelay(ms);
     return this.add(predicate, ms, options);
   }
 
@@ -115,12 +119,12 @@ export class Faults {
       rule.matched++;
       if (--rule.remaining <= 0) this.rules = this.rules.filter((r) => r !== rule);
       if (rule.delayMs === 'drop') dropped = true;
-      else delay += rule.delayMs;
+      else delay += typeof rule.delayMs === 'number' ? rule.delayMs : checkDelay(rule.delayMs(message));
     }
     return dropped ? 'drop' : delay;
   }
 
-  private add(predicate: FaultPredicate, delayMs: number | 'drop', options: FaultOptions): FaultRule {
+  private add(predicate: FaultPredicate, delayMs: Rule['delayMs'], options: FaultOptions): FaultRule {
     const times = options.times ?? Infinity;
     if (!(times > 0)) throw new RepriseError('INVALID_ARGUMENT', `fault times must be positive, got ${times}`);
     const rule: Rule = { predicate, delayMs, remaining: times, matched: 0 };
@@ -134,6 +138,11 @@ export class Faults {
       },
     };
   }
+}
+
+function checkDelay(ms: number): number {
+  if (!Number.isFinite(ms) || ms < 0) throw new RepriseError('INVALID_ARGUMENT', `fault delay must be a non-negative number of ms, got ${ms}`);
+  return ms;
 }
 
 // ---------------------------------------------------------------- network

@@ -1,7 +1,9 @@
 /**
- * Seeded simulation of a whole cluster in one process: meta and N nodes on
- * one InProcessNetwork, all sharing one LocalLogStore as the WAL (each node
- * through a "plug" that a crash pulls) and one object-store directory.
+ * Seeded simulation of a whole cluster in one process: three meta replicas
+ * (electing their leader on one MemoryElectionStore, each through a link of
+ * its own) and N nodes on one InProcessNetwork, all sharing one
+ * LocalLogStore as the WAL (each process through a "plug" that a crash
+ * pulls) and one object-store directory.
  *
  * A schedule (a list of steps) is generated from a seed; `runSchedule` plays
  * it against a fresh cluster with real time and short timings, lets the
@@ -9,19 +11,30 @@
  * standby (so the followers' copies, built by reading the log, serve) and
  * checks the reads again. `shrink` looks for the shortest failing schedule
  * (prefixes, then removing single steps).
+ *
+ * Meta steps pick the leader more often than not: `meta_crash` (plug pulled,
+ * election link down, connection gone, objects abandoned), `meta_shutdown`
+ * (it resigns: the successor starts at once, within the node leases it
+ * granted), `meta_stall` (a paused process: election frozen, appends and
+ * messages held, all resumed at once), `meta_partition` (cut off from every
+ * process and the election, still reaching the log), `meta_restart` (a
+ * replica that is down comes back as a new incarnation). The meta checks
+ * (meta-checks.ts): one marker and one elected replica per meta epoch,
+ * leases that never overlap, no deposed leader's entry taking effect, and
+ * every node's meta replica and the leader's state equal to the log's fold.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { decode } from '@msgpack/msgpack';
 import { startMeta, type MetaProcess } from '../../src/api/meta-process.js';
 import { Reprise } from '../../src/api/runtime.js';
 import { RepriseError } from '../../src/errors.js';
 import { MemoryElectionStore } from '../../src/meta/election-store.js';
+import { ElectionTestHooks } from '../../src/meta/meta-election.js';
+import type { ClusterMetaStatus } from '../../src/meta/meta-server.js';
 import { metaTopicOf } from '../../src/meta/meta-view.js';
-import type { MetaEvent } from '../../src/meta/model.js';
 import type { AckObservation, TestFaults, TestHooks } from '../../src/testing/faults.js';
-import { InProcessNetwork, type FaultRule, type InProcessTransport } from '../../src/transport/in-process.js';
+import { InProcessNetwork, type InProcessTransport } from '../../src/transport/in-process.js';
 import { FsObjectStore } from '../../src/engine/fs-object-store.js';
 import type { ObjectStore } from '../../src/engine/object-store.js';
 import { LocalLogStore } from '../../src/wal/local-log-store.js';
@@ -29,6 +42,7 @@ import type { LogStore } from '../../src/wal/log-store.js';
 import { readEntries } from '../../src/wal/shard-reader.js';
 import { prng } from '../../bench/lib/cpu-lines.js';
 import { withOverrides } from '../harness/tamper.js';
+import { comparableOf, electionViolations, MetaLogReference, type ComparableMeta, type ElectionRecord } from './meta-checks.js';
 
 // ------------------------------------------------------------------ PRNG
 
@@ -52,7 +66,11 @@ export type Step =
   | { readonly kind: 'partition'; readonly pick: number; readonly ms: number }
   | { readonly kind: 'stall'; readonly pick: number; readonly ms: number }
   | { readonly kind: 'stale_flush'; readonly pick: number; readonly ms: number }
-  | { readonly kind: 'meta_restart' }
+  | { readonly kind: 'meta_crash'; readonly pick: number }
+  | { readonly kind: 'meta_restart'; readonly pick: number }
+  | { readonly kind: 'meta_shutdown'; readonly pick: number }
+  | { readonly kind: 'meta_stall'; readonly pick: number; readonly ms: number }
+  | { readonly kind: 'meta_partition'; readonly pick: number; readonly ms: number }
   | { readonly kind: 'shutdown'; readonly pick: number }
   | { readonly kind: 'migrate'; readonly pick: number; readonly shard: number; readonly to: number }
   | { readonly kind: 'sleep'; readonly ms: number };
@@ -74,7 +92,16 @@ const WEIGHTS: [StepKind, number][] = [
   // object store while meta moves its shards; the flush lands after the new
   // leaders have flushed (and pruned the log below it).
   ['stale_flush', 2],
+  // Meta replicas (the leader more often than not, see LEADER_PICKS): a
+  // crash, a clean stop (it resigns: the successor takes over at once, while
+  // the leases it granted hold), a stall (a paused process: it wakes deposed,
+  // with appends and replies in flight), a partition (it still reaches the
+  // log); a replica that is down comes back as a new incarnation.
+  ['meta_crash', 3],
   ['meta_restart', 3],
+  ['meta_shutdown', 2],
+  ['meta_stall', 3],
+  ['meta_partition', 2],
   ['shutdown', 3],
   // A migration whose source is then cut off ends when meta declares the
   // source dead (MetaServer.migrate), and failover takes the shard over.
@@ -107,8 +134,11 @@ export function generateSchedule(seed: number, length = 24): Step[] {
       case 'stale_flush':
         steps.push({ kind, pick, ms: 200 + Math.floor(random() * 1300) });
         break;
-      case 'meta_restart':
-        steps.push({ kind });
+      case 'meta_stall':
+        steps.push({ kind, pick, ms: 100 + Math.floor(random() * 1100) });
+        break;
+      case 'meta_partition':
+        steps.push({ kind, pick, ms: 300 + Math.floor(random() * 900) });
         break;
       case 'migrate':
         steps.push({ kind, pick, shard: random(), to: random() });
@@ -133,6 +163,8 @@ export function formatStep(step: Step): string {
 
 export interface SimOptions {
   readonly nodes?: number;
+  /** Meta replicas (default 3). */
+  readonly metas?: number;
   readonly shards?: number;
   readonly heartbeatMs?: number;
   readonly leaseMs?: number;
@@ -249,15 +281,39 @@ interface Incarnation {
   state: 'live' | 'crashed' | 'closed';
 }
 
+/** One incarnation of a meta replica (`meta-1#2`: replica meta-1, its second start), as the sim holds it. */
+interface MetaIncarnation {
+  /** The replica's id (its election candidate id), the same across its incarnations. */
+  readonly id: string;
+  /** This incarnation's transport name, as fault rules see it. */
+  readonly name: string;
+  readonly transport: InProcessTransport;
+  readonly meta: MetaProcess;
+  readonly plug: LogPlug;
+  /** Its own connection to the election's key: a crash or a partition makes it unavailable. */
+  readonly link: MemoryElectionStore;
+  /** Its election's freeze and thaw (a stall). */
+  readonly election: ElectionTestHooks;
+  /** 'live', 'crashed' (cut off, abandoned, not yet closed) or 'closed' (shut down, or buried after a crash). */
+  state: 'live' | 'crashed' | 'closed';
+}
+
+/** Transports of meta replicas are named `meta-<n>#<incarnation>`, nodes' `<id>#<incarnation>`. */
+const isMetaName = (name: string) => name.startsWith('meta-');
+
+/** A meta step picks the leader for picks below this, and any live replica above it (so the leader more often than not). */
+const LEADER_PICKS = 0.6;
+
 class Cluster {
   readonly network: InProcessNetwork;
-  private meta: MetaProcess | undefined;
-  private metaTransport: InProcessTransport | undefined;
-  private metaIncarnation = 0;
   readonly nodes = new Map<string, Incarnation>();
   private readonly incarnations = new Map<string, number>();
+  /** The meta replicas' current incarnations, by id. */
+  readonly metas = new Map<string, MetaIncarnation>();
+  /** Every meta incarnation's election events, in the order they happened. */
+  readonly elections: ElectionRecord[] = [];
   private readonly timers = new Set<Promise<void>>();
-  private readonly rules = new Set<FaultRule>();
+  private readonly rules = new Set<{ remove(): void }>();
   log: string[] = [];
 
   constructor(
@@ -271,17 +327,23 @@ class Cluster {
     this.network = new InProcessNetwork({ random });
   }
 
-  /** The meta election's key, shared by every meta of this cluster. */
+  /** The meta election's key, shared by every meta of this cluster (each incarnation connects to it). */
   private readonly election = new MemoryElectionStore({ name: 'sim' });
 
-  async startMeta(): Promise<void> {
-    const name = `meta#${++this.metaIncarnation}`;
-    this.metaTransport = this.network.transport({ cluster: CLUSTER, name });
+  /** Start replica `id` (again: a new incarnation, with the same id). Resolves once it follows or leads. */
+  async startMeta(id: string): Promise<MetaIncarnation> {
+    const name = this.incarnationName(id);
+    const transport = this.network.transport({ cluster: CLUSTER, name });
+    const plug = new LogPlug(this.store);
+    const link = this.election.connect(name);
+    const election = new ElectionTestHooks();
     const o = this.options;
-    this.meta = await startMeta({
-      transport: this.metaTransport,
+    const faults = this.testHooks.faults;
+    const meta = await startMeta({
+      id,
+      transport,
       wal: { provider: 'local', topicPrefix: TOPIC_PREFIX },
-      log: this.store,
+      log: plug.log,
       shards: o.shards,
       logger: false,
       heartbeatMs: o.heartbeatMs,
@@ -289,25 +351,125 @@ class Cluster {
       failureTimeoutMs: o.failureTimeoutMs,
       minNodes: o.nodes,
       followers: o.followers,
-      election: { store: this.election, leaseMs: o.leaseMs },
+      election: { store: link, leaseMs: o.leaseMs },
+      testHooks: { ...(faults ? { faults } : {}), election, onMetaElection: (e) => this.elections.push({ incarnation: name, ...e }) },
     });
-    await this.meta.leading();
+    const inc: MetaIncarnation = { id, name, transport, meta, plug, link, election, state: 'live' };
+    this.metas.set(id, inc);
+    return inc;
   }
 
-  async stopMeta(): Promise<void> {
-    await this.meta?.close();
-    await this.metaTransport?.close();
-    this.meta = undefined;
+  liveMetas(): MetaIncarnation[] {
+    return [...this.metas.values()].filter((m) => m.state === 'live').sort((a, b) => (a.id < b.id ? -1 : 1));
   }
 
-  metaStatus() {
-    return this.meta!.server.status();
+  downMetas(): string[] {
+    return [...this.metas.values()].filter((m) => m.state !== 'live').map((m) => m.id).sort();
+  }
+
+  /** The live replica that leads: the highest epoch, should a deposed one not have noticed yet (a stall). */
+  metaLeader(): MetaIncarnation | undefined {
+    let leader: MetaIncarnation | undefined;
+    let epoch = -1;
+    for (const m of this.liveMetas()) {
+      if (!m.meta.member.server) continue;
+      const e = m.meta.member.status().epoch ?? 0;
+      if (e > epoch) [leader, epoch] = [m, e];
+    }
+    return leader;
+  }
+
+  /** The replica a meta step acts on (see LEADER_PICKS). */
+  pickMeta(pick: number): MetaIncarnation | undefined {
+    const leader = this.metaLeader();
+    if (pick < LEADER_PICKS && leader) return leader;
+    return choose(this.liveMetas(), pick < LEADER_PICKS ? pick / LEADER_PICKS : (pick - LEADER_PICKS) / (1 - LEADER_PICKS));
+  }
+
+  /** Meta's view (nodes, shards, procedures) from whichever replica leads, waiting up to `timeoutMs` for one. */
+  async metaStatus(timeoutMs = 10_000): Promise<ClusterMetaStatus> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const server = this.metaLeader()?.meta.member.server;
+      if (server) return server.status();
+      if (Date.now() >= deadline) {
+        const members = [...this.metas.values()].map((m) => `${m.name} ${m.state}/${m.meta.member.state}`).join(', ');
+        throw new Error(`no meta replica leads after ${timeoutMs} ms (${members})`);
+      }
+      await sleep(20);
+    }
+  }
+
+  /**
+   * A meta replica crashes: its log plug is pulled, its election link goes
+   * down, and its connection is gone, as NATS drops a dead client's
+   * subscriptions at once (requests then find no responder rather than a
+   * silent one), with what it still had in flight dropped. Its objects are
+   * abandoned: no resignation, nothing closed (buryMeta, later).
+   */
+  crashMeta(inc: MetaIncarnation): void {
+    inc.state = 'crashed';
+    inc.plug.dead = true;
+    inc.link.makeUnavailable();
+    this.network.faults.drop((m) => m.from === inc.name || m.to === inc.name);
+    void inc.transport.close().catch(() => undefined);
+  }
+
+  /** Close a crashed incarnation's abandoned objects (its link stays down, so no resignation gets through). */
+  async buryMeta(inc: MetaIncarnation): Promise<void> {
+    if (inc.state !== 'crashed') return;
+    inc.state = 'closed';
+    await Promise.race([inc.meta.close().catch(() => undefined), sleep(2_000)]);
+  }
+
+  /** A replica that is down starts again: a new incarnation with the same id. */
+  async restartMeta(id: string): Promise<void> {
+    const inc = this.metas.get(id)!;
+    await this.buryMeta(inc);
+    await this.startMeta(id);
+  }
+
+  /** A clean stop: the replica resigns if it leads (its successor takes over at once) and closes. */
+  async shutdownMeta(inc: MetaIncarnation): Promise<void> {
+    inc.state = 'closed';
+    await inc.meta.close();
+    await inc.transport.close();
+  }
+
+  /**
+   * The replica stops doing anything for `ms`, as a paused process: its
+   * election freezes, its log appends (in flight and new) are held, and
+   * every message to or from it is held until the end, when all of it goes
+   * on at once: a deposed leader wakes with appends and replies in flight.
+   */
+  stallMeta(inc: MetaIncarnation, ms: number): void {
+    const until = Date.now() + ms;
+    inc.election.freeze();
+    inc.plug.hold(ms);
+    const held = this.network.faults.delay((m) => m.from === inc.name || m.to === inc.name, () => Math.max(0, until - Date.now()));
+    this.temporary({ remove: () => (held.remove(), inc.election.thaw()) }, ms, inc.id);
+  }
+
+  /** The replica is cut off from every other process and from the election's key for `ms`; it still reaches the log ("Kafka"). */
+  partitionMeta(inc: MetaIncarnation, ms: number): void {
+    const cut = this.network.faults.drop((m) => m.from === inc.name || m.to === inc.name);
+    inc.link.makeUnavailable();
+    const heal = () => {
+      cut.remove();
+      if (inc.state === 'live') inc.link.makeAvailable();
+    };
+    this.temporary({ remove: heal }, ms, inc.id);
+  }
+
+  /** `<id>#<n>` for the n-th start of node or meta replica `id`: its transport's name, as fault rules see it. */
+  private incarnationName(id: string): string {
+    const n = (this.incarnations.get(id) ?? 0) + 1;
+    this.incarnations.set(id, n);
+    return `${id}#${n}`;
   }
 
   async join(nodeId: string): Promise<Incarnation> {
-    const n = (this.incarnations.get(nodeId) ?? 0) + 1;
-    this.incarnations.set(nodeId, n);
-    const name = `${nodeId}#${n}`;
+    const name = this.incarnationName(nodeId);
     const transport = this.network.transport({ cluster: CLUSTER, name });
     const plug = new LogPlug(this.store);
     const objects = new StorePlug(this.objectStoreDir);
@@ -336,11 +498,11 @@ class Cluster {
     return [...this.nodes].filter(([, n]) => n.state !== 'live').map(([id]) => id).sort();
   }
 
-  /** Nodes some fault currently cuts off from meta (pause, partition, lost message), with a count. */
+  /** Nodes some fault currently cuts off from meta (pause, partition, lost message), and meta replicas stalled or cut off, with a count. */
   readonly impaired = new Map<string, number>();
 
-  /** A rule that lasts `ms` (in the background), or until the run ends; `node` counts as impaired meanwhile. */
-  temporary(rule: FaultRule, ms: number, node?: string): void {
+  /** A fault that lasts `ms` (in the background), or until the run ends; `node` (or meta replica) counts as impaired meanwhile. */
+  temporary(rule: { remove(): void }, ms: number, node?: string): void {
     this.rules.add(rule);
     if (node) this.impaired.set(node, (this.impaired.get(node) ?? 0) + 1);
     const done = new Promise<void>((resolve) =>
@@ -405,7 +567,7 @@ class Cluster {
   }
 
   async close(): Promise<void> {
-    for (const rule of this.rules) rule.remove();
+    for (const rule of [...this.rules]) rule.remove();
     for (const [id, inc] of this.nodes) {
       if (inc.state === 'crashed') await this.bury(id).catch(() => undefined);
       else if (inc.state === 'live') {
@@ -415,13 +577,20 @@ class Cluster {
         inc.store.objects.close?.();
       }
     }
-    await this.stopMeta().catch(() => undefined);
+    for (const inc of this.metas.values()) {
+      if (inc.state === 'crashed') await this.buryMeta(inc);
+      else if (inc.state === 'live') {
+        inc.state = 'closed';
+        await Promise.race([inc.meta.close().catch(() => undefined), sleep(5_000)]);
+        await inc.transport.close().catch(() => undefined);
+      }
+    }
   }
 }
 
 // ------------------------------------------------------------------ run
 
-const DEFAULTS: Required<Omit<SimOptions, 'verbose' | 'faults'>> = { nodes: 3, shards: 3, heartbeatMs: 50, leaseMs: 200, failureTimeoutMs: 300, followers: 1 };
+const DEFAULTS: Required<Omit<SimOptions, 'verbose' | 'faults'>> = { nodes: 3, metas: 3, shards: 3, heartbeatMs: 50, leaseMs: 200, failureTimeoutMs: 300, followers: 1 };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -478,10 +647,10 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
   /** Every row ever attempted (acknowledged or not). */
   const attempted = new Set<string>();
   let ts = 1_000;
-  const say = (line: string) => {
-    if (verbose) console.log(`[seed ${seed}] ${line}`);
-  };
   const t0 = performance.now();
+  const say = (line: string) => {
+    if (verbose) console.log(`[seed ${seed} ${Math.round(performance.now() - t0)} ms] ${line}`);
+  };
   const at = (t: number) => `${Math.round(t - t0)} ms`;
   const writes = new Map<number, WriteRecord>();
 
@@ -559,19 +728,20 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
 
   /** Every shard led by a live node on which it and its regions serve. */
   const settle = () =>
-    waitUntil(() => {
+    waitUntil(async () => {
       const liveIds = new Set(cluster.live().map(([id]) => id));
-      return cluster.metaStatus().shards.every((s) => {
+      return (await cluster.metaStatus(0)).shards.every((s) => {
         if (s.leader === null || !liveIds.has(s.leader)) return false;
         const shard = cluster.nodes.get(s.leader)!.runtime.status().nodes[0]!.shards.find((x) => x.id === s.id);
         return shard !== undefined && shard.state === 'serving' && shard.regions.every((r) => r.state === 'serving');
       });
     }, 10_000);
   try {
-    await cluster.startMeta();
+    await Promise.all(Array.from({ length: options.metas }, (_, i) => cluster.startMeta(`meta-${i + 1}`)));
+    await cluster.metaStatus();
     const ids = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}`);
     await Promise.all(ids.map((id) => cluster.join(id)));
-    const placed = await waitUntil(() => cluster.metaStatus().shards.every((s) => s.leader !== null), 10_000);
+    const placed = await waitUntil(async () => (await cluster.metaStatus(0)).shards.every((s) => s.leader !== null), 10_000);
     if (!placed) throw new Error('setup: shards were never placed');
     await cluster.live()[0]![1].runtime.createTable(SCHEMA);
 
@@ -637,8 +807,7 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
           const node = choose(live, step.pick);
           if (!node) break;
           const name = node[1].name;
-          const isMeta = (n: string) => n.startsWith('meta#');
-          cluster.temporary(cluster.network.faults.drop((m) => (m.from === name && isMeta(m.to)) || (isMeta(m.from) && m.to === name)), step.ms, node[0]);
+          cluster.temporary(cluster.network.faults.drop((m) => (m.from === name && isMetaName(m.to)) || (isMetaName(m.from) && m.to === name)), step.ms, node[0]);
           cluster.temporary(cluster.network.faults.delay((m) => m.to === name && m.kind === 'request' && m.subject.endsWith('.write'), Math.floor(step.ms * 0.8)), step.ms);
           break;
         }
@@ -656,9 +825,8 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
           const node = choose(live, step.pick);
           if (!node) break;
           const name = node[1].name;
-          const isMeta = (n: string) => n.startsWith('meta#');
           node[1].plug.hold(step.ms);
-          cluster.temporary(cluster.network.faults.drop((m) => (m.from === name && isMeta(m.to)) || (isMeta(m.from) && m.to === name)), step.ms, node[0]);
+          cluster.temporary(cluster.network.faults.drop((m) => (m.from === name && isMetaName(m.to)) || (isMetaName(m.from) && m.to === name)), step.ms, node[0]);
           cluster.background(write(node, 'write sent into the stall'));
           break;
         }
@@ -674,9 +842,8 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
           const node = choose(live, step.pick);
           if (!node) break;
           const [id, inc] = node;
-          const isMeta = (n: string) => n.startsWith('meta#');
           inc.store.hold(step.ms);
-          cluster.temporary(cluster.network.faults.drop((m) => (m.from === inc.name && isMeta(m.to)) || (isMeta(m.from) && m.to === inc.name)), step.ms, id);
+          cluster.temporary(cluster.network.faults.drop((m) => (m.from === inc.name && isMetaName(m.to)) || (isMetaName(m.from) && m.to === inc.name)), step.ms, id);
           cluster.background(cluster.flushNode(id).then(() => say(`  the stalled flush of ${id} landed`), (err: unknown) => say(`  the stalled flush of ${id} failed: ${(err as Error).message}`)));
           cluster.background(
             (async () => {
@@ -689,9 +856,39 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
           );
           break;
         }
+        case 'meta_crash': {
+          // Keep one meta replica up: someone must be able to lead meta.
+          if (cluster.liveMetas().length <= 1) break;
+          const meta = cluster.pickMeta(step.pick)!;
+          say(`  ${meta.name} crashes${meta === cluster.metaLeader() ? ' (the leader)' : ''}`);
+          cluster.crashMeta(meta);
+          break;
+        }
         case 'meta_restart': {
-          await cluster.stopMeta();
-          await cluster.startMeta();
+          const id = choose(cluster.downMetas(), step.pick);
+          if (!id) break;
+          await cluster.restartMeta(id);
+          break;
+        }
+        case 'meta_shutdown': {
+          if (cluster.liveMetas().length <= 1) break;
+          const meta = cluster.pickMeta(step.pick)!;
+          say(`  ${meta.name} shuts down${meta === cluster.metaLeader() ? ' (the leader)' : ''}`);
+          await cluster.shutdownMeta(meta);
+          break;
+        }
+        case 'meta_stall': {
+          const meta = cluster.pickMeta(step.pick);
+          if (!meta) break;
+          say(`  ${meta.name} stalls${meta === cluster.metaLeader() ? ' (the leader)' : ''}`);
+          cluster.stallMeta(meta, step.ms);
+          break;
+        }
+        case 'meta_partition': {
+          const meta = cluster.pickMeta(step.pick);
+          if (!meta) break;
+          say(`  ${meta.name} is cut off${meta === cluster.metaLeader() ? ' (the leader)' : ''}`);
+          cluster.partitionMeta(meta, step.ms);
           break;
         }
         case 'migrate': {
@@ -703,7 +900,7 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
           const front = choose(live, step.pick);
           if (!front) break;
           const shard = Math.min(options.shards - 1, Math.floor(step.shard * options.shards));
-          const leader = cluster.metaStatus().shards.find((s) => s.id === shard)?.leader;
+          const leader = (await cluster.metaStatus()).shards.find((s) => s.id === shard)?.leader;
           if (!leader || cluster.nodes.get(leader)?.state !== 'live' || cluster.impaired.has(leader)) break;
           const to = choose(live.filter(([id]) => id !== leader), step.to);
           if (!to) break;
@@ -735,13 +932,14 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
       const inc = cluster.nodes.get(id)!;
       if (inc.state === 'crashed') cluster.network.faults.drop((m) => m.from === inc.name || m.to === inc.name);
     }
+    for (const inc of cluster.metas.values()) if (inc.state === 'crashed') cluster.network.faults.drop((m) => m.from === inc.name || m.to === inc.name);
     const settled = await settle();
     say(`settled: ${settled}`);
-    if (process.env.SIM_DEBUG) { console.log(JSON.stringify(cluster.metaStatus(), null, 1)); for (const [id, n] of cluster.live()) console.log(id, JSON.stringify(n.runtime.status().nodes[0]!.shards.map((s) => [s.id, s.state, s.epoch, s.error]))); }
+    if (process.env.SIM_DEBUG) { console.log(JSON.stringify(await cluster.metaStatus(), null, 1)); for (const [id, n] of cluster.live()) console.log(id, JSON.stringify(n.runtime.status().nodes[0]!.shards.map((s) => [s.id, s.state, s.epoch, s.error]))); }
 
     // ---- check 3: every region serving, or a recorded reason.
     const liveIds = new Set(cluster.live().map(([id]) => id));
-    for (const s of cluster.metaStatus().shards) {
+    for (const s of (await cluster.metaStatus()).shards) {
       if (s.leader === null || !liveIds.has(s.leader)) {
         violations.push(`shard ${s.id}: meta's leader is ${s.leader === null ? 'nobody' : `'${s.leader}', which is not live`} after settling`);
         continue;
@@ -790,15 +988,25 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
       await checkFinalRead(cluster.live()[0]![1].runtime, `after handing ${handed} shard(s) to their standbys`);
     }
 
-    // ---- check 2: one node per (shard, epoch), and it is the node meta granted that epoch to.
-    const granted = new Map<string, string>();
-    const topics = new Map<number, string>();
-    for await (const entry of readEntries(store, metaTopicOf(TOPIC_PREFIX), 0)) {
-      if (entry.kind !== 'data') continue;
-      const event = decode(entry.body) as MetaEvent;
-      if (event.type === 'leader_granted') granted.set(`${event.shard}/${event.epoch}`, event.node);
-      if (event.type === 'shard_created') topics.set(event.shard, event.topic);
+    // ---- check 4: meta. The meta log as every reader must fold it: one
+    // marker per meta epoch, no deposed leader's entry taking effect; each
+    // node's replica and the leader's own state equal to that fold at the
+    // entry each has applied; one replica elected per meta epoch, and no two
+    // leaders' leases overlapping.
+    const readers = await metaReaders(cluster, store, violations);
+    const reference = await MetaLogReference.read(store, TOPIC_PREFIX, new Set(readers.map((r) => r.entryId)));
+    say(`  meta log: ${reference.lastId + 1} entries, ${reference.fencedEntries} of a deposed leader fenced, ${reference.markers.size} epochs, ${cluster.elections.filter((e) => e.kind === 'elected').length} elections`);
+    violations.push(...reference.violations());
+    for (const r of readers) {
+      const disagreement = reference.disagreement(r.name, r.entryId, r.state, r.fenced);
+      if (disagreement) violations.push(disagreement);
     }
+    violations.push(...electionViolations(cluster.elections));
+
+    // ---- check 2: one node per (shard, epoch), and it is the node meta
+    // granted that epoch to (by an entry that takes effect: no node acted on
+    // a deposed meta leader's grant).
+    const topics = new Map(reference.shards().map((s) => [s.id, s.topic]));
     // ---- check 3: no acknowledged entry is fenced (after a newer epoch's marker, so no reader ever applies it).
     for (const [shard, topic] of topics) {
       const markers: { id: number; epoch: number }[] = [];
@@ -819,9 +1027,9 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
     for (const [k, nodes] of ackers) {
       const [shard, epoch] = k.split('/');
       if (nodes.size > 1) violations.push(`shard ${shard} epoch ${epoch}: writes acknowledged by ${nodes.size} nodes (${[...nodes].join(', ')})`);
-      const owner = granted.get(k);
+      const owners = [...(reference.grants.get(k) ?? [])];
       for (const n of nodes) {
-        if (owner !== n) violations.push(`shard ${shard} epoch ${epoch}: '${n}' acknowledged writes but meta granted that epoch to ${owner ? `'${owner}'` : 'nobody'}`);
+        if (!owners.includes(n)) violations.push(`shard ${shard} epoch ${epoch}: '${n}' acknowledged writes but meta granted that epoch to ${owners.length ? owners.map((o) => `'${o}'`).join(' and ') : 'nobody'}`);
       }
     }
   } catch (err) {
@@ -834,6 +1042,46 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
   return { seed, steps, violations, reasons, acked: acked.size, ms: Date.now() - started };
 }
 
+/** A reader of the meta log at the end of a run: what it has applied and what it holds. */
+interface MetaReader {
+  readonly name: string;
+  readonly entryId: number;
+  readonly state: ComparableMeta;
+  /** Entries its fence dropped (a node's replica, which folded the log from its start). */
+  readonly fenced?: number;
+}
+
+/**
+ * Every live node's meta replica, once caught up with the meta log's end
+ * (a replica that does not within 5 s is a violation), and the meta
+ * leader's own state, all taken at one instant.
+ */
+async function metaReaders(cluster: Cluster, store: LogStore, violations: string[]): Promise<MetaReader[]> {
+  const leader = await cluster.metaStatus();
+  const end = async () => (await store.bounds(metaTopicOf(TOPIC_PREFIX))).next - 1;
+  const caughtUp = await waitUntil(async () => {
+    const last = await end();
+    return cluster.live().every(([, n]) => n.runtime.metaView().appliedEntryId >= last);
+  }, 5_000);
+  if (!caughtUp) {
+    const last = await end();
+    for (const [id, n] of cluster.live()) {
+      const applied = n.runtime.metaView().appliedEntryId;
+      if (applied < last) violations.push(`node ${id}'s meta replica is at entry ${applied} after settling, the meta log ends at ${last}`);
+    }
+  }
+  const leading = cluster.metaLeader();
+  const status = leading?.meta.member.server?.status() ?? leader;
+  const readers: MetaReader[] = [
+    { name: `the meta leader (${leading?.name ?? 'gone'})`, entryId: status.entryId, state: { shards: status.shards, procedures: status.procedures, nodes: status.nodes.map((n) => n.id) } },
+  ];
+  for (const [id, n] of cluster.live()) {
+    const view = n.runtime.metaView();
+    readers.push({ name: `node ${id}'s meta replica`, entryId: view.appliedEntryId, state: comparableOf(view), fenced: view.fencedEntries });
+  }
+  return readers;
+}
+
 /**
  * Hand each shard whose follower is live and following to it (one planned
  * migration at a time, through `front`), once the procedures under way (a
@@ -843,16 +1091,17 @@ export async function runSchedule(seed: number, steps: readonly Step[], simOptio
  * were handed over.
  */
 async function handToStandbys(cluster: Cluster, front: Reprise, say: (line: string) => void): Promise<number> {
-  if (!(await waitUntil(() => cluster.metaStatus().procedures.length === 0, 5_000))) {
-    say(`  procedures still running: ${cluster.metaStatus().procedures.map((p) => `${p.kind} #${p.id} of shard ${p.shard} (${p.state})`).join(', ')}`);
+  if (!(await waitUntil(async () => (await cluster.metaStatus(0)).procedures.length === 0, 5_000))) {
+    say(`  procedures still running: ${(await cluster.metaStatus()).procedures.map((p) => `${p.kind} #${p.id} of shard ${p.shard} (${p.state})`).join(', ')}`);
   }
   let handed = 0;
-  for (const { id } of cluster.metaStatus().shards) {
-    const shard = cluster.metaStatus().shards.find((s) => s.id === id)!;
+  for (const { id } of (await cluster.metaStatus()).shards) {
+    const status = await cluster.metaStatus();
+    const shard = status.shards.find((s) => s.id === id)!;
     const live = new Map(cluster.live());
     const to = shard.followers.find((f) => f !== shard.leader && live.has(f));
     if (!to || shard.leader === null || !live.has(shard.leader)) continue;
-    if (cluster.metaStatus().procedures.some((p) => p.shard === id)) {
+    if (status.procedures.some((p) => p.shard === id)) {
       say(`  shard ${id}: a procedure is running on it; not handed over`);
       continue;
     }

@@ -6,6 +6,7 @@ import { EpochFence } from '../../src/wal/shard-reader.js';
 import { LocalLogStore } from '../../src/wal/local-log-store.js';
 import { encodeEntry } from '../../src/wal/codec.js';
 import { replayShard } from '../../src/wal/shard-reader.js';
+import type { TestFaults } from '../../src/testing/faults.js';
 import { report, runSchedule, type SimOptions, type SimResult, type Step } from './cluster-sim.js';
 
 /**
@@ -29,6 +30,19 @@ async function clean(steps: Step[], options: SimOptions = {}): Promise<void> {
   const result = await runSchedule(100, steps, options);
   expect(result.violations, report(result)).toEqual([]);
 }
+
+/** `steps` fail the checks as `expected` with `faults` on, and pass with them off. */
+async function provesBug(label: string, steps: Step[], expected: RegExp, faults: TestFaults, options: SimOptions = {}): Promise<void> {
+  const result = await caught(steps, expected, { ...options, faults });
+  console.log(`${label} caught: ${result.violations.join(' | ')}`);
+  await clean(steps, options);
+}
+
+/** Two writes through different nodes: every shard has entries before what follows. */
+const TWO_WRITES: Step[] = [
+  { kind: 'write', pick: 0 },
+  { kind: 'write', pick: 0.5 },
+];
 
 /**
  * Writes, then a node crashes and its shard fails over. Every write touches
@@ -73,19 +87,12 @@ const STALE_FLUSH: Step[] = [
 
 describe('deliberate bugs are caught', () => {
   it('(a) acknowledging a write before its WAL append is durable: a crash loses acknowledged rows', async () => {
-    const steps = CRASH_AFTER_WRITES;
-    const result = await caught(steps, /acknowledged row\(s\) (not readable|missing)/, { faults: { ackBeforeDurable: true } });
-    console.log(`(a) caught: ${result.violations.join(' | ')}`);
-    await clean(steps);
+    await provesBug('(a)', CRASH_AFTER_WRITES, /acknowledged row\(s\) (not readable|missing)/, { ackBeforeDurable: true });
   });
 
   it('(c) replaying from the wrong entry id (flushed + 2): the first entry after the flush is lost on failover', async () => {
-    const steps = CRASH_AFTER_WRITES;
     // The bug is in replay, which a failover runs where no hot standby holds the shard.
-    const noStandby = { followers: 0 };
-    const result = await caught(steps, /acknowledged row\(s\) (not readable|missing)/, { ...noStandby, faults: { replayFromWrongId: true } });
-    console.log(`(c) caught: ${result.violations.join(' | ')}`);
-    await clean(steps, noStandby);
+    await provesBug('(c)', CRASH_AFTER_WRITES, /acknowledged row\(s\) (not readable|missing)/, { replayFromWrongId: true }, { followers: 0 });
   });
 
   it('(d) not fencing on lease loss: a node cut off from meta acknowledges a late write after its shard moved', async () => {
@@ -98,9 +105,7 @@ describe('deliberate bugs are caught', () => {
       { kind: 'write', pick: 0 },
       { kind: 'sleep', ms: 300 },
     ];
-    const result = await caught(steps, /acknowledged row\(s\) (not readable|missing)|acknowledged writes but meta granted|it is fenced, never applied/, { faults: { skipLeaseFencing: true } });
-    console.log(`(d) caught: ${result.violations.join(' | ')}`);
-    await clean(steps);
+    await provesBug('(d)', steps, /acknowledged row\(s\) (not readable|missing)|acknowledged writes but meta granted|it is fenced, never applied/, { skipLeaseFencing: true });
   });
 
   it('(b) skipping the epoch check: a deposed leader\'s late entry, applied by a standby after a newer write, shows a stale value', async () => {
@@ -115,10 +120,7 @@ describe('deliberate bugs are caught', () => {
     // standby, which serves what it applied: with the epoch check the late
     // entry is dropped; without it, it is applied after the newer write and
     // the registers read the older write's value.
-    const steps = STALL_OF_A_LEADER;
-    const result = await caught(steps, /a stale value, an older entry applied after a newer one/, { faults: { skipEpochCheck: true } });
-    console.log(`(b) caught: ${result.violations.join(' | ')}`);
-    await clean(steps);
+    await provesBug('(b)', STALL_OF_A_LEADER, /a stale value, an older entry applied after a newer one/, { skipEpochCheck: true });
   });
 
   it('a deposed leader\'s late entries stay fenced once the log below them, markers included, is pruned (found by the simulation, seed 2026)', async () => {
@@ -163,5 +165,45 @@ describe('deliberate bugs are caught', () => {
     const result = await caught(STALE_FLUSH, /acknowledged row\(s\) (not readable|missing)|final query failed/, { faults: { unfencedManifests: true } });
     expect(result.violations.length).toBeGreaterThan(0);
     await clean(STALE_FLUSH);
+  });
+
+  it("(f) a new meta leader that appends no epoch marker: the deposed leader's late entry takes effect on every reader but the new leader", async () => {
+    // n3 crashes; 230 ms later the meta leader stalls for 1.2 s (paused:
+    // election frozen, appends and messages held). At 300 ms it declares n3
+    // dead, its lease still holding (it ends 150-200 ms into the stall), and
+    // starts a failover: that first append is held. Another replica takes
+    // over (~250 ms into the stall), gives n3 a full failure timeout, then
+    // fails its shard over itself, under the same procedure id, to the end.
+    // The held append lands when the stall ends, after all of that, with the
+    // old epoch. With the marker it is fenced; without it every reader folds
+    // it (the failover, finished, is running again) except the new leader,
+    // which appended after it anyway (the hand-over to the standbys).
+    const steps: Step[] = [
+      ...TWO_WRITES,
+      { kind: 'crash', pick: 0.9 },
+      { kind: 'sleep', ms: 230 },
+      { kind: 'meta_stall', pick: 0, ms: 1_200 },
+      { kind: 'sleep', ms: 1_500 },
+      { kind: 'write', pick: 0 },
+    ];
+    await provesBug('(f)', steps, /a deposed meta leader's entry that no reader fences|disagrees with the meta log/, { skipMetaEpochMarker: true });
+  });
+
+  it("(g) a new meta leader that does not wait out its predecessor's leases: a node whose lease still holds acknowledges a write after its shard moved", async () => {
+    // The meta leader stops cleanly: it resigns, and a successor takes over
+    // at once, while the node leases it granted (200 ms) still hold. n3 is
+    // cut off from meta for 125 ms and a write reaches it 100 ms late. The
+    // successor should give n3 a failure timeout (300 ms) to check in,
+    // which it does once the cut heals; with the bug it fails n3's shard
+    // over at its first tick, and n3, its lease still valid, acknowledges
+    // the late write after the new leader's epoch marker.
+    const steps: Step[] = [
+      ...TWO_WRITES,
+      { kind: 'meta_shutdown', pick: 0 },
+      { kind: 'partition', pick: 0.9, ms: 125 },
+      { kind: 'write', pick: 0 },
+      { kind: 'sleep', ms: 500 },
+    ];
+    await provesBug('(g)', steps, /acknowledged row\(s\) (not readable|missing)|it is fenced, never applied/, { skipMetaLeaseWait: true });
   });
 });

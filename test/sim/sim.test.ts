@@ -3,10 +3,11 @@ import { report, runSeed, shrink } from './cluster-sim.js';
 
 /**
  * The fixed seeds `npm test` runs: each a 24-step schedule of writes, reads,
- * crashes, restarts, pauses, lost messages, meta partitions, stalled WAL
- * appends, meta restarts, migrations and clean shutdowns against meta + 3
- * nodes sharing one local WAL, checked on the leaders and again after every
- * shard is handed to its hot standby. More seeds: `npm run sim -- --seeds N`.
+ * crashes, restarts, pauses, lost messages, partitions from meta, stalled WAL
+ * appends, migrations and clean shutdowns, and meta replicas crashed, stopped,
+ * stalled, partitioned and restarted, against 3 meta replicas + 3 nodes
+ * sharing one local WAL, checked on the leaders and again after every shard
+ * is handed to its hot standby. More seeds: `npm run sim -- --seeds N`.
  */
 export const FIXED_SEEDS = [1, 2, 3, 4, 5, 6, 7, 8];
 
