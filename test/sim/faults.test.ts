@@ -190,20 +190,22 @@ describe('deliberate bugs are caught', () => {
   });
 
   it("(g) a new meta leader that does not wait out its predecessor's leases: a node whose lease still holds acknowledges a write after its shard moved", async () => {
-    // The meta leader stops cleanly: it resigns, and a successor takes over
-    // at once, while the node leases it granted (200 ms) still hold. n3 is
-    // cut off from meta for 125 ms and a write reaches it 100 ms late. The
-    // successor should give n3 a failure timeout (300 ms) to check in,
-    // which it does once the cut heals; with the bug it fails n3's shard
-    // over at its first tick, and n3, its lease still valid, acknowledges
-    // the late write after the new leader's epoch marker.
+    // Longer leases than the other runs (600 ms, failure timeout 800 ms),
+    // so the window is wide whatever the machine's speed: n3 is cut off
+    // from meta for 300 ms and a write reaches it 240 ms late. Meanwhile the
+    // meta leader stops cleanly: it resigns, and a successor takes over at
+    // once, while the lease it granted n3 still holds; n3 misses the
+    // successor's nudge to renew. The successor should give n3 a failure
+    // timeout to check in, which it does once the cut heals; with the bug it
+    // fails n3's shard over at its first tick, and n3, its lease still
+    // valid, acknowledges the late write after the new leader's epoch marker.
     const steps: Step[] = [
       ...TWO_WRITES,
+      { kind: 'partition', pick: 0.9, ms: 300 },
       { kind: 'meta_shutdown', pick: 0 },
-      { kind: 'partition', pick: 0.9, ms: 125 },
       { kind: 'write', pick: 0 },
-      { kind: 'sleep', ms: 500 },
+      { kind: 'sleep', ms: 900 },
     ];
-    await provesBug('(g)', steps, /acknowledged row\(s\) (not readable|missing)|it is fenced, never applied/, { skipMetaLeaseWait: true });
+    await provesBug('(g)', steps, /acknowledged row\(s\) (not readable|missing)|it is fenced, never applied/, { skipMetaLeaseWait: true }, { heartbeatMs: 100, leaseMs: 600, failureTimeoutMs: 800 });
   });
 });
