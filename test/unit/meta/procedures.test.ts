@@ -714,7 +714,11 @@ class ScriptedNode {
   }
 }
 
-describe('procedures run by MetaServer, resumed after a meta restart (in-process transport, LevelDB meta log)', () => {
+// Retried: with a 250 ms failure timeout, a loaded machine sometimes lets a
+// node's heartbeat run late enough that the restarted meta rolls a resumed
+// migration back (seen at a1e66b9 too: 5 in 20 runs with two at once). A
+// wrong resume fails every attempt.
+describe('procedures run by MetaServer, resumed after a meta restart (in-process transport, LevelDB meta log)', { retry: 2 }, () => {
   let dir: string;
   let log: LocalLogStore;
   let network: InProcessNetwork;
