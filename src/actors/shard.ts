@@ -384,7 +384,7 @@ export class ShardActor {
     // manifests older than this node's and need the log below them. Checked
     // after those manifests were written; a new epoch is granted only once
     // the lease has run out, so a leader that gets one reads them.
-    if (this.ctx.leaseHeld?.() === false) return;
+    if (this.leaseLapsed) return;
     const regions = [...this.regions.values()];
     // A region that failed before its manifest was read pins the whole log.
     if (regions.some((r) => r.state() === 'failed' && r.flushedEntryId() < 0)) return;
@@ -440,7 +440,7 @@ export class ShardActor {
    */
   async write(regionId: number, mutation: PreparedMutation, deadline?: Deadline): Promise<EntryId> {
     if (deadlinePassed(deadline)) throw deadlineExceeded(`shard ${this.id}: write to region ${regionId}`, deadline);
-    await this.waitOutLapse(deadline);
+    if (this.leaseLapsed) await this.waitOutLapse(deadline);
     if (deadlinePassed(deadline)) throw deadlineExceeded(`shard ${this.id}: write to region ${regionId}`, deadline);
     const writer = this.assertWritable();
     const region = this.regions.get(regionId);
@@ -464,7 +464,7 @@ export class ShardActor {
       return -1;
     }
     const id = await writer.append(entry, deadline).catch((err: unknown) => this.stoppedHere(err, 'write'));
-    await this.waitOutLapse(deadline);
+    if (this.leaseLapsed) await this.waitOutLapse(deadline);
     // Acknowledge only under a valid lease: meta gives the shard to another
     // node only after this lease has run out, and that node replays every
     // entry before its epoch marker, so what is acknowledged is never lost.
@@ -533,14 +533,19 @@ export class ShardActor {
    * retry and its backoff. Bounded by the caller's deadline.
    */
   private async waitOutLapse(deadline?: Deadline): Promise<void> {
-    if (this.ctx.leaseHeld?.() !== false || !this.ctx.awaitLease) return;
+    if (!this.ctx.awaitLease) return;
     // Give up a little before the deadline, so the refusal (retryable: nothing was written) reaches the caller in time to try again.
     const left = deadline?.at === undefined ? LAPSE_WAIT_MS : Math.min(LAPSE_WAIT_MS, deadline.at - Date.now() - LAPSE_REFUSAL_MARGIN_MS);
     await this.ctx.awaitLease(left);
   }
 
+  /** The node's lease from meta has lapsed (cluster mode). Checked before waiting, so a write under a held lease costs no extra await. */
+  private get leaseLapsed(): boolean {
+    return this.ctx.leaseHeld?.() === false;
+  }
+
   private assertLease(what: string): void {
-    if (this.ctx.leaseHeld?.() === false && !this.faults.skipLeaseFencing) {
+    if (this.leaseLapsed && !this.faults.skipLeaseFencing) {
       throw new RepriseError('NOT_LEADER', `shard ${this.id}: node '${this.ctx.nodeId}' lost its lease from meta; write ${what}`, { shard: this.id });
     }
   }
@@ -557,11 +562,11 @@ export class ShardActor {
     if (this.role === 'follower') {
       throw new RepriseError('NOT_LEADER', `shard ${this.id} is a follower on node '${this.ctx.nodeId}'`, { shard: this.id, state: this.state() });
     }
-    await this.waitOutLapse();
+    if (this.leaseLapsed) await this.waitOutLapse();
     // Without a lease this node may no longer lead the shard: a retryable
     // refusal (the router asks again, here once the lease is renewed and the
     // shard reopened, or at the new leader), not its regions' REGION_FAILED.
-    if ((this.fencedByLease && this.state() === 'failed') || this.ctx.leaseHeld?.() === false) {
+    if ((this.fencedByLease && this.state() === 'failed') || this.leaseLapsed) {
       throw new RepriseError('SHARD_NOT_SERVING', `shard ${this.id}: node '${this.ctx.nodeId}' lost its lease from meta; reads wait until it is renewed or another node leads the shard`, {
         shard: this.id,
         state: this.state(),

@@ -46,6 +46,18 @@ export async function startNodes(group: ProcessGroup, env: Record<string, string
   return nodes;
 }
 
+/** Wait until meta, asked through `via`, has every shard led at an epoch (opened). */
+export async function awaitShardsLed(via: Server): Promise<void> {
+  await until(
+    async () => {
+      const status = (await call(via, 'GET', '/v1/cluster/status')).body as { meta: { shards: { leader: string | null; epoch: number }[] } };
+      return status.meta.shards.every((s) => s.leader !== null && s.epoch > 0) || undefined;
+    },
+    'every shard led',
+    { timeoutMs: 30_000, everyMs: 50, ignoreErrors: true },
+  );
+}
+
 /**
  * Wait until the running replicas among `metas` agree on one leader that
  * says it leads, at an epoch above `above`; returns its id and epoch.

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SCHEMA, ProcessGroup } from '../harness/cluster.js';
 import { startTestKafka, type TestKafka } from '../harness/kafka-mock.js';
-import { awaitMetaLeader, invariantViolations, metaMembers, readMetaLog, startWriters } from '../harness/meta-ha.js';
+import { awaitMetaLeader, awaitShardsLed, invariantViolations, metaMembers, readMetaLog, startWriters } from '../harness/meta-ha.js';
 import { startNatsCluster, type TestNatsCluster } from '../harness/nats-cluster.js';
 import { createTestNetwork, type TestNetwork } from '../harness/netns.js';
 import { call, type Server } from '../harness/standalone.js';
@@ -54,14 +54,7 @@ describe('meta leader cut off by a real network partition', () => {
     const nodes = new Map<string, Server>();
     await Promise.all(NODE_IDS.map(async (id) => nodes.set(id, await launchIn(id, ['node', '--id', id], env))));
     const front = nodes.get('n1')!;
-    await until(
-      async () => {
-        const status = (await call(front, 'GET', '/v1/cluster/status')).body as { meta: { shards: { leader: string | null; epoch: number }[] } };
-        return status.meta.shards.every((s) => s.leader !== null && s.epoch > 0) || undefined;
-      },
-      'every shard led',
-      { timeoutMs: 30_000, everyMs: 50, ignoreErrors: true },
-    );
+    await awaitShardsLed(front);
     expect((await call(front, 'POST', '/v1/tables', CLUSTER_SCHEMA)).status).toBe(201);
     const writers = startWriters([...nodes.values()]);
     await sleep(1_000);

@@ -3,7 +3,7 @@ import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLUSTER_SCHEMA, ProcessGroup } from '../harness/cluster.js';
 import { startTestKafka, type TestKafka } from '../harness/kafka-mock.js';
-import { awaitMetaLeader, invariantViolations, metaMembers, startMetas, startNodes, startWriters } from '../harness/meta-ha.js';
+import { awaitMetaLeader, awaitShardsLed, invariantViolations, metaMembers, startMetas, startNodes, startWriters } from '../harness/meta-ha.js';
 import { startNatsCluster, type TestNatsCluster } from '../harness/nats-cluster.js';
 import { BIN, call, type Server } from '../harness/standalone.js';
 import { until } from '../harness/wait.js';
@@ -54,10 +54,7 @@ describe('meta replicas: one leads, a follower takes over, no write is lost or r
     const leader = await awaitMetaLeader(metas);
     const nodes = await startNodes(group, env, NODE_IDS);
     const front = nodes.get('n1')!;
-    await until(async () => {
-      const status = (await call(front, 'GET', '/v1/cluster/status')).body as { meta: { shards: { leader: string | null; epoch: number }[] } };
-      return status.meta.shards.every((s) => s.leader !== null && s.epoch > 0) || undefined;
-    }, 'every shard led', { timeoutMs: 30_000, everyMs: 50, ignoreErrors: true });
+    await awaitShardsLed(front);
     if (options.createTable !== false) {
       const created = await call(front, 'POST', '/v1/tables', CLUSTER_SCHEMA);
       expect(created.status, JSON.stringify(created.body)).toBe(201);
