@@ -26,8 +26,8 @@ export class RemoteMeta {
     readonly replica: MetaReplica,
   ) {}
 
-  private async call<T extends { entryId: EntryId }>(op: MetaOp, payload: unknown, retries = 2): Promise<T> {
-    const reply = await this.request<T>(op, payload, retries);
+  private async call<T extends { entryId: EntryId }>(op: MetaOp, payload: unknown, retries = 2, abandoned?: () => boolean): Promise<T> {
+    const reply = await this.request<T>(op, payload, retries, abandoned);
     await this.replica.waitFor(reply.entryId);
     return reply;
   }
@@ -37,15 +37,16 @@ export class RemoteMeta {
    * successor's start nobody serves the subjects) it is sent again until
    * META_FAILOVER_WAIT_MS: UNAVAILABLE means it was never delivered, so
    * that is safe for every operation. `retries`: after a TIMEOUT too, for
-   * the operations that may run twice.
+   * the operations that may run twice. `abandoned`: the caller has given
+   * up on this request (and may have sent another), so it is not sent again.
    */
-  private async request<T>(op: MetaOp, payload: unknown, retries: number): Promise<T> {
+  private async request<T>(op: MetaOp, payload: unknown, retries: number, abandoned = () => false): Promise<T> {
     const until = Date.now() + META_FAILOVER_WAIT_MS;
     for (;;) {
       try {
         return await this.transport.request<unknown, T>(this.transport.subject('meta', op), payload, { timeoutMs: META_TIMEOUT_MS, retries });
       } catch (err) {
-        if (!isRepriseError(err, 'UNAVAILABLE') || Date.now() >= until) throw err;
+        if (!isRepriseError(err, 'UNAVAILABLE') || Date.now() >= until || abandoned()) throw err;
         await new Promise((resolve) => setTimeout(resolve, META_FAILOVER_POLL_MS));
       }
     }
@@ -69,24 +70,27 @@ export class RemoteMeta {
    * If the meta leader changes meanwhile (a newer epoch marker in the log),
    * its answer cannot come: a procedure it recorded is in the log before the
    * new marker and is followed there; if there is none, the request died
-   * with that leader and goes to its successor.
+   * with that leader and goes to its successor. A copy sent again that meets
+   * the shard already led by `to` (the earlier copy reached the successor
+   * after all) or its migration there running, ends as that does.
    */
   async migrate(shardId: number, to: string): Promise<{ shard: number; from: string; to: string; ms: number }> {
     const started = Date.now();
+    const from = this.replica.shard(shardId).leader;
     for (let attempt = 0; ; attempt++) {
-      const from = this.replica.shard(shardId).leader;
       const sentAt = this.replica.metaEpoch;
       const leaderChanged = this.metaLeaderChange(sentAt);
       try {
-        const reply = await Promise.race([this.call<{ shard: number; from: string; to: string; ms: number; entryId: EntryId }>('migrate', { shard: shardId, to }, 0), leaderChanged.promise]);
+        const reply = await Promise.race([this.call<{ shard: number; from: string; to: string; ms: number; entryId: EntryId }>('migrate', { shard: shardId, to }, 0, () => leaderChanged.fired), leaderChanged.promise]);
         return { shard: reply.shard, from: reply.from, to: reply.to, ms: reply.ms };
       } catch (err) {
-        // Sent again: the first request may have reached the new leader after all (it was sent while no meta led, and waited for one). The same migration running is this one.
-        if (attempt > 0 && isRepriseError(err, 'PROCEDURE_RUNNING') && from !== null) {
+        // Sent again: the earlier request may have reached the new leader after all (sent while no meta led, it is sent again until one does), so its migration may be running or done; the log says which.
+        if (attempt > 0 && from !== null) {
           await this.sync();
           const running = this.replica.procedureOfShard(shardId);
-          if (running?.kind !== 'migrate' || running.to !== to) throw err;
-          await this.migrationOutcome(shardId, to, started + MIGRATE_OUTCOME_MS - Date.now(), err);
+          const ours = running === undefined ? this.replica.shard(shardId).leader === to : running.kind === 'migrate' && running.to === to;
+          if (!ours) throw err;
+          await this.migrationOutcome(shardId, to, started + MIGRATE_OUTCOME_MS - Date.now(), err as RepriseError);
           return { shard: shardId, from, to, ms: Date.now() - started };
         }
         const changed = this.replica.metaEpoch > sentAt;
@@ -102,15 +106,24 @@ export class RemoteMeta {
   }
 
   /** Rejects UNAVAILABLE once the replica folds a meta epoch marker above `epoch` (a new meta leader), until cancelled. */
-  private metaLeaderChange(epoch: number): { promise: Promise<never>; cancel: () => void } {
+  private metaLeaderChange(epoch: number): { promise: Promise<never>; readonly fired: boolean; cancel: () => void } {
     let stop = (): void => undefined;
+    let fired = false;
     const promise = new Promise<never>((_, reject) => {
       stop = this.replica.onChange(() => {
-        if (this.replica.metaEpoch > epoch) reject(new RepriseError('UNAVAILABLE', `the meta leader changed (epoch ${epoch} -> ${this.replica.metaEpoch})`));
+        if (this.replica.metaEpoch <= epoch) return;
+        fired = true;
+        reject(new RepriseError('UNAVAILABLE', `the meta leader changed (epoch ${epoch} -> ${this.replica.metaEpoch})`));
       });
     });
     promise.catch(() => undefined);
-    return { promise, cancel: () => stop() };
+    return {
+      promise,
+      get fired() {
+        return fired;
+      },
+      cancel: () => stop(),
+    };
   }
 
   /**

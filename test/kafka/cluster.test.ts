@@ -48,7 +48,8 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     for (const close of closers.splice(0).reverse()) await close().catch(() => undefined);
   });
 
-  async function cluster(nodes: string[], topology: 'static' | 'dynamic' = 'dynamic', followers = 1) {
+  /** `standbyMetas`: meta replicas beside the leader, electing on the same store (transports `meta-1`, `meta-2`, ...). */
+  async function cluster(nodes: string[], topology: 'static' | 'dynamic' = 'dynamic', followers = 1, standbyMetas = 0) {
     const network = new InProcessNetwork();
     const objectStoreDir = await mkdtemp(join(tmpdir(), 'reprise-cluster-'));
     closers.push(() => rm(objectStoreDir, { recursive: true, force: true }));
@@ -59,9 +60,18 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
       topicPrefix: `cl_${process.pid}_${Date.now().toString(36)}_${seq++}`,
     };
     const metaTransport = network.transport({ cluster: 'test', name: 'meta' });
-    const meta: MetaProcess = await startMeta({ transport: metaTransport, wal, shards: 3, logger: false, heartbeatMs: 100, leaseMs: 400, failureTimeoutMs: 600, minNodes: nodes.length, topology, followers, election: { store: new MemoryElectionStore() } });
+    const election = new MemoryElectionStore();
+    const metaOptions = { wal, shards: 3, logger: false, heartbeatMs: 100, leaseMs: 400, failureTimeoutMs: 600, minNodes: nodes.length, topology, followers } as const;
+    const meta: MetaProcess = await startMeta({ ...metaOptions, transport: metaTransport, id: 'meta', election: { store: election.connect('meta') } });
     await meta.leading();
     closers.push(() => metaTransport.close(), () => meta.close());
+    const standbys: { meta: MetaProcess; transport: InProcessTransport }[] = [];
+    for (let i = 1; i <= standbyMetas; i++) {
+      const transport = network.transport({ cluster: 'test', name: `meta-${i}` });
+      const standby = await startMeta({ ...metaOptions, transport, id: `meta-${i}`, election: { store: election.connect(`meta-${i}`) } });
+      closers.push(() => transport.close(), () => standby.close());
+      standbys.push({ meta: standby, transport });
+    }
     const members = new Map<string, { runtime: Reprise; transport: InProcessTransport }>();
     await Promise.all(
       nodes.map(async (nodeId) => {
@@ -71,7 +81,7 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
         members.set(nodeId, { runtime, transport });
       }),
     );
-    return { network, meta, members, objectStoreDir };
+    return { network, meta, metaTransport, standbys, members, objectStoreDir };
   }
 
   it('a node started before meta waits for meta\'s log, then joins and serves (issue 14, finding 6); without meta it gives up with UNAVAILABLE', async () => {
@@ -357,6 +367,32 @@ describe('cluster on the in-process transport and the Kafka WAL', () => {
     expect(late.matched).toBe(1);
     expect(Date.now() - started).toBeLessThan(8_000);
     expect(meta.server.status().shards.find((s) => s.id === moving)!.leader).toBe(to);
+  });
+
+  it('a migrate request sent again across a meta leader change that meets the shard already moved to its target (by its first copy, or another caller) is the caller\'s success', async () => {
+    const { network, meta, metaTransport, standbys, members } = await cluster(['n1', 'n2', 'n3'], 'dynamic', 1, 1);
+    const successor = standbys[0]!.meta;
+    await waitUntil(() => meta.server.status().shards.every((s) => s.epoch > 0), 'every shard opened');
+    const moving = 0;
+    const from = meta.server.status().shards.find((s) => s.id === moving)!.leader!;
+    const to = ['n1', 'n2', 'n3'].find((n) => n !== from)!;
+    const [askerId, otherId] = ['n1', 'n2', 'n3'].filter((n) => n !== to) as [string, string];
+    const asker = members.get(askerId)!.runtime;
+    const other = members.get(otherId)!.runtime;
+    // The leader never answers the first copy and resigns; the copy sent to its successor comes after another migration of the shard to the same node is over.
+    const migrateRequest = (m: { kind: string; subject: string; from: string }) => m.kind === 'request' && m.subject.endsWith('.meta.migrate') && m.from === askerId;
+    const lost = network.faults.drop((m) => migrateRequest(m) && m.to === 'meta', { times: 1 });
+    const late = network.faults.delay((m) => migrateRequest(m) && m.to === 'meta-1', 3_000, { times: 1 });
+    const migration = asker.migrateShard(moving, to);
+    await waitUntil(() => lost.matched === 1, 'the first copy lost');
+    await meta.close();
+    await metaTransport.close();
+    await successor.leading();
+    await waitUntil(() => late.matched === 1, 'the copy sent again');
+    await expect(other.migrateShard(moving, to)).resolves.toMatchObject({ shard: moving, from, to });
+    await expect(migration).resolves.toMatchObject({ shard: moving, from, to });
+    // Asked once more, now that it is there, it is the caller's mistake.
+    await expect(asker.migrateShard(moving, to)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/already led/) });
   });
 
   it('line protocol clients on two nodes writing a new measurement at once: meta lets one create through, the other node waits for it, every write is acknowledged', async () => {
