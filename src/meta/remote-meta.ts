@@ -81,7 +81,7 @@ export class RemoteMeta {
       const sentAt = this.replica.metaEpoch;
       const leaderChanged = this.metaLeaderChange(sentAt);
       try {
-        const reply = await Promise.race([this.call<{ shard: number; from: string; to: string; ms: number; entryId: EntryId }>('migrate', { shard: shardId, to }, 0, () => leaderChanged.fired), leaderChanged.promise]);
+        const reply = await Promise.race([this.call<{ shard: number; from: string; to: string; ms: number; entryId: EntryId }>('migrate', { shard: shardId, to }, 0, () => this.replica.metaEpoch > sentAt), leaderChanged.promise]);
         return { shard: reply.shard, from: reply.from, to: reply.to, ms: reply.ms };
       } catch (err) {
         // Sent again: the earlier request may have reached the new leader after all (sent while no meta led, it is sent again until one does), so its migration may be running or done; the log says which.
@@ -106,24 +106,15 @@ export class RemoteMeta {
   }
 
   /** Rejects UNAVAILABLE once the replica folds a meta epoch marker above `epoch` (a new meta leader), until cancelled. */
-  private metaLeaderChange(epoch: number): { promise: Promise<never>; readonly fired: boolean; cancel: () => void } {
+  private metaLeaderChange(epoch: number): { promise: Promise<never>; cancel: () => void } {
     let stop = (): void => undefined;
-    let fired = false;
     const promise = new Promise<never>((_, reject) => {
       stop = this.replica.onChange(() => {
-        if (this.replica.metaEpoch <= epoch) return;
-        fired = true;
-        reject(new RepriseError('UNAVAILABLE', `the meta leader changed (epoch ${epoch} -> ${this.replica.metaEpoch})`));
+        if (this.replica.metaEpoch > epoch) reject(new RepriseError('UNAVAILABLE', `the meta leader changed (epoch ${epoch} -> ${this.replica.metaEpoch})`));
       });
     });
     promise.catch(() => undefined);
-    return {
-      promise,
-      get fired() {
-        return fired;
-      },
-      cancel: () => stop(),
-    };
+    return { promise, cancel: () => stop() };
   }
 
   /**
