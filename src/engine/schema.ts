@@ -33,12 +33,32 @@ export type Value = string | number | boolean | null;
 /** A row as users see it: column name -> value; timestamps are epoch ms. */
 export type Row = Record<string, Value>;
 
+/**
+ * Conditions on one tag or time column; every operator given must hold
+ * (AND). Operands have the column's type.
+ */
 export interface RangeCondition {
+  /** The column equals this value. */
   readonly eq?: Value;
+  /** The column is greater than this value. */
   readonly gt?: Value;
+  /** The column is greater than or equal to this value. */
   readonly gte?: Value;
+  /** The column is less than this value. */
   readonly lt?: Value;
+  /** The column is less than or equal to this value. */
   readonly lte?: Value;
+  /**
+   * The column equals one of these values (SQL `IN`): a non-empty array,
+   * sorted and without duplicates once validated.
+   */
+  readonly in?: readonly Value[];
+  /**
+   * The column equals none of these values (SQL `NOT IN`; `!=` is a
+   * one-value list): a non-empty array, sorted and without duplicates once
+   * validated.
+   */
+  readonly notIn?: readonly Value[];
 }
 
 export type AggregateFn = 'count' | 'sum' | 'avg' | 'min' | 'max' | 'first' | 'last';
@@ -57,7 +77,7 @@ export function aggregateName(a: AggregateSpec): string {
 }
 
 export interface TableQuery {
-  /** Tag column -> value (equality) or a range condition. */
+  /** Tag or time column -> value (equality) or a condition (range, `in`, `notIn`). */
   readonly where?: Record<string, Value | RangeCondition>;
   /** Time index range, `from` inclusive, `to` exclusive, epoch ms. */
   readonly timeRange?: { readonly from?: number; readonly to?: number };

@@ -31,8 +31,10 @@ export function partitionOf(schema: TableSchema, row: Row): number {
 }
 
 /**
- * The partitions a (validated) query can find rows in: pruned by equality
- * and range conditions on the partition column, otherwise all of them.
+ * The partitions a (validated) query can find rows in, in increasing order:
+ * pruned by equality and range conditions on the partition column (a
+ * contiguous run) and by `in` (only the partitions of the listed values the
+ * other conditions allow); otherwise all of them. `notIn` prunes nothing.
  */
 export function partitionsForQuery(schema: TableSchema, q: TableQuery): number[] {
   const count = partitionCount(schema);
@@ -40,6 +42,7 @@ export function partitionsForQuery(schema: TableSchema, q: TableQuery): number[]
   const cond = rule ? q.where?.[rule.column] : undefined;
   let lo = 0;
   let hi = count - 1;
+  let listed: Set<number> | undefined;
   if (rule && cond !== undefined && cond !== null) {
     const { bounds } = rule;
     // Values < v end in the first partition whose bound is >= v.
@@ -60,8 +63,21 @@ export function partitionsForQuery(schema: TableSchema, q: TableQuery): number[]
     // Values <= v end in the partition that holds v.
     if (range.lte !== undefined) hi = Math.min(hi, partitionOfValue(bounds, range.lte));
     if (range.lt !== undefined) hi = Math.min(hi, lastBelow(range.lt));
+    if (range.in !== undefined) {
+      // The partitions of the listed values that every other operator allows.
+      const excluded = range.notIn === undefined ? undefined : new Set(range.notIn);
+      const allowed = (v: Value): boolean =>
+        (range.eq === undefined || compareValues(v, range.eq) === 0) &&
+        (range.gt === undefined || compareValues(v, range.gt) > 0) &&
+        (range.gte === undefined || compareValues(v, range.gte) >= 0) &&
+        (range.lt === undefined || compareValues(v, range.lt) < 0) &&
+        (range.lte === undefined || compareValues(v, range.lte) <= 0) &&
+        excluded?.has(v) !== true;
+      listed = new Set();
+      for (const v of range.in) if (allowed(v)) listed.add(partitionOfValue(bounds, v));
+    }
   }
   const out: number[] = [];
-  for (let p = lo; p <= hi; p++) out.push(p);
+  for (let p = lo; p <= hi; p++) if (listed === undefined || listed.has(p)) out.push(p);
   return out;
 }

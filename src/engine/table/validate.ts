@@ -42,7 +42,11 @@ const PARTITION_KEYS = new Set(['column', 'bounds']);
 const QUERY_KEYS = new Set(['where', 'timeRange', 'columns', 'limit', 'order', 'groupBy', 'interval', 'aggregates']);
 const AGGREGATE_KEYS = new Set(['fn', 'column', 'as']);
 const NUMERIC_TYPES = new Set<ColumnType>(['float64', 'int64', 'timestamp']);
-const RANGE_KEYS = new Set(['eq', 'gt', 'gte', 'lt', 'lte']);
+const RANGE_KEYS = new Set(['eq', 'gt', 'gte', 'lt', 'lte', 'in', 'notIn']);
+/** Operators whose operand is a list of values. */
+const LIST_OPS = new Set(['in', 'notIn']);
+/** Values one `in` or `notIn` list may hold: each is looked up per row scanned, and the query travels between nodes. */
+export const MAX_IN_VALUES = 10_000;
 const TIME_RANGE_KEYS = new Set(['from', 'to']);
 
 export function isPlainObject(x: unknown): x is Record<string, unknown> {
@@ -262,22 +266,39 @@ export function validateQuery(schema: TableSchema, input: unknown): TableQuery {
       if (c === undefined) queryFail(`where: unknown column "${name}"`, { column: name });
       else if (c.role === 'field') queryFail(`where: column "${name}" is a field; only tag and time columns can be filtered`, { column: name });
       const col = c as ColumnDef;
-      const checkOperand = (holder: object, op: string, v: unknown): Value => {
+      /** `label` names the operand in the message ('' for a bare value), `key` is where `holder` has it. */
+      const checkOperand = (holder: object, key: string | number, label: string, v: unknown): Value => {
         if (!isValueOfType(col.type, v)) {
-          queryFail(`where: column "${name}"${op ? ` ${op}` : ''} must be ${TYPE_DESCRIPTIONS[col.type]}, got ${showAt(holder, op || name, v)}`, { column: name });
+          queryFail(`where: column "${name}"${label ? ` ${label}` : ''} must be ${TYPE_DESCRIPTIONS[col.type]}, got ${showAt(holder, key, v)}`, { column: name });
         }
         return v as Value;
+      };
+      /** An `in`/`notIn` list: checked, then sorted and without duplicates (the canonical form the engine plans by). */
+      const checkList = (op: string, list: unknown): Value[] => {
+        if (!Array.isArray(list)) {
+          return queryFail(`where: column "${name}" ${op} must be a non-empty array of values (each ${TYPE_DESCRIPTIONS[col.type]}), got ${show(list)}`, { column: name });
+        }
+        if (list.length === 0) queryFail(`where: column "${name}" ${op} must be a non-empty array of values, got an empty array`, { column: name });
+        if (list.length > MAX_IN_VALUES) {
+          queryFail(`where: column "${name}" ${op}: ${list.length} values, more than the limit of ${MAX_IN_VALUES}`, { column: name, limit: MAX_IN_VALUES });
+        }
+        const values = (list as unknown[]).map((v, i) => checkOperand(list, i, `${op}[${i}]`, v));
+        values.sort(compareValues);
+        let n = 0;
+        for (let i = 0; i < values.length; i++) if (n === 0 || compareValues(values[n - 1], values[i]) !== 0) values[n++] = values[i];
+        values.length = n;
+        return values;
       };
       if (isPlainObject(cond)) {
         const ops = Object.keys(cond);
         const badOp = ops.find((op) => !RANGE_KEYS.has(op));
-        if (badOp !== undefined) queryFail(`where: column "${name}": unknown operator "${badOp}" (expected eq, gt, gte, lt, lte)`, { column: name });
+        if (badOp !== undefined) queryFail(`where: column "${name}": unknown operator "${badOp}" (expected eq, gt, gte, lt, lte, in, notIn)`, { column: name });
         if (ops.length === 0) queryFail(`where: column "${name}": empty condition`, { column: name });
-        const range: { -readonly [K in keyof RangeCondition]: RangeCondition[K] } = {};
-        for (const op of ops as (keyof RangeCondition)[]) range[op] = checkOperand(cond, op, cond[op]);
-        where[name] = range;
+        const range: Record<string, Value | readonly Value[]> = {};
+        for (const op of ops) range[op] = LIST_OPS.has(op) ? checkList(op, cond[op]) : checkOperand(cond, op, op, cond[op]);
+        where[name] = range as RangeCondition;
       } else {
-        where[name] = checkOperand(input.where as object, '', cond);
+        where[name] = checkOperand(input.where as object, name, '', cond);
       }
     }
     query.where = where;
