@@ -13,6 +13,12 @@ export const ERROR_CODES = [
   /** A query's result would pass the configured bound (maxResultRows). */
   'QUERY_TOO_LARGE',
   'MALFORMED_JSON',
+  /** A SQL statement that does not parse: the message names line, column and the token found. */
+  'SQL_SYNTAX',
+  /** A SQL statement that parses but that reprise does not run (a join, OR across columns, ...): the message names what. */
+  'SQL_UNSUPPORTED',
+  /** A user or password a protocol does not accept. */
+  'UNAUTHENTICATED',
   'REQUEST_TOO_LARGE',
   /** An HTTP request not received whole (headers and body) within httpRequestTimeoutMs. */
   'REQUEST_TIMEOUT',

@@ -8,6 +8,8 @@ import type { Logger } from 'pino';
 import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import { describeMachine, MACHINES } from '../actors/diagram.js';
 import { RepriseError, type ErrorCode } from '../errors.js';
+import { sqlSessions } from '../frontend/sql/session.js';
+import type { SqlSessionFactory, SqlUser } from '../frontend/sql/types.js';
 import { clientDeadline } from './client-deadline.js';
 import { EventStreams, type EventStreamOptions } from './event-stream.js';
 import { DEFAULT_MAX_ROWS_PER_WRITE, registerInfluxRoutes, tooManyRows } from './influxdb.js';
@@ -15,6 +17,10 @@ import { parseJsonBody } from './json-body.js';
 import { jsonRowChunks, STREAMED_RESULT_ROWS } from './json-rows.js';
 import { machineSvg } from './machine-svg.js';
 import type { Reprise } from './runtime.js';
+import { checkRouteMode, httpUserOf } from './http-auth.js';
+import { registerSqlRoutes } from './sql-http.js';
+import { ANONYMOUS_USER, type UserProvider } from './users.js';
+import { sqlServerVersion } from './version.js';
 
 export const DEFAULT_BODY_LIMIT = 64 * 1024 * 1024;
 /** A request not received whole (headers and body) within this is answered 408 and its connection closed. */
@@ -29,6 +35,9 @@ const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   INVALID_QUERY: 400,
   QUERY_TOO_LARGE: 400,
   MALFORMED_JSON: 400,
+  SQL_SYNTAX: 400,
+  SQL_UNSUPPORTED: 400,
+  UNAUTHENTICATED: 401,
   FORBIDDEN: 403,
   TABLE_NOT_FOUND: 404,
   NOT_FOUND: 404,
@@ -142,6 +151,10 @@ export interface HttpOptions {
   readonly maxTablesPerWrite?: number;
   /** Rows one insert, keys one delete, lines one line-protocol request may hold. Default DEFAULT_MAX_ROWS_PER_WRITE. */
   readonly maxRowsPerWrite?: number;
+  /** The SQL sessions /v1/sql runs statements in. Default: sessions over `runtime`. */
+  readonly sqlSessions?: SqlSessionFactory;
+  /** Who may call the API (HTTP Basic; see http-auth.ts). Unset: anyone, as the anonymous read-write user. */
+  readonly users?: UserProvider;
 }
 
 /** The host of a Host header or URL authority, without port or IPv6 brackets, lower case. */
@@ -268,9 +281,17 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
 
   // Before anything is parsed or routed: a refused request touches nothing.
   const guard = browserGuard(options);
+  // Then who is asking: the user each request authenticated as, for the routes and SQL sessions to check.
+  const userOfRequest = new WeakMap<object, SqlUser>();
   app.addHook('onRequest', (request, _reply, done) => {
     try {
       guard(request.method, request.headers.host, request.headers.origin);
+      const route = request.routeOptions.url;
+      const user = httpUserOf(options.users, request, route);
+      if (user !== undefined) {
+        checkRouteMode(user, request.method, route);
+        userOfRequest.set(request, user);
+      }
       done();
     } catch (err) {
       done(err as Error);
@@ -299,6 +320,7 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     const status = statusOf(error);
     // A refusal for load is expected, and counted (reprise_queries_overloaded_total), not logged per request.
     if (error.code === 'OVERLOADED') void reply.header('retry-after', '1');
+    else if (error.code === 'UNAUTHENTICATED') void reply.header('www-authenticate', 'Basic realm="reprise"');
     else if (status >= 500) log.error({ err, code: error.code, method: request.method, url: request.url }, error.message);
     void reply.status(status).send(envelope(error));
   });
@@ -373,6 +395,8 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     return reply.send(Readable.from(chunks, { objectMode: false }));
   });
 
+  registerSqlRoutes(app, options.sqlSessions ?? sqlSessions(runtime, { version: sqlServerVersion() }), (request) => userOfRequest.get(request) ?? ANONYMOUS_USER);
+
   app.post('/v1/flush', async () => {
     await runtime.flush();
     return { flushed: true };
@@ -407,11 +431,11 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
 }
 
 /** Parse `host:port` (as GreptimeDB's --http-addr). */
-export function parseAddr(addr: string): { host: string; port: number } {
+export function parseAddr(addr: string, what = 'http'): { host: string; port: number } {
   const match = /^(.*):(\d{1,5})$/.exec(addr);
   const port = match ? Number(match[2]) : NaN;
   if (!match || !match[1] || port > 65535) {
-    throw new RepriseError('INVALID_ARGUMENT', `http address '${addr}' is not host:port (e.g. 127.0.0.1:4000)`);
+    throw new RepriseError('INVALID_ARGUMENT', `${what} address '${addr}' is not host:port (e.g. 127.0.0.1:4000)`);
   }
   return { host: match[1].replace(/^\[(.*)\]$/, '$1'), port };
 }

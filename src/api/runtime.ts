@@ -489,6 +489,11 @@ export class Reprise {
     return describe(this.meta.table(name));
   }
 
+  /** describeTable, after catching up with meta when this node has not seen the table yet (in a cluster, one just created elsewhere). */
+  async lookUpTable(name: string): Promise<TableDescription> {
+    return describe(await this.tableInfo(name));
+  }
+
   /**
    * Insert (upsert by primary key) rows. Resolves once every row is durable
    * in the WAL. Rows are validated first: one bad row rejects the request and

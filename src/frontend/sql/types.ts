@@ -1,0 +1,45 @@
+import type { ColumnType, Value } from '../../engine/schema.js';
+
+/** The SQL dialect a session speaks: it decides how `"x"` reads (a string on MySQL, an identifier on PostgreSQL). */
+export type SqlDialect = 'mysql' | 'postgres';
+
+/** One column of a statement's result, typed as the table declares it (timestamps are epoch ms). */
+export interface SqlColumn {
+  readonly name: string;
+  readonly type: ColumnType;
+}
+
+/**
+ * What one statement answers: rows as columns (`data[c][r]` is column c of
+ * row r, timestamps epoch ms), or the number of rows it changed. Protocol
+ * adapters turn these into MySQL, PostgreSQL or JSON results.
+ */
+export type StatementResult =
+  | { readonly kind: 'rows'; readonly columns: readonly SqlColumn[]; readonly data: readonly (readonly Value[])[] }
+  | { readonly kind: 'affected'; readonly affectedRows: number };
+
+/**
+ * A client's SQL session: its dialect and current database. `execute` runs
+ * the statements of `sql` in order and answers one result per statement; it
+ * stops at the first failing statement and rejects with a RepriseError
+ * (SQL_SYNTAX naming line, column and token; SQL_UNSUPPORTED naming what is
+ * not supported; TABLE_NOT_FOUND, INVALID_ROW, ... as the JSON API).
+ * Statements before the failing one have taken effect.
+ */
+export interface SqlSession {
+  readonly dialect: SqlDialect;
+  readonly database: string;
+  execute(sql: string): Promise<StatementResult[]>;
+}
+
+/** What a user may run: read and write (rw), read only (ro: SELECT, SHOW, ...), or write only (wo: INSERT, DELETE, DDL). */
+export type UserMode = 'rw' | 'ro' | 'wo';
+
+/** A client that authenticated (or the anonymous user when no user provider is configured: mode rw). */
+export interface SqlUser {
+  readonly name: string;
+  readonly mode: UserMode;
+}
+
+/** Opens one session per client connection; protocol adapters are given one. */
+export type SqlSessionFactory = (options: { readonly dialect: SqlDialect; readonly user: SqlUser; readonly database?: string }) => SqlSession;
