@@ -15,6 +15,8 @@ export type Expr =
   | { readonly kind: 'isNull'; readonly operand: Expr; readonly negated: boolean; readonly pos: number }
   /** INTERVAL '10 minutes' (or INTERVAL 10 MINUTE), in ms. */
   | { readonly kind: 'interval'; readonly ms: number; readonly pos: number }
+  /** A statement parameter, 0-based: the n-th `?`, or `$n` - 1. */
+  | { readonly kind: 'param'; readonly index: number; readonly pos: number }
   /** @@version_comment, @@session.x, @user_var. */
   | { readonly kind: 'variable'; readonly name: string; readonly pos: number }
   | { readonly kind: 'cast'; readonly operand: Expr; readonly type: string; readonly pos: number };

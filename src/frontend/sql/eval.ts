@@ -16,6 +16,8 @@ export interface EvalScope {
   /** A call the caller resolves itself (an aggregate, a time bucket, over a result row). */
   call?(e: Expr & { kind: 'call' }): { value: Value; type: ColumnType } | undefined;
   variable(name: string): Value;
+  /** The statement's parameter values, by index. */
+  readonly params?: readonly Value[];
   readonly functions: Readonly<Record<string, () => Value>>;
 }
 
@@ -51,6 +53,8 @@ export function render(e: Expr): string {
       return `${render(e.operand)} IS ${e.negated ? 'NOT ' : ''}NULL`;
     case 'interval':
       return `INTERVAL '${e.ms} milliseconds'`;
+    case 'param':
+      return `$${e.index + 1}`;
     case 'variable':
       return `@@${e.name}`;
     case 'cast':
@@ -130,6 +134,12 @@ export function evaluate(e: Expr, scope: EvalScope): Typed {
       return { value: e.value, type: typeOfLiteral(e.value) };
     case 'interval':
       return { value: e.ms, type: 'int64' };
+    case 'param': {
+      const params = scope.params ?? [];
+      if (e.index >= params.length) throw new RepriseError('INVALID_ARGUMENT', `parameter ${e.index + 1} has no value (${params.length} given)`);
+      const value = params[e.index];
+      return { value, type: typeOfLiteral(value) };
+    }
     case 'variable': {
       const value = scope.variable(e.name);
       return { value, type: typeOfLiteral(value) };

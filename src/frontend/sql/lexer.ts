@@ -14,6 +14,8 @@ export type Token =
   | { readonly kind: 'number'; readonly text: string; readonly pos: number }
   | { readonly kind: 'variable'; readonly text: string; readonly pos: number }
   | { readonly kind: 'op'; readonly text: string; readonly pos: number }
+  /** A statement parameter: `?` (numbered in order of appearance) or `$n` (PostgreSQL's). */
+  | { readonly kind: 'param'; readonly text: string; readonly pos: number }
   | { readonly kind: 'eof'; readonly text: ''; readonly pos: number };
 
 const OPERATORS = ['<=>', '!=', '<>', '<=', '>=', '::', '||', '(', ')', ',', ';', '.', '*', '=', '<', '>', '+', '-', '/', '%'];
@@ -76,6 +78,12 @@ export function tokenize(sql: string, dialect: SqlDialect): Token[] {
     if (/[0-9]/.test(ch) || (ch === '.' && /[0-9]/.test(sql[i + 1] ?? ''))) {
       const m = /^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?/.exec(sql.slice(i)) as RegExpExecArray;
       tokens.push({ kind: 'number', text: m[0], pos: start });
+      i += m[0].length;
+      continue;
+    }
+    if (ch === '?' || (ch === '$' && /[0-9]/.test(sql[i + 1] ?? ''))) {
+      const m = /^(?:\?|\$[0-9]+)/.exec(sql.slice(i)) as RegExpExecArray;
+      tokens.push({ kind: 'param', text: m[0], pos: start });
       i += m[0].length;
       continue;
     }

@@ -4,10 +4,11 @@ import type { BinaryOp, ColumnSpec, Expr, OrderItem, SelectItem, Statement } fro
 import { describeToken, syntaxError, tokenize, type Token } from './lexer.js';
 import type { SqlDialect } from './types.js';
 
-/** One statement of a SQL text: its tree and its own text (for command tags and logs). */
+/** One statement of a SQL text: its tree, its own text (for logs) and how many parameters it takes. */
 export interface ParsedStatement {
   readonly statement: Statement;
   readonly text: string;
+  readonly params: number;
 }
 
 /**
@@ -24,10 +25,11 @@ export function parseSql(sql: string, dialect: SqlDialect): ParsedStatement[] {
     while (p.acceptOp(';'));
     if (p.peek().kind === 'eof') return out;
     const start = p.peek().pos;
+    p.params = 0;
     const statement = p.statement();
     const end = p.peek().pos;
     if (!p.acceptOp(';') && p.peek().kind !== 'eof') throw p.error(`expected ';' or the end of the statement, found ${describeToken(p.peek())}`);
-    out.push({ statement, text: sql.slice(start, end).trim() });
+    out.push({ statement, text: sql.slice(start, end).trim(), params: p.params });
   }
 }
 
@@ -87,6 +89,8 @@ export function intervalMs(text: string): number | undefined {
 
 class Parser {
   private at = 0;
+  /** Parameters of the statement being parsed: the number of `?`, or the highest `$n`. */
+  params = 0;
 
   constructor(
     private readonly sql: string,
@@ -657,6 +661,13 @@ class Parser {
       case 'string':
         this.next();
         return { kind: 'literal', value: t.text, pos: t.pos };
+      case 'param': {
+        this.next();
+        const index = t.text === '?' ? this.params : Number(t.text.slice(1)) - 1;
+        if (index < 0) throw this.error('parameters are numbered from $1');
+        this.params = Math.max(this.params, index + 1);
+        return { kind: 'param', index, pos: t.pos };
+      }
       case 'variable':
         this.next();
         return { kind: 'variable', name: t.text.replace(/^@@?(?:(?:global|session|local)\.)?/i, '').toLowerCase(), pos: t.pos };

@@ -72,6 +72,7 @@ function isConstant(e: Expr): boolean {
     case 'literal':
     case 'interval':
     case 'variable':
+    case 'param':
       return true;
     case 'call':
       return !(e.name in AGGREGATES) && !BUCKETS.has(e.name) && e.args.every(isConstant);

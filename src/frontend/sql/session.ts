@@ -4,7 +4,7 @@ import type { ColumnSpec, Statement } from './ast.js';
 import { coerce, evaluate, render, type EvalScope } from './eval.js';
 import { parseSql } from './parser.js';
 import { compileWhere, planSelect } from './planner.js';
-import type { SqlColumn, SqlDialect, SqlSession, SqlSessionFactory, SqlUser, StatementResult } from './types.js';
+import type { PreparedStatement, SqlColumn, SqlDialect, SqlSession, SqlSessionFactory, SqlUser, StatementResult } from './types.js';
 
 /**
  * What a SQL session runs against: the runtime (embedded or a cluster node)
@@ -57,18 +57,28 @@ class Session implements SqlSession {
     if (database !== undefined && database !== '') this.database = checkDatabase(database);
   }
 
-  async execute(sql: string): Promise<StatementResult[]> {
-    // Every statement parses before any runs: a syntax error anywhere writes nothing.
-    const parsed = parseSql(sql, this.dialect);
-    const results: StatementResult[] = [];
-    for (const { statement } of parsed) results.push(await this.run(statement));
-    return results;
+  async execute(sql: string, params: readonly Value[] = []): Promise<StatementResult[]> {
+    return this.prepare(sql).execute(params);
   }
 
-  private scope(): EvalScope {
+  prepare(sql: string): PreparedStatement {
+    // Every statement parses before any runs: a syntax error anywhere writes nothing.
+    const parsed = parseSql(sql, this.dialect);
+    return {
+      params: Math.max(0, ...parsed.map((p) => p.params)),
+      execute: async (params) => {
+        const results: StatementResult[] = [];
+        for (const { statement } of parsed) results.push(await this.run(statement, params));
+        return results;
+      },
+    };
+  }
+
+  private scope(params: readonly Value[] = []): EvalScope {
     const now = (this.options.now ?? Date.now)();
     return {
       now,
+      params,
       variable: (name) => variable(name, this.options.version),
       functions: {
         version: () => this.options.version,
@@ -93,15 +103,16 @@ class Session implements SqlSession {
     if (mode === 'wo' && reads) throw new RepriseError('FORBIDDEN', `user '${name}' is write-only: it cannot read table "${table}"`, { user: name });
   }
 
-  private async run(s: Statement): Promise<StatementResult> {
+  private async run(s: Statement, params: readonly Value[]): Promise<StatementResult> {
+    const scope = this.scope(params);
     this.allow(s, s.kind === 'select' ? s.from?.table : s.kind === 'showColumns' ? s.table : s.kind === 'showCreateTable' ? s.name : undefined);
     switch (s.kind) {
       case 'select':
-        return this.select(s);
+        return this.select(s, scope);
       case 'insert':
-        return this.insert(s);
+        return this.insert(s, scope);
       case 'delete':
-        return this.delete(s);
+        return this.delete(s, scope);
       case 'createTable':
         return this.createTable(s);
       case 'dropTable':
@@ -142,12 +153,11 @@ class Session implements SqlSession {
         this.database = checkDatabase(s.database);
         return { kind: 'affected', affectedRows: 0 };
       case 'admin':
-        return this.admin(s);
+        return this.admin(s, scope);
     }
   }
 
-  private async select(s: Statement & { kind: 'select' }): Promise<StatementResult> {
-    const scope = this.scope();
+  private async select(s: Statement & { kind: 'select' }, scope: EvalScope): Promise<StatementResult> {
     if (s.from === undefined) {
       // SELECT 1, SELECT @@version_comment, SELECT now(): one row of constants.
       if (s.where !== undefined || s.groupBy.length > 0) throw new RepriseError('SQL_UNSUPPORTED', 'WHERE or GROUP BY without FROM is not supported');
@@ -172,7 +182,7 @@ class Session implements SqlSession {
     return { kind: 'rows', columns, data };
   }
 
-  private async insert(s: Statement & { kind: 'insert' }): Promise<StatementResult> {
+  private async insert(s: Statement & { kind: 'insert' }, scope: EvalScope): Promise<StatementResult> {
     const { schema } = await this.db.lookUpTable(s.table);
     const byName = new Map(schema.columns.map((c) => [c.name, c]));
     const names = s.columns ?? schema.columns.map((c) => c.name);
@@ -180,7 +190,6 @@ class Session implements SqlSession {
       if (!byName.has(name)) throw new RepriseError('INVALID_ROW', `table "${schema.name}" has no column "${name}"`, { table: schema.name, column: name });
     }
     const time = schema.columns.find((c) => c.role === 'time') as ColumnDef;
-    const scope = this.scope();
     const out: Row[] = s.rows.map((values, i) => {
       if (values.length !== names.length) {
         throw new RepriseError('INVALID_ROW', `table "${schema.name}": row ${i + 1} has ${values.length} values for ${names.length} columns`, { table: schema.name, row: i });
@@ -199,10 +208,10 @@ class Session implements SqlSession {
   }
 
   /** DELETE: the keys the WHERE matches (found by the ordinary query path), then one tombstone each. */
-  private async delete(s: Statement & { kind: 'delete' }): Promise<StatementResult> {
+  private async delete(s: Statement & { kind: 'delete' }, scope: EvalScope): Promise<StatementResult> {
     const { schema } = await this.db.lookUpTable(s.table);
     const keyColumns = schema.columns.filter((c) => c.role !== 'field').map((c) => c.name);
-    const compiled = compileWhere(schema, s.where, this.scope());
+    const compiled = compileWhere(schema, s.where, scope);
     if (compiled.residual.length > 0) {
       throw new RepriseError('SQL_UNSUPPORTED', `DELETE ... WHERE ${compiled.residual.map(render).join(' AND ')} (delete by conditions on tags and time)`);
     }
@@ -235,8 +244,7 @@ class Session implements SqlSession {
     return { kind: 'affected', affectedRows: 0 };
   }
 
-  private async admin(s: Statement & { kind: 'admin' }): Promise<StatementResult> {
-    const scope = this.scope();
+  private async admin(s: Statement & { kind: 'admin' }, scope: EvalScope): Promise<StatementResult> {
     const args = s.args.map((a) => evaluate(a, scope).value);
     const name = `${s.fn}(${args.map((a) => JSON.stringify(a)).join(', ')})`;
     switch (s.fn) {

@@ -29,7 +29,20 @@ export type StatementResult =
 export interface SqlSession {
   readonly dialect: SqlDialect;
   readonly database: string;
-  execute(sql: string): Promise<StatementResult[]>;
+  execute(sql: string, params?: readonly Value[]): Promise<StatementResult[]>;
+  /**
+   * Parse `sql` once (SQL_SYNTAX at once, as execute would) to run it later
+   * with parameter values (`?` on MySQL, `$1` on PostgreSQL): MySQL's
+   * prepared statements and PostgreSQL's extended query protocol.
+   */
+  prepare(sql: string): PreparedStatement;
+}
+
+export interface PreparedStatement {
+  /** Parameters the statements take (the number of `?`, or the highest `$n`). */
+  readonly params: number;
+  /** Run it with these values (timestamps as epoch ms or 'YYYY-MM-DD HH:MM:SS' text). INVALID_ARGUMENT when one is missing. */
+  execute(params: readonly Value[]): Promise<StatementResult[]>;
 }
 
 /** What a user may run: read and write (rw), read only (ro: SELECT, SHOW, ...), or write only (wo: INSERT, DELETE, DDL). */

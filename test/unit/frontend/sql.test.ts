@@ -168,6 +168,21 @@ PARTITION ON COLUMNS (n) (
   });
 });
 
+describe('SQL: parameters', () => {
+  it('binds ? in order on MySQL and $n on PostgreSQL, parsed once and run many times', async () => {
+    const insert = session.prepare('INSERT INTO dist_table(n, row_id, ts) VALUES (?, ?, ?)');
+    expect(insert.params).toBe(3);
+    await insert.execute([30, 300, '2024-01-01 00:00:00']);
+    await insert.execute([31, 310, 1704067200000]);
+    const pg = sqlSessions(db, { version: 'x' })({ dialect: 'postgres', user: { name: 't', mode: 'rw' } });
+    const select = pg.prepare('SELECT n, row_id FROM dist_table WHERE n >= $1 AND ts = $2 ORDER BY n');
+    expect(select.params).toBe(2);
+    expect((await select.execute([30, '2024-01-01T00:00:00Z']))[0]).toMatchObject({ data: [[30, 31], [300, 310]] });
+    await expect(select.execute([30])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/parameter 2/) });
+    expect(() => session.prepare('SELECT ? FROM')).toThrow(/SQL syntax error/);
+  });
+});
+
 describe('SQL: errors', () => {
   it('names the position and the token of a syntax error, and writes nothing of a text with one', async () => {
     await fails('SELEC 1', 'SQL_SYNTAX', /line 1, column 1.*'SELEC'/);
@@ -214,7 +229,7 @@ describe('SQL over HTTP: POST /v1/sql', () => {
       });
       expect(typeof body.execution_time_ms).toBe('number');
       const get = await app.inject({ method: 'GET', url: `/v1/sql?sql=${encodeURIComponent('SELECT count(*) FROM dist_table')}` });
-      expect(get.json().output[0].records.rows).toEqual([[13]]);
+      expect(get.json().output[0].records.rows).toEqual([[15]]);
       const bad = await app.inject({ method: 'POST', url: '/v1/sql', payload: 'sql=SELEC%201', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
       expect(bad.statusCode).toBe(400);
       expect(bad.json().error.code).toBe('SQL_SYNTAX');
