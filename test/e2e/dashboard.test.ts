@@ -9,6 +9,7 @@ import { call, ROWS, startServer, SYSTEM_METRICS, type Server } from '../harness
 import { launchChromium } from './browser.js';
 
 const SCREENSHOT = fileURLToPath(new URL('../../docs/dashboard.png', import.meta.url));
+const SQL_SCREENSHOT = fileURLToPath(new URL('../../docs/dashboard-sql.png', import.meta.url));
 
 describe('dashboard (headless Chromium against reprise standalone)', () => {
   let browser: Browser;
@@ -157,6 +158,146 @@ describe('dashboard (headless Chromium against reprise standalone)', () => {
     procedures.length = 0;
     await page.locator('#cluster-procedures td.empty', { hasText: 'no procedures running' }).waitFor({ timeout: 5_000 });
     expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it('runs SQL in the query console: rows as a table, a chart over time buckets, a syntax error', async () => {
+    // Not UTC (and not a whole hour off): the times shown must be UTC whatever the browser's zone.
+    const page = await browser.newPage({ viewport: { width: 1440, height: 1000 }, timezoneId: 'Asia/Kolkata' });
+    const errors: string[] = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') errors.push(msg.text());
+    });
+    // The chart library comes from its npm package, these two files of it only.
+    for (const file of ['uPlot.iife.min.js', 'uPlot.min.css']) {
+      const response = await fetch(new URL(`/dashboard/vendor/${file}`, server.url));
+      expect(response.status).toBe(200);
+      expect((await response.text()).length).toBeGreaterThan(1000);
+      expect(response.headers.get('content-type')).toMatch(file.endsWith('.js') ? /^text\/javascript/ : /^text\/css/);
+    }
+    for (const file of ['uPlot.esm.js', 'package.json', '..%2Fpackage.json', '..%2F..%2Fpackage.json']) expect((await call(server, 'GET', `/dashboard/vendor/${file}`)).status).toBe(404);
+
+    await page.goto(server.url);
+    const sql = page.locator('#query-sql');
+    const results = page.locator('#query-results');
+    const result = (i: number) => results.locator(`.result[data-index="${i}"]`);
+    let runs = 0;
+    const ran = async () => {
+      runs++;
+      await page.locator(`#query-results[data-run="${runs}"]`).waitFor();
+    };
+
+    // Two hosts every 3 s for 30 minutes from 2023-11-14 22:13:20 UTC: 1,200 rows, past the table's cap.
+    const t0 = 1_700_000_000_000;
+    const values: string[] = [];
+    for (let i = 0; i < 600; i++) {
+      const minute = i / 20;
+      values.push(`('web-1', ${(40 + 25 * Math.sin(minute / 4) + (i % 7)).toFixed(2)}, ${t0 + i * 3000})`);
+      values.push(`('web-2', ${(30 + 12 * Math.cos(minute / 5) + (i % 5)).toFixed(2)}, ${t0 + i * 3000})`);
+    }
+    await sql.fill(
+      [
+        'CREATE TABLE sql_console (host STRING, usage DOUBLE, ts TIMESTAMP TIME INDEX, PRIMARY KEY(host));',
+        `INSERT INTO sql_console (host, usage, ts) VALUES ${values.join(', ')};`,
+        `SELECT host, usage, ts FROM sql_console WHERE ts < ${t0 + 6000} ORDER BY ts, host;`,
+        'SELECT host, count(*) AS n FROM sql_console GROUP BY host ORDER BY host;',
+        'SELECT * FROM sql_console;',
+      ].join('\n'),
+    );
+    await sql.press('Control+Enter');
+    await ran();
+    expect(await page.locator('#query').getAttribute('data-state')).toBe('done');
+    expect(await page.locator('#query-status').textContent()).toMatch(/^5 statements · \d+ ms$/);
+    expect(await results.locator('.result').count()).toBe(5);
+    expect(await result(0).getAttribute('data-kind')).toBe('affected');
+    expect(await result(1).locator('.result-head').textContent()).toMatch(/#2\s+1,200 rows affected/);
+    // The rows, with their column types, the timestamps in UTC.
+    expect(await result(2).locator('.result-table thead th').allTextContents()).toEqual(['host String', 'usage Float64', 'ts TimestampMillisecond']);
+    const cells = await result(2).locator('.result-table tbody tr').evaluateAll((rows) =>
+      (rows as unknown as { cells: ArrayLike<{ textContent: string }> }[]).map((r) => Array.from(r.cells, (c) => c.textContent)),
+    );
+    expect(cells).toEqual([
+      ['web-1', '40', '2023-11-14 22:13:20.000'],
+      ['web-2', '42', '2023-11-14 22:13:20.000'],
+      ['web-1', '41.31', '2023-11-14 22:13:23.000'],
+      ['web-2', '43', '2023-11-14 22:13:23.000'],
+    ]);
+    expect(await result(2).locator('.result-head').textContent()).toMatch(/4 rows$/);
+    // A result without a time column has no chart; one past the cap shows 1,000 rows and says so.
+    expect(await result(3).locator('.result-table tbody tr').allTextContents()).toEqual(['web-1600', 'web-2600']);
+    expect(await result(3).locator('.chart').count()).toBe(0);
+    expect(await result(4).locator('.result-table tbody tr').count()).toBe(1000);
+    expect(await result(4).locator('.cap').textContent()).toBe('showing 1,000 of 1,200');
+
+    // An aggregate over time buckets, by host: a chart with one series per (host, aggregate), run with the button.
+    await sql.fill(
+      [
+        'SELECT date_bin(INTERVAL \'1 minute\', ts) AS minute, host, avg(usage) AS avg_usage, max(usage) AS max_usage',
+        'FROM sql_console',
+        'GROUP BY minute, host',
+        'ORDER BY minute, host',
+      ].join('\n'),
+    );
+    await page.locator('#query-run').click();
+    await ran();
+    expect(await results.locator('.result').count()).toBe(1);
+    expect(await result(0).getAttribute('data-rows')).toBe('62');
+    const chart = result(0).locator('.chart');
+    expect(await chart.getAttribute('data-series')).toBe('4');
+    expect(await chart.getAttribute('data-points')).toBe('31');
+    const canvas = await chart.locator('canvas').boundingBox();
+    expect(canvas?.width).toBeGreaterThan(300);
+    expect(canvas?.height).toBeGreaterThan(100);
+    expect(await chart.locator('.u-legend .u-series .u-label').allTextContents()).toEqual([
+      'minute (UTC)',
+      'avg_usage · web-1',
+      'avg_usage · web-2',
+      'max_usage · web-1',
+      'max_usage · web-2',
+    ]);
+    // Each series' line is on the canvas: pixels of its legend colour (the axes and grid are grey).
+    type Pixels = { width: number; height: number; getContext(kind: '2d'): { getImageData(x: number, y: number, w: number, h: number): { data: ArrayLike<number> } } };
+    const colours = await chart.locator('.u-legend .u-series .u-marker').evaluateAll((markers) => {
+      const { getComputedStyle } = globalThis as unknown as { getComputedStyle(e: object): { borderColor: string } };
+      return markers.slice(1).map((m) => getComputedStyle(m).borderColor);
+    });
+    expect(colours).toHaveLength(4);
+    const inked = await chart.locator('canvas').evaluate((c, colours) => {
+      const canvas = c as unknown as Pixels;
+      const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+      return colours.map((colour) => {
+        const [r, g, b] = colour.match(/\d+/g)!.map(Number);
+        let n = 0;
+        for (let i = 0; i < pixels.length; i += 4) {
+          if (Math.abs(pixels[i]! - r!) + Math.abs(pixels[i + 1]! - g!) + Math.abs(pixels[i + 2]! - b!) < 60) n++;
+        }
+        return n;
+      });
+    }, colours);
+    for (const n of inked) expect(n).toBeGreaterThan(500);
+    // The first bucket of web-1: its 14 rows from 22:13:20 on.
+    const first = await result(0).locator('.result-table tbody tr').first().locator('td').allTextContents();
+    expect(first.slice(0, 2)).toEqual(['2023-11-14 22:13:00.000', 'web-1']);
+    expect(Number(first[2])).toBeCloseTo(45.0264, 3);
+    expect(first[3]).toBe('50.04');
+    // The picture the README shows.
+    await page.locator('#query').screenshot({ path: SQL_SCREENSHOT });
+    expect(errors).toEqual([]);
+
+    // A syntax error, typed: its code and message, the caret put where it is.
+    await sql.fill('');
+    await sql.pressSequentially('SELECT 1;\n  SELEC 2');
+    await sql.press('Meta+Enter');
+    await ran();
+    expect(await page.locator('#query').getAttribute('data-state')).toBe('error');
+    const error = results.locator('.error-result[data-code="SQL_SYNTAX"]');
+    expect(await error.locator('.code').textContent()).toBe('SQL_SYNTAX');
+    expect(await error.locator('.message').textContent()).toMatch(/^SQL syntax error at line 2, column 3: .*'SELEC'/);
+    expect(await results.locator('.result, .chart').count()).toBe(1);
+    expect(await sql.evaluate((area) => (area as unknown as { selectionStart: number }).selectionStart)).toBe('SELECT 1;\n  '.length);
+    // (the 400 answer is the only thing the browser logs)
+    expect(errors).toEqual(['Failed to load resource: the server responded with a status of 400 (Bad Request)']);
     await page.close();
   });
 });

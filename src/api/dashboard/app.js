@@ -336,6 +336,273 @@ function follower(node, shardId, reported, alive) {
   return `<span class="follower" data-follower="${esc(node)}" data-state="${esc(reported?.state ?? '')}"${attrs} title="shard ${shardId} on ${esc(node)}"><b>${esc(node)}</b> ${detail}</span>`;
 }
 
+// ------------------------------------------------------------------ query
+
+// The SQL console: statements go to POST /v1/sql as a form field (the
+// browser sends this page's Origin, which the server lets write); each
+// statement's output is drawn as a table, an affected-rows line, or the
+// error. A result with a time column and a numeric one gets a line chart,
+// drawn by uPlot (served from its npm package at /dashboard/vendor/).
+
+const MAX_TABLE_ROWS = 1000;
+const MAX_SERIES = 24;
+const CHART_HEIGHT = 260;
+const TIME_TYPE = 'TimestampMillisecond';
+const NUMERIC_TYPES = new Set(['Float64', 'Int64']);
+const SERIES_COLOURS = ['#3b5bdb', '#e8590c', '#2f9e44', '#ae3ec9', '#0c8599', '#e03131', '#f08c00', '#5c7cfa', '#66a80f', '#c2255c'];
+const QUERY_KEY = 'reprise.dashboard.sql';
+
+const query = {
+  runs: 0,
+  running: false,
+  /** The uPlot charts now shown, destroyed when the next answer is drawn. */
+  charts: [],
+};
+
+const count = (n) => Number(n).toLocaleString('en-US');
+const plural = (n, one, many = `${one}s`) => `${count(n)} ${n === 1 ? one : many}`;
+
+/** An epoch-ms time as 'YYYY-MM-DD HH:MM:SS.mmm', UTC. */
+function utc(ms) {
+  const d = new Date(ms);
+  if (Number.isNaN(d.getTime())) return String(ms);
+  const iso = d.toISOString(); // 'YYYY-MM-DDTHH:MM:SS.mmmZ', longer past year 9999
+  return iso.length === 24 ? `${iso.slice(0, 10)} ${iso.slice(11, 23)}` : iso;
+}
+
+/**
+ * The time axis's labels, in UTC like the table: as precise as the ticks
+ * need, with the date under the first tick and wherever it changes.
+ */
+function timeTicks(_u, splits) {
+  const texts = splits.map((v) => (v === null || v === undefined ? '' : utc(v)));
+  const valid = texts.filter(Boolean);
+  if (valid.length > 0 && valid.every((t) => t.endsWith(' 00:00:00.000'))) return texts.map((t) => t.slice(0, 10));
+  const end = valid.some((t) => !t.endsWith('.000')) ? 23 : valid.some((t) => !t.endsWith(':00.000')) ? 19 : 16;
+  let day = '';
+  return texts.map((t) => {
+    if (!t) return '';
+    const date = t.slice(0, 10);
+    const label = date === day ? t.slice(11, end) : `${t.slice(11, end)}\n${date}`;
+    day = date;
+    return label;
+  });
+}
+
+function cell(value, type) {
+  if (value === null || value === undefined) return '<td class="null">NULL</td>';
+  if (type === TIME_TYPE && typeof value === 'number') return `<td class="num" title="${value}">${utc(value)}</td>`;
+  // 15 significant digits: what a double holds of a decimal, without the noise of sums (0.1 + 0.2); the exact value on hover.
+  if (type === 'Float64' && typeof value === 'number') return `<td class="num" title="${value}">${Number(value.toPrecision(15))}</td>`;
+  if (NUMERIC_TYPES.has(type)) return `<td class="num">${esc(value)}</td>`;
+  return `<td>${esc(value)}</td>`;
+}
+
+function recordsHtml(records, index) {
+  const columns = records.schema?.column_schemas ?? [];
+  const rows = records.rows ?? [];
+  const total = records.total_rows ?? rows.length;
+  const shown = rows.slice(0, MAX_TABLE_ROWS);
+  const head = columns
+    .map((c) => `<th class="${NUMERIC_TYPES.has(c.data_type) || c.data_type === TIME_TYPE ? 'num' : ''}">${esc(c.name)} <span class="type">${esc(c.data_type)}</span></th>`)
+    .join('');
+  const body =
+    shown.map((r) => `<tr>${columns.map((c, i) => cell(r[i], c.data_type)).join('')}</tr>`).join('') ||
+    `<tr><td colspan="${Math.max(1, columns.length)}" class="empty">no rows</td></tr>`;
+  const capped = shown.length < total ? ` · <span class="cap">showing ${count(shown.length)} of ${count(total)}</span>` : '';
+  return `<div class="result" data-index="${index}" data-kind="records" data-rows="${total}">
+    <div class="result-head"><b>#${index + 1}</b> ${plural(total, 'row')}${capped}</div>
+    ${chartColumns(records) ? '<div class="chart"></div>' : ''}
+    <div class="table-wrap"><table class="grid result-table"><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table></div></div>`;
+}
+
+function outputHtml(output, index) {
+  if (output.records) return recordsHtml(output.records, index);
+  if ('affectedrows' in output) {
+    return `<div class="result" data-index="${index}" data-kind="affected" data-affected="${esc(output.affectedrows)}">
+      <div class="result-head"><b>#${index + 1}</b> ${plural(output.affectedrows, 'row')} affected</div></div>`;
+  }
+  return `<div class="result" data-index="${index}" data-kind="other"><div class="result-head"><b>#${index + 1}</b></div><pre>${esc(JSON.stringify(output))}</pre></div>`;
+}
+
+/** The columns a result's chart would use, or undefined if it gets none. */
+function chartColumns(records) {
+  const columns = records.schema?.column_schemas ?? [];
+  const time = columns.findIndex((c) => c.data_type === TIME_TYPE);
+  const numeric = columns.flatMap((c, i) => (NUMERIC_TYPES.has(c.data_type) ? [i] : []));
+  const strings = columns.flatMap((c, i) => (c.data_type === 'String' ? [i] : []));
+  if (time < 0 || numeric.length === 0 || !(records.rows ?? []).some((r) => typeof r[time] === 'number')) return undefined;
+  return { columns, time, numeric, strings };
+}
+
+/**
+ * What a result's chart shows: x is the first time column; one series per
+ * numeric column and, when the result has string columns (GROUP BY host),
+ * per combination of their values; at most MAX_SERIES. Rows need not come
+ * sorted by time: the x values are.
+ */
+function chartPlan(records) {
+  const c = chartColumns(records);
+  if (!c) return undefined;
+  const { columns, time, numeric, strings } = c;
+  const rows = records.rows.filter((r) => typeof r[time] === 'number');
+  const xs = [...new Set(rows.map((r) => r[time]))].sort((a, b) => a - b);
+  const at = new Map(xs.map((x, i) => [x, i]));
+  const groupOf = (r) => JSON.stringify(strings.map((i) => r[i] ?? null));
+  // The (numeric column, group) pairs that have a value, in a stable order.
+  const keys = new Map();
+  for (const r of rows) {
+    const group = groupOf(r);
+    for (const n of numeric) if (r[n] !== null && r[n] !== undefined) keys.set(`${n} ${group}`, { n, group });
+  }
+  const ordered = [...keys.values()].sort((a, b) => numeric.indexOf(a.n) - numeric.indexOf(b.n) || (a.group < b.group ? -1 : a.group > b.group ? 1 : 0));
+  const series = new Map(
+    ordered.slice(0, MAX_SERIES).map(({ n, group }) => {
+      const values = JSON.parse(group).map((v) => (v === null ? 'NULL' : v));
+      const label = values.length ? `${columns[n].name} · ${values.join(', ')}` : columns[n].name;
+      return [`${n} ${group}`, { label, values: new Array(xs.length).fill(null) }];
+    }),
+  );
+  for (const r of rows) {
+    const group = groupOf(r);
+    for (const n of numeric) {
+      const s = series.get(`${n} ${group}`);
+      if (s && r[n] !== null && r[n] !== undefined) s.values[at.get(r[time])] = Number(r[n]);
+    }
+  }
+  return { timeName: columns[time].name, xs, series: [...series.values()], total: ordered.length };
+}
+
+function drawChart(el, records) {
+  const plan = chartPlan(records);
+  const uPlot = globalThis.uPlot;
+  if (!plan) return;
+  if (!uPlot) {
+    el.innerHTML = '<p class="empty">no chart: the chart library (/dashboard/vendor/uPlot.iife.min.js) did not load</p>';
+    return;
+  }
+  el.dataset.series = String(plan.series.length);
+  el.dataset.points = String(plan.xs.length);
+  const css = getComputedStyle(document.documentElement);
+  const axis = { stroke: css.getPropertyValue('--muted').trim(), grid: { stroke: css.getPropertyValue('--line').trim(), width: 1 }, ticks: { stroke: css.getPropertyValue('--line').trim(), width: 1 } };
+  const chart = new uPlot(
+    {
+      width: Math.max(300, el.clientWidth),
+      height: CHART_HEIGHT,
+      ms: 1, // the x values are epoch milliseconds
+      tzDate: (ms) => uPlot.tzDate(new Date(ms), 'Etc/UTC'),
+      scales: { x: { time: true } },
+      padding: [12, 28, null, null], // room for the last time label
+      series: [
+        { label: `${plan.timeName} (UTC)`, value: (_u, v) => (v === null || v === undefined ? '--' : utc(v)) },
+        ...plan.series.map((s, i) => ({ label: s.label, stroke: SERIES_COLOURS[i % SERIES_COLOURS.length], width: 1.5, spanGaps: true })),
+      ],
+      axes: [{ ...axis, values: timeTicks, space: 90, size: 50 }, { ...axis, size: 60 }],
+    },
+    [plan.xs, ...plan.series.map((s) => s.values)],
+    el,
+  );
+  if (plan.total > plan.series.length) el.insertAdjacentHTML('beforeend', `<p class="cap">showing ${plan.series.length} of ${plan.total} series</p>`);
+  query.charts.push({ chart, el });
+}
+
+window.addEventListener('resize', () => {
+  for (const { chart, el } of query.charts) chart.setSize({ width: Math.max(300, el.clientWidth), height: CHART_HEIGHT });
+});
+
+function setQueryState(state, text) {
+  $('query').dataset.state = state;
+  $('query-status').textContent = text;
+}
+
+/** Put the caret where a syntax error says ("at line 2, column 3"), counted from the start of what was run. */
+function caretAt(message, base) {
+  const m = /at line (\d+), column (\d+)/.exec(message);
+  if (!m) return;
+  const area = $('query-sql');
+  const lines = area.value.slice(base).split('\n');
+  const line = Number(m[1]) - 1;
+  if (line >= lines.length) return;
+  let offset = base;
+  for (let i = 0; i < line; i++) offset += lines[i].length + 1;
+  offset += Math.min(Number(m[2]) - 1, lines[line].length);
+  area.focus();
+  area.setSelectionRange(offset, offset);
+}
+
+function drawAnswer(answer, base) {
+  for (const { chart } of query.charts) chart.destroy();
+  query.charts = [];
+  const box = $('query-results');
+  if (answer.error) {
+    const { code = 'ERROR', message = '' } = answer.error;
+    box.innerHTML = `<div class="result error-result" data-kind="error" data-code="${esc(code)}"><span class="code">${esc(code)}</span> <span class="message">${esc(message)}</span>
+      <p class="muted">Of several statements, those before the failing one have taken effect.</p></div>`;
+    setQueryState('error', `failed: ${code}`);
+    if (code === 'SQL_SYNTAX') caretAt(message, base);
+  } else {
+    const outputs = answer.output ?? [];
+    box.innerHTML = outputs.map(outputHtml).join('') || '<p class="empty">no output</p>';
+    // Charts once their boxes are laid out: they take their width from them.
+    outputs.forEach((o, i) => {
+      const el = o.records && box.querySelector(`.result[data-index="${i}"] .chart`);
+      if (el) drawChart(el, o.records);
+    });
+    setQueryState('done', `${plural(outputs.length, 'statement')} · ${answer.execution_time_ms} ms`);
+  }
+  box.dataset.run = String(++query.runs);
+}
+
+/** Run the selected text, or all of it. */
+async function runQuery() {
+  const area = $('query-sql');
+  const selected = area.selectionStart !== area.selectionEnd ? area.value.slice(area.selectionStart, area.selectionEnd) : '';
+  const base = selected.trim() ? area.selectionStart : 0;
+  const sql = selected.trim() ? selected : area.value;
+  if (query.running || !sql.trim()) return;
+  try {
+    localStorage.setItem(QUERY_KEY, area.value);
+  } catch {
+    // storage refused (private mode, quota): only the restore on reload is lost
+  }
+  query.running = true;
+  $('query-run').disabled = true;
+  setQueryState('running', 'running…');
+  let answer;
+  try {
+    const response = await fetch('/v1/sql', { method: 'POST', body: new URLSearchParams({ sql }) });
+    const text = await response.text();
+    try {
+      answer = JSON.parse(text);
+    } catch {
+      answer = { error: { code: `HTTP_${response.status}`, message: text.slice(0, 500) || response.statusText } };
+    }
+    if (!response.ok && !answer.error) answer = { error: { code: `HTTP_${response.status}`, message: text.slice(0, 500) } };
+  } catch (err) {
+    answer = { error: { code: 'UNREACHABLE', message: `no answer from the server: ${err.message}` } };
+  }
+  query.running = false;
+  $('query-run').disabled = false;
+  drawAnswer(answer, base);
+}
+
+function setupQuery() {
+  const area = $('query-sql');
+  try {
+    area.value = localStorage.getItem(QUERY_KEY) ?? '';
+  } catch {
+    // no storage: start empty
+  }
+  area.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
+      e.preventDefault();
+      void runQuery();
+    }
+  });
+  $('query-run').addEventListener('click', () => void runQuery());
+}
+
+setupQuery();
 fetch('/v1/machines')
   .then((r) => r.json())
   .then((data) => {
