@@ -6,6 +6,8 @@ import { defineConfig } from 'vitest/config';
 // `npm test` runs them all.
 export default defineConfig({
   test: {
+    // Processes the suites start serve MySQL and PostgreSQL on free ports, not on the defaults (4002, 4003) all at once.
+    env: { REPRISE_MYSQL_ADDR: '127.0.0.1:0', REPRISE_POSTGRES_ADDR: '127.0.0.1:0' },
     projects: [
       {
         extends: true,

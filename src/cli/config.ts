@@ -21,6 +21,12 @@ import { DEFAULT_META_ELECTION_LEASE_MS } from '../api/meta-process.js';
 export const standaloneConfigSchema = z.strictObject({
   dataDir: z.string().min(1),
   httpAddr: z.string().min(1),
+  /** The MySQL protocol's address ('' turns it off). */
+  mysqlAddr: z.string(),
+  /** The PostgreSQL protocol's address ('' turns it off). */
+  postgresAddr: z.string(),
+  /** Who may connect, as GreptimeDB names it: static_user_provider:file:<path> (one user=password per line). Unset: anyone. */
+  userProvider: z.string().min(1).optional(),
   /** Shards on first start (4 when not set); a data dir keeps its count: more adds shards, fewer is refused. */
   shards: z.number().int().min(1).max(4096).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
@@ -168,6 +174,8 @@ export type StandaloneConfig = z.infer<typeof standaloneConfigSchema>;
 export const DEFAULT_CONFIG: StandaloneConfig = {
   dataDir: './reprise_data',
   httpAddr: '127.0.0.1:4000',
+  mysqlAddr: '127.0.0.1:4002',
+  postgresAddr: '127.0.0.1:4003',
   logLevel: 'info',
   bodyLimitBytes: DEFAULT_BODY_LIMIT,
   httpRequestTimeoutMs: DEFAULT_REQUEST_TIMEOUT_MS,
@@ -186,6 +194,9 @@ export const DEFAULT_CONFIG: StandaloneConfig = {
 const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }> = {
   REPRISE_DATA_DIR: { path: ['dataDir'], parse: String },
   REPRISE_HTTP_ADDR: { path: ['httpAddr'], parse: String },
+  REPRISE_MYSQL_ADDR: { path: ['mysqlAddr'], parse: String },
+  REPRISE_POSTGRES_ADDR: { path: ['postgresAddr'], parse: String },
+  REPRISE_USER_PROVIDER: { path: ['userProvider'], parse: String },
   REPRISE_SHARDS: { path: ['shards'], parse: Number },
   REPRISE_LOG_LEVEL: { path: ['logLevel'], parse: String },
   REPRISE_BODY_LIMIT_BYTES: { path: ['bodyLimitBytes'], parse: Number },

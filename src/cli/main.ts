@@ -1,17 +1,21 @@
-import { readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
 import type { ReplayProgress } from '../actors/context.js';
 import { createHttpServer, parseAddr } from '../api/http.js';
+import { startMysqlServer } from '../api/mysql.js';
+import { startPostgresServer } from '../api/postgres.js';
+import { parseUserProvider } from '../api/users.js';
+import { sqlSessions } from '../frontend/sql/session.js';
 import { Reprise } from '../api/runtime.js';
+import { packageVersion, sqlServerVersion } from '../api/version.js';
 import { isRepriseError, RepriseError } from '../errors.js';
 import { startMeta } from '../api/meta-process.js';
 import { NatsTransport } from '../transport/nats.js';
 import { procedurePauseOf } from '../testing/faults.js';
 import type { KafkaWalOptions } from '../wal/open-log-store.js';
 import { commaList, redactConfig, resolveConfig, storageOptionsOf, walOptionsOf, type StandaloneConfig } from './config.js';
-import { renderClusterStatus, renderStatus, renderRows } from './render.js';
+import { renderClusterStatus, renderRows, renderSqlOutput, renderStatus } from './render.js';
 
 const DEFAULT_SERVER = 'http://127.0.0.1:4000';
 
@@ -63,6 +67,9 @@ interface StandaloneFlags {
   config?: string;
   dataDir?: string;
   httpAddr?: string;
+  mysqlAddr?: string;
+  postgresAddr?: string;
+  userProvider?: string;
   shards?: number;
   logLevel?: string;
   wal?: string;
@@ -78,6 +85,9 @@ function configOf(flags: StandaloneFlags & Partial<ClusterFlags>): StandaloneCon
     flags: {
       dataDir: flags.dataDir,
       httpAddr: flags.httpAddr,
+      mysqlAddr: flags.mysqlAddr,
+      postgresAddr: flags.postgresAddr,
+      userProvider: flags.userProvider,
       shards: flags.shards,
       logLevel: flags.logLevel,
       wal: { provider: flags.wal, brokerEndpoints: flags.brokers, skipCorrupt: flags.walSkipCorrupt },
@@ -125,34 +135,68 @@ async function runService(logger: pino.Logger, what: string, start: () => Promis
   if (early) shutdown(early);
 }
 
-/** Serve a runtime's HTTP API; resolves with a close that stops HTTP, then the runtime. */
-async function serveHttp(runtime: Reprise, config: StandaloneConfig, logger: pino.Logger, what: string): Promise<() => Promise<void>> {
-  const { host, port } = parseAddr(config.httpAddr);
-  const app = createHttpServer(runtime, {
-    logger,
-    bodyLimit: config.bodyLimitBytes,
-    autoCreateTables: config.autoCreateTables,
-    processMetrics: true,
-    // The name it listens on is one it answers to.
-    allowedHosts: [...config.allowedHosts, host],
-    allowedOrigins: config.allowedOrigins,
-    requestTimeoutMs: config.httpRequestTimeoutMs,
-    maxConnections: config.httpMaxConnections,
-    maxTablesPerWrite: config.limits.maxTablesPerWrite,
-    maxRowsPerWrite: config.limits.maxRowsPerWrite,
-  });
-  let url: string;
-  try {
-    url = await app.listen({ host, port });
-  } catch (err) {
-    await runtime.close();
-    throw err;
-  }
-  logger.info({ url, dataDir: config.dataDir }, `reprise ${what} serving on ${url}`);
-  return async () => {
-    await app.close();
+/** Whether a listen address is on the loopback interface (served without a user provider, it warns otherwise). */
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/**
+ * Serve a runtime's protocols: the HTTP API, and MySQL and PostgreSQL
+ * unless their address is ''. They share one SQL session factory and one
+ * user provider. Resolves with a close that stops them, then the runtime.
+ */
+async function serveProtocols(runtime: Reprise, config: StandaloneConfig, logger: pino.Logger, what: string): Promise<() => Promise<void>> {
+  const closers: (() => Promise<void>)[] = [];
+  const closeAll = async () => {
+    for (const close of closers.reverse()) await close().catch((err: unknown) => logger.warn({ err }, 'closing a protocol server failed'));
     await runtime.close();
   };
+  try {
+    const users = config.userProvider === undefined ? undefined : parseUserProvider(config.userProvider);
+    const sessions = sqlSessions(runtime, { version: sqlServerVersion() });
+    const { host, port } = parseAddr(config.httpAddr);
+    const listens = [host];
+    const app = createHttpServer(runtime, {
+      logger,
+      bodyLimit: config.bodyLimitBytes,
+      autoCreateTables: config.autoCreateTables,
+      processMetrics: true,
+      // The name it listens on is one it answers to.
+      allowedHosts: [...config.allowedHosts, host],
+      allowedOrigins: config.allowedOrigins,
+      requestTimeoutMs: config.httpRequestTimeoutMs,
+      maxConnections: config.httpMaxConnections,
+      maxTablesPerWrite: config.limits.maxTablesPerWrite,
+      maxRowsPerWrite: config.limits.maxRowsPerWrite,
+      sqlSessions: sessions,
+      ...(users ? { users } : {}),
+    });
+    const url = await app.listen({ host, port });
+    closers.push(() => app.close());
+    const served: Record<string, string> = { http: url };
+    if (config.mysqlAddr !== '') {
+      const addr = parseAddr(config.mysqlAddr, 'mysql');
+      listens.push(addr.host);
+      const mysql = await startMysqlServer({ ...addr, sessions, logger, serverVersion: sqlServerVersion(), ...(users ? { users } : {}) });
+      closers.push(() => mysql.close());
+      served.mysql = `${mysql.address.host}:${mysql.address.port}`;
+    }
+    if (config.postgresAddr !== '') {
+      const addr = parseAddr(config.postgresAddr, 'postgres');
+      listens.push(addr.host);
+      const postgres = await startPostgresServer({ ...addr, sessions, logger, ...(users ? { users } : {}) });
+      closers.push(() => postgres.close());
+      served.postgres = `${postgres.address.host}:${postgres.address.port}`;
+    }
+    if (users === undefined && listens.some((h) => !isLoopback(h))) {
+      logger.warn({ listens }, 'serving on a non-loopback address without a user provider: anyone who can reach it can read, write and drop tables (set --user-provider static_user_provider:file:<path>)');
+    }
+    logger.info({ url, ...served, dataDir: config.dataDir }, `reprise ${what} serving on ${url}`);
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+  return closeAll;
 }
 
 /**
@@ -182,7 +226,7 @@ async function standalone(flags: StandaloneFlags): Promise<void> {
       logger,
       onReplayProgress: progressBar(),
     });
-    return serveHttp(runtime, config, logger, 'standalone');
+    return serveProtocols(runtime, config, logger, 'standalone');
   });
 }
 
@@ -257,7 +301,7 @@ async function nodeCommand(flags: ClusterFlags): Promise<void> {
         logger,
         onReplayProgress: progressBar(),
       });
-      const close = await serveHttp(runtime, config, logger, `node '${nodeId}'`);
+      const close = await serveProtocols(runtime, config, logger, `node '${nodeId}'`);
       return async () => {
         await close();
         await transport.close();
@@ -285,12 +329,6 @@ async function request(server: string, method: string, path: string, body?: unkn
   return payload;
 }
 
-/** The CLI runs compiled, from dist/src/cli: the package root is three levels up. */
-function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
-
 export function buildProgram(): Command {
   const program = new Command('reprise')
     .description('Event-sourced actor runtime: regions, shards and nodes as explicit state machines over a WAL')
@@ -305,6 +343,9 @@ export function buildProgram(): Command {
       .option('-c, --config <file>', 'config file: TOML (*.toml) or JSON (the same keys)')
       .option('--data-dir <dir>', places.dataDir)
       .option('--http-addr <host:port>', places.httpAddr)
+      .option('--mysql-addr <host:port>', "MySQL protocol address (default 127.0.0.1:4002; '' turns it off; env REPRISE_MYSQL_ADDR)")
+      .option('--postgres-addr <host:port>', "PostgreSQL protocol address (default 127.0.0.1:4003; '' turns it off; env REPRISE_POSTGRES_ADDR)")
+      .option('--user-provider <spec>', 'who may connect: static_user_provider:file:<path> (user=password, or user:ro=password, per line); env REPRISE_USER_PROVIDER')
       .option('--shards <n>', 'shards (WAL topics) on first start (default 4; env REPRISE_SHARDS); later, more adds shards and fewer is refused', integer)
       .addOption(new Option('--log-level <level>', 'log level (env REPRISE_LOG_LEVEL)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
       .addOption(new Option('--wal <provider>', 'WAL provider (default local; env REPRISE_WAL_PROVIDER)').choices(['local', 'kafka']))
@@ -409,7 +450,25 @@ export function buildProgram(): Command {
       process.stdout.write(opts.json ? `${JSON.stringify(result, null, 2)}\n` : renderRows(result.rows));
     });
 
+  program
+    .command('sql')
+    .description('run SQL statements on a running server (POST /v1/sql) and print each result')
+    .argument('[sql...]', 'the statements; read from stdin when none are given')
+    .option('-s, --server <url>', 'server URL', DEFAULT_SERVER)
+    .option('--json', 'print the raw JSON')
+    .action(async (words: string[], opts: { server: string; json?: boolean }) => {
+      const sql = words.length > 0 ? words.join(' ') : await readStdin();
+      const result = (await request(opts.server, 'POST', '/v1/sql', { sql })) as Parameters<typeof renderSqlOutput>[0];
+      process.stdout.write(opts.json ? `${JSON.stringify(result, null, 2)}\n` : renderSqlOutput(result));
+    });
+
   return program;
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 /**

@@ -13,6 +13,27 @@ export function renderRows(rows: Record<string, unknown>[]): string {
   return renderTable(header, rows.map((r) => header.map((h) => (r[h] === null || r[h] === undefined ? '' : String(r[h]))))) + `(${rows.length} rows)\n`;
 }
 
+/** /v1/sql's answer: each statement's rows as a table (timestamps as UTC text), or its affected rows. */
+export function renderSqlOutput(result: {
+  output: ({ affectedrows: number } | { records: { schema: { column_schemas: { name: string; data_type: string }[] }; rows: unknown[][] } })[];
+  execution_time_ms: number;
+}): string {
+  const out: string[] = [];
+  for (const o of result.output) {
+    if ('affectedrows' in o) {
+      out.push(`${o.affectedrows} rows affected\n`);
+      continue;
+    }
+    const columns = o.records.schema.column_schemas;
+    const text = (v: unknown, type: string): string =>
+      v === null || v === undefined ? 'NULL' : type === 'TimestampMillisecond' && typeof v === 'number' ? new Date(v).toISOString().replace('T', ' ').replace('Z', '') : String(v);
+    out.push(renderTable(columns.map((c) => c.name), o.records.rows.map((row) => row.map((v, i) => text(v, columns[i].data_type)))));
+    out.push(`(${o.records.rows.length} rows)\n`);
+  }
+  out.push(`${result.execution_time_ms} ms\n`);
+  return out.join('');
+}
+
 export function renderStatus(status: RuntimeStatus): string {
   const out: string[] = [];
   for (const node of status.nodes) {

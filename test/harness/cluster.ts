@@ -26,6 +26,12 @@ export const CLUSTER_HOSTS = ['alpha', 'kilo', 'tango'];
 
 let clusters = 0;
 
+/** A process `ProcessGroup.launch` started: its Server, and the log record it was ready on. */
+export interface LaunchedServer extends Server {
+  /** The JSON log line with `url` (a node's or standalone's also has `mysql` / `postgres` when it serves them). */
+  readonly ready: Record<string, unknown>;
+}
+
 /** Every process of the current test; `stop` kills them (SIGKILL ends a SIGSTOPped one too) and removes their directories. */
 export class ProcessGroup {
   private readonly processes: Server[] = [];
@@ -69,8 +75,19 @@ export class ProcessGroup {
    * it serves; its stdout is kept under `name`. `spawnProcess`: to start it
    * elsewhere, e.g. in a host of a test network (its --http-addr then on that host's ip).
    */
-  async launch(name: string, args: string[], env: Record<string, string>, spawnProcess?: Parameters<typeof startReprise>[3]): Promise<Server> {
-    const server = await startReprise(args, env, (log) => log.url as string | undefined, spawnProcess);
+  async launch(name: string, args: string[], env: Record<string, string>, spawnProcess?: Parameters<typeof startReprise>[3]): Promise<LaunchedServer> {
+    let ready: Record<string, unknown> | undefined;
+    const started = await startReprise(
+      args,
+      env,
+      (log) => {
+        const url = log.url as string | undefined;
+        if (url !== undefined) ready ??= log; // the first: lines after it may be read before this resolves
+        return url;
+      },
+      spawnProcess,
+    );
+    const server: LaunchedServer = { ...started, ready: ready! };
     this.processes.push(server);
     const lines: string[] = [];
     this.logs.set(name, lines);

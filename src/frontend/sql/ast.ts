@@ -78,5 +78,5 @@ export type Statement =
   | { readonly kind: 'set' }
   | { readonly kind: 'use'; readonly database: string }
   /** BEGIN, START TRANSACTION, COMMIT, ROLLBACK: accepted, nothing to do (every statement commits on its own). */
-  | { readonly kind: 'transaction' }
+  | { readonly kind: 'transaction'; readonly command: 'BEGIN' | 'COMMIT' | 'ROLLBACK' }
   | { readonly kind: 'admin'; readonly fn: string; readonly args: readonly Expr[]; readonly pos: number };

@@ -212,9 +212,11 @@ class Parser {
       case 'BEGIN':
       case 'START':
       case 'COMMIT':
-      case 'ROLLBACK':
+      case 'ROLLBACK': {
         this.skipToStatementEnd();
-        return { kind: 'transaction' };
+        const command = t.upper === 'START' ? 'BEGIN' : (t.upper as 'BEGIN' | 'COMMIT' | 'ROLLBACK');
+        return { kind: 'transaction', command };
+      }
       case 'ADMIN':
         return this.admin();
       case 'UPDATE':

@@ -338,7 +338,6 @@ function sameExpr(a: Expr, b: Expr): boolean {
 export function planSelect(stmt: Select, schema: TableSchema, scope: EvalScope): SelectPlan {
   const byName = new Map(schema.columns.map((c) => [c.name, c]));
   const time = schema.columns.find((c) => c.role === 'time') as ColumnDef;
-  const tags = schema.columns.filter((c) => c.role === 'tag');
   const compiled = compileWhere(schema, stmt.where, scope);
 
   // Select items, `*` expanded.

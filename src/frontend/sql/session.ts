@@ -4,7 +4,7 @@ import type { ColumnSpec, Statement } from './ast.js';
 import { coerce, evaluate, render, type EvalScope } from './eval.js';
 import { parseSql } from './parser.js';
 import { compileWhere, planSelect } from './planner.js';
-import type { PreparedStatement, SqlColumn, SqlDialect, SqlSession, SqlSessionFactory, SqlUser, StatementResult } from './types.js';
+import type { PreparedStatement, SqlColumn, SqlDialect, SqlSession, SqlSessionFactory, SqlUser, StatementOutput, StatementResult } from './types.js';
 
 /**
  * What a SQL session runs against: the runtime (embedded or a cluster node)
@@ -40,6 +40,30 @@ const SQL_TYPES: Record<ColumnType, string> = { string: 'STRING', float64: 'DOUB
 const WRITES = new Set<Statement['kind']>(['insert', 'delete', 'createTable', 'dropTable', 'admin']);
 const READS = new Set<Statement['kind']>(['select', 'showCreateTable', 'showColumns']);
 
+/** Statements that only read and answer rows. */
+const READ_ONLY = new Set<Statement['kind']>(['select', 'showTables', 'showDatabases', 'showCreateTable', 'showColumns', 'showVariables', 'showEmpty']);
+
+/** A statement's SQL command, as PostgreSQL names it in command tags. */
+function commandOf(s: Statement): string {
+  switch (s.kind) {
+    case 'createTable':
+      return 'CREATE TABLE';
+    case 'dropTable':
+      return 'DROP TABLE';
+    case 'transaction':
+      return s.command;
+    case 'select':
+    case 'insert':
+    case 'delete':
+    case 'set':
+    case 'use':
+    case 'admin':
+      return s.kind.toUpperCase();
+    default:
+      return 'SHOW';
+  }
+}
+
 export function sqlSessions(db: SqlDatabase, options: SqlSessionsOptions): SqlSessionFactory {
   return ({ dialect, user, database }) => new Session(db, options, dialect, user, database);
 }
@@ -65,10 +89,11 @@ class Session implements SqlSession {
     // Every statement parses before any runs: a syntax error anywhere writes nothing.
     const parsed = parseSql(sql, this.dialect);
     return {
+      statements: parsed.map(({ statement }) => ({ command: commandOf(statement), reads: READ_ONLY.has(statement.kind) })),
       params: Math.max(0, ...parsed.map((p) => p.params)),
       execute: async (params) => {
         const results: StatementResult[] = [];
-        for (const { statement } of parsed) results.push(await this.run(statement, params));
+        for (const { statement } of parsed) results.push({ ...(await this.run(statement, params)), command: commandOf(statement) });
         return results;
       },
     };
@@ -103,7 +128,7 @@ class Session implements SqlSession {
     if (mode === 'wo' && reads) throw new RepriseError('FORBIDDEN', `user '${name}' is write-only: it cannot read table "${table}"`, { user: name });
   }
 
-  private async run(s: Statement, params: readonly Value[]): Promise<StatementResult> {
+  private async run(s: Statement, params: readonly Value[]): Promise<StatementOutput> {
     const scope = this.scope(params);
     this.allow(s, s.kind === 'select' ? s.from?.table : s.kind === 'showColumns' ? s.table : s.kind === 'showCreateTable' ? s.name : undefined);
     switch (s.kind) {
@@ -157,7 +182,7 @@ class Session implements SqlSession {
     }
   }
 
-  private async select(s: Statement & { kind: 'select' }, scope: EvalScope): Promise<StatementResult> {
+  private async select(s: Statement & { kind: 'select' }, scope: EvalScope): Promise<StatementOutput> {
     if (s.from === undefined) {
       // SELECT 1, SELECT @@version_comment, SELECT now(): one row of constants.
       if (s.where !== undefined || s.groupBy.length > 0) throw new RepriseError('SQL_UNSUPPORTED', 'WHERE or GROUP BY without FROM is not supported');
@@ -182,7 +207,7 @@ class Session implements SqlSession {
     return { kind: 'rows', columns, data };
   }
 
-  private async insert(s: Statement & { kind: 'insert' }, scope: EvalScope): Promise<StatementResult> {
+  private async insert(s: Statement & { kind: 'insert' }, scope: EvalScope): Promise<StatementOutput> {
     const { schema } = await this.db.lookUpTable(s.table);
     const byName = new Map(schema.columns.map((c) => [c.name, c]));
     const names = s.columns ?? schema.columns.map((c) => c.name);
@@ -208,7 +233,7 @@ class Session implements SqlSession {
   }
 
   /** DELETE: the keys the WHERE matches (found by the ordinary query path), then one tombstone each. */
-  private async delete(s: Statement & { kind: 'delete' }, scope: EvalScope): Promise<StatementResult> {
+  private async delete(s: Statement & { kind: 'delete' }, scope: EvalScope): Promise<StatementOutput> {
     const { schema } = await this.db.lookUpTable(s.table);
     const keyColumns = schema.columns.filter((c) => c.role !== 'field').map((c) => c.name);
     const compiled = compileWhere(schema, s.where, scope);
@@ -234,7 +259,7 @@ class Session implements SqlSession {
     return { kind: 'affected', affectedRows: deleted };
   }
 
-  private async createTable(s: Statement & { kind: 'createTable' }): Promise<StatementResult> {
+  private async createTable(s: Statement & { kind: 'createTable' }): Promise<StatementOutput> {
     const schema = schemaOf(s);
     try {
       await this.db.createTable(schema);
@@ -244,7 +269,7 @@ class Session implements SqlSession {
     return { kind: 'affected', affectedRows: 0 };
   }
 
-  private async admin(s: Statement & { kind: 'admin' }, scope: EvalScope): Promise<StatementResult> {
+  private async admin(s: Statement & { kind: 'admin' }, scope: EvalScope): Promise<StatementOutput> {
     const args = s.args.map((a) => evaluate(a, scope).value);
     const name = `${s.fn}(${args.map((a) => JSON.stringify(a)).join(', ')})`;
     switch (s.fn) {
@@ -272,7 +297,7 @@ function col(name: string, type: ColumnType): SqlColumn {
   return { name, type };
 }
 
-function rows(columns: SqlColumn[], data: Value[][]): StatementResult {
+function rows(columns: SqlColumn[], data: Value[][]): StatementOutput {
   return { kind: 'rows', columns, data };
 }
 
@@ -375,7 +400,7 @@ export function createTableSql(schema: TableSchema): string {
 }
 
 /** DESC t: one row per column, as GreptimeDB shows it. */
-function describeTable(schema: TableSchema): StatementResult {
+function describeTable(schema: TableSchema): StatementOutput {
   const cs = schema.columns;
   return rows(
     [col('Column', 'string'), col('Type', 'string'), col('Key', 'string'), col('Null', 'string'), col('Default', 'string'), col('Semantic Type', 'string')],

@@ -14,9 +14,20 @@ export interface SqlColumn {
  * row r, timestamps epoch ms), or the number of rows it changed. Protocol
  * adapters turn these into MySQL, PostgreSQL or JSON results.
  */
-export type StatementResult =
+export type StatementOutput =
   | { readonly kind: 'rows'; readonly columns: readonly SqlColumn[]; readonly data: readonly (readonly Value[])[] }
   | { readonly kind: 'affected'; readonly affectedRows: number };
+
+/** A statement's output and what kind of statement answered: its SQL command (SELECT, INSERT, CREATE TABLE, SHOW, SET, ...), for PostgreSQL's command tags. */
+export type StatementResult = StatementOutput & { readonly command: string };
+
+/** What a parsed statement is, before it runs. */
+export interface StatementInfo {
+  /** As StatementResult.command. */
+  readonly command: string;
+  /** Whether it only reads and answers rows (SELECT, SHOW, DESC): running it to learn its columns changes nothing. */
+  readonly reads: boolean;
+}
 
 /**
  * A client's SQL session: its dialect and current database. `execute` runs
@@ -39,6 +50,8 @@ export interface SqlSession {
 }
 
 export interface PreparedStatement {
+  /** The statements of the text, in order (none for an empty text). */
+  readonly statements: readonly StatementInfo[];
   /** Parameters the statements take (the number of `?`, or the highest `$n`). */
   readonly params: number;
   /** Run it with these values (timestamps as epoch ms or 'YYYY-MM-DD HH:MM:SS' text). INVALID_ARGUMENT when one is missing. */

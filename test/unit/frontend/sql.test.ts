@@ -74,7 +74,7 @@ describe('SQL: the quick start', () => {
          ("host1", "idc_b", 78.0, 66.7, 20.6, 1667446798050),
          ("host1", "idc_b", 68.0, 63.9, 50.6, 1667446798150),
          ("host1", "idc_b", 90.0, 39.9, 60.6, 1667446798250);`);
-    expect(inserted).toEqual({ kind: 'affected', affectedRows: 9 });
+    expect(inserted).toEqual({ kind: 'affected', affectedRows: 9, command: 'INSERT' });
     const all = await one('SELECT * FROM system_metrics;');
     expect(all.kind === 'rows' && all.columns.map((c) => `${c.name}:${c.type}`)).toEqual([
       'host:string', 'idc:string', 'cpu_util:float64', 'memory_util:float64', 'disk_util:float64', 'ts:timestamp',
@@ -113,7 +113,7 @@ describe('SQL: the quick start', () => {
   });
 
   it('deletes by tags and time', async () => {
-    expect(await one("DELETE FROM system_metrics WHERE host = 'host1' AND idc = 'idc_a' AND ts = 1667446797450")).toEqual({ kind: 'affected', affectedRows: 1 });
+    expect(await one("DELETE FROM system_metrics WHERE host = 'host1' AND idc = 'idc_a' AND ts = 1667446797450")).toEqual({ kind: 'affected', affectedRows: 1, command: 'DELETE' });
     expect(await table('SELECT count(*) FROM system_metrics')).toEqual([[8]]);
   });
 
