@@ -359,6 +359,10 @@ function columnPacket(column: SqlColumn): RawPacket {
 class PayloadReader {
   offset = 0;
   constructor(readonly payload: Buffer) {}
+  /** Bytes not read yet. */
+  remaining(): number {
+    return this.payload.length - this.offset;
+  }
   private need(n: number): void {
     if (this.offset + n > this.payload.length) throw new RepriseError('INVALID_ARGUMENT', 'malformed packet: a field runs past its end');
   }
@@ -640,6 +644,7 @@ export async function startMysqlServer(options: MysqlServerOptions): Promise<Mys
       const count = statement.prepared.params;
       const values: Value[] = [];
       if (count > 0) {
+        if (reader.remaining() === 0) throw new RepriseError('INVALID_ARGUMENT', `the statement takes ${count} parameter${count === 1 ? '' : 's'}, none were sent`);
         const nulls = reader.bytes(Math.floor((count + 7) / 8));
         if (reader.int1() === 1) {
           statement.types = Array.from({ length: count }, () => {

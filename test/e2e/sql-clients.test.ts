@@ -121,5 +121,20 @@ describe('SQL clients against reprise standalone', () => {
     expect(pgWrong).toMatch(/password authentication failed for user "greptime_user"/);
     const http = await fetch(new URL('/v1/sql?sql=SELECT%201', server.url));
     expect(http.status).toBe(401);
+    // Nothing without credentials: the clients' defaults (mariadb: the login name, no password; psql: none to send).
+    const anonymous = await mariadb(server, 'SELECT 1;');
+    expect(anonymous.stderr).toMatch(/ERROR 1045 \(28000\): Access denied/);
+    const pgAnonymous = await new Promise<string>((resolve) =>
+      execFile('psql', ['-h', server.postgres.host, '-p', String(server.postgres.port), '-U', 'greptime_user', '-d', 'public', '-w', '-c', 'SELECT 1'], { env: { ...process.env, PGPASSWORD: '' } }, (_e, _o, stderr) =>
+        resolve(stderr),
+      ),
+    );
+    expect(pgAnonymous).toMatch(/no password supplied|password authentication failed/);
+    const pgViewer = await new Promise<string>((resolve) =>
+      execFile('psql', ['-h', server.postgres.host, '-p', String(server.postgres.port), '-U', 'viewer', '-d', 'public', '-c', 'DROP TABLE system_metrics'], { env: { ...process.env, PGPASSWORD: 'look' } }, (_e, _o, stderr) =>
+        resolve(stderr),
+      ),
+    );
+    expect(pgViewer).toMatch(/ERROR: {2}user 'viewer' is read-only/);
   });
 });
