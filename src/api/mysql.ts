@@ -38,30 +38,13 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
-import type { Logger } from 'pino';
 import mysql2 from 'mysql2';
 import { RepriseError, isRepriseError, type ErrorCode } from '../errors.js';
 import type { ColumnType, Value } from '../engine/schema.js';
-import type { PreparedStatement, SqlColumn, SqlSession, SqlSessionFactory, SqlUser, StatementResult } from '../frontend/sql/types.js';
-import { ANONYMOUS_USER, type UserProvider } from './users.js';
+import type { PreparedStatement, SqlColumn, SqlSession, SqlUser, StatementResult } from '../frontend/sql/types.js';
+import type { SqlProtocolOptions, SqlProtocolServer } from './sql-protocol.js';
+import { ANONYMOUS_USER } from './users.js';
 
-export interface MysqlServerOptions {
-  readonly host: string;
-  /** 0 picks a free port (read it from `address`). */
-  readonly port: number;
-  readonly sessions: SqlSessionFactory;
-  /** Without one, every client is the anonymous user (mode rw), whatever it sends as user and password. */
-  readonly users?: UserProvider;
-  readonly logger: Logger;
-  /** The version the handshake announces. Default: '8.0.36-reprise'. */
-  readonly serverVersion?: string;
-}
-
-export interface MysqlServer {
-  readonly address: { readonly host: string; readonly port: number };
-  /** Stops listening and ends every open connection. */
-  close(): Promise<void>;
-}
 
 // Capability flags (mysql_com.h). No CLIENT_DEPRECATE_EOF: mysql2 writes EOF packets.
 const CLIENT_LONG_PASSWORD = 0x1;
@@ -533,7 +516,7 @@ interface Statement {
 }
 
 /** Starts a MySQL protocol server: one SQL session (dialect 'mysql') per connection. */
-export async function startMysqlServer(options: MysqlServerOptions): Promise<MysqlServer> {
+export async function startMysqlServer(options: SqlProtocolOptions): Promise<SqlProtocolServer> {
   const log = options.logger.child({ component: 'mysql' });
   const serverVersion = options.serverVersion ?? '8.0.36-reprise';
   const sockets = new Set<net.Socket>();

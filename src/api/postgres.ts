@@ -33,29 +33,12 @@
 import { createHash, randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
-import type { Logger } from 'pino';
 import { RepriseError, isRepriseError, type ErrorCode } from '../errors.js';
 import type { ColumnType, Value } from '../engine/schema.js';
-import type { PreparedStatement, SqlColumn, SqlSession, SqlSessionFactory, SqlUser, StatementResult } from '../frontend/sql/types.js';
-import { ANONYMOUS_USER, type UserProvider } from './users.js';
+import type { PreparedStatement, SqlColumn, SqlSession, SqlUser, StatementResult } from '../frontend/sql/types.js';
+import type { SqlProtocolOptions, SqlProtocolServer } from './sql-protocol.js';
+import { ANONYMOUS_USER } from './users.js';
 
-export interface PostgresServerOptions {
-  readonly host: string;
-  /** 0 picks a free port (read it from `address`). */
-  readonly port: number;
-  readonly sessions: SqlSessionFactory;
-  /** Without one, every client is trusted as the anonymous user (mode rw). With one, md5 password authentication. */
-  readonly users?: UserProvider;
-  readonly logger: Logger;
-  /** The server_version reported to clients. Default: '16.0 (reprise)'. */
-  readonly serverVersion?: string;
-}
-
-export interface PostgresServer {
-  readonly address: { readonly host: string; readonly port: number };
-  /** Stops listening and ends every open connection (each is told FATAL 57P01 first). */
-  close(): Promise<void>;
-}
 
 /** A PostgreSQL ErrorResponse's fields. */
 export interface PgError {
@@ -419,7 +402,7 @@ interface Portal {
 // ---------------------------------------------------------------------------
 
 /** Starts a PostgreSQL protocol server: one SQL session (dialect 'postgres') per connection. */
-export async function startPostgresServer(options: PostgresServerOptions): Promise<PostgresServer> {
+export async function startPostgresServer(options: SqlProtocolOptions): Promise<SqlProtocolServer> {
   const log = options.logger.child({ component: 'postgres' });
   const serverVersion = options.serverVersion ?? '16.0 (reprise)';
   const sockets = new Map<net.Socket, () => void>();

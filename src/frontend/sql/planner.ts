@@ -444,12 +444,7 @@ export function planSelect(stmt: Select, schema: TableSchema, scope: EvalScope):
   };
 
   const resultScope = (columns: readonly string[], data: readonly (readonly Value[])[], row: number): EvalScope => ({
-    ...scope,
-    column: (e) => {
-      const at = columns.indexOf(e.name);
-      const c = byName.get(e.name);
-      return at < 0 || c === undefined ? undefined : { value: data[at][row], type: c.type };
-    },
+    ...rowOf(scope, byName, columns, data, row),
     call: (e) => {
       if (e.name in AGGREGATES) {
         const name = specOf(e);
@@ -528,12 +523,7 @@ function planRows(
   };
   const outputs: Output[] = items.map((i) => ({ name: i.name, expr: i.expr, ...(i.expr.kind === 'column' ? { copy: i.expr.name } : {}) }));
   const rowScope = (columns: readonly string[], data: readonly (readonly Value[])[], row: number): EvalScope => ({
-    ...scope,
-    column: (e) => {
-      const at = columns.indexOf(e.name);
-      const c = byName.get(e.name);
-      return at < 0 || c === undefined ? undefined : { value: data[at][row], type: c.type };
-    },
+    ...rowOf(scope, byName, columns, data, row),
     call: (e) => {
       if (isAggregateCall(e)) throw invalid(`${render(e)} cannot be mixed with plain columns without GROUP BY`);
       return undefined;
@@ -555,6 +545,18 @@ function planRows(
       }
       const ordered = pushOrder === undefined ? stmt.orderBy : [];
       return finishRows(rows, outputs, ordered, byAlias, stmt.limit, stmt.offset, rowScope, (o) => (o.copy !== undefined ? byName.get(o.copy)?.type : undefined));
+    },
+  };
+}
+
+/** `scope` reading the table's columns from row `row` of a columnar result. */
+function rowOf(scope: EvalScope, byName: ReadonlyMap<string, ColumnDef>, columns: readonly string[], data: readonly (readonly Value[])[], row: number): EvalScope {
+  return {
+    ...scope,
+    column: (e) => {
+      const at = columns.indexOf(e.name);
+      const c = byName.get(e.name);
+      return at < 0 || c === undefined ? undefined : { value: data[at][row], type: c.type };
     },
   };
 }

@@ -5,8 +5,9 @@ import mysql from 'mysql2/promise';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startMysqlServer, type MysqlServer } from '../../../src/api/mysql.js';
-import { startPostgresServer, type PostgresServer } from '../../../src/api/postgres.js';
+import { startMysqlServer } from '../../../src/api/mysql.js';
+import { startPostgresServer } from '../../../src/api/postgres.js';
+import type { SqlProtocolServer } from '../../../src/api/sql-protocol.js';
 import { open, type Reprise } from '../../../src/api/runtime.js';
 import { sqlServerVersion } from '../../../src/api/version.js';
 import { sqlSessions } from '../../../src/frontend/sql/session.js';
@@ -19,8 +20,8 @@ import { sqlSessions } from '../../../src/frontend/sql/session.js';
 const logger = pino({ level: 'silent' });
 let dir: string;
 let db: Reprise;
-let mysqlServer: MysqlServer;
-let pgServer: PostgresServer;
+let mysqlServer: SqlProtocolServer;
+let pgServer: SqlProtocolServer;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'reprise-npm-sql-'));
@@ -92,7 +93,7 @@ describe('mysql2 (query and execute)', () => {
   it('answers errors with their MySQL numbers and SQLSTATEs, and the connection goes on', async () => {
     const conn = await mysql.createConnection({ host: '127.0.0.1', port: mysqlServer.address.port, user: 'app' });
     try {
-      const cases: [string, unknown[] | undefined, number, string, RegExp][] = [
+      const cases: [string, (string | number)[] | undefined, number, string, RegExp][] = [
         ['SELEC 1', undefined, 1064, '42000', /line 1, column 1.*'SELEC'/],
         ['SELECT * FROM nope', undefined, 1146, '42S02', /nope/],
         ['SELECT * FROM a JOIN b ON a.x = b.x', undefined, 1235, '42000', /join/],

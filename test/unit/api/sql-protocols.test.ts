@@ -12,8 +12,9 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startMysqlServer, type MysqlServer } from '../../../src/api/mysql.js';
-import { startPostgresServer, type PostgresServer } from '../../../src/api/postgres.js';
+import { startMysqlServer } from '../../../src/api/mysql.js';
+import { startPostgresServer } from '../../../src/api/postgres.js';
+import type { SqlProtocolServer } from '../../../src/api/sql-protocol.js';
 import { parseUserProvider, type UserProvider } from '../../../src/api/users.js';
 import { RepriseError, type ErrorCode } from '../../../src/errors.js';
 import type { Value } from '../../../src/engine/schema.js';
@@ -193,14 +194,14 @@ afterEach(async () => {
 
 async function mysqlServer(withUsers: boolean) {
   const canned = cannedSessions();
-  const server: MysqlServer = await startMysqlServer({ host: '127.0.0.1', port: 0, sessions: canned.factory, logger, ...(withUsers ? { users } : {}) });
+  const server: SqlProtocolServer = await startMysqlServer({ host: '127.0.0.1', port: 0, sessions: canned.factory, logger, ...(withUsers ? { users } : {}) });
   servers.push(server);
   return { ...canned, server, port: server.address.port };
 }
 
 async function postgresServer(withUsers: boolean) {
   const canned = cannedSessions();
-  const server: PostgresServer = await startPostgresServer({ host: '127.0.0.1', port: 0, sessions: canned.factory, logger, ...(withUsers ? { users } : {}) });
+  const server: SqlProtocolServer = await startPostgresServer({ host: '127.0.0.1', port: 0, sessions: canned.factory, logger, ...(withUsers ? { users } : {}) });
   servers.push(server);
   return { ...canned, server, port: server.address.port };
 }
