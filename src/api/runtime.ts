@@ -17,7 +17,7 @@ import { TableEngine } from '../engine/table/table-engine.js';
 import { DEFAULT_SCHEMA_LIMITS, validateKeys, validateSchema, type SchemaLimits } from '../engine/table/validate.js';
 import { MetaService } from '../meta/meta-service.js';
 import { metaTopicOf, type MetaView } from '../meta/meta-view.js';
-import type { TableInfo, TableStatus } from '../meta/model.js';
+import { FINISHED_PROCEDURES_KEPT, type FinishedProcedure, type ProcedureInfo, type TableInfo, type TableStatus } from '../meta/model.js';
 import { DEFAULT_MAX_BATCH_BYTES } from '../wal/entry.js';
 import type { LogStore } from '../wal/log-store.js';
 import { openLogStore, type WalOptions } from '../wal/open-log-store.js';
@@ -669,10 +669,26 @@ export class Reprise {
    * acknowledged is lost. Resolves once `to` serves it; rejects
    * (SHARD_NOT_SERVING) if `to` failed to open it, the shard given back.
    */
-  async migrateShard(shardId: number, to: string): Promise<{ shard: number; from: string; to: string; ms: number }> {
+  async migrateShard(shardId: number, to: string): Promise<{ shard: number; from: string; to: string; ms: number; procedure?: number }> {
     this.assertOpen();
     if (!this.meta.migrate) throw new RepriseError('INVALID_ARGUMENT', `shard ${shardId} cannot migrate to '${to}': no other node in embedded mode`);
-    return this.meta.migrate(shardId, to);
+    const moved = await this.meta.migrate(shardId, to);
+    // The procedure that moved it, as the meta log recorded it (see procedure()).
+    await this.meta.sync?.();
+    const procedure = this.metaLog.lastFinishedOn('migrate', shardId);
+    return procedure?.to === to && procedure.outcome === 'done' ? { ...moved, procedure: procedure.id } : moved;
+  }
+
+  /**
+   * One of meta's procedures (migrate, failover, rebalance, create table),
+   * running or among the newest FINISHED_PROCEDURES_KEPT finished, as this
+   * node's view of the meta log has it once caught up. NOT_FOUND otherwise.
+   */
+  async procedure(id: number): Promise<ProcedureInfo | FinishedProcedure> {
+    await this.meta.sync?.();
+    const found = this.metaLog.procedure(id);
+    if (found === undefined) throw new RepriseError('NOT_FOUND', `procedure ${id} is neither running nor among the last ${FINISHED_PROCEDURES_KEPT} finished`, { procedure: id });
+    return found;
   }
 
   /** Every node's actor tree (in a cluster each node is asked over the transport) and meta's view. */

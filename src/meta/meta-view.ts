@@ -4,7 +4,7 @@ import { RepriseError } from '../errors.js';
 import type { LoggedEntry } from '../wal/entry.js';
 import type { EntryId } from '../wal/log-store.js';
 import { EpochFence } from '../wal/shard-reader.js';
-import { applyMetaEvent, emptyMetaState, type MetaEvent, type MetaState, type NodeInfo, type ProcedureInfo, type RegionInfo, type ShardInfo, type TableInfo, type TableStatus } from './model.js';
+import { applyMetaEvent, emptyMetaState, type FinishedProcedure, type MetaEvent, type MetaState, type NodeInfo, type ProcedureInfo, type ProcedureKind, type RegionInfo, type ShardInfo, type TableInfo, type TableStatus } from './model.js';
 
 /**
  * The meta log's topic: beside the shards' topics, under the same prefix, so
@@ -157,6 +157,18 @@ export class MetaView {
   /** Procedures started and not finished, oldest first. */
   procedures(): ProcedureInfo[] {
     return [...this.state.procedures.values()].sort((a, b) => a.id - b.id);
+  }
+
+  /** A procedure running or among the newest finished ones (see FINISHED_PROCEDURES_KEPT), by id. */
+  procedure(id: number): ProcedureInfo | FinishedProcedure | undefined {
+    return this.state.procedures.get(id) ?? this.state.finishedProcedures.get(id);
+  }
+
+  /** The newest finished procedure of this kind on the shard, if it is still kept. */
+  lastFinishedOn(kind: ProcedureKind, shardId: number): FinishedProcedure | undefined {
+    let last: FinishedProcedure | undefined;
+    for (const p of this.state.finishedProcedures.values()) if (p.kind === kind && p.shard === shardId && (last === undefined || p.id > last.id)) last = p;
+    return last;
   }
 
   /** The running procedure moving a shard's leadership (migrate, failover), if any (there is at most one). */

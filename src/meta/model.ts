@@ -87,6 +87,16 @@ export interface ProcedureInfo {
   stepAt: number;
 }
 
+/** A procedure that finished, as procedure_state reports it: what it was, how it ended, when. */
+export interface FinishedProcedure extends ProcedureInfo {
+  readonly outcome: ProcedureOutcome;
+  readonly reason?: string;
+  readonly finishedAt: number;
+}
+
+/** Finished procedures the state keeps (the newest), for procedure_state: a bound, so the state does not grow with the log. */
+export const FINISHED_PROCEDURES_KEPT = 256;
+
 export interface MetaState {
   nextTableId: number;
   nextRegionId: number;
@@ -95,8 +105,10 @@ export interface MetaState {
   readonly tables: Map<string, TableInfo>;
   readonly nodes: Map<string, NodeInfo>;
   nextProcedureId: number;
-  /** Running procedures by id (finished ones are dropped). */
+  /** Running procedures by id (finished ones move to finishedProcedures). */
   readonly procedures: Map<number, ProcedureInfo>;
+  /** The newest FINISHED_PROCEDURES_KEPT finished procedures, by id (in finishing order). */
+  readonly finishedProcedures: Map<number, FinishedProcedure>;
   /**
    * Regions of tables dropped or whose create was rolled back: their files
    * may be deleted. Any other region on disk that no table owns is unknown,
@@ -152,7 +164,7 @@ export type MetaEvent =
   | { type: 'procedure_finished'; id: number; outcome: ProcedureOutcome; reason?: string; at: number };
 
 export function emptyMetaState(): MetaState {
-  return { nextTableId: 1, nextRegionId: 1, shards: new Map(), tables: new Map(), nodes: new Map(), nextProcedureId: 1, procedures: new Map(), retiredRegions: new Map(), operatorPlacements: new Map() };
+  return { nextTableId: 1, nextRegionId: 1, shards: new Map(), tables: new Map(), nodes: new Map(), nextProcedureId: 1, procedures: new Map(), finishedProcedures: new Map(), retiredRegions: new Map(), operatorPlacements: new Map() };
 }
 
 function tableById(state: MetaState, tableId: number): TableInfo | undefined {
@@ -242,6 +254,10 @@ export function applyMetaEvent(state: MetaState, event: MetaEvent): MetaState {
       const p = state.procedures.get(event.id);
       if (p?.kind === 'migrate' && p.parent === null && event.outcome === 'done' && p.shard !== null && p.to !== null) state.operatorPlacements.set(p.shard, p.to);
       state.procedures.delete(event.id);
+      if (p) {
+        state.finishedProcedures.set(p.id, { ...p, outcome: event.outcome, ...(event.reason !== undefined ? { reason: event.reason } : {}), finishedAt: event.at });
+        if (state.finishedProcedures.size > FINISHED_PROCEDURES_KEPT) state.finishedProcedures.delete(state.finishedProcedures.keys().next().value as number);
+      }
       break;
     }
   }

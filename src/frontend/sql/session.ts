@@ -21,7 +21,9 @@ export interface SqlDatabase {
   delete(table: string, keys: readonly Row[]): Promise<{ deleted: number }>;
   queryColumns(table: string, q: TableQuery): Promise<ColumnarRows>;
   flush(): Promise<void>;
-  migrateShard(shard: number, to: string): Promise<{ shard: number; from: string; to: string; ms: number }>;
+  migrateShard(shard: number, to: string): Promise<{ shard: number; from: string; to: string; ms: number; procedure?: number }>;
+  /** A procedure of meta's by id (NOT_FOUND when it is not known). */
+  procedure(id: number): Promise<{ readonly id: number; readonly kind: string; readonly state: string; readonly shard: number | null; readonly from: string | null; readonly to: string | null; readonly outcome?: string; readonly reason?: string }>;
 }
 
 export interface SqlSessionsOptions {
@@ -284,11 +286,20 @@ class Session implements SqlSession {
         if (typeof shard !== 'number' || typeof to !== 'string' || args.length !== 2) {
           throw new RepriseError('INVALID_ARGUMENT', "migrate_shard takes a shard id and a node: ADMIN migrate_shard(1, 'n2')");
         }
+        // It runs to the end (the shard served by `to`) and answers the id of the procedure that moved it, for procedure_state.
         const moved = await this.db.migrateShard(shard, to);
-        return rows([col(name, 'string')], [[JSON.stringify(moved)]]);
+        return rows([col(name, 'int64')], [[moved.procedure ?? null]]);
+      }
+      case 'procedure_state': {
+        const [id] = args;
+        if (typeof id !== 'number' || !Number.isSafeInteger(id) || args.length !== 1) throw new RepriseError('INVALID_ARGUMENT', 'procedure_state takes a procedure id: ADMIN procedure_state(7)');
+        const p = await this.db.procedure(id);
+        const status = p.outcome === undefined ? 'Running' : p.outcome[0].toUpperCase() + p.outcome.slice(1);
+        const state = { status, id: p.id, kind: p.kind, step: p.state, shard: p.shard, from: p.from, to: p.to, ...(p.reason !== undefined ? { reason: p.reason } : {}) };
+        return rows([col(name, 'string')], [[JSON.stringify(state)]]);
       }
       default:
-        throw new RepriseError('SQL_UNSUPPORTED', `ADMIN ${s.fn}() is not supported (flush_table, migrate_shard)`);
+        throw new RepriseError('SQL_UNSUPPORTED', `ADMIN ${s.fn}() is not supported (flush_table, migrate_shard, procedure_state)`);
     }
   }
 }

@@ -168,6 +168,18 @@ PARTITION ON COLUMNS (n) (
   });
 });
 
+describe('SQL: admin functions', () => {
+  it("reports meta's procedures: each CREATE TABLE's, done, and an unknown id as NOT_FOUND", async () => {
+    const ids = db.metaView().procedures().map((p) => p.id);
+    expect(ids).toEqual([]);
+    const [[state]] = await table('ADMIN procedure_state(1)');
+    expect(JSON.parse(state as string)).toMatchObject({ status: 'Done', id: 1, kind: 'create_table' });
+    await fails('ADMIN procedure_state(999)', 'NOT_FOUND', /procedure 999/);
+    await fails("ADMIN migrate_shard(0, 'n2')", 'INVALID_ARGUMENT', /embedded/);
+    await fails('ADMIN nope()', 'SQL_UNSUPPORTED', /procedure_state/);
+  });
+});
+
 describe('SQL: parameters', () => {
   it('binds ? in order on MySQL and $n on PostgreSQL, parsed once and run many times', async () => {
     const insert = session.prepare('INSERT INTO dist_table(n, row_id, ts) VALUES (?, ?, ?)');
