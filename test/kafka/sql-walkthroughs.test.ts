@@ -192,6 +192,22 @@ describe("the remote-WAL guide's dist_table in mariadb: Kafka WAL standalone, an
       expect(aggregate.stderr, `${id}\n${logsOf(all)}`).toBe('');
       expect(lines(aggregate.stdout), `aggregate through ${id}`).toEqual(['count(*)\tsum(row_id)', '12\t78']);
     }
+    // ADMIN migrate_shard moves the shard back between the survivors and answers its procedure's id; procedure_state reads it.
+    const target = survivors.find((id) => id !== moved.leader)!;
+    const admin = nodes.get(survivors[0]!)!;
+    // The failover's procedure may still be settling (one procedure per shard at a time): PROCEDURE_RUNNING is retried.
+    let migrated = await mariadb(admin, `ADMIN migrate_shard(${before.id}, '${target}');`);
+    for (const until = Date.now() + 15_000; /procedure running/.test(migrated.stderr) && Date.now() < until; ) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      migrated = await mariadb(admin, `ADMIN migrate_shard(${before.id}, '${target}');`);
+    }
+    expect(migrated.stderr, logsOf(all)).toBe('');
+    const [, procedureId] = lines(migrated.stdout);
+    expect(procedureId).toMatch(/^\d+$/);
+    const state = await mariadb(admin, `ADMIN procedure_state(${procedureId});`);
+    expect(state.stderr).toBe('');
+    expect(JSON.parse(lines(state.stdout)[1]!)).toMatchObject({ status: 'Done', id: Number(procedureId), kind: 'migrate', shard: before.id, to: target });
+    expect(lines((await mariadb(nodes.get(target)!, 'SELECT count(*) FROM dist_table;')).stdout)).toEqual(['count(*)', '12']);
     console.log(
       `dist_table on 3 nodes: cluster placed in ${startedMs} ms; SIGKILL of ${victimId} (shard ${before.id} -> ${moved.leader}, ` +
         `epoch ${before.epoch} -> ${moved.epoch}); SELECT through ${viaId} answered all 12 rows ${answeredMs} ms after it ` +
