@@ -554,6 +554,8 @@ export async function startMysqlServer(options: SqlProtocolOptions): Promise<Sql
     let awaitingSwitch: ((token: Buffer) => void) | undefined;
 
     conn.on('error', (err: Error) => clog.debug({ err }, 'mysql connection closed'));
+    // The session's last results stop counting against the result budget once the client is gone.
+    socket.once('close', () => session?.close());
 
     const live = (): boolean => socket.writable && !socket.destroyed;
     const send = (packet: RawPacket): void => {

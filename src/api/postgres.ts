@@ -438,6 +438,8 @@ export async function startPostgresServer(options: SqlProtocolOptions): Promise<
     let startupUser = '';
     let database: string | undefined;
     let session: SqlSession | undefined;
+    // The session's last results stop counting against the result budget once the client is gone.
+    socket.once('close', () => session?.close());
     let skipToSync = false; // after an error in the extended protocol, until Sync
     const prepared = new Map<string, Prepared>();
     const portals = new Map<string, Portal>();

@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ColumnType } from '../engine/schema.js';
 import { RepriseError } from '../errors.js';
 import type { SqlSessionFactory, SqlUser, StatementResult } from '../frontend/sql/types.js';
@@ -37,16 +37,18 @@ export function registerSqlRoutes(app: FastifyInstance, sessions: SqlSessionFact
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_request, text, done) => {
     done(null, Object.fromEntries(new URLSearchParams(text as string)));
   });
-  const run = async (request: { query: unknown; body: unknown }, sqlText: unknown, db: unknown) => {
+  const run = async (request: { query: unknown; body: unknown }, reply: FastifyReply, sqlText: unknown, db: unknown) => {
     if (typeof sqlText !== 'string' || sqlText.trim() === '') {
       throw new RepriseError('INVALID_ARGUMENT', 'no SQL given: send the statements as the form field "sql" (or ?sql=)');
     }
     const started = performance.now();
     const session = sessions({ dialect: 'mysql', user: userOf(request), ...(typeof db === 'string' && db !== '' ? { database: db } : {}) });
+    // The rows count against the result budget until the answer is sent (or the client is gone).
+    reply.raw.once('finish', () => session.close()).once('close', () => session.close());
     const results = await session.execute(sqlText);
     return { output: results.map(outputOf), execution_time_ms: Math.round(performance.now() - started) };
   };
   type Params = { Querystring: { sql?: string; db?: string }; Body: { sql?: unknown; db?: unknown } | undefined };
-  app.post<Params>('/v1/sql', async (request) => run(request, request.body?.sql ?? request.query.sql, request.body?.db ?? request.query.db));
-  app.get<Params>('/v1/sql', async (request) => run(request, request.query.sql, request.query.db));
+  app.post<Params>('/v1/sql', async (request, reply) => run(request, reply, request.body?.sql ?? request.query.sql, request.body?.db ?? request.query.db));
+  app.get<Params>('/v1/sql', async (request, reply) => run(request, reply, request.query.sql, request.query.db));
 }

@@ -8,7 +8,7 @@ import type { PreparedStatement, SqlColumn, SqlDialect, SqlSession, SqlSessionFa
 
 /**
  * What a SQL session runs against: the runtime (embedded or a cluster node)
- * satisfies it. SELECT goes through `queryColumns`, the one query path every
+ * satisfies it. SELECT goes through `queryHeld`, the one query path every
  * protocol shares (partition pruning, pushdown, partial aggregation).
  */
 export interface SqlDatabase {
@@ -19,7 +19,8 @@ export interface SqlDatabase {
   lookUpTable(name: string): Promise<{ readonly schema: TableSchema }>;
   insert(table: string, rows: readonly Row[]): Promise<{ written: number }>;
   delete(table: string, keys: readonly Row[]): Promise<{ deleted: number }>;
-  queryColumns(table: string, q: TableQuery): Promise<ColumnarRows>;
+  /** The rows, held against the node's result budget until `release` (see Reprise.queryHeld). */
+  queryHeld(table: string, q: TableQuery): Promise<{ rows: ColumnarRows; release: () => void }>;
   flush(): Promise<void>;
   migrateShard(shard: number, to: string): Promise<{ shard: number; from: string; to: string; ms: number; procedure?: number }>;
   /** A procedure of meta's by id (NOT_FOUND when it is not known). */
@@ -72,6 +73,8 @@ export function sqlSessions(db: SqlDatabase, options: SqlSessionsOptions): SqlSe
 
 class Session implements SqlSession {
   database = DATABASE;
+  /** Releases of the result budget the last results hold (see SqlSession.close). */
+  private held: (() => void)[] = [];
 
   constructor(
     private readonly db: SqlDatabase,
@@ -94,11 +97,16 @@ class Session implements SqlSession {
       statements: parsed.map(({ statement }) => ({ command: commandOf(statement), reads: READ_ONLY.has(statement.kind) })),
       params: Math.max(0, ...parsed.map((p) => p.params)),
       execute: async (params) => {
+        this.close();
         const results: StatementResult[] = [];
         for (const { statement } of parsed) results.push({ ...(await this.run(statement, params)), command: commandOf(statement) });
         return results;
       },
     };
+  }
+
+  close(): void {
+    for (const release of this.held.splice(0)) release();
   }
 
   private scope(params: readonly Value[] = []): EvalScope {
@@ -203,8 +211,12 @@ class Session implements SqlSession {
     }
     const { schema } = await this.db.lookUpTable(s.from.table);
     const plan = planSelect(s, schema, scope);
-    const empty: ColumnarRows = { columns: [], data: [] };
-    const answer = plan.possible && s.limit !== 0 ? await this.db.queryColumns(schema.name, plan.query) : empty;
+    let answer: ColumnarRows = { columns: [], data: [] };
+    if (plan.possible && s.limit !== 0) {
+      const { rows: found, release } = await this.db.queryHeld(schema.name, plan.query);
+      this.held.push(release);
+      answer = found;
+    }
     const { columns, data } = plan.finish(answer);
     return { kind: 'rows', columns, data };
   }
@@ -248,15 +260,16 @@ class Session implements SqlSession {
       ...(compiled.timeRange.from !== undefined || compiled.timeRange.to !== undefined ? { timeRange: compiled.timeRange } : {}),
       columns: keyColumns,
     };
-    const found = await this.db.queryColumns(schema.name, q);
+    const { rows: found, release } = await this.db.queryHeld(schema.name, q);
     const n = found.data[0]?.length ?? 0;
-    if (n === 0) return { kind: 'affected', affectedRows: 0 };
     const keys: Row[] = [];
     for (let r = 0; r < n; r++) {
       const key: Row = {};
       found.columns.forEach((name, c) => (key[name] = found.data[c][r]));
       keys.push(key);
     }
+    release();
+    if (n === 0) return { kind: 'affected', affectedRows: 0 };
     const { deleted } = await this.db.delete(schema.name, keys);
     return { kind: 'affected', affectedRows: deleted };
   }

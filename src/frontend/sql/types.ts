@@ -47,6 +47,12 @@ export interface SqlSession {
    * prepared statements and PostgreSQL's extended query protocol.
    */
   prepare(sql: string): PreparedStatement;
+  /**
+   * The rows a session's last results hold count against the node's
+   * result budget (memory.maxResultRowsInFlight) until its next statement
+   * runs or it is closed: an adapter closes it when its client is gone.
+   */
+  close(): void;
 }
 
 export interface PreparedStatement {

@@ -110,6 +110,7 @@ function cannedSessions(): { factory: SqlSessionFactory; opened: Opened[]; execu
         for (const statement of split(sql)) results.push({ ...(await answer(statement, params)), command: commandOf(statement) });
         return results;
       },
+      close() {},
       prepare(sql) {
         if (sql.startsWith('bad')) throw new RepriseError('SQL_SYNTAX', `SQL syntax error at line 1, column 1: found 'bad'`);
         const params = Math.max(0, ...[...sql.matchAll(/\$(\d+)/g)].map((m) => Number(m[1])), (sql.match(/\?/g) ?? []).length);
