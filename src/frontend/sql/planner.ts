@@ -549,6 +549,40 @@ function planRows(
   };
 }
 
+/**
+ * A SELECT over rows the frontend holds itself (information_schema's
+ * tables): WHERE, computed items, ORDER BY and LIMIT evaluated here; no
+ * aggregation. Column names are matched case-insensitively, as MySQL
+ * matches information_schema's.
+ */
+export function selectOverRows(
+  stmt: Select,
+  columns: readonly SqlColumn[],
+  data: readonly (readonly Value[])[],
+  scope: EvalScope,
+): { columns: SqlColumn[]; data: Value[][] } {
+  if (stmt.groupBy.length > 0 || stmt.items.some((i) => hasAggregate(i.expr))) throw unsupported('aggregation over information_schema');
+  const names = columns.map((c) => c.name);
+  const byName = new Map(columns.map((c): [string, ColumnDef] => [c.name, { name: c.name, type: c.type, role: 'field' }]));
+  const scopeOf = (cols: readonly string[], rows: readonly (readonly Value[])[], row: number): EvalScope => {
+    const base = rowOf(scope, byName, cols, rows, row);
+    return { ...base, column: (e) => base.column?.({ ...e, name: e.name.toLowerCase() }) };
+  };
+  const items: { expr: Expr; name: string }[] = [];
+  for (const item of stmt.items) {
+    if (item.expr.kind === 'star') for (const n of names) items.push({ expr: { kind: 'column', name: n, pos: item.expr.pos }, name: n });
+    else items.push({ expr: item.expr, name: item.alias ?? (item.expr.kind === 'column' ? item.expr.name : render(item.expr)) });
+  }
+  const n = data[0]?.length ?? 0;
+  const keep: number[] = [];
+  for (let r = 0; r < n; r++) if (stmt.where === undefined || holds(stmt.where, scopeOf(names, data, r))) keep.push(r);
+  const rows: ColumnarRows = { columns: names, data: data.map((col) => keep.map((r) => col[r])) };
+  const byAlias = (e: Expr): Expr | undefined =>
+    e.kind === 'literal' && typeof e.value === 'number' ? items[e.value - 1]?.expr : e.kind === 'column' && !byName.has(e.name.toLowerCase()) ? items.find((i) => i.name === e.name)?.expr : undefined;
+  const outputs: Output[] = items.map((i) => ({ name: i.name, expr: i.expr, ...(i.expr.kind === 'column' ? { copy: i.expr.name.toLowerCase() } : {}) }));
+  return finishRows(rows, outputs, stmt.orderBy, byAlias, stmt.limit, stmt.offset, scopeOf, (o) => (o.copy !== undefined ? byName.get(o.copy)?.type : undefined));
+}
+
 /** `scope` reading the table's columns from row `row` of a columnar result. */
 function rowOf(scope: EvalScope, byName: ReadonlyMap<string, ColumnDef>, columns: readonly string[], data: readonly (readonly Value[])[], row: number): EvalScope {
   return {

@@ -3,7 +3,7 @@ import { RepriseError } from '../../errors.js';
 import type { ColumnSpec, Statement } from './ast.js';
 import { coerce, evaluate, render, type EvalScope } from './eval.js';
 import { parseSql } from './parser.js';
-import { compileWhere, planSelect } from './planner.js';
+import { compileWhere, planSelect, selectOverRows } from './planner.js';
 import type { PreparedStatement, SqlColumn, SqlDialect, SqlSession, SqlSessionFactory, SqlUser, StatementOutput, StatementResult } from './types.js';
 
 /**
@@ -38,6 +38,8 @@ export const DATABASE = 'public';
 const DATABASES = [DATABASE, 'information_schema'];
 
 const SQL_TYPES: Record<ColumnType, string> = { string: 'STRING', float64: 'DOUBLE', int64: 'BIGINT', bool: 'BOOLEAN', timestamp: 'TIMESTAMP(3)' };
+/** information_schema.columns.data_type, as MySQL tools expect it. */
+const MYSQL_DATA_TYPES: Record<ColumnType, string> = { string: 'varchar', float64: 'double', int64: 'bigint', bool: 'tinyint', timestamp: 'timestamp' };
 
 /** Statements a read-only user may not run, and a write-only user may only run. */
 const WRITES = new Set<Statement['kind']>(['insert', 'delete', 'createTable', 'dropTable', 'admin']);
@@ -207,7 +209,8 @@ class Session implements SqlSession {
       );
     }
     if (s.from.database !== undefined && s.from.database.toLowerCase() === 'information_schema') {
-      throw new RepriseError('SQL_UNSUPPORTED', `information_schema.${s.from.table} is not supported (use SHOW TABLES, DESC <table>)`);
+      const virtual = this.informationSchema(s.from.table.toLowerCase());
+      return { kind: 'rows', ...selectOverRows(s, virtual.columns, virtual.data, scope) };
     }
     const { schema } = await this.db.lookUpTable(s.from.table);
     const plan = planSelect(s, schema, scope);
@@ -219,6 +222,41 @@ class Session implements SqlSession {
     }
     const { columns, data } = plan.finish(answer);
     return { kind: 'rows', columns, data };
+  }
+
+  /** information_schema's tables, schemata and columns (what SQL tools read to list tables and columns), from the catalog. */
+  private informationSchema(name: string): { columns: SqlColumn[]; data: Value[][] } {
+    const tables = [...this.db.listTables()].sort((a, b) => a.name.localeCompare(b.name));
+    const strings = (...names: string[]): SqlColumn[] => names.map((n) => col(n, 'string'));
+    switch (name) {
+      case 'schemata':
+        return { columns: strings('catalog_name', 'schema_name'), data: [DATABASES.map(() => 'def'), [...DATABASES]] };
+      case 'tables':
+        return {
+          columns: strings('table_catalog', 'table_schema', 'table_name', 'table_type', 'engine'),
+          data: [tables.map(() => 'def'), tables.map(() => DATABASE), tables.map((t) => t.name), tables.map(() => 'BASE TABLE'), tables.map(() => 'reprise')],
+        };
+      case 'columns': {
+        const cs = tables.flatMap((t) => t.schema.columns.map((c, i) => ({ table: t.name, c, position: i + 1 })));
+        return {
+          columns: [...strings('table_catalog', 'table_schema', 'table_name', 'column_name'), col('ordinal_position', 'int64'), ...strings('data_type', 'column_type', 'is_nullable', 'column_key', 'semantic_type')],
+          data: [
+            cs.map(() => 'def'),
+            cs.map(() => DATABASE),
+            cs.map((x) => x.table),
+            cs.map((x) => x.c.name),
+            cs.map((x) => x.position),
+            cs.map((x) => MYSQL_DATA_TYPES[x.c.type]),
+            cs.map((x) => SQL_TYPES[x.c.type].toLowerCase()),
+            cs.map((x) => (x.c.role === 'field' ? 'YES' : 'NO')),
+            cs.map((x) => (x.c.role === 'tag' ? 'PRI' : '')),
+            cs.map((x) => (x.c.role === 'tag' ? 'TAG' : x.c.role === 'time' ? 'TIMESTAMP' : 'FIELD')),
+          ],
+        };
+      }
+      default:
+        throw new RepriseError('SQL_UNSUPPORTED', `information_schema.${name} is not supported (tables, columns, schemata)`);
+    }
   }
 
   private async insert(s: Statement & { kind: 'insert' }, scope: EvalScope): Promise<StatementOutput> {

@@ -128,6 +128,18 @@ describe('SQL: the quick start', () => {
     expect(create).toMatch(/PRIMARY KEY \(`host`, `idc`\)/);
   });
 
+  it("lists tables and columns through information_schema, as SQL tools read them", async () => {
+    expect(await table("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND TABLE_NAME LIKE 'system%' ORDER BY table_name")).toEqual([['system_metrics']]);
+    expect(await table("SELECT column_name, data_type, column_key FROM information_schema.columns WHERE table_name = 'system_metrics' ORDER BY ordinal_position LIMIT 3")).toEqual([
+      ['host', 'varchar', 'PRI'],
+      ['idc', 'varchar', 'PRI'],
+      ['cpu_util', 'double', ''],
+    ]);
+    expect(await table('SELECT schema_name FROM information_schema.schemata')).toEqual([['public'], ['information_schema']]);
+    await fails('SELECT * FROM information_schema.nope', 'SQL_UNSUPPORTED', /tables, columns, schemata/);
+    await fails('SELECT count(*) FROM information_schema.tables', 'SQL_UNSUPPORTED', /aggregation/);
+  });
+
   it('answers the statements clients send on connect', async () => {
     expect(await table('select @@version_comment limit 1')).toEqual([['reprise']]);
     expect(await table('SELECT 1')).toEqual([[1]]);
