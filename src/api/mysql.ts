@@ -28,10 +28,10 @@
  *   Connector/J read them there). No cursors (COM_STMT_FETCH).
  *
  * One COM_QUERY may hold several statements (CLIENT_MULTI_STATEMENTS): the
- * session runs them all and each result goes out with
- * SERVER_MORE_RESULTS_EXISTS on all but the last. When a statement fails the
- * session rejects, so the client receives only the error: the statements
- * before it have taken effect but their results are not sent.
+ * session runs them in order and each result goes out as its statement
+ * finishes, with SERVER_MORE_RESULTS_EXISTS on all but the last. When a
+ * statement fails, its error follows the results before it and nothing
+ * after it runs, as MySQL does.
  *
  * Not supported: COM_CHANGE_USER, COM_STMT_FETCH, TLS, compression.
  */
@@ -575,31 +575,39 @@ export async function startMysqlServer(options: SqlProtocolOptions): Promise<Sql
       if (socket.writableNeedDrain && live()) await Promise.race([once(socket, 'drain'), once(socket, 'close')]);
     };
 
-    /** Sends results, text rows for COM_QUERY and binary rows for COM_STMT_EXECUTE, flagging all but the last. */
-    const writeResults = async (results: readonly StatementResult[], binary: boolean): Promise<void> => {
-      if (results.length === 0) {
+    /** Sends one result, text rows for COM_QUERY and binary rows for COM_STMT_EXECUTE; `more`: another result follows. */
+    const writeResult = async (result: StatementResult, more: boolean, binary: boolean): Promise<void> => {
+      if (!live()) return;
+      const status = SERVER_STATUS_AUTOCOMMIT | (more ? SERVER_MORE_RESULTS_EXISTS : 0);
+      if (result.kind === 'affected') {
+        ok(result.affectedRows, status);
+        return;
+      }
+      const { columns, data } = result;
+      send(new PacketBuilder().lenencInt(columns.length).build());
+      for (const column of columns) send(columnPacket(column));
+      eof();
+      const rowCount = columns.length === 0 ? 0 : Math.max(...data.map((values) => values.length));
+      for (let r = 0; r < rowCount && live(); r++) {
+        if (binary) send(binaryRowPacket(columns, data, r));
+        else if (live()) conn.writeTextRow(columns.map((column, c) => mysqlText(column.type, data[c]?.[r] ?? null)));
+        if (r % 256 === 255) await drain();
+      }
+      eof(status);
+    };
+
+    /**
+     * Runs a prepared text and sends each result as its statement finishes,
+     * flagging all but the last: a failing statement's error then follows
+     * the results before it (the caller sends it), as MySQL does.
+     */
+    const runAndSend = async (prepared: PreparedStatement, params: readonly Value[], binary: boolean): Promise<void> => {
+      const count = prepared.statements.length;
+      if (count === 0) {
         send(errorPacket({ errno: 1065, sqlState: '42000', message: 'Query was empty' }));
         return;
       }
-      for (let i = 0; i < results.length && live(); i++) {
-        const result = results[i]!;
-        const status = SERVER_STATUS_AUTOCOMMIT | (i < results.length - 1 ? SERVER_MORE_RESULTS_EXISTS : 0);
-        if (result.kind === 'affected') {
-          ok(result.affectedRows, status);
-          continue;
-        }
-        const { columns, data } = result;
-        send(new PacketBuilder().lenencInt(columns.length).build());
-        for (const column of columns) send(columnPacket(column));
-        eof();
-        const rowCount = columns.length === 0 ? 0 : Math.max(...data.map((values) => values.length));
-        for (let r = 0; r < rowCount && live(); r++) {
-          if (binary) send(binaryRowPacket(columns, data, r));
-          else if (live()) conn.writeTextRow(columns.map((column, c) => mysqlText(column.type, data[c]?.[r] ?? null)));
-          if (r % 256 === 255) await drain();
-        }
-        eof(status);
-      }
+      await prepared.execute(params, (result, i) => writeResult(result, i < count - 1, binary));
     };
 
     const statementOf = (reader: PayloadReader): [number, Statement] => {
@@ -648,7 +656,7 @@ export async function startMysqlServer(options: SqlProtocolOptions): Promise<Sql
       }
       statement.longData.clear();
       questions++;
-      await writeResults(await statement.prepared.execute(values), true);
+      await runAndSend(statement.prepared, values, true);
     };
 
     /** One command: its payload (command byte first) and the sequence id its response starts at. */
@@ -664,7 +672,7 @@ export async function startMysqlServer(options: SqlProtocolOptions): Promise<Sql
             const sql = text();
             clog.debug({ sql }, 'mysql query');
             questions++;
-            await writeResults(await session!.execute(sql), false);
+            await runAndSend(session!.prepare(sql), [], false);
             break;
           }
           case COM_INIT_DB:

@@ -572,17 +572,18 @@ export async function startPostgresServer(options: SqlProtocolOptions): Promise<
     const onQuery = async (body: Buffer): Promise<void> => {
       const sql = new Reader(body).cstring();
       try {
-        const results = await session!.prepare(sql).execute([]);
-        if (results.length === 0) out.message('I'); // EmptyQueryResponse
-        for (let i = 0; i < results.length && live(); i++) {
-          const result = results[i]!;
+        // Each result goes out as its statement finishes: a failing one's error follows the results before it.
+        const statement = session!.prepare(sql);
+        if (statement.statements.length === 0) out.message('I'); // EmptyQueryResponse
+        await statement.execute([], async (result) => {
+          if (!live()) return;
           if (result.kind === 'rows') {
             out.rowDescription(result.columns);
             await writeRows(result, 0, 0);
           }
           out.commandComplete(commandTag(result));
           await flushIfLarge();
-        }
+        });
       } catch (err) {
         fail(err);
       }

@@ -98,10 +98,14 @@ class Session implements SqlSession {
     return {
       statements: parsed.map(({ statement }) => ({ command: commandOf(statement), reads: READ_ONLY.has(statement.kind) })),
       params: Math.max(0, ...parsed.map((p) => p.params)),
-      execute: async (params) => {
+      execute: async (params, onResult) => {
         this.close();
         const results: StatementResult[] = [];
-        for (const { statement } of parsed) results.push({ ...(await this.run(statement, params)), command: commandOf(statement) });
+        for (const { statement } of parsed) {
+          const result: StatementResult = { ...(await this.run(statement, params)), command: commandOf(statement) };
+          await onResult?.(result, results.length);
+          results.push(result);
+        }
         return results;
       },
     };

@@ -60,8 +60,14 @@ export interface PreparedStatement {
   readonly statements: readonly StatementInfo[];
   /** Parameters the statements take (the number of `?`, or the highest `$n`). */
   readonly params: number;
-  /** Run it with these values (timestamps as epoch ms or 'YYYY-MM-DD HH:MM:SS' text). INVALID_ARGUMENT when one is missing. */
-  execute(params: readonly Value[]): Promise<StatementResult[]>;
+  /**
+   * Run it with these values (timestamps as epoch ms or 'YYYY-MM-DD
+   * HH:MM:SS' text; INVALID_ARGUMENT when one is missing). Each statement's
+   * result goes to `onResult` (awaited) as soon as it is done, so an adapter
+   * sends the results before a failing statement and then its error, as
+   * MySQL and PostgreSQL servers do; all of them are also the answer.
+   */
+  execute(params: readonly Value[], onResult?: (result: StatementResult, index: number) => Promise<void>): Promise<StatementResult[]>;
 }
 
 /** What a user may run: read and write (rw), read only (ro: SELECT, SHOW, ...), or write only (wo: INSERT, DELETE, DDL). */

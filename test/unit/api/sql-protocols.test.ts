@@ -104,18 +104,28 @@ function cannedSessions(): { factory: SqlSessionFactory; opened: Opened[]; execu
       get database() {
         return current;
       },
-      async execute(sql, params = []) {
-        executed.push(sql);
-        const results: StatementResult[] = [];
-        for (const statement of split(sql)) results.push({ ...(await answer(statement, params)), command: commandOf(statement) });
-        return results;
+      execute(sql, params = []) {
+        return this.prepare(sql).execute(params);
       },
       close() {},
       prepare(sql) {
         if (sql.startsWith('bad')) throw new RepriseError('SQL_SYNTAX', `SQL syntax error at line 1, column 1: found 'bad'`);
         const params = Math.max(0, ...[...sql.matchAll(/\$(\d+)/g)].map((m) => Number(m[1])), (sql.match(/\?/g) ?? []).length);
         const statements = split(sql).map((statement) => ({ command: commandOf(statement), reads: /^(select|show|desc|describe)\b/i.test(statement) }));
-        return { statements, params, execute: (values) => this.execute(sql, values) };
+        return {
+          statements,
+          params,
+          async execute(values, onResult) {
+            executed.push(sql);
+            const results: StatementResult[] = [];
+            for (const statement of split(sql)) {
+              const result: StatementResult = { ...(await answer(statement, values)), command: commandOf(statement) };
+              await onResult?.(result, results.length);
+              results.push(result);
+            }
+            return results;
+          },
+        };
       },
     };
   };
@@ -289,9 +299,11 @@ describe('MySQL protocol (mariadb client)', () => {
     const ran = await mariadb(port, ['-e', script, '--force']);
     expect(executed).toEqual(['select 1; insert into t; select empty; select types', 'select 1; error TABLE_NOT_FOUND; select types', 'whoami']);
     expect(errorsOf(ran)).toEqual(['ERROR 1146 (42S02) at line 3: boom TABLE_NOT_FOUND']);
+    // The failing text's first result is sent before its error, as MySQL does.
     expect(ran.stdout).toBe(
       'one\n1\n' +
         's\tf\ti\tb\tt\nhello\t1.5\t-42\t1\t2024-01-02 03:04:05.678\nwörld\t-0.25\t9007199254740991\t0\t1970-01-01 00:00:00.000\nNULL\tNULL\tNULL\tNULL\tNULL\n' +
+        'one\n1\n' +
         'user\tmode\tdb\nanonymous\trw\tpublic\n',
     );
   });
@@ -416,6 +428,8 @@ describe('PostgreSQL protocol (psql)', () => {
     const failing = await psql(port, ['-v', 'VERBOSITY=verbose', '-c', 'select 1; error TABLE_EXISTS; select 1']);
     expect(failing.code).toBe(1);
     expect(failing.stderr).toBe('ERROR:  42P07: boom TABLE_EXISTS\n');
+    // The result before the failing statement is sent first, as PostgreSQL does; nothing after it runs.
+    expect(failing.stdout).toBe('1\n');
   });
 
   it('serves many clients at once, each in its own session', async () => {
@@ -809,13 +823,17 @@ describe('MySQL protocol (raw packets)', () => {
     expect(rows3.map((p) => p.seq)).toEqual([7, 8, 9, 10, 11]); // column count, 2 columns, EOF, no rows, EOF
     expect(eofStatus(rows3) & 0x08).toBe(0);
 
-    // The session rejects the whole text at a failing statement: the client gets its error only.
+    // A failing statement: the results before it (flagged, more follows), then its error, numbered on.
     client.command(0x03, 'select 1; error TABLE_EXISTS');
-    const error = await client.response();
-    expect(error.map((p) => p.seq)).toEqual([1]);
-    expect(error[0]!.payload[0]).toBe(0xff);
-    expect(error[0]!.payload.readUInt16LE(1)).toBe(1050);
-    expect(error[0]!.payload.subarray(3).toString()).toBe('#42S01boom TABLE_EXISTS');
+    const first = await client.response();
+    expect(first.map((p) => p.seq)).toEqual([1, 2, 3, 4, 5]); // column count, column, EOF, row, EOF
+    expect(eofStatus(first) & 0x08).toBe(0x08);
+    const failed = await client.response();
+    expect(failed.map((p) => p.seq)).toEqual([6]);
+    const error = failed[0]!;
+    expect(error.payload[0]).toBe(0xff);
+    expect(error.payload.readUInt16LE(1)).toBe(1050);
+    expect(error.payload.subarray(3).toString()).toBe('#42S01boom TABLE_EXISTS');
     socket.destroy();
   });
 
