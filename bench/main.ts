@@ -2,16 +2,16 @@
  * reprise benchmarks: `npm run bench [-- options]`.
  *
  *   --quick              short smoke run (small logs, short runs)
- *   --only a,b           suites to run: insert, latency, replay, cost, kafka, cluster, objects, peer, scale
- *                        (default all but peer and scale, which run only when named)
+ *   --only a,b           suites to run: insert, latency, replay, cost, kafka, cluster, objects, peer, scale, sql
+ *                        (default all but peer, scale and sql, which run only when named)
  *   --runs N             repetitions per measurement, median reported (default 3)
  *   --insert-ms MS       duration of one insert-throughput run (default 1500)
  *   --latency-ops N      single-row inserts per latency run (default 1000)
  *   --replay-entries N   100-row entries in the replay log (default 8000)
  *   --replay-small N     1-row entries in the second replay log (default 100000; 0 skips it)
- *   --peer-series N      peer: series loaded into reprise and InfluxDB (default 1000; 5 per host)
- *   --peer-points N      peer: points per series (default 10000)
- *   --peer-runs N        peer and scale: timed runs per query shape and system (default 50)
+ *   --peer-series N      peer and sql: series loaded into reprise and InfluxDB (default 1000; 5 per host)
+ *   --peer-points N      peer and sql: points per series (default 10000)
+ *   --peer-runs N        peer, scale and sql: timed runs per query shape and system (default 50)
  *   --objects-rows N     objects: rows flushed at once over 4 regions (default 200000)
  *   --objects-scan-rows N objects: rows of the region opened and scanned (default 200000)
  *   --out DIR            where JSON results go (default bench/results)
@@ -31,14 +31,15 @@ import { objectsSuite } from './objects.js';
 import { peerSuite } from './peer.js';
 import { replaySuite } from './replay.js';
 import { scaleSuite } from './scale.js';
+import { sqlSuite } from './sql.js';
 import { machineInfo, passOf, renderTable, writeResults, type Metric } from './lib/report.js';
 import type { BenchOptions, Suite } from './lib/suite.js';
 
-const SUITES: readonly Suite[] = [insertSuite, latencySuite, replaySuite, costSuite, kafkaSuite, clusterSuite, objectsSuite, peerSuite, scaleSuite];
+const SUITES: readonly Suite[] = [insertSuite, latencySuite, replaySuite, costSuite, kafkaSuite, clusterSuite, objectsSuite, peerSuite, scaleSuite, sqlSuite];
 
 function usage(): string {
   return [
-    'usage: npm run bench -- [--quick] [--only insert,latency,replay,cost,kafka,cluster,objects,peer,scale] [--runs N] [--insert-ms MS]',
+    'usage: npm run bench -- [--quick] [--only insert,latency,replay,cost,kafka,cluster,objects,peer,scale,sql] [--runs N] [--insert-ms MS]',
     '                        [--latency-ops N] [--replay-entries N] [--replay-small N]',
     '                        [--peer-series N] [--peer-points N] [--peer-runs N] [--objects-rows N] [--objects-scan-rows N]',
     '                        [--out DIR] [--strict]',

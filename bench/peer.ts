@@ -61,13 +61,13 @@ export interface Peer {
   write(batch: string): Promise<void>;
 }
 
-async function startReprise(root: string, dataDir: string, seq: number): Promise<ServerProcess> {
+async function startReprise(root: string, dataDir: string, seq: number, extraArgs: readonly string[] = []): Promise<ServerProcess> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   return spawnServer({
     name: 'reprise',
     command: process.execPath,
-    args: [BIN, 'standalone', '--data-dir', dataDir, '--http-addr', `127.0.0.1:${port}`, '--log-level', 'warn'],
+    args: [BIN, 'standalone', '--data-dir', dataDir, '--http-addr', `127.0.0.1:${port}`, '--log-level', 'warn', ...extraArgs],
     url,
     logFile: join(root, `reprise-${seq}.log`),
     ready: async () => (await httpCall(`${url}/health`, { timeoutMs: 5000 })).status === 200,
@@ -133,20 +133,21 @@ async function startInflux(root: string, dataDir: string, seq: number): Promise<
   });
 }
 
-async function expectStatus(what: string, response: Promise<{ status: number; body: Buffer }>, status: number): Promise<Buffer> {
+export async function expectStatus(what: string, response: Promise<{ status: number; body: Buffer }>, status: number): Promise<Buffer> {
   const res = await response;
   if (res.status !== status) throw new Error(`${what}: HTTP ${res.status} (expected ${status}): ${res.body.toString('utf8').slice(0, 2000)}`);
   return res.body;
 }
 
-export async function makeReprise(root: string): Promise<Peer> {
+/** reprise standalone under `root`; `extraArgs` go after peer's own flags (the sql suite's --mysql-addr, --postgres-addr). */
+export async function makeReprise(root: string, extraArgs: readonly string[] = []): Promise<Peer> {
   const dataDir = join(root, 'reprise-data');
   let seq = 0;
   const peer: Peer = {
     name: 'reprise',
     dataDir,
-    server: await startReprise(root, dataDir, seq++),
-    start: () => startReprise(root, dataDir, seq++),
+    server: await startReprise(root, dataDir, seq++, extraArgs),
+    start: () => startReprise(root, dataDir, seq++, extraArgs),
     async write(batch) {
       await expectStatus(
         'reprise write',

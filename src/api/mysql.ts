@@ -588,12 +588,22 @@ export async function startMysqlServer(options: SqlProtocolOptions): Promise<Sql
       for (const column of columns) send(columnPacket(column));
       eof();
       const rowCount = columns.length === 0 ? 0 : Math.max(...data.map((values) => values.length));
-      for (let r = 0; r < rowCount && live(); r++) {
-        if (binary) send(binaryRowPacket(columns, data, r));
-        else if (live()) conn.writeTextRow(columns.map((column, c) => mysqlText(column.type, data[c]?.[r] ?? null)));
-        if (r % 256 === 255) await drain();
+      // Rows go out in batches of 256 packets per socket write (corked), not one write each.
+      socket.cork();
+      try {
+        for (let r = 0; r < rowCount && live(); r++) {
+          if (binary) send(binaryRowPacket(columns, data, r));
+          else if (live()) conn.writeTextRow(columns.map((column, c) => mysqlText(column.type, data[c]?.[r] ?? null)));
+          if (r % 256 === 255) {
+            socket.uncork();
+            await drain();
+            socket.cork();
+          }
+        }
+        eof(status);
+      } finally {
+        socket.uncork();
       }
-      eof(status);
     };
 
     /**
