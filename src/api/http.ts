@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyError, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
-import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { describeMachine, MACHINES } from '../actors/diagram.js';
 import { RepriseError, type ErrorCode } from '../errors.js';
 import { sqlSessions } from '../frontend/sql/session.js';
@@ -21,6 +21,7 @@ import type { Reprise } from './runtime.js';
 import { checkRouteMode, httpUserOf } from './http-auth.js';
 import { registerSqlRoutes } from './sql-http.js';
 import { ANONYMOUS_USER, type UserProvider } from './users.js';
+import { WriteBudget } from './write-budget.js';
 import { sqlServerVersion } from './version.js';
 
 export const DEFAULT_BODY_LIMIT = 64 * 1024 * 1024;
@@ -156,7 +157,12 @@ export interface HttpOptions {
   readonly sqlSessions?: SqlSessionFactory;
   /** Who may call the API (HTTP Basic; see http-auth.ts). Unset: anyone, as the anonymous read-write user. */
   readonly users?: UserProvider;
+  /** Bytes of write bodies worked on at once; a write past it is refused OVERLOADED (503, Retry-After). Default DEFAULT_MAX_WRITE_BYTES_IN_FLIGHT. */
+  readonly maxWriteBytesInFlight?: number;
 }
+
+/** The writes that hold their body's bytes against the write budget (method and route pattern). */
+const BUDGETED_WRITES = new Set(['POST /v1/tables/:name/rows', 'POST /v1/tables/:name/delete', 'POST /v1/influxdb/write', 'POST /v1/influxdb/api/v2/write']);
 
 /** The host of a Host header or URL authority, without port or IPv6 brackets, lower case. */
 function hostOf(authority: string): string {
@@ -302,9 +308,43 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
   // sends cross-site without asking first (the line-protocol route keeps its own parser).
   app.removeContentTypeParser('text/plain');
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, text, done) => {
+  // A JSON body's size, for the write budget (line protocol's is its buffer's).
+  const bodyBytes = new WeakMap<object, number>();
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, text, done) => {
     try {
+      bodyBytes.set(request, Buffer.byteLength(text as string));
       done(null, parseJsonBody(text as string));
+    } catch (err) {
+      done(err as Error);
+    }
+  });
+
+  // Writes hold their body's bytes from parsed until answered (see WriteBudget).
+  const writeBudget = new WriteBudget(options.maxWriteBytesInFlight);
+  new Gauge({
+    name: 'reprise_http_write_bytes_in_flight',
+    help: 'Bytes of write bodies being worked on (limits.maxWriteBytesInFlight bounds it)',
+    registers: [registry],
+    collect() {
+      this.set(writeBudget.inFlight());
+    },
+  });
+  new Counter({
+    name: 'reprise_http_writes_overloaded_total',
+    help: 'Writes refused OVERLOADED: they would have passed limits.maxWriteBytesInFlight',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(writeBudget.refused());
+    },
+  });
+  app.addHook('preHandler', (request, reply, done) => {
+    const route = `${request.method} ${request.routeOptions.url}`;
+    if (!BUDGETED_WRITES.has(route)) return done();
+    try {
+      const release = writeBudget.admit(Buffer.isBuffer(request.body) ? request.body.length : (bodyBytes.get(request) ?? 0), route);
+      reply.raw.once('finish', release).once('close', release);
+      done();
     } catch (err) {
       done(err as Error);
     }

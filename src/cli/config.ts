@@ -4,6 +4,7 @@ import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT_MS } from '../api/http.js';
 import { DEFAULT_MAX_ROWS_PER_WRITE, DEFAULT_MAX_TABLES_PER_WRITE } from '../api/influxdb.js';
+import { DEFAULT_MAX_WRITE_BYTES_IN_FLIGHT } from '../api/write-budget.js';
 import { DEFAULT_FLUSH_POLICY } from '../actors/context.js';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MAX_RESULT_ROWS } from '../engine/table/table-engine.js';
 import { DEFAULT_SCHEMA_LIMITS } from '../engine/table/validate.js';
@@ -145,6 +146,8 @@ export const standaloneConfigSchema = z.strictObject({
     maxTablesPerWrite: z.number().int().min(1),
     /** Rows one insert, keys one delete, lines one line-protocol request may hold. */
     maxRowsPerWrite: z.number().int().min(1),
+    /** Bytes of write bodies a node works on at once; a write past it is refused OVERLOADED (503, Retry-After). */
+    maxWriteBytesInFlight: z.number().int().min(1024),
   }),
   /** Distributed mode (`reprise meta`, `reprise node`): NATS, this node's id, heartbeats and leases. */
   cluster: z.strictObject({
@@ -186,7 +189,7 @@ export const DEFAULT_CONFIG: StandaloneConfig = {
   wal: { provider: 'local', maxBatchBytes: 1024 * 1024, topicPrefix: 'reprise_wal' },
   storage: { type: 'local', cacheBytes: DEFAULT_OBJECT_CACHE_BYTES },
   memory: { memtableBytes: DEFAULT_FLUSH_POLICY.nodeMemtableBytes, cacheBytes: DEFAULT_CACHE_BYTES, maxResultRows: DEFAULT_MAX_RESULT_ROWS, heapGrowthPercent: 20 },
-  limits: { ...DEFAULT_SCHEMA_LIMITS, maxTablesPerWrite: DEFAULT_MAX_TABLES_PER_WRITE, maxRowsPerWrite: DEFAULT_MAX_ROWS_PER_WRITE },
+  limits: { ...DEFAULT_SCHEMA_LIMITS, maxTablesPerWrite: DEFAULT_MAX_TABLES_PER_WRITE, maxRowsPerWrite: DEFAULT_MAX_ROWS_PER_WRITE, maxWriteBytesInFlight: DEFAULT_MAX_WRITE_BYTES_IN_FLIGHT },
   cluster: { name: 'reprise', natsServers: ['127.0.0.1:4222'], heartbeatMs: 200, leaseMs: 800, failureTimeoutMs: 1000, topology: 'dynamic', minNodes: 1, followers: 1, metaElectionLeaseMs: DEFAULT_META_ELECTION_LEASE_MS },
 };
 
@@ -232,6 +235,7 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_MAX_PARTITION_BOUNDS: { path: ['limits', 'maxPartitionBounds'], parse: Number },
   REPRISE_MAX_TABLES_PER_WRITE: { path: ['limits', 'maxTablesPerWrite'], parse: Number },
   REPRISE_MAX_ROWS_PER_WRITE: { path: ['limits', 'maxRowsPerWrite'], parse: Number },
+  REPRISE_MAX_WRITE_BYTES_IN_FLIGHT: { path: ['limits', 'maxWriteBytesInFlight'], parse: Number },
   REPRISE_CLUSTER_NAME: { path: ['cluster', 'name'], parse: String },
   REPRISE_NATS_SERVERS: { path: ['cluster', 'natsServers'], parse: commaList },
   REPRISE_NODE_ID: { path: ['cluster', 'nodeId'], parse: String },

@@ -168,6 +168,7 @@ async function serveProtocols(runtime: Reprise, config: StandaloneConfig, logger
       maxConnections: config.httpMaxConnections,
       maxTablesPerWrite: config.limits.maxTablesPerWrite,
       maxRowsPerWrite: config.limits.maxRowsPerWrite,
+      maxWriteBytesInFlight: config.limits.maxWriteBytesInFlight,
       sqlSessions: sessions,
       ...(users ? { users } : {}),
     });

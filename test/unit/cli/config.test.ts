@@ -28,12 +28,14 @@ describe('standalone configuration', () => {
     expect(() => resolveConfig({ env: { REPRISE_WAL_MAX_BATCH_BYTES: '10' }, flags: {} })).toThrow(/wal\.maxBatchBytes/);
     expect(resolveConfig({ env: { REPRISE_HEAP_GROWTH_PERCENT: '0' }, flags: {} }).memory.heapGrowthPercent).toBe(0);
     expect(() => resolveConfig({ env: { REPRISE_HEAP_GROWTH_PERCENT: '1000' }, flags: {} })).toThrow(/memory\.heapGrowthPercent/);
-    expect(resolveConfig({ env: { REPRISE_MAX_COLUMNS: '64', REPRISE_MAX_TABLES_PER_WRITE: '5', REPRISE_MAX_ROWS_PER_WRITE: '7' }, flags: {} }).limits).toEqual({
+    expect(resolveConfig({ env: { REPRISE_MAX_COLUMNS: '64', REPRISE_MAX_TABLES_PER_WRITE: '5', REPRISE_MAX_ROWS_PER_WRITE: '7', REPRISE_MAX_WRITE_BYTES_IN_FLIGHT: '65536' }, flags: {} }).limits).toEqual({
       maxColumns: 64,
       maxPartitionBounds: 1023,
       maxTablesPerWrite: 5,
       maxRowsPerWrite: 7,
+      maxWriteBytesInFlight: 65_536,
     });
+    expect(resolveConfig({ env: {}, flags: {} }).limits.maxWriteBytesInFlight).toBe(256 * 1024 * 1024);
     expect(resolveConfig({ env: {}, flags: {} }).limits.maxRowsPerWrite).toBe(100_000);
     expect(resolveConfig({ env: { REPRISE_MAX_RESULT_ROWS_IN_FLIGHT: '3000000' }, flags: {} }).memory.maxResultRowsInFlight).toBe(3_000_000);
     expect(resolveConfig({ env: {}, flags: {} }).memory.maxResultRowsInFlight).toBeUndefined();
