@@ -42,7 +42,7 @@ import mysql2 from 'mysql2';
 import { RepriseError, isRepriseError, type ErrorCode } from '../errors.js';
 import type { ColumnType, Value } from '../engine/schema.js';
 import type { PreparedStatement, SqlColumn, SqlSession, SqlUser, StatementResult } from '../frontend/sql/types.js';
-import type { SqlProtocolOptions, SqlProtocolServer } from './sql-protocol.js';
+import { listen, type SqlProtocolOptions, type SqlProtocolServer } from './sql-protocol.js';
 import { ANONYMOUS_USER } from './users.js';
 
 
@@ -852,16 +852,4 @@ export async function startMysqlServer(options: SqlProtocolOptions): Promise<Sql
       await closed;
     },
   };
-}
-
-/** Listens on host:port, rejecting with the listen error (EADDRINUSE, ...). */
-function listen(server: net.Server, host: string, port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error): void => reject(err);
-    server.once('error', onError);
-    server.listen(port, host, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
 }

@@ -1,3 +1,4 @@
+import type net from 'node:net';
 import type { Logger } from 'pino';
 import type { SqlSessionFactory } from '../frontend/sql/types.js';
 import type { UserProvider } from './users.js';
@@ -20,4 +21,16 @@ export interface SqlProtocolServer {
   readonly address: { readonly host: string; readonly port: number };
   /** Stops listening and ends every open connection. */
   close(): Promise<void>;
+}
+
+/** Listens on host:port, rejecting with the listen error (EADDRINUSE, ...). */
+export function listen(server: net.Server, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
 }

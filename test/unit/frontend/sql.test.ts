@@ -8,6 +8,7 @@ import { open, type Reprise } from '../../../src/api/runtime.js';
 import type { Value } from '../../../src/engine/schema.js';
 import { sqlSessions } from '../../../src/frontend/sql/session.js';
 import type { SqlSession, StatementResult } from '../../../src/frontend/sql/types.js';
+import { DIST_TABLE_CREATE, DIST_TABLE_INSERTS, QUICK_START_CREATE, QUICK_START_INSERT } from '../../harness/sql-clients.js';
 
 // The SQL layer against the embedded runtime: every statement of the seed
 // walkthroughs, and each planned SELECT checked against a brute-force
@@ -53,27 +54,8 @@ async function fails(sql: string, code: string, message?: RegExp): Promise<void>
 
 describe('SQL: the quick start', () => {
   it('creates system_metrics, inserts the nine rows with double-quoted strings, and selects them', async () => {
-    await one(`CREATE TABLE IF NOT EXISTS system_metrics (
-         host STRING,
-         idc STRING,
-         cpu_util DOUBLE,
-         memory_util DOUBLE,
-         disk_util DOUBLE,
-         ts TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-         PRIMARY KEY(host, idc),
-         TIME INDEX(ts)
-     );`);
-    const inserted = await one(`INSERT INTO system_metrics
-     VALUES
-         ("host1", "idc_a", 11.8, 10.3, 10.3, 1667446797450),
-         ("host1", "idc_a", 80.1, 70.3, 90.0, 1667446797550),
-         ("host1", "idc_b", 50.0, 66.7, 40.6, 1667446797650),
-         ("host1", "idc_b", 51.0, 66.5, 39.6, 1667446797750),
-         ("host1", "idc_b", 52.0, 66.9, 70.6, 1667446797850),
-         ("host1", "idc_b", 53.0, 63.0, 50.6, 1667446797950),
-         ("host1", "idc_b", 78.0, 66.7, 20.6, 1667446798050),
-         ("host1", "idc_b", 68.0, 63.9, 50.6, 1667446798150),
-         ("host1", "idc_b", 90.0, 39.9, 60.6, 1667446798250);`);
+    await one(QUICK_START_CREATE);
+    const inserted = await one(QUICK_START_INSERT);
     expect(inserted).toEqual({ kind: 'affected', affectedRows: 9, command: 'INSERT' });
     const all = await one('SELECT * FROM system_metrics;');
     expect(all.kind === 'rows' && all.columns.map((c) => `${c.name}:${c.type}`)).toEqual([
@@ -152,21 +134,9 @@ describe('SQL: the quick start', () => {
 
 describe('SQL: the remote-WAL guide', () => {
   it('creates dist_table partitioned ON COLUMNS, inserts 12 rows without the time index and reads them back', async () => {
-    await one(`CREATE TABLE dist_table(
-    ts TIMESTAMP DEFAULT current_timestamp(),
-    n INT,
-    row_id INT,
-    PRIMARY KEY(n),
-    TIME INDEX (ts)
-)
-PARTITION ON COLUMNS (n) (
-    n < 5,
-    n >= 5 AND n < 9,
-    n >= 9
-);`);
+    await one(DIST_TABLE_CREATE);
     expect(db.describeTable('dist_table').schema.partition).toEqual({ column: 'n', bounds: [5, 9] });
-    const inserts = Array.from({ length: 12 }, (_, i) => `INSERT INTO dist_table(n, row_id) VALUES (${i + 1}, ${i + 1});`).join('\n');
-    const results = await session.execute(inserts);
+    const results = await session.execute(DIST_TABLE_INSERTS);
     expect(results).toHaveLength(12);
     const got = await table('SELECT * from dist_table;');
     expect(got.map((r) => [r[1], r[2]])).toEqual(Array.from({ length: 12 }, (_, i) => [i + 1, i + 1]));
