@@ -178,14 +178,18 @@ async function serveProtocols(runtime: Reprise, config: StandaloneConfig, logger
     if (config.mysqlAddr !== '') {
       const addr = parseAddr(config.mysqlAddr, 'mysql');
       listens.push(addr.host);
-      const mysql = await startMysqlServer({ ...addr, sessions, logger, serverVersion: sqlServerVersion(), ...(users ? { users } : {}) });
+      const mysql = await startMysqlServer({ ...addr, sessions, logger, serverVersion: sqlServerVersion(), ...(users ? { users } : {}) }).catch((err: Error) => {
+        throw new Error(`cannot serve MySQL on ${config.mysqlAddr} (--mysql-addr; '' turns it off): ${err.message}`);
+      });
       closers.push(() => mysql.close());
       served.mysql = `${mysql.address.host}:${mysql.address.port}`;
     }
     if (config.postgresAddr !== '') {
       const addr = parseAddr(config.postgresAddr, 'postgres');
       listens.push(addr.host);
-      const postgres = await startPostgresServer({ ...addr, sessions, logger, ...(users ? { users } : {}) });
+      const postgres = await startPostgresServer({ ...addr, sessions, logger, ...(users ? { users } : {}) }).catch((err: Error) => {
+        throw new Error(`cannot serve PostgreSQL on ${config.postgresAddr} (--postgres-addr; '' turns it off): ${err.message}`);
+      });
       closers.push(() => postgres.close());
       served.postgres = `${postgres.address.host}:${postgres.address.port}`;
     }

@@ -93,6 +93,16 @@ describe('SQL clients against reprise standalone', () => {
     expect(pgBad.stderr).toMatch(/ERROR: {2}.*nope/);
   });
 
+  it('refuses to start, exit 1 naming the flag, when the MySQL address is taken', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'reprise-sql-e2e-'));
+    dirs.push(dataDir);
+    const first = await start(join(dataDir, 'a'));
+    const taken = `${first.mysql.host}:${first.mysql.port}`;
+    const second = await run(process.execPath, [BIN, 'standalone', '--data-dir', join(dataDir, 'b'), '--http-addr', '127.0.0.1:0', '--mysql-addr', taken, '--postgres-addr', '']);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toContain(`cannot serve MySQL on ${taken} (--mysql-addr; '' turns it off): listen EADDRINUSE`);
+  });
+
   it('asks for a password with a user file: mariadb and psql log in, a wrong password is refused, a read-only user cannot write', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'reprise-sql-e2e-'));
     dirs.push(dataDir);
