@@ -313,20 +313,29 @@ function assertEqual(q: QueryCase, repriseRows: unknown[], influxSeries: InfluxS
 const quote = (s: string) => `'${s.replace(/'/g, "\\'")}'`;
 const ALL_FIELDS = FIELDS.join(', ');
 
-export function shapes(series: number, points: number, runs: number, restarts: number): { timed: Shape[]; restart: Shape } {
-  const hosts = hostCount(series);
-  const spanMs = points * STEP_MS;
-  const random = prng(7);
+/**
+ * Seeded draws for timed runs: `draw(key, i, n)` is the same number in
+ * [0, n) for (key, run i) every time it is asked for; `windowStart` a
+ * 10-minute aligned start, inside data spanning `spanMs` when a window of
+ * `ms` fits.
+ */
+export function seededDraws(seed: number, spanMs: number): { draw: (key: string, i: number, n: number) => number; windowStart: (key: string, i: number, ms: number) => number } {
+  const random = prng(seed);
   const draws = new Map<string, number[]>();
-  /** The same pseudo-random draw for (shape, run) every time it is asked for. */
   const draw = (key: string, i: number, n: number) => {
     let list = draws.get(key);
     if (!list) draws.set(key, (list = []));
     while (list.length <= i + 1) list.push(random());
     return Math.floor(list[i + 1]! * n);
   };
-  /** A window start (10-minute aligned, inside the data when the window fits) for a window of `ms`. */
   const windowStart = (key: string, i: number, ms: number) => START_MS + draw(key, i, Math.max(1, Math.floor((spanMs - ms) / (10 * MINUTE)) + 1)) * 10 * MINUTE;
+  return { draw, windowStart };
+}
+
+export function shapes(series: number, points: number, runs: number, restarts: number): { timed: Shape[]; restart: Shape } {
+  const hosts = hostCount(series);
+  const spanMs = points * STEP_MS;
+  const { draw, windowStart } = seededDraws(7, spanMs);
   // q3's hosts (one per restart) are kept out of q2's draws: never queried before their restart.
   const q2Hosts = Math.max(1, hosts - restarts);
   const rawRows = (label: string, where: Record<string, unknown>, influxWhere: string, from: number, to: number): QueryCase => ({

@@ -1,14 +1,14 @@
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { freePort } from '../test/harness/nats-server.js';
-import { CORES_PER_HOST, MEASUREMENT, START_MS, STEP_MS, coreName, hostCount, hostName, prng } from './lib/cpu-lines.js';
+import { CORES_PER_HOST, MEASUREMENT, START_MS, STEP_MS, coreName, hostCount, hostName } from './lib/cpu-lines.js';
 import { collectGarbage, removeDir, tempDir } from './lib/fixtures.js';
 import { closeIdleSockets, httpCall, postJson } from './lib/http.js';
 import { waitQuiet } from './lib/proc.js';
 import type { Metric } from './lib/report.js';
 import { quantile } from './lib/stats.js';
 import type { Suite, SuiteContext, SuiteResult } from './lib/suite.js';
-import { expectStatus, load, makeReprise, type Peer } from './peer.js';
+import { expectStatus, load, makeReprise, seededDraws, type Peer } from './peer.js';
 
 /**
  * The SQL front doors against the JSON query API, on one `reprise standalone`
@@ -58,17 +58,7 @@ function shapes(series: number, points: number): Shape[] {
   const hosts = hostCount(series);
   const spanMs = points * STEP_MS;
   const endMs = START_MS + spanMs;
-  const random = prng(29);
-  const draws = new Map<string, number[]>();
-  /** The same pseudo-random draw in [0, n) for (key, run) every time it is asked for. */
-  const draw = (key: string, i: number, n: number) => {
-    let list = draws.get(key);
-    if (!list) draws.set(key, (list = []));
-    while (list.length <= i + 1) list.push(random());
-    return Math.floor(list[i + 1]! * n);
-  };
-  /** A 10-minute aligned window start, inside the data when a window of `ms` fits. */
-  const windowStart = (key: string, i: number, ms: number) => START_MS + draw(key, i, Math.max(1, Math.floor((spanMs - ms) / (10 * MINUTE)) + 1)) * 10 * MINUTE;
+  const { draw, windowStart } = seededDraws(29, spanMs);
   const series1 = (key: string, i: number) => {
     const s = draw(key, i, series);
     return { host: hostName(Math.floor(s / CORES_PER_HOST)), core: coreName(s % CORES_PER_HOST) };

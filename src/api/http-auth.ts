@@ -72,7 +72,7 @@ export function httpUserOf(users: UserProvider | undefined, request: Credentiale
 
 /** FORBIDDEN when `user`'s mode does not allow the route (a write for a read-only user, a read for a write-only one). */
 export function checkRouteMode(user: SqlUser, method: string, route: string | undefined): void {
-  if (route === undefined) return;
+  if (route === undefined || user.mode === 'rw') return;
   const key = `${method} ${route}`;
   if (user.mode === 'ro' && WRITE_ROUTES.has(key)) throw new RepriseError('FORBIDDEN', `user '${user.name}' is read-only: ${key} writes`, { user: user.name });
   if (user.mode === 'wo' && READ_ROUTES.has(key)) throw new RepriseError('FORBIDDEN', `user '${user.name}' is write-only: ${key} reads`, { user: user.name });

@@ -42,6 +42,7 @@ import mysql2 from 'mysql2';
 import { RepriseError, isRepriseError, type ErrorCode } from '../errors.js';
 import type { ColumnType, Value } from '../engine/schema.js';
 import type { PreparedStatement, SqlColumn, SqlSession, SqlUser, StatementResult } from '../frontend/sql/types.js';
+import { formatTimestamp } from '../frontend/sql/eval.js';
 import { listen, type SqlProtocolOptions, type SqlProtocolServer } from './sql-protocol.js';
 import { ANONYMOUS_USER } from './users.js';
 
@@ -163,18 +164,10 @@ export function mysqlText(type: ColumnType, value: Value): string | null {
     case 'bool':
       return value === true || value === 1 ? '1' : value === false || value === 0 ? '0' : String(value);
     case 'timestamp':
-      return typeof value === 'number' ? timestampText(value) : String(value);
+      return typeof value === 'number' ? formatTimestamp(value) : String(value);
     default:
       return String(value);
   }
-}
-
-/** Epoch ms as 'YYYY-MM-DD HH:MM:SS.mmm' in UTC (what MySQL DATETIME(3) and PostgreSQL timestamp print). */
-export function timestampText(ms: number): string {
-  const date = new Date(ms);
-  if (Number.isNaN(date.getTime())) return String(ms);
-  const iso = date.toISOString(); // 2024-01-02T03:04:05.678Z, or ±YYYYYY-... outside years 0..9999
-  return `${iso.slice(0, -14)} ${iso.slice(-13, -1)}`;
 }
 
 /** The mysql_native_password token a client sends: SHA1(password) XOR SHA1(scramble + SHA1(SHA1(password))). Empty for an empty password. */

@@ -36,6 +36,7 @@ import net from 'node:net';
 import { RepriseError, isRepriseError, type ErrorCode } from '../errors.js';
 import type { ColumnType, Value } from '../engine/schema.js';
 import type { PreparedStatement, SqlColumn, SqlSession, SqlUser, StatementResult } from '../frontend/sql/types.js';
+import { formatTimestamp } from '../frontend/sql/eval.js';
 import { listen, type SqlProtocolOptions, type SqlProtocolServer } from './sql-protocol.js';
 import { ANONYMOUS_USER } from './users.js';
 
@@ -151,7 +152,7 @@ export function pgText(type: ColumnType, value: Value): string | null {
     case 'bool':
       return value === true || value === 1 ? 't' : value === false || value === 0 ? 'f' : String(value);
     case 'timestamp':
-      return typeof value === 'number' ? timestampText(value) : String(value);
+      return typeof value === 'number' ? formatTimestamp(value) : String(value);
     case 'float64':
       if (typeof value !== 'number') return String(value);
       if (Number.isNaN(value)) return 'NaN';
@@ -160,13 +161,6 @@ export function pgText(type: ColumnType, value: Value): string | null {
     default:
       return String(value);
   }
-}
-
-function timestampText(ms: number): string {
-  const date = new Date(ms);
-  if (Number.isNaN(date.getTime())) return String(ms);
-  const iso = date.toISOString();
-  return `${iso.slice(0, -14)} ${iso.slice(-13, -1)}`;
 }
 
 /** What an md5-authenticating client sends: 'md5' + md5hex(md5hex(password + user) + salt). */

@@ -1,3 +1,4 @@
+import { formatTimestamp } from '../frontend/sql/eval.js';
 import type { ClusterStatus, RuntimeStatus } from '../api/runtime.js';
 
 /** Plain-text tables for terminals: columns padded to their widest cell. */
@@ -26,7 +27,7 @@ export function renderSqlOutput(result: {
     }
     const columns = o.records.schema.column_schemas;
     const text = (v: unknown, type: string): string =>
-      v === null || v === undefined ? 'NULL' : type === 'TimestampMillisecond' && typeof v === 'number' ? new Date(v).toISOString().replace('T', ' ').replace('Z', '') : String(v);
+      v === null || v === undefined ? 'NULL' : type === 'TimestampMillisecond' && typeof v === 'number' ? formatTimestamp(v) : String(v);
     out.push(renderTable(columns.map((c) => c.name), o.records.rows.map((row) => row.map((v, i) => text(v, columns[i].data_type)))));
     out.push(`(${o.records.rows.length} rows)\n`);
   }

@@ -121,10 +121,11 @@ function truthy(v: Value): boolean {
   return v !== null && v !== false && v !== 0 && v !== '';
 }
 
-function likeRegex(pattern: string): RegExp {
+/** A SQL LIKE pattern (% any run, _ one character) as a regular expression; `flags` e.g. 'i' for SHOW ... LIKE. */
+export function likeRegex(pattern: string, flags = ''): RegExp {
   let re = '^';
   for (const ch of pattern) re += ch === '%' ? '.*' : ch === '_' ? '.' : ch.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  return new RegExp(`${re}$`, 's');
+  return new RegExp(`${re}$`, `s${flags}`);
 }
 
 /** Evaluate `e` in `scope`. Columns or calls the scope does not know are errors naming them. */
@@ -197,7 +198,7 @@ export function evaluate(e: Expr, scope: EvalScope): Typed {
       const fn = scope.functions[e.name];
       if (fn !== undefined && e.args.length === 0) {
         const value = fn();
-        return { value, type: e.name === 'now' || e.name === 'current_timestamp' || e.name === 'localtimestamp' ? 'timestamp' : typeOfLiteral(value) };
+        return { value, type: typeOfLiteral(value) };
       }
       if (e.name === 'now' || e.name === 'current_timestamp' || e.name === 'localtimestamp') return { value: scope.now, type: 'timestamp' };
       if (e.name === 'to_timestamp' || e.name === 'to_timestamp_millis') {
@@ -263,8 +264,10 @@ export function holds(e: Expr, scope: EvalScope): boolean {
   return evaluate(e, scope).value === true;
 }
 
-/** Epoch ms as 'YYYY-MM-DD HH:MM:SS.mmm' in UTC (how SQL clients show a timestamp). */
+/** Epoch ms as 'YYYY-MM-DD HH:MM:SS.mmm' in UTC (how SQL clients show a timestamp); a value no Date holds as its number. */
 export function formatTimestamp(ms: number): string {
-  const iso = new Date(ms).toISOString();
-  return `${iso.slice(0, 10)} ${iso.slice(11, 23)}`;
+  const date = new Date(ms);
+  if (Number.isNaN(date.getTime())) return String(ms);
+  const iso = date.toISOString(); // 2024-01-02T03:04:05.678Z, or ±YYYYYY-... outside years 0..9999
+  return `${iso.slice(0, -14)} ${iso.slice(-13, -1)}`;
 }

@@ -1,7 +1,7 @@
 import type { ColumnDef, ColumnType, ColumnarRows, Row, TableQuery, TableSchema, Value } from '../../engine/schema.js';
 import { RepriseError } from '../../errors.js';
 import type { ColumnSpec, Statement } from './ast.js';
-import { coerce, evaluate, render, type EvalScope } from './eval.js';
+import { coerce, evaluate, likeRegex, render, type EvalScope } from './eval.js';
 import { parseSql } from './parser.js';
 import { compileWhere, planSelect, selectOverRows } from './planner.js';
 import type { PreparedStatement, SqlColumn, SqlDialect, SqlSession, SqlSessionFactory, SqlUser, StatementOutput, StatementResult } from './types.js';
@@ -131,8 +131,6 @@ class Session implements SqlSession {
         current_user: () => this.user.name,
         session_user: () => this.user.name,
         connection_id: () => 0,
-        now: () => now,
-        current_timestamp: () => now,
       },
     };
   }
@@ -375,9 +373,7 @@ function checkDatabase(name: string): string {
 
 function likeFilter(pattern: string | undefined): (name: string) => boolean {
   if (pattern === undefined) return () => true;
-  let re = '^';
-  for (const ch of pattern) re += ch === '%' ? '.*' : ch === '_' ? '.' : ch.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  const regex = new RegExp(`${re}$`, 'i');
+  const regex = likeRegex(pattern, 'i');
   return (name) => regex.test(name);
 }
 
