@@ -118,12 +118,27 @@ export function memoryOf(pid: number): ProcessMemory {
 
 const CLOCK_TICKS_PER_S = 100;
 
-/** CPU time a process has used (user + system), seconds, from /proc/<pid>/stat. */
-export function cpuSecondsOf(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/** utime + stime of a /proc/.../stat file (a process's or one thread's), seconds. */
+function statCpuSeconds(file: string): number {
+  const stat = readFileSync(file, 'utf8');
   // The command name (field 2) is in parentheses and may hold spaces: count fields after it.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S;
+}
+
+/** CPU time a process has used (user + system, all its threads), seconds, from /proc/<pid>/stat. */
+export function cpuSecondsOf(pid: number): number {
+  return statCpuSeconds(`/proc/${pid}/stat`);
+}
+
+/**
+ * CPU time one thread of a process has used (user + system), seconds, from
+ * /proc/<pid>/task/<tid>/stat. A process's main thread has tid = pid (for
+ * node: the event loop, where JavaScript runs, without its workers, libuv's
+ * pool or V8's helper threads).
+ */
+export function threadCpuSecondsOf(pid: number, tid: number): number {
+  return statCpuSeconds(`/proc/${pid}/task/${tid}/stat`);
 }
 
 /**
