@@ -61,6 +61,8 @@ export class CpuLines {
   private readonly system: Float64Array;
   /** Series key prefixes (`cpu,host=...,core=... `), built once. */
   private readonly keys: string[];
+  /** The same as JSON row prefixes (`{"host":"...","core":"...",`). */
+  private readonly jsonKeys: string[];
   private point = 0;
   private seriesIndex = 0;
   private readonly hash: Hash = createHash('sha256');
@@ -76,10 +78,12 @@ export class CpuLines {
     this.user = new Float64Array(series);
     this.system = new Float64Array(series);
     this.keys = [];
+    this.jsonKeys = [];
     for (let s = 0; s < series; s++) {
       this.user[s] = 5 + this.random() * 55;
       this.system[s] = 1 + this.random() * 7;
       this.keys.push(`${MEASUREMENT},host=${hostName(Math.floor(s / CORES_PER_HOST))},core=${coreName(s % CORES_PER_HOST)} `);
+      this.jsonKeys.push(`{"host":"${hostName(Math.floor(s / CORES_PER_HOST))}","core":"${coreName(s % CORES_PER_HOST)}",`);
     }
   }
 
@@ -92,25 +96,49 @@ export class CpuLines {
     if (this.point >= this.points) return undefined;
     const out: string[] = [];
     while (out.length < linesPerBatch && this.point < this.points) {
-      const s = this.seriesIndex;
-      const u = reflect(this.user[s]! + (this.random() - 0.5) * 4, 0, 90);
-      const sy = reflect(this.system[s]! + (this.random() - 0.5) * 1, 0, 10);
-      this.user[s] = u;
-      this.system[s] = sy;
-      const ur = round2(u);
-      const sr = round2(sy);
-      const idle = round2(100 - ur - sr);
-      out.push(`${this.keys[s]}usage_user=${ur},usage_system=${sr},usage_idle=${idle} ${START_MS + this.point * STEP_MS}`);
-      if (++this.seriesIndex === this.series) {
-        this.seriesIndex = 0;
-        this.point++;
-      }
+      const { s, user, system, idle, ts } = this.step();
+      out.push(`${this.keys[s]}usage_user=${user},usage_system=${system},usage_idle=${idle} ${ts}`);
     }
-    const batch = out.join('\n');
+    return this.emit(out.join('\n'), out.length);
+  }
+
+  /**
+   * The same points as `next` would give, as the body of reprise's JSON row
+   * API (`POST /v1/tables/cpu/rows`): an array of up to `rowsPerBatch` row
+   * objects {host, core, usage_user, usage_system, usage_idle, ts (epoch ms)}.
+   */
+  nextJson(rowsPerBatch: number): string | undefined {
+    if (this.point >= this.points) return undefined;
+    const out: string[] = [];
+    while (out.length < rowsPerBatch && this.point < this.points) {
+      const { s, user, system, idle, ts } = this.step();
+      out.push(`${this.jsonKeys[s]}"usage_user":${user},"usage_system":${system},"usage_idle":${idle},"ts":${ts}}`);
+    }
+    return this.emit(`[${out.join(',')}]`, out.length);
+  }
+
+  /** The next point: series s at the current time, rounded values. */
+  private step(): { s: number; user: number; system: number; idle: number; ts: number } {
+    const s = this.seriesIndex;
+    const u = reflect(this.user[s]! + (this.random() - 0.5) * 4, 0, 90);
+    const sy = reflect(this.system[s]! + (this.random() - 0.5) * 1, 0, 10);
+    this.user[s] = u;
+    this.system[s] = sy;
+    const ur = round2(u);
+    const sr = round2(sy);
+    const point = { s, user: ur, system: sr, idle: round2(100 - ur - sr), ts: START_MS + this.point * STEP_MS };
+    if (++this.seriesIndex === this.series) {
+      this.seriesIndex = 0;
+      this.point++;
+    }
+    return point;
+  }
+
+  private emit(batch: string, lines: number): string {
     this.hash.update(batch);
     this.hash.update('\n');
     this.bytes += Buffer.byteLength(batch) + 1;
-    this.lines += out.length;
+    this.lines += lines;
     return batch;
   }
 
