@@ -13,7 +13,9 @@ import { sqlSessions } from '../frontend/sql/session.js';
 import type { SqlSessionFactory, SqlUser } from '../frontend/sql/types.js';
 import { clientDeadline } from './client-deadline.js';
 import { EventStreams, type EventStreamOptions } from './event-stream.js';
-import { DEFAULT_MAX_ROWS_PER_WRITE, registerInfluxRoutes, tooManyRows } from './influxdb.js';
+import { registerInfluxRoutes } from './influxdb.js';
+import { inlineEncoder, type WriteEncoder } from './ingest-pool.js';
+import { DEFAULT_MAX_ROWS_PER_WRITE, tooManyRows } from './line-protocol-rows.js';
 import { parseJsonBody } from './json-body.js';
 import { jsonRowChunks, STREAMED_RESULT_ROWS } from './json-rows.js';
 import { machineSvg } from './machine-svg.js';
@@ -159,10 +161,19 @@ export interface HttpOptions {
   readonly users?: UserProvider;
   /** Bytes of write bodies worked on at once; a write past it is refused OVERLOADED (503, Retry-After). Default DEFAULT_MAX_WRITE_BYTES_IN_FLIGHT. */
   readonly maxWriteBytesInFlight?: number;
+  /** Where line protocol and JSON inserts are parsed and encoded (an IngestPool: worker threads). Default: the main thread. The caller closes it. */
+  readonly encoder?: WriteEncoder;
 }
 
+/** The JSON body of an insert, left as text for the write encoder (which may run on another thread). */
+class UnparsedJson {
+  constructor(readonly text: string) {}
+}
+
+const INSERT_ROUTE = '/v1/tables/:name/rows';
+
 /** The writes that hold their body's bytes against the write budget (method and route pattern). */
-const BUDGETED_WRITES = new Set(['POST /v1/tables/:name/rows', 'POST /v1/tables/:name/delete', 'POST /v1/influxdb/write', 'POST /v1/influxdb/api/v2/write']);
+const BUDGETED_WRITES = new Set([`POST ${INSERT_ROUTE}`, 'POST /v1/tables/:name/delete', 'POST /v1/influxdb/write', 'POST /v1/influxdb/api/v2/write']);
 
 /** The host of a Host header or URL authority, without port or IPv6 brackets, lower case. */
 function hostOf(authority: string): string {
@@ -314,7 +325,7 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     try {
       // Its length in characters (bytes for ASCII): O(1), where counting UTF-8 bytes would read every body once more.
       bodyBytes.set(request, (text as string).length);
-      done(null, parseJsonBody(text as string));
+      done(null, request.routeOptions.url === INSERT_ROUTE ? new UnparsedJson(text as string) : parseJsonBody(text as string));
     } catch (err) {
       done(err as Error);
     }
@@ -418,9 +429,20 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     if (Array.isArray(body) && body.length > maxRows) throw tooManyRows(`${body.length} rows`, maxRows);
   };
 
-  app.post<{ Params: { name: string } }>('/v1/tables/:name/rows', async (request, reply) => {
+  const encoder = options.encoder ?? inlineEncoder;
+  app.post<{ Params: { name: string } }>(INSERT_ROUTE, async (request, reply) => {
+    const { name } = request.params;
+    const deadline = clientDeadline(reply);
+    if (request.body instanceof UnparsedJson) {
+      const { text } = request.body;
+      const encoded = await encoder.encodeJsonRows(text, runtime.tableCatalog(), name, maxRows);
+      const writing = encoded && runtime.writeEncoded([encoded], deadline);
+      if (writing) return writing;
+      // A table this node's catalog does not hold (yet), or one dropped meanwhile: an insert looks it up.
+      request.body = parseJsonBody(text);
+    }
     checkRowCount(request.body);
-    return runtime.insert(request.params.name, request.body, clientDeadline(reply));
+    return runtime.insert(name, request.body, deadline);
   });
 
   app.post<{ Params: { name: string } }>('/v1/tables/:name/delete', async (request, reply) => {
@@ -485,7 +507,7 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     return reply.header('content-type', VENDOR_FILES[name]!).header('cache-control', 'no-cache').send(readFileSync(path));
   });
 
-  registerInfluxRoutes(app, runtime, { autoCreateTables: options.autoCreateTables ?? true, bodyLimit, maxTablesPerWrite: options.maxTablesPerWrite, maxRowsPerWrite: maxRows });
+  registerInfluxRoutes(app, runtime, { autoCreateTables: options.autoCreateTables ?? true, bodyLimit, maxTablesPerWrite: options.maxTablesPerWrite, maxRowsPerWrite: maxRows, encoder });
 
   return app;
 }

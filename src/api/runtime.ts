@@ -26,6 +26,7 @@ import { RemoteMeta } from '../meta/remote-meta.js';
 import { ASSIGNMENT_CHANGED, type ClusterMetaStatus } from '../meta/meta-server.js';
 import type { Transport } from '../transport/transport.js';
 import { RuntimeObserver } from './observe.js';
+import type { EncodedTable, TableCatalog } from './write-encoding.js';
 import { openObjectStore, type OpenedObjectStore, type StorageOptions } from './storage.js';
 import type { MemoryStatus, RuntimeStatus } from './runtime-status.js';
 
@@ -229,6 +230,10 @@ export class Reprise {
   private readonly ensuring = new Map<string, Promise<TableDescription>>();
   /** Cancels each wait for another request's create (close() ends them). */
   private readonly waits = new Set<(err: Error) => void>();
+  /** The tables as the write encoders see them (tableCatalog), rebuilt after meta changes. */
+  private catalog: TableCatalog = new Map();
+  private catalogStale = true;
+  private watchingCatalog = false;
 
   private constructor(
     private readonly log: LogStore,
@@ -492,6 +497,44 @@ export class Reprise {
   /** describeTable, after catching up with meta when this node has not seen the table yet (in a cluster, one just created elsewhere). */
   async lookUpTable(name: string): Promise<TableDescription> {
     return describe(await this.tableInfo(name));
+  }
+
+  /**
+   * The active tables by name, with their ids and schemas: what write
+   * encoders validate against (see ./write-encoding.ts). The same object
+   * until a table is created or dropped, so a worker is sent a new one only
+   * then.
+   */
+  tableCatalog(): TableCatalog {
+    if (!this.watchingCatalog) {
+      this.watchingCatalog = true;
+      this.meta.onChange(() => (this.catalogStale = true));
+    }
+    if (this.catalogStale) {
+      this.catalogStale = false;
+      const tables = this.meta.tables();
+      const same = tables.length === this.catalog.size && tables.every((t) => this.catalog.get(t.schema.name)?.id === t.id);
+      if (!same) this.catalog = new Map(tables.map((t) => [t.schema.name, { id: t.id, schema: t.schema }]));
+    }
+    return this.catalog;
+  }
+
+  /**
+   * Append writes encoded against tableCatalog() (by a write encoder, on any
+   * thread): resolves, with the rows written, once all are durable. undefined,
+   * having written nothing, when a table is no longer the one they were
+   * encoded for (dropped, or dropped and created again): encode them again.
+   */
+  writeEncoded(writes: readonly EncodedTable[], deadline?: Deadline): Promise<{ written: number }> | undefined {
+    this.assertOpen();
+    const tables: TableInfo[] = [];
+    for (const w of writes) {
+      const table = this.meta.tableStatus(w.table) === 'active' ? this.meta.table(w.table) : undefined;
+      if (table?.id !== w.id) return undefined;
+      tables.push(table);
+    }
+    const written = writes.reduce((n, w) => n + w.prepared.count, 0);
+    return Promise.all(writes.map((w, i) => this.writeByRegion(tables[i]!, w.prepared, deadline))).then(() => ({ written }));
   }
 
   /**

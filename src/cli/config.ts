@@ -3,7 +3,7 @@ import { extname } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT_MS } from '../api/http.js';
-import { DEFAULT_MAX_ROWS_PER_WRITE, DEFAULT_MAX_TABLES_PER_WRITE } from '../api/influxdb.js';
+import { DEFAULT_MAX_ROWS_PER_WRITE, DEFAULT_MAX_TABLES_PER_WRITE } from '../api/line-protocol-rows.js';
 import { DEFAULT_MAX_WRITE_BYTES_IN_FLIGHT } from '../api/write-budget.js';
 import { DEFAULT_FLUSH_POLICY } from '../actors/context.js';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MAX_RESULT_ROWS } from '../engine/table/table-engine.js';
@@ -42,6 +42,8 @@ export const standaloneConfigSchema = z.strictObject({
   allowedOrigins: z.array(z.string().regex(/^https?:\/\/[^/]+$/, 'expected scheme://host[:port]')),
   /** Line protocol writes create a missing table (tags, fields, time column `ts`, no partition rule). */
   autoCreateTables: z.boolean(),
+  /** Worker threads that parse and encode line-protocol and JSON writes (0: the main thread). Unset: one per core but one, at least one. */
+  ingestThreads: z.number().int().min(0).max(64).optional(),
   wal: z
     .strictObject({
       provider: z.enum(['local', 'kafka']),
@@ -208,6 +210,7 @@ const ENV_KEYS: Record<string, { path: string[]; parse: (v: string) => unknown }
   REPRISE_ALLOWED_HOSTS: { path: ['allowedHosts'], parse: commaList },
   REPRISE_ALLOWED_ORIGINS: { path: ['allowedOrigins'], parse: commaList },
   REPRISE_AUTO_CREATE_TABLES: { path: ['autoCreateTables'], parse: boolean },
+  REPRISE_INGEST_THREADS: { path: ['ingestThreads'], parse: Number },
   REPRISE_WAL_PROVIDER: { path: ['wal', 'provider'], parse: String },
   REPRISE_WAL_MAX_BATCH_BYTES: { path: ['wal', 'maxBatchBytes'], parse: Number },
   REPRISE_WAL_TOPIC_PREFIX: { path: ['wal', 'topicPrefix'], parse: String },

@@ -3,6 +3,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import pino from 'pino';
 import type { ReplayProgress } from '../actors/context.js';
 import { createHttpServer, parseAddr } from '../api/http.js';
+import { defaultIngestThreads, IngestPool, inlineEncoder, type WriteEncoder } from '../api/ingest-pool.js';
 import { startMysqlServer } from '../api/mysql.js';
 import { startPostgresServer } from '../api/postgres.js';
 import { parseUserProvider } from '../api/users.js';
@@ -71,6 +72,7 @@ interface StandaloneFlags {
   postgresAddr?: string;
   userProvider?: string;
   shards?: number;
+  ingestThreads?: number;
   logLevel?: string;
   wal?: string;
   brokers?: string[];
@@ -89,6 +91,7 @@ function configOf(flags: StandaloneFlags & Partial<ClusterFlags>): StandaloneCon
       postgresAddr: flags.postgresAddr,
       userProvider: flags.userProvider,
       shards: flags.shards,
+      ingestThreads: flags.ingestThreads,
       logLevel: flags.logLevel,
       wal: { provider: flags.wal, brokerEndpoints: flags.brokers, skipCorrupt: flags.walSkipCorrupt },
       cluster: { natsServers: flags.nats, name: flags.cluster, nodeId: flags.id, metaId: flags.metaId, topology: flags.topology, minNodes: flags.minNodes, followers: flags.followers },
@@ -140,6 +143,12 @@ function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
 
+/** Where writes are parsed and encoded: ingestThreads worker threads, or the main thread for 0. */
+function writeEncoderOf(config: StandaloneConfig, logger: pino.Logger): WriteEncoder {
+  const threads = config.ingestThreads ?? defaultIngestThreads();
+  return threads === 0 ? inlineEncoder : new IngestPool({ threads, logger });
+}
+
 /**
  * Serve a runtime's protocols: the HTTP API, and MySQL and PostgreSQL
  * unless their address is ''. They share one SQL session factory and one
@@ -147,9 +156,11 @@ function isLoopback(host: string): boolean {
  */
 async function serveProtocols(runtime: Reprise, config: StandaloneConfig, logger: pino.Logger, what: string): Promise<() => Promise<void>> {
   const closers: (() => Promise<void>)[] = [];
+  const encoder = writeEncoderOf(config, logger);
   const closeAll = async () => {
     for (const close of closers.reverse()) await close().catch((err: unknown) => logger.warn({ err }, 'closing a protocol server failed'));
     await runtime.close();
+    await encoder.close();
   };
   try {
     const users = config.userProvider === undefined ? undefined : parseUserProvider(config.userProvider);
@@ -169,6 +180,7 @@ async function serveProtocols(runtime: Reprise, config: StandaloneConfig, logger
       maxTablesPerWrite: config.limits.maxTablesPerWrite,
       maxRowsPerWrite: config.limits.maxRowsPerWrite,
       maxWriteBytesInFlight: config.limits.maxWriteBytesInFlight,
+      encoder,
       sqlSessions: sessions,
       ...(users ? { users } : {}),
     });
@@ -352,6 +364,7 @@ export function buildProgram(): Command {
       .option('--postgres-addr <host:port>', "PostgreSQL protocol address (default 127.0.0.1:4003; '' turns it off; env REPRISE_POSTGRES_ADDR)")
       .option('--user-provider <spec>', 'who may connect: static_user_provider:file:<path> (user=password, or user:ro=password, per line); env REPRISE_USER_PROVIDER')
       .option('--shards <n>', 'shards (WAL topics) on first start (default 4; env REPRISE_SHARDS); later, more adds shards and fewer is refused', integer)
+      .option('--ingest-threads <n>', 'worker threads parsing and encoding writes (default: cores - 1, at least 1; 0: the main thread; env REPRISE_INGEST_THREADS)', integer)
       .addOption(new Option('--log-level <level>', 'log level (env REPRISE_LOG_LEVEL)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
       .addOption(new Option('--wal <provider>', 'WAL provider (default local; env REPRISE_WAL_PROVIDER)').choices(['local', 'kafka']))
       .option('--brokers <list>', 'Kafka bootstrap brokers, host:port,... (env REPRISE_WAL_BROKER_ENDPOINTS)', commaList)

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createHttpServer } from '../../../src/api/http.js';
-import { parsePrecision, toEpochMs } from '../../../src/api/influxdb.js';
+import { parsePrecision, toEpochMs } from '../../../src/api/line-protocol-rows.js';
 import { open, type Reprise } from '../../../src/api/runtime.js';
 
 const logger = pino({ level: 'silent' });

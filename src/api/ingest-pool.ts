@@ -1,0 +1,183 @@
+import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import { isRepriseError, RepriseError, type ErrorCode } from '../errors.js';
+import { bodyText, encodeJsonRows, encodeLines, type EncodedLines, type EncodedTable, type LineEncodeOptions, type TableCatalog } from './write-encoding.js';
+
+/**
+ * Where write requests are encoded (./write-encoding.ts): on the calling
+ * thread, or on a pool of worker threads so that parsing, validation and
+ * encoding use every core while the main thread keeps the HTTP server, the
+ * WAL appends (group commit and per-shard order unchanged) and the regions.
+ * Both give the same bodies for the same request; only where the CPU is
+ * spent differs.
+ */
+export interface WriteEncoder {
+  /** Worker threads encoding writes; 0: the calling thread. */
+  readonly threads: number;
+  encodeLines(body: Uint8Array, catalog: TableCatalog, options: LineEncodeOptions): Promise<EncodedLines>;
+  /** undefined when `table` is not in `catalog`. */
+  encodeJsonRows(body: string, catalog: TableCatalog, table: string, maxRows: number): Promise<EncodedTable | undefined>;
+  close(): Promise<void>;
+}
+
+function encodeRowsOf(body: string, catalog: TableCatalog, table: string, maxRows: number): EncodedTable | undefined {
+  const known = catalog.get(table);
+  return known && encodeJsonRows(body, { name: table, ...known }, maxRows);
+}
+
+/** Encoding on the calling thread. */
+export const inlineEncoder: WriteEncoder = {
+  threads: 0,
+  encodeLines: async (body, catalog, options) => encodeLines(bodyText(body), catalog, options),
+  encodeJsonRows: async (body, catalog, table, maxRows) => encodeRowsOf(body, catalog, table, maxRows),
+  close: async () => undefined,
+};
+
+/** Default worker threads: one per core beside the main thread's, at least one. */
+export function defaultIngestThreads(): number {
+  return Math.max(1, availableParallelism() - 1);
+}
+
+// ---------------------------------------------------------------- messages
+
+export type EncodeTask =
+  | { readonly type: 'lines'; readonly task: number; readonly body: Uint8Array; readonly options: LineEncodeOptions }
+  | { readonly type: 'rows'; readonly task: number; readonly body: string; readonly table: string; readonly maxRows: number };
+
+export type ToWorker = EncodeTask | { readonly type: 'catalog'; readonly tables: readonly (readonly [string, number, unknown])[] };
+
+export type FromWorker =
+  | { readonly task: number; readonly ok: true; readonly result: EncodedLines | EncodedTable | undefined }
+  | { readonly task: number; readonly ok: false; readonly error: { readonly code: ErrorCode; readonly message: string; readonly details?: Record<string, unknown> } };
+
+/** The error a worker sends for what an encode threw: a RepriseError keeps its code, anything else is INTERNAL. */
+export function errorMessage(task: number, err: unknown): FromWorker {
+  if (isRepriseError(err)) return { task, ok: false, error: err.toJSON() };
+  return { task, ok: false, error: { code: 'INTERNAL', message: `ingest worker: ${(err as Error)?.stack ?? String(err)}` } };
+}
+
+/** The buffers of encoded bodies, handed over to the main thread rather than copied. */
+export function transferablesOf(result: EncodedLines | EncodedTable | undefined): ArrayBuffer[] {
+  const tables = result === undefined ? [] : 'prepared' in result ? [result] : result.kind === 'encoded' ? result.tables : [];
+  return tables.flatMap((t) => t.prepared.parts.map((p) => p.mutation.body.buffer as ArrayBuffer));
+}
+
+// ---------------------------------------------------------------- pool
+
+export interface IngestPoolOptions {
+  readonly threads: number;
+  /** The worker's module: default ./ingest-worker.js beside this one (the build's). */
+  readonly script?: URL;
+  /** Node options for the workers (e.g. a TypeScript loader in tests). */
+  readonly execArgv?: string[];
+  readonly logger?: Logger;
+}
+
+interface Pending {
+  readonly resolve: (result: unknown) => void;
+  readonly reject: (err: Error) => void;
+  /** Encodes the task on the calling thread: what runs if the worker dies first. */
+  readonly inline: () => unknown;
+}
+
+interface Slot {
+  worker: Worker;
+  /** The catalog this worker was last sent. */
+  catalog: TableCatalog | undefined;
+  readonly pending: Map<number, Pending>;
+}
+
+/**
+ * Worker threads encoding writes. A request goes to the worker with the
+ * fewest requests in flight, with the catalog first whenever it changed
+ * since that worker's last. A body's bytes are copied to the worker (the
+ * caller's buffer may be a slice of a shared pool, and stays the caller's);
+ * the encoded bodies come back transferred. A worker that dies is replaced, and what it had in flight is
+ * encoded on the calling thread instead: nothing was written for it yet.
+ * Queues are bounded upstream: the HTTP write budget caps the bytes in
+ * flight (limits.maxWriteBytesInFlight).
+ */
+export class IngestPool implements WriteEncoder {
+  readonly threads: number;
+  private readonly slots: Slot[] = [];
+  private nextTask = 1;
+  private closed = false;
+  private readonly script: URL;
+
+  constructor(private readonly options: IngestPoolOptions) {
+    if (!Number.isInteger(options.threads) || options.threads < 1) throw new RepriseError('INVALID_ARGUMENT', `ingest threads must be a whole number from 1 (got ${options.threads}); 0 encodes on the main thread without a pool`);
+    this.threads = options.threads;
+    this.script = options.script ?? new URL('./ingest-worker.js', import.meta.url);
+    if (!existsSync(fileURLToPath(this.script))) {
+      throw new RepriseError('INVALID_ARGUMENT', `the ingest worker module ${fileURLToPath(this.script)} is missing (build with npm run build, or set ingestThreads to 0)`);
+    }
+    for (let i = 0; i < options.threads; i++) this.slots.push(this.spawn());
+  }
+
+  private spawn(): Slot {
+    const worker = new Worker(this.script, { execArgv: this.options.execArgv, name: 'reprise-ingest' });
+    // The pool must not keep a process alive that is otherwise done (close() ends the workers).
+    worker.unref();
+    const slot: Slot = { worker, catalog: undefined, pending: new Map() };
+    worker.on('message', (message: FromWorker) => {
+      const pending = slot.pending.get(message.task);
+      if (!pending) return;
+      slot.pending.delete(message.task);
+      if (message.ok) pending.resolve(message.result);
+      else pending.reject(new RepriseError(message.error.code, message.error.message, message.error.details));
+    });
+    const lost = (why: string) => {
+      if (slot.worker !== worker) return;
+      const inFlight = [...slot.pending.values()];
+      slot.pending.clear();
+      if (!this.closed) {
+        this.options.logger?.error({ why, inFlight: inFlight.length }, 'an ingest worker stopped; starting another, and encoding what it held on the main thread');
+        const index = this.slots.indexOf(slot);
+        if (index >= 0) this.slots[index] = this.spawn();
+      }
+      for (const p of inFlight) {
+        try {
+          p.resolve(p.inline());
+        } catch (err) {
+          p.reject(err as Error);
+        }
+      }
+    };
+    worker.on('error', (err) => lost(err.stack ?? String(err)));
+    worker.on('exit', (code) => lost(`exit code ${code}`));
+    return slot;
+  }
+
+  private run<T>(build: (task: number) => EncodeTask, catalog: TableCatalog, inline: () => T): Promise<T> {
+    if (this.closed) return Promise.reject(new RepriseError('CLOSED', 'the ingest pool is closed'));
+    let slot = this.slots[0]!;
+    for (const s of this.slots) if (s.pending.size < slot.pending.size) slot = s;
+    if (slot.catalog !== catalog) {
+      slot.worker.postMessage({ type: 'catalog', tables: [...catalog].map(([name, t]) => [name, t.id, t.schema]) } satisfies ToWorker);
+      slot.catalog = catalog;
+    }
+    const task = this.nextTask++;
+    const message = build(task);
+    return new Promise<T>((resolve, reject) => {
+      slot.pending.set(task, { resolve: resolve as (r: unknown) => void, reject, inline });
+      slot.worker.postMessage(message, typeof message.body === 'string' ? [] : [message.body.buffer as ArrayBuffer]);
+    });
+  }
+
+  encodeLines(body: Uint8Array, catalog: TableCatalog, options: LineEncodeOptions): Promise<EncodedLines> {
+    return this.run((task) => ({ type: 'lines', task, body: new Uint8Array(body), options }), catalog, () => encodeLines(bodyText(body), catalog, options));
+  }
+
+  encodeJsonRows(body: string, catalog: TableCatalog, table: string, maxRows: number): Promise<EncodedTable | undefined> {
+    return this.run((task) => ({ type: 'rows', task, body, table, maxRows }), catalog, () => encodeRowsOf(body, catalog, table, maxRows));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+}

@@ -1,0 +1,33 @@
+import { parentPort } from 'node:worker_threads';
+import type { TableSchema } from '../engine/schema.js';
+import { errorMessage, transferablesOf, type FromWorker, type ToWorker } from './ingest-pool.js';
+import { bodyText, encodeJsonRows, encodeLines, type CatalogTable } from './write-encoding.js';
+
+/**
+ * An ingest worker thread (see ./ingest-pool.ts): encodes the write requests
+ * it is sent against the catalog it was last sent, and sends the bodies back.
+ * It holds no state besides that catalog and writes nothing.
+ */
+
+if (!parentPort) throw new Error('ingest-worker.js runs as a worker thread of the ingest pool');
+const port = parentPort;
+let catalog = new Map<string, CatalogTable>();
+
+port.on('message', (message: ToWorker) => {
+  if (message.type === 'catalog') {
+    catalog = new Map(message.tables.map(([name, id, schema]) => [name, { id, schema: schema as TableSchema }]));
+    return;
+  }
+  let reply: FromWorker;
+  try {
+    if (message.type === 'lines') {
+      reply = { task: message.task, ok: true, result: encodeLines(bodyText(message.body), catalog, message.options) };
+    } else {
+      const known = catalog.get(message.table);
+      reply = { task: message.task, ok: true, result: known && encodeJsonRows(message.body, { name: message.table, ...known }, message.maxRows) };
+    }
+  } catch (err) {
+    reply = errorMessage(message.task, err);
+  }
+  port.postMessage(reply, reply.ok ? transferablesOf(reply.result) : []);
+});

@@ -1,0 +1,288 @@
+import type { ColumnDef, ColumnType, Row, TableSchema } from '../engine/schema.js';
+import { isValidName } from '../engine/table/validate.js';
+import { RepriseError } from '../errors.js';
+import { parseLineProtocol, TooManyLinesError, type FieldValue, type LineError, type Point } from './line-protocol.js';
+
+/**
+ * Line protocol as rows of tables, as InfluxDB and GreptimeDB map it:
+ * measurement -> table, tags -> tag (primary key) columns, fields -> field
+ * columns, timestamp -> the time column (epoch ms). A measurement without a
+ * table gets a schema derived from its lines (autoCreateTables, with the time
+ * column `ts` and no partition rule). A table must already have every column
+ * a line names: schema evolution is not supported. Pure: the HTTP route
+ * (./influxdb.ts) runs it on the main thread or an ingest worker
+ * (./write-encoding.ts) alike.
+ */
+
+export type Precision = 'ns' | 'us' | 'ms' | 's' | 'm' | 'h';
+
+/** Units per millisecond (sub-ms precisions) or milliseconds per unit. */
+const PRECISIONS: Record<string, Precision> = { ns: 'ns', n: 'ns', us: 'us', u: 'us', ms: 'ms', s: 's', m: 'm', h: 'h' };
+
+/** The time column of tables created from line protocol. */
+export const TIME_COLUMN = 'ts';
+
+
+export function parsePrecision(value: string | undefined): Precision {
+  if (value === undefined || value === '') return 'ns';
+  const precision = PRECISIONS[value];
+  if (!precision) throw new RepriseError('INVALID_ARGUMENT', `precision '${value}' is not one of ns, us, ms, s (or n, u, m, h)`);
+  return precision;
+}
+
+/** A timestamp in `precision` units as epoch milliseconds (rounded down). */
+export function toEpochMs(timestamp: bigint, precision: Precision): bigint {
+  const floorDiv = (a: bigint, b: bigint) => (a >= 0n || a % b === 0n ? a / b : a / b - 1n);
+  switch (precision) {
+    case 'ns':
+      return floorDiv(timestamp, 1_000_000n);
+    case 'us':
+      return floorDiv(timestamp, 1_000n);
+    case 'ms':
+      return timestamp;
+    case 's':
+      return timestamp * 1_000n;
+    case 'm':
+      return timestamp * 60_000n;
+    case 'h':
+      return timestamp * 3_600_000n;
+  }
+}
+
+const NAME_RULE = '(letters, digits and _, not starting with a digit; not __proto__)';
+
+/** A batch of line protocol rarely names more than a few measurements; each new one is a table with its regions. */
+export const DEFAULT_MAX_TABLES_PER_WRITE = 100;
+
+/**
+ * Rows (or keys, or lines) one write may carry: 20 times the batch InfluxDB
+ * recommends (5,000 lines), 100 times Telegraf's default (1,000). The body
+ * limit alone allows ten million short lines, each parsed into objects.
+ */
+export const DEFAULT_MAX_ROWS_PER_WRITE = 100_000;
+
+/** REQUEST_TOO_LARGE for a write that holds `what` ("12 rows", "more than 5 lines"), past `limit` (limits.maxRowsPerWrite): nothing is written. */
+export function tooManyRows(what: string, limit: number): RepriseError {
+  return new RepriseError('REQUEST_TOO_LARGE', `nothing written: the request holds ${what}, past the limit of ${limit} rows per write (maxRowsPerWrite); send them over several requests`, { limit });
+}
+
+const FIELD_TYPES: Record<FieldValue['type'], ColumnType> = {
+  float: 'float64',
+  integer: 'int64',
+  unsigned: 'int64',
+  boolean: 'bool',
+  string: 'string',
+};
+
+function describeValue(v: FieldValue): string {
+  switch (v.type) {
+    case 'float':
+      return `a float (${v.value})`;
+    case 'integer':
+      return `an integer (${v.value}i)`;
+    case 'unsigned':
+      return `an unsigned integer (${v.value}u)`;
+    case 'boolean':
+      return `a boolean (${v.value})`;
+    case 'string':
+      return 'a string';
+  }
+}
+
+/** The schema a new table gets from its first write: tags, then fields, in the order first seen, then `ts`. */
+function deriveSchema(measurement: string, points: readonly Point[], errors: Map<number, string>): TableSchema {
+  const columns = new Map<string, ColumnDef>();
+  for (const p of points) {
+    const problem = schemaProblem(p, columns);
+    if (problem) {
+      errors.set(p.line, problem);
+      continue;
+    }
+    for (const [key] of p.tags) if (!columns.has(key)) columns.set(key, { name: key, type: 'string', role: 'tag' });
+    for (const [key, value] of p.fields) if (!columns.has(key)) columns.set(key, { name: key, type: FIELD_TYPES[value.type], role: 'field' });
+  }
+  return { name: measurement, columns: [...columns.values(), { name: TIME_COLUMN, type: 'timestamp', role: 'time' }] };
+}
+
+/** Why a point cannot shape (or join) a table being derived, if it cannot. */
+function schemaProblem(p: Point, columns: Map<string, ColumnDef>): string | undefined {
+  for (const [key, role] of [...p.tags.map(([k]) => [k, 'tag'] as const), ...p.fields.map(([k]) => [k, 'field'] as const)]) {
+    if (!isValidName(key)) return `${role} '${key}' is not a valid column name ${NAME_RULE}`;
+    if (key === TIME_COLUMN) return `${role} '${key}' uses the name of the time column '${TIME_COLUMN}'`;
+    const known = columns.get(key);
+    if (known && known.role !== role) return `'${key}' is a ${role} here but a ${known.role} in earlier lines of measurement '${p.measurement}'`;
+  }
+  for (const [key, value] of p.fields) {
+    const known = columns.get(key);
+    if (known && known.type !== FIELD_TYPES[value.type]) {
+      return `field '${key}' is ${describeValue(value)} here but ${known.type} in earlier lines of measurement '${p.measurement}'`;
+    }
+  }
+  return undefined;
+}
+
+/** A point as a row of `schema`, or why it cannot be one. */
+function toRow(p: Point, schema: TableSchema, precision: Precision, nowMs: number): Row | string {
+  const { table, byName, names, empty, neededTags, time } = rowShapeOf(schema);
+  const row: Row = {};
+  for (let i = 0; i < names.length; i++) row[names[i]!] = empty[i]!;
+  const missing = (key: string, role: string) =>
+    `${table} has no column '${key}' (${role} of line protocol): adding columns to an existing table (schema evolution) is not supported; create the table with every column first`;
+  for (const [key, value] of p.tags) {
+    const c = byName.get(key);
+    if (!c) return missing(key, 'a tag');
+    if (c.role !== 'tag') return `'${key}' is a ${c.role} column of ${table}, not a tag`;
+    if (c.type !== 'string') return `tag column '${key}' of ${table} has type ${c.type}; line protocol tags are strings`;
+    row[key] = value;
+  }
+  for (const [key, value] of p.fields) {
+    const c = byName.get(key);
+    if (!c) return missing(key, 'a field');
+    if (c.role !== 'field') return `'${key}' is a ${c.role} column of ${table}, not a field`;
+    if (c.type !== FIELD_TYPES[value.type]) return `field '${key}' is ${c.type} in ${table}, but this line has ${describeValue(value)}`;
+    if (value.type === 'integer' || value.type === 'unsigned') {
+      const n = Number(value.value);
+      if (!Number.isSafeInteger(n)) return `field '${key}': ${value.value} is outside the integers int64 columns hold exactly (±2^53-1)`;
+      row[key] = n;
+    } else {
+      row[key] = value.value;
+    }
+  }
+  for (const c of neededTags) {
+    if (!p.tags.some(([k]) => k === c.name)) {
+      return `${table} needs tag '${c.name}' (a tag column of type ${c.type}: only string tags can be left out, as empty strings)`;
+    }
+  }
+  let ms: bigint;
+  if (p.timestamp === undefined) ms = BigInt(nowMs);
+  else ms = toEpochMs(p.timestamp, precision);
+  if (ms < 0n || ms > BigInt(Number.MAX_SAFE_INTEGER)) return `timestamp ${p.timestamp} (${precision}) is not a time from 1970 on`;
+  row[time] = Number(ms);
+  return row;
+}
+
+/** What toRow needs of a schema, computed once per schema object (not per line). */
+interface RowShape {
+  readonly table: string;
+  readonly byName: ReadonlyMap<string, ColumnDef>;
+  readonly names: readonly string[];
+  /** Per column, its value when a line does not name it: '' for a tag, null otherwise. */
+  readonly empty: readonly ('' | null)[];
+  /** Tags a line must name: those that are not strings. */
+  readonly neededTags: readonly ColumnDef[];
+  readonly time: string;
+}
+
+const rowShapes = new WeakMap<TableSchema, RowShape>();
+
+function rowShapeOf(schema: TableSchema): RowShape {
+  let shape = rowShapes.get(schema);
+  if (shape === undefined) {
+    shape = {
+      table: `table '${schema.name}'`,
+      byName: new Map(schema.columns.map((c) => [c.name, c])),
+      names: schema.columns.map((c) => c.name),
+      empty: schema.columns.map((c) => (c.role === 'tag' ? '' : null)),
+      neededTags: schema.columns.filter((c) => c.role === 'tag' && c.type !== 'string'),
+      time: schema.columns.find((c) => c.role === 'time')!.name,
+    };
+    rowShapes.set(schema, shape);
+  }
+  return shape;
+}
+
+/** The lines of one measurement, as rows of its table. */
+export interface LinePlan {
+  readonly schema: TableSchema;
+  /** The table does not exist: `schema` is derived from these lines, for autoCreateTables. */
+  readonly create: boolean;
+  readonly points: readonly Point[];
+  readonly rows: Row[];
+}
+
+export interface PlannedLines {
+  readonly plans: LinePlan[];
+  /** Each bad line's message (naming the line), by line number. */
+  readonly bad: Map<number, string>;
+}
+
+export interface LinePlanOptions {
+  readonly precision: Precision;
+  readonly autoCreateTables: boolean;
+  /** Tables one request may create (more: REQUEST_TOO_LARGE). Default DEFAULT_MAX_TABLES_PER_WRITE. */
+  readonly maxTablesPerWrite?: number;
+  /** Lines one request may hold (more: REQUEST_TOO_LARGE). Default DEFAULT_MAX_ROWS_PER_WRITE. */
+  readonly maxRowsPerWrite?: number;
+  /** The server's clock when the request arrived, for points without a timestamp. */
+  readonly nowMs: number;
+}
+
+/**
+ * Parse a body and map every point to a row of its table (`schemaOf`), or of
+ * the table its measurement would create. Every bad line is in `bad`;
+ * REQUEST_TOO_LARGE (nothing to write) past the line or table limits.
+ */
+export function planLines(body: string, schemaOf: (table: string) => TableSchema | undefined, options: LinePlanOptions): PlannedLines {
+  const maxRows = options.maxRowsPerWrite ?? DEFAULT_MAX_ROWS_PER_WRITE;
+  let parsed: ReturnType<typeof parseLineProtocol>;
+  try {
+    parsed = parseLineProtocol(body, maxRows);
+  } catch (err) {
+    if (err instanceof TooManyLinesError) throw tooManyRows(`more than ${maxRows} lines`, maxRows);
+    throw err;
+  }
+  const bad = new Map<number, string>(parsed.errors.map((e) => [e.line, e.message]));
+  const byMeasurement = new Map<string, Point[]>();
+  for (const p of parsed.points) {
+    const list = byMeasurement.get(p.measurement);
+    if (list) list.push(p);
+    else byMeasurement.set(p.measurement, [p]);
+  }
+  const plans: LinePlan[] = [];
+  for (const [measurement, points] of byMeasurement) {
+    const schema = schemaOf(measurement);
+    if (schema) {
+      plans.push({ schema, create: false, points, rows: mapPoints(points, schema, options, bad) });
+      continue;
+    }
+    const problem = !options.autoCreateTables
+      ? `table '${measurement}' does not exist (autoCreateTables is off)`
+      : !isValidName(measurement)
+        ? `measurement '${measurement}' is not a valid table name ${NAME_RULE}`
+        : undefined;
+    if (problem) {
+      for (const p of points) bad.set(p.line, `line ${p.line}: ${problem}`);
+      continue;
+    }
+    const shapeErrors = new Map<number, string>();
+    const derived = deriveSchema(measurement, points, shapeErrors);
+    for (const [line, message] of shapeErrors) bad.set(line, `line ${line}: ${message}`);
+    const good = points.filter((p) => !shapeErrors.has(p.line));
+    if (good.length > 0) plans.push({ schema: derived, create: true, points: good, rows: mapPoints(good, derived, options, bad) });
+  }
+  const creating = plans.filter((p) => p.create).length;
+  const maxTables = options.maxTablesPerWrite ?? DEFAULT_MAX_TABLES_PER_WRITE;
+  if (creating > maxTables) {
+    throw new RepriseError('REQUEST_TOO_LARGE', `nothing written: the request would create ${creating} tables, more than the limit of ${maxTables} per write (maxTablesPerWrite); create them over several requests`, {
+      tables: creating,
+      limit: maxTables,
+    });
+  }
+  return { plans, bad };
+}
+
+/** `points` as rows of `schema`; a point that cannot be one goes to `bad` instead. */
+export function mapPoints(points: readonly Point[], schema: TableSchema, options: Pick<LinePlanOptions, 'precision' | 'nowMs'>, bad: Map<number, string>): Row[] {
+  const rows: Row[] = [];
+  for (const p of points) {
+    const row = toRow(p, schema, options.precision, options.nowMs);
+    if (typeof row === 'string') bad.set(p.line, `line ${p.line}: ${row}`);
+    else rows.push(row);
+  }
+  return rows;
+}
+
+/** The bad lines in line order. */
+export function rejectedLines(bad: ReadonlyMap<number, string>): LineError[] {
+  return [...bad].sort((a, b) => a[0] - b[0]).map(([line, message]) => ({ line, message }));
+}
