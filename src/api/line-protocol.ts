@@ -52,6 +52,15 @@ const FLOAT_RE = /^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$/;
 const INTEGER_RE = /^[-+]?\d+i$/;
 const UNSIGNED_RE = /^\d+u$/;
 const TIMESTAMP_RE = /^-?\d+$/;
+const BACKSLASH = 0x5c;
+const COMMA = 0x2c;
+const SPACE = 0x20;
+const EQUALS = 0x3d;
+const TAB = 0x09;
+const HASH = 0x23;
+const LOWER_I = 0x69;
+const LOWER_U = 0x75;
+const LOWER_E = 0x65;
 const TRUE = new Set(['t', 'T', 'true', 'True', 'TRUE']);
 const FALSE = new Set(['f', 'F', 'false', 'False', 'FALSE']);
 
@@ -81,8 +90,9 @@ export function parseLineProtocol(text: string, maxLines = Infinity): ParsedLine
     let raw = text.slice(start, end);
     start = end + 1;
     if (raw.endsWith('\r')) raw = raw.slice(0, -1);
-    const trimmed = raw.replace(/^[ \t]+/, '');
-    if (trimmed === '' || trimmed.trim() === '' || trimmed.startsWith('#')) continue;
+    const first = raw.charCodeAt(0);
+    const trimmed = first === SPACE || first === TAB ? raw.replace(/^[ \t]+/, '') : raw;
+    if (trimmed === '' || trimmed.charCodeAt(0) === HASH || trimmed.trim() === '') continue;
     if (points.length + errors.length >= maxLines) throw new TooManyLinesError(maxLines);
     try {
       points.push(parseLine(trimmed, line));
@@ -102,48 +112,51 @@ export function parseLine(s: string, line = 1): Point {
     throw new LineSyntaxError(message);
   };
 
-  /** Scan to the first unescaped char in `stops` (or the end); returns the raw slice. */
-  const scan = (stops: string): string => {
+  /** Scan to the first unescaped comma or space, or equals sign with `orEquals` (or the end); returns the raw slice. */
+  const scan = (orEquals: boolean): string => {
     const from = i;
     while (i < s.length) {
-      const c = s[i]!;
-      if (c === '\\' && i + 1 < s.length) {
+      const c = s.charCodeAt(i);
+      if (c === BACKSLASH && i + 1 < s.length) {
         i += 2;
         continue;
       }
-      if (stops.includes(c)) break;
+      if (c === COMMA || c === SPACE || (orEquals && c === EQUALS)) break;
       i++;
     }
     return s.slice(from, i);
   };
 
-  const measurement = unescape(scan(', '), ', ');
+  const measurement = unescape(scan(false), ', ');
   if (measurement === '') fail('missing measurement name');
 
   const tags: [string, string][] = [];
-  const seenTags = new Set<string>();
   while (s[i] === ',') {
     i++;
-    const key = unescape(scan('=, '), ',= ');
+    const key = unescape(scan(true), ',= ');
     if (s[i] !== '=') fail(key === '' ? 'empty tag key' : `tag '${key}' has no value (expected ${key}=value)`);
     if (key === '') fail('empty tag key');
     i++;
-    const value = unescape(scan(', '), ',= ');
+    const value = unescape(scan(false), ',= ');
     if (value === '') fail(`tag '${key}' has an empty value`);
-    if (seenTags.has(key)) fail(`tag '${key}' is given twice`);
-    seenTags.add(key);
+    // A line has a few tags: a scan is cheaper than a Set per line.
+    for (const [k] of tags) if (k === key) fail(`tag '${key}' is given twice`);
     tags.push([key, value]);
   }
   if (s[i] !== ' ') fail(`missing fields (expected a space and then field=value after the ${tags.length ? 'tags' : 'measurement'})`);
   while (s[i] === ' ') i++;
 
-  const fields = new Map<string, FieldValue>();
+  const fields: [string, FieldValue][] = [];
   for (;;) {
-    const key = unescape(scan('=, '), ',= ');
-    if (key === '') fail(i >= s.length && fields.size === 0 ? 'missing fields' : 'empty field key');
+    const key = unescape(scan(true), ',= ');
+    if (key === '') fail(i >= s.length && fields.length === 0 ? 'missing fields' : 'empty field key');
     if (s[i] !== '=') fail(`field '${key}' has no value (expected ${key}=value)`);
     i++;
-    fields.set(key, fieldValue(key));
+    const value = fieldValue(key);
+    // A key given again keeps its first place and takes the last value (a scan: a line has a few fields).
+    let at = fields.length;
+    for (let f = 0; f < fields.length; f++) if (fields[f]![0] === key) at = f;
+    fields[at] = [key, value];
     if (s[i] === ',') {
       i++;
       continue;
@@ -155,7 +168,9 @@ export function parseLine(s: string, line = 1): Point {
   if (i < s.length) {
     if (s[i] !== ' ') fail(`unexpected '${s[i]}' after the fields`);
     while (s[i] === ' ') i++;
-    const token = scan(' ');
+    const from = i;
+    while (i < s.length && s.charCodeAt(i) !== SPACE) i += s.charCodeAt(i) === BACKSLASH && i + 1 < s.length ? 2 : 1;
+    const token = s.slice(from, i);
     while (s[i] === ' ' || s[i] === '\t') i++;
     if (i < s.length) fail(`unexpected text after the timestamp: '${s.slice(i, i + 20)}'`);
     if (token !== '') {
@@ -164,7 +179,7 @@ export function parseLine(s: string, line = 1): Point {
       if (timestamp < INT64_MIN || timestamp > INT64_MAX) fail(`timestamp ${token} is out of the int64 range`);
     }
   }
-  return { line, measurement, tags, fields: [...fields], ...(timestamp === undefined ? {} : { timestamp }) };
+  return timestamp === undefined ? { line, measurement, tags, fields } : { line, measurement, tags, fields, timestamp };
 
   function fieldValue(key: string): FieldValue {
     if (s[i] === '"') {
@@ -190,6 +205,13 @@ export function parseLine(s: string, line = 1): Point {
     while (i < s.length && s[i] !== ',' && s[i] !== ' ') i++;
     const token = s.slice(from, i);
     if (token === '') fail(`field '${key}' has an empty value`);
+    // Classified by the last character first: most values are floats.
+    const last = token.charCodeAt(token.length - 1);
+    if (last !== LOWER_I && last !== LOWER_U && last !== LOWER_E && FLOAT_RE.test(token)) {
+      const value = Number(token);
+      if (!Number.isFinite(value)) fail(`field '${key}': float ${token} is out of range`);
+      return { type: 'float', value };
+    }
     if (INTEGER_RE.test(token)) {
       const value = BigInt(token.slice(0, -1).replace(/^\+/, ''));
       if (value < INT64_MIN || value > INT64_MAX) fail(`field '${key}': integer ${token} is out of the int64 range`);
