@@ -12,6 +12,7 @@
  *   --peer-series N      peer and sql: series loaded into reprise and InfluxDB (default 1000; 5 per host)
  *   --peer-points N      peer and sql: points per series (default 10000)
  *   --peer-runs N        peer, scale and sql: timed runs per query shape and system (default 50)
+ *   --peer-ingest-rows N peer: rows of each ingest run, per system and client count (default 1000000; 0 skips it)
  *   --objects-rows N     objects: rows flushed at once over 4 regions (default 200000)
  *   --objects-scan-rows N objects: rows of the region opened and scanned (default 200000)
  *   --out DIR            where JSON results go (default bench/results)
@@ -41,7 +42,7 @@ function usage(): string {
   return [
     'usage: npm run bench -- [--quick] [--only insert,latency,replay,cost,kafka,cluster,objects,peer,scale,sql] [--runs N] [--insert-ms MS]',
     '                        [--latency-ops N] [--replay-entries N] [--replay-small N]',
-    '                        [--peer-series N] [--peer-points N] [--peer-runs N] [--objects-rows N] [--objects-scan-rows N]',
+    '                        [--peer-series N] [--peer-points N] [--peer-runs N] [--peer-ingest-rows N] [--objects-rows N] [--objects-scan-rows N]',
     '                        [--out DIR] [--strict]',
     '',
     ...SUITES.map((s) => `  ${s.name.padEnd(8)} ${s.description}${s.optIn ? ' (only with --only)' : ''}`),
@@ -68,6 +69,7 @@ async function main(): Promise<number> {
       'peer-series': { type: 'string' },
       'peer-points': { type: 'string' },
       'peer-runs': { type: 'string' },
+      'peer-ingest-rows': { type: 'string' },
       'objects-rows': { type: 'string' },
       'objects-scan-rows': { type: 'string' },
       out: { type: 'string' },
@@ -91,6 +93,7 @@ async function main(): Promise<number> {
     peerSeries: positiveInt('peer-series', values['peer-series'], quick ? 100 : 1000),
     peerPoints: positiveInt('peer-points', values['peer-points'], quick ? 2000 : 10000),
     peerRuns: positiveInt('peer-runs', values['peer-runs'], quick ? 20 : 50),
+    peerIngestRows: positiveInt('peer-ingest-rows', values['peer-ingest-rows'], quick ? 200_000 : 1_000_000, true),
     objectsRows: positiveInt('objects-rows', values['objects-rows'], quick ? 50_000 : 200_000),
     objectsScanRows: positiveInt('objects-scan-rows', values['objects-scan-rows'], quick ? 100_000 : 200_000),
   };

@@ -6,9 +6,10 @@ import { collectGarbage, removeDir, sleep, tempDir } from './lib/fixtures.js';
 import { closeIdleSockets, httpCall, postJson } from './lib/http.js';
 import { freePort } from '../test/harness/nats-server.js';
 import { diskBytes, memoryOf, spawnServer, waitQuiet, type ServerProcess } from './lib/proc.js';
-import type { Metric } from './lib/report.js';
+import { passOf, type Metric } from './lib/report.js';
 import { median, quantile } from './lib/stats.js';
 import type { Suite, SuiteContext, SuiteResult } from './lib/suite.js';
+import { runIngest } from './peer-ingest.js';
 
 /**
  * reprise against InfluxDB 1.x (Debian's influxd) on the same data and the
@@ -32,23 +33,26 @@ import type { Suite, SuiteContext, SuiteResult } from './lib/suite.js';
  *    again with the same data, wait until ready (reprise /health, influxd
  *    /ping), then time one query of shape q2 for a host not queried before.
  *    3 restarts each, alternating which system goes first.
+ *  - then, with those servers stopped, the ingest phase (peer-ingest.ts):
+ *    fresh servers per run, line protocol at 1, 8 and 64 clients into both
+ *    and reprise's JSON API at 8 and 64, with CPU per row and peak RSS.
  *
  * A query shape reprise does not support yet (400 INVALID_QUERY) is reported
  * as unsupported, and InfluxDB's times for it are still measured.
  */
 
 const RUN_ID = 'peer';
-const DB = 'bench';
+export const DB = 'bench';
 const CLIENTS = 8;
-const LINES_PER_BATCH = 1000;
-const SEED = 20260101;
-const QUERY_TIMEOUT_MS = 300_000;
+export const LINES_PER_BATCH = 1000;
+export const SEED = 20260101;
+export const QUERY_TIMEOUT_MS = 300_000;
 const TOLERANCE = 1e-9;
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
 
-type SystemName = 'reprise' | 'influxdb';
+export type SystemName = 'reprise' | 'influxdb';
 
 // ---------------------------------------------------------------- servers
 
@@ -61,7 +65,7 @@ export interface Peer {
   write(batch: string): Promise<void>;
 }
 
-async function startReprise(root: string, dataDir: string, seq: number, extraArgs: readonly string[] = []): Promise<ServerProcess> {
+async function startReprise(root: string, dataDir: string, seq: number, extraArgs: readonly string[] = [], env?: Record<string, string>): Promise<ServerProcess> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   return spawnServer({
@@ -71,6 +75,7 @@ async function startReprise(root: string, dataDir: string, seq: number, extraArg
     url,
     logFile: join(root, `reprise-${seq}.log`),
     ready: async () => (await httpCall(`${url}/health`, { timeoutMs: 5000 })).status === 200,
+    ...(env ? { env } : {}),
   });
 }
 
@@ -79,7 +84,7 @@ async function startReprise(root: string, dataDir: string, seq: number, extraArg
  * and drops the WAL segments (default 10 min): the at-rest state that
  * reprise's flush reaches, without waiting ten minutes.
  */
-const INFLUX_COLD_S = 5;
+export const INFLUX_COLD_S = 5;
 
 /** influxd's config: everything under `dir`, fsync per write, no reporting, no self-monitoring, no request logs. */
 function influxConfig(dir: string, httpPort: number, rpcPort: number): string {
@@ -139,15 +144,18 @@ export async function expectStatus(what: string, response: Promise<{ status: num
   return res.body;
 }
 
-/** reprise standalone under `root`; `extraArgs` go after peer's own flags (the sql suite's --mysql-addr, --postgres-addr). */
-export async function makeReprise(root: string, extraArgs: readonly string[] = []): Promise<Peer> {
+/**
+ * reprise standalone under `root`; `extraArgs` go after peer's own flags (the sql suite's --mysql-addr, --postgres-addr),
+ * `env` over this process's environment (the ingest phase's REPRISE_MEMTABLE_BYTES and the like).
+ */
+export async function makeReprise(root: string, extraArgs: readonly string[] = [], env?: Record<string, string>): Promise<Peer> {
   const dataDir = join(root, 'reprise-data');
   let seq = 0;
   const peer: Peer = {
     name: 'reprise',
     dataDir,
-    server: await startReprise(root, dataDir, seq++, extraArgs),
-    start: () => startReprise(root, dataDir, seq++, extraArgs),
+    server: await startReprise(root, dataDir, seq++, extraArgs, env),
+    start: () => startReprise(root, dataDir, seq++, extraArgs, env),
     async write(batch) {
       await expectStatus(
         'reprise write',
@@ -159,7 +167,7 @@ export async function makeReprise(root: string, extraArgs: readonly string[] = [
   return peer;
 }
 
-async function makeInflux(root: string): Promise<Peer> {
+export async function makeInflux(root: string): Promise<Peer> {
   const dataDir = join(root, 'influxdb');
   await mkdir(dataDir, { recursive: true });
   let seq = 0;
@@ -552,20 +560,22 @@ export async function load(peer: Peer, series: number, points: number, ctx: Suit
 
 // ---------------------------------------------------------------- metrics
 
-interface PairSpec {
+export interface PairSpec {
   readonly id: string;
   readonly name: string;
   readonly unit: string;
   readonly reprise: { value: number; samples: readonly number[] };
   readonly influxdb: { value: number; samples: readonly number[] };
-  /** Pass when reprise/influxdb <= target. */
+  /** Pass when reprise/influxdb <= target (times, sizes: lower is better). */
   readonly atMost?: number;
+  /** Pass when reprise/influxdb >= target (throughput: higher is better). */
+  readonly atLeast?: number;
   readonly unsupported?: string;
   readonly note?: string;
 }
 
 /** A reprise metric with its ratio to InfluxDB's (reprise / influxdb), and InfluxDB's own. */
-function pair(spec: PairSpec): [Metric, Metric] {
+export function pair(spec: PairSpec): [Metric, Metric] {
   const { reprise, influxdb } = spec;
   const n = Math.min(reprise.samples.length, influxdb.samples.length);
   const paired = Array.from({ length: n }, (_, i) => reprise.samples[i]! / influxdb.samples[i]!);
@@ -580,7 +590,7 @@ function pair(spec: PairSpec): [Metric, Metric] {
       of: 'influxdb',
       value: spec.unsupported ? Number.NaN : reprise.value / influxdb.value,
       samples: paired,
-      ...(spec.atMost !== undefined ? { target: spec.atMost, atMost: true } : {}),
+      ...(spec.atMost !== undefined ? { target: spec.atMost, atMost: true } : spec.atLeast !== undefined ? { target: spec.atLeast } : {}),
     },
     ...(spec.unsupported ? { unsupported: spec.unsupported } : {}),
     ...(spec.note !== undefined ? { note: spec.note } : {}),
@@ -596,30 +606,33 @@ function pair(spec: PairSpec): [Metric, Metric] {
   return [r, i];
 }
 
-function sideBySide(pairs: [Metric, Metric][]): string {
+const SIDE_BY_SIDE_NOTE = 'reprise/influxdb: reprise p50 / influxdb p50 (p99 / p99, median / median, value / value); targets are ceilings';
+
+export function sideBySide(pairs: [Metric, Metric][], note = SIDE_BY_SIDE_NOTE): string {
   const header = ['peer', 'reprise', 'influxdb', 'unit', 'reprise/influxdb', 'target', 'result'];
   const fmt = (m: Metric) => (m.unsupported ? 'unsupported' : formatNumber(m.value, m.unit));
   const rows = pairs.map(([r, i]) => {
     const target = r.ratio?.target;
-    const pass = r.unsupported ? (target !== undefined ? 'FAIL' : '') : target === undefined ? '' : r.ratio!.value <= target ? 'PASS' : 'FAIL';
+    const pass = passOf(r);
     return [
       r.name.replace(/: reprise$/, ''),
       fmt(r),
       fmt(i),
       r.unit,
       r.unsupported ? '-' : `${r.ratio!.value.toFixed(2)}`,
-      target !== undefined ? `<= ${target}` : '',
-      pass,
+      target !== undefined ? `${r.ratio!.atMost ? '<=' : '>='} ${target}` : '',
+      pass === undefined ? '' : pass ? 'PASS' : 'FAIL',
     ];
   });
   const widths = header.map((h, k) => Math.max(h.length, ...rows.map((row) => row[k]!.length)));
   const right = new Set([1, 2, 4]);
   const line = (cells: string[]) => cells.map((c, k) => (right.has(k) ? c.padStart(widths[k]!) : c.padEnd(widths[k]!))).join('  ').trimEnd();
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line), '', 'reprise/influxdb: reprise p50 / influxdb p50 (p99 / p99, median / median, value / value); targets are ceilings'].join('\n');
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line), '', note].join('\n');
 }
 
 function formatNumber(value: number, unit: string): string {
   if (unit === 'ms') return value < 10 ? value.toFixed(2) : value.toFixed(1);
+  if (unit === 'µs/row') return value.toFixed(2);
   if (unit === 'MB') return value.toFixed(1);
   return Math.round(value).toLocaleString('en-US');
 }
@@ -639,196 +652,209 @@ async function topLevelSizes(dir: string): Promise<Record<string, number>> {
 
 export const peerSuite: Suite = {
   name: 'peer',
-  description: 'reprise vs InfluxDB 1.x (influxd): line-protocol load, 6 queries checked equal, disk, RSS',
+  description: 'reprise vs InfluxDB 1.x (influxd): line-protocol load, 6 queries checked equal, disk, RSS; durable ingest at 1/8/64 clients, CPU/row, RSS',
   optIn: true,
   async run(ctx: SuiteContext): Promise<SuiteResult> {
-    const { peerSeries: series, peerPoints: points, peerRuns: runs, quick } = ctx.options;
-    const restarts = quick ? 2 : 3;
-    const root = await tempDir('peer');
-    ctx.log(`peer: ${series} series x ${points} points = ${(series * points).toLocaleString('en-US')} rows; ${runs} runs per query; temp ${root}`);
-    const peers: Partial<Record<SystemName, Peer>> = {};
-    let completed = false;
-    try {
-      peers.reprise = await makeReprise(root);
-      peers.influxdb = await makeInflux(root);
-      const all = peers as Record<SystemName, Peer>;
-      ctx.log(`  reprise pid ${all.reprise.server.pid} at ${all.reprise.server.url}; influxd pid ${all.influxdb.server.pid} at ${all.influxdb.server.url}`);
-
-      // Load, one system at a time; reprise flushes after.
-      const loads = {} as Record<SystemName, LoadResult>;
-      loads.reprise = await load(all.reprise, series, points, ctx);
-      const f0 = performance.now();
-      await expectStatus('reprise flush', httpCall(`${all.reprise.server.url}/v1/flush`, { method: 'POST', timeoutMs: QUERY_TIMEOUT_MS }), 200);
-      const flushMs = performance.now() - f0;
-      ctx.log(`  reprise flush: ${flushMs.toFixed(0)} ms`);
-      loads.influxdb = await load(all.influxdb, series, points, ctx);
-      // influxd snapshots its cache once the shard has been cold for INFLUX_COLD_S (checked every second).
-      await sleep((INFLUX_COLD_S + 2) * 1000);
-      if (loads.reprise.digest !== loads.influxdb.digest) throw new Error('peer: the two loads did not send the same bytes');
-      const table = await describeReprise(all.reprise.server.url);
-      ctx.log(`  reprise table: ${JSON.stringify((table as { schema?: unknown }).schema)}`);
-
-      const quiet = await waitQuiet([all.reprise.server.pid, all.influxdb.server.pid], { timeoutMs: quick ? 20_000 : 120_000 });
-      ctx.log(`  both quiet after ${(quiet.ms / 1000).toFixed(1)} s${quiet.quiet ? '' : ' (timed out: still busy)'}`);
-      const disk = { reprise: await diskBytes(all.reprise.dataDir), influxdb: await diskBytes(all.influxdb.dataDir) };
-      const diskParts = { reprise: await topLevelSizes(all.reprise.dataDir), influxdb: await topLevelSizes(all.influxdb.dataDir) };
-      ctx.log(`  disk: reprise ${(disk.reprise / 1e6).toFixed(1)} MB ${JSON.stringify(diskParts.reprise)}, influxdb ${(disk.influxdb / 1e6).toFixed(1)} MB ${JSON.stringify(diskParts.influxdb)}`);
-
-      // Queries.
-      const { timed, restart } = shapes(series, points, runs, restarts);
-      const results: ShapeResult[] = [];
-      for (const shape of timed) results.push(await runShape(shape, all, ctx));
-      const memory = { reprise: memoryOf(all.reprise.server.pid), influxdb: memoryOf(all.influxdb.server.pid) };
-      ctx.log(`  RSS after the queries: reprise ${(memory.reprise.rssBytes / 1e6).toFixed(0)} MB (peak ${(memory.reprise.peakRssBytes / 1e6).toFixed(0)}), influxdb ${(memory.influxdb.rssBytes / 1e6).toFixed(0)} MB (peak ${(memory.influxdb.peakRssBytes / 1e6).toFixed(0)})`);
-
-      // First query after a clean restart.
-      const restartSamples: RestartSample[] = [];
-      let restartUnsupported: string | undefined;
-      for (let r = 0; r < restarts; r++) {
-        const q = restart.make(r);
-        const order: SystemName[] = r % 2 === 0 ? ['reprise', 'influxdb'] : ['influxdb', 'reprise'];
-        const answers: Partial<Record<SystemName, unknown>> = {};
-        for (const name of order) {
-          const { sample, answer, unsupported } = await restartAndQuery(all[name], q);
-          if (unsupported) restartUnsupported = unsupported;
-          restartSamples.push(sample);
-          answers[name] = answer;
-          ctx.log(`  restart ${r + 1}/${restarts} ${name}: stop ${sample.stopMs.toFixed(0)} ms, start to ready ${sample.readyMs.toFixed(0)} ms, first query ${sample.firstQueryMs.toFixed(2)} ms`);
-        }
-        if (answers.reprise !== undefined) assertEqual(q, answers.reprise as unknown[], answers.influxdb as InfluxSeries[]);
-      }
-      const memoryAfterRestart = { reprise: memoryOf(all.reprise.server.pid), influxdb: memoryOf(all.influxdb.server.pid) };
-      const diskAtEnd = { reprise: await diskBytes(all.reprise.dataDir), influxdb: await diskBytes(all.influxdb.dataDir) };
-
-      // Metrics.
-      const rows = series * points;
-      const pairs: [Metric, Metric][] = [];
-      pairs.push(
-        pair({
-          id: 'load.rows_per_s',
-          name: 'load (8 clients x 1,000 lines)',
-          unit: 'rows/s',
-          reprise: { value: loads.reprise.rowsPerSec, samples: [loads.reprise.rowsPerSec] },
-          influxdb: { value: loads.influxdb.rowsPerSec, samples: [loads.influxdb.rowsPerSec] },
-          note: `${rows.toLocaleString('en-US')} rows, one load each; higher is better`,
-        }),
-      );
-      for (const s of results) {
-        const p = (xs: number[], q: number) => ({ value: quantile(xs, q), samples: xs });
-        pairs.push(
-          pair({
-            id: `${s.id}.p50_ms`,
-            name: `${s.name} p50`,
-            unit: 'ms',
-            reprise: p(s.reprise, 0.5),
-            influxdb: p(s.influxdb, 0.5),
-            atMost: 1,
-            ...(s.unsupported ? { unsupported: s.unsupported } : {}),
-            note: `${s.influxdb.length} runs${s.rows.length ? `, ${median(s.rows)} rows` : ''}`,
-          }),
-        );
-        pairs.push(
-          pair({
-            id: `${s.id}.p99_ms`,
-            name: `${s.name} p99`,
-            unit: 'ms',
-            reprise: p(s.reprise, 0.99),
-            influxdb: p(s.influxdb, 0.99),
-            ...(s.unsupported ? { unsupported: s.unsupported } : {}),
-          }),
-        );
-      }
-      const of = (system: SystemName, k: keyof RestartSample) => restartSamples.filter((x) => x.system === system).map((x) => x[k] as number);
-      pairs.push(
-        pair({
-          id: 'q3.first_query_ms',
-          name: restart.name,
-          unit: 'ms',
-          reprise: { value: median(of('reprise', 'firstQueryMs')), samples: of('reprise', 'firstQueryMs') },
-          influxdb: { value: median(of('influxdb', 'firstQueryMs')), samples: of('influxdb', 'firstQueryMs') },
-          atMost: 1,
-          ...(restartUnsupported ? { unsupported: restartUnsupported } : {}),
-          note: `median of ${restarts} restarts`,
-        }),
-      );
-      pairs.push(
-        pair({
-          id: 'restart.ready_ms',
-          name: 'restart: start to ready',
-          unit: 'ms',
-          reprise: { value: median(of('reprise', 'readyMs')), samples: of('reprise', 'readyMs') },
-          influxdb: { value: median(of('influxdb', 'readyMs')), samples: of('influxdb', 'readyMs') },
-          note: 'spawn to /health 200 (reprise), /ping 204 (influxd)',
-        }),
-      );
-      const mb = (bytes: number) => bytes / 1e6;
-      const parts = (sizes: Record<string, number>) =>
-        Object.entries(sizes)
-          .map(([k, v]) => `${k} ${mb(v).toFixed(1)}`)
-          .join(', ');
-      pairs.push(
-        pair({
-          id: 'disk_mb',
-          name: 'disk after flush',
-          unit: 'MB',
-          reprise: { value: mb(disk.reprise), samples: [mb(disk.reprise)] },
-          influxdb: { value: mb(disk.influxdb), samples: [mb(disk.influxdb)] },
-          atMost: 1,
-          note: `du; bytes/row: reprise ${(disk.reprise / rows).toFixed(1)}, influxdb ${(disk.influxdb / rows).toFixed(1)}; reprise ${parts(diskParts.reprise)}; influxdb ${parts(diskParts.influxdb)}`,
-        }),
-      );
-      pairs.push(
-        pair({
-          id: 'rss_mb',
-          name: 'RSS after the queries',
-          unit: 'MB',
-          reprise: { value: mb(memory.reprise.rssBytes), samples: [mb(memory.reprise.rssBytes)] },
-          influxdb: { value: mb(memory.influxdb.rssBytes), samples: [mb(memory.influxdb.rssBytes)] },
-          atMost: 1.5,
-          note: `VmRSS; peak (VmHWM): reprise ${mb(memory.reprise.peakRssBytes).toFixed(0)}, influxdb ${mb(memory.influxdb.peakRssBytes).toFixed(0)} MB`,
-        }),
-      );
-      const table2 = sideBySide(pairs);
-      completed = true;
-      return {
-        metrics: pairs.flat(),
-        tables: [`peer: reprise vs InfluxDB (${rows.toLocaleString('en-US')} rows, ${series} series)\n${table2}`],
-        details: {
-          series,
-          points,
-          rows,
-          runs,
-          restarts,
-          clients: CLIENTS,
-          linesPerBatch: LINES_PER_BATCH,
-          seed: SEED,
-          startMs: START_MS,
-          stepMs: STEP_MS,
-          loads,
-          repriseFlushMs: flushMs,
-          repriseTable: table,
-          quietAfterLoad: quiet,
-          disk,
-          diskParts,
-          diskAtEnd,
-          memory,
-          memoryAfterRestart,
-          queries: results,
-          restartRuns: restartSamples,
-          influxdVersion: await influxVersion(),
-        },
-      };
-    } finally {
-      closeIdleSockets();
-      for (const peer of Object.values(peers)) {
-        await peer.server.stop().catch((err: unknown) => ctx.log(`  ${peer.name}: ${(err as Error).message.split('\n')[0]}`));
-      }
-      // A failed run keeps the servers' logs and data to look at.
-      if (completed) await removeDir(root);
-      else ctx.log(`  peer: kept ${root} (logs, data) after the failure`);
-    }
+    // The load + query phase first, its servers stopped before the ingest phase starts its own.
+    const queries = await loadAndQuery(ctx);
+    if (ctx.options.peerIngestRows === 0) return queries;
+    const ingest = await runIngest(ctx);
+    return {
+      metrics: [...queries.metrics, ...ingest.metrics],
+      tables: [...(queries.tables ?? []), ...(ingest.tables ?? [])],
+      details: { ...queries.details, ingest: ingest.details },
+    };
   },
 };
+
+/** The load, the queries, disk, RSS and the restarts, on one reprise and one influxd. */
+async function loadAndQuery(ctx: SuiteContext): Promise<SuiteResult> {
+  const { peerSeries: series, peerPoints: points, peerRuns: runs, quick } = ctx.options;
+  const restarts = quick ? 2 : 3;
+  const root = await tempDir('peer');
+  ctx.log(`peer: ${series} series x ${points} points = ${(series * points).toLocaleString('en-US')} rows; ${runs} runs per query; temp ${root}`);
+  const peers: Partial<Record<SystemName, Peer>> = {};
+  let completed = false;
+  try {
+    peers.reprise = await makeReprise(root);
+    peers.influxdb = await makeInflux(root);
+    const all = peers as Record<SystemName, Peer>;
+    ctx.log(`  reprise pid ${all.reprise.server.pid} at ${all.reprise.server.url}; influxd pid ${all.influxdb.server.pid} at ${all.influxdb.server.url}`);
+
+    // Load, one system at a time; reprise flushes after.
+    const loads = {} as Record<SystemName, LoadResult>;
+    loads.reprise = await load(all.reprise, series, points, ctx);
+    const f0 = performance.now();
+    await expectStatus('reprise flush', httpCall(`${all.reprise.server.url}/v1/flush`, { method: 'POST', timeoutMs: QUERY_TIMEOUT_MS }), 200);
+    const flushMs = performance.now() - f0;
+    ctx.log(`  reprise flush: ${flushMs.toFixed(0)} ms`);
+    loads.influxdb = await load(all.influxdb, series, points, ctx);
+    // influxd snapshots its cache once the shard has been cold for INFLUX_COLD_S (checked every second).
+    await sleep((INFLUX_COLD_S + 2) * 1000);
+    if (loads.reprise.digest !== loads.influxdb.digest) throw new Error('peer: the two loads did not send the same bytes');
+    const table = await describeReprise(all.reprise.server.url);
+    ctx.log(`  reprise table: ${JSON.stringify((table as { schema?: unknown }).schema)}`);
+
+    const quiet = await waitQuiet([all.reprise.server.pid, all.influxdb.server.pid], { timeoutMs: quick ? 20_000 : 120_000 });
+    ctx.log(`  both quiet after ${(quiet.ms / 1000).toFixed(1)} s${quiet.quiet ? '' : ' (timed out: still busy)'}`);
+    const disk = { reprise: await diskBytes(all.reprise.dataDir), influxdb: await diskBytes(all.influxdb.dataDir) };
+    const diskParts = { reprise: await topLevelSizes(all.reprise.dataDir), influxdb: await topLevelSizes(all.influxdb.dataDir) };
+    ctx.log(`  disk: reprise ${(disk.reprise / 1e6).toFixed(1)} MB ${JSON.stringify(diskParts.reprise)}, influxdb ${(disk.influxdb / 1e6).toFixed(1)} MB ${JSON.stringify(diskParts.influxdb)}`);
+
+    // Queries.
+    const { timed, restart } = shapes(series, points, runs, restarts);
+    const results: ShapeResult[] = [];
+    for (const shape of timed) results.push(await runShape(shape, all, ctx));
+    const memory = { reprise: memoryOf(all.reprise.server.pid), influxdb: memoryOf(all.influxdb.server.pid) };
+    ctx.log(`  RSS after the queries: reprise ${(memory.reprise.rssBytes / 1e6).toFixed(0)} MB (peak ${(memory.reprise.peakRssBytes / 1e6).toFixed(0)}), influxdb ${(memory.influxdb.rssBytes / 1e6).toFixed(0)} MB (peak ${(memory.influxdb.peakRssBytes / 1e6).toFixed(0)})`);
+
+    // First query after a clean restart.
+    const restartSamples: RestartSample[] = [];
+    let restartUnsupported: string | undefined;
+    for (let r = 0; r < restarts; r++) {
+      const q = restart.make(r);
+      const order: SystemName[] = r % 2 === 0 ? ['reprise', 'influxdb'] : ['influxdb', 'reprise'];
+      const answers: Partial<Record<SystemName, unknown>> = {};
+      for (const name of order) {
+        const { sample, answer, unsupported } = await restartAndQuery(all[name], q);
+        if (unsupported) restartUnsupported = unsupported;
+        restartSamples.push(sample);
+        answers[name] = answer;
+        ctx.log(`  restart ${r + 1}/${restarts} ${name}: stop ${sample.stopMs.toFixed(0)} ms, start to ready ${sample.readyMs.toFixed(0)} ms, first query ${sample.firstQueryMs.toFixed(2)} ms`);
+      }
+      if (answers.reprise !== undefined) assertEqual(q, answers.reprise as unknown[], answers.influxdb as InfluxSeries[]);
+    }
+    const memoryAfterRestart = { reprise: memoryOf(all.reprise.server.pid), influxdb: memoryOf(all.influxdb.server.pid) };
+    const diskAtEnd = { reprise: await diskBytes(all.reprise.dataDir), influxdb: await diskBytes(all.influxdb.dataDir) };
+
+    // Metrics.
+    const rows = series * points;
+    const pairs: [Metric, Metric][] = [];
+    pairs.push(
+      pair({
+        id: 'load.rows_per_s',
+        name: 'load (8 clients x 1,000 lines)',
+        unit: 'rows/s',
+        reprise: { value: loads.reprise.rowsPerSec, samples: [loads.reprise.rowsPerSec] },
+        influxdb: { value: loads.influxdb.rowsPerSec, samples: [loads.influxdb.rowsPerSec] },
+        note: `${rows.toLocaleString('en-US')} rows, one load each; higher is better`,
+      }),
+    );
+    for (const s of results) {
+      const p = (xs: number[], q: number) => ({ value: quantile(xs, q), samples: xs });
+      pairs.push(
+        pair({
+          id: `${s.id}.p50_ms`,
+          name: `${s.name} p50`,
+          unit: 'ms',
+          reprise: p(s.reprise, 0.5),
+          influxdb: p(s.influxdb, 0.5),
+          atMost: 1,
+          ...(s.unsupported ? { unsupported: s.unsupported } : {}),
+          note: `${s.influxdb.length} runs${s.rows.length ? `, ${median(s.rows)} rows` : ''}`,
+        }),
+      );
+      pairs.push(
+        pair({
+          id: `${s.id}.p99_ms`,
+          name: `${s.name} p99`,
+          unit: 'ms',
+          reprise: p(s.reprise, 0.99),
+          influxdb: p(s.influxdb, 0.99),
+          ...(s.unsupported ? { unsupported: s.unsupported } : {}),
+        }),
+      );
+    }
+    const of = (system: SystemName, k: keyof RestartSample) => restartSamples.filter((x) => x.system === system).map((x) => x[k] as number);
+    pairs.push(
+      pair({
+        id: 'q3.first_query_ms',
+        name: restart.name,
+        unit: 'ms',
+        reprise: { value: median(of('reprise', 'firstQueryMs')), samples: of('reprise', 'firstQueryMs') },
+        influxdb: { value: median(of('influxdb', 'firstQueryMs')), samples: of('influxdb', 'firstQueryMs') },
+        atMost: 1,
+        ...(restartUnsupported ? { unsupported: restartUnsupported } : {}),
+        note: `median of ${restarts} restarts`,
+      }),
+    );
+    pairs.push(
+      pair({
+        id: 'restart.ready_ms',
+        name: 'restart: start to ready',
+        unit: 'ms',
+        reprise: { value: median(of('reprise', 'readyMs')), samples: of('reprise', 'readyMs') },
+        influxdb: { value: median(of('influxdb', 'readyMs')), samples: of('influxdb', 'readyMs') },
+        note: 'spawn to /health 200 (reprise), /ping 204 (influxd)',
+      }),
+    );
+    const mb = (bytes: number) => bytes / 1e6;
+    const parts = (sizes: Record<string, number>) =>
+      Object.entries(sizes)
+        .map(([k, v]) => `${k} ${mb(v).toFixed(1)}`)
+        .join(', ');
+    pairs.push(
+      pair({
+        id: 'disk_mb',
+        name: 'disk after flush',
+        unit: 'MB',
+        reprise: { value: mb(disk.reprise), samples: [mb(disk.reprise)] },
+        influxdb: { value: mb(disk.influxdb), samples: [mb(disk.influxdb)] },
+        atMost: 1,
+        note: `du; bytes/row: reprise ${(disk.reprise / rows).toFixed(1)}, influxdb ${(disk.influxdb / rows).toFixed(1)}; reprise ${parts(diskParts.reprise)}; influxdb ${parts(diskParts.influxdb)}`,
+      }),
+    );
+    pairs.push(
+      pair({
+        id: 'rss_mb',
+        name: 'RSS after the queries',
+        unit: 'MB',
+        reprise: { value: mb(memory.reprise.rssBytes), samples: [mb(memory.reprise.rssBytes)] },
+        influxdb: { value: mb(memory.influxdb.rssBytes), samples: [mb(memory.influxdb.rssBytes)] },
+        atMost: 1.5,
+        note: `VmRSS; peak (VmHWM): reprise ${mb(memory.reprise.peakRssBytes).toFixed(0)}, influxdb ${mb(memory.influxdb.peakRssBytes).toFixed(0)} MB`,
+      }),
+    );
+    const table2 = sideBySide(pairs);
+    completed = true;
+    return {
+      metrics: pairs.flat(),
+      tables: [`peer: reprise vs InfluxDB (${rows.toLocaleString('en-US')} rows, ${series} series)\n${table2}`],
+      details: {
+        series,
+        points,
+        rows,
+        runs,
+        restarts,
+        clients: CLIENTS,
+        linesPerBatch: LINES_PER_BATCH,
+        seed: SEED,
+        startMs: START_MS,
+        stepMs: STEP_MS,
+        loads,
+        repriseFlushMs: flushMs,
+        repriseTable: table,
+        quietAfterLoad: quiet,
+        disk,
+        diskParts,
+        diskAtEnd,
+        memory,
+        memoryAfterRestart,
+        queries: results,
+        restartRuns: restartSamples,
+        influxdVersion: await influxVersion(),
+      },
+    };
+  } finally {
+    closeIdleSockets();
+    for (const peer of Object.values(peers)) {
+      await peer.server.stop().catch((err: unknown) => ctx.log(`  ${peer.name}: ${(err as Error).message.split('\n')[0]}`));
+    }
+    // A failed run keeps the servers' logs and data to look at.
+    if (completed) await removeDir(root);
+    else ctx.log(`  peer: kept ${root} (logs, data) after the failure`);
+  }
+}
 
 async function influxVersion(): Promise<string> {
   const { execFile } = await import('node:child_process');

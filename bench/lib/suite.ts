@@ -18,6 +18,8 @@ export interface BenchOptions {
   readonly peerPoints: number;
   /** peer: timed runs of each query shape per system. */
   readonly peerRuns: number;
+  /** peer: rows of each ingest run (one fresh server per system and client count; 0 skips the ingest phase). */
+  readonly peerIngestRows: number;
   /** objects: rows flushed at once over 4 regions. */
   readonly objectsRows: number;
   /** objects: rows of the region scanned and opened on promotion (4 SSTs). */
