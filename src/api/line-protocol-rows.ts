@@ -49,6 +49,9 @@ export function toEpochMs(timestamp: bigint, precision: Precision): bigint {
   }
 }
 
+/** The latest time a row holds (epoch ms, a safe integer). */
+const MAX_SAFE_MS = BigInt(Number.MAX_SAFE_INTEGER);
+
 const NAME_RULE = '(letters, digits and _, not starting with a digit; not __proto__)';
 
 /** A batch of line protocol rarely names more than a few measurements; each new one is a table with its regions. */
@@ -155,7 +158,7 @@ function toRow(p: Point, schema: TableSchema, precision: Precision, nowMs: numbe
   let ms: bigint;
   if (p.timestamp === undefined) ms = BigInt(nowMs);
   else ms = toEpochMs(p.timestamp, precision);
-  if (ms < 0n || ms > BigInt(Number.MAX_SAFE_INTEGER)) return `timestamp ${p.timestamp} (${precision}) is not a time from 1970 on`;
+  if (ms < 0n || ms > MAX_SAFE_MS) return `timestamp ${p.timestamp} (${precision}) is not a time from 1970 on`;
   row[time] = Number(ms);
   return row;
 }

@@ -224,7 +224,9 @@ export class SstWriter {
     const columnData = layout.schema.columns.map((c, i) => ({
       name: c.name,
       data: parquetData(c.type, buffers[i], layout.isKey[i] as boolean),
-      ...(c.type === 'timestamp' || c.type === 'int64' ? { encoding: 'DELTA_BINARY_PACKED' as const } : {}),
+      // Floats PLAIN: measured values rarely repeat enough for a dictionary, and
+      // sampling for one cost ~0.3 us of a flush's ~1.8 us per row (cpu data).
+      ...(c.type === 'timestamp' || c.type === 'int64' ? { encoding: 'DELTA_BINARY_PACKED' as const } : c.type === 'float64' ? { encoding: 'PLAIN' as const } : {}),
       codec: codecOf(layout.isKey[i] as boolean),
       // Parquet statistics for the key columns, for other readers; the engine
       // plans by its own index, and field statistics cost a fifth of a flush.
