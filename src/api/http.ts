@@ -400,7 +400,8 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     return reply.status(200).send({ status: 'ok', node: node.id, state: node.state });
   });
 
-  app.get('/v1/status', async () => runtime.status());
+  const encoder = options.encoder ?? inlineEncoder;
+  app.get('/v1/status', async () => ({ ...runtime.status(), ingest: { threads: encoder.threads } }));
 
   app.get('/v1/cluster/status', async () => runtime.clusterStatus());
 
@@ -429,7 +430,6 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     if (Array.isArray(body) && body.length > maxRows) throw tooManyRows(`${body.length} rows`, maxRows);
   };
 
-  const encoder = options.encoder ?? inlineEncoder;
   app.post<{ Params: { name: string } }>(INSERT_ROUTE, async (request, reply) => {
     const { name } = request.params;
     const deadline = clientDeadline(reply);
