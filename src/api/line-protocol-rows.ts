@@ -1,7 +1,25 @@
-import type { ColumnDef, ColumnType, Row, TableSchema } from '../engine/schema.js';
+import type { ColumnDef, ColumnType, Row, TableSchema, Value } from '../engine/schema.js';
 import { isValidName } from '../engine/table/validate.js';
 import { RepriseError } from '../errors.js';
-import { parseLineProtocol, TooManyLinesError, type FieldValue, type LineError, type Point } from './line-protocol.js';
+import {
+  BACKSLASH,
+  COMMA,
+  eachLine,
+  EQUALS,
+  FALSE,
+  FLOAT_RE,
+  LOWER_E,
+  LOWER_I,
+  LOWER_U,
+  parseLineOrError,
+  QUOTE,
+  SPACE,
+  TooManyLinesError,
+  TRUE,
+  type FieldValue,
+  type LineError,
+  type Point,
+} from './line-protocol.js';
 
 /**
  * Line protocol as rows of tables, as InfluxDB and GreptimeDB map it:
@@ -125,7 +143,7 @@ function schemaProblem(p: Point, columns: Map<string, ColumnDef>): string | unde
 }
 
 /** A point as a row of `schema`, or why it cannot be one. */
-function toRow(p: Point, schema: TableSchema, precision: Precision, nowMs: number): Row | string {
+export function toRow(p: Point, schema: TableSchema, precision: Precision, nowMs: number): Row | string {
   const { table, byName, emptyRow, neededTags, time } = rowShapeOf(schema);
   const row = emptyRow();
   const missing = (key: string, role: string) =>
@@ -176,6 +194,15 @@ interface RowShape {
   /** Tags a line must name: those that are not strings. */
   readonly neededTags: readonly ColumnDef[];
   readonly time: string;
+  /** lineAsRow's view: columns by position, their names, the tags' and fields' positions in schema order. */
+  readonly columns: readonly ColumnDef[];
+  readonly index: ReadonlyMap<string, number>;
+  readonly tagPositions: readonly number[];
+  readonly fieldPositions: readonly number[];
+  /** Per column, its value when a line does not name it ('' for a tag, null otherwise); the time column's too. */
+  readonly emptyValues: readonly Value[];
+  /** A row of `values` (schema order), with emptyRow's hidden class. Compiled. */
+  readonly rowOf: (values: readonly Value[]) => Row;
 }
 
 const rowShapes = new WeakMap<TableSchema, RowShape>();
@@ -191,6 +218,13 @@ function rowShapeOf(schema: TableSchema): RowShape {
       emptyRow: new Function(`return () => ({ ${schema.columns.map((c) => `${JSON.stringify(c.name)}: ${c.role === 'tag' ? "''" : 'null'}`).join(', ')} });`)() as () => Row,
       neededTags: schema.columns.filter((c) => c.role === 'tag' && c.type !== 'string'),
       time: schema.columns.find((c) => c.role === 'time')!.name,
+      columns: schema.columns,
+      index: new Map(schema.columns.map((c, i) => [c.name, i])),
+      tagPositions: schema.columns.flatMap((c, i) => (c.role === 'tag' ? [i] : [])),
+      fieldPositions: schema.columns.flatMap((c, i) => (c.role === 'field' ? [i] : [])),
+      emptyValues: schema.columns.map((c) => (c.role === 'tag' ? '' : null)),
+      // eslint-disable-next-line @typescript-eslint/no-implied-eval
+      rowOf: new Function(`return (v) => ({ ${schema.columns.map((c, i) => `${JSON.stringify(c.name)}: v[${i}]`).join(', ')} });`)() as (values: readonly Value[]) => Row,
     };
     rowShapes.set(schema, shape);
   }
@@ -202,6 +236,7 @@ export interface LinePlan {
   readonly schema: TableSchema;
   /** The table does not exist: `schema` is derived from these lines, for autoCreateTables. */
   readonly create: boolean;
+  /** The points of a table to create (to map again if another request creates it first); none otherwise. */
   readonly points: readonly Point[];
   readonly rows: Row[];
 }
@@ -230,25 +265,48 @@ export interface LinePlanOptions {
  */
 export function planLines(body: string, schemaOf: (table: string) => TableSchema | undefined, options: LinePlanOptions): PlannedLines {
   const maxRows = options.maxRowsPerWrite ?? DEFAULT_MAX_ROWS_PER_WRITE;
-  let parsed: ReturnType<typeof parseLineProtocol>;
+  const bad = new Map<number, string>();
+  // By measurement, in the order first seen: the rows of a table that exists, the points of one that does not.
+  const byMeasurement = new Map<string, { readonly schema: TableSchema | undefined; readonly rows: Row[]; readonly points: Point[] }>();
+  const groupOf = (measurement: string) => {
+    let group = byMeasurement.get(measurement);
+    if (group === undefined) byMeasurement.set(measurement, (group = { schema: schemaOf(measurement), rows: [], points: [] }));
+    return group;
+  };
   try {
-    parsed = parseLineProtocol(body, maxRows);
+    eachLine(body, maxRows, (line, lineNo) => {
+      // The common line of an existing table becomes its row directly; any other goes through the point.
+      const end = plainMeasurementEnd(line);
+      if (end > 0) {
+        const group = groupOf(line.slice(0, end));
+        const row = group.schema && lineAsRow(line, end, group.schema, options.precision, options.nowMs);
+        if (row) {
+          group.rows.push(row);
+          return;
+        }
+      }
+      const p = parseLineOrError(line, lineNo);
+      if (!('measurement' in p)) {
+        bad.set(p.line, p.message);
+        return;
+      }
+      const group = groupOf(p.measurement);
+      if (group.schema === undefined) {
+        group.points.push(p);
+        return;
+      }
+      const row = toRow(p, group.schema, options.precision, options.nowMs);
+      if (typeof row === 'string') bad.set(p.line, `line ${p.line}: ${row}`);
+      else group.rows.push(row);
+    });
   } catch (err) {
     if (err instanceof TooManyLinesError) throw tooManyRows(`more than ${maxRows} lines`, maxRows);
     throw err;
   }
-  const bad = new Map<number, string>(parsed.errors.map((e) => [e.line, e.message]));
-  const byMeasurement = new Map<string, Point[]>();
-  for (const p of parsed.points) {
-    const list = byMeasurement.get(p.measurement);
-    if (list) list.push(p);
-    else byMeasurement.set(p.measurement, [p]);
-  }
   const plans: LinePlan[] = [];
-  for (const [measurement, points] of byMeasurement) {
-    const schema = schemaOf(measurement);
+  for (const [measurement, { schema, rows, points }] of byMeasurement) {
     if (schema) {
-      plans.push({ schema, create: false, points, rows: mapPoints(points, schema, options, bad) });
+      plans.push({ schema, create: false, points: [], rows });
       continue;
     }
     const problem = !options.autoCreateTables
@@ -291,4 +349,138 @@ export function mapPoints(points: readonly Point[], schema: TableSchema, options
 /** The bad lines in line order. */
 export function rejectedLines(bad: ReadonlyMap<number, string>): LineError[] {
   return [...bad].sort((a, b) => a[0] - b[0]).map(([line, message]) => ({ line, message }));
+}
+
+// ---------------------------------------------------------------- the common line, directly
+
+/** Where a line's measurement ends (its first comma or space), if it has no backslash before; else -1. */
+function plainMeasurementEnd(s: string): number {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === COMMA || c === SPACE) return i;
+    if (c === BACKSLASH) return -1;
+  }
+  return -1;
+}
+
+const DIGIT_0 = 0x30;
+const DIGIT_9 = 0x39;
+const INT64_MAX_DIGITS = '9223372036854775807';
+/** An int64 field a double holds exactly: at most 15 digits. */
+const SHORT_INTEGER_RE = /^[-+]?\d{1,15}i$/;
+
+/**
+ * The row `s` (a line whose measurement, a table with `schema`, ends at
+ * `from`) is, written straight from the text without building its point:
+ * for lines with no escapes, one space between parts, each tag and field a
+ * column of the table given once, values of their column's type (floats,
+ * integers of up to 15 digits, booleans, strings without escapes) and a
+ * non-negative timestamp. undefined for any other line, which then takes
+ * the general path (parseLine, toRow) and gets its row or its error there.
+ * On every line it accepts it gives the row that path gives (the property
+ * test checks): it is that path for the common line, not a second one.
+ */
+export function lineAsRow(s: string, from: number, schema: TableSchema, precision: Precision, nowMs: number): Row | undefined {
+  const shape = rowShapeOf(schema);
+  if (shape.neededTags.length > 0) return undefined;
+  const { columns } = shape;
+  const n = s.length;
+  const values = shape.emptyValues.slice();
+  let i = from;
+  // Keys are matched in place against the next column of their kind in schema order (the usual order), else looked up.
+  let nextTag = 0;
+  while (s.charCodeAt(i) === COMMA) {
+    i++;
+    const at = keyAt(s, i, shape, shape.tagPositions, nextTag);
+    if (at < 0) return undefined;
+    const column = columns[at]!;
+    // Not a string tag, or given twice ('' until set: a tag value is never empty).
+    if (column.role !== 'tag' || column.type !== 'string' || values[at] !== '') return undefined;
+    nextTag = shape.tagPositions.indexOf(at) + 1;
+    i += column.name.length + 1;
+    const v0 = i;
+    for (let c = s.charCodeAt(i); i < n && c !== COMMA && c !== SPACE; c = s.charCodeAt(++i)) if (c === BACKSLASH) return undefined;
+    if (i === v0) return undefined;
+    values[at] = s.slice(v0, i);
+  }
+  if (s.charCodeAt(i) !== SPACE || s.charCodeAt(i + 1) === SPACE) return undefined;
+  i++;
+  let nextField = 0;
+  for (;;) {
+    const at = keyAt(s, i, shape, shape.fieldPositions, nextField);
+    if (at < 0) return undefined;
+    const column = columns[at]!;
+    // Not a field, or given twice (null until set: a field value is never null).
+    if (column.role !== 'field' || values[at] !== null) return undefined;
+    nextField = shape.fieldPositions.indexOf(at) + 1;
+    i += column.name.length + 1;
+    if (s.charCodeAt(i) === QUOTE) {
+      const v0 = ++i;
+      for (let c = s.charCodeAt(i); c !== QUOTE; c = s.charCodeAt(++i)) if (i >= n || c === BACKSLASH) return undefined;
+      if (column.type !== 'string') return undefined;
+      values[at] = s.slice(v0, i++);
+    } else {
+      const v0 = i;
+      while (i < n && s.charCodeAt(i) !== COMMA && s.charCodeAt(i) !== SPACE) i++;
+      if (i === v0) return undefined;
+      const token = s.slice(v0, i);
+      const last = token.charCodeAt(token.length - 1);
+      if (column.type === 'float64') {
+        if (last === LOWER_I || last === LOWER_U || last === LOWER_E || !FLOAT_RE.test(token)) return undefined;
+        const value = Number(token);
+        if (!Number.isFinite(value)) return undefined;
+        values[at] = value;
+      } else if (column.type === 'int64') {
+        if (!SHORT_INTEGER_RE.test(token)) return undefined;
+        // + 0: "-0i" is the integer 0, not the float -0.
+        values[at] = Number(token.slice(0, -1)) + 0;
+      } else if (column.type === 'bool') {
+        if (TRUE.has(token)) values[at] = true;
+        else if (FALSE.has(token)) values[at] = false;
+        else return undefined;
+      } else {
+        return undefined;
+      }
+    }
+    const c = s.charCodeAt(i);
+    if (c === COMMA) {
+      i++;
+      continue;
+    }
+    if (i < n && c !== SPACE) return undefined;
+    break;
+  }
+  let ms = nowMs;
+  if (i < n) {
+    const t0 = ++i;
+    for (; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c < DIGIT_0 || c > DIGIT_9) return undefined;
+    }
+    const digits = n - t0;
+    if (digits === 0 || digits > 19 || (digits === 19 && s.slice(t0) > INT64_MAX_DIGITS)) return undefined;
+    // Non-negative: rounding down to ms is dropping digits.
+    const drop = precision === 'ns' ? 6 : precision === 'us' ? 3 : 0;
+    const kept = digits <= drop ? 0 : Number(s.slice(t0, n - drop));
+    ms = kept * (precision === 's' ? 1_000 : precision === 'm' ? 60_000 : precision === 'h' ? 3_600_000 : 1);
+    if (!(ms <= Number.MAX_SAFE_INTEGER)) return undefined;
+  }
+  values[shape.index.get(shape.time)!] = ms;
+  return shape.rowOf(values);
+}
+
+/**
+ * The column whose name is the key at `k` (followed by '='): first the
+ * column at `positions[next]` is tried in place, else the key is read (no
+ * comma, space or backslash in it) and looked up. -1: no such column.
+ */
+function keyAt(s: string, k: number, shape: RowShape, positions: readonly number[], next: number): number {
+  const expected = positions[next];
+  if (expected !== undefined) {
+    const name = shape.columns[expected]!.name;
+    if (s.startsWith(name, k) && s.charCodeAt(k + name.length) === EQUALS) return expected;
+  }
+  let i = k;
+  for (let c = s.charCodeAt(i); c !== EQUALS; c = s.charCodeAt(++i)) if (i >= s.length || c === COMMA || c === SPACE || c === BACKSLASH) return -1;
+  return shape.index.get(s.slice(k, i)) ?? -1;
 }

@@ -48,21 +48,22 @@ export interface ParsedLines {
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 const UINT64_MAX = 2n ** 64n - 1n;
-const FLOAT_RE = /^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$/;
+export const FLOAT_RE = /^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$/;
 const INTEGER_RE = /^[-+]?\d+i$/;
 const UNSIGNED_RE = /^\d+u$/;
 const TIMESTAMP_RE = /^-?\d+$/;
-const BACKSLASH = 0x5c;
-const COMMA = 0x2c;
-const SPACE = 0x20;
-const EQUALS = 0x3d;
+export const BACKSLASH = 0x5c;
+export const COMMA = 0x2c;
+export const SPACE = 0x20;
+export const EQUALS = 0x3d;
 const TAB = 0x09;
 const HASH = 0x23;
-const LOWER_I = 0x69;
-const LOWER_U = 0x75;
-const LOWER_E = 0x65;
-const TRUE = new Set(['t', 'T', 'true', 'True', 'TRUE']);
-const FALSE = new Set(['f', 'F', 'false', 'False', 'FALSE']);
+export const LOWER_I = 0x69;
+export const LOWER_U = 0x75;
+export const LOWER_E = 0x65;
+export const QUOTE = 0x22;
+export const TRUE: ReadonlySet<string> = new Set(['t', 'T', 'true', 'True', 'TRUE']);
+export const FALSE: ReadonlySet<string> = new Set(['f', 'F', 'false', 'False', 'FALSE']);
 
 class LineSyntaxError extends Error {}
 
@@ -74,6 +75,42 @@ export class TooManyLinesError extends Error {
 }
 
 /**
+ * Call `each` with every line of a body that holds a point (blank lines and
+ * comments skipped, leading blanks and a trailing `\r` dropped) and its
+ * 1-based number. Throws TooManyLinesError, having called `each` no more
+ * than `maxLines` times, once the body holds more lines than that.
+ */
+export function eachLine(text: string, maxLines: number, each: (line: string, lineNo: number) => void): void {
+  let start = 0;
+  let lineNo = 0;
+  let seen = 0;
+  while (start <= text.length) {
+    let end = text.indexOf('\n', start);
+    if (end < 0) end = text.length;
+    lineNo++;
+    let raw = text.slice(start, end);
+    start = end + 1;
+    if (raw.endsWith('\r')) raw = raw.slice(0, -1);
+    const first = raw.charCodeAt(0);
+    const trimmed = first === SPACE || first === TAB ? raw.replace(/^[ \t]+/, '') : raw;
+    if (trimmed === '' || trimmed.charCodeAt(0) === HASH || trimmed.trim() === '') continue;
+    if (seen++ >= maxLines) throw new TooManyLinesError(maxLines);
+    each(trimmed, lineNo);
+    if (end === text.length) break;
+  }
+}
+
+/** A line's point, or its error (naming the line). */
+export function parseLineOrError(s: string, line: number): Point | LineError {
+  try {
+    return parseLine(s, line);
+  } catch (err) {
+    if (!(err instanceof LineSyntaxError)) throw err;
+    return { line, message: `line ${line}: ${err.message}` };
+  }
+}
+
+/**
  * Parse a request body: every good line's point, and an error for every bad
  * one. Throws TooManyLinesError, having built no more than `maxLines`
  * points, once the body holds more lines than that.
@@ -81,27 +118,11 @@ export class TooManyLinesError extends Error {
 export function parseLineProtocol(text: string, maxLines = Infinity): ParsedLines {
   const points: Point[] = [];
   const errors: LineError[] = [];
-  let start = 0;
-  let line = 0;
-  while (start <= text.length) {
-    let end = text.indexOf('\n', start);
-    if (end < 0) end = text.length;
-    line++;
-    let raw = text.slice(start, end);
-    start = end + 1;
-    if (raw.endsWith('\r')) raw = raw.slice(0, -1);
-    const first = raw.charCodeAt(0);
-    const trimmed = first === SPACE || first === TAB ? raw.replace(/^[ \t]+/, '') : raw;
-    if (trimmed === '' || trimmed.charCodeAt(0) === HASH || trimmed.trim() === '') continue;
-    if (points.length + errors.length >= maxLines) throw new TooManyLinesError(maxLines);
-    try {
-      points.push(parseLine(trimmed, line));
-    } catch (err) {
-      if (!(err instanceof LineSyntaxError)) throw err;
-      errors.push({ line, message: `line ${line}: ${err.message}` });
-    }
-    if (end === text.length) break;
-  }
+  eachLine(text, maxLines, (s, line) => {
+    const parsed = parseLineOrError(s, line);
+    if ('measurement' in parsed) points.push(parsed);
+    else errors.push(parsed);
+  });
   return { points, errors };
 }
 
