@@ -13,6 +13,7 @@
  *   --peer-points N      peer and sql: points per series (default 10000)
  *   --peer-runs N        peer, scale and sql: timed runs per query shape and system (default 50)
  *   --peer-ingest-rows N peer: rows of each ingest run, per system and client count (default 1000000; 0 skips it)
+ *   --peer-ingest-rounds N peer: rounds of ingest runs, medians reported (default 3; --quick 1)
  *   --objects-rows N     objects: rows flushed at once over 4 regions (default 200000)
  *   --objects-scan-rows N objects: rows of the region opened and scanned (default 200000)
  *   --out DIR            where JSON results go (default bench/results)
@@ -42,7 +43,7 @@ function usage(): string {
   return [
     'usage: npm run bench -- [--quick] [--only insert,latency,replay,cost,kafka,cluster,objects,peer,scale,sql] [--runs N] [--insert-ms MS]',
     '                        [--latency-ops N] [--replay-entries N] [--replay-small N]',
-    '                        [--peer-series N] [--peer-points N] [--peer-runs N] [--peer-ingest-rows N] [--objects-rows N] [--objects-scan-rows N]',
+    '                        [--peer-series N] [--peer-points N] [--peer-runs N] [--peer-ingest-rows N] [--peer-ingest-rounds N] [--objects-rows N] [--objects-scan-rows N]',
     '                        [--out DIR] [--strict]',
     '',
     ...SUITES.map((s) => `  ${s.name.padEnd(8)} ${s.description}${s.optIn ? ' (only with --only)' : ''}`),
@@ -70,6 +71,7 @@ async function main(): Promise<number> {
       'peer-points': { type: 'string' },
       'peer-runs': { type: 'string' },
       'peer-ingest-rows': { type: 'string' },
+      'peer-ingest-rounds': { type: 'string' },
       'objects-rows': { type: 'string' },
       'objects-scan-rows': { type: 'string' },
       out: { type: 'string' },
@@ -94,6 +96,7 @@ async function main(): Promise<number> {
     peerPoints: positiveInt('peer-points', values['peer-points'], quick ? 2000 : 10000),
     peerRuns: positiveInt('peer-runs', values['peer-runs'], quick ? 20 : 50),
     peerIngestRows: positiveInt('peer-ingest-rows', values['peer-ingest-rows'], quick ? 200_000 : 1_000_000, true),
+    peerIngestRounds: positiveInt('peer-ingest-rounds', values['peer-ingest-rounds'], quick ? 1 : 3),
     objectsRows: positiveInt('objects-rows', values['objects-rows'], quick ? 50_000 : 200_000),
     objectsScanRows: positiveInt('objects-scan-rows', values['objects-scan-rows'], quick ? 100_000 : 200_000),
   };

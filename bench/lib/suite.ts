@@ -20,6 +20,8 @@ export interface BenchOptions {
   readonly peerRuns: number;
   /** peer: rows of each ingest run (one fresh server per system and client count; 0 skips the ingest phase). */
   readonly peerIngestRows: number;
+  /** peer: rounds of the ingest runs (each system, each client count), medians reported. */
+  readonly peerIngestRounds: number;
   /** objects: rows flushed at once over 4 regions. */
   readonly objectsRows: number;
   /** objects: rows of the region scanned and opened on promotion (4 SSTs). */
