@@ -8,7 +8,7 @@ import { regionPrefix, sstKey, sstNameOf, writeManifest, type Manifest, type Sst
 import { QueuedMemtable, UnindexableEntry } from './queued-memtable.js';
 import { aggregateSink, blockOfEntries, filterBlock, mergeRuns, RowsSink, sourceOf, type Block, type BlockSource, type ScanStop } from './read.js';
 import { planScan, type ScanPlan } from './scan.js';
-import { DELETED_COLUMN, encodeSst, SstReader, SstWriter, type SstMeta } from './sst.js';
+import { DELETED_COLUMN, SstReader, SstWriter, type SstMeta } from './sst.js';
 import { ByteLru } from './sst-cache.js';
 import { validateQuery } from './validate.js';
 import { IdleIndexer, INDEX_SLICE_MS, nextTurn } from './idle-indexer.js';
@@ -57,6 +57,8 @@ export async function removeLeftovers(store: ObjectStore, manifest: Manifest, ep
 
 /** Manifest versions a leader keeps: its newest, and the one before (a reader may have just listed it). */
 const MANIFESTS_KEPT = 2;
+/** How long a flush encodes before the event loop gets a turn (see writeSst). */
+const FLUSH_SLICE_MS = 5;
 
 /** A frozen memtable waiting to be written, and the entry id its flush covers. */
 interface Frozen {
@@ -472,9 +474,25 @@ export class TableRegion implements Region {
     return this.writer;
   }
 
-  /** Encode sorted entries and store them under `key`; undefined (nothing written) when there are none. */
+  /**
+   * Encode sorted entries (a frozen memtable's) and store them under `key`;
+   * undefined (nothing written) when there are none. Encoded in slices of
+   * FLUSH_SLICE_MS with a turn of the event loop between them: a 64 MiB
+   * memtable is about a second of encoding, which in one piece stalled
+   * every append, acknowledgement and query of the node for that second.
+   */
   private async writeSst(key: string, entries: Iterable<readonly [Value[], boolean]>): Promise<SstMeta | undefined> {
-    const encoded = encodeSst(this.layout, this.regionId, entries);
+    const writer = new SstWriter(this.layout, this.regionId);
+    let n = 0;
+    let sliceEnd = performance.now() + FLUSH_SLICE_MS;
+    for (const [row, deleted] of entries) {
+      writer.add(row, deleted);
+      if ((++n & 1023) === 0 && performance.now() > sliceEnd) {
+        await nextTurn();
+        sliceEnd = performance.now() + FLUSH_SLICE_MS;
+      }
+    }
+    const encoded = writer.finish();
     if (encoded === undefined) return undefined;
     await this.store.put(key, encoded.bytes);
     return encoded.meta;

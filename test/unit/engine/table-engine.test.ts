@@ -193,6 +193,31 @@ describe('TableEngine', () => {
     expect(brief(await queryRows(reopened))).toEqual(['a/dc1/1=2', 'c/dc1/1=1']);
   });
 
+  it('encodes a large flush in slices: the event loop turns while it encodes, and writes applied meanwhile stay out of its SST', async () => {
+    const { store, region } = await setup();
+    const rows = Array.from({ length: 60_000 }, (_, i) => m(`h${i % 600}`, i, i));
+    region.apply(6, put(rows));
+    expect((await queryRows(region)).length).toBe(60_000); // indexed: the flush only encodes
+    // Turns of the event loop from the flush's start until its SST is stored.
+    let turns = 0;
+    let encoding = true;
+    const count = () => {
+      if (!encoding) return;
+      turns++;
+      setImmediate(count);
+    };
+    store.beforePut = async () => {
+      encoding = false;
+    };
+    setImmediate(count);
+    const flushing = region.flush(6);
+    setImmediate(() => region.apply(7, put([m('late', 1, 1)])));
+    expect(await flushing).toMatchObject({ flushedEntryId: 6, rows: 60_000 });
+    expect(turns).toBeGreaterThan(3);
+    expect(region.stats()).toMatchObject({ ssts: 1, sstRows: 60_000 });
+    expect((await queryRows(region)).length).toBe(60_001);
+  });
+
   it('serialises concurrent flushes in call order', async () => {
     const { store, region } = await setup();
     const order: string[] = [];
