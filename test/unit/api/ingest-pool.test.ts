@@ -17,7 +17,8 @@ import type { LineEncodeOptions, TableCatalog } from '../../../src/api/write-enc
 
 const LOADER = fileURLToPath(new URL('../../harness/ts-loader.mjs', import.meta.url));
 const WORKER = new URL('../../../src/api/ingest-worker.ts', import.meta.url);
-const poolOf = (threads: number) => new IngestPool({ threads, script: WORKER, execArgv: ['--import', LOADER] });
+// Every body to a worker, however small (the default keeps small ones on the calling thread).
+const poolOf = (threads: number, inlineBelowBytes = 0) => new IngestPool({ threads, script: WORKER, execArgv: ['--import', LOADER], inlineBelowBytes });
 
 const CPU: TableSchema = {
   name: 'cpu',
@@ -138,6 +139,19 @@ describe('IngestPool against the main thread', () => {
       expect(await lonely.encodeLines(body, CATALOG, OPTIONS)).toEqual(expected);
     } finally {
       await lonely.close();
+    }
+  });
+
+  it('bodies below inlineBelowBytes are encoded on the calling thread: the same outcome, and a dead worker is not asked', async () => {
+    const small = poolOf(1, 1024);
+    try {
+      const body = bytes('cpu,host=a usage=1 1000\n');
+      await (small as unknown as { slots: { worker: { terminate(): Promise<number> } }[] }).slots[0]!.worker.terminate();
+      // Encoded at once, on this thread: no worker is involved.
+      expect(await small.encodeLines(body, CATALOG, OPTIONS)).toEqual(await inlineEncoder.encodeLines(body, CATALOG, OPTIONS));
+      expect(await small.encodeJsonRows('[]', CATALOG, 'cpu', 10)).toEqual(await inlineEncoder.encodeJsonRows('[]', CATALOG, 'cpu', 10));
+    } finally {
+      await small.close();
     }
   });
 
