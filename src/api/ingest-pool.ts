@@ -134,13 +134,16 @@ export class IngestPool implements WriteEncoder {
 
   private spawn(): Slot {
     const worker = new Worker(this.script, { execArgv: this.options.execArgv, name: 'reprise-ingest' });
-    // The pool must not keep a process alive that is otherwise done (close() ends the workers).
+    // An idle pool must not keep a process alive that is otherwise done
+    // (close() ends the workers); a worker with tasks does (see run), or an
+    // awaited encode could see the process exit under it.
     worker.unref();
     const slot: Slot = { worker, catalog: undefined, pending: new Map() };
     worker.on('message', (message: FromWorker) => {
       const pending = slot.pending.get(message.task);
       if (!pending) return;
       slot.pending.delete(message.task);
+      if (slot.pending.size === 0) worker.unref();
       if (message.ok) pending.resolve(message.result);
       else pending.reject(new RepriseError(message.error.code, message.error.message, message.error.details));
     });
@@ -177,6 +180,7 @@ export class IngestPool implements WriteEncoder {
     const task = this.nextTask++;
     const message = build(task);
     return new Promise<T>((resolve, reject) => {
+      if (slot.pending.size === 0) slot.worker.ref();
       slot.pending.set(task, { resolve: resolve as (r: unknown) => void, reject, inline });
       slot.worker.postMessage(message, typeof message.body === 'string' ? [] : [message.body.buffer as ArrayBuffer]);
     });

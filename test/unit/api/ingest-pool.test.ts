@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -153,6 +154,21 @@ describe('IngestPool against the main thread', () => {
     } finally {
       await small.close();
     }
+  });
+
+  it('an awaited encode keeps the process alive, though an idle pool does not (its workers are unref-ed)', async () => {
+    // A script whose only pending work is an encode on an idle, warmed worker: it must finish, then exit by itself.
+    const script = `
+      import { IngestPool } from ${JSON.stringify(new URL('../../../src/api/ingest-pool.ts', import.meta.url).href)};
+      const pool = new IngestPool({ threads: 1, inlineBelowBytes: 0, script: new URL(${JSON.stringify(WORKER.href)}), execArgv: ['--import', ${JSON.stringify(LOADER)}] });
+      const catalog = new Map([['mem', { id: 1, schema: ${JSON.stringify(MEM)} }]]);
+      const options = ${JSON.stringify(OPTIONS)};
+      await pool.encodeLines(Buffer.from('mem,host=a free=1 1'), catalog, options);
+      await new Promise((r) => setTimeout(r, 200));
+      const again = await pool.encodeLines(Buffer.from('mem,host=a free=1 2'), catalog, options);
+      console.log(again.kind);`;
+    const child = spawnSync(process.execPath, ['--import', LOADER, '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    expect({ status: child.status, stdout: child.stdout.trim() }, child.stderr).toEqual({ status: 0, stdout: 'encoded' });
   });
 
   it('a closed pool refuses with CLOSED', async () => {
