@@ -61,12 +61,12 @@ export type ToWorker = EncodeTask | { readonly type: 'catalog'; readonly tables:
 
 export type FromWorker =
   | { readonly task: number; readonly ok: true; readonly result: EncodedLines | EncodedTable | undefined }
-  | { readonly task: number; readonly ok: false; readonly error: { readonly code: ErrorCode; readonly message: string; readonly details?: Record<string, unknown> } };
+  | { readonly task: number; readonly ok: false; readonly error: { readonly code: ErrorCode; readonly message: string; readonly details?: Record<string, unknown> }; readonly stack?: string };
 
-/** The error a worker sends for what an encode threw: a RepriseError keeps its code, anything else is INTERNAL. */
+/** The error a worker sends for what an encode threw: a RepriseError keeps its code, anything else is INTERNAL (its stack for the log, not the client). */
 export function errorMessage(task: number, err: unknown): FromWorker {
   if (isRepriseError(err)) return { task, ok: false, error: err.toJSON() };
-  return { task, ok: false, error: { code: 'INTERNAL', message: `ingest worker: ${(err as Error)?.stack ?? String(err)}` } };
+  return { task, ok: false, error: { code: 'INTERNAL', message: `ingest worker: ${(err as Error)?.message ?? String(err)}` }, stack: (err as Error)?.stack };
 }
 
 /** The buffers of encoded bodies, handed over to the main thread rather than copied. */
@@ -145,7 +145,10 @@ export class IngestPool implements WriteEncoder {
       slot.pending.delete(message.task);
       if (slot.pending.size === 0) worker.unref();
       if (message.ok) pending.resolve(message.result);
-      else pending.reject(new RepriseError(message.error.code, message.error.message, message.error.details));
+      else {
+        if (message.stack !== undefined) this.options.logger?.error({ stack: message.stack }, message.error.message);
+        pending.reject(new RepriseError(message.error.code, message.error.message, message.error.details));
+      }
     });
     const lost = (why: string) => {
       if (slot.worker !== worker) return;
