@@ -15,7 +15,7 @@ import { clientDeadline } from './client-deadline.js';
 import { EventStreams, type EventStreamOptions } from './event-stream.js';
 import { registerInfluxRoutes } from './influxdb.js';
 import { inlineEncoder, type WriteEncoder } from './ingest-pool.js';
-import { DEFAULT_MAX_ROWS_PER_WRITE, tooManyRows } from './line-protocol-rows.js';
+import { checkRowCount, DEFAULT_MAX_ROWS_PER_WRITE } from './line-protocol-rows.js';
 import { parseJsonBody } from './json-body.js';
 import { jsonRowChunks, STREAMED_RESULT_ROWS } from './json-rows.js';
 import { machineSvg } from './machine-svg.js';
@@ -424,11 +424,8 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     return { dropped: request.params.name };
   });
 
-  // Past the parse (bounded by the body limit), before anything is validated or written.
+  // Rows one write may hold: counted once the body is parsed (bounded by the body limit), before anything is validated or written.
   const maxRows = options.maxRowsPerWrite ?? DEFAULT_MAX_ROWS_PER_WRITE;
-  const checkRowCount = (body: unknown) => {
-    if (Array.isArray(body) && body.length > maxRows) throw tooManyRows(`${body.length} rows`, maxRows);
-  };
 
   app.post<{ Params: { name: string } }>(INSERT_ROUTE, async (request, reply) => {
     const { name } = request.params;
@@ -441,12 +438,12 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
       // A table this node's catalog does not hold (yet), or one dropped meanwhile: an insert looks it up.
       request.body = parseJsonBody(text);
     }
-    checkRowCount(request.body);
+    checkRowCount(request.body, maxRows);
     return runtime.insert(name, request.body, deadline);
   });
 
   app.post<{ Params: { name: string } }>('/v1/tables/:name/delete', async (request, reply) => {
-    checkRowCount(request.body);
+    checkRowCount(request.body, maxRows);
     return runtime.delete(request.params.name, request.body, clientDeadline(reply));
   });
 

@@ -85,14 +85,13 @@ export async function writeLineProtocol(runtime: Reprise, body: string | Uint8Ar
     maxRowsPerWrite: options.maxRowsPerWrite,
     nowMs: (options.now ?? Date.now)(),
   };
-  const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
-  const encoded = await (options.encoder ?? inlineEncoder).encodeLines(bytes, runtime.tableCatalog(), { ...plan, partial: options.partial });
+  const encoded = await (options.encoder ?? inlineEncoder).encodeLines(body, runtime.tableCatalog(), { ...plan, partial: options.partial });
   if (encoded.kind === 'rejected') throw new LineProtocolError(`nothing written: ${summary(encoded.lines)}`, encoded.lines);
   if (encoded.kind === 'encoded') {
     const writing = runtime.writeEncoded(encoded.tables, options.deadline);
     if (writing) return { written: (await writing).written, rejected: encoded.rejected, created: [] };
   }
-  return planAndWrite(runtime, typeof body === 'string' ? body : bodyText(body), plan, options);
+  return planAndWrite(runtime, bodyText(body), plan, options);
 }
 
 /** writeLineProtocol on this thread, creating the tables the body's new measurements need. */

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { isRepriseError, RepriseError, type ErrorCode } from '../errors.js';
-import { bodyText, encodeJsonRows, encodeLines, type EncodedLines, type EncodedTable, type LineEncodeOptions, type TableCatalog } from './write-encoding.js';
+import { encodeJsonRows, encodeLines, type EncodedLines, type EncodedTable, type LineEncodeOptions, type TableCatalog } from './write-encoding.js';
 
 /**
  * Where write requests are encoded (./write-encoding.ts): on the calling
@@ -17,22 +17,18 @@ import { bodyText, encodeJsonRows, encodeLines, type EncodedLines, type EncodedT
 export interface WriteEncoder {
   /** Worker threads encoding writes; 0: the calling thread. */
   readonly threads: number;
-  encodeLines(body: Uint8Array, catalog: TableCatalog, options: LineEncodeOptions): Promise<EncodedLines>;
+  /** A string body is line protocol as text; bytes are UTF-8. */
+  encodeLines(body: string | Uint8Array, catalog: TableCatalog, options: LineEncodeOptions): Promise<EncodedLines>;
   /** undefined when `table` is not in `catalog`. */
   encodeJsonRows(body: string, catalog: TableCatalog, table: string, maxRows: number): Promise<EncodedTable | undefined>;
   close(): Promise<void>;
 }
 
-function encodeRowsOf(body: string, catalog: TableCatalog, table: string, maxRows: number): EncodedTable | undefined {
-  const known = catalog.get(table);
-  return known && encodeJsonRows(body, { name: table, ...known }, maxRows);
-}
-
 /** Encoding on the calling thread. */
 export const inlineEncoder: WriteEncoder = {
   threads: 0,
-  encodeLines: async (body, catalog, options) => encodeLines(bodyText(body), catalog, options),
-  encodeJsonRows: async (body, catalog, table, maxRows) => encodeRowsOf(body, catalog, table, maxRows),
+  encodeLines: async (body, catalog, options) => encodeLines(body, catalog, options),
+  encodeJsonRows: async (body, catalog, table, maxRows) => encodeJsonRows(body, catalog, table, maxRows),
   close: async () => undefined,
 };
 
@@ -54,7 +50,7 @@ export function defaultIngestThreads(): number {
 // ---------------------------------------------------------------- messages
 
 export type EncodeTask =
-  | { readonly type: 'lines'; readonly task: number; readonly body: Uint8Array; readonly options: LineEncodeOptions }
+  | { readonly type: 'lines'; readonly task: number; readonly body: string | Uint8Array; readonly options: LineEncodeOptions }
   | { readonly type: 'rows'; readonly task: number; readonly body: string; readonly table: string; readonly maxRows: number };
 
 export type ToWorker = EncodeTask | { readonly type: 'catalog'; readonly tables: readonly (readonly [string, number, unknown])[] };
@@ -189,14 +185,15 @@ export class IngestPool implements WriteEncoder {
     });
   }
 
-  encodeLines(body: Uint8Array, catalog: TableCatalog, options: LineEncodeOptions): Promise<EncodedLines> {
-    if (body.byteLength < this.inlineBelow) return inlineEncoder.encodeLines(body, catalog, options);
-    return this.run((task) => ({ type: 'lines', task, body: new Uint8Array(body), options }), catalog, () => encodeLines(bodyText(body), catalog, options));
+  encodeLines(body: string | Uint8Array, catalog: TableCatalog, options: LineEncodeOptions): Promise<EncodedLines> {
+    if ((typeof body === 'string' ? body.length : body.byteLength) < this.inlineBelow) return inlineEncoder.encodeLines(body, catalog, options);
+    // Bytes are copied (the caller's buffer stays the caller's) and the copy transferred; a string is cloned.
+    return this.run((task) => ({ type: 'lines', task, body: typeof body === 'string' ? body : new Uint8Array(body), options }), catalog, () => encodeLines(body, catalog, options));
   }
 
   encodeJsonRows(body: string, catalog: TableCatalog, table: string, maxRows: number): Promise<EncodedTable | undefined> {
     if (body.length < this.inlineBelow) return inlineEncoder.encodeJsonRows(body, catalog, table, maxRows);
-    return this.run((task) => ({ type: 'rows', task, body, table, maxRows }), catalog, () => encodeRowsOf(body, catalog, table, maxRows));
+    return this.run((task) => ({ type: 'rows', task, body, table, maxRows }), catalog, () => encodeJsonRows(body, catalog, table, maxRows));
   }
 
   async close(): Promise<void> {

@@ -1,7 +1,7 @@
 import { parentPort } from 'node:worker_threads';
 import type { TableSchema } from '../engine/schema.js';
 import { errorMessage, transferablesOf, type FromWorker, type ToWorker } from './ingest-pool.js';
-import { bodyText, encodeJsonRows, encodeLines, type CatalogTable } from './write-encoding.js';
+import { encodeJsonRows, encodeLines, type CatalogTable } from './write-encoding.js';
 
 /**
  * An ingest worker thread (see ./ingest-pool.ts): encodes the write requests
@@ -20,12 +20,8 @@ port.on('message', (message: ToWorker) => {
   }
   let reply: FromWorker;
   try {
-    if (message.type === 'lines') {
-      reply = { task: message.task, ok: true, result: encodeLines(bodyText(message.body), catalog, message.options) };
-    } else {
-      const known = catalog.get(message.table);
-      reply = { task: message.task, ok: true, result: known && encodeJsonRows(message.body, { name: message.table, ...known }, message.maxRows) };
-    }
+    const result = message.type === 'lines' ? encodeLines(message.body, catalog, message.options) : encodeJsonRows(message.body, catalog, message.table, message.maxRows);
+    reply = { task: message.task, ok: true, result };
   } catch (err) {
     reply = errorMessage(message.task, err);
   }

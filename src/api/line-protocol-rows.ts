@@ -87,6 +87,11 @@ export function tooManyRows(what: string, limit: number): RepriseError {
   return new RepriseError('REQUEST_TOO_LARGE', `nothing written: the request holds ${what}, past the limit of ${limit} rows per write (maxRowsPerWrite); send them over several requests`, { limit });
 }
 
+/** REQUEST_TOO_LARGE if `rows` (a parsed JSON body) is an array of more than `limit` rows. */
+export function checkRowCount(rows: unknown, limit: number): void {
+  if (Array.isArray(rows) && rows.length > limit) throw tooManyRows(`${rows.length} rows`, limit);
+}
+
 const FIELD_TYPES: Record<FieldValue['type'], ColumnType> = {
   float: 'float64',
   integer: 'int64',
@@ -144,28 +149,30 @@ function schemaProblem(p: Point, columns: Map<string, ColumnDef>): string | unde
 
 /** A point as a row of `schema`, or why it cannot be one. */
 export function toRow(p: Point, schema: TableSchema, precision: Precision, nowMs: number): Row | string {
-  const { table, byName, emptyRow, neededTags, time } = rowShapeOf(schema);
-  const row = emptyRow();
+  const { table, columns, index, emptyValues, neededTags, timePosition, rowOf } = rowShapeOf(schema);
+  const values = emptyValues.slice();
   const missing = (key: string, role: string) =>
     `${table} has no column '${key}' (${role} of line protocol): adding columns to an existing table (schema evolution) is not supported; create the table with every column first`;
   for (const [key, value] of p.tags) {
-    const c = byName.get(key);
-    if (!c) return missing(key, 'a tag');
+    const at = index.get(key);
+    if (at === undefined) return missing(key, 'a tag');
+    const c = columns[at]!;
     if (c.role !== 'tag') return `'${key}' is a ${c.role} column of ${table}, not a tag`;
     if (c.type !== 'string') return `tag column '${key}' of ${table} has type ${c.type}; line protocol tags are strings`;
-    row[key] = value;
+    values[at] = value;
   }
   for (const [key, value] of p.fields) {
-    const c = byName.get(key);
-    if (!c) return missing(key, 'a field');
+    const at = index.get(key);
+    if (at === undefined) return missing(key, 'a field');
+    const c = columns[at]!;
     if (c.role !== 'field') return `'${key}' is a ${c.role} column of ${table}, not a field`;
     if (c.type !== FIELD_TYPES[value.type]) return `field '${key}' is ${c.type} in ${table}, but this line has ${describeValue(value)}`;
     if (value.type === 'integer' || value.type === 'unsigned') {
       const n = Number(value.value);
       if (!Number.isSafeInteger(n)) return `field '${key}': ${value.value} is outside the integers int64 columns hold exactly (±2^53-1)`;
-      row[key] = n;
+      values[at] = n;
     } else {
-      row[key] = value.value;
+      values[at] = value.value;
     }
   }
   for (const c of neededTags) {
@@ -177,31 +184,28 @@ export function toRow(p: Point, schema: TableSchema, precision: Precision, nowMs
   if (p.timestamp === undefined) ms = BigInt(nowMs);
   else ms = toEpochMs(p.timestamp, precision);
   if (ms < 0n || ms > MAX_SAFE_MS) return `timestamp ${p.timestamp} (${precision}) is not a time from 1970 on`;
-  row[time] = Number(ms);
-  return row;
+  values[timePosition] = Number(ms);
+  return rowOf(values);
 }
 
-/** What toRow needs of a schema, computed once per schema object (not per line). */
+/** What toRow and lineAsRow need of a schema, computed once per schema object (not per line). */
 interface RowShape {
   readonly table: string;
-  readonly byName: ReadonlyMap<string, ColumnDef>;
-  /**
-   * A new row with every column in schema order, each as a line that does
-   * not name it leaves it: '' for a tag, null otherwise. Compiled, so every
-   * row has one hidden class (the encoder's in-order fast path).
-   */
-  readonly emptyRow: () => Row;
-  /** Tags a line must name: those that are not strings. */
-  readonly neededTags: readonly ColumnDef[];
-  readonly time: string;
-  /** lineAsRow's view: columns by position, their names, the tags' and fields' positions in schema order. */
   readonly columns: readonly ColumnDef[];
+  /** Column name -> position. */
   readonly index: ReadonlyMap<string, number>;
+  /** The tags' and the fields' positions, in schema order. */
   readonly tagPositions: readonly number[];
   readonly fieldPositions: readonly number[];
-  /** Per column, its value when a line does not name it ('' for a tag, null otherwise); the time column's too. */
+  readonly timePosition: number;
+  /** Tags a line must name: those that are not strings. */
+  readonly neededTags: readonly ColumnDef[];
+  /** Per column, its value when a line does not name it: '' for a tag, null otherwise. */
   readonly emptyValues: readonly Value[];
-  /** A row of `values` (schema order), with emptyRow's hidden class. Compiled. */
+  /**
+   * The row of `values` (schema order). Compiled, so every row has one
+   * hidden class with its columns in order (the encoder's in-order fast path).
+   */
   readonly rowOf: (values: readonly Value[]) => Row;
 }
 
@@ -210,19 +214,17 @@ const rowShapes = new WeakMap<TableSchema, RowShape>();
 function rowShapeOf(schema: TableSchema): RowShape {
   let shape = rowShapes.get(schema);
   if (shape === undefined) {
+    const positionsOf = (role: ColumnDef['role']) => schema.columns.flatMap((c, i) => (c.role === role ? [i] : []));
     shape = {
       table: `table '${schema.name}'`,
-      byName: new Map(schema.columns.map((c) => [c.name, c])),
-      // Column names are checked names (letters, digits, _), quoted by JSON.stringify all the same.
-      // eslint-disable-next-line @typescript-eslint/no-implied-eval
-      emptyRow: new Function(`return () => ({ ${schema.columns.map((c) => `${JSON.stringify(c.name)}: ${c.role === 'tag' ? "''" : 'null'}`).join(', ')} });`)() as () => Row,
-      neededTags: schema.columns.filter((c) => c.role === 'tag' && c.type !== 'string'),
-      time: schema.columns.find((c) => c.role === 'time')!.name,
       columns: schema.columns,
       index: new Map(schema.columns.map((c, i) => [c.name, i])),
-      tagPositions: schema.columns.flatMap((c, i) => (c.role === 'tag' ? [i] : [])),
-      fieldPositions: schema.columns.flatMap((c, i) => (c.role === 'field' ? [i] : [])),
+      tagPositions: positionsOf('tag'),
+      fieldPositions: positionsOf('field'),
+      timePosition: positionsOf('time')[0]!,
+      neededTags: schema.columns.filter((c) => c.role === 'tag' && c.type !== 'string'),
       emptyValues: schema.columns.map((c) => (c.role === 'tag' ? '' : null)),
+      // Column names are checked names (letters, digits, _), quoted by JSON.stringify all the same.
       // eslint-disable-next-line @typescript-eslint/no-implied-eval
       rowOf: new Function(`return (v) => ({ ${schema.columns.map((c, i) => `${JSON.stringify(c.name)}: v[${i}]`).join(', ')} });`)() as (values: readonly Value[]) => Row,
     };
@@ -267,18 +269,26 @@ export function planLines(body: string, schemaOf: (table: string) => TableSchema
   const maxRows = options.maxRowsPerWrite ?? DEFAULT_MAX_ROWS_PER_WRITE;
   const bad = new Map<number, string>();
   // By measurement, in the order first seen: the rows of a table that exists, the points of one that does not.
-  const byMeasurement = new Map<string, { readonly schema: TableSchema | undefined; readonly rows: Row[]; readonly points: Point[] }>();
+  type Group = { readonly schema: TableSchema | undefined; readonly rows: Row[]; readonly points: Point[] };
+  const byMeasurement = new Map<string, Group>();
   const groupOf = (measurement: string) => {
     let group = byMeasurement.get(measurement);
     if (group === undefined) byMeasurement.set(measurement, (group = { schema: schemaOf(measurement), rows: [], points: [] }));
     return group;
   };
+  // The previous line's measurement and group: a body is mostly runs of one measurement, found again without a slice.
+  let lastName = '';
+  let lastGroup: Group | undefined;
   try {
     eachLine(body, maxRows, (line, lineNo) => {
       // The common line of an existing table becomes its row directly; any other goes through the point.
       const end = plainMeasurementEnd(line);
       if (end > 0) {
-        const group = groupOf(line.slice(0, end));
+        if (lastGroup === undefined || end !== lastName.length || !line.startsWith(lastName)) {
+          lastName = line.slice(0, end);
+          lastGroup = groupOf(lastName);
+        }
+        const group = lastGroup;
         const row = group.schema && lineAsRow(line, end, group.schema, options.precision, options.nowMs);
         if (row) {
           group.rows.push(row);
@@ -465,7 +475,7 @@ export function lineAsRow(s: string, from: number, schema: TableSchema, precisio
     ms = kept * (precision === 's' ? 1_000 : precision === 'm' ? 60_000 : precision === 'h' ? 3_600_000 : 1);
     if (!(ms <= Number.MAX_SAFE_INTEGER)) return undefined;
   }
-  values[shape.index.get(shape.time)!] = ms;
+  values[shape.timePosition] = ms;
   return shape.rowOf(values);
 }
 

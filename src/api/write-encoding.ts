@@ -2,7 +2,7 @@ import type { PreparedWrite } from '../engine/region-engine.js';
 import type { TableSchema } from '../engine/schema.js';
 import { tableMutationCodec } from '../engine/table/codec.js';
 import { parseJsonBody } from './json-body.js';
-import { DEFAULT_MAX_ROWS_PER_WRITE, planLines, rejectedLines, tooManyRows, type LinePlanOptions } from './line-protocol-rows.js';
+import { checkRowCount, planLines, rejectedLines, type LinePlanOptions } from './line-protocol-rows.js';
 import type { LineError } from './line-protocol.js';
 
 /**
@@ -44,14 +44,14 @@ export interface LineEncodeOptions extends LinePlanOptions {
   readonly partial: boolean;
 }
 
-/** A request body's bytes as text (UTF-8). */
-export function bodyText(body: Uint8Array): string {
-  return Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
+/** A request body as text: bytes are UTF-8. */
+export function bodyText(body: string | Uint8Array): string {
+  return typeof body === 'string' ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
 }
 
 /** A line-protocol body, encoded against `catalog`. Throws REQUEST_TOO_LARGE or INVALID_ROW (preparePuts) as a write would. */
-export function encodeLines(body: string, catalog: TableCatalog, options: LineEncodeOptions): EncodedLines {
-  const { plans, bad } = planLines(body, (name) => catalog.get(name)?.schema, options);
+export function encodeLines(body: string | Uint8Array, catalog: TableCatalog, options: LineEncodeOptions): EncodedLines {
+  const { plans, bad } = planLines(bodyText(body), (name) => catalog.get(name)?.schema, options);
   if (plans.some((p) => p.create)) return { kind: 'plan_on_main' };
   const rejected = rejectedLines(bad);
   if (rejected.length > 0 && !options.partial) return { kind: 'rejected', lines: rejected };
@@ -62,12 +62,15 @@ export function encodeLines(body: string, catalog: TableCatalog, options: LineEn
 }
 
 /**
- * A JSON insert body (an array of row objects) for `table`, encoded. Throws
- * as an insert would: MALFORMED_JSON, REQUEST_TOO_LARGE past `maxRows`,
- * INVALID_ROW naming the first bad row.
+ * A JSON insert body (an array of row objects) for `table`, encoded against
+ * its schema in `catalog`; undefined when the catalog does not hold it.
+ * Throws as an insert would: MALFORMED_JSON, REQUEST_TOO_LARGE past
+ * `maxRows`, INVALID_ROW naming the first bad row.
  */
-export function encodeJsonRows(body: string, table: { readonly name: string } & CatalogTable, maxRows = DEFAULT_MAX_ROWS_PER_WRITE): EncodedTable {
+export function encodeJsonRows(body: string, catalog: TableCatalog, table: string, maxRows: number): EncodedTable | undefined {
+  const known = catalog.get(table);
+  if (known === undefined) return undefined;
   const rows = parseJsonBody(body);
-  if (Array.isArray(rows) && rows.length > maxRows) throw tooManyRows(`${rows.length} rows`, maxRows);
-  return { table: table.name, id: table.id, prepared: tableMutationCodec.preparePuts(table.schema, rows) };
+  checkRowCount(rows, maxRows);
+  return { table, id: known.id, prepared: tableMutationCodec.preparePuts(known.schema, rows) };
 }
