@@ -8,7 +8,7 @@ import { isRepriseError, RepriseError } from '../../errors.js';
 import type { ObjectStore } from '../object-store.js';
 import type { ColumnType, Value } from '../schema.js';
 import { crc32 } from './checksum.js';
-import { compareKeys, compareValues, type RowValues, type TableLayout } from './keys.js';
+import { compareKeys, compareValues, type TableLayout } from './keys.js';
 
 /**
  * An SST is one immutable Parquet file holding a region's rows sorted by
@@ -296,12 +296,6 @@ function parquetData(type: ColumnType, values: Value[], required: boolean): unkn
   return values.slice();
 }
 
-/** Encode sorted entries; undefined when there are none. */
-export function encodeSst(layout: TableLayout, regionId: number, entries: Iterable<readonly [RowValues, boolean]>): { bytes: Uint8Array; meta: SstMeta } | undefined {
-  const writer = new SstWriter(layout, regionId);
-  for (const [row, deleted] of entries) writer.add(row, deleted);
-  return writer.finish();
-}
 
 
 /** What a reader expects of an SST: the manifest's record of it. */

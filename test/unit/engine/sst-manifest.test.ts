@@ -6,7 +6,7 @@ import { crc32, crc32Js } from '../../../src/engine/table/checksum.js';
 import { layoutOf, rowFromKey, toValues } from '../../../src/engine/table/keys.js';
 import { decodeManifest, encodeManifest, legacyManifestKey, manifestKey, manifestKeys, readManifest, sstKey, writeManifest, type Manifest } from '../../../src/engine/table/manifest.js';
 import type { Entry } from '../../../src/engine/table/scan.js';
-import { DELETED_COLUMN, encodeSst, MIN_GROUP_ROWS, ROW_GROUP_ROWS, SstReader } from '../../../src/engine/table/sst.js';
+import { DELETED_COLUMN, MIN_GROUP_ROWS, ROW_GROUP_ROWS, SstReader, SstWriter } from '../../../src/engine/table/sst.js';
 import type { Value } from '../../../src/engine/schema.js';
 import { isRepriseError } from '../../../src/errors.js';
 import { parquetMetadata, parquetReadObjects } from 'hyparquet';
@@ -14,6 +14,13 @@ import { gunzipSync } from 'node:zlib';
 import { expectError, metrics, tempDir } from './helpers.js';
 
 const layout = layoutOf(metrics);
+
+/** Sorted entries as one SST, through the SstWriter a flush feeds; undefined when there are none. */
+function encodeSst(of: ReturnType<typeof layoutOf>, regionId: number, entries: Iterable<readonly [Value[], boolean]>) {
+  const writer = new SstWriter(of, regionId);
+  for (const [row, deleted] of entries) writer.add(row, deleted);
+  return writer.finish();
+}
 
 /** 9000 rows (several row groups), every 7th a tombstone, in key order. */
 function sampleEntries(): Entry[] {
