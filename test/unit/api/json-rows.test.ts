@@ -2,6 +2,7 @@ import { constants } from 'node:buffer';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { createHttpServer } from '../../../src/api/http.js';
@@ -18,6 +19,28 @@ describe('query results as JSON (issue 14, smaller list: a result past V8\'s str
     expect([...jsonRowChunks(result)].join('')).toBe(JSON.stringify({ rows: rowsOf(result) }));
     expect([...jsonRowChunks({ columns: [], data: [] })].join('')).toBe('{"rows":[]}');
     expect([...jsonRowChunks({ columns: ['a'], data: [[]] })].join('')).toBe('{"rows":[]}');
+  });
+
+  it('writes what JSON.stringify writes, for any values a result can hold (property)', () => {
+    const value = fc.oneof(
+      fc.double(),
+      fc.integer(),
+      fc.constantFrom(-0, 0, Number.MAX_SAFE_INTEGER, 1e21, 1e-7, Infinity, -Infinity, Number.NaN),
+      fc.string({ unit: 'binary' }),
+      fc.constantFrom('a', 'b', 'host_0001'),
+      fc.boolean(),
+      fc.constant(null),
+      fc.constant(undefined),
+    );
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 4 }), fc.integer({ min: 0, max: 30 }), fc.infiniteStream(value), (width, rows, values) => {
+        const data = Array.from({ length: width }, () => Array.from({ length: rows }, () => values.next().value));
+        const result = { columns: Array.from({ length: width }, (_, c) => `c${c}"`), data } as ColumnarRows;
+        const expected = width === 0 ? '{"rows":[]}' : JSON.stringify({ rows: rowsOf(result) });
+        expect([...jsonRowChunks(result)].join('')).toBe(expected);
+      }),
+      { numRuns: 300, seed: 19 },
+    );
   });
 
   it('writes a result whose JSON is longer than V8\'s longest string, in bounded chunks', () => {
