@@ -172,11 +172,9 @@ function usedSince(m: Metered, before: StoreUse): StoreUse {
 }
 
 /**
- * One engine for the reads, as a process has one: its read path is
- * compiled and warmed once (warmReadPath runs for the first region an
- * engine opens, and would otherwise compete with every first query), and
- * each open region is a new instance whose cache keys no earlier one's
- * match, so its caches start cold all the same.
+ * One engine for the reads, as a process has one: each open region is a
+ * new instance whose cache keys no earlier one's match, so its caches
+ * start cold all the same.
  */
 let readEngine: TableEngine | undefined;
 const engine = (): TableEngine => (readEngine ??= new TableEngine());

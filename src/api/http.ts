@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { maxHeaderSize, STATUS_CODES } from 'node:http';
 import { createRequire } from 'node:module';
@@ -8,6 +9,7 @@ import Fastify, { type FastifyError, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { describeMachine, MACHINES } from '../actors/diagram.js';
+import type { Value } from '../engine/schema.js';
 import { RepriseError, type ErrorCode } from '../errors.js';
 import { sqlSessions } from '../frontend/sql/session.js';
 import type { SqlSessionFactory, SqlUser } from '../frontend/sql/types.js';
@@ -23,6 +25,7 @@ import type { Reprise } from './runtime.js';
 import { checkRouteMode, httpUserOf } from './http-auth.js';
 import { registerSqlRoutes } from './sql-http.js';
 import { ANONYMOUS_USER, type UserProvider } from './users.js';
+import { warmQueries, type WarmOutcome } from './warm-queries.js';
 import { WriteBudget } from './write-budget.js';
 import { sqlServerVersion } from './version.js';
 
@@ -248,6 +251,29 @@ function machinesView() {
  * The HTTP API (bodies are a public contract: extend, do not change).
  * Errors are always `{"error":{"code","message"}}` with a non-2xx status.
  */
+const QUERY_ROUTE = '/v1/tables/:name/query';
+/**
+ * The warm-up's queries carry a credential made per server and never sent
+ * anywhere: they are injected (no socket), on the query route only, as a
+ * read-only user, so they work with a user provider too.
+ */
+const WARM_HEADER = 'x-reprise-warm-up';
+const WARM_USER: SqlUser = Object.freeze({ name: 'warm-up', mode: 'ro' });
+const warmCredentials = new WeakMap<object, string>();
+
+/** Before listening: run the common queries through the server's own query route (see warm-queries.ts). */
+export function warmHttpQueries(app: ReturnType<typeof createHttpServer>, runtime: Reprise, logger: Logger): Promise<WarmOutcome> {
+  const headers = { [WARM_HEADER]: warmCredentials.get(app) as string };
+  return warmQueries(
+    async (table, body) => {
+      const res = await app.inject({ method: 'POST', url: `/v1/tables/${encodeURIComponent(table)}/query`, headers, payload: body as object });
+      return res.statusCode === 200 ? (res.json() as { rows: Record<string, Value>[] }).rows : undefined;
+    },
+    runtime,
+    logger,
+  );
+}
+
 export function createHttpServer(runtime: Reprise, options: HttpOptions) {
   // Requests are not logged one by one; server-side failures are, below.
   const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
@@ -301,11 +327,14 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
   const guard = browserGuard(options);
   // Then who is asking: the user each request authenticated as, for the routes and SQL sessions to check.
   const userOfRequest = new WeakMap<object, SqlUser>();
+  const warmCredential = randomBytes(24).toString('base64url');
+  warmCredentials.set(app, warmCredential);
   app.addHook('onRequest', (request, _reply, done) => {
     try {
       guard(request.method, request.headers.host, request.headers.origin);
       const route = request.routeOptions.url;
-      const user = httpUserOf(options.users, request, route);
+      const warming = route === QUERY_ROUTE && request.headers[WARM_HEADER] === warmCredential;
+      const user = warming ? WARM_USER : httpUserOf(options.users, request, route);
       if (user !== undefined) {
         checkRouteMode(user, request.method, route);
         userOfRequest.set(request, user);
@@ -447,7 +476,7 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     return runtime.delete(request.params.name, request.body, clientDeadline(reply));
   });
 
-  app.post<{ Params: { name: string } }>('/v1/tables/:name/query', async (request, reply) => {
+  app.post<{ Params: { name: string } }>(QUERY_ROUTE, async (request, reply) => {
     // The rows count against memory.maxResultRowsInFlight until the answer is sent (or the client is gone).
     const { rows: result, release } = await runtime.queryHeld(request.params.name, request.body ?? {});
     reply.raw.once('finish', release).once('close', release);

@@ -2,7 +2,7 @@ import { setFlagsFromString } from 'node:v8';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
 import type { ReplayProgress } from '../actors/context.js';
-import { createHttpServer, parseAddr } from '../api/http.js';
+import { createHttpServer, parseAddr, warmHttpQueries } from '../api/http.js';
 import { defaultIngestThreads, IngestPool, inlineEncoder, type WriteEncoder } from '../api/ingest-pool.js';
 import { startMysqlServer } from '../api/mysql.js';
 import { startPostgresServer } from '../api/postgres.js';
@@ -12,7 +12,7 @@ import { Reprise } from '../api/runtime.js';
 import { packageVersion, sqlServerVersion } from '../api/version.js';
 import { isRepriseError, RepriseError } from '../errors.js';
 import { startMeta } from '../api/meta-process.js';
-import { NatsTransport } from '../transport/nats.js';
+import type { NatsTransport } from '../transport/nats.js';
 import { procedurePauseOf } from '../testing/faults.js';
 import type { KafkaWalOptions } from '../wal/open-log-store.js';
 import { commaList, redactConfig, resolveConfig, storageOptionsOf, walOptionsOf, type StandaloneConfig } from './config.js';
@@ -184,6 +184,8 @@ async function serveProtocols(runtime: Reprise, config: StandaloneConfig, logger
       sqlSessions: sessions,
       ...(users ? { users } : {}),
     });
+    const warm = await warmHttpQueries(app, runtime, logger);
+    logger.debug(warm, 'query path warmed');
     const url = await app.listen({ host, port });
     closers.push(() => app.close());
     const served: Record<string, string> = { http: url };
@@ -257,6 +259,8 @@ function clusterWal(config: StandaloneConfig): KafkaWalOptions {
 }
 
 async function connect(config: StandaloneConfig, name: string): Promise<NatsTransport> {
+  // Loaded only by the cluster's processes: the NATS client adds ~60 ms to every start.
+  const { NatsTransport } = await import('../transport/nats.js');
   return NatsTransport.connect({ servers: config.cluster.natsServers, cluster: config.cluster.name, name });
 }
 

@@ -35,8 +35,6 @@ export class TableEngine implements RegionEngine {
   /** Distinguishes region instances in the shared cache (a region may be destroyed and recreated). */
   private nextInstance = 0;
   private readonly indexer = new IdleIndexer();
-  /** Whether a region has run warmReadPath in this process (once is enough: the JIT is the process's). */
-  private readPathWarmed = false;
 
   constructor(options: TableEngineOptions = {}) {
     const compactAt = options.compactAt ?? 8;
@@ -105,10 +103,6 @@ export class TableEngine implements RegionEngine {
     }
     const region = new TableRegion(desc, store, current, this.reads, `${this.nextInstance++}:`, this.compactAt, this.indexer, writer, ownKeys);
     region.warmIndexes();
-    if (!this.readPathWarmed && current.ssts.length > 0) {
-      this.readPathWarmed = true;
-      void region.warmed.then(() => region.warmReadPath());
-    }
     return region;
   }
 

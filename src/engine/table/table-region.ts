@@ -527,31 +527,6 @@ export class TableRegion implements Region {
     })();
   }
 
-  /**
-   * Once per process, after the indexes are in: run the read path (decode,
-   * merge, rows and aggregation sinks) on a few series of the newest SST,
-   * answers discarded. Until V8 has compiled it, that path runs in its
-   * interpreter: measured on 10M rows, the first query after a restart
-   * (one host, one hour, 1,800 rows) took 24-33 ms without this and 8-16 ms
-   * with it, against ~5 ms once warm.
-   */
-  async warmReadPath(): Promise<void> {
-    const newest = this.manifest.ssts.at(-1);
-    if (newest === undefined || this.closed) return;
-    const reader = await this.reader(newest).catch(() => undefined);
-    if (reader === undefined) return;
-    const { layout } = this;
-    const field = layout.schema.columns.find((c) => c.role === 'field' && (c.type === 'float64' || c.type === 'int64'));
-    for (const g of reader.groups.slice(0, 16)) {
-      if (this.closed) return;
-      const where = Object.fromEntries(layout.tagIdx.map((c, k) => [layout.names[c], g.firstKey[k]]));
-      const t0 = g.mins[layout.keyIdx.length - 1] as number;
-      const t1 = (g.maxs[layout.keyIdx.length - 1] as number) + 1;
-      await this.query({ where, timeRange: { from: t0, to: t1 } }).catch(() => undefined);
-      if (field) await this.query({ where, timeRange: { from: t0, to: t1 }, groupBy: layout.tagIdx.map((c) => layout.names[c]), interval: 600_000, aggregates: [{ fn: 'max', column: field.name }] }).catch(() => undefined);
-    }
-  }
-
   /** The SST's verified index (cached). */
   private reader(s: SstRef): Promise<SstReader> {
     return this.reads.indexes.get(

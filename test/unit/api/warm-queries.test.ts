@@ -1,0 +1,69 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createHttpServer, warmHttpQueries } from '../../../src/api/http.js';
+import { open, type Reprise } from '../../../src/api/runtime.js';
+import { parseUserProvider } from '../../../src/api/users.js';
+
+// The warm-up before a server listens: the common queries through the
+// server's own query route, as a read-only internal user.
+
+const logger = pino({ level: 'silent' });
+const schema = (name: string) => ({
+  name,
+  columns: [
+    { name: 'host', type: 'string', role: 'tag' },
+    { name: 'core', type: 'string', role: 'tag' },
+    { name: 'v', type: 'float64', role: 'field' },
+    { name: 'ts', type: 'timestamp', role: 'time' },
+  ],
+});
+
+let dir: string | undefined;
+let db: Reprise | undefined;
+
+afterEach(async () => {
+  await db?.close();
+  if (dir) await rm(dir, { recursive: true, force: true });
+  db = dir = undefined;
+});
+
+async function runtimeWith(tables: Record<string, number>): Promise<Reprise> {
+  dir = await mkdtemp(join(tmpdir(), 'reprise-warm-'));
+  db = await open({ dataDir: dir, logger });
+  for (const [name, newest] of Object.entries(tables)) {
+    await db.createTable(schema(name));
+    if (newest > 0) await db.insert(name, Array.from({ length: 50 }, (_, i) => ({ host: `h${i % 3}`, core: `c${i % 2}`, v: i, ts: newest - i * 10_000 })));
+  }
+  return db;
+}
+
+describe('warmHttpQueries', () => {
+  it('queries the table with the newest row, behind a user provider too, and changes nothing', async () => {
+    const db = await runtimeWith({ old: 1_000_000, empty: 0, recent: 9_000_000 });
+    const app = createHttpServer(db, { logger, users: parseUserProvider('static_user_provider:cmd:admin=s3cret') });
+    const before = await db.query('recent', {});
+    const outcome = await warmHttpQueries(app, db, logger);
+    expect(outcome.table).toBe('recent');
+    // One newest-row query per table, then rounds of three (rows of a series, of a tag, an aggregation).
+    expect(outcome.queries).toBeGreaterThan(3 + 3);
+    expect(await db.query('recent', {})).toEqual(before);
+    expect(db.listTables().map((t) => t.name).sort()).toEqual(['empty', 'old', 'recent']);
+    await app.close();
+  });
+
+  it('does nothing without rows, and its header is no credential to anyone else', async () => {
+    const db = await runtimeWith({ empty: 0 });
+    const app = createHttpServer(db, { logger, users: parseUserProvider('static_user_provider:cmd:admin=s3cret') });
+    const outcome = await warmHttpQueries(app, db, logger);
+    expect(outcome.table).toBeUndefined();
+    expect(outcome.queries).toBe(1);
+    for (const value of ['', 'x', 'true']) {
+      const res = await app.inject({ method: 'POST', url: '/v1/tables/empty/query', payload: {}, headers: { 'x-reprise-warm-up': value } });
+      expect(res.statusCode).toBe(401);
+    }
+    await app.close();
+  });
+});
