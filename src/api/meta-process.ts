@@ -7,7 +7,7 @@ import type { ElectionStore } from '../meta/election-store.js';
 import { MetaElection, type DeposedEvent, type ElectedEvent, type ElectionTestHooks } from '../meta/meta-election.js';
 import { MetaMember, type ElectionStarter } from '../meta/meta-member.js';
 import type { MetaServer, MetaServerOptions } from '../meta/meta-server.js';
-import { NatsTransport } from '../transport/nats.js';
+import type { NatsTransport } from '../transport/nats.js';
 import { PROCEDURE_KINDS } from '../meta/model.js';
 import type { Transport } from '../transport/transport.js';
 import { RepriseError } from '../errors.js';
@@ -162,10 +162,11 @@ function electionOf(options: MetaProcessOptions, id: string, logger: Logger): El
   const observed = hooks?.onMetaElection ? observedElection(hooks.onMetaElection) : <T>(on: T) => on;
   const store = options.election?.store;
   if (store) return (minEpoch, on) => MetaElection.start({ store, ...timing, minEpoch, on: observed(on) });
-  if (!(options.transport instanceof NatsTransport)) {
+  // By shape, not instanceof: the NATS client is loaded only by the processes that connect to NATS.
+  const { nc, cluster } = options.transport as Partial<NatsTransport>;
+  if (nc === undefined || cluster === undefined) {
     throw new RepriseError('INVALID_ARGUMENT', `meta replica '${id}': the meta election runs on NATS JetStream, and the transport given is not NATS (give election.store)`);
   }
-  const { nc, cluster } = options.transport;
   if (nc.info && !nc.info.jetstream) {
     throw new RepriseError('UNAVAILABLE', `meta replica '${id}': the NATS server ${nc.info.server_name ?? ''} at ${nc.getServer()} has no JetStream, which the meta election needs: start nats-server with -js (and -sd <dir>)`);
   }

@@ -1,4 +1,4 @@
-import { KafkaLogStore, type KafkaLogStoreOptions } from './kafka/kafka-log-store.js';
+import type { KafkaLogStoreOptions } from './kafka/kafka-log-store.js';
 import { LocalLogStore, type WalLogger } from './local-log-store.js';
 import type { LogStore } from './log-store.js';
 
@@ -33,5 +33,7 @@ export type WalOptions = LocalWalOptions | KafkaWalOptions;
 export async function openLogStore(wal: WalOptions, localDir: string, logger?: WalLogger): Promise<LogStore> {
   if (wal.provider === 'local') return LocalLogStore.open(localDir, { skipCorrupt: wal.skipCorrupt === true, ...(logger ? { logger } : {}) });
   const { provider: _provider, maxBatchBytes: _maxBatchBytes, topicPrefix: _topicPrefix, brokerEndpoints, ...kafka } = wal;
+  // Loaded only when used: kafkajs adds ~65 ms to every start.
+  const { KafkaLogStore } = await import('./kafka/kafka-log-store.js');
   return KafkaLogStore.open({ ...kafka, brokers: [...brokerEndpoints] });
 }
