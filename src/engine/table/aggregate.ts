@@ -64,20 +64,29 @@ export interface AggregateInput {
 /**
  * Folds rows into partial states per group, as a region reads them. Rows
  * come sorted by primary key, so consecutive rows mostly share their group:
- * a stretch of one group (and bucket) is found by comparing tag values, and
- * each aggregate folds it in one tight loop over its column.
+ * a stretch of one group (and bucket) is found by a search (see addRange),
+ * and each aggregate folds it in one tight loop over its column.
  */
 export class Aggregator {
   private readonly plan: AggregatePlan;
   private readonly maxGroups: number;
   private readonly width: number;
   private readonly timeIdx: number;
-  private readonly groups = new Map<string, { key: Value[]; state: Value[] }>();
+  /** Schema column indexes of every tag: a run of rows with equal tags is one series. */
+  private readonly tagIdx: readonly number[];
+  /**
+   * Groups by key, a Map per key column (the last level holds the groups):
+   * values as they are, no string made per lookup. Map's SameValueZero
+   * tells 1 from "1" as JSON did. `list` keeps them in order of creation.
+   */
+  private readonly groups = new Map<Value, unknown>();
+  private readonly list: { key: Value[]; state: Value[] }[] = [];
   private readonly offsets: number[];
 
-  constructor(plan: AggregatePlan, timeIdx: number, maxGroups: number) {
+  constructor(plan: AggregatePlan, layout: { readonly timeIdx: number; readonly tagIdx: readonly number[] }, maxGroups: number) {
     this.plan = plan;
-    this.timeIdx = timeIdx;
+    this.timeIdx = layout.timeIdx;
+    this.tagIdx = layout.tagIdx;
     this.maxGroups = maxGroups;
     this.offsets = [];
     let w = 0;
@@ -88,40 +97,44 @@ export class Aggregator {
     this.width = w;
   }
 
-  /** Fold rows [from, to) of the input. */
+  /**
+   * Fold rows [from, to) of the input (which holds every tag column). Rows
+   * come in key order, so one series' rows are contiguous, its group-by key
+   * is one, and its times only rise (or, latest first, only fall): the end
+   * of each series and of each bucket in it is found by a galloping search,
+   * not a look at every row.
+   */
   addRange(input: AggregateInput, from: number, to: number): void {
     const { groupBy, interval } = this.plan;
     const { columns } = input;
     const times = columns[this.timeIdx] as ArrayLike<number>;
     const tags = groupBy.map((c) => columns[c] as ArrayLike<Value>);
-    const { deleted } = input;
+    const series = this.tagIdx.map((c) => columns[c] as ArrayLike<Value>);
+    const sameSeries = (a: number, b: number): boolean => {
+      for (let k = 0; k < series.length; k++) if (series[k][a] !== series[k][b]) return false;
+      return true;
+    };
     let i = from;
     while (i < to) {
-      // A group holds at least one live row.
-      if (deleted[i]) {
-        i++;
-        continue;
-      }
-      // The stretch [i, j) of rows in one group and bucket.
-      let j = i + 1;
-      const bucket = interval === undefined ? undefined : Math.floor(times[i] / interval) * interval;
-      const bucketEnd = bucket === undefined ? Infinity : bucket + (interval as number);
-      const bucketStart = bucket ?? -Infinity;
-      for (; j < to; j++) {
-        let same = true;
-        for (let k = 0; k < tags.length; k++) {
-          if (tags[k][j] !== tags[k][i]) {
-            same = false;
-            break;
-          }
+      const runEnd = gallop(i, to, (j) => sameSeries(i, j));
+      const rising = times[runEnd - 1] >= times[i];
+      while (i < runEnd) {
+        let j = runEnd;
+        let bucket: number | undefined;
+        if (interval !== undefined) {
+          const b = Math.floor(times[i] / interval) * interval;
+          const end = b + interval;
+          bucket = b;
+          j = gallop(i, runEnd, rising ? (r) => times[r] < end : (r) => times[r] >= b);
         }
-        if (!same) break;
-        if (times[j] < bucketStart || times[j] >= bucketEnd) break;
+        // A group holds at least one live row.
+        if (hasLive(input.deleted, i, j)) {
+          const key: Value[] = tags.map((t) => t[i]);
+          if (bucket !== undefined) key.push(bucket);
+          this.fold(this.stateOf(key), input, times, i, j);
+        }
+        i = j;
       }
-      const key: Value[] = tags.map((t) => t[i]);
-      if (bucket !== undefined) key.push(bucket);
-      this.fold(this.stateOf(key), input, times, i, j);
-      i = j;
     }
   }
 
@@ -150,16 +163,27 @@ export class Aggregator {
   }
 
   private stateOf(key: Value[]): Value[] {
-    const id = JSON.stringify(key);
-    let group = this.groups.get(id);
+    let level = this.groups;
+    for (let k = 0; k < key.length - 1; k++) {
+      let next = level.get(key[k]) as Map<Value, unknown> | undefined;
+      if (next === undefined) {
+        next = new Map();
+        level.set(key[k], next);
+      }
+      level = next;
+    }
+    // A key of no columns (no group-by, no interval): the one group, under null.
+    const last = key.length === 0 ? null : key[key.length - 1];
+    let group = level.get(last) as { key: Value[]; state: Value[] } | undefined;
     if (group === undefined) {
-      if (this.groups.size >= this.maxGroups) {
+      if (this.list.length >= this.maxGroups) {
         throw new RepriseError('QUERY_TOO_LARGE', `aggregation has more than ${this.maxGroups} groups (maxResultRows); narrow the query or use a larger interval`, {
           limit: this.maxGroups,
         });
       }
       group = { key, state: initialState(this.plan, this.width) };
-      this.groups.set(id, group);
+      level.set(last, group);
+      this.list.push(group);
     }
     return group.state;
   }
@@ -194,15 +218,25 @@ export class Aggregator {
           s[o + 1] = (s[o + 1] as number) + n;
           break;
         }
-        case 'min':
-        case 'max': {
-          const sign = fn === 'min' ? -1 : 1;
+        // Values of one column share a type and are never NaN (validate.ts): < and > order them as compareValues does.
+        case 'min': {
           let best = s[o];
           const v = values as ArrayLike<Value>;
           for (let i = from; i < to; i++) {
             const x = v[i];
             if (deleted[i] || x === null) continue;
-            if (best === null || compareValues(x, best) * sign > 0) best = x;
+            if (best === null || x < best) best = x;
+          }
+          s[o] = best;
+          break;
+        }
+        case 'max': {
+          let best = s[o];
+          const v = values as ArrayLike<Value>;
+          for (let i = from; i < to; i++) {
+            const x = v[i];
+            if (deleted[i] || x === null) continue;
+            if (best === null || x > best) best = x;
           }
           s[o] = best;
           break;
@@ -229,7 +263,7 @@ export class Aggregator {
     const keyWidth = this.plan.groupBy.length + (this.plan.interval === undefined ? 0 : 1);
     const keys: Value[][] = Array.from({ length: keyWidth }, () => []);
     const states: Value[][] = Array.from({ length: this.width }, () => []);
-    for (const { key, state } of this.groups.values()) {
+    for (const { key, state } of this.list) {
       for (let k = 0; k < keyWidth; k++) keys[k].push(key[k]);
       for (let s = 0; s < this.width; s++) states[s].push(state[s]);
     }
@@ -340,4 +374,33 @@ function finish(fn: AggregateFn, state: readonly Value[], o: number): Value {
     case 'last':
       return state[o + 1];
   }
+}
+
+/**
+ * The end of the stretch [from, end) of rows r >= from for which `holds(r)`
+ * (true at `from`, and once false, false for every later row before `to`):
+ * doubling steps, then a binary search; O(log n) for a stretch of n rows.
+ */
+function gallop(from: number, to: number, holds: (r: number) => boolean): number {
+  // holds(good); bad is `to` or a row where it does not hold.
+  let good = from;
+  let bad = to;
+  for (let step = 1; good + step < to; step *= 2) {
+    if (!holds(good + step)) {
+      bad = good + step;
+      break;
+    }
+    good += step;
+  }
+  while (bad - good > 1) {
+    const mid = (good + bad) >>> 1;
+    if (holds(mid)) good = mid;
+    else bad = mid;
+  }
+  return bad;
+}
+
+function hasLive(deleted: ArrayLike<unknown>, from: number, to: number): boolean {
+  for (let r = from; r < to; r++) if (!deleted[r]) return true;
+  return false;
 }
