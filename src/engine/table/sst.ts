@@ -55,6 +55,8 @@ export const DELETED_COLUMN = '__deleted';
 /** Last 4 bytes of the index trailer (before the Parquet footer). */
 const INDEX_MAGIC = 0x58444952; // "RIDX" little-endian
 const INDEX_TRAILER = 12;
+/** Chunks of a row group this close are read in one get, the bytes between them read and dropped. */
+const READ_GAP = 32 * 1024;
 /** Bytes read from a file's end at open: the Parquet footer's length, the trailer, and usually the whole index. */
 const TAIL_READ = 1 << 20;
 
@@ -164,8 +166,8 @@ export class SstWriter {
     if (this.deleted.length === ROW_GROUP_ROWS) this.writeGroup();
   }
 
-  /** The encoded file and its metadata; undefined if no row was added. */
-  finish(): { bytes: Uint8Array; meta: SstMeta } | undefined {
+  /** The encoded file, its metadata and its index (see SstReader.ofIndex); undefined if no row was added. */
+  finish(): { bytes: Uint8Array; meta: SstMeta; index: WrittenIndex } | undefined {
     if (this.deleted.length > 0) this.writeGroup();
     if (this.first === undefined || this.last === undefined) return undefined;
     const index: IndexMeta = {
@@ -178,6 +180,7 @@ export class SstWriter {
     };
     const json = new TextEncoder().encode(JSON.stringify(index));
     const indexCrc = crc32(json);
+    const indexStart = this.out.offset;
     this.out.appendBytes(json);
     this.out.appendUint32(json.length);
     this.out.appendUint32(indexCrc);
@@ -193,7 +196,7 @@ export class SstWriter {
       maxKey: this.last,
       indexCrc: indexCrc,
     };
-    return { bytes, meta };
+    return { bytes, meta, index: { index, jsonBytes: json.length, indexStart } };
   }
 
   private writeGroup(): void {
@@ -298,6 +301,14 @@ function parquetData(type: ColumnType, values: Value[], required: boolean): unkn
 }
 
 
+
+/** An SST's index as its writer made it: what a reader would parse from the file, without reading it. */
+export interface WrittenIndex {
+  readonly index: IndexMeta;
+  /** Length of its JSON, and where it starts in the file. */
+  readonly jsonBytes: number;
+  readonly indexStart: number;
+}
 
 /** What a reader expects of an SST: the manifest's record of it. */
 export interface SstExpectation {
@@ -407,6 +418,33 @@ export class SstReader {
         corrupt(`holds ${index.rows} rows from [${first.join(', ')}] to [${last.join(', ')}], its manifest says ${expect.rows} from [${expect.minKey.join(', ')}] to [${expect.maxKey.join(', ')}]`);
       }
     }
+    return SstReader.build(store, file, layout, regionId, index, indexBytes.length, indexStart, corrupt);
+  }
+
+  /**
+   * The reader of an SST just written, from the index its writer holds:
+   * the same reader `open` would give, without reading and parsing the
+   * file (a flush or compaction puts it in the cache, so the first queries
+   * of a new SST do not parse its index).
+   */
+  static ofIndex(store: ObjectStore, file: string, layout: TableLayout, regionId: number, written: WrittenIndex): SstReader {
+    const corrupt = (why: string): never => {
+      throw new RepriseError('INTERNAL', `region ${regionId}: SST ${file} was written with a bad index: ${why}`, { regionId, file });
+    };
+    return SstReader.build(store, file, layout, regionId, written.index, written.jsonBytes, written.indexStart, corrupt);
+  }
+
+  private static build(
+    store: ObjectStore,
+    file: string,
+    layout: TableLayout,
+    regionId: number,
+    index: IndexMeta,
+    jsonBytes: number,
+    indexStart: number,
+    corrupt: (why: string) => never,
+  ): SstReader {
+    const { codecs } = index;
     let rowStart = 0;
     const width = layout.names.length + 1;
     const table = new Float64Array(index.groups.length * width * 3);
@@ -426,13 +464,13 @@ export class SstReader {
     });
     if (rowStart !== index.rows) corrupt(`row groups hold ${rowStart} rows, its index says ${index.rows}`);
     // The parsed index takes about twice its JSON.
-    return new SstReader(store, file, layout, regionId, groups, table, codecs, indexBytes.length * 2);
+    return new SstReader(store, file, layout, regionId, groups, table, codecs, jsonBytes * 2);
   }
 
   /**
    * Decode columns (Parquet names: table columns, or `__deleted`) of row
-   * group `g`. Only the chunks asked for are read (adjacent ones in one
-   * get), and each is checked against its CRC before it is decoded. What
+   * group `g`. Only the chunks asked for are decoded (those close together
+   * read in one get), and each is checked against its CRC before it is decoded. What
    * the index already says is not decoded: a tag whose value is the same
    * in every row of the group, and the tombstones of a group without any.
    */
@@ -459,9 +497,9 @@ export class SstReader {
     }
     toRead.sort((x, y) => x.offset - y.offset);
     for (let i = 0; i < toRead.length; ) {
-      // A run of chunks that lie next to each other: one get.
+      // Chunks at most READ_GAP bytes apart: one get (a get costs more than reading past a few chunks not asked for).
       let j = i + 1;
-      while (j < toRead.length && toRead[j].offset === toRead[j - 1].offset + toRead[j - 1].length) j++;
+      while (j < toRead.length && toRead[j].offset <= toRead[j - 1].offset + toRead[j - 1].length + READ_GAP) j++;
       const from = toRead[i].offset;
       const to = toRead[j - 1].offset + toRead[j - 1].length;
       const bytes = await this.store.getRange(this.file, from, to).catch(missingAs(this.regionId, this.file));

@@ -8,7 +8,7 @@ import { regionPrefix, sstKey, sstNameOf, writeManifest, type Manifest, type Sst
 import { QueuedMemtable, UnindexableEntry } from './queued-memtable.js';
 import { aggregateSink, blockOfEntries, filterBlock, mergeRuns, RowsSink, sourceOf, type Block, type BlockSource, type ScanStop } from './read.js';
 import { planScan, type ScanPlan } from './scan.js';
-import { DELETED_COLUMN, SstReader, SstWriter, type SstMeta } from './sst.js';
+import { DELETED_COLUMN, SstReader, SstWriter, type SstMeta, type WrittenIndex } from './sst.js';
 import { ByteLru } from './sst-cache.js';
 import { validateQuery } from './validate.js';
 import { IdleIndexer, INDEX_SLICE_MS, nextTurn } from './idle-indexer.js';
@@ -192,7 +192,8 @@ export class TableRegion implements Region {
         const m = this.manifest;
         const key = sstKey(this.regionId, this.writerOf().epoch, m.nextSeq);
         // Undefined when the queue held no rows (empty bodies): no SST then.
-        const data = await this.writeSst(key, mem.scan());
+        const written = await this.writeSst(key, mem.scan());
+        const data = written?.meta;
         if (data === undefined) {
           if (upTo > m.flushedEntryId) await this.commit({ ...m, flushedEntryId: upTo, fenceEpoch: Math.max(m.fenceEpoch ?? 0, upToFence) });
         } else {
@@ -203,6 +204,7 @@ export class TableRegion implements Region {
             ssts: [...m.ssts, refOf(key, m.nextSeq, data)],
             nextSeq: m.nextSeq + 1,
           });
+          this.remember(key, (written as WrittenSst).index);
           bytes += data.bytes;
           rows += data.rows;
         }
@@ -237,6 +239,7 @@ export class TableRegion implements Region {
       for (const s of flushed) for (let w = Math.floor(s.minTime / W) * W; w <= s.maxTime; w += W) windows.add(w);
       const inputs = this.manifest.ssts.filter((s) => s.window === undefined || windows.has(s.window));
       const outputs: SstRef[] = [];
+      const indexes: WrittenIndex[] = [];
       let seq = this.manifest.nextSeq;
       for (const w of [...windows].sort((a, b) => a - b)) {
         const overlapping = inputs.filter((s) => s.minTime < w + W && s.maxTime >= w);
@@ -247,7 +250,8 @@ export class TableRegion implements Region {
         const columns = this.layout.names.map((_, i) => i);
         const readers = await Promise.all([...overlapping].reverse().map((s) => this.reader(s)));
         await mergeRuns(
-          readers.map((r) => this.sstSource(r, plan, columns, false)),
+          // Outside the chunk cache (each row is read once: caching would evict what queries read), a slice at a time.
+          readers.map((r) => slicedSource(this.sstSource(r, plan, columns, false, undefined, false))),
           this.layout,
           false,
           (block, from, to) => {
@@ -265,11 +269,13 @@ export class TableRegion implements Region {
         if (encoded === undefined) continue;
         await this.store.put(key, encoded.bytes);
         outputs.push({ ...refOf(key, seq, encoded.meta), window: w });
+        indexes.push(encoded.index);
         seq++;
       }
       const m = this.manifest;
       const replaced = new Set(inputs.map((s) => s.file));
       await this.commit({ ...m, ssts: [...m.ssts.filter((s) => !replaced.has(s.file)), ...outputs], nextSeq: seq });
+      outputs.forEach((s, i) => this.remember(s.file, indexes[i] as WrittenIndex));
       const deletions: Promise<void>[] = [];
       // A deposed leader deletes nothing: the next leader's open removes what is unlisted.
       const mayDelete = this.writerOf().mayDelete();
@@ -297,7 +303,7 @@ export class TableRegion implements Region {
     const plan = planScan(layout, q);
     const empty: RegionQueryResult =
       agg !== undefined
-        ? { kind: 'aggregates', partial: new Aggregator(agg, layout.timeIdx, 1).result() }
+        ? { kind: 'aggregates', partial: new Aggregator(agg, layout, 1).result() }
         : { kind: 'rows', rows: { columns: output.map((c) => layout.names[c]), data: output.map(() => []) } };
     if (plan.empty) return empty;
     // Snapshot the memtables synchronously, before any await: what has been
@@ -322,7 +328,7 @@ export class TableRegion implements Region {
     try {
       const readers = await Promise.all(ssts.map((s) => this.reader(s)));
       if (agg !== undefined) {
-        const aggregator = new Aggregator(agg, layout.timeIdx, this.reads.maxResultRows);
+        const aggregator = new Aggregator(agg, layout, this.reads.maxResultRows);
         const summarised = this.summarise(aggregator, agg, plan, readers, ssts, memBlocks);
         const sources = [...memBlocks.map(sourceOf), ...readers.map((r, i) => this.sstSource(r, plan, columns, desc, summarised[i]))];
         await mergeRuns(sources, layout, desc, aggregateSink(aggregator));
@@ -481,7 +487,7 @@ export class TableRegion implements Region {
    * memtable is about a second of encoding, which in one piece stalled
    * every append, acknowledgement and query of the node for that second.
    */
-  private async writeSst(key: string, entries: Iterable<readonly [Value[], boolean]>): Promise<SstMeta | undefined> {
+  private async writeSst(key: string, entries: Iterable<readonly [Value[], boolean]>): Promise<WrittenSst | undefined> {
     const writer = new SstWriter(this.layout, this.regionId);
     let n = 0;
     let sliceEnd = performance.now() + FLUSH_SLICE_MS;
@@ -495,7 +501,18 @@ export class TableRegion implements Region {
     const encoded = writer.finish();
     if (encoded === undefined) return undefined;
     await this.store.put(key, encoded.bytes);
-    return encoded.meta;
+    return { meta: encoded.meta, index: encoded.index };
+  }
+
+  /**
+   * Cache the reader of an SST this region just wrote and committed, from
+   * its writer's index: the queries that follow a flush or compaction (the
+   * newest data is the most asked for) would otherwise parse it first
+   * (measured: ~5 ms per 2-hour window SST of 1,000 series).
+   */
+  private remember(file: string, index: WrittenIndex): void {
+    const reader = SstReader.ofIndex(this.store, file, this.layout, this.regionId, index);
+    void this.reads.indexes.get(this.cacheTag + file, () => Promise.resolve(reader), (r) => r.indexBytes);
   }
 
   /**
@@ -624,7 +641,7 @@ export class TableRegion implements Region {
    * `skip`), in scan order, each read (through the chunk cache) when the
    * merge reaches it.
    */
-  private sstSource(reader: SstReader, plan: ScanPlan, columns: readonly number[], desc: boolean, skip?: ReadonlySet<number>): BlockSource {
+  private sstSource(reader: SstReader, plan: ScanPlan, columns: readonly number[], desc: boolean, skip?: ReadonlySet<number>, viaCache = true): BlockSource {
     const { layout } = this;
     const picked: { g: number; whole: boolean }[] = [];
     const [from, to] = this.groupSpan(reader, plan);
@@ -653,7 +670,7 @@ export class TableRegion implements Region {
         for (;;) {
           const pick = picked[next++];
           if (pick === undefined) return undefined;
-          const decoded = await this.readChunks(reader, pick.g, names);
+          const decoded = viaCache ? await this.readChunks(reader, pick.g, names) : Object.fromEntries(await reader.readGroup(pick.g, names));
           const cols: (ArrayLike<Value> | undefined)[] = layout.names.map(() => undefined);
           for (const c of columns) cols[c] = decoded[layout.names[c]] as ArrayLike<Value>;
           const block = filterBlock(layout, plan, reader.groups[pick.g].rows, cols, decoded[DELETED_COLUMN], pick.whole, desc);
@@ -722,6 +739,32 @@ function extentOf(layout: TableLayout, block: Block): { minKey: Value[]; maxKey:
     if (times[i] > maxTime) maxTime = times[i];
   }
   return compareKeys(a, b) <= 0 ? { minKey: a, maxKey: b, minTime, maxTime } : { minKey: b, maxKey: a, minTime, maxTime };
+}
+
+/**
+ * The source, giving the event loop a turn once FLUSH_SLICE_MS have passed
+ * since the last: a compaction's merge otherwise runs from its first
+ * block to its last without one (reads resolve at once from a local
+ * store), stalling every append and query for the whole window.
+ */
+function slicedSource(source: BlockSource): BlockSource {
+  let sliceEnd = performance.now() + FLUSH_SLICE_MS;
+  return {
+    ...(source.peek ? { peek: source.peek } : {}),
+    next: async () => {
+      if (performance.now() > sliceEnd) {
+        await nextTurn();
+        sliceEnd = performance.now() + FLUSH_SLICE_MS;
+      }
+      return source.next();
+    },
+  };
+}
+
+/** An SST as written: its manifest metadata and its index. */
+interface WrittenSst {
+  readonly meta: SstMeta;
+  readonly index: WrittenIndex;
 }
 
 function refOf(file: string, seq: number, meta: SstMeta): SstRef {
