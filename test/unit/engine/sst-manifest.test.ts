@@ -75,6 +75,15 @@ describe('SST (Parquet)', () => {
     return out;
   }
 
+  it('gives, from the index its writer holds, the reader that opening the file gives', async () => {
+    const { store, encoded } = await stored(sampleEntries());
+    const opened = await SstReader.open(store, KEY, layout, 7, encoded.meta);
+    const written = SstReader.ofIndex(store, KEY, layout, 7, encoded.index);
+    expect(written.groups).toEqual(opened.groups);
+    expect(written.indexBytes).toBe(opened.indexBytes);
+    expect(await readAll(written)).toEqual(await readAll(opened));
+  });
+
   it('round-trips rows and tombstones in row groups that record their key and time ranges', async () => {
     const entries = sampleEntries();
     const { store, encoded } = await stored(entries);
