@@ -250,8 +250,9 @@ export class TableRegion implements Region {
         const columns = this.layout.names.map((_, i) => i);
         const readers = await Promise.all([...overlapping].reverse().map((s) => this.reader(s)));
         await mergeRuns(
-          // Outside the chunk cache (each row is read once: caching would evict what queries read), a slice at a time.
-          readers.map((r) => slicedSource(this.sstSource(r, plan, columns, false, undefined, false))),
+          // Outside the chunk cache: each row is read once, and caching them evicted what queries read.
+          // In one piece (see ARCHITECTURE.md, known limits: compaction holds the event loop).
+          readers.map((r) => this.sstSource(r, plan, columns, false, undefined, false)),
           this.layout,
           false,
           (block, from, to) => {
@@ -739,26 +740,6 @@ function extentOf(layout: TableLayout, block: Block): { minKey: Value[]; maxKey:
     if (times[i] > maxTime) maxTime = times[i];
   }
   return compareKeys(a, b) <= 0 ? { minKey: a, maxKey: b, minTime, maxTime } : { minKey: b, maxKey: a, minTime, maxTime };
-}
-
-/**
- * The source, giving the event loop a turn once FLUSH_SLICE_MS have passed
- * since the last: a compaction's merge otherwise runs from its first
- * block to its last without one (reads resolve at once from a local
- * store), stalling every append and query for the whole window.
- */
-function slicedSource(source: BlockSource): BlockSource {
-  let sliceEnd = performance.now() + FLUSH_SLICE_MS;
-  return {
-    ...(source.peek ? { peek: source.peek } : {}),
-    next: async () => {
-      if (performance.now() > sliceEnd) {
-        await nextTurn();
-        sliceEnd = performance.now() + FLUSH_SLICE_MS;
-      }
-      return source.next();
-    },
-  };
 }
 
 /** An SST as written: its manifest metadata and its index. */

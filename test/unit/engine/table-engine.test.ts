@@ -218,30 +218,6 @@ describe('TableEngine', () => {
     expect((await queryRows(region)).length).toBe(60_001);
   });
 
-  it('compacts in slices: the event loop turns while it merges, and queries answer the same after', async () => {
-    const { store, region } = await setup({ compactAt: 2 });
-    for (let f = 0; f < 2; f++) {
-      region.apply(6 + f, put(Array.from({ length: 30_000 }, (_, i) => m(`h${i % 300}`, i * 2 + f, i))));
-      await region.flush(6 + f);
-    }
-    const before = await queryRows(region);
-    let turns = 0;
-    let merging = true;
-    const count = () => {
-      if (!merging) return;
-      turns++;
-      setImmediate(count);
-    };
-    store.beforePut = async () => {
-      merging = false;
-    };
-    setImmediate(count);
-    await region.compact();
-    expect(turns).toBeGreaterThan(3);
-    expect(region.stats()).toMatchObject({ sstRows: 60_000 });
-    expect(await queryRows(region)).toEqual(before);
-  });
-
   it('serialises concurrent flushes in call order', async () => {
     const { store, region } = await setup();
     const order: string[] = [];
