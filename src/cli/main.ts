@@ -2,7 +2,7 @@ import { setFlagsFromString } from 'node:v8';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
 import type { ReplayProgress } from '../actors/context.js';
-import { createHttpServer, parseAddr, warmHttpQueries } from '../api/http.js';
+import { createHttpServer, parseAddr, warmHttpQueries, warmHttpQueriesWhenIdle } from '../api/http.js';
 import { defaultIngestThreads, IngestPool, inlineEncoder, type WriteEncoder } from '../api/ingest-pool.js';
 import { startMysqlServer } from '../api/mysql.js';
 import { startPostgresServer } from '../api/postgres.js';
@@ -188,6 +188,10 @@ async function serveProtocols(runtime: Reprise, config: StandaloneConfig, logger
     logger.debug(warm, 'query path warmed');
     const url = await app.listen({ host, port });
     closers.push(() => app.close());
+    if (warm.table === undefined) {
+      const stop = warmHttpQueriesWhenIdle(app, runtime, logger);
+      closers.push(async () => stop());
+    }
     const served: Record<string, string> = { http: url };
     if (config.mysqlAddr !== '') {
       const addr = parseAddr(config.mysqlAddr, 'mysql');

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createHttpServer, warmHttpQueries } from '../../../src/api/http.js';
+import { createHttpServer, warmHttpQueries, warmHttpQueriesWhenIdle } from '../../../src/api/http.js';
 import { open, type Reprise } from '../../../src/api/runtime.js';
 import { parseUserProvider } from '../../../src/api/users.js';
 
@@ -65,5 +65,32 @@ describe('warmHttpQueries', () => {
       expect(res.statusCode).toBe(401);
     }
     await app.close();
+  });
+
+  it('warms up once a server loaded after its start goes idle, and leaves it out of the request metrics', async () => {
+    const db = await runtimeWith({ cpu: 0 });
+    const lines: string[] = [];
+    const log = pino({ level: 'debug' }, { write: (line: string) => lines.push(line) });
+    const app = createHttpServer(db, { logger: log });
+    const stop = warmHttpQueriesWhenIdle(app, db, log);
+    try {
+      await new Promise((r) => setTimeout(r, 1600));
+      expect(lines.some((l) => l.includes('warmed once idle'))).toBe(false); // no request yet: nothing to warm on
+      const write = await app.inject({ method: 'POST', url: '/v1/tables/cpu/rows', payload: [{ host: 'a', core: 'c0', v: 1, ts: 60_000 }] });
+      expect(write.statusCode).toBe(200);
+      const deadline = Date.now() + 5000;
+      while (!lines.some((l) => l.includes('warmed once idle')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      const warmed = JSON.parse(lines.find((l) => l.includes('warmed once idle')) as string);
+      expect(warmed).toMatchObject({ table: 'cpu' });
+      expect(warmed.queries).toBeGreaterThan(3);
+      const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+      const queryCount = /reprise_http_request_duration_seconds_count\{[^}]*route="\/v1\/tables\/:name\/query"/;
+      expect(metrics).not.toMatch(queryCount);
+      await app.inject({ method: 'POST', url: '/v1/tables/cpu/query', payload: {} });
+      expect((await app.inject({ method: 'GET', url: '/metrics' })).body).toMatch(queryCount);
+    } finally {
+      stop();
+      await app.close();
+    }
   });
 });
