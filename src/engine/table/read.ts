@@ -107,6 +107,13 @@ export function filterBlock(
     if (keep.length === n) keep = undefined;
   }
   if (keep === undefined && !desc) return { length: n, columns, deleted };
+  // One stretch of rows (a time range of one series, the common case): views or slices of it, not a pick per value.
+  if (keep !== undefined && !desc && keep[keep.length - 1]! - keep[0]! + 1 === keep.length) {
+    const from = keep[0]!;
+    const to = from + keep.length;
+    const cut = <T>(col: ArrayLike<T>): ArrayLike<T> => (ArrayBuffer.isView(col) ? (col as unknown as Float64Array).subarray(from, to) : Array.prototype.slice.call(col, from, to)) as ArrayLike<T>;
+    return { length: keep.length, columns: columns.map((col) => (col === undefined ? undefined : (cut(col) as ArrayLike<Value>))), deleted: cut(deleted) };
+  }
   const order = keep ?? Array.from({ length: n }, (_, i) => i);
   if (desc) order.reverse();
   const pick = (col: ArrayLike<unknown>): Value[] => order.map((i) => col[i] as Value);
