@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { maxHeaderSize, STATUS_CODES } from 'node:http';
 import { createRequire } from 'node:module';
@@ -260,6 +260,14 @@ const QUERY_ROUTE = '/v1/tables/:name/query';
 const WARM_HEADER = 'x-reprise-warm-up';
 const WARM_USER: SqlUser = Object.freeze({ name: 'warm-up', mode: 'ro' });
 const warmCredentials = new WeakMap<object, string>();
+
+/** Whether a request's warm-up header holds the server's credential (compared in constant time). */
+function isWarmCredential(header: string | string[] | undefined, credential: string): boolean {
+  if (typeof header !== 'string') return false;
+  const given = Buffer.from(header, 'latin1');
+  const expected = Buffer.from(credential, 'latin1');
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
 /** When each server last began or ended a request other than the warm-up's (performance.now()). */
 const activityOf = new WeakMap<object, number>();
 /** How long a server must have been without requests before it warms up after its start (see warmHttpQueriesWhenIdle). */
@@ -347,7 +355,7 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
     registers: [registry],
   });
   app.addHook('onResponse', (request, reply, done) => {
-    if (request.headers[WARM_HEADER] !== undefined) return done();
+    if (warmRequests.has(request)) return done();
     activityOf.set(app, performance.now());
     requestSeconds.observe(
       { method: request.method, route: request.routeOptions.url ?? 'unmatched', status_code: String(reply.statusCode) },
@@ -360,14 +368,17 @@ export function createHttpServer(runtime: Reprise, options: HttpOptions) {
   const guard = browserGuard(options);
   // Then who is asking: the user each request authenticated as, for the routes and SQL sessions to check.
   const userOfRequest = new WeakMap<object, SqlUser>();
+  /** The warm-up's own requests (left out of the request metrics and of the activity the idle warm-up waits on). */
+  const warmRequests = new WeakSet<object>();
   const warmCredential = randomBytes(24).toString('base64url');
   warmCredentials.set(app, warmCredential);
   app.addHook('onRequest', (request, _reply, done) => {
     try {
       guard(request.method, request.headers.host, request.headers.origin);
       const route = request.routeOptions.url;
-      const warming = route === QUERY_ROUTE && request.headers[WARM_HEADER] === warmCredential;
-      if (!warming) activityOf.set(app, performance.now());
+      const warming = route === QUERY_ROUTE && isWarmCredential(request.headers[WARM_HEADER], warmCredential);
+      if (warming) warmRequests.add(request);
+      else activityOf.set(app, performance.now());
       const user = warming ? WARM_USER : httpUserOf(options.users, request, route);
       if (user !== undefined) {
         checkRouteMode(user, request.method, route);
