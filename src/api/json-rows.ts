@@ -12,10 +12,9 @@ const REMEMBERED_STRINGS = 4096;
  * out), in chunks of about CHUNK_CHARS: no string of the whole answer is
  * ever made, so a result past V8's string length limit (about 512 MiB) is
  * sent rather than failing with "Invalid string length", and none of the
- * row objects exists at once. Numbers are written by String (JSON's own
- * form for finite numbers, -0 included) and a string's JSON is computed
- * once per column: JSON.stringify per value was half the time of a
- * 1,800-row answer.
+ * row objects exists at once. Numbers are written by numberJson and a
+ * string's JSON is computed once per column: JSON.stringify per value was
+ * half the time of a 1,800-row answer.
  */
 export function* jsonRowChunks(result: ColumnarRows): Generator<string> {
   const { columns, data } = result;
@@ -30,7 +29,7 @@ export function* jsonRowChunks(result: ColumnarRows): Generator<string> {
     for (let c = 0; c < columns.length; c++) {
       const v = data[c]![r];
       let value: string;
-      if (typeof v === 'number') value = Number.isFinite(v) ? String(v) : 'null';
+      if (typeof v === 'number') value = numberJson(v);
       else if (typeof v === 'string') {
         const known = strings[c]!;
         const remembered = known.get(v);
@@ -55,6 +54,25 @@ export function* jsonRowChunks(result: ColumnarRows): Generator<string> {
   }
   parts.push(']}');
   yield parts.join('');
+}
+
+/**
+ * A number as JSON writes it. One with at most two decimals (a reading
+ * rounded to hundredths, as most gauges are) is written from the integer
+ * 100 v, about twice as fast as String(v): below 1e15 that integer has at
+ * most 15 digits, so v is the only double such a decimal names and that
+ * decimal, trailing zero dropped, is the shortest form String would give.
+ */
+function numberJson(v: number): string {
+  if (Number.isInteger(v)) return String(v);
+  if (!Number.isFinite(v)) return 'null';
+  const k = Math.round(v * 100);
+  if (k / 100 !== v || k >= 1e15 || k <= -1e15) return String(v);
+  const a = k < 0 ? -k : k;
+  const frac = a % 100;
+  const int = (a - frac) / 100;
+  const s = frac % 10 === 0 ? `${int}.${frac / 10}` : `${int}.${frac < 10 ? '0' : ''}${frac}`;
+  return k < 0 ? `-${s}` : s;
 }
 
 /** Results of more rows than this are streamed in chunks; smaller ones are sent whole, with a Content-Length. */
