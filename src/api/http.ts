@@ -9,7 +9,6 @@ import Fastify, { type FastifyError, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { describeMachine, MACHINES } from '../actors/diagram.js';
-import type { Value } from '../engine/schema.js';
 import { RepriseError, type ErrorCode } from '../errors.js';
 import { sqlSessions } from '../frontend/sql/session.js';
 import type { SqlSessionFactory, SqlUser } from '../frontend/sql/types.js';
@@ -247,10 +246,6 @@ function machinesView() {
   };
 }
 
-/**
- * The HTTP API (bodies are a public contract: extend, do not change).
- * Errors are always `{"error":{"code","message"}}` with a non-2xx status.
- */
 const QUERY_ROUTE = '/v1/tables/:name/query';
 /**
  * The warm-up's queries carry a credential made per server and never sent
@@ -306,13 +301,17 @@ export function warmHttpQueries(app: ReturnType<typeof createHttpServer>, runtim
   return warmQueries(
     async (table, body) => {
       const res = await app.inject({ method: 'POST', url: `/v1/tables/${encodeURIComponent(table)}/query`, headers, payload: body as object });
-      return res.statusCode === 200 ? (res.json() as { rows: Record<string, Value>[] }).rows : undefined;
+      return res.statusCode === 200 ? res.body : undefined;
     },
     runtime,
     logger,
   );
 }
 
+/**
+ * The HTTP API (bodies are a public contract: extend, do not change).
+ * Errors are always `{"error":{"code","message"}}` with a non-2xx status.
+ */
 export function createHttpServer(runtime: Reprise, options: HttpOptions) {
   // Requests are not logged one by one; server-side failures are, below.
   const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;

@@ -14,13 +14,14 @@ export interface WarmOutcome {
   readonly ms: number;
 }
 
-/** Answers a query as the HTTP API would (rows, or undefined if it is refused). */
-export type QueryRoute = (table: string, body: unknown) => Promise<Record<string, Value>[] | undefined>;
+/** Answers a query as the HTTP API would: the JSON answer, or undefined if it is refused. */
+export type QueryRoute = (table: string, body: unknown) => Promise<string | undefined>;
 
 /**
  * Before a server listens: answer, through its own HTTP routes (see
- * http.ts warmHttpQueries: injected, no socket), the common queries on the table that has the newest row, for up
- * to WARM_BUDGET_MS; answers are discarded. Until V8 has compiled the query
+ * http.ts warmHttpQueries: injected, no socket), the common queries on the
+ * table that has the newest row, for up to WARM_BUDGET_MS; answers are
+ * discarded. Until V8 has compiled the query
  * path (routing, validation, planning, the region's read, JSON), a query
  * runs in its interpreter: measured on 10M rows, the first one-host query
  * after a restart took 15-23 ms without this and 6-11 ms with it. Reads
@@ -44,19 +45,19 @@ export async function warmQueries(route: QueryRoute, runtime: Reprise, logger: L
     }
   };
   try {
-    let newest: { schema: TableSchema; row: Record<string, Value> } | undefined;
+    // Only this answer is parsed: the rounds' answers are discarded unread.
+    let newest: { schema: TableSchema; row: Record<string, Value>; t: number } | undefined;
     for (const { schema } of runtime.listTables()) {
       if (performance.now() - started > WARM_BUDGET_MS) break;
       const time = schema.columns.find((c) => c.role === 'time')?.name as string;
-      const row = (await query(schema.name, { order: 'desc', limit: 1 }))?.[0];
-      if (row !== undefined && (newest === undefined || (row[time] as number) > (newest.row[time] as number))) newest = { schema, row };
+      const answer = await query(schema.name, { order: 'desc', limit: 1 });
+      const row = answer === undefined ? undefined : (JSON.parse(answer) as { rows: Record<string, Value>[] }).rows[0];
+      if (row !== undefined && (newest === undefined || (row[time] as number) > newest.t)) newest = { schema, row, t: row[time] as number };
     }
     if (newest === undefined) return { queries, ms: performance.now() - started };
-    const { schema, row } = newest;
-    const time = schema.columns.find((c) => c.role === 'time')?.name as string;
+    const { schema, row, t } = newest;
     const tags = schema.columns.filter((c) => c.role === 'tag').map((c) => c.name);
     const field = schema.columns.find((c) => c.role === 'field' && (c.type === 'float64' || c.type === 'int64'))?.name;
-    const t = row[time] as number;
     const series = Object.fromEntries(tags.map((n) => [n, row[n]]));
     const oneTag = tags.length > 0 ? { [tags[0] as string]: row[tags[0] as string] } : {};
     for (let round = 0; round < WARM_ROUNDS && performance.now() - started < WARM_BUDGET_MS; round++) {

@@ -1,6 +1,6 @@
 import { RepriseError } from '../../errors.js';
 import { aggregateName, type AggregateFn, type ColumnarRows, type TableQuery, type TableSchema, type Value } from '../schema.js';
-import { compareValues } from './keys.js';
+import { compareValues, type TableLayout } from './keys.js';
 import type { FieldStats } from './sst.js';
 
 /**
@@ -83,7 +83,7 @@ export class Aggregator {
   private readonly list: { key: Value[]; state: Value[] }[] = [];
   private readonly offsets: number[];
 
-  constructor(plan: AggregatePlan, layout: { readonly timeIdx: number; readonly tagIdx: readonly number[] }, maxGroups: number) {
+  constructor(plan: AggregatePlan, layout: Pick<TableLayout, 'timeIdx' | 'tagIdx'>, maxGroups: number) {
     this.plan = plan;
     this.timeIdx = layout.timeIdx;
     this.tagIdx = layout.tagIdx;
@@ -119,14 +119,9 @@ export class Aggregator {
       const runEnd = gallop(i, to, (j) => sameSeries(i, j));
       const rising = times[runEnd - 1] >= times[i];
       while (i < runEnd) {
-        let j = runEnd;
-        let bucket: number | undefined;
-        if (interval !== undefined) {
-          const b = Math.floor(times[i] / interval) * interval;
-          const end = b + interval;
-          bucket = b;
-          j = gallop(i, runEnd, rising ? (r) => times[r] < end : (r) => times[r] >= b);
-        }
+        const bucket = interval === undefined ? undefined : Math.floor(times[i] / interval) * interval;
+        const end = bucket === undefined ? Infinity : bucket + (interval as number);
+        const j = bucket === undefined ? runEnd : gallop(i, runEnd, rising ? (r) => times[r] < end : (r) => times[r] >= bucket);
         // A group holds at least one live row.
         if (hasLive(input.deleted, i, j)) {
           const key: Value[] = tags.map((t) => t[i]);

@@ -300,8 +300,6 @@ function parquetData(type: ColumnType, values: Value[], required: boolean): unkn
   return values.slice();
 }
 
-
-
 /** An SST's index as its writer made it: what a reader would parse from the file, without reading it. */
 export interface WrittenIndex {
   readonly index: IndexMeta;
@@ -469,8 +467,8 @@ export class SstReader {
 
   /**
    * Decode columns (Parquet names: table columns, or `__deleted`) of row
-   * group `g`. Only the chunks asked for are decoded (those close together
-   * read in one get), and each is checked against its CRC before it is decoded. What
+   * group `g`. Only the chunks asked for are decoded (those close
+   * together read in one get), each checked against its CRC first. What
    * the index already says is not decoded: a tag whose value is the same
    * in every row of the group, and the tombstones of a group without any.
    */

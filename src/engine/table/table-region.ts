@@ -252,7 +252,7 @@ export class TableRegion implements Region {
         await mergeRuns(
           // Outside the chunk cache: each row is read once, and caching them evicted what queries read.
           // In one piece (see ARCHITECTURE.md, known limits: compaction holds the event loop).
-          readers.map((r) => this.sstSource(r, plan, columns, false, undefined, false)),
+          readers.map((r) => this.sstSource(r, plan, columns, false, { viaCache: false })),
           this.layout,
           false,
           (block, from, to) => {
@@ -266,11 +266,10 @@ export class TableRegion implements Region {
             return true;
           },
         );
-        const encoded = writer.finish();
-        if (encoded === undefined) continue;
-        await this.store.put(key, encoded.bytes);
-        outputs.push({ ...refOf(key, seq, encoded.meta), window: w });
-        indexes.push(encoded.index);
+        const written = await this.storeSst(key, writer);
+        if (written === undefined) continue;
+        outputs.push({ ...refOf(key, seq, written.meta), window: w });
+        indexes.push(written.index);
         seq++;
       }
       const m = this.manifest;
@@ -331,7 +330,7 @@ export class TableRegion implements Region {
       if (agg !== undefined) {
         const aggregator = new Aggregator(agg, layout, this.reads.maxResultRows);
         const summarised = this.summarise(aggregator, agg, plan, readers, ssts, memBlocks);
-        const sources = [...memBlocks.map(sourceOf), ...readers.map((r, i) => this.sstSource(r, plan, columns, desc, summarised[i]))];
+        const sources = [...memBlocks.map(sourceOf), ...readers.map((r, i) => this.sstSource(r, plan, columns, desc, { skip: summarised[i] }))];
         await mergeRuns(sources, layout, desc, aggregateSink(aggregator));
         return { kind: 'aggregates', partial: aggregator.result() };
       }
@@ -499,6 +498,11 @@ export class TableRegion implements Region {
         sliceEnd = performance.now() + FLUSH_SLICE_MS;
       }
     }
+    return this.storeSst(key, writer);
+  }
+
+  /** Finish the writer's SST and store it under `key`; undefined (nothing written) when it holds no row. */
+  private async storeSst(key: string, writer: SstWriter): Promise<WrittenSst | undefined> {
     const encoded = writer.finish();
     if (encoded === undefined) return undefined;
     await this.store.put(key, encoded.bytes);
@@ -639,10 +643,16 @@ export class TableRegion implements Region {
 
   /**
    * The row groups of an SST that the plan can match (less those in
-   * `skip`), in scan order, each read (through the chunk cache) when the
-   * merge reaches it.
+   * `skip`), in scan order, each read when the merge reaches it: through
+   * the chunk cache unless `viaCache` is false.
    */
-  private sstSource(reader: SstReader, plan: ScanPlan, columns: readonly number[], desc: boolean, skip?: ReadonlySet<number>, viaCache = true): BlockSource {
+  private sstSource(
+    reader: SstReader,
+    plan: ScanPlan,
+    columns: readonly number[],
+    desc: boolean,
+    { skip, viaCache = true }: { readonly skip?: ReadonlySet<number>; readonly viaCache?: boolean } = {},
+  ): BlockSource {
     const { layout } = this;
     const picked: { g: number; whole: boolean }[] = [];
     const [from, to] = this.groupSpan(reader, plan);
